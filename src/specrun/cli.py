@@ -1,0 +1,237 @@
+"""The ``specrun`` command line. User mistakes become one message on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+
+from specrun.errors import SpecrunError, UsageError
+
+app = typer.Typer(
+    help="Declarative experiments for fine-tuning BERT-family text classifiers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+StoreOpt = Annotated[Path, typer.Option("--store", envvar="SPECRUN_STORE", help="DuckDB result store")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a spec key: --set train.epochs=1 (repeatable)")]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, csv or json")]
+DEFAULT_STORE = Path("specrun.duckdb")
+FORMATS = ("table", "csv", "json")
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+
+
+def _plan(spec: Path, overrides: list[str] | None):
+    from specrun.plugins import get_registry
+    from specrun.runner.plan import plan_runs
+    from specrun.spec.load import load_spec
+
+    registry = get_registry()
+    for problem in registry.load_errors:
+        from specrun.console import err
+
+        err.print(f"warning: {problem}")
+    loaded = load_spec(spec, overrides or [], registry)
+    return loaded, plan_runs(loaded, registry), registry
+
+
+@app.command()
+def apply(
+    spec: Annotated[Path, typer.Argument(help="the experiment's TOML spec")],
+    set_: SetOpt = None,
+    store: StoreOpt = DEFAULT_STORE,
+    force: Annotated[bool, typer.Option("--force", help="rerun runs already completed")] = False,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="stop at the first failed run")] = False,
+):
+    """Run every run of SPEC that the store does not hold completed, and record the results."""
+    from specrun.console import ApplyProgress, err
+    from specrun.runner.local import LocalExecutor
+    from specrun.store import Store
+
+    loaded, planned, registry = _plan(spec, set_)
+    err.print(f"{loaded.experiment}: {len(planned)} run(s) → {store}")
+    with ApplyProgress(len(planned)) as progress:
+        executor = LocalExecutor(Store(store), registry, str(spec), progress=progress, fail_fast=fail_fast, force=force)
+        outcomes = executor.run_all(planned)
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    err.print("summary: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    if counts.get("failed"):
+        err.print(f"failed runs keep their error in the store: specrun runs --status failed --store {store}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def plan(
+    spec: Annotated[Path, typer.Argument(help="the experiment's TOML spec")],
+    set_: SetOpt = None,
+    store: StoreOpt = DEFAULT_STORE,
+    fmt: FormatOpt = "table",
+):
+    """Print the runs SPEC expands into and which the store already holds; trains nothing."""
+    from specrun.console import print_rows
+    from specrun.store import Store
+    from specrun.store.runs import statuses
+
+    _check_format(fmt)
+    loaded, planned, _ = _plan(spec, set_)
+    known = statuses(Store(store), [p.run_id for p in planned])
+    rows = [
+        (p.run_id, p.method, json.dumps(p.sweep_values) if p.sweep_values else "", p.seed,
+         {"completed": "cached"}.get(known.get(p.run_id), known.get(p.run_id) and f"will rerun ({known[p.run_id]})" or "new"))
+        for p in planned
+    ]
+    print_rows(["run_id", "method", "sweep", "seed", "status"], rows, fmt, title=f"{loaded.experiment}: {len(planned)} run(s)")
+
+
+@app.command()
+def validate(spec: Annotated[Path, typer.Argument(help="the experiment's TOML spec")], set_: SetOpt = None):
+    """Check SPEC (syntax, keys, plugin options, sweep) without touching data or the store."""
+    from specrun.plugins import get_registry
+    from specrun.spec.load import load_spec
+
+    loaded = load_spec(spec, set_ or [], get_registry())
+    typer.echo(f"{spec}: ok ({len(loaded.runs)} run(s))")
+
+
+@app.command()
+def runs(
+    store: StoreOpt = DEFAULT_STORE,
+    experiment: Annotated[Optional[str], typer.Option(help="only this experiment's runs")] = None,
+    status: Annotated[Optional[str], typer.Option(help="only runs with this status")] = None,
+    fmt: FormatOpt = "table",
+):
+    """List the runs in the store with their main results."""
+    from specrun.console import print_rows
+    from specrun.store import Store
+
+    _check_format(fmt)
+    query = """
+        SELECT s.run_id, s.experiment, s.status, s.method, s.seed, s.sweep, s.accuracy, s.f1, s.train_seconds,
+               strftime(s.finished_at, '%Y-%m-%d %H:%M:%S') AS finished_at, regexp_extract(r.error, '^[^\n]*') AS error
+        FROM run_summary s JOIN runs r USING (run_id)
+        WHERE (? IS NULL OR s.run_id IN (SELECT run_id FROM experiment_runs WHERE experiment = ?))
+          AND (? IS NULL OR s.status = ?)
+        ORDER BY s.finished_at NULLS LAST, s.run_id
+    """
+    with Store(store).read() as db:
+        cursor = db.execute(query, [experiment, experiment, status, status])
+        columns = [d[0] for d in cursor.description]
+        rows = cursor.fetchall()
+    print_rows(columns, rows, fmt)
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="a SQL query over the store (read-only)")],
+    store: StoreOpt = DEFAULT_STORE,
+    fmt: FormatOpt = "table",
+):
+    """Run a read-only SQL query over the store and print the result."""
+    import duckdb
+
+    from specrun.console import print_rows
+    from specrun.store import Store
+
+    _check_format(fmt)
+    with Store(store).read() as db:
+        try:
+            cursor = db.execute(query)
+        except duckdb.Error as exc:
+            raise UsageError(f"SQL error: {exc}") from None
+        if cursor.description is None:
+            return
+        columns = [d[0] for d in cursor.description]
+        rows = cursor.fetchall()
+    print_rows(columns, rows, fmt)
+
+
+@app.command()
+def plugins(
+    kind: Annotated[Optional[str], typer.Option(help="method, dataset, model_source, transform or analysis")] = None,
+    fmt: FormatOpt = "table",
+):
+    """List every plugin with its kind, origin and options."""
+    from specrun.console import err, print_rows
+    from specrun.plugins import get_registry
+    from specrun.plugins.registry import HOOK_FOR_KIND
+
+    _check_format(fmt)
+    if kind is not None and kind not in HOOK_FOR_KIND:
+        raise UsageError(f"--kind must be one of {', '.join(HOOK_FOR_KIND)}")
+    registry = get_registry()
+    for problem in registry.load_errors:
+        err.print(f"warning: {problem}")
+    rows = []
+    for entry in registry.all():
+        if kind and entry.kind != kind:
+            continue
+        schema = entry.plugin.Options.model_json_schema()
+        if fmt == "json":
+            options = schema.get("properties", {})
+        else:
+            options = ", ".join(f"{k}={_default(v)}" for k, v in schema.get("properties", {}).items())
+        rows.append((entry.kind, entry.plugin.name, entry.origin, entry.plugin.description, options))
+    print_rows(["kind", "name", "origin", "description", "options"], rows, fmt)
+
+
+def _default(prop: dict) -> str:
+    return json.dumps(prop["default"]) if "default" in prop else "(required)"
+
+
+@app.command()
+def predict(
+    run_id: Annotated[str, typer.Argument(help="a completed run's id")],
+    texts: Annotated[Optional[list[str]], typer.Argument(help="texts to classify")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", help="a CSV/TSV/JSONL file with a 'text' column (and 'text_pair')")] = None,
+    store: StoreOpt = DEFAULT_STORE,
+    fmt: FormatOpt = "table",
+):
+    """Load a stored run and print label, confidence and latency for each text."""
+    from specrun.console import print_rows
+    from specrun.runner.predict import Predictor, read_texts
+    from specrun.store import Store
+
+    _check_format(fmt)
+    items = [(t, None) for t in texts or []]
+    if file is not None:
+        items += read_texts(file)
+    if not items:
+        raise UsageError("give texts to classify, or --file")
+    predictor = Predictor.load(Store(store), run_id)
+    rows = predictor.predict(items)
+    print_rows(["text", "label", "confidence", "latency_ms"], rows, fmt)
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into a message and exit code 2."""
+    from specrun.console import err
+
+    try:
+        code = app(standalone_mode=False)
+    except SpecrunError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code if exc.exit_code else 2)
+    except KeyboardInterrupt:
+        err.print("interrupted: the current run is recorded as interrupted and reruns on the next apply")
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

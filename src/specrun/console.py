@@ -1,0 +1,107 @@
+"""Terminal output: tables in three formats, and progress for apply (bars on a terminal, lines elsewhere)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from datetime import date, datetime
+from decimal import Decimal
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+def _console(stderr: bool = False) -> Console:
+    probe = Console(stderr=stderr)
+    # off a terminal (pipes, CI logs) rich assumes 80 columns; tables read better unwrapped
+    return Console(stderr=stderr, soft_wrap=True, width=None if probe.is_terminal else 240)
+
+
+out = _console()
+err = _console(stderr=True)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _jsonable(value):
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def print_rows(columns: list[str], rows: list[tuple], fmt: str = "table", title: str | None = None) -> None:
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([[_jsonable(v) for v in row] for row in rows])
+    elif fmt == "json":
+        sys.stdout.write(json.dumps([{c: _jsonable(v) for c, v in zip(columns, row)} for row in rows], indent=2, default=str) + "\n")
+    else:
+        table = Table(title=title, show_lines=False)
+        for c in columns:
+            table.add_column(c, overflow="fold")
+        for row in rows:
+            table.add_row(*(_cell(v) for v in row))
+        out.print(table)
+
+
+class ApplyProgress:
+    """Progress of an apply: a bar for runs and one for the current run's steps (plain lines off a terminal)."""
+
+    def __init__(self, total_runs: int):
+        self.live = err.is_terminal
+        self.total = total_runs
+        self.done = 0
+        if self.live:
+            self.bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=False,
+            )
+            self.runs_task = self.bar.add_task("runs", total=total_runs)
+            self.step_task = None
+
+    def __enter__(self):
+        if self.live:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live:
+            self.bar.__exit__(*exc)
+        return False
+
+    def run_started(self, run) -> None:
+        if self.live:
+            if self.step_task is not None:
+                self.bar.remove_task(self.step_task)
+            self.step_task = self.bar.add_task(f"  {run.run_id} {run.label()}", total=None)
+        else:
+            err.print(f"[{self.done + 1}/{self.total}] {run.run_id} {run.label()}: training")
+
+    def step(self, step: int, total: int) -> None:
+        if self.live and self.step_task is not None:
+            self.bar.update(self.step_task, completed=step, total=total)
+
+    def run_done(self, outcome) -> None:
+        self.done += 1
+        run = outcome.run
+        text = {
+            "completed": "done " + " ".join(f"{k}={v:.4g}" for k, v in outcome.metrics.items()),
+            "cached": "cached (completed earlier)",
+            "busy": "skipped (running in another process)",
+            "failed": f"FAILED: {outcome.error}",
+        }.get(outcome.status, outcome.status)
+        line = f"[{self.done}/{self.total}] {run.run_id} {run.label()}: {text}"
+        if self.live:
+            self.bar.update(self.runs_task, advance=1)
+            self.bar.console.print(line)
+        else:
+            err.print(line)

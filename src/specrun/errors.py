@@ -1,0 +1,57 @@
+"""Errors a user can cause. The CLI turns each into one clean message and exit code 2."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class SpecrunError(Exception):
+    """Base of every error caused by user input (spec, data, CLI, plugin, store)."""
+
+    exit_code = 2
+
+
+class SpecError(SpecrunError):
+    """A spec that cannot be read or does not validate.
+
+    ``problems`` is a list of ``(dotted_key, line, message)``; ``line`` may be None.
+    """
+
+    def __init__(self, path: str, problems: list[tuple[str, int | None, str]]):
+        self.path = path
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = []
+        for key, line, message in self.problems:
+            where = f"{self.path}:{line}" if line else self.path
+            lines.append(f"{where}: {key}: {message}" if key else f"{where}: {message}")
+        return "\n".join(lines)
+
+
+class DataError(SpecrunError):
+    """A dataset that is missing, malformed, or does not fit what the spec asks of it."""
+
+
+class PluginError(SpecrunError):
+    """A plugin that is unknown, duplicated, malformed or failed to load."""
+
+
+class StoreError(SpecrunError):
+    """A store that cannot be opened, is locked for too long, or lacks what was asked for."""
+
+
+class UsageError(SpecrunError):
+    """A command-line usage mistake not caught by the argument parser."""
+
+
+class MethodUnavailable(SpecrunError):
+    """A method that cannot run on this machine (missing hardware or library). Recorded as a failed run."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """A ' (did you mean X?)' suffix for the closest choice, or ''."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""

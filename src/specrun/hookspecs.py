@@ -1,0 +1,67 @@
+"""The hooks a specrun plugin can implement. This module is the reference for plugin authors.
+
+Every hook receives a ``register`` callback instead of returning a list: call it once per plugin
+object you provide. Built-in plugins (``specrun.plugins.*``) use these same hooks, so each of them is
+a working example. Third-party plugins are modules exposed through the ``specrun`` entry-point group::
+
+    [project.entry-points.specrun]
+    my_plugin = "my_package.specrun_plugin"
+
+and implement hooks with ``@specrun.hookimpl``. Plugin objects are described in
+``specrun.plugins.api`` (``MethodPlugin``, ``DatasetSource``, ``ModelSource``, ``TransformPlugin``,
+``AnalysisPlugin``). Names must be unique across all installed plugins; a duplicate fails loudly and
+names both origins.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("specrun")
+hookimpl = pluggy.HookimplMarker("specrun")
+
+
+@hookspec
+def register_methods(register):
+    """Register fine-tuning methods: call ``register(method)`` with ``MethodPlugin`` instances.
+
+    Called once when the plugin registry is built. A method turns a pretrained backbone into the model
+    that trains (e.g. wraps it with LoRA adapters, freezes layers) and validates its own options.
+    """
+
+
+@hookspec
+def register_datasets(register):
+    """Register dataset sources: call ``register(source)`` with ``DatasetSource`` instances.
+
+    Called once when the plugin registry is built. A source is looked up by the spec's
+    ``data.dataset`` name and loads labelled splits as ``specrun.examples.Dataset``.
+    """
+
+
+@hookspec
+def register_model_sources(register):
+    """Register model sources: call ``register(source)`` with ``ModelSource`` instances.
+
+    Called once when the plugin registry is built. Sources are asked in ascending ``priority`` to
+    resolve the spec's ``model.name`` into something ``from_pretrained`` can load; the first that
+    answers (not ``None``) wins.
+    """
+
+
+@hookspec
+def register_transforms(register):
+    """Register dataset transforms: call ``register(transform)`` with ``TransformPlugin`` instances.
+
+    Called once when the plugin registry is built. Transforms listed in ``data.transforms`` are
+    applied in order to the splits they declare (``applies_to``), deterministically under the run's seed.
+    """
+
+
+@hookspec
+def register_analyses(register):
+    """Register analyses: call ``register(analysis)`` with ``AnalysisPlugin`` instances.
+
+    Called once when the plugin registry is built. Analyses listed in a spec's ``analyses`` run over
+    the store after the experiment's runs finish.
+    """

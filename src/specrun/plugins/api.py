@@ -1,0 +1,164 @@
+"""The plugin objects that hooks register. Subclass one, set ``name`` and ``Options``, implement its methods.
+
+``Options`` is a pydantic model with ``extra="forbid"`` (subclass ``PluginOptions``): the spec's
+section for the plugin is validated against it, so a typo fails before anything trains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    import torch
+
+    from specrun.examples import Dataset, Examples
+
+
+class PluginOptions(BaseModel):
+    """Base of every plugin's options model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoOptions(PluginOptions):
+    """For plugins that take no options."""
+
+
+class Plugin:
+    """What every plugin object has: a unique ``name``, an ``Options`` model, a one-line description."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[PluginOptions]] = NoOptions
+    description: ClassVar[str] = ""
+    #: Bump when a change alters results: it is part of every run id that uses the plugin.
+    version: ClassVar[str] = "1"
+
+
+# --- methods -------------------------------------------------------------------------------------
+
+
+@dataclass
+class BuildContext:
+    """What a method gets to build its model."""
+
+    model_path: str
+    num_labels: int
+    device: torch.device
+    precision: Literal["fp32", "bf16", "fp16"]
+    seed: int
+    label_names: tuple[str, ...] = ()
+
+    def load_backbone(self, **kwargs: Any) -> torch.nn.Module:
+        """Load the pretrained model with a fresh classification head (``from_pretrained`` kwargs pass through)."""
+        from specrun.runner.modeling import load_classifier
+
+        return load_classifier(self.model_path, self.num_labels, self.label_names, **kwargs)
+
+
+class MethodPlugin(Plugin):
+    """A fine-tuning method: builds the trainable model from a pretrained backbone.
+
+    The runner saves a run's trained weights as the parameters that require grad after ``build``,
+    and reloads a run by calling ``build`` again with the same options and loading them back: so
+    ``build`` must produce the same module structure every time.
+    """
+
+    def check(self, options: PluginOptions, device: torch.device, precision: str) -> None:
+        """Raise ``specrun.errors.MethodUnavailable`` if this method cannot run here. Default: always can."""
+
+    def build(self, options: PluginOptions, ctx: BuildContext) -> torch.nn.Module:
+        """Return the model to train: a module whose forward takes tokenizer outputs and ``labels``
+        and returns an object with ``.logits`` (like ``AutoModelForSequenceClassification``)."""
+        raise NotImplementedError
+
+    def prefers_frozen_bf16(self, options: PluginOptions) -> bool:
+        """Whether frozen weights may be stored in bf16 under bf16 precision (saves re-casting each step)."""
+        return True
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataContext:
+    """What a dataset source gets: where local copies of public datasets live (``SPECRUN_DATA_DIR``)."""
+
+    data_dir: str | None
+    spec_dir: str | None = None
+
+
+class DatasetSource(Plugin):
+    """A named dataset (``data.dataset = "<name>"``) that loads labelled splits."""
+
+    #: The split evaluated when the spec names none.
+    eval_split: ClassVar[str] = "validation"
+
+    def load(self, options: PluginOptions, ctx: DataContext) -> Dataset:
+        raise NotImplementedError
+
+
+class ModelSource(Plugin):
+    """Resolves a model name into a path or hub id that ``from_pretrained`` can load."""
+
+    #: Sources are asked in ascending priority; the first non-None answer wins.
+    priority: ClassVar[int] = 100
+
+    def resolve(self, model_name: str) -> str | None:
+        raise NotImplementedError
+
+
+# --- transforms ----------------------------------------------------------------------------------
+
+
+@dataclass
+class TransformContext:
+    """What a transform gets besides the examples."""
+
+    seed: int
+    split: str
+    label_names: tuple[str, ...]
+    #: Per-example scores from another run, for transforms that need a teacher: ``scores(ref)``.
+    scores: Callable[[str], dict[str, float]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class TransformPlugin(Plugin):
+    """A dataset transform: maps ``Examples`` to new ``Examples`` (never mutates its input)."""
+
+    #: Which splits it applies to by default: the training split, evaluation splits, or both.
+    applies_to: ClassVar[Literal["train", "eval", "both"]] = "train"
+
+    def apply(self, examples: Examples, options: PluginOptions, ctx: TransformContext) -> Examples:
+        raise NotImplementedError
+
+
+# --- analyses ------------------------------------------------------------------------------------
+
+
+@dataclass
+class AnalysisContext:
+    """What an analysis gets: a read-only connection to the store and the experiment's run ids."""
+
+    connection: Any
+    experiment: str
+    run_ids: list[str]
+
+
+class AnalysisPlugin(Plugin):
+    """An analysis over finished runs, e.g. bootstrap confidence intervals or paired tests."""
+
+    def run(self, options: PluginOptions, ctx: AnalysisContext) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+KIND_BASES: dict[str, type[Plugin]] = {
+    "method": MethodPlugin,
+    "dataset": DatasetSource,
+    "model_source": ModelSource,
+    "transform": TransformPlugin,
+    "analysis": AnalysisPlugin,
+}

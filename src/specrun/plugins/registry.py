@@ -1,0 +1,179 @@
+"""The plugin host: a pluggy manager over built-in and entry-point plugins, and a registry by kind and name."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from types import ModuleType
+
+import pluggy
+
+from specrun import hookspecs
+from specrun.errors import PluginError, did_you_mean
+from specrun.plugins.api import KIND_BASES, Plugin
+
+ENTRY_POINT_GROUP = "specrun"
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_./-]*$")
+
+#: Built-in plugin modules, registered through the same hooks third parties use.
+BUILTIN_MODULES = [
+    "specrun.plugins.models.sources",
+    "specrun.plugins.datasets.glue",
+    "specrun.plugins.datasets.local",
+    "specrun.plugins.methods.full",
+    "specrun.plugins.methods.lora",
+]
+
+HOOK_FOR_KIND = {
+    "method": "register_methods",
+    "dataset": "register_datasets",
+    "model_source": "register_model_sources",
+    "transform": "register_transforms",
+    "analysis": "register_analyses",
+}
+
+
+@dataclass
+class Entry:
+    """A registered plugin object and where it came from."""
+
+    kind: str
+    plugin: Plugin
+    origin: str
+
+
+@dataclass(eq=False)
+class Registry:
+    """Every registered plugin, by kind then name."""
+
+    entries: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in HOOK_FOR_KIND})
+    load_errors: list[str] = field(default_factory=list)
+
+    def get(self, kind: str, name: str) -> Plugin:
+        """The plugin of ``kind`` called ``name``; a PluginError with a suggestion if there is none."""
+        found = self.entries[kind].get(name)
+        if found is None:
+            known = sorted(self.entries[kind])
+            raise PluginError(
+                f"unknown {kind.replace('_', ' ')} {name!r}{did_you_mean(name, known)}; "
+                f"known: {', '.join(known) or 'none'}"
+            )
+        return found.plugin
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.entries[kind])
+
+    def all(self) -> list[Entry]:
+        return [e for kind in self.entries.values() for e in kind.values()]
+
+    def model_sources(self) -> list[Plugin]:
+        return sorted((e.plugin for e in self.entries["model_source"].values()), key=lambda p: p.priority)
+
+
+def _validate_plugin(kind: str, plugin: object, origin: str) -> None:
+    base = KIND_BASES[kind]
+    if not isinstance(plugin, base):
+        raise PluginError(f"{origin} registered {plugin!r} as a {kind}, but it is not a {base.__name__} instance")
+    name = getattr(plugin, "name", None)
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise PluginError(f"{origin} registered a {kind} with an invalid name {name!r} (use lower-case letters, digits, _ . / -)")
+    options = getattr(plugin, "Options", None)
+    from pydantic import BaseModel
+
+    if not (isinstance(options, type) and issubclass(options, BaseModel)):
+        raise PluginError(f"{kind} {name!r} from {origin}: Options must be a pydantic model")
+    if options.model_config.get("extra") != "forbid":
+        raise PluginError(f"{kind} {name!r} from {origin}: Options must forbid unknown keys (subclass PluginOptions)")
+
+
+def _origin(pm: pluggy.PluginManager, module: object) -> str:
+    for mod, dist in pm.list_plugin_distinfo():
+        if mod is module:
+            return f"{dist.metadata['name']} {dist.version}"
+    name = pm.get_name(module) or repr(module)
+    return "builtin" if name.startswith("specrun.plugins.") else name
+
+
+def make_plugin_manager(extra_plugins: list[object] = (), entry_points: bool = True) -> tuple[pluggy.PluginManager, list[str]]:
+    """A plugin manager with the built-ins, the entry-point plugins and ``extra_plugins`` registered."""
+    pm = pluggy.PluginManager("specrun")
+    pm.add_hookspecs(hookspecs)
+    if os.environ.get("SPECRUN_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(lambda text: sys.stderr.write(text))
+        pm.enable_tracing()
+    for module_name in BUILTIN_MODULES:
+        pm.register(importlib.import_module(module_name), name=module_name)
+    errors: list[str] = []
+    if entry_points and not os.environ.get("SPECRUN_DISABLE_PLUGIN_AUTOLOAD"):
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                module = ep.load()
+            except Exception as exc:  # a broken third-party plugin must not take down the CLI
+                dist = ep.dist.name if ep.dist else "unknown distribution"
+                errors.append(f"plugin {ep.name!r} from {dist} failed to load: {type(exc).__name__}: {exc}")
+                continue
+            if pm.is_registered(module):
+                continue
+            pm.register(module, name=ep.name)
+            if ep.dist is not None:
+                pm._plugin_distinfo.append((module, ep.dist))  # same bookkeeping as load_setuptools_entrypoints
+    for plugin in extra_plugins:
+        pm.register(plugin)
+    return pm, errors
+
+
+def build_registry(pm: pluggy.PluginManager, load_errors: list[str] = ()) -> Registry:
+    """Call every register_* hook and collect the plugins, failing loudly on duplicates."""
+    registry = Registry(load_errors=list(load_errors))
+    for kind, hook_name in HOOK_FOR_KIND.items():
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            origin = _origin(pm, impl.plugin)
+
+            def register(plugin: object, _kind=kind, _origin=origin) -> None:
+                _validate_plugin(_kind, plugin, _origin)
+                existing = registry.entries[_kind].get(plugin.name)
+                if existing is not None:
+                    raise PluginError(
+                        f"two plugins register the {_kind.replace('_', ' ')} {plugin.name!r}: "
+                        f"{existing.origin} and {_origin}"
+                    )
+                registry.entries[_kind][plugin.name] = Entry(_kind, plugin, _origin)
+
+            try:
+                impl.function(register=register)
+            except PluginError:
+                raise
+            except Exception as exc:
+                raise PluginError(f"plugin {origin} failed in {hook_name}: {type(exc).__name__}: {exc}") from exc
+    return registry
+
+
+_DEFAULT: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry (built once, on first use)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        pm, errors = make_plugin_manager()
+        _DEFAULT = build_registry(pm, errors)
+    return _DEFAULT
+
+
+def set_registry(registry: Registry | None) -> None:
+    """Replace the process-wide registry (tests; ``None`` rebuilds it on next use)."""
+    global _DEFAULT
+    _DEFAULT = registry
+
+
+def module_version(module: ModuleType | object) -> str:
+    """The version of the distribution that ships ``module`` (for run identities), or 'local'."""
+    top = type(module).__module__.split(".")[0] if not isinstance(module, ModuleType) else module.__name__.split(".")[0]
+    try:
+        return importlib.metadata.version(top)
+    except importlib.metadata.PackageNotFoundError:
+        return "local"

@@ -1,0 +1,87 @@
+"""Cost accounting shared by every method: peak memory, latency, artifact sizes."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+
+from specrun.runner.data import Encoded
+from specrun.runner.modeling import autocast
+
+
+class PeakMemory:
+    """Peak memory while the block runs: RSS growth over its start on CPU (sampled), CUDA peak on GPU."""
+
+    def __init__(self, device: torch.device, interval: float = 0.02):
+        self.device = device
+        self.interval = interval
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        self._proc = psutil.Process()
+        self._base = self._proc.memory_info().rss
+        self._max = self._base
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self._max = max(self._max, self._proc.memory_info().rss)
+            self._stop.wait(self.interval)
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+            self._max = max(self._max, self._proc.memory_info().rss)
+            self.peak_bytes = self._max - self._base
+        return False
+
+
+@torch.inference_mode()
+def latency(model: torch.nn.Module, data: Encoded, precision: str, device: torch.device, n: int = 64) -> dict[str, float]:
+    """Per-example inference latency at batch size 1 over the first ``n`` examples (after 3 warm-ups)."""
+    was_training = model.training
+    model.eval()
+    count = min(n, len(data))
+    times = []
+    for i in range(count + 3):
+        batch = data.collate(np.array([i % len(data)]), device)
+        t0 = time.perf_counter()
+        with autocast(precision, device):
+            model(**batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= 3:
+            times.append((time.perf_counter() - t0) * 1000)
+    if was_training:
+        model.train()
+    if not times:
+        return {}
+    arr = np.asarray(times)
+    return {
+        "latency_ms_mean": float(arr.mean()),
+        "latency_ms_p50": float(np.percentile(arr, 50)),
+        "latency_ms_p95": float(np.percentile(arr, 95)),
+    }
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,196 @@
+"""Preparing a run's data: load the dataset, apply transforms, tokenize once, batch by length.
+
+Loaded datasets and tokenized texts are cached for the life of the process, so the runs of a sweep
+share that work.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from specrun.errors import DataError, did_you_mean
+from specrun.examples import Dataset, Examples
+from specrun.plugins.api import DataContext, TransformContext
+from specrun.plugins.registry import Registry
+
+
+@dataclass
+class RunData:
+    """A run's examples after transforms: the training set and the named evaluation sets."""
+
+    dataset: Dataset
+    train: Examples
+    eval_sets: dict[str, Examples]
+    primary_eval: str
+
+
+def data_dir() -> str | None:
+    return os.environ.get("SPECRUN_DATA_DIR") or None
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(name: str, options_json: str, data_dir_: str | None, spec_dir: str | None, registry: Registry) -> Dataset:
+    source = registry.get("dataset", name)
+    options = source.Options.model_validate(json.loads(options_json))
+    dataset = source.load(options, DataContext(data_dir=data_dir_, spec_dir=spec_dir))
+    if not dataset.splits:
+        raise DataError(f"dataset {name!r} has no splits")
+    return dataset
+
+
+def load_dataset(data: dict, registry: Registry, spec_dir: str | None = None) -> Dataset:
+    return _load_cached(data["dataset"], json.dumps(data["options"], sort_keys=True), data_dir(), spec_dir, registry)
+
+
+def eval_split_name(data: dict, registry: Registry) -> str:
+    return data.get("eval_split") or registry.get("dataset", data["dataset"]).eval_split
+
+
+def _split(dataset: Dataset, name: str, key: str) -> Examples:
+    if name not in dataset.splits:
+        known = list(dataset.splits)
+        raise DataError(f"data.{key}: dataset {dataset.name!r} has no split {name!r}{did_you_mean(name, known)}; splits: {', '.join(known)}")
+    return dataset.splits[name]
+
+
+def apply_transforms(examples: Examples, transforms: list[dict], registry: Registry, ctx: TransformContext, where: str) -> Examples:
+    """Apply the transforms that apply to ``ctx.split``'s kind, in order."""
+    kind = "train" if ctx.split == "train" else "eval"
+    for i, spec in enumerate(transforms):
+        plugin = registry.get("transform", spec["name"])
+        if plugin.applies_to not in (kind, "both"):
+            continue
+        options = plugin.Options.model_validate({k: v for k, v in spec.items() if k != "name"})
+        examples = plugin.apply(examples, options, ctx)
+        if len(examples) == 0:
+            raise DataError(f"{where}[{i}] ({spec['name']}) left no examples")
+    return examples
+
+
+def prepare_run_data(config: dict, registry: Registry, spec_dir: str | None = None, scores=None) -> RunData:
+    """The training and evaluation examples of one run, transforms applied under the run's seed."""
+    data = config["data"]
+    seed = config["seed"]
+    dataset = load_dataset(data, registry, spec_dir)
+    train = _split(dataset, data["train_split"], "train_split")
+    if data.get("max_train_examples") and data["max_train_examples"] < len(train):
+        rng = np.random.default_rng(seed)
+        train = train.select(sorted(rng.choice(len(train), data["max_train_examples"], replace=False).tolist()))
+    ctx = TransformContext(seed=seed, split="train", label_names=dataset.label_names, scores=scores)
+    train = apply_transforms(train, data["transforms"], registry, ctx, "data.transforms")
+
+    primary = eval_split_name(data, registry)
+    eval_sets = {primary: _limit(_split(dataset, primary, "eval_split"), data.get("max_eval_examples"))}
+    for name, spec in data.get("eval_sets", {}).items():
+        split_name = spec.get("split") or primary
+        examples = _limit(_split(dataset, split_name, f"eval_sets.{name}.split"), spec.get("max_examples") or data.get("max_eval_examples"))
+        ectx = TransformContext(seed=seed, split=name, label_names=dataset.label_names, scores=scores)
+        eval_sets[name] = apply_transforms(examples, spec.get("transforms", []), registry, ectx, f"data.eval_sets.{name}.transforms")
+    return RunData(dataset=dataset, train=train, eval_sets=eval_sets, primary_eval=primary)
+
+
+def _limit(examples: Examples, n: int | None) -> Examples:
+    return examples.select(range(n)) if n and n < len(examples) else examples
+
+
+# --- tokenization --------------------------------------------------------------------------------
+
+
+class TokenCache:
+    """Token ids of (text, pair) under one tokenizer and max_length, computed once per process."""
+
+    _caches: dict[tuple[int, int], dict[tuple[str, str | None], tuple[list[int], list[int] | None]]] = {}
+
+    def __init__(self, tokenizer: Any, max_length: int):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.cache = self._caches.setdefault((id(tokenizer), max_length), {})
+
+    def encode(self, examples: Examples) -> list[tuple[list[int], list[int] | None]]:
+        pairs = examples.text_pair or (None,) * len(examples)
+        keys = list(zip(examples.text, pairs))
+        missing = list(dict.fromkeys(k for k in keys if k not in self.cache))
+        for start in range(0, len(missing), 4096):
+            chunk = missing[start : start + 4096]
+            texts = [k[0] for k in chunk]
+            second = [k[1] for k in chunk] if chunk[0][1] is not None else None
+            enc = self.tokenizer(texts, second, truncation=True, max_length=self.max_length)
+            types = enc.get("token_type_ids")
+            for i, key in enumerate(chunk):
+                self.cache[key] = (enc["input_ids"][i], types[i] if types is not None else None)
+        return [self.cache[k] for k in keys]
+
+
+@dataclass
+class Encoded:
+    """Tokenized examples ready for batching."""
+
+    ids: list[list[int]]
+    types: list[list[int] | None]
+    labels: np.ndarray
+    lengths: np.ndarray
+    pad_id: int
+
+    @classmethod
+    def build(cls, examples: Examples, cache: TokenCache) -> Encoded:
+        encoded = cache.encode(examples)
+        ids = [e[0] for e in encoded]
+        return cls(
+            ids=ids,
+            types=[e[1] for e in encoded],
+            labels=np.asarray(examples.label, dtype=np.int64),
+            lengths=np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)),
+            pad_id=cache.tokenizer.pad_token_id or 0,
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def collate(self, index: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
+        """Pad the examples at ``index`` to their longest (dynamic padding)."""
+        width = int(self.lengths[index].max())
+        input_ids = np.full((len(index), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(index), width), dtype=np.int64)
+        has_types = self.types[index[0]] is not None
+        types = np.zeros((len(index), width), dtype=np.int64) if has_types else None
+        for row, i in enumerate(index):
+            n = self.lengths[i]
+            input_ids[row, :n] = self.ids[i]
+            mask[row, :n] = 1
+            if has_types:
+                types[row, :n] = self.types[i]
+        batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
+        if has_types:
+            batch["token_type_ids"] = torch.from_numpy(types)
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def train_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, group_by_length: bool) -> list[np.ndarray]:
+    """One epoch of batch indices: shuffled, and (by default) grouped by length like HF's
+    LengthGroupedSampler: sort within mega-batches of 50 batches, longest batch first."""
+    order = rng.permutation(len(lengths))
+    if not group_by_length:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    mega = batch_size * 50
+    batches = []
+    for start in range(0, len(order), mega):
+        chunk = order[start : start + mega]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    if batches:
+        longest = max(range(len(batches)), key=lambda b: lengths[batches[b]].max())
+        batches[0], batches[longest] = batches[longest], batches[0]
+    return batches
+
+
+def eval_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Evaluation batches sorted by length (no shuffling needed), so padding is minimal."""
+    order = np.argsort(lengths, kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

@@ -1,0 +1,155 @@
+"""Executing one planned run in this process: data, model, training, evaluation, costs, artifacts.
+
+Nothing here touches the store; the executor (``local``) records what this returns.
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import specrun
+from specrun.plugins.api import BuildContext
+from specrun.plugins.registry import Registry
+from specrun.runner import artifacts
+from specrun.runner.costs import PeakMemory, latency
+from specrun.runner.data import Encoded, TokenCache, prepare_run_data
+from specrun.runner.evaluate import evaluate
+from specrun.runner.modeling import (
+    check_precision,
+    count_parameters,
+    freeze_frozen_linears_to_bf16,
+    load_tokenizer,
+    pick_device,
+    resolve_model,
+)
+from specrun.runner.plan import PlannedRun, _version
+from specrun.runner.train import train_model
+from specrun.store.runs import RunRecord
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def environment_info(device: torch.device, spec_dir: str | None) -> dict:
+    info = {
+        "specrun": specrun.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "packages": {lib: _version(lib) for lib in ("torch", "transformers", "peft", "bitsandbytes", "duckdb")},
+    }
+    try:
+        info["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=spec_dir or ".", capture_output=True, text=True, timeout=5
+        ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        info["git_commit"] = None
+    return info
+
+
+def build_model(config: dict, registry: Registry, num_labels: int, label_names: tuple[str, ...], device: torch.device):
+    """The method's model for ``config``, seeded, on ``device``; frozen weights in bf16 where that helps."""
+    method = registry.get("method", config["method"]["name"])
+    options = method.Options.model_validate({k: v for k, v in config["method"].items() if k != "name"})
+    precision = config["train"]["precision"]
+    check_precision(precision, device)
+    method.check(options, device, precision)
+    seed_everything(config["seed"])
+    ctx = BuildContext(
+        model_path=resolve_model(config["model"]["name"], registry),
+        num_labels=num_labels,
+        device=device,
+        precision=precision,
+        seed=config["seed"],
+        label_names=label_names,
+    )
+    model = method.build(options, ctx)
+    if precision == "bf16" and method.prefers_frozen_bf16(options):
+        freeze_frozen_linears_to_bf16(model)
+    if not getattr(model, "is_loaded_in_4bit", False) and not getattr(model, "is_loaded_in_8bit", False):
+        model.to(device)
+    return model, ctx
+
+
+def execute(
+    run: PlannedRun,
+    registry: Registry,
+    spec_dir: str | None,
+    artifacts_dir: Path,
+    init_weights: Callable[[str], Path] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> RunRecord:
+    config = run.config
+    train_cfg = config["train"]
+    data = prepare_run_data(config, registry, spec_dir)
+    device = pick_device(train_cfg["device"])
+    num_labels = data.dataset.num_labels
+    model, ctx = build_model(config, registry, num_labels, data.dataset.label_names, device)
+    if config["model"].get("init_from") and init_weights is not None:
+        artifacts.load_weights(model, init_weights(config["model"]["init_from"]), strict=False)
+
+    cache = TokenCache(load_tokenizer(ctx.model_path), config["model"]["max_length"])
+    train = Encoded.build(data.train, cache)
+    evals = {name: Encoded.build(ex, cache) for name, ex in data.eval_sets.items()}
+
+    trainable, total = count_parameters(model)
+    with PeakMemory(device) as memory:
+        outcome = train_model(
+            model, train, evals[data.primary_eval], data.primary_eval, num_labels, train_cfg, config["seed"], device, on_step
+        )
+
+    record = RunRecord(train_seconds=outcome.train_seconds)
+    record.metrics = [(r.step, r.epoch, r.split, r.name, r.value, False) for r in outcome.rows]
+    final_step = outcome.steps
+    precision = train_cfg["precision"]
+    primary_seconds = 0.0
+    predictions = {k: [] for k in ("split", "example_id", "label", "prediction", "confidence", "loss")}
+    for name, enc in evals.items():
+        ev = outcome.final_eval if name == data.primary_eval else None
+        if ev is None:
+            ev = evaluate(model, enc, num_labels, train_cfg["eval_batch_size"], precision, device)
+        if name == data.primary_eval:
+            primary_seconds = ev.seconds
+        record.metrics += [(final_step, None, name, k, v, True) for k, v in ev.metrics.items()]
+        predictions["split"] += [name] * len(enc)
+        predictions["example_id"] += list(data.eval_sets[name].ids)
+        predictions["label"] += enc.labels.tolist()
+        predictions["prediction"] += ev.prediction.tolist()
+        predictions["confidence"] += ev.confidence.tolist()
+        predictions["loss"] += ev.loss.tolist()
+    record.predictions = predictions
+
+    primary = evals[data.primary_eval]
+    folder = artifacts_dir / run.run_id
+    record.artifacts = artifacts.save_run(model, folder, {"run_id": run.run_id, "config": config, "label_names": data.dataset.label_names})
+    costs = {
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_pct": 100.0 * trainable / total if total else 0.0,
+        "train_seconds": outcome.train_seconds,
+        "train_steps": outcome.steps,
+        "train_examples": len(train),
+        "samples_per_second": outcome.samples_seen / outcome.train_seconds if outcome.train_seconds else 0.0,
+        "peak_memory_mb": memory.peak_bytes / 2**20,
+        "eval_examples_per_second": len(primary) / primary_seconds if primary_seconds else 0.0,
+        "artifact_bytes": sum(a[3] for a in record.artifacts),
+    }
+    if outcome.time_to_best is not None:
+        costs["time_to_best_seconds"] = outcome.time_to_best
+    if len(primary):
+        costs.update(latency(model, primary, precision, device))
+    record.metrics += [(final_step, None, "cost", k, float(v), True) for k, v in costs.items()]
+    record.train_examples = (list(data.train.ids), list(data.train.label))
+    return record

@@ -1,0 +1,128 @@
+"""The local executor: runs an experiment's planned runs one after another in this process.
+
+For each run: claim it in the store (skip if completed, or running in another live process), train and
+evaluate it with the store closed, then write its results in one transaction. A run that raises is
+recorded as failed and the others go on; Ctrl-C or SIGTERM records the current run as interrupted.
+"""
+
+from __future__ import annotations
+
+import signal
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from specrun.errors import SpecrunError, StoreError
+from specrun.plugins.registry import Registry
+from specrun.runner.artifacts import WEIGHTS, artifacts_root
+from specrun.runner.execute import environment_info, execute
+from specrun.runner.modeling import pick_device, quiet_libraries
+from specrun.runner.plan import PlannedRun
+from specrun.store import runs as store_runs
+from specrun.store.db import Store
+
+
+@dataclass
+class Outcome:
+    run: PlannedRun
+    status: str  # completed | cached | failed | busy | interrupted
+    error: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """Turn SIGTERM into KeyboardInterrupt so a killed apply records its run as interrupted."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_weights(store: Store):
+    """A resolver from a run id to its saved weights (for ``model.init_from``)."""
+    def resolve(run_id: str) -> Path:
+        with store.read() as db:
+            row = db.execute(
+                "SELECT a.path FROM artifacts a JOIN runs r USING (run_id) WHERE r.run_id = ? AND r.status = 'completed' AND a.kind = 'weights'",
+                [run_id],
+            ).fetchone()
+        if row is None:
+            raise StoreError(f"model.init_from: no completed run {run_id!r} with saved weights in {store.path}")
+        return Path(row[0])
+    return resolve
+
+
+def summary_metrics(record, eval_set: str) -> dict[str, float]:
+    final = {(m[2], m[3]): m[4] for m in record.metrics if m[5]}
+    keys = [(eval_set, "accuracy"), (eval_set, "f1"), ("cost", "train_seconds"), ("cost", "samples_per_second")]
+    return {name: final[(split, name)] for split, name in keys if (split, name) in final}
+
+
+class LocalExecutor:
+    """Runs planned runs sequentially in this process."""
+
+    def __init__(self, store: Store, registry: Registry, spec_path: str, progress=None, fail_fast: bool = False, force: bool = False):
+        self.store = store
+        self.registry = registry
+        self.spec_path = spec_path
+        self.spec_dir = str(Path(spec_path).resolve().parent)
+        self.progress = progress
+        self.fail_fast = fail_fast
+        self.force = force
+
+    def run_all(self, planned: list[PlannedRun]) -> list[Outcome]:
+        quiet_libraries()
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        store_runs.reap_interrupted(self.store)
+        outcomes = []
+        with sigterm_as_interrupt():
+            for run in planned:
+                outcome = self.run_one(run)
+                outcomes.append(outcome)
+                if self.progress:
+                    self.progress.run_done(outcome)
+                if outcome.status == "failed" and self.fail_fast:
+                    break
+        return outcomes
+
+    def run_one(self, run: PlannedRun) -> Outcome:
+        try:
+            device = pick_device(run.config["train"]["device"])
+        except SpecrunError:
+            device = torch.device("cpu")
+        env = environment_info(device, self.spec_dir)
+        claim = store_runs.claim(self.store, run, self.spec_path, env, self.force)
+        if claim != "claimed":
+            return Outcome(run, claim)
+        if self.progress:
+            self.progress.run_started(run)
+        try:
+            record = execute(
+                run, self.registry, self.spec_dir, artifacts_root(self.store.path),
+                init_weights=run_weights(self.store),
+                on_step=self.progress.step if self.progress else None,
+            )
+        except KeyboardInterrupt:
+            store_runs.fail(self.store, run.run_id, "interrupted by the user (Ctrl-C or SIGTERM)", status="interrupted")
+            raise
+        except SpecrunError as exc:
+            store_runs.fail(self.store, run.run_id, f"{type(exc).__name__}: {exc}")
+            return Outcome(run, "failed", str(exc))
+        except Exception as exc:  # a bug or a library failure: keep the traceback in the store
+            detail = "".join(traceback.format_exception(exc))
+            store_runs.fail(self.store, run.run_id, f"{type(exc).__name__}: {exc}\n{detail}")
+            return Outcome(run, "failed", f"{type(exc).__name__}: {exc}")
+        store_runs.complete(self.store, run.run_id, record)
+        return Outcome(run, "completed", metrics=summary_metrics(record, run.eval_set))

@@ -1,0 +1,124 @@
+"""Resolving model names, loading tokenizers and classifiers, picking devices."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import logging
+import os
+import warnings
+
+import torch
+
+from specrun.errors import DataError, MethodUnavailable
+from specrun.plugins.registry import Registry
+
+
+def quiet_libraries() -> None:
+    """Silence the load reports, progress bars and advisory warnings of transformers and friends."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except ImportError:
+        pass
+    for name in ("bitsandbytes", "peft", "accelerate", "datasets", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@functools.lru_cache(maxsize=32)
+def resolve_model(name: str, registry: Registry) -> str:
+    """Ask the model sources in priority order; the first answer is what ``from_pretrained`` loads."""
+    for source in registry.model_sources():
+        found = source.resolve(name)
+        if found:
+            return found
+    raise DataError(f"no model source could resolve model {name!r}")
+
+
+@functools.lru_cache(maxsize=8)
+def load_tokenizer(model_path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_path)
+    except Exception as exc:
+        raise DataError(f"cannot load the tokenizer of {model_path!r}: {type(exc).__name__}: {exc}") from None
+
+
+def load_classifier(model_path: str, num_labels: int, label_names: tuple[str, ...] = (), **kwargs):
+    """``AutoModelForSequenceClassification`` with a new head of ``num_labels`` outputs."""
+    from transformers import AutoModelForSequenceClassification
+
+    names = list(label_names) or [str(i) for i in range(num_labels)]
+    with contextlib.redirect_stdout(io.StringIO()):  # transformers prints a load report
+        try:
+            return AutoModelForSequenceClassification.from_pretrained(
+                model_path,
+                num_labels=num_labels,
+                id2label=dict(enumerate(names)),
+                label2id={n: i for i, n in enumerate(names)},
+                **kwargs,
+            )
+        except OSError as exc:
+            raise DataError(f"cannot load model {model_path!r}: {exc}") from None
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise MethodUnavailable("train.device = 'cuda' but no CUDA device is available")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Fail before training when the device cannot compute in the requested precision."""
+    if precision == "fp16" and device.type == "cpu":
+        raise MethodUnavailable("precision 'fp16' needs a CUDA device (this machine trains on the CPU; use bf16 or fp32)")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise MethodUnavailable("precision 'bf16' is not supported by this GPU; use fp16 or fp32")
+
+
+def autocast(precision: str, device: torch.device):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def freeze_frozen_linears_to_bf16(model: torch.nn.Module) -> int:
+    """Store frozen Linear weights in bf16 so autocast does not re-cast them every step; returns how many."""
+    count = 0
+    for module in model.modules():
+        if type(module) is torch.nn.Linear and not module.weight.requires_grad and module.weight.dtype == torch.float32:
+            module.weight.data = module.weight.data.to(torch.bfloat16)
+            if module.bias is not None and not module.bias.requires_grad:
+                module.bias.data = module.bias.data.to(torch.bfloat16)
+            count += 1
+    return count
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) counted the way peft's ``get_nb_trainable_parameters`` counts them:
+    4-bit packed weights count as the parameters they stand for, not their storage elements."""
+    trainable = total = 0
+    for param in model.parameters():
+        n = param.numel()
+        if n == 0 and hasattr(param, "ds_numel"):
+            n = param.ds_numel
+        if param.__class__.__name__ == "Params4bit":
+            itemsize = param.quant_storage.itemsize if hasattr(param, "quant_storage") else 1
+            n = n * 2 * itemsize
+        total += n
+        if param.requires_grad:
+            trainable += n
+    return trainable, total

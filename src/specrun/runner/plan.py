@@ -1,0 +1,101 @@
+"""Expanding a loaded spec into planned runs with content-hash ids, and checking the store for each."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import specrun
+from specrun.plugins.registry import Registry, module_version
+from specrun.runner.data import eval_split_name, load_dataset
+from specrun.spec.load import LoadedSpec
+
+
+@dataclass
+class PlannedRun:
+    run_id: str
+    experiment: str
+    config: dict[str, Any]
+    seed: int
+    sweep_values: dict[str, Any]
+    identity: dict[str, Any] = field(repr=False)
+    eval_set: str = "validation"
+
+    @property
+    def method(self) -> str:
+        return self.config["method"]["name"]
+
+    @property
+    def dataset(self) -> str:
+        return self.config["data"]["dataset"]
+
+    def label(self) -> str:
+        """A short human description: method, sweep values, seed."""
+        parts = [self.method] + [f"{k.split('.')[-1]}={v}" for k, v in self.sweep_values.items()] + [f"seed={self.seed}"]
+        return " ".join(parts)
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def code_versions(config: dict, registry: Registry) -> dict[str, str]:
+    """Versions of the code that shapes a run's result: libraries and every plugin the run uses."""
+    plugins = {f"method:{config['method']['name']}": registry.get("method", config["method"]["name"])}
+    plugins[f"dataset:{config['data']['dataset']}"] = registry.get("dataset", config["data"]["dataset"])
+    transform_refs = list(config["data"]["transforms"]) + [t for es in config["data"]["eval_sets"].values() for t in es["transforms"]]
+    for ref in transform_refs:
+        plugins[f"transform:{ref['name']}"] = registry.get("transform", ref["name"])
+    versions = {key: f"{module_version(p)}/{p.version}" for key, p in sorted(plugins.items())}
+    versions["specrun"] = ".".join(specrun.__version__.split(".")[:2])
+    for lib in ("torch", "transformers", "peft"):
+        versions[lib] = _version(lib)
+    return versions
+
+
+def data_fingerprint(config: dict, registry: Registry, spec_dir: str | None) -> dict[str, str]:
+    """Content hashes of the splits a run reads (before transforms: those are in the config)."""
+    data = config["data"]
+    dataset = load_dataset(data, registry, spec_dir)
+    names = {data["train_split"], eval_split_name(data, registry)}
+    names |= {es["split"] for es in data["eval_sets"].values() if es.get("split")}
+    return {name: dataset.splits[name].fingerprint for name in sorted(names) if name in dataset.splits}
+
+
+def run_id_for(identity: dict) -> str:
+    blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def plan_runs(loaded: LoadedSpec, registry: Registry) -> list[PlannedRun]:
+    spec_dir = str(Path(loaded.path).resolve().parent)
+    planned = []
+    for run in loaded.runs:
+        identity = {
+            "config": run.config,
+            "data": data_fingerprint(run.config, registry, spec_dir),
+            "code": code_versions(run.config, registry),
+        }
+        planned.append(PlannedRun(
+            run_id=run_id_for(identity),
+            experiment=loaded.experiment,
+            config=run.config,
+            seed=run.seed,
+            sweep_values=run.sweep_values,
+            identity=identity,
+            eval_set=eval_split_name(run.config["data"], registry),
+        ))
+    seen: dict[str, PlannedRun] = {}
+    unique = []
+    for p in planned:  # identical sweep points (e.g. a swept key a method ignores) train once
+        if p.run_id not in seen:
+            seen[p.run_id] = p
+            unique.append(p)
+    return unique

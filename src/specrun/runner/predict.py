@@ -1,0 +1,81 @@
+"""Loading a stored run's trained model and classifying new texts with it."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from specrun.errors import DataError, StoreError
+from specrun.examples import Examples
+from specrun.plugins import get_registry
+from specrun.plugins.datasets.files import read_rows
+from specrun.runner.artifacts import load_weights
+from specrun.runner.data import Encoded, TokenCache
+from specrun.runner.execute import build_model
+from specrun.runner.modeling import autocast, load_tokenizer, pick_device, quiet_libraries
+from specrun.store.db import Store
+
+
+def read_texts(path: Path) -> list[tuple[str, str | None]]:
+    rows = read_rows(path)
+    if rows and "text" not in rows[0]:
+        raise DataError(f"{path}: needs a 'text' column; columns are {list(rows[0])}")
+    return [(str(r["text"]), str(r["text_pair"]) if r.get("text_pair") not in (None, "") else None) for r in rows]
+
+
+@dataclass
+class Predictor:
+    model: torch.nn.Module
+    cache: TokenCache
+    label_names: tuple[str, ...]
+    precision: str
+    device: torch.device
+
+    @classmethod
+    def load(cls, store: Store, run_id: str) -> Predictor:
+        quiet_libraries()
+        with store.read() as db:
+            row = db.execute("SELECT status, config FROM runs WHERE run_id = ?", [run_id]).fetchone()
+            if row is None:
+                like = [r[0] for r in db.execute("SELECT run_id FROM runs WHERE run_id LIKE ? || '%'", [run_id]).fetchall()]
+                if len(like) != 1:
+                    raise StoreError(f"no run {run_id!r} in {store.path}" + (f" (prefix matches {len(like)})" if like else ""))
+                run_id = like[0]
+                row = db.execute("SELECT status, config FROM runs WHERE run_id = ?", [run_id]).fetchone()
+            weights = db.execute("SELECT path FROM artifacts WHERE run_id = ? AND kind = 'weights'", [run_id]).fetchone()
+        status, config = row[0], json.loads(row[1])
+        if status != "completed" or weights is None:
+            raise StoreError(f"run {run_id} is {status}: only completed runs with saved weights can predict")
+        folder = Path(weights[0]).parent
+        meta = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
+        label_names = tuple(meta.get("label_names") or ())
+        if not label_names:
+            raise StoreError(f"run {run_id}: {folder / 'run.json'} is missing its label names")
+        device = pick_device(config["train"]["device"])
+        model, ctx = build_model(config, get_registry(), len(label_names), label_names, device)
+        load_weights(model, Path(weights[0]))
+        model.eval()
+        cache = TokenCache(load_tokenizer(ctx.model_path), config["model"]["max_length"])
+        return cls(model, cache, label_names, config["train"]["precision"], device)
+
+    @torch.inference_mode()
+    def predict(self, items: list[tuple[str, str | None]]) -> list[tuple[str, str, float, float]]:
+        """(text, label, confidence, latency in ms) for each (text, pair), one at a time."""
+        rows = []
+        for text, pair in items:
+            examples = Examples.from_columns([0], [text], [0], None if pair is None else [pair])
+            enc = Encoded.build(examples, self.cache)
+            t0 = time.perf_counter()
+            batch = enc.collate(np.array([0]), self.device)
+            with autocast(self.precision, self.device):
+                logits = self.model(**batch).logits.float()
+            probs = logits.softmax(-1)[0]
+            ms = (time.perf_counter() - t0) * 1000
+            k = int(probs.argmax())
+            rows.append((text if pair is None else f"{text} / {pair}", self.label_names[k], float(probs[k]), ms))
+        return rows

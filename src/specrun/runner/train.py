@@ -1,0 +1,155 @@
+"""The training loop: AdamW, a scheduler, autocast, length-grouped dynamic batches, periodic evaluation,
+early stopping with the best weights restored."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from specrun.runner.data import Encoded, train_batches
+from specrun.runner.evaluate import Evaluation, evaluate
+from specrun.runner.modeling import autocast
+
+
+@dataclass
+class MetricRow:
+    step: int
+    epoch: float
+    split: str
+    name: str
+    value: float
+
+
+@dataclass
+class TrainOutcome:
+    rows: list[MetricRow] = field(default_factory=list)
+    steps: int = 0
+    train_seconds: float = 0.0
+    samples_seen: int = 0
+    time_to_best: float | None = None
+    best_step: int | None = None
+    #: The last evaluation of the primary eval set, if it was of the final weights (saves re-evaluating).
+    final_eval: Evaluation | None = None
+
+
+def total_steps(n_examples: int, train: dict) -> int:
+    """Optimizer steps for ``epochs`` (or ``max_steps``), never fewer than ``min_steps``."""
+    per_epoch = max(1, math.ceil(n_examples / train["batch_size"]))
+    steps = train["max_steps"] or math.ceil(train["epochs"] * per_epoch)
+    return max(steps, train["min_steps"]) if n_examples else 0
+
+
+def _optimizer(model: torch.nn.Module, train: dict) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
+    groups = [{"params": decay, "weight_decay": train["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=train["learning_rate"])
+
+
+def _scheduler(optimizer, train: dict, steps: int):
+    from transformers import get_scheduler
+
+    warmup = int(train["warmup_ratio"] * steps)
+    return get_scheduler(train["scheduler"], optimizer, num_warmup_steps=warmup, num_training_steps=max(steps, 1))
+
+
+def _better(value: float, best: float | None, mode: str) -> bool:
+    return best is None or (value > best if mode == "max" else value < best)
+
+
+def train_model(
+    model: torch.nn.Module,
+    data: Encoded,
+    eval_data: Encoded,
+    eval_name: str,
+    num_labels: int,
+    train: dict,
+    seed: int,
+    device: torch.device,
+    on_step=None,
+) -> TrainOutcome:
+    """Train ``model`` in place; returns the metric history and timings."""
+    outcome = TrainOutcome()
+    steps = total_steps(len(data), train)
+    if steps == 0:
+        return outcome
+    rng = np.random.default_rng(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _optimizer(model, train)
+    scheduler = _scheduler(optimizer, train, steps)
+    precision = train["precision"]
+    stopping = train.get("early_stopping")
+    per_epoch = max(1, math.ceil(len(data) / train["batch_size"]))
+    eval_every = per_epoch if train["eval_every"] == "epoch" else int(train["eval_every"])
+
+    best_value, best_state, bad_evals = None, None, 0
+    step, running_loss, running_n = 0, 0.0, 0
+    model.train()
+    start = time.perf_counter()
+    eval_seconds = 0.0
+    while step < steps:
+        for index in train_batches(data.lengths, train["batch_size"], rng, train["group_by_length"]):
+            batch = data.collate(index, device)
+            labels = torch.from_numpy(data.labels[index]).to(device)
+            with autocast(precision, device):
+                logits = model(**batch).logits
+            loss = F.cross_entropy(logits.float(), labels)
+            loss.backward()
+            if train["max_grad_norm"]:
+                torch.nn.utils.clip_grad_norm_(params, train["max_grad_norm"])
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            outcome.samples_seen += len(index)
+            running_loss += float(loss.detach()) * len(index)
+            running_n += len(index)
+            if on_step:
+                on_step(step, steps)
+            last = step >= steps
+            if step % eval_every == 0 or last:
+                epoch = step / per_epoch
+                outcome.rows.append(MetricRow(step, epoch, "train", "loss", running_loss / max(running_n, 1)))
+                running_loss, running_n = 0.0, 0
+                t0 = time.perf_counter()
+                ev = evaluate(model, eval_data, num_labels, train["eval_batch_size"], precision, device)
+                eval_seconds += time.perf_counter() - t0
+                outcome.rows += [MetricRow(step, epoch, eval_name, k, v) for k, v in ev.metrics.items()]
+                outcome.final_eval = ev
+                if stopping:
+                    value = ev.metrics.get(stopping["metric"])
+                    if value is None:
+                        raise ValueError(f"early_stopping.metric {stopping['metric']!r} is not an eval metric; have {sorted(ev.metrics)}")
+                    if _better(value, best_value, stopping["mode"]):
+                        best_value, bad_evals = value, 0
+                        best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+                        outcome.best_step = step
+                        outcome.time_to_best = time.perf_counter() - start - eval_seconds
+                    else:
+                        bad_evals += 1
+                        if bad_evals >= stopping["patience"]:
+                            last = True
+                elif outcome.best_step is None or _better(ev.metrics["accuracy"], best_value, "max"):
+                    best_value = ev.metrics["accuracy"]
+                    outcome.best_step = step
+                    outcome.time_to_best = time.perf_counter() - start - eval_seconds
+            if last:
+                steps = step
+                break
+    outcome.steps = step
+    outcome.train_seconds = time.perf_counter() - start - eval_seconds
+    if best_state is not None and outcome.best_step != step:
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name in best_state:
+                    param.copy_(best_state[name])
+        outcome.final_eval = None
+    return outcome

@@ -1,0 +1,109 @@
+"""The spec's pydantic models. Every section forbids unknown keys; plugin sections are checked against
+the plugin's own ``Options`` model in ``specrun.spec.load``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PluginRef(BaseModel):
+    """``{name = "...", <the plugin's own options>}``: options are validated by the plugin's model."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Experiment(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="experiment name (letters, digits, _ . -)")
+    description: str = ""
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+
+class ModelSpec(Section):
+    name: str = DEFAULT_MODEL
+    max_length: int = Field(128, ge=8, le=4096)
+    init_from: str | None = Field(
+        None,
+        description="start from another run's trained weights: a run id, or 'stage:<name>' (multi-stage specs)",
+    )
+
+
+class EvalSet(Section):
+    """A named evaluation set: a split of the dataset with optional eval-time transforms."""
+
+    split: str | None = None
+    transforms: list[PluginRef] = Field(default_factory=list)
+    max_examples: int | None = Field(None, ge=1)
+
+
+class DataSpec(Section):
+    dataset: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    train_split: str = "train"
+    eval_split: str | None = Field(None, description="default: the dataset's evaluation split")
+    max_train_examples: int | None = Field(None, ge=1, description="a seeded random subsample of the training split")
+    max_eval_examples: int | None = Field(None, ge=1, description="the first N examples of the evaluation split")
+    transforms: list[PluginRef] = Field(default_factory=list)
+    eval_sets: dict[str, EvalSet] = Field(default_factory=dict, description="extra named evaluation sets")
+
+
+class EarlyStopping(Section):
+    metric: str = "accuracy"
+    patience: int = Field(2, ge=1)
+    mode: Literal["max", "min"] = "max"
+
+
+class TrainSpec(Section):
+    epochs: float = Field(3, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs)")
+    min_steps: int = Field(0, ge=0, description="train at least this many steps, however small the data")
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(128, ge=1)
+    learning_rate: float = Field(2e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    scheduler: Literal["linear", "constant", "cosine"] = "linear"
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    group_by_length: bool = True
+    eval_every: Literal["epoch"] | int = Field("epoch", description="'epoch' or a number of steps")
+    early_stopping: EarlyStopping | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class ReportSpec(Section):
+    path: str | None = None
+    title: str | None = None
+
+
+class Spec(Section):
+    experiment: Experiment
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    data: DataSpec
+    method: PluginRef
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    sweep: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values (grid)")
+    analyses: list[PluginRef] = Field(default_factory=list)
+    report: ReportSpec | None = None
+
+    @model_validator(mode="after")
+    def _sweep_values_nonempty(self):
+        for key, values in self.sweep.items():
+            if not values:
+                raise ValueError(f"sweep key {key!r} has no values")
+        return self
+
+
+#: The sections that make up one run's identity (the rest describes the experiment as a whole).
+RUN_SECTIONS = ("model", "data", "method", "train")

@@ -1,0 +1,114 @@
+"""The store's schema, as an append-only list of numbered migrations.
+
+Never edit a migration that has shipped: add ``m00N_...`` at the end. Each runs once per store, in
+order, inside a transaction, and is recorded in ``_migrations``. docs/store.md documents the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+MIGRATIONS: list[Callable] = []
+
+
+def migration(fn: Callable) -> Callable:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_initial(db):
+    db.execute("""
+        CREATE TABLE runs (
+            run_id VARCHAR PRIMARY KEY,
+            experiment VARCHAR,
+            status VARCHAR NOT NULL,
+            method VARCHAR,
+            dataset VARCHAR,
+            model VARCHAR,
+            seed INTEGER,
+            eval_set VARCHAR,
+            config JSON,
+            sweep JSON,
+            created_at TIMESTAMP,
+            started_at TIMESTAMP,
+            finished_at TIMESTAMP,
+            train_seconds DOUBLE,
+            error VARCHAR,
+            environment JSON,
+            host VARCHAR,
+            pid INTEGER,
+            attempts INTEGER DEFAULT 0
+        )
+    """)
+    db.execute("""
+        CREATE TABLE experiment_runs (
+            experiment VARCHAR,
+            run_id VARCHAR,
+            spec_path VARCHAR,
+            linked_at TIMESTAMP,
+            PRIMARY KEY (experiment, run_id)
+        )
+    """)
+    db.execute("""
+        CREATE TABLE metrics (
+            run_id VARCHAR,
+            step INTEGER,
+            epoch DOUBLE,
+            split VARCHAR,
+            name VARCHAR,
+            value DOUBLE,
+            final BOOLEAN
+        )
+    """)
+    db.execute("""
+        CREATE TABLE predictions (
+            run_id VARCHAR,
+            split VARCHAR,
+            example_id VARCHAR,
+            label INTEGER,
+            prediction INTEGER,
+            confidence DOUBLE,
+            loss DOUBLE
+        )
+    """)
+    db.execute("""
+        CREATE TABLE artifacts (
+            run_id VARCHAR,
+            kind VARCHAR,
+            path VARCHAR,
+            sha256 VARCHAR,
+            bytes BIGINT,
+            created_at TIMESTAMP
+        )
+    """)
+    db.execute("""
+        CREATE TABLE train_examples (
+            run_id VARCHAR,
+            position INTEGER,
+            example_id VARCHAR,
+            label INTEGER
+        )
+    """)
+
+
+@migration
+def m002_run_summary(db):
+    db.execute("""
+        CREATE VIEW run_summary AS
+        SELECT
+            r.run_id, r.experiment, r.status, r.method, r.dataset, r.model, r.seed, r.sweep,
+            max(m.value) FILTER (WHERE m.split = r.eval_set AND m.name = 'accuracy') AS accuracy,
+            max(m.value) FILTER (WHERE m.split = r.eval_set AND m.name = 'f1') AS f1,
+            max(m.value) FILTER (WHERE m.split = r.eval_set AND m.name = 'loss') AS eval_loss,
+            max(m.value) FILTER (WHERE m.split = 'cost' AND m.name = 'trainable_params') AS trainable_params,
+            max(m.value) FILTER (WHERE m.split = 'cost' AND m.name = 'total_params') AS total_params,
+            max(m.value) FILTER (WHERE m.split = 'cost' AND m.name = 'trainable_pct') AS trainable_pct,
+            max(m.value) FILTER (WHERE m.split = 'cost' AND m.name = 'train_seconds') AS train_seconds,
+            max(m.value) FILTER (WHERE m.split = 'cost' AND m.name = 'samples_per_second') AS samples_per_second,
+            max(m.value) FILTER (WHERE m.split = 'cost' AND m.name = 'peak_memory_mb') AS peak_memory_mb,
+            r.finished_at
+        FROM runs r
+        LEFT JOIN metrics m ON m.run_id = r.run_id AND m.final
+        GROUP BY ALL
+    """)

@@ -1,0 +1,150 @@
+"""Recording runs: claim before training, write all results in one transaction after.
+
+A run's rows (metrics, predictions, artifacts, train_examples) always belong to its latest attempt and
+are replaced all at once, so a store never holds half a run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+import pyarrow as pa
+
+from specrun.store.db import Store, now
+
+HOST = socket.gethostname()
+RESULT_TABLES = ("metrics", "predictions", "artifacts", "train_examples")
+
+
+@dataclass
+class RunRecord:
+    """What a finished run writes to the store."""
+
+    metrics: list[tuple] = field(default_factory=list)  # (step, epoch, split, name, value, final)
+    predictions: dict[str, list] = field(default_factory=dict)  # columns of the predictions table
+    artifacts: list[tuple] = field(default_factory=list)  # (kind, path, sha256, bytes)
+    train_examples: tuple[list[str], list[int]] = ((), ())
+    train_seconds: float | None = None
+
+
+def _alive(pid: int | None, host: str | None, started_at) -> bool:
+    """Whether the process that claimed a run is still running (only knowable on this host)."""
+    if pid is None or host != HOST:
+        return host != HOST  # another host's claim: assume alive
+    try:
+        proc = psutil.Process(pid)
+        return proc.create_time() <= started_at.timestamp() + 1 if started_at else True
+    except psutil.Error:
+        return False
+
+
+def reap_interrupted(store: Store) -> list[str]:
+    """Mark runs left 'running' by a dead process as 'interrupted'; returns their ids."""
+    with store.write() as db:
+        rows = db.execute("SELECT run_id, pid, host, started_at FROM runs WHERE status = 'running'").fetchall()
+        dead = [r[0] for r in rows if not _alive(r[1], r[2], _utc(r[3]))]
+        for run_id in dead:
+            db.execute(
+                "UPDATE runs SET status = 'interrupted', error = 'the process running it stopped', finished_at = ? WHERE run_id = ?",
+                [now(), run_id],
+            )
+    return dead
+
+
+def _utc(ts):
+    from datetime import timezone
+
+    return ts.replace(tzinfo=timezone.utc) if ts is not None else None
+
+
+def statuses(store: Store, run_ids: list[str]) -> dict[str, str]:
+    if not store.path.exists() or not run_ids:
+        return {}
+    with store.read() as db:
+        rows = db.execute("SELECT run_id, status FROM runs WHERE run_id IN (SELECT unnest(?))", [run_ids]).fetchall()
+    return dict(rows)
+
+
+def claim(store: Store, run: Any, spec_path: str, environment: dict, force: bool) -> str:
+    """Mark ``run`` as running in this process. Returns 'claimed', 'cached' (completed, not forced)
+    or 'busy' (another live process is running it)."""
+    with store.write() as db:
+        db.execute(
+            "INSERT INTO experiment_runs VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [run.experiment, run.run_id, spec_path, now()],
+        )
+        row = db.execute("SELECT status, pid, host, started_at FROM runs WHERE run_id = ?", [run.run_id]).fetchone()
+        if row is not None:
+            status, pid, host, started = row
+            if status == "completed" and not force:
+                return "cached"
+            if status == "running" and _alive(pid, host, _utc(started)) and pid != os.getpid():
+                return "busy"
+        values = dict(
+            experiment=run.experiment, status="running", method=run.method, dataset=run.dataset,
+            model=run.config["model"]["name"], seed=run.seed, eval_set=run.eval_set,
+            config=json.dumps(run.config), sweep=json.dumps(run.sweep_values),
+            started_at=now(), finished_at=None, train_seconds=None, error=None,
+            environment=json.dumps(environment), host=HOST, pid=os.getpid(),
+        )
+        if row is None:
+            db.execute(
+                f"INSERT INTO runs (run_id, created_at, attempts, {', '.join(values)}) VALUES (?, ?, 1, {', '.join('?' * len(values))})",
+                [run.run_id, now(), *values.values()],
+            )
+        else:
+            sets = ", ".join(f"{k} = ?" for k in values)
+            db.execute(f"UPDATE runs SET {sets}, attempts = attempts + 1 WHERE run_id = ?", [*values.values(), run.run_id])
+    return "claimed"
+
+
+def _clear_results(db, run_id: str) -> None:
+    for table in RESULT_TABLES:
+        db.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+
+
+def complete(store: Store, run_id: str, record: RunRecord) -> None:
+    """Write every result of a finished run and mark it completed, in one transaction."""
+    metrics = pa.table({
+        "run_id": [run_id] * len(record.metrics),
+        "step": [m[0] for m in record.metrics],
+        "epoch": [m[1] for m in record.metrics],
+        "split": [m[2] for m in record.metrics],
+        "name": [m[3] for m in record.metrics],
+        "value": [float(m[4]) for m in record.metrics],
+        "final": [bool(m[5]) for m in record.metrics],
+    })
+    preds = pa.table({"run_id": [run_id] * len(record.predictions.get("split", [])), **record.predictions}) if record.predictions else None
+    ids, labels = record.train_examples
+    examples = pa.table({"run_id": [run_id] * len(ids), "position": list(range(len(ids))), "example_id": list(ids), "label": list(labels)})
+    with store.write() as db:
+        _clear_results(db, run_id)
+        db.register("_metrics", metrics)
+        db.execute("INSERT INTO metrics SELECT * FROM _metrics")
+        if preds is not None and preds.num_rows:
+            db.register("_preds", preds)
+            db.execute("INSERT INTO predictions SELECT run_id, split, example_id, label, prediction, confidence, loss FROM _preds")
+        if examples.num_rows:
+            db.register("_examples", examples)
+            db.execute("INSERT INTO train_examples SELECT * FROM _examples")
+        for kind, path, sha, size in record.artifacts:
+            db.execute("INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?)", [run_id, kind, path, sha, size, now()])
+        db.execute(
+            "UPDATE runs SET status = 'completed', finished_at = ?, train_seconds = ?, error = NULL WHERE run_id = ?",
+            [now(), record.train_seconds, run_id],
+        )
+
+
+def fail(store: Store, run_id: str, error: str, status: str = "failed") -> None:
+    """Mark a run failed (or interrupted) with its error; its earlier results are dropped with it."""
+    with store.write() as db:
+        _clear_results(db, run_id)
+        db.execute(
+            "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE run_id = ?",
+            [status, error, now(), run_id],
+        )
