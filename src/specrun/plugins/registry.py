@@ -19,14 +19,11 @@ from specrun.plugins.api import KIND_BASES, Plugin
 ENTRY_POINT_GROUP = "specrun"
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_./-]*$")
 
-#: Built-in plugin modules, registered through the same hooks third parties use.
-BUILTIN_MODULES = [
-    "specrun.plugins.models.sources",
-    "specrun.plugins.datasets.glue",
-    "specrun.plugins.datasets.local",
-    "specrun.plugins.methods.full",
-    "specrun.plugins.methods.lora",
-]
+def builtin_modules() -> list[str]:
+    """Built-in plugin modules (each package lists its own), registered through the same hooks third parties use."""
+    from specrun.plugins import analyses, datasets, methods, models, transforms
+
+    return [m for package in (models, datasets, methods, transforms, analyses) for m in package.MODULES]
 
 HOOK_FOR_KIND = {
     "method": "register_methods",
@@ -105,7 +102,7 @@ def make_plugin_manager(extra_plugins: list[object] = (), entry_points: bool = T
     if os.environ.get("SPECRUN_TRACE_PLUGINS"):
         pm.trace.root.setwriter(lambda text: sys.stderr.write(text))
         pm.enable_tracing()
-    for module_name in BUILTIN_MODULES:
+    for module_name in builtin_modules():
         pm.register(importlib.import_module(module_name), name=module_name)
     errors: list[str] = []
     if entry_points and not os.environ.get("SPECRUN_DISABLE_PLUGIN_AUTOLOAD"):

@@ -1,0 +1,3 @@
+"""Built-in analyses, one module each."""
+
+MODULES: list[str] = []

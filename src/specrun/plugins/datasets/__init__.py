@@ -1,0 +1,3 @@
+"""Built-in dataset sources."""
+
+MODULES = ["specrun.plugins.datasets.glue", "specrun.plugins.datasets.local"]

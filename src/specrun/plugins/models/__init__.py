@@ -1,0 +1,3 @@
+"""Built-in model sources."""
+
+MODULES = ["specrun.plugins.models.sources"]

@@ -1,0 +1,3 @@
+"""Built-in dataset transforms, one module each."""
+
+MODULES: list[str] = []
