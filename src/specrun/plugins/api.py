@@ -127,9 +127,16 @@ class TransformContext:
 
 
 class TransformPlugin(Plugin):
-    """A dataset transform: maps ``Examples`` to new ``Examples`` (never mutates its input)."""
+    """A dataset transform: maps ``Examples`` to new ``Examples`` (never mutates its input).
 
-    #: Which splits it applies to by default: the training split, evaluation splits, or both.
+    In ``data.transforms`` a transform applies to the splits its ``on`` key names (``"train"``,
+    ``"eval"`` or ``"both"``; default: the plugin's ``applies_to``); in ``data.eval_sets.<name>.transforms``
+    it applies to that evaluation set. It must be deterministic for a given ``ctx.seed`` and ``ctx.split``.
+    Raise ``specrun.errors.DataError`` for a request the data cannot meet (e.g. more examples than exist).
+    An empty training set is allowed: the run then evaluates the untrained model.
+    """
+
+    #: Where it applies when the spec entry sets no ``on``.
     applies_to: ClassVar[Literal["train", "eval", "both"]] = "train"
 
     def apply(self, examples: Examples, options: PluginOptions, ctx: TransformContext) -> Examples:

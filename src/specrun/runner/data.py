@@ -60,22 +60,23 @@ def _split(dataset: Dataset, name: str, key: str) -> Examples:
     return dataset.splits[name]
 
 
-def apply_transforms(examples: Examples, transforms: list[dict], registry: Registry, ctx: TransformContext, where: str) -> Examples:
-    """Apply the transforms that apply to ``ctx.split``'s kind, in order."""
-    kind = "train" if ctx.split == "train" else "eval"
-    for i, spec in enumerate(transforms):
-        plugin = registry.get("transform", spec["name"])
-        if plugin.applies_to not in (kind, "both"):
+def apply_transforms(examples: Examples, transforms: list[dict], registry: Registry, ctx: TransformContext, kind: str | None) -> Examples:
+    """Apply ``transforms`` in order; with ``kind`` ('train' or 'eval'), only those whose ``on`` covers it."""
+    for spec in transforms:
+        if kind is not None and spec.get("on", "train") not in (kind, "both"):
             continue
-        options = plugin.Options.model_validate({k: v for k, v in spec.items() if k != "name"})
+        plugin = registry.get("transform", spec["name"])
+        options = plugin.Options.model_validate({k: v for k, v in spec.items() if k not in ("name", "on")})
         examples = plugin.apply(examples, options, ctx)
-        if len(examples) == 0:
-            raise DataError(f"{where}[{i}] ({spec['name']}) left no examples")
     return examples
 
 
 def prepare_run_data(config: dict, registry: Registry, spec_dir: str | None = None, scores=None) -> RunData:
-    """The training and evaluation examples of one run, transforms applied under the run's seed."""
+    """The training and evaluation examples of one run, transforms applied under the run's seed.
+
+    ``data.transforms`` apply to the training split (``on = "train"``), to every evaluation set
+    (``on = "eval"``) or both; an eval set's own ``transforms`` apply to it alone, after those.
+    """
     data = config["data"]
     seed = config["seed"]
     dataset = load_dataset(data, registry, spec_dir)
@@ -84,15 +85,21 @@ def prepare_run_data(config: dict, registry: Registry, spec_dir: str | None = No
         rng = np.random.default_rng(seed)
         train = train.select(sorted(rng.choice(len(train), data["max_train_examples"], replace=False).tolist()))
     ctx = TransformContext(seed=seed, split="train", label_names=dataset.label_names, scores=scores)
-    train = apply_transforms(train, data["transforms"], registry, ctx, "data.transforms")
+    train = apply_transforms(train, data["transforms"], registry, ctx, "train")
 
     primary = eval_split_name(data, registry)
-    eval_sets = {primary: _limit(_split(dataset, primary, "eval_split"), data.get("max_eval_examples"))}
+    sets = {primary: (primary, data.get("max_eval_examples"), [])}
     for name, spec in data.get("eval_sets", {}).items():
-        split_name = spec.get("split") or primary
-        examples = _limit(_split(dataset, split_name, f"eval_sets.{name}.split"), spec.get("max_examples") or data.get("max_eval_examples"))
+        sets[name] = (spec.get("split") or primary, spec.get("max_examples") or data.get("max_eval_examples"), spec.get("transforms", []))
+    eval_sets = {}
+    for name, (split_name, limit, own) in sets.items():
+        key = "eval_split" if name == primary else f"eval_sets.{name}.split"
+        examples = _limit(_split(dataset, split_name, key), limit)
         ectx = TransformContext(seed=seed, split=name, label_names=dataset.label_names, scores=scores)
-        eval_sets[name] = apply_transforms(examples, spec.get("transforms", []), registry, ectx, f"data.eval_sets.{name}.transforms")
+        examples = apply_transforms(examples, data["transforms"], registry, ectx, "eval")
+        eval_sets[name] = apply_transforms(examples, own, registry, ectx, None)
+        if len(eval_sets[name]) == 0:
+            raise DataError(f"evaluation set {name!r} is empty after its transforms")
     return RunData(dataset=dataset, train=train, eval_sets=eval_sets, primary_eval=primary)
 
 

@@ -169,9 +169,15 @@ def validate_config(raw: dict, registry: Registry) -> tuple[Spec | None, dict, l
     def transforms(refs, loc):
         out = []
         for i, ref in enumerate(refs):
-            opts, p = _plugin_options(registry, "transform", ref.name, ref.options(), (*loc, i))
+            options = ref.options()
+            on = options.pop("on", None)
+            opts, p = _plugin_options(registry, "transform", ref.name, options, (*loc, i))
             problems.extend(p)
-            out.append({"name": ref.name, **(opts or {})})
+            if on is None and not p:
+                on = registry.get("transform", ref.name).applies_to
+            if on not in (None, "train", "eval", "both"):
+                problems.append(((*loc, i, "on"), f"must be 'train', 'eval' or 'both', not {on!r}"))
+            out.append({"name": ref.name, "on": on, **(opts or {})})
         return out
 
     resolved["transforms"] = transforms(spec.data.transforms, ("data", "transforms"))
