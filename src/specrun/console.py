@@ -90,8 +90,16 @@ class ApplyProgress:
         if self.live and self.step_task is not None:
             self.bar.update(self.step_task, completed=step, total=total)
 
+    def dependency_done(self, outcome) -> None:
+        self._report(outcome, prefix="teacher")
+
     def run_done(self, outcome) -> None:
         self.done += 1
+        self._report(outcome, prefix=f"{self.done}/{self.total}")
+        if self.live:
+            self.bar.update(self.runs_task, advance=1)
+
+    def _report(self, outcome, prefix: str) -> None:
         run = outcome.run
         text = {
             "completed": "done " + " ".join(f"{k}={v:.4g}" for k, v in outcome.metrics.items()),
@@ -99,9 +107,8 @@ class ApplyProgress:
             "busy": "skipped (running in another process)",
             "failed": f"FAILED: {outcome.error}",
         }.get(outcome.status, outcome.status)
-        line = f"[{self.done}/{self.total}] {run.run_id} {run.label()}: {text}"
+        line = f"[{prefix}] {run.run_id} {run.label()}: {text}"
         if self.live:
-            self.bar.update(self.runs_task, advance=1)
             self.bar.console.print(line)
         else:
             err.print(line)

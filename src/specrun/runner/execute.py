@@ -90,10 +90,11 @@ def execute(
     artifacts_dir: Path,
     init_weights: Callable[[str], Path] | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    scores: Callable | None = None,
 ) -> RunRecord:
     config = run.config
     train_cfg = config["train"]
-    data = prepare_run_data(config, registry, spec_dir)
+    data = prepare_run_data(config, registry, spec_dir, scores=scores)
     device = pick_device(train_cfg["device"])
     num_labels = data.dataset.num_labels
     model, ctx = build_model(config, registry, num_labels, data.dataset.label_names, device)

@@ -21,6 +21,7 @@ from specrun.runner.artifacts import WEIGHTS, artifacts_root
 from specrun.runner.execute import environment_info, execute
 from specrun.runner.modeling import pick_device, quiet_libraries
 from specrun.runner.plan import PlannedRun
+from specrun.runner.teacher import scorer
 from specrun.store import runs as store_runs
 from specrun.store.db import Store
 
@@ -84,12 +85,12 @@ class LocalExecutor:
 
     def run_all(self, planned: list[PlannedRun]) -> list[Outcome]:
         quiet_libraries()
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         store_runs.reap_interrupted(self.store)
         outcomes = []
+        self._done: dict[str, Outcome] = {}
         with sigterm_as_interrupt():
             for run in planned:
-                outcome = self.run_one(run)
+                outcome = self.run_with_dependencies(run)
                 outcomes.append(outcome)
                 if self.progress:
                     self.progress.run_done(outcome)
@@ -97,13 +98,28 @@ class LocalExecutor:
                     break
         return outcomes
 
+    def run_with_dependencies(self, run: PlannedRun) -> Outcome:
+        """Run ``run``'s teachers first (each once per apply; completed ones are cached), then ``run``."""
+        for dep in run.dependencies:
+            if dep.run_id not in self._done:
+                self._done[dep.run_id] = self.run_with_dependencies(dep)
+                if self.progress:
+                    self.progress.dependency_done(self._done[dep.run_id])
+            status = self._done[dep.run_id].status
+            if status not in ("completed", "cached"):
+                error = f"teacher run {dep.run_id} ({dep.spec_path}) is {status}: {self._done[dep.run_id].error or 'not available'}"
+                if store_runs.claim(self.store, run, run.spec_path or self.spec_path, {}, self.force) == "claimed":
+                    store_runs.fail(self.store, run.run_id, error)
+                return Outcome(run, "failed", error)
+        return self.run_one(run)
+
     def run_one(self, run: PlannedRun) -> Outcome:
         try:
             device = pick_device(run.config["train"]["device"])
         except SpecrunError:
             device = torch.device("cpu")
         env = environment_info(device, self.spec_dir)
-        claim = store_runs.claim(self.store, run, self.spec_path, env, self.force)
+        claim = store_runs.claim(self.store, run, run.spec_path or self.spec_path, env, self.force)
         if claim != "claimed":
             return Outcome(run, claim)
         if self.progress:
@@ -113,6 +129,7 @@ class LocalExecutor:
                 run, self.registry, self.spec_dir, artifacts_root(self.store.path),
                 init_weights=run_weights(self.store),
                 on_step=self.progress.step if self.progress else None,
+                scores=scorer(self.store),
             )
         except KeyboardInterrupt:
             store_runs.fail(self.store, run.run_id, "interrupted by the user (Ctrl-C or SIGTERM)", status="interrupted")

@@ -24,6 +24,9 @@ class PlannedRun:
     sweep_values: dict[str, Any]
     identity: dict[str, Any] = field(repr=False)
     eval_set: str = "validation"
+    spec_path: str = ""
+    #: Runs that must complete first (teachers named by transforms' ``teacher`` option).
+    dependencies: list[PlannedRun] = field(default_factory=list, repr=False)
 
     @property
     def method(self) -> str:
@@ -74,10 +77,38 @@ def run_id_for(identity: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def plan_runs(loaded: LoadedSpec, registry: Registry) -> list[PlannedRun]:
+TEACHER_KEY = "teacher"
+MAX_DEPTH = 4
+
+
+def resolve_teachers(config: dict, spec_dir: str, registry: Registry, depth: int) -> list[PlannedRun]:
+    """Replace every transform's ``teacher = "<spec>.toml"`` with that spec's run id (in place), and
+    return those runs: they train first. A ``teacher`` that is already a run id is left as it is."""
+    from specrun.errors import SpecError
+    from specrun.spec.load import load_spec
+
+    entries = list(config["data"]["transforms"]) + [t for es in config["data"]["eval_sets"].values() for t in es["transforms"]]
+    teachers = []
+    for entry in entries:
+        ref = entry.get(TEACHER_KEY)
+        if not isinstance(ref, str) or not ref.endswith(".toml"):
+            continue
+        if depth >= MAX_DEPTH:
+            raise SpecError(ref, [("", None, f"teacher specs nest deeper than {MAX_DEPTH} levels (a cycle?)")])
+        path = Path(ref) if Path(ref).is_absolute() else Path(spec_dir) / ref
+        runs = plan_runs(load_spec(path, registry=registry), registry, depth + 1)
+        if len(runs) != 1:
+            raise SpecError(str(path), [("", None, f"a teacher spec must expand to exactly one run, not {len(runs)}")])
+        entry[TEACHER_KEY] = runs[0].run_id
+        teachers.append(runs[0])
+    return teachers
+
+
+def plan_runs(loaded: LoadedSpec, registry: Registry, depth: int = 0) -> list[PlannedRun]:
     spec_dir = str(Path(loaded.path).resolve().parent)
     planned = []
     for run in loaded.runs:
+        teachers = resolve_teachers(run.config, spec_dir, registry, depth)
         identity = {
             "config": run.config,
             "data": data_fingerprint(run.config, registry, spec_dir),
@@ -91,6 +122,8 @@ def plan_runs(loaded: LoadedSpec, registry: Registry) -> list[PlannedRun]:
             sweep_values=run.sweep_values,
             identity=identity,
             eval_set=eval_split_name(run.config["data"], registry),
+            spec_path=str(loaded.path),
+            dependencies=teachers,
         ))
     seen: dict[str, PlannedRun] = {}
     unique = []

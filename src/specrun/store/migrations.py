@@ -112,3 +112,17 @@ def m002_run_summary(db):
         LEFT JOIN metrics m ON m.run_id = r.run_id AND m.final
         GROUP BY ALL
     """)
+
+
+@migration
+def m003_example_scores(db):
+    db.execute("""
+        CREATE TABLE example_scores (
+            teacher_run_id VARCHAR,
+            example_id VARCHAR,
+            text_hash VARCHAR,
+            label INTEGER,
+            loss DOUBLE,
+            scored_at TIMESTAMP
+        )
+    """)
