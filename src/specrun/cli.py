@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 
 from specrun.errors import SpecrunError, UsageError
@@ -214,6 +213,11 @@ def predict(
     print_rows(["text", "label", "confidence", "latency_ms"], rows, fmt)
 
 
+# typer vendors click; its exception base is reachable through the public BadParameter
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_ClickAbort = sys.modules[_ClickException.__module__].Abort
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into a message and exit code 2."""
     from specrun.console import err
@@ -223,15 +227,12 @@ def main() -> None:
     except SpecrunError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(130)
-    except click.ClickException as exc:
+    except _ClickException as exc:  # usage errors from the argument parser
         exc.show()
         sys.exit(exc.exit_code if exc.exit_code else 2)
-    except KeyboardInterrupt:
-        err.print("interrupted: the current run is recorded as interrupted and reruns on the next apply")
+    except (KeyboardInterrupt, typer.Abort, _ClickAbort):
+        err.print("interrupted: a run in progress is recorded as interrupted and reruns on the next apply")
         sys.exit(130)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
     sys.exit(code if isinstance(code, int) else 0)

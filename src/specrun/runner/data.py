@@ -53,7 +53,7 @@ def eval_split_name(data: dict, registry: Registry) -> str:
     return data.get("eval_split") or registry.get("dataset", data["dataset"]).eval_split
 
 
-def _split(dataset: Dataset, name: str, key: str) -> Examples:
+def split_examples(dataset: Dataset, name: str, key: str) -> Examples:
     if name not in dataset.splits:
         known = list(dataset.splits)
         raise DataError(f"data.{key}: dataset {dataset.name!r} has no split {name!r}{did_you_mean(name, known)}; splits: {', '.join(known)}")
@@ -80,7 +80,7 @@ def prepare_run_data(config: dict, registry: Registry, spec_dir: str | None = No
     data = config["data"]
     seed = config["seed"]
     dataset = load_dataset(data, registry, spec_dir)
-    train = _split(dataset, data["train_split"], "train_split")
+    train = split_examples(dataset, data["train_split"], "train_split")
     if data.get("max_train_examples") and data["max_train_examples"] < len(train):
         rng = np.random.default_rng(seed)
         train = train.select(sorted(rng.choice(len(train), data["max_train_examples"], replace=False).tolist()))
@@ -94,7 +94,7 @@ def prepare_run_data(config: dict, registry: Registry, spec_dir: str | None = No
     eval_sets = {}
     for name, (split_name, limit, own) in sets.items():
         key = "eval_split" if name == primary else f"eval_sets.{name}.split"
-        examples = _limit(_split(dataset, split_name, key), limit)
+        examples = _limit(split_examples(dataset, split_name, key), limit)
         ectx = TransformContext(seed=seed, split=name, label_names=dataset.label_names, scores=scores)
         examples = apply_transforms(examples, data["transforms"], registry, ectx, "eval")
         eval_sets[name] = apply_transforms(examples, own, registry, ectx, None)

@@ -11,7 +11,7 @@ from typing import Any
 
 import specrun
 from specrun.plugins.registry import Registry, module_version
-from specrun.runner.data import eval_split_name, load_dataset
+from specrun.runner.data import eval_split_name, load_dataset, split_examples
 from specrun.spec.load import LoadedSpec
 
 
@@ -64,12 +64,13 @@ def code_versions(config: dict, registry: Registry) -> dict[str, str]:
 
 
 def data_fingerprint(config: dict, registry: Registry, spec_dir: str | None) -> dict[str, str]:
-    """Content hashes of the splits a run reads (before transforms: those are in the config)."""
+    """Content hashes of the splits a run reads (before transforms: those are in the config).
+    Loading them here also checks, before anything trains, that every named split exists."""
     data = config["data"]
     dataset = load_dataset(data, registry, spec_dir)
-    names = {data["train_split"], eval_split_name(data, registry)}
-    names |= {es["split"] for es in data["eval_sets"].values() if es.get("split")}
-    return {name: dataset.splits[name].fingerprint for name in sorted(names) if name in dataset.splits}
+    named = {"train_split": data["train_split"], "eval_split": eval_split_name(data, registry)}
+    named |= {f"eval_sets.{n}.split": es["split"] for n, es in data["eval_sets"].items() if es.get("split")}
+    return {name: split_examples(dataset, name, key).fingerprint for key, name in sorted(named.items())}
 
 
 def run_id_for(identity: dict) -> str:

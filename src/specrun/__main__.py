@@ -1,0 +1,5 @@
+"""``python -m specrun`` is the ``specrun`` command."""
+
+from specrun.cli import main
+
+main()

@@ -1,0 +1,99 @@
+"""Every class of bad input gets one clear message and exit code 2, never a traceback, and writes nothing."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SPECRUN = [sys.executable, "-m", "specrun"]
+
+
+def specrun(*args, env=None):
+    """The real command in a subprocess (what a user sees)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([*SPECRUN, *args], capture_output=True, text=True, env=full_env, timeout=120)
+
+
+def assert_clean_error(code, err, *needles):
+    assert code == 2, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_syntax_error_subprocess(tmp_path):
+    spec = tmp_path / "bad.toml"
+    spec.write_text('[experiment]\nname = "x"\n[data\ndataset = "glue/sst2"\n')
+    result = specrun("apply", str(spec), "--store", str(tmp_path / "s.duckdb"))
+    assert_clean_error(result.returncode, result.stderr, f"{spec}:3", "TOML syntax error")
+    assert not (tmp_path / "s.duckdb").exists()  # a spec that fails validation writes nothing
+
+
+def test_unknown_key_subprocess(write_spec, tmp_path):
+    spec = write_spec(method='name = "lora"\nrnak = 4')
+    result = specrun("apply", str(spec), "--store", str(tmp_path / "s.duckdb"))
+    assert_clean_error(result.returncode, result.stderr, "method.rnak", "did you mean 'rank'", ":")
+    assert not (tmp_path / "s.duckdb").exists()
+
+
+def test_validation_errors_in_process(write_spec, cli, tmp_path):
+    code, _, err = cli("apply", str(write_spec(method='name = "loar"')))
+    assert_clean_error(code, err, "method.name", "did you mean 'lora'")
+    code, _, err = cli("validate", str(write_spec(train="epochs = 0")))
+    assert_clean_error(code, err, "train.epochs", "greater than 0")
+    code, _, err = cli("plan", str(tmp_path / "missing.toml"))
+    assert_clean_error(code, err, "spec file not found")
+    assert not Path(os.environ["SPECRUN_STORE"]).exists()
+
+
+def test_bad_set(write_spec, cli):
+    code, _, err = cli("apply", str(write_spec()), "--set", "train.epochs")
+    assert_clean_error(code, err, "expected KEY=VALUE")
+    code, _, err = cli("apply", str(write_spec()), "--set", "train.batch_size=0")
+    assert_clean_error(code, err, "train.batch_size", "(from --set)")
+
+
+def test_missing_data_file_names_path(write_spec, cli, tmp_path):
+    spec = write_spec()
+    spec.write_text(spec.read_text().replace("train.tsv", "nope.tsv"))
+    code, _, err = cli("apply", str(spec))
+    assert_clean_error(code, err, "data file not found", "nope.tsv")
+
+
+def test_missing_data_dir_for_glue(tmp_path):
+    spec = tmp_path / "g.toml"
+    spec.write_text('[experiment]\nname = "g"\n[data]\ndataset = "glue/rte"\n[method]\nname = "full"\n')
+    result = specrun("plan", str(spec), env={"SPECRUN_DATA_DIR": str(tmp_path / "nowhere")})
+    assert_clean_error(result.returncode, result.stderr, "glue/rte", "nowhere")
+
+
+def test_bad_split_name(write_spec, cli):
+    spec = write_spec()
+    spec.write_text(spec.read_text().replace('eval_split = "validation"', 'eval_split = "valdation"'))
+    code, _, err = cli("plan", str(spec))
+    assert_clean_error(code, err, "no split 'valdation'", "did you mean 'validation'")
+
+
+def test_store_and_sql_errors(cli, tmp_path, write_spec):
+    code, _, err = cli("sql", "SELECT 1", "--store", str(tmp_path / "none.duckdb"))
+    assert_clean_error(code, err, "no store at")
+    code, _, err = cli("apply", str(write_spec(train="max_steps = 2")))
+    assert code == 0, err
+    code, _, err = cli("sql", "SELEC nonsense")
+    assert_clean_error(code, err, "SQL error")
+    code, _, err = cli("sql", "DELETE FROM runs")
+    assert_clean_error(code, err, "read-only")
+    code, out, _ = cli("sql", "SELECT count(*) AS n FROM runs", "-f", "csv")
+    assert out.splitlines() == ["n", "1"]  # the refused DELETE changed nothing
+    code, _, err = cli("runs", "--format", "xml")
+    assert_clean_error(code, err, "--format must be one of")
+    code, _, err = cli("predict", "deadbeef", "hello")
+    assert_clean_error(code, err, "no run 'deadbeef'")
+
+
+@pytest.mark.parametrize("args,needle", [(["frobnicate"], "No such command"), (["apply"], "Missing argument")])
+def test_usage_errors(cli, args, needle):
+    code, _, err = cli(*args)
+    assert code == 2 and needle in err
