@@ -121,8 +121,10 @@ class TransformContext:
     seed: int
     split: str
     label_names: tuple[str, ...]
-    #: Per-example scores from another run, for transforms that need a teacher: ``scores(ref)``.
-    scores: Callable[[str], dict[str, float]] | None = None
+    #: Per-example scores from a teacher run, for transforms that need one: ``scores(teacher, examples)``
+    #: returns one float per example (the teacher's loss), aligned with ``examples``. ``teacher`` is a run
+    #: id or the path of a spec whose single run is the teacher. ``None`` when the runner offers no teacher.
+    scores: Callable[[str, Examples], list[float]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
