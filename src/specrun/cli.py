@@ -215,7 +215,6 @@ def predict(
 
 # typer vendors click; its exception base is reachable through the public BadParameter
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
-_ClickAbort = sys.modules[_ClickException.__module__].Abort
 
 
 def main() -> None:
@@ -230,9 +229,11 @@ def main() -> None:
     except _ClickException as exc:  # usage errors from the argument parser
         exc.show()
         sys.exit(exc.exit_code if exc.exit_code else 2)
-    except (KeyboardInterrupt, typer.Abort, _ClickAbort):
+    except (KeyboardInterrupt, typer.Abort):
         err.print("interrupted: a run in progress is recorded as interrupted and reruns on the next apply")
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    if code == 130:  # typer turns Ctrl-C into exit code 130
+        err.print("interrupted: a run in progress is recorded as interrupted and reruns on the next apply")
     sys.exit(code if isinstance(code, int) else 0)
