@@ -1,0 +1,97 @@
+"""Transforms end to end through the CLI on the tiny model: noisy training and eval sets, few-shot k=0, bad k."""
+
+from __future__ import annotations
+
+import json
+
+from specrun.runner.data import prepare_run_data
+
+NOISE = """
+[[data.transforms]]
+name = "noise"
+char_rate = 0.1
+
+[data.eval_sets.noisy]
+transforms = [{name = "noise", char_rate = 0.15, typo_rate = 0.05}]
+"""
+
+FEW_SHOT_SWEEP = """
+[[data.transforms]]
+name = "few_shot"
+k = 4
+
+[sweep]
+"data.transforms.0.k" = [0, 4]
+"""
+
+
+def sql(cli, query: str) -> list[dict]:
+    code, out, err = cli("sql", query, "-f", "json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_noise_on_train_and_a_noisy_eval_set(write_spec, cli, registry):
+    spec = write_spec(train="epochs = 1", extra=NOISE)
+    code, _, err = cli("apply", str(spec))
+    assert code == 0, err
+    assert "1 completed" in err
+    [run] = sql(cli, "SELECT run_id, config FROM runs WHERE status = 'completed'")
+    run_id, config = run["run_id"], json.loads(run["config"])
+
+    # both evaluation sets are predicted and scored for the same run, over the same example ids
+    splits = sql(cli, f"SELECT split, count(*) AS n, list(example_id ORDER BY example_id) AS ids FROM predictions WHERE run_id = '{run_id}' GROUP BY split ORDER BY split")
+    assert [(s["split"], s["n"]) for s in splits] == [("noisy", 80), ("validation", 80)]
+    assert splits[0]["ids"] == splits[1]["ids"]
+    final = sql(cli, f"SELECT split FROM metrics WHERE run_id = '{run_id}' AND final AND name = 'accuracy' ORDER BY split")
+    assert [m["split"] for m in final] == ["noisy", "validation"]
+
+    # provenance: train_examples holds exactly the examples the run trained on, originals plus noisy copies
+    trained = sql(cli, f"SELECT example_id, label FROM train_examples WHERE run_id = '{run_id}' ORDER BY position")
+    data = prepare_run_data(config, registry)
+    assert [(t["example_id"], t["label"]) for t in trained] == list(zip(data.train.ids, data.train.label))
+    originals = [i for i in data.train.ids if "~" not in i]
+    assert len(originals) == 240 and sorted(data.train.ids) == sorted(originals + [f"{i}~noise1" for i in originals])
+    label_of = dict(zip(data.train.ids, data.train.label))
+    assert all(label_of[i.split("~")[0]] == y for i, y in label_of.items())
+    # the noisy eval set is the validation split corrupted in place
+    assert data.eval_sets["noisy"].ids == data.eval_sets["validation"].ids
+    assert data.eval_sets["noisy"].text != data.eval_sets["validation"].text
+
+
+def test_few_shot_sweep_with_k_zero_evaluates_the_untrained_model(write_spec, cli):
+    spec = write_spec(train="epochs = 2", extra=FEW_SHOT_SWEEP)
+    code, _, err = cli("apply", str(spec))
+    assert code == 0, err
+    assert "2 completed" in err
+    rows = sql(cli, """
+        SELECT CAST(r.sweep->>'$."data.transforms.0.k"' AS INTEGER) AS k,
+               max(m.value) FILTER (WHERE m.split = 'cost' AND m.name = 'train_steps') AS steps,
+               max(m.value) FILTER (WHERE m.split = 'validation' AND m.name = 'accuracy') AS accuracy,
+               (SELECT count(*) FROM train_examples t WHERE t.run_id = r.run_id) AS trained,
+               (SELECT count(DISTINCT t.label) FROM train_examples t WHERE t.run_id = r.run_id) AS labels
+        FROM runs r JOIN metrics m ON m.run_id = r.run_id AND m.final
+        WHERE r.status = 'completed' GROUP BY ALL ORDER BY k
+    """)
+    assert [(r["k"], r["steps"], r["trained"], r["labels"]) for r in rows] == [(0, 0, 0, 0), (4, 2, 8, 2)]
+    assert all(0 <= r["accuracy"] <= 1 for r in rows)
+
+
+def test_few_shot_k_larger_than_a_class_fails_the_run_with_a_clear_message(write_spec, cli):
+    spec = write_spec(extra='[[data.transforms]]\nname = "few_shot"\nk = 500\n')
+    code, out, err = cli("apply", str(spec))
+    assert code != 0
+    expected = "transform 'few_shot' on split 'train': k=500 but class '0' has only"
+    assert expected in out + err
+    [run] = sql(cli, "SELECT status, error FROM runs")
+    assert run["status"] == "failed" and run["error"].startswith("DataError: " + expected)
+    code, out, _ = cli("runs", "--status", "failed", "-f", "json")
+    assert code == 0 and expected in json.loads(out)[0]["error"]
+
+
+def test_static_option_errors_fail_validation_with_file_line_and_key(write_spec, cli):
+    spec = write_spec(extra='[[data.transforms]]\nname = "few_shot"\nk = 4\nn = 10\n')
+    code, _, err = cli("validate", str(spec))
+    assert code == 2
+    assert "data.transforms.0: Value error, give exactly one of k, n, fraction (got k, n)" in err
+    assert f"{spec}:" in err
