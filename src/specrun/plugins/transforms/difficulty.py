@@ -36,7 +36,9 @@ class Mix(PluginOptions):
 
 
 class DifficultyOptions(PluginOptions):
-    teacher: str = Field(description="the teacher run: a run id, or the path of a spec whose single run is the teacher")
+    teacher: str = Field(
+        description="the teacher run: a run id, or the path of a spec (.toml, relative to this spec's folder) whose single run is the teacher"
+    )
     n: int = Field(ge=1, description="budget: how many training examples to keep (split over labels in proportion to their frequency)")
     strategy: Strategy = Field(
         description="uniform: random within each label; easy / hard: lowest / highest teacher loss within each label; "
