@@ -99,9 +99,6 @@ def make_plugin_manager(extra_plugins: list[object] = (), entry_points: bool = T
     """A plugin manager with the built-ins, the entry-point plugins and ``extra_plugins`` registered."""
     pm = pluggy.PluginManager("specrun")
     pm.add_hookspecs(hookspecs)
-    if os.environ.get("SPECRUN_TRACE_PLUGINS"):
-        pm.trace.root.setwriter(lambda text: sys.stderr.write(text))
-        pm.enable_tracing()
     for module_name in builtin_modules():
         pm.register(importlib.import_module(module_name), name=module_name)
     errors: list[str] = []
@@ -139,7 +136,9 @@ def build_registry(pm: pluggy.PluginManager, load_errors: list[str] = ()) -> Reg
                         f"{existing.origin} and {_origin}"
                     )
                 registry.entries[_kind][plugin.name] = Entry(_kind, plugin, _origin)
+                _trace(f"  registered {_kind} {plugin.name!r}")
 
+            _trace(f"{hook_name}() -> {origin}")
             try:
                 impl.function(register=register)
             except PluginError:
@@ -147,6 +146,12 @@ def build_registry(pm: pluggy.PluginManager, load_errors: list[str] = ()) -> Reg
             except Exception as exc:
                 raise PluginError(f"plugin {origin} failed in {hook_name}: {type(exc).__name__}: {exc}") from exc
     return registry
+
+
+def _trace(text: str) -> None:
+    """With SPECRUN_TRACE_PLUGINS=1, print each hook call and registration to stderr."""
+    if os.environ.get("SPECRUN_TRACE_PLUGINS"):
+        sys.stderr.write(f"specrun plugin trace: {text}\n")
 
 
 _DEFAULT: Registry | None = None
