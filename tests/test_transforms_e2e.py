@@ -95,3 +95,30 @@ def test_static_option_errors_fail_validation_with_file_line_and_key(write_spec,
     assert code == 2
     assert "data.transforms.0: Value error, give exactly one of k, n, fraction (got k, n)" in err
     assert f"{spec}:" in err
+
+
+def test_difficulty_trains_its_teacher_and_keeps_the_easiest_per_label(write_spec, cli):
+    write_spec(name="teacher", train="epochs = 1")
+    spec = write_spec(train="epochs = 1", extra="""
+[[data.transforms]]
+name = "difficulty"
+teacher = "teacher.toml"
+n = 40
+strategy = "easy"
+""")
+    code, _, err = cli("apply", str(spec))
+    assert code == 0, err
+    [student] = sql(cli, "SELECT run_id, config->>'$.data.transforms[0].teacher' AS teacher FROM runs WHERE experiment = 'toy'")
+    teacher = student["teacher"]
+    assert sql(cli, f"SELECT status FROM runs WHERE run_id = '{teacher}'") == [{"status": "completed"}]
+    scores = sql(cli, f"SELECT example_id, label, loss FROM example_scores WHERE teacher_run_id = '{teacher}'")
+    assert len(scores) == 240
+    trained = sql(cli, f"SELECT example_id, label FROM train_examples WHERE run_id = '{student['run_id']}'")
+    by_label: dict[int, list] = {}
+    for s in scores:
+        by_label.setdefault(s["label"], []).append((s["loss"], s["example_id"]))
+    for label, ranked in by_label.items():
+        picked = {t["example_id"] for t in trained if t["label"] == label}
+        quota = round(40 * len(ranked) / 240)
+        assert abs(len(picked) - quota) <= 1
+        assert picked == {i for _, i in sorted(ranked)[: len(picked)]}
