@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import string
 from typing import Literal
 
@@ -32,6 +33,7 @@ def _qwerty_neighbours() -> dict[str, str]:
 QWERTY = _qwerty_neighbours()
 EMOJIS = ["😀", "😂", "😍", "😊", "😢", "😡", "👍", "👎", "🔥", "🎉", "💯", "🙄", "😱", "🤔", "❤️", "✨", "😎", "🙏", "👀", "💀"]
 LETTERS = string.ascii_lowercase
+_WHITESPACE = re.compile(r"(\s+)")
 
 
 class NoiseOptions(CopyOptions):
@@ -104,14 +106,14 @@ def char_noise(text: str, rate: float, ops: list[str], rng: random.Random) -> st
 
 def char_noise_per_word(text: str, rate: float, ops: list[str], rng: random.Random) -> str:
     """With probability ``rate`` per word, one character edit at a random position of that word."""
-    words = text.split(" ")
-    for w, word in enumerate(words):
-        if word and rng.random() < rate:
-            chars = list(word)
+    pieces = _WHITESPACE.split(text)  # words at even positions, the whitespace between them at odd ones
+    for w in range(0, len(pieces), 2):
+        if pieces[w] and rng.random() < rate:
+            chars = list(pieces[w])
             k = rng.randrange(len(chars))
             edited, used = _edit(chars, k, rng.choice(ops), rng)
-            words[w] = "".join(chars[:k] + edited + chars[k + used :])
-    return " ".join(words)
+            pieces[w] = "".join(chars[:k] + edited + chars[k + used :])
+    return "".join(pieces)
 
 
 def word_noise(text: str, rate: float, ops: list[str], rng: random.Random) -> str:
