@@ -132,8 +132,8 @@ def run_cli(*args: str):
     stdout, stderr = io.StringIO(), io.StringIO()
     from rich.console import Console
 
-    cli_out = Console(file=stdout, soft_wrap=True, width=240)
-    cli_err = Console(file=stderr, soft_wrap=True, width=240)
+    cli_out = Console(file=stdout, soft_wrap=True, markup=False, highlight=False, width=240)
+    cli_err = Console(file=stderr, soft_wrap=True, markup=False, highlight=False, width=240)
     import specrun.console as console
 
     old = console.out, console.err

@@ -15,7 +15,7 @@ from rich.table import Table
 def _console(stderr: bool = False) -> Console:
     probe = Console(stderr=stderr)
     # off a terminal (pipes, CI logs) rich assumes 80 columns; tables read better unwrapped
-    return Console(stderr=stderr, soft_wrap=True, width=None if probe.is_terminal else 240)
+    return Console(stderr=stderr, soft_wrap=True, markup=False, highlight=False, width=None if probe.is_terminal else 240)
 
 
 out = _console()
@@ -84,7 +84,7 @@ class ApplyProgress:
                 self.bar.remove_task(self.step_task)
             self.step_task = self.bar.add_task(f"  {run.run_id} {run.label()}", total=None)
         else:
-            err.print(f"[{self.done + 1}/{self.total}] {run.run_id} {run.label()}: training")
+            err.print(f"[{self.done + 1}/{self.total}] {run.run_id} {run.label()}: training", markup=False, highlight=False)
 
     def step(self, step: int, total: int) -> None:
         if self.live and self.step_task is not None:
@@ -109,6 +109,6 @@ class ApplyProgress:
         }.get(outcome.status, outcome.status)
         line = f"[{prefix}] {run.run_id} {run.label()}: {text}"
         if self.live:
-            self.bar.console.print(line)
+            self.bar.console.print(line, markup=False, highlight=False)
         else:
-            err.print(line)
+            err.print(line, markup=False, highlight=False)
