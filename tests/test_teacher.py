@@ -18,7 +18,7 @@ def test_difficulty_students_share_one_teacher(write_spec, cli, tmp_path):
 
     code, _, err = cli("apply", str(student))
     assert code == 0, err
-    assert "[teacher]" in err and "2 completed" in err
+    assert "[required first]" in err and "2 completed" in err
 
     def q(sql):
         code, out, err = cli("sql", sql, "-f", "json")
@@ -55,4 +55,4 @@ def test_failed_teacher_fails_students_with_reason(write_spec, cli):
     ))
     code, _, err = cli("apply", str(student))
     assert code == 1, err
-    assert "teacher run" in err and "failed" in err
+    assert "required run" in err and "failed" in err

@@ -85,13 +85,22 @@ def plan(
 
     _check_format(fmt)
     loaded, planned, _ = _plan(spec, set_)
-    known = statuses(Store(store), [p.run_id for p in planned])
-    rows = [
-        (p.run_id, p.method, json.dumps(p.sweep_values) if p.sweep_values else "", p.seed,
-         {"completed": "cached"}.get(known.get(p.run_id), known.get(p.run_id) and f"will rerun ({known[p.run_id]})" or "new"))
-        for p in planned
-    ]
+    required = {d.run_id: d for p in planned for d in _all_dependencies(p)}
+    known = statuses(Store(store), [p.run_id for p in planned] + list(required))
+
+    def status(run_id: str) -> str:
+        found = known.get(run_id)
+        return "cached" if found == "completed" else f"will rerun ({found})" if found else "new"
+
+    rows = [(d.run_id, d.method, f"required first ({d.experiment}: {d.spec_path})", d.seed, status(d.run_id)) for d in required.values()]
+    rows += [(p.run_id, p.method, json.dumps(p.sweep_values) if p.sweep_values else "", p.seed, status(p.run_id)) for p in planned]
     print_rows(["run_id", "method", "sweep", "seed", "status"], rows, fmt, title=f"{loaded.experiment}: {len(planned)} run(s)")
+
+
+def _all_dependencies(run):
+    for dep in run.dependencies:
+        yield from _all_dependencies(dep)
+        yield dep
 
 
 @app.command()
@@ -220,7 +229,9 @@ _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "C
 def main() -> None:
     """Entry point: run the app, turning user errors into a message and exit code 2."""
     from specrun.console import err
+    from specrun.runner.modeling import quiet_libraries
 
+    quiet_libraries()
     try:
         code = app(standalone_mode=False)
     except SpecrunError as exc:

@@ -91,7 +91,7 @@ class ApplyProgress:
             self.bar.update(self.step_task, completed=step, total=total)
 
     def dependency_done(self, outcome) -> None:
-        self._report(outcome, prefix="teacher")
+        self._report(outcome, prefix="required first")
 
     def run_done(self, outcome) -> None:
         self.done += 1

@@ -99,7 +99,8 @@ def execute(
     num_labels = data.dataset.num_labels
     model, ctx = build_model(config, registry, num_labels, data.dataset.label_names, device)
     if config["model"].get("init_from") and init_weights is not None:
-        artifacts.load_weights(model, init_weights(config["model"]["init_from"]), strict=False)
+        # transfer: everything the source run trained except its classification head, which starts fresh
+        artifacts.load_weights(model, init_weights(config["model"]["init_from"]), strict=False, skip=("classifier",))
 
     cache = TokenCache(load_tokenizer(ctx.model_path), config["model"]["max_length"])
     train = Encoded.build(data.train, cache)

@@ -99,7 +99,8 @@ class LocalExecutor:
         return outcomes
 
     def run_with_dependencies(self, run: PlannedRun) -> Outcome:
-        """Run ``run``'s teachers first (each once per apply; completed ones are cached), then ``run``."""
+        """Run what ``run`` needs first (transfer sources, teachers; each once per apply, completed ones
+        cached), then ``run``."""
         for dep in run.dependencies:
             if dep.run_id not in self._done:
                 self._done[dep.run_id] = self.run_with_dependencies(dep)
@@ -107,7 +108,7 @@ class LocalExecutor:
                     self.progress.dependency_done(self._done[dep.run_id])
             status = self._done[dep.run_id].status
             if status not in ("completed", "cached"):
-                error = f"teacher run {dep.run_id} ({dep.spec_path}) is {status}: {self._done[dep.run_id].error or 'not available'}"
+                error = f"required run {dep.run_id} ({dep.spec_path}) is {status}: {self._done[dep.run_id].error or 'not available'}"
                 if store_runs.claim(self.store, run, run.spec_path or self.spec_path, {}, self.force) == "claimed":
                     store_runs.fail(self.store, run.run_id, error)
                 return Outcome(run, "failed", error)

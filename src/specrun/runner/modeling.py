@@ -23,14 +23,10 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    try:
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-        transformers.logging.disable_progress_bar()
-    except ImportError:
-        pass
-    for name in ("bitsandbytes", "peft", "accelerate", "datasets", "huggingface_hub"):
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+    os.environ.setdefault("DATASETS_VERBOSITY", "error")
+    for name in ("transformers", "bitsandbytes", "peft", "accelerate", "datasets", "huggingface_hub", "fsspec"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 

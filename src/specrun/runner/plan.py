@@ -25,7 +25,7 @@ class PlannedRun:
     identity: dict[str, Any] = field(repr=False)
     eval_set: str = "validation"
     spec_path: str = ""
-    #: Runs that must complete first (teachers named by transforms' ``teacher`` option).
+    #: Runs that must complete first (``model.init_from`` and transforms' ``teacher`` specs).
     dependencies: list[PlannedRun] = field(default_factory=list, repr=False)
 
     @property
@@ -82,34 +82,42 @@ TEACHER_KEY = "teacher"
 MAX_DEPTH = 4
 
 
-def resolve_teachers(config: dict, spec_dir: str, registry: Registry, depth: int) -> list[PlannedRun]:
-    """Replace every transform's ``teacher = "<spec>.toml"`` with that spec's run id (in place), and
-    return those runs: they train first. A ``teacher`` that is already a run id is left as it is."""
+def _plan_single(ref: str, spec_dir: str, registry: Registry, depth: int, what: str) -> PlannedRun:
+    """Plan the spec at ``ref`` (relative to ``spec_dir``), which must expand to exactly one run."""
     from specrun.errors import SpecError
     from specrun.spec.load import load_spec
 
-    entries = list(config["data"]["transforms"]) + [t for es in config["data"]["eval_sets"].values() for t in es["transforms"]]
-    teachers = []
-    for entry in entries:
-        ref = entry.get(TEACHER_KEY)
-        if not isinstance(ref, str) or not ref.endswith(".toml"):
-            continue
-        if depth >= MAX_DEPTH:
-            raise SpecError(ref, [("", None, f"teacher specs nest deeper than {MAX_DEPTH} levels (a cycle?)")])
-        path = Path(ref) if Path(ref).is_absolute() else Path(spec_dir) / ref
-        runs = plan_runs(load_spec(path, registry=registry), registry, depth + 1)
-        if len(runs) != 1:
-            raise SpecError(str(path), [("", None, f"a teacher spec must expand to exactly one run, not {len(runs)}")])
-        entry[TEACHER_KEY] = runs[0].run_id
-        teachers.append(runs[0])
-    return teachers
+    if depth >= MAX_DEPTH:
+        raise SpecError(ref, [("", None, f"{what} specs nest deeper than {MAX_DEPTH} levels (a cycle?)")])
+    path = Path(ref) if Path(ref).is_absolute() else Path(spec_dir) / ref
+    runs = plan_runs(load_spec(path, registry=registry), registry, depth + 1)
+    if len(runs) != 1:
+        raise SpecError(str(path), [("", None, f"a {what} spec must expand to exactly one run, not {len(runs)}")])
+    return runs[0]
+
+
+def resolve_dependencies(config: dict, spec_dir: str, registry: Registry, depth: int) -> list[PlannedRun]:
+    """Runs this run needs first: the spec named by ``model.init_from`` (transfer) and by any transform's
+    ``teacher`` option. Each such spec path is replaced in ``config`` by its run's id, so the dependency's
+    identity is part of this run's; a value that is already a run id is left as it is."""
+    refs: list[tuple[dict, str, str]] = [(config["model"], "init_from", "init_from")]
+    transforms = list(config["data"]["transforms"]) + [t for es in config["data"]["eval_sets"].values() for t in es["transforms"]]
+    refs += [(entry, TEACHER_KEY, "teacher") for entry in transforms]
+    needed = []
+    for holder, key, what in refs:
+        ref = holder.get(key)
+        if isinstance(ref, str) and ref.endswith(".toml"):
+            run = _plan_single(ref, spec_dir, registry, depth, what)
+            holder[key] = run.run_id
+            needed.append(run)
+    return needed
 
 
 def plan_runs(loaded: LoadedSpec, registry: Registry, depth: int = 0) -> list[PlannedRun]:
     spec_dir = str(Path(loaded.path).resolve().parent)
     planned = []
     for run in loaded.runs:
-        teachers = resolve_teachers(run.config, spec_dir, registry, depth)
+        dependencies = resolve_dependencies(run.config, spec_dir, registry, depth)
         identity = {
             "config": run.config,
             "data": data_fingerprint(run.config, registry, spec_dir),
@@ -124,7 +132,7 @@ def plan_runs(loaded: LoadedSpec, registry: Registry, depth: int = 0) -> list[Pl
             identity=identity,
             eval_set=eval_split_name(run.config["data"], registry),
             spec_path=str(loaded.path),
-            dependencies=teachers,
+            dependencies=dependencies,
         ))
     seen: dict[str, PlannedRun] = {}
     unique = []

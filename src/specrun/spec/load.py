@@ -196,7 +196,7 @@ def validate_config(raw: dict, registry: Registry) -> tuple[Spec | None, dict, l
     if spec.train.early_stopping and spec.train.eval_every is None:
         problems.append((("train", "early_stopping"), "needs eval_every"))
     if spec.model.init_from and spec.model.init_from.startswith("stage:"):
-        problems.append((("model", "init_from"), "multi-stage specs are not supported yet: give a completed run id"))
+        problems.append((("model", "init_from"), "multi-stage specs are not supported yet: give a run id or a spec path"))
     return spec, resolved, problems
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -35,8 +35,13 @@ class ModelSpec(Section):
     max_length: int = Field(128, ge=8, le=4096)
     init_from: str | None = Field(
         None,
-        description="start from another run's trained weights: a run id, or 'stage:<name>' (multi-stage specs)",
+        description="start from another run's trained weights (head excluded): a run id, or a spec path (.toml, relative to this spec) whose single run is trained first; \"\" = the pretrained model",
     )
+
+    @field_validator("init_from")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None  # lets a sweep compare a transfer with training from the pretrained model
 
 
 class EvalSet(Section):
