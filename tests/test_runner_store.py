@@ -102,6 +102,22 @@ def _spawn_apply(spec, store, *extra):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _wait_until_running(store, timeout=180):
+    """Poll the store (between the apply's short transactions) until its one run is training."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            db = duckdb.connect(str(store), read_only=True)
+            status = db.execute("SELECT status FROM runs").fetchall()
+            db.close()
+        except duckdb.Error:
+            continue
+        if status == [("running",)]:
+            return
+    raise AssertionError("the run never started")
+
+
 def test_two_applies_on_one_store(write_spec, tmp_path):
     a = write_spec(name="a", train="max_steps = 20", extra='[sweep]\n"train.learning_rate" = [0.001, 0.002, 0.003]')
     b = write_spec(name="b", train="max_steps = 20", extra='[sweep]\n"train.learning_rate" = [0.004, 0.005, 0.006]')
@@ -121,17 +137,7 @@ def test_killed_apply_leaves_interrupted_run_that_reruns(write_spec, tmp_path, c
     spec = write_spec(train="max_steps = 100000")
     store = tmp_path / "k.duckdb"
     proc = _spawn_apply(spec, store)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        time.sleep(0.5)
-        try:
-            db = duckdb.connect(str(store), read_only=True)
-        except duckdb.Error:
-            continue
-        status = db.execute("SELECT status FROM runs").fetchall()
-        db.close()
-        if status == [("running",)]:
-            break
+    _wait_until_running(store)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     # SIGKILL gave the process no chance to record anything: the next apply sees a dead owner
@@ -146,17 +152,7 @@ def test_sigterm_records_interrupted(write_spec, tmp_path):
     spec = write_spec(train="max_steps = 100000")
     store = tmp_path / "t.duckdb"
     proc = _spawn_apply(spec, store)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        time.sleep(0.5)
-        try:
-            db = duckdb.connect(str(store), read_only=True)
-            status = db.execute("SELECT status FROM runs").fetchall()
-            db.close()
-        except duckdb.Error:
-            continue
-        if status == [("running",)]:
-            break
+    _wait_until_running(store)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
