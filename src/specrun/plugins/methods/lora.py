@@ -1,13 +1,22 @@
-"""Built-in ``lora`` method: low-rank adapters (peft) on chosen linear layers, plus a trained head."""
+"""Built-in ``lora`` method: low-rank adapters (peft) on chosen linear layers, plus a trained head.
+
+With ``quantize = "8bit"`` the frozen backbone is loaded in 8 bits through bitsandbytes (LLM.int8);
+the k-bit helpers here are shared with ``qlora``.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import functools
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
+from specrun.errors import MethodUnavailable
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import BuildContext, MethodPlugin, PluginOptions
+
+if TYPE_CHECKING:
+    import torch
 
 #: Placement presets for BERT-family encoders (module names as in transformers' BertModel).
 PLACEMENTS: dict[str, list[str] | str] = {
@@ -18,8 +27,13 @@ PLACEMENTS: dict[str, list[str] | str] = {
     "full-model": r".*\.layer\.\d+\.(attention\.(self\.(query|key|value)|output\.dense)|intermediate\.dense|output\.dense)$",
 }
 
+#: Kept in full precision when the backbone is quantized: the new head, and the pooler it reads.
+NOT_QUANTIZED = ["classifier", "pooler"]
 
-class LoraOptions(PluginOptions):
+
+class LoraAdapterOptions(PluginOptions):
+    """The adapter's own options, shared by ``lora`` and ``qlora``."""
+
     rank: int = Field(8, ge=1, description="rank r of the update B·A")
     alpha: float = Field(16, gt=0, description="scaling numerator: updates are scaled by alpha / rank")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout on the adapter's input")
@@ -38,7 +52,13 @@ class LoraOptions(PluginOptions):
         return self.target_modules or PLACEMENTS[self.placement or "attn-qv"]
 
 
-def lora_config(options: LoraOptions):
+class LoraOptions(LoraAdapterOptions):
+    quantize: Literal["8bit"] | None = Field(
+        None, description="'8bit': load the frozen backbone in 8 bits (bitsandbytes LLM.int8); head and pooler stay full precision"
+    )
+
+
+def lora_config(options: LoraAdapterOptions):
     from peft import LoraConfig, TaskType
 
     return LoraConfig(
@@ -51,15 +71,82 @@ def lora_config(options: LoraOptions):
     )
 
 
+# --- k-bit backbones (bitsandbytes) ---------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8)
+def bitsandbytes_problem(bits: int, device_type: str) -> str | None:
+    """Why bitsandbytes cannot run a ``bits``-bit linear layer on ``device_type`` here, or None if it can.
+
+    Probes with a tiny layer rather than guessing from versions: CPU support depends on the build."""
+    import torch
+
+    try:
+        import bitsandbytes as bnb
+    except ImportError as exc:
+        return f"the bitsandbytes package is not installed ({exc})"
+    try:
+        if bits == 4:
+            layer = bnb.nn.Linear4bit(64, 64, compute_dtype=torch.float32, quant_type="nf4")
+        else:
+            layer = bnb.nn.Linear8bitLt(64, 64, has_fp16_weights=False)
+        layer = layer.to(device_type)
+        layer(torch.randn(2, 64, device=device_type))
+    except Exception as exc:  # any failure means: not on this machine
+        return f"bitsandbytes {getattr(bnb, '__version__', '?')} cannot run {bits}-bit layers on {device_type}: {type(exc).__name__}: {exc}"
+    return None
+
+
+def check_kbit(method: str, bits: int, device: torch.device) -> None:
+    """Raise MethodUnavailable when a ``bits``-bit backbone cannot run on ``device``."""
+    problem = bitsandbytes_problem(bits, device.type)
+    if problem:
+        raise MethodUnavailable(f"method {method!r} needs a {bits}-bit backbone, but {problem}")
+
+
+def load_kbit_backbone(ctx: BuildContext, quantization_config: Any) -> torch.nn.Module:
+    """The backbone quantized by bitsandbytes on ``ctx.device``, prepared for k-bit training by peft
+    (every weight frozen, non-quantized weights in fp32). No gradient checkpointing: these encoders are
+    small and activations are not what quantization is meant to save here."""
+    from peft import prepare_model_for_kbit_training
+
+    model = ctx.load_backbone(quantization_config=quantization_config, device_map={"": str(ctx.device)})
+    if ctx.device.type == "cpu":
+        keep_4bit_weights_trainable(model)
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+def keep_4bit_weights_trainable(model: torch.nn.Module) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for its CPU inference kernel.
+
+    On CPUs with AVX512-BF16, a ``Linear4bit`` run in eval mode without grad rewrites its weight in
+    place into an inference-only layout: training after an evaluation then fails (or loses input
+    gradients), layers narrower than a quantization block (64) crash, and without the optional
+    ``kernels`` package the repacked path is slower than the plain one anyway."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
 class LoRA(MethodPlugin):
     name = "lora"
-    description = "LoRA: trainable low-rank updates on frozen linear layers (Hu et al. 2021), head trained"
+    description = "LoRA: trainable low-rank updates on frozen linear layers (Hu et al. 2021), head trained; optionally an 8-bit backbone"
     Options = LoraOptions
+
+    def check(self, options: LoraOptions, device: torch.device, precision: str) -> None:
+        if options.quantize == "8bit":
+            check_kbit(self.name, 8, device)
 
     def build(self, options: LoraOptions, ctx: BuildContext):
         from peft import get_peft_model
 
-        return get_peft_model(ctx.load_backbone(), lora_config(options))
+        if options.quantize == "8bit":
+            from transformers import BitsAndBytesConfig
+
+            backbone = load_kbit_backbone(ctx, BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=NOT_QUANTIZED))
+        else:
+            backbone = ctx.load_backbone()
+        return get_peft_model(backbone, lora_config(options))
 
 
 @hookimpl

@@ -1,0 +1,56 @@
+"""Built-in ``freeze`` method: freeze the embeddings and the lowest encoder layers, train the rest."""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import Field, model_validator
+
+from specrun.errors import SpecrunError
+from specrun.hookspecs import hookimpl
+from specrun.plugins.api import BuildContext, MethodPlugin, PluginOptions
+from specrun.plugins.methods.parts import encoder_layers, train_only
+
+
+class FreezeOptions(PluginOptions):
+    layers: int | None = Field(None, ge=0, description="how many of the lowest encoder layers to freeze (give this or fraction)")
+    fraction: float | None = Field(
+        None, ge=0, le=1, description="the share of encoder layers to freeze, lowest first, rounded to the nearest layer, halves up (give this or layers)"
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        if (self.layers is None) == (self.fraction is None):
+            raise ValueError("give exactly one of layers or fraction")
+        return self
+
+    def frozen_layers(self, total: int) -> int:
+        if self.layers is not None:
+            if self.layers > total:
+                raise SpecrunError(f"method.layers = {self.layers}, but the model has only {total} encoder layers")
+            return self.layers
+        return math.floor(self.fraction * total + 0.5)
+
+
+class Freeze(MethodPlugin):
+    name = "freeze"
+    description = "layer freezing: embeddings and the lowest N encoder layers frozen; upper layers, pooler and head train"
+    Options = FreezeOptions
+
+    def build(self, options: FreezeOptions, ctx: BuildContext):
+        model = ctx.load_backbone()
+        prefix, layers = encoder_layers(model)
+        upper = tuple(f"{prefix}.{i}." for i in range(options.frozen_layers(len(layers)), len(layers)))
+        embeddings = f"{model.base_model_prefix}.embeddings."
+
+        def trains(name: str) -> bool:
+            if name.startswith(f"{prefix}."):
+                return name.startswith(upper)
+            return not name.startswith(embeddings)  # the pooler, the head and anything else above the layers
+
+        return train_only(model, trains)
+
+
+@hookimpl
+def register_methods(register):
+    register(Freeze())

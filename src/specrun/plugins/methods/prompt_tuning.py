@@ -1,0 +1,55 @@
+"""Built-in ``prompt_tuning`` method: trainable soft-prompt embeddings before the input (Lester et al. 2021)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from specrun.hookspecs import hookimpl
+from specrun.plugins.api import BuildContext, MethodPlugin, PluginOptions
+
+
+class PromptTuningOptions(PluginOptions):
+    num_virtual_tokens: int = Field(20, ge=1, le=256, description="length of the soft prompt prepended to every input")
+    init: Literal["random", "text"] = Field(
+        "random", description="'random': random soft tokens; 'text': the embeddings of init_text's tokens, repeated or cut to length"
+    )
+    init_text: str | None = Field(None, description="the text whose token embeddings start the prompt (init = 'text')")
+
+    @model_validator(mode="after")
+    def _text_iff_text_init(self):
+        if self.init == "text" and not self.init_text:
+            raise ValueError("init = 'text' needs init_text")
+        if self.init != "text" and self.init_text is not None:
+            raise ValueError("init_text is used only with init = 'text'")
+        return self
+
+
+def prompt_config(options: PromptTuningOptions, model_path: str):
+    from peft import PromptTuningConfig, PromptTuningInit, TaskType
+
+    text = options.init == "text"
+    return PromptTuningConfig(
+        task_type=TaskType.SEQ_CLS,
+        num_virtual_tokens=options.num_virtual_tokens,
+        prompt_tuning_init=PromptTuningInit.TEXT if text else PromptTuningInit.RANDOM,
+        prompt_tuning_init_text=options.init_text if text else None,
+        tokenizer_name_or_path=model_path if text else None,
+    )
+
+
+class PromptTuning(MethodPlugin):
+    name = "prompt_tuning"
+    description = "prompt tuning: N trainable virtual-token embeddings prepended to the input (Lester et al. 2021), head trained"
+    Options = PromptTuningOptions
+
+    def build(self, options: PromptTuningOptions, ctx: BuildContext):
+        from peft import get_peft_model
+
+        return get_peft_model(ctx.load_backbone(), prompt_config(options, ctx.model_path))
+
+
+@hookimpl
+def register_methods(register):
+    register(PromptTuning())
