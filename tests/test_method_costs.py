@@ -1,0 +1,137 @@
+"""What each method costs, as the store records it, and how a method that cannot run here fails.
+
+Every registered method goes through ``specrun apply`` on the tiny model and must record the cost
+metrics; parameter counts agree with peft's own; hardware or library gaps fail before training.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from test_methods import Case, first_cases, one_thread  # noqa: F401 (one_thread: autouse fixture)
+
+COST_METRICS = (
+    "trainable_params", "total_params", "trainable_pct", "train_seconds", "samples_per_second",
+    "peak_memory_mb", "latency_ms_p50", "latency_ms_p95", "artifact_bytes",
+)
+
+
+def method_toml(case: Case) -> str:
+    """The ``[method]`` table body for ``case`` (TOML and JSON agree on strings, numbers and booleans)."""
+    return "\n".join([f'name = "{case.method}"', *(f"{key} = {json.dumps(value)}" for key, value in case.options.items())])
+
+
+def sql(cli, query: str) -> list[dict]:
+    code, out, err = cli("sql", query, "--format", "json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+@pytest.mark.parametrize("case", first_cases(), ids=lambda c: c.id)
+def test_apply_records_cost_metrics(case, write_spec, cli):
+    spec = write_spec(method=method_toml(case), train="max_steps = 4", name=f"cost-{case.method}")
+    code, out, err = cli("apply", str(spec), "--set", "train.precision=bf16")
+    assert code == 0, err
+    assert "1 completed" in err
+    costs = {r["name"]: r["value"] for r in sql(cli, "SELECT name, value FROM metrics WHERE split = 'cost' AND final")}
+    missing = [m for m in COST_METRICS if m not in costs]
+    assert not missing, f"missing cost metrics: {missing}"
+
+    assert 0 < costs["trainable_params"] <= costs["total_params"]
+    if case.method == "full":
+        assert costs["trainable_params"] == costs["total_params"]
+    else:
+        assert costs["trainable_params"] < costs["total_params"]
+    assert costs["trainable_pct"] == pytest.approx(100 * costs["trainable_params"] / costs["total_params"])
+    assert costs["train_seconds"] > 0 and costs["samples_per_second"] > 0
+    assert costs["peak_memory_mb"] >= 0
+    assert 0 < costs["latency_ms_p50"] <= costs["latency_ms_p95"]
+    [weights] = sql(cli, "SELECT path, bytes FROM artifacts WHERE kind = 'weights'")
+    assert costs["artifact_bytes"] == weights["bytes"] == Path(weights["path"]).stat().st_size
+
+
+# --- parameter counts ----------------------------------------------------------------------------
+
+PEFT_CASES = [
+    Case("lora", {"rank": 4}),
+    Case("lora", {"rank": 4, "quantize": "8bit"}, id="lora-8bit"),
+    Case("qlora", {"rank": 4}),
+    Case("qlora", {"rank": 4, "double_quant": False, "compute_dtype": "fp32"}, id="qlora-plain"),
+    Case("ia3"),
+    Case("prompt_tuning", {"num_virtual_tokens": 5}),
+]
+
+
+def build(case: Case, precision: str, write_spec, registry) -> torch.nn.Module:
+    """The model the runner builds for ``case`` on the tiny model (before training)."""
+    from specrun.runner.execute import build_model
+    from specrun.spec.load import load_spec
+
+    spec = write_spec(method=method_toml(case), name=f"count-{case.id}")
+    config = load_spec(spec, [f"train.precision={precision}"], registry=registry).runs[0].config
+    return build_model(config, registry, 2, ("0", "1"), torch.device("cpu"))[0]
+
+
+@pytest.mark.parametrize("case", PEFT_CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_parameter_counts_agree_with_peft(case, precision, write_spec, registry):
+    """count_parameters, on the model as the runner builds it, against peft's get_nb_trainable_parameters."""
+    from peft import PeftModel
+
+    from specrun.runner.modeling import count_parameters
+
+    model = build(case, precision, write_spec, registry)
+    assert isinstance(model, PeftModel)
+    assert count_parameters(model) == model.get_nb_trainable_parameters()
+
+
+def test_4bit_weights_count_as_the_parameters_they_stand_for(write_spec, registry):
+    from specrun.runner.modeling import count_parameters
+
+    quantized = build(Case("qlora", {"rank": 4}), "fp32", write_spec, registry)
+    plain = build(Case("lora", {"rank": 4}), "fp32", write_spec, registry)
+    assert any(p.__class__.__name__ == "Params4bit" for p in quantized.parameters())
+    assert count_parameters(quantized) == count_parameters(plain)
+
+
+# --- methods that cannot run here ----------------------------------------------------------------
+
+
+def failed_run(cli) -> dict:
+    [run] = sql(cli, "SELECT run_id, status, error FROM runs")
+    assert run["status"] == "failed"
+    assert "Traceback" not in run["error"]
+    [row] = sql(cli, f"SELECT count(*) AS n FROM metrics WHERE run_id = '{run['run_id']}'")
+    assert row["n"] == 0, "a run that cannot start must not record training metrics"
+    return run
+
+
+def test_fp16_on_cpu_fails_cleanly(write_spec, cli):
+    spec = write_spec(method='name = "full"', train='max_steps = 2\ndevice = "cpu"')
+    code, out, err = cli("apply", str(spec), "--set", "train.precision=fp16")
+    assert code == 1
+    assert "Traceback" not in err
+    run = failed_run(cli)
+    assert run["error"].startswith("MethodUnavailable: precision 'fp16' needs a CUDA device")
+
+
+@pytest.mark.parametrize("case", [Case("qlora"), Case("lora", {"quantize": "8bit"}, id="lora-8bit")], ids=lambda c: c.id)
+def test_quantized_methods_need_bitsandbytes(case, write_spec, cli, monkeypatch):
+    from specrun.plugins.methods.lora import bitsandbytes_problem
+
+    bitsandbytes_problem.cache_clear()
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import bitsandbytes now raises ImportError
+    try:
+        code, out, err = cli("apply", str(write_spec(method=method_toml(case), train="max_steps = 2")))
+    finally:
+        bitsandbytes_problem.cache_clear()
+    assert code == 1
+    run = failed_run(cli)
+    bits = 4 if case.method == "qlora" else 8
+    assert run["error"].startswith(
+        f"MethodUnavailable: method {case.method!r} needs a {bits}-bit backbone, but the bitsandbytes package is not installed"
+    )
