@@ -240,3 +240,50 @@ def test_method_contract(case, toy_config, registry, tmp_path):
     got = evaluate(reloaded, dev, 2, 64, case.precision, device)
     assert (got.prediction == expected.prediction).all()
     assert got.confidence == pytest.approx(expected.confidence, abs=1e-5)
+
+
+# --- comparing methods in one spec ---------------------------------------------------------------
+
+METHOD_SWEEP = """
+[sweep]
+"method, train.learning_rate" = [
+    [{ name = "full" }, 5e-5],
+    [{ name = "lora", rank = 4, quantize = "8bit" }, 1e-3],
+    [{ name = "prompt_tuning", num_virtual_tokens = 8 }, 3e-2],
+]
+"""
+
+
+def test_sweep_over_whole_method_tables_with_their_learning_rates(write_spec, registry):
+    """A comparison spec sweeps whole ``[method]`` tables (each with its own options) and moves each
+    method's learning rate with it: keys joined by a comma take their values together, not as a grid."""
+    from specrun.runner.plan import plan_runs
+    from specrun.spec.load import load_spec
+
+    loaded = load_spec(write_spec(method='name = "full"', extra=METHOD_SWEEP), registry=registry)
+    planned = plan_runs(loaded, registry)
+    got = [(p.config["method"], p.config["train"]["learning_rate"]) for p in planned]
+    assert got == [
+        ({"name": "full"}, 5e-5),
+        ({"name": "lora", **registry.get("method", "lora").Options(rank=4, quantize="8bit").model_dump(mode="json")}, 1e-3),
+        ({"name": "prompt_tuning", **registry.get("method", "prompt_tuning").Options(num_virtual_tokens=8).model_dump(mode="json")}, 3e-2),
+    ]
+    assert len({p.run_id for p in planned}) == 3
+
+
+@pytest.mark.parametrize("sweep, message", [
+    ('"method, train.learning_rate" = [[{ name = "full" }]]', "each value must be a list of 2 items, one per key"),
+    ('"method, train.learning_rate" = [[{ name = "lora", rnak = 4 }, 1e-3]]', "unknown key 'rnak' (did you mean 'rank'?)"),
+    ('"method, experiment.name" = [[{ name = "full" }, "x"]]', "can only sweep keys under model, data, method, train"),
+])
+def test_bad_method_sweeps_are_located(sweep, message, write_spec, registry):
+    from specrun.errors import SpecError
+    from specrun.spec.load import load_spec
+
+    spec = write_spec(method='name = "full"', extra=f"[sweep]\n{sweep}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(spec, registry=registry)
+    [(key, line, text)] = info.value.problems
+    assert key.startswith("sweep.method, ")
+    assert line == spec.read_text().splitlines().index(sweep) + 1
+    assert message in text

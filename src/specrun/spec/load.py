@@ -79,6 +79,18 @@ def set_dotted(tree: dict, key: str, value: Any) -> None:
         node[last] = value
 
 
+def sweep_assignments(key: str, value: Any) -> list[tuple[str, Any]]:
+    """What one sweep value sets: ``[(key, value)]``; for a key naming several dotted keys separated by
+    commas (``"method, train.learning_rate"``, keys that move together) each value is a list with one
+    item per key, zipped with them."""
+    keys = [k.strip() for k in key.split(",")]
+    if len(keys) == 1:
+        return [(key, value)]
+    if not isinstance(value, list) or len(value) != len(keys):
+        raise TypeError(f"each value must be a list of {len(keys)} items, one per key ({', '.join(keys)}), not {value!r}")
+    return list(zip(keys, value))
+
+
 def _index(items: list, part: str, path: list[str]) -> int:
     if not part.isdigit() or int(part) >= len(items):
         raise KeyError(f"{'.'.join(path)}: no item {part} (the list has {len(items)})")
@@ -190,9 +202,9 @@ def validate_config(raw: dict, registry: Registry) -> tuple[Spec | None, dict, l
         problems += p
         resolved["analyses"].append({"name": ref.name, **(opts or {})})
     for key in spec.sweep:
-        head = split_key(key)[0]
-        if head not in RUN_SECTIONS:
-            problems.append((("sweep", key), f"can only sweep keys under {', '.join(RUN_SECTIONS)}{did_you_mean(head, RUN_SECTIONS)}"))
+        for head in (split_key(part)[0] for part in key.split(",")):
+            if head not in RUN_SECTIONS:
+                problems.append((("sweep", key), f"can only sweep keys under {', '.join(RUN_SECTIONS)}{did_you_mean(head, RUN_SECTIONS)}"))
     if spec.train.early_stopping and spec.train.eval_every is None:
         problems.append((("train", "early_stopping"), "needs eval_every"))
     if spec.model.init_from and spec.model.init_from.startswith("stage:"):
@@ -276,7 +288,8 @@ def expand(spec: Spec, raw: dict, registry: Registry, text: str = "", path: str 
         combo = dict(zip(keys, values))
         try:
             for key, value in combo.items():
-                set_dotted(tree, key, value)
+                for dotted, item in sweep_assignments(key, value):
+                    set_dotted(tree, dotted, item)
         except (KeyError, TypeError) as exc:
             raise SpecError(path, [(f"sweep.{key}", locate(text, ("sweep", key)), str(exc))]) from None
         sub, resolved, problems = validate_config(tree, registry)
@@ -294,6 +307,6 @@ def expand(spec: Spec, raw: dict, registry: Registry, text: str = "", path: str 
 def _sweep_source(combo: dict, loc: tuple) -> tuple[str, Any]:
     dotted = ".".join(loc)
     for key, value in combo.items():
-        if dotted.startswith(".".join(split_key(key))):
+        if any(dotted.startswith(".".join(split_key(part))) for part in key.split(",")):
             return key, value
     return next(iter(combo.items()), ("", None))

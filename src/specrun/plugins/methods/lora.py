@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from specrun.errors import MethodUnavailable
 from specrun.hookspecs import hookimpl
@@ -56,6 +56,14 @@ class LoraOptions(LoraAdapterOptions):
     quantize: Literal["8bit"] | None = Field(
         None, description="'8bit': load the frozen backbone in 8 bits (bitsandbytes LLM.int8); head and pooler stay full precision"
     )
+
+    @model_serializer(mode="wrap")
+    def _omit_no_quantize(self, handler):
+        # Unquantized LoRA resolves to the same config, and so the same run ids, as before this option existed.
+        data = handler(self)
+        if self.quantize is None:
+            data.pop("quantize", None)
+        return data
 
 
 def lora_config(options: LoraAdapterOptions):
