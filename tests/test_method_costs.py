@@ -135,3 +135,10 @@ def test_quantized_methods_need_bitsandbytes(case, write_spec, cli, monkeypatch)
     assert run["error"].startswith(
         f"MethodUnavailable: method {case.method!r} needs a {bits}-bit backbone, but the bitsandbytes package is not installed"
     )
+
+
+def test_freezing_more_layers_than_the_model_has_fails_cleanly(write_spec, cli):
+    code, out, err = cli("apply", str(write_spec(method='name = "freeze"\nlayers = 5', train="max_steps = 2")))
+    assert code == 1
+    run = failed_run(cli)
+    assert run["error"] == "SpecrunError: method.layers = 5, but the model has only 2 encoder layers"

@@ -61,7 +61,7 @@ CASES: dict[str, list[Case]] = {
     ],
     "lora": [
         Case("lora", {"rank": 4}, lambda n: _lora(n) or _head(n)),
-        Case("lora", {"rank": 4, "quantize": "8bit"}, lambda n: _lora(n) or _head(n), id="lora-8bit"),
+        Case("lora", {"rank": 4, "quantize": "8bit"}, lambda n: _lora(n) or _head(n), precision="bf16", id="lora-8bit-bf16"),
     ],
     "qlora": [
         Case("qlora", {"rank": 4}, lambda n: _lora(n) or _head(n)),
