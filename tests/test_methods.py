@@ -287,3 +287,13 @@ def test_bad_method_sweeps_are_located(sweep, message, write_spec, registry):
     assert key.startswith("sweep.method, ")
     assert line == spec.read_text().splitlines().index(sweep) + 1
     assert message in text
+
+
+@pytest.mark.parametrize("method", ['name = "qlora"\nrank = 4', 'name = "lora"\nrank = 4\nquantize = "8bit"'], ids=["qlora", "lora-8bit"])
+def test_quantized_methods_train_on_after_an_evaluation(method, write_spec, cli):
+    """Evaluations every 2 steps interleave eval-mode and training forwards of the quantized layers
+    (bitsandbytes repacks 4-bit weights for inference on some CPUs, which the methods turn off)."""
+    spec = write_spec(method=method, train="max_steps = 6\neval_every = 2")
+    code, out, err = cli("apply", str(spec))
+    assert code == 0, err
+    assert "1 completed" in err

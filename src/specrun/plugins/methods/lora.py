@@ -128,9 +128,9 @@ def keep_4bit_weights_trainable(model: torch.nn.Module) -> None:
     """Stop bitsandbytes from repacking 4-bit weights for its CPU inference kernel.
 
     On CPUs with AVX512-BF16, a ``Linear4bit`` run in eval mode without grad rewrites its weight in
-    place into an inference-only layout: training after an evaluation then fails (or loses input
-    gradients), layers narrower than a quantization block (64) crash, and without the optional
-    ``kernels`` package the repacked path is slower than the plain one anyway."""
+    place into an inference-only layout (bitsandbytes 0.50): training after an evaluation then fails,
+    layers narrower than a quantization block (64) crash, and without the optional ``kernels`` package
+    the repacked path was slower than the plain one here anyway."""
     for module in model.modules():
         if hasattr(module, "support_avx512bf16_for_cpu"):
             module.support_avx512bf16_for_cpu = False
