@@ -17,6 +17,11 @@ Training time excludes model loading, tokenization and evaluation for every peer
 ``train_seconds`` (its loop, evaluation time subtracted) and the Trainer's ``train_runtime`` (its loop,
 from just before the first step to the end of training). Throughput = training examples seen / that time.
 
+On a shared machine wall time depends on what else runs, so each run also records the CPU time the
+process spent training (``time.process_time``; for specrun around ``train_model`` less its evaluations,
+for the Trainer from ``on_train_begin`` to ``on_train_end``). With ``--threads 1`` that is the work done,
+whoever else was on the CPU; with more threads it also counts OpenMP threads spinning at barriers.
+
     SPECRUN_DATA_DIR=/work/shared/data .venv/bin/python benchmarks/bench_trainer.py --repeats 2
 """
 
@@ -93,16 +98,38 @@ class Workload:
 
 
 def run_specrun(work: Workload, folder: Path) -> dict:
+    import specrun.runner.execute as execute
+    import specrun.runner.train as train
     from specrun.runner.local import LocalExecutor
     from specrun.store import Store
 
+    cpu = {"train": 0.0, "eval": 0.0}
+
+    def clocked(fn, key):
+        def wrapper(*args, **kwargs):
+            t0 = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                cpu[key] += time.process_time() - t0
+        return wrapper
+
     store = folder / f"store-{time.monotonic_ns()}.duckdb"
     os.environ["SPECRUN_ARTIFACTS"] = str(folder / "artifacts")
-    outcome = LocalExecutor(Store(store), work.registry, str(work.spec_path), force=True).run_all(work.planned)[0]
+    train_model, evaluate = execute.train_model, train.evaluate
+    execute.train_model, train.evaluate = clocked(train_model, "train"), clocked(evaluate, "eval")
+    try:
+        outcome = LocalExecutor(Store(store), work.registry, str(work.spec_path), force=True).run_all(work.planned)[0]
+    finally:
+        execute.train_model, train.evaluate = train_model, evaluate
     if outcome.status != "completed":
         raise RuntimeError(f"specrun run {outcome.status}: {outcome.error}")
     m = outcome.metrics
-    return {"train_seconds": m["train_seconds"], "samples_per_second": m["samples_per_second"], "accuracy": m["accuracy"]}
+    cpu_seconds = cpu["train"] - cpu["eval"]
+    return {
+        "train_seconds": m["train_seconds"], "samples_per_second": m["samples_per_second"], "accuracy": m["accuracy"],
+        "cpu_seconds": cpu_seconds, "samples_per_cpu_second": len(work.train) / cpu_seconds,
+    }
 
 
 def run_trainer(work: Workload, folder: Path, bf16: bool) -> dict:
@@ -113,6 +140,7 @@ def run_trainer(work: Workload, folder: Path, bf16: bool) -> dict:
         AutoModelForSequenceClassification,
         AutoTokenizer,
         DataCollatorWithPadding,
+        PrinterCallback,
         Trainer,
         TrainingArguments,
     )
@@ -126,6 +154,7 @@ def run_trainer(work: Workload, folder: Path, bf16: bool) -> dict:
         enc = tokenizer(list(examples.text), truncation=True, max_length=work.max_length)
         return [{**{k: enc[k][i] for k in enc}, "labels": int(y)} for i, y in enumerate(examples.label)]
 
+    CpuClock = _cpu_clock_class()
     train_set, dev_set = encode(work.train), encode(work.dev)
     torch.manual_seed(work.seed)  # as specrun seeds before building: the same head and LoRA initialisation
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
@@ -159,13 +188,46 @@ def run_trainer(work: Workload, folder: Path, bf16: bool) -> dict:
         model=model, args=args, train_dataset=train_set, data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
     )
+    trainer.remove_callback(PrinterCallback)  # its end-of-training summary line; timing is unaffected
+    clock = CpuClock()
+    trainer.add_callback(clock)
     wall = time.perf_counter()
     result = trainer.train()
     wall = time.perf_counter() - wall
     seconds = result.metrics["train_runtime"]
     predictions = trainer.predict(dev_set)
     accuracy = float(np.mean(np.argmax(predictions.predictions, -1) == predictions.label_ids))
-    return {"train_seconds": seconds, "samples_per_second": len(train_set) / seconds, "accuracy": accuracy, "wall_seconds": wall}
+    return {
+        "train_seconds": seconds, "samples_per_second": len(train_set) / seconds, "accuracy": accuracy, "wall_seconds": wall,
+        "cpu_seconds": clock.seconds, "samples_per_cpu_second": len(train_set) / clock.seconds,
+    }
+
+
+def _cpu_clock_class():
+    from transformers import TrainerCallback
+
+    class CpuClock(TrainerCallback):
+        """Process CPU time from the start to the end of ``Trainer.train``'s loop."""
+
+        seconds = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.t0 = time.process_time()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.seconds = time.process_time() - self.t0
+
+    return CpuClock
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,11 +275,12 @@ def main(argv: list[str] | None = None) -> int:
                 r.update(seed=rep, load_avg_1min=load)
                 results[peer].append(r)
                 print(f"  seed {rep} {peer:13s} {r['samples_per_second']:7.1f} samples/s "
-                      f"({r['train_seconds']:.1f} s)  dev acc {r['accuracy']:.4f}  load {load:.1f}", file=sys.stderr, flush=True)
+                      f"({r['train_seconds']:.1f} s; {r['samples_per_cpu_second']:.1f} per CPU-second)  dev acc {r['accuracy']:.4f}  load {load:.1f}", file=sys.stderr, flush=True)
 
     summary = {
         p: {
             "samples_per_second": statistics.median(r["samples_per_second"] for r in rs),
+            "samples_per_cpu_second": statistics.median(r["samples_per_cpu_second"] for r in rs),
             "train_seconds": statistics.median(r["train_seconds"] for r in rs),
             "accuracy": statistics.mean(r["accuracy"] for r in rs),
             "runs": rs,
@@ -226,13 +289,30 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"\n{args.repeats} repeat(s) (seeds 0..{args.repeats - 1}), torch threads {torch.get_num_threads()}: "
           "median throughput and training time (loading and evaluation excluded), mean dev accuracy")
-    print(f"{'peer':14s} {'samples/s':>10s} {'train s':>8s} {'dev acc':>8s} {'vs trainer-bf16':>16s}")
+    print(f"{'peer':14s} {'samples/s':>10s} {'train s':>8s} {'per CPU-s':>10s} {'dev acc':>8s} {'vs trainer-bf16 (wall, CPU)':>28s}")
     base = summary.get("trainer-bf16", {}).get("samples_per_second")
-    for p, s in summary.items():
-        ratio = f"{s['samples_per_second'] / base:.2f}x" if base else "-"
-        print(f"{p:14s} {s['samples_per_second']:10.1f} {s['train_seconds']:8.1f} {s['accuracy']:8.4f} {ratio:>16s}")
+    base_cpu = summary.get("trainer-bf16", {}).get("samples_per_cpu_second")
+    for p, s in list(summary.items()):
+        ratio = f"{s['samples_per_second'] / base:.2f}x, {s['samples_per_cpu_second'] / base_cpu:.2f}x" if base else "-"
+        print(f"{p:14s} {s['samples_per_second']:10.1f} {s['train_seconds']:8.1f} {s['samples_per_cpu_second']:10.1f} "
+              f"{s['accuracy']:8.4f} {ratio:>28s}")
     if "specrun" in summary and base:
-        print(f"\nspecrun / trainer-bf16 throughput: {summary['specrun']['samples_per_second'] / base:.2f}x; "
+        # Each repeat runs the two back to back, so a per-repeat ratio is less exposed to the load drifting.
+        pairs = list(zip(results["specrun"], results["trainer-bf16"]))
+        paired = [a["samples_per_second"] / b["samples_per_second"] for a, b in pairs]
+        paired_cpu = [a["samples_per_cpu_second"] / b["samples_per_cpu_second"] for a, b in pairs]
+        summary["ratio_specrun_over_trainer_bf16"] = {
+            "wall_of_medians": summary["specrun"]["samples_per_second"] / base,
+            "wall_median_paired": statistics.median(paired),
+            "wall_paired": paired,
+            "cpu_of_medians": summary["specrun"]["samples_per_cpu_second"] / base_cpu,
+            "cpu_median_paired": statistics.median(paired_cpu),
+            "cpu_paired": paired_cpu,
+        }
+        print(f"\nspecrun / trainer-bf16 throughput: wall {summary['specrun']['samples_per_second'] / base:.2f}x "
+              f"(per repeat {', '.join(f'{r:.2f}' for r in paired)}), "
+              f"CPU time {summary['specrun']['samples_per_cpu_second'] / base_cpu:.2f}x "
+              f"(per repeat {', '.join(f'{r:.2f}' for r in paired_cpu)}); "
               f"dev accuracy {summary['specrun']['accuracy']:.4f} vs {summary['trainer-bf16']['accuracy']:.4f}")
     if args.json:
         import transformers
@@ -240,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
 
         meta = {
             "train_examples": args.train_examples, "max_length": args.max_length, "repeats": args.repeats,
-            "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "machine": cpu_name(), "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "transformers": transformers.__version__, "peft": peft.__version__,
         }
