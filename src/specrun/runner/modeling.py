@@ -177,7 +177,9 @@ def cpu_training_speedups(model: torch.nn.Module, device: torch.device, seed: in
     for parent in list(model.modules()):
         for name, child in list(parent._modules.items()):
             if type(child) is torch.nn.Dropout and not child.inplace and child.p > 0:
-                new = replacements.setdefault(id(child), CpuDropout(child.p, rng).train(child.training))
+                if id(child) not in replacements:  # a module shared by several parents stays shared
+                    replacements[id(child)] = CpuDropout(child.p, rng).train(child.training)
+                new = replacements[id(child)]
                 parent._modules[name] = new
                 swapped.append((parent, name, child))
     switched = []
@@ -190,7 +192,10 @@ def cpu_training_speedups(model: torch.nn.Module, device: torch.device, seed: in
                 and getattr(module.config, "_attn_implementation", None) == "sdpa"
                 and module._can_set_attn_implementation()
             ):
-                module.set_attn_implementation(CPU_TRAIN_ATTENTION)
+                try:
+                    module.set_attn_implementation(CPU_TRAIN_ATTENTION)
+                except Exception:  # a speed-up must never stop a run: keep SDPA (and torch's attention dropout)
+                    continue
                 switched.append(module)
     try:
         yield
