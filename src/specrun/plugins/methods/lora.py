@@ -121,7 +121,27 @@ def load_kbit_backbone(ctx: BuildContext, quantization_config: Any) -> torch.nn.
     model = ctx.load_backbone(quantization_config=quantization_config, device_map={"": str(ctx.device)})
     if ctx.device.type == "cpu":
         keep_4bit_weights_trainable(model)
-    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    round_8bit_biases(model, ctx.precision)
+    return model
+
+
+def round_8bit_biases(model: torch.nn.Module, precision: str) -> None:
+    """Round the frozen biases of 8-bit layers to what autocast will make of them, once, at build.
+
+    ``Linear8bitLt`` casts its bias in place to the dtype of each input, and under autocast that is
+    fp32 for some calls and bf16/fp16 for others: the bias then drifts through rounding with the order
+    of calls, and a rebuilt model (a reloaded run) would not match the trained one. Rounded up front,
+    every later cast is exact."""
+    import bitsandbytes as bnb
+    import torch
+
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    if half is None:
+        return
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear8bitLt) and module.bias is not None:
+            module.bias.data = module.bias.data.to(half).to(module.bias.dtype)
 
 
 def keep_4bit_weights_trainable(model: torch.nn.Module) -> None:
