@@ -99,6 +99,8 @@ def autocast(precision: str, device: torch.device):
 # same Bernoulli(1 - p) keep masks as float32 uniforms from numpy's SFC64 costs about half as much.
 # Attention dropout happens inside SDPA, out of reach, so while training we route attention through
 # an explicit softmax(QK^T)V that drops out with those masks; without dropout (evaluation) it is SDPA.
+# (Its softmax pads rows shorter than 16 keys: torch's CPU kernel is 3-4x slower on those, and SST-2
+# batches are mostly that short.)
 
 CPU_TRAIN_ATTENTION = "specrun_cpu_train"
 
@@ -120,10 +122,11 @@ def cpu_dropout(x: torch.Tensor, p: float, rng: np.random.Generator) -> torch.Te
         return x
     if p >= 1:
         return x * 0
-    keep = rng.random(x.numel(), dtype=np.float32) >= np.float32(p)
-    # As torch's own dropout: the mask in x's dtype, divided by 1 - p, times x (autograd saves the mask).
-    mask = torch.from_numpy(keep).view(x.shape).to(x.dtype).div_(1 - p)
-    return x * mask
+    draws = rng.random(x.numel(), dtype=np.float32)
+    # As torch's own dropout: a mask of 0 and 1 / (1 - p) (float32, then x's dtype), times x; autograd
+    # saves the mask. Scaling in numpy skips torch's slow bool -> float conversion.
+    mask = np.multiply(draws >= np.float32(p), np.float32(1 / (1 - p)), out=draws)
+    return x * torch.from_numpy(mask).view(x.shape).to(x.dtype)
 
 
 def _cpu_train_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -148,7 +151,10 @@ def _cpu_train_attention(module, query, key, value, attention_mask, scaling=None
             scores = scores.masked_fill(attention_mask.logical_not(), torch.finfo(scores.dtype).min)
         else:
             scores = scores + attention_mask
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32)  # SDPA on the CPU also takes it in float32
+    keys = scores.shape[-1]
+    if keys < 16:  # torch's CPU softmax falls back to scalar code on rows shorter than a vector: pad them
+        scores = torch.nn.functional.pad(scores, (0, 16 - keys), value=float("-inf"))
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32)[..., :keys]  # float32, as SDPA on the CPU
     probs = cpu_dropout(probs, dropout, drop.rng)
     output = torch.matmul(probs.to(value.dtype), value)
     return output.transpose(1, 2).contiguous(), None
