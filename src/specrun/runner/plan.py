@@ -42,6 +42,11 @@ class PlannedRun:
         return " ".join(parts)
 
 
+#: Bump when the training loop or evaluation changes results for the same config and seed, so that
+#: stores stop serving earlier results as cached.
+RUNNER_VERSION = "2"
+
+
 def _version(dist: str) -> str:
     try:
         return importlib.metadata.version(dist)
@@ -58,6 +63,7 @@ def code_versions(config: dict, registry: Registry) -> dict[str, str]:
         plugins[f"transform:{ref['name']}"] = registry.get("transform", ref["name"])
     versions = {key: f"{module_version(p)}/{p.version}" for key, p in sorted(plugins.items())}
     versions["specrun"] = ".".join(specrun.__version__.split(".")[:2])
+    versions["runner"] = RUNNER_VERSION
     for lib in ("torch", "transformers", "peft"):
         versions[lib] = _version(lib)
     return versions
