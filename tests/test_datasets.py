@@ -1,6 +1,7 @@
 """Dataset sources: the real public datasets in ../shared/data, and local files in every format."""
 
 import json
+import re
 
 import polars as pl
 import pytest
@@ -68,3 +69,36 @@ def test_local_file_errors_name_path_and_columns(registry, tmp_path):
     (tmp_path / "u.csv").write_text("text,label\nhi,maybe\n")
     with pytest.raises(DataError, match=r"row 1 has label 'maybe'"):
         source.load(source.Options(files={"train": "u.csv"}, label_names=["no", "yes"]), ctx)
+
+
+def _hundred():
+    from specrun.examples import Dataset, Examples
+
+    train = Examples.from_columns([f"t{i}" for i in range(100)], [f"text {i}" for i in range(100)], [i % 2 for i in range(100)])
+    return Dataset(name="toy", label_names=("a", "b"), splits={"train": train})
+
+
+@pytest.mark.parametrize("name, ids", [
+    ("train[:10]", [f"t{i}" for i in range(10)]),
+    ("train[95:]", [f"t{i}" for i in range(95, 100)]),
+    ("train[-3:]", ["t97", "t98", "t99"]),
+    ("train[10%:12%]", ["t10", "t11"]),
+    ("train[ 98 : ]", ["t98", "t99"]),
+    ("train", [f"t{i}" for i in range(100)]),
+])
+def test_split_slices(name, ids):
+    from specrun.runner.data import split_examples
+
+    assert list(split_examples(_hundred(), name, "train_split").ids) == ids
+
+
+@pytest.mark.parametrize("name, message", [
+    ("train[50:10]", "'train[50:10]' selects no examples (split 'train' has 100)"),
+    ("train[a:]", "bounds are whole numbers or percentages"),
+    ("trian[:10]", "has no split 'trian' (did you mean 'train'?)"),
+])
+def test_bad_split_slices_name_the_key(name, message):
+    from specrun.runner.data import split_examples
+
+    with pytest.raises(DataError, match=r"^data\.train_split: .*" + re.escape(message)):
+        split_examples(_hundred(), name, "train_split")

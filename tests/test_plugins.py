@@ -185,6 +185,9 @@ def test_plugins_command_lists_builtins_with_options(cli):
     assert code == 0
     assert "method,lora,builtin," in out and "rank=8" in out
     assert "dataset,glue/sst2,builtin" in out and "model_source,bundled-minilm,builtin" in out
+    # defaults built by a factory show their value; only options without a default are "(required)"
+    assert 'char_ops=[""substitute"", ""insert"", ""delete"", ""swap""]' in out
+    assert "teacher=(required), n=(required), strategy=(required), mix=null" in out
     code, _, err = cli("plugins", "--kind", "gadget")
     assert code == 2 and "--kind must be one of" in err
 

@@ -56,3 +56,17 @@ def test_failed_teacher_fails_students_with_reason(write_spec, cli):
     code, _, err = cli("apply", str(student))
     assert code == 1, err
     assert "required run" in err and "failed" in err
+
+
+def test_every_seed_of_a_student_depends_on_the_teacher(write_spec, cli, registry):
+    from specrun.runner.plan import plan_runs
+    from specrun.spec.load import load_spec
+
+    write_spec(name="teacher", train="epochs = 1")
+    spec = write_spec(train="epochs = 1", extra='[[data.transforms]]\nname = "difficulty"\nteacher = "teacher.toml"\nn = 40\nstrategy = "easy"\n')
+    spec.write_text(spec.read_text().replace("seeds = [0]", "seeds = [0, 1, 2]"))
+    planned = plan_runs(load_spec(spec, registry=registry), registry)
+    assert len(planned) == 3
+    teachers = {p.config["data"]["transforms"][0]["teacher"] for p in planned}
+    assert len(teachers) == 1
+    assert all([d.run_id for d in p.dependencies] == list(teachers) for p in planned)

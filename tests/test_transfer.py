@@ -30,9 +30,11 @@ def test_init_from_spec_trains_source_first_and_loads_its_adapters(write_spec, c
     assert any(not torch.allclose(a[k], b[k], atol=1e-3) for k in head)  # the head started fresh
 
 
-def test_init_from_unknown_run_fails_that_run(write_spec, cli):
+def test_init_from_unknown_run_fails_before_training(write_spec, cli, tmp_path):
     spec = write_spec(train="max_steps = 1")
     spec.write_text(spec.read_text().replace("max_length = 32", 'max_length = 32\ninit_from = "0123456789ab"'))
+    line = spec.read_text().splitlines().index('init_from = "0123456789ab"') + 1
     code, _, err = cli("apply", str(spec))
-    assert code == 1
-    assert "no completed run '0123456789ab'" in err
+    assert code == 2
+    assert f"{spec}:{line}: model.init_from: run '0123456789ab' is not a completed run in" in err
+    assert not (tmp_path / "store.duckdb").exists()

@@ -386,6 +386,29 @@ def test_augment_missing_synonyms_file_is_a_data_error(registry, tmp_path, monke
     assert len(apply(registry, "augment", make_examples(), synonyms="nope.tsv")) == 120
 
 
+def test_augment_synonyms_path_is_relative_to_the_spec_folder(registry, tmp_path, monkeypatch):
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "syn.tsv").write_text("good\tgreat\n")
+    monkeypatch.chdir(tmp_path)  # the working directory has no syn.tsv
+    ctx = TransformContext(seed=0, split="train", label_names=LABELS, spec_dir=str(tmp_path / "specs"))
+    assert len(apply(registry, "augment", make_examples(), ctx, synonyms="syn.tsv")) == 120
+    with pytest.raises(DataError, match=r"relative paths are relative to the spec's folder, .*specs\)"):
+        apply(registry, "augment", make_examples(), ctx, synonyms="other.tsv")
+
+
+def test_augment_inputs_hash_the_parsed_synonyms(registry, tmp_path):
+    plugin = registry.get("transform", "augment")
+    options = plugin.Options.model_validate({"synonyms": "syn.tsv"})
+    path = tmp_path / "syn.tsv"
+    path.write_text("good\tgreat\tfine\n")
+    first = plugin.inputs(options, str(tmp_path))
+    path.write_text("# a comment changes nothing\ngood\tgreat\tfine\n")
+    assert plugin.inputs(options, str(tmp_path)) == first
+    path.write_text("good\tgreat\n")
+    assert plugin.inputs(options, str(tmp_path)) != first
+    assert plugin.inputs(plugin.Options.model_validate({}), str(tmp_path)) == {}
+
+
 def test_augment_options_are_checked_statically(registry):
     options = registry.get("transform", "augment").Options
     with pytest.raises(ValidationError, match=r"need a synonyms file"):

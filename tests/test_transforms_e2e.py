@@ -77,16 +77,44 @@ def test_few_shot_sweep_with_k_zero_evaluates_the_untrained_model(write_spec, cl
     assert all(0 <= r["accuracy"] <= 1 for r in rows)
 
 
-def test_few_shot_k_larger_than_a_class_fails_the_run_with_a_clear_message(write_spec, cli):
-    spec = write_spec(extra='[[data.transforms]]\nname = "few_shot"\nk = 500\n')
-    code, out, err = cli("apply", str(spec))
-    assert code != 0
-    expected = "transform 'few_shot' on split 'train': k=500 but class '0' has only"
-    assert expected in out + err
-    [run] = sql(cli, "SELECT status, error FROM runs")
-    assert run["status"] == "failed" and run["error"].startswith("DataError: " + expected)
-    code, out, _ = cli("runs", "--status", "failed", "-f", "json")
-    assert code == 0 and expected in json.loads(out)[0]["error"]
+def test_few_shot_k_larger_than_a_class_fails_before_anything_trains(write_spec, cli, tmp_path):
+    spec = write_spec(extra=FEW_SHOT_SWEEP.replace("[0, 4]", "[4, 500]"))
+    line = spec.read_text().splitlines().index("[[data.transforms]]") + 1
+    for command in ("plan", "apply"):
+        code, out, err = cli(command, str(spec))
+        assert code == 2, (command, out, err)
+        message = err.strip()
+        assert message.startswith(f"error: {spec}:{line}: data.transforms.0: transform 'few_shot' on split 'train': k=500 but class '0' has only"), message
+        assert "[1 run: " in message and "k=500 seed=0" in message
+        assert "k=4" not in message  # the feasible sweep point is not blamed
+    # nothing trained, not even the feasible point: the store was never created
+    assert not (tmp_path / "store.duckdb").exists()
+
+
+def test_a_data_problem_leaves_an_existing_store_untouched(write_spec, cli):
+    good = write_spec(train="epochs = 1")
+    assert cli("apply", str(good))[0] == 0
+    before = sql(cli, "SELECT run_id, status FROM runs")
+    bad = write_spec(name="bad", extra='[[data.transforms]]\nname = "few_shot"\nk = 500\n')
+    code, _, err = cli("apply", str(bad))
+    assert code == 2 and "k=500 but class" in err
+    assert sql(cli, "SELECT run_id, status FROM runs") == before
+
+
+def test_a_teacher_run_id_that_is_not_in_the_store_fails_before_training(write_spec, cli):
+    spec = write_spec(extra='[[data.transforms]]\nname = "difficulty"\nteacher = "0123456789ab"\nn = 10\nstrategy = "easy"\n')
+    code, _, err = cli("apply", str(spec))
+    assert code == 2
+    assert "toy.toml:25: data.transforms.0: teacher '0123456789ab' is not a completed run in" in err
+
+
+def test_a_budget_larger_than_the_split_fails_before_the_teacher_trains(write_spec, cli, tmp_path):
+    write_spec(name="teacher", train="epochs = 1")
+    spec = write_spec(extra='[[data.transforms]]\nname = "difficulty"\nteacher = "teacher.toml"\nn = 100000\nstrategy = "easy"\n')
+    code, _, err = cli("apply", str(spec))
+    assert code == 2
+    assert "budget n=100000 but the split has only 240 examples" in err
+    assert not (tmp_path / "store.duckdb").exists()
 
 
 def test_static_option_errors_fail_validation_with_file_line_and_key(write_spec, cli):
@@ -122,3 +150,18 @@ strategy = "easy"
         quota = round(40 * len(ranked) / 240)
         assert abs(len(picked) - quota) <= 1
         assert picked == {i for _, i in sorted(ranked)[: len(picked)]}
+
+
+def test_editing_a_synonyms_file_makes_new_runs(write_spec, cli, tmp_path):
+    (tmp_path / "syn.tsv").write_text("good\tgreat\n")
+    spec = write_spec(train="epochs = 1", extra='[[data.transforms]]\nname = "augment"\nsynonyms = "syn.tsv"\n')
+    assert cli("apply", str(spec))[0] == 0
+    code, out, _ = cli("plan", str(spec), "-f", "json")
+    assert code == 0 and [r["status"] for r in json.loads(out)] == ["cached"]
+    (tmp_path / "syn.tsv").write_text("good\tgreat\tfine\n")
+    code, out, _ = cli("plan", str(spec), "-f", "json")
+    assert code == 0 and [r["status"] for r in json.loads(out)] == ["new"]
+    (tmp_path / "syn.tsv").unlink()
+    code, _, err = cli("plan", str(spec))
+    line = spec.read_text().splitlines().index("[[data.transforms]]") + 1
+    assert code == 2 and f"{spec}:{line}: data.transforms.0: transform 'augment': synonyms file not found" in err

@@ -55,9 +55,11 @@ def apply(
     """Run every run of SPEC that the store does not hold completed, and record the results."""
     from specrun.console import ApplyProgress, err
     from specrun.runner.local import LocalExecutor
+    from specrun.runner.preflight import check_runs
     from specrun.store import Store
 
     loaded, planned, registry = _plan(spec, set_)
+    check_runs(planned, registry, Store(store), force=force)
     err.print(f"{loaded.experiment}: {len(planned)} run(s) → {store}")
     with ApplyProgress(len(planned)) as progress:
         executor = LocalExecutor(Store(store), registry, str(spec), progress=progress, fail_fast=fail_fast, force=force)
@@ -78,13 +80,15 @@ def plan(
     store: StoreOpt = DEFAULT_STORE,
     fmt: FormatOpt = "table",
 ):
-    """Print the runs SPEC expands into and which the store already holds; trains nothing."""
+    """Print the runs SPEC expands into and which the store already holds; checks every run's data; trains nothing."""
     from specrun.console import print_rows
+    from specrun.runner.preflight import check_runs
     from specrun.store import Store
     from specrun.store.runs import statuses
 
     _check_format(fmt)
-    loaded, planned, _ = _plan(spec, set_)
+    loaded, planned, registry = _plan(spec, set_)
+    check_runs(planned, registry, Store(store))
     required = {d.run_id: d for p in planned for d in _all_dependencies(p)}
     known = statuses(Store(store), [p.run_id for p in planned] + list(required))
 
@@ -189,13 +193,19 @@ def plugins(
         if fmt == "json":
             options = schema.get("properties", {})
         else:
-            options = ", ".join(f"{k}={_default(v)}" for k, v in schema.get("properties", {}).items())
+            options = ", ".join(f"{name}={_default(field)}" for name, field in entry.plugin.Options.model_fields.items())
         rows.append((entry.kind, entry.plugin.name, entry.origin, entry.plugin.description, options))
     print_rows(["kind", "name", "origin", "description", "options"], rows, fmt)
 
 
-def _default(prop: dict) -> str:
-    return json.dumps(prop["default"]) if "default" in prop else "(required)"
+def _default(field) -> str:
+    """A plugin option's default as the spec would write it, or '(required)'."""
+    if field.is_required():
+        return "(required)"
+    value = field.get_default(call_default_factory=True)
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json")
+    return json.dumps(value, default=str)
 
 
 @app.command()

@@ -78,20 +78,23 @@ class ApplyProgress:
             self.bar.__exit__(*exc)
         return False
 
-    def run_started(self, run) -> None:
+    def run_started(self, run, required: bool = False) -> None:
+        """``required``: a run another run needs first (a transfer source, a teacher), outside the count."""
+        label = f"{run.experiment}: {run.label()}" if required else run.label()
         if self.live:
             if self.step_task is not None:
                 self.bar.remove_task(self.step_task)
-            self.step_task = self.bar.add_task(f"  {run.run_id} {run.label()}", total=None)
+            self.step_task = self.bar.add_task(f"  {run.run_id} {label}", total=None)
         else:
-            err.print(f"[{self.done + 1}/{self.total}] {run.run_id} {run.label()}: training", markup=False, highlight=False)
+            prefix = "required first" if required else f"{self.done + 1}/{self.total}"
+            err.print(f"[{prefix}] {run.run_id} {label}: training", markup=False, highlight=False)
 
     def step(self, step: int, total: int) -> None:
         if self.live and self.step_task is not None:
             self.bar.update(self.step_task, completed=step, total=total)
 
     def dependency_done(self, outcome) -> None:
-        self._report(outcome, prefix="required first")
+        self._report(outcome, prefix="required first", experiment=True)
 
     def run_done(self, outcome) -> None:
         self.done += 1
@@ -99,15 +102,16 @@ class ApplyProgress:
         if self.live:
             self.bar.update(self.runs_task, advance=1)
 
-    def _report(self, outcome, prefix: str) -> None:
+    def _report(self, outcome, prefix: str, experiment: bool = False) -> None:
         run = outcome.run
+        label = f"{run.experiment}: {run.label()}" if experiment else run.label()
         text = {
             "completed": "done " + " ".join(f"{k}={v:.4g}" for k, v in outcome.metrics.items()),
             "cached": "cached (completed earlier)",
             "busy": "skipped (running in another process)",
             "failed": f"FAILED: {outcome.error}",
         }.get(outcome.status, outcome.status)
-        line = f"[{prefix}] {run.run_id} {run.label()}: {text}"
+        line = f"[{prefix}] {run.run_id} {label}: {text}"
         if self.live:
             self.bar.console.print(line, markup=False, highlight=False)
         else:

@@ -32,7 +32,15 @@ class SpecError(SpecrunError):
 
 
 class DataError(SpecrunError):
-    """A dataset that is missing, malformed, or does not fit what the spec asks of it."""
+    """A dataset that is missing, malformed, or does not fit what the spec asks of it.
+
+    ``key``, when known, is the dotted spec key the problem comes from (e.g. ``data.transforms.0``).
+    """
+
+    def __init__(self, message: str, key: str | None = None):
+        self.key = key
+        super().__init__(f"{key}: {message}" if key else message)
+        self.message = message
 
 
 class PluginError(SpecrunError):

@@ -125,6 +125,8 @@ class TransformContext:
     #: returns one float per example (the teacher's loss), aligned with ``examples``. ``teacher`` is a run
     #: id or the path of a spec whose single run is the teacher. ``None`` when the runner offers no teacher.
     scores: Callable[[str, Examples], list[float]] | None = None
+    #: The folder of the spec being run: relative file paths in options are relative to it.
+    spec_dir: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -143,6 +145,15 @@ class TransformPlugin(Plugin):
 
     def apply(self, examples: Examples, options: PluginOptions, ctx: TransformContext) -> Examples:
         raise NotImplementedError
+
+    def inputs(self, options: PluginOptions, spec_dir: str | None) -> dict[str, str]:
+        """Content hashes of files the options name (e.g. a synonyms list), by option name.
+
+        They join the run's identity, so editing such a file makes the runs that read it new runs
+        instead of serving the old results as cached. Raise ``DataError`` for a file that cannot be
+        read: ``specrun plan`` and ``apply`` then fail before anything trains.
+        """
+        return {}
 
 
 # --- analyses ------------------------------------------------------------------------------------

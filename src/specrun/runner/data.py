@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,21 +54,54 @@ def eval_split_name(data: dict, registry: Registry) -> str:
     return data.get("eval_split") or registry.get("dataset", data["dataset"]).eval_split
 
 
+_SLICE = re.compile(r"^(?P<split>[^\[\]]+)\[(?P<start>[^:\]]*):(?P<stop>[^:\]]*)\]$")
+_BOUND = re.compile(r"^\s*(-?\d+)\s*(%?)\s*$")
+
+
 def split_examples(dataset: Dataset, name: str, key: str) -> Examples:
-    if name not in dataset.splits:
+    """The examples of split ``name``; ``name[start:stop]`` takes a slice of it in file order, with
+    Python slice bounds as example counts or percentages (``train[:60000]``, ``train[90%:]``)."""
+    sliced = _SLICE.match(name)
+    base = sliced.group("split").strip() if sliced else name
+    if base not in dataset.splits:
         known = list(dataset.splits)
-        raise DataError(f"data.{key}: dataset {dataset.name!r} has no split {name!r}{did_you_mean(name, known)}; splits: {', '.join(known)}")
-    return dataset.splits[name]
+        raise DataError(f"data.{key}: dataset {dataset.name!r} has no split {base!r}{did_you_mean(base, known)}; splits: {', '.join(known)}")
+    examples = dataset.splits[base]
+    if not sliced:
+        return examples
+    bounds = [_slice_bound(sliced.group(part), len(examples), name, key) for part in ("start", "stop")]
+    chosen = range(len(examples))[slice(*bounds)]
+    if not chosen:
+        raise DataError(f"data.{key}: {name!r} selects no examples (split {base!r} has {len(examples)})")
+    return examples.select(chosen)
 
 
-def apply_transforms(examples: Examples, transforms: list[dict], registry: Registry, ctx: TransformContext, kind: str | None) -> Examples:
-    """Apply ``transforms`` in order; with ``kind`` ('train' or 'eval'), only those whose ``on`` covers it."""
-    for spec in transforms:
+def _slice_bound(text: str, size: int, name: str, key: str) -> int | None:
+    if not text.strip():
+        return None
+    bound = _BOUND.match(text)
+    if bound is None:
+        raise DataError(f"data.{key}: cannot read the slice in {name!r}: bounds are whole numbers or percentages, e.g. 'train[:5000]' or 'train[90%:]'")
+    value = int(bound.group(1))
+    return round(size * value / 100) if bound.group(2) else value
+
+
+def apply_transforms(
+    examples: Examples, transforms: list[dict], registry: Registry, ctx: TransformContext, kind: str | None, where: str
+) -> Examples:
+    """Apply ``transforms`` (the list at spec key ``where``) in order; with ``kind`` ('train' or 'eval'),
+    only those whose ``on`` covers it. A transform's DataError is re-raised naming its spec key."""
+    for index, spec in enumerate(transforms):
         if kind is not None and spec.get("on", "train") not in (kind, "both"):
             continue
         plugin = registry.get("transform", spec["name"])
         options = plugin.Options.model_validate({k: v for k, v in spec.items() if k not in ("name", "on")})
-        examples = plugin.apply(examples, options, ctx)
+        try:
+            examples = plugin.apply(examples, options, ctx)
+        except DataError as exc:
+            if exc.key is not None:
+                raise
+            raise DataError(str(exc), key=f"{where}.{index}") from None
     return examples
 
 
@@ -84,8 +118,8 @@ def prepare_run_data(config: dict, registry: Registry, spec_dir: str | None = No
     if data.get("max_train_examples") and data["max_train_examples"] < len(train):
         rng = np.random.default_rng(seed)
         train = train.select(sorted(rng.choice(len(train), data["max_train_examples"], replace=False).tolist()))
-    ctx = TransformContext(seed=seed, split="train", label_names=dataset.label_names, scores=scores)
-    train = apply_transforms(train, data["transforms"], registry, ctx, "train")
+    ctx = TransformContext(seed=seed, split="train", label_names=dataset.label_names, scores=scores, spec_dir=spec_dir)
+    train = apply_transforms(train, data["transforms"], registry, ctx, "train", "data.transforms")
 
     primary = eval_split_name(data, registry)
     sets = {primary: (primary, data.get("max_eval_examples"), [])}
@@ -95,9 +129,9 @@ def prepare_run_data(config: dict, registry: Registry, spec_dir: str | None = No
     for name, (split_name, limit, own) in sets.items():
         key = "eval_split" if name == primary else f"eval_sets.{name}.split"
         examples = _limit(split_examples(dataset, split_name, key), limit)
-        ectx = TransformContext(seed=seed, split=name, label_names=dataset.label_names, scores=scores)
-        examples = apply_transforms(examples, data["transforms"], registry, ectx, "eval")
-        eval_sets[name] = apply_transforms(examples, own, registry, ectx, None)
+        ectx = TransformContext(seed=seed, split=name, label_names=dataset.label_names, scores=scores, spec_dir=spec_dir)
+        examples = apply_transforms(examples, data["transforms"], registry, ectx, "eval", "data.transforms")
+        eval_sets[name] = apply_transforms(examples, own, registry, ectx, None, f"data.eval_sets.{name}.transforms")
         if len(eval_sets[name]) == 0:
             raise DataError(f"evaluation set {name!r} is empty after its transforms")
     return RunData(dataset=dataset, train=train, eval_sets=eval_sets, primary_eval=primary)

@@ -98,12 +98,12 @@ class LocalExecutor:
                     break
         return outcomes
 
-    def run_with_dependencies(self, run: PlannedRun) -> Outcome:
+    def run_with_dependencies(self, run: PlannedRun, required: bool = False) -> Outcome:
         """Run what ``run`` needs first (transfer sources, teachers; each once per apply, completed ones
         cached), then ``run``."""
         for dep in run.dependencies:
             if dep.run_id not in self._done:
-                self._done[dep.run_id] = self.run_with_dependencies(dep)
+                self._done[dep.run_id] = self.run_with_dependencies(dep, required=True)
                 if self.progress:
                     self.progress.dependency_done(self._done[dep.run_id])
             status = self._done[dep.run_id].status
@@ -112,9 +112,9 @@ class LocalExecutor:
                 if store_runs.claim(self.store, run, run.spec_path or self.spec_path, {}, self.force) == "claimed":
                     store_runs.fail(self.store, run.run_id, error)
                 return Outcome(run, "failed", error)
-        return self.run_one(run)
+        return self.run_one(run, required)
 
-    def run_one(self, run: PlannedRun) -> Outcome:
+    def run_one(self, run: PlannedRun, required: bool = False) -> Outcome:
         try:
             device = pick_device(run.config["train"]["device"])
         except SpecrunError:
@@ -124,10 +124,11 @@ class LocalExecutor:
         if claim != "claimed":
             return Outcome(run, claim)
         if self.progress:
-            self.progress.run_started(run)
+            self.progress.run_started(run, required=required)
         try:
+            spec_dir = str(Path(run.spec_path).resolve().parent) if run.spec_path else self.spec_dir
             record = execute(
-                run, self.registry, self.spec_dir, artifacts_root(self.store.path),
+                run, self.registry, spec_dir, artifacts_root(self.store.path),
                 init_weights=run_weights(self.store),
                 on_step=self.progress.step if self.progress else None,
                 scores=scorer(self.store),

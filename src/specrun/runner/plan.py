@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import specrun
+from specrun.errors import DataError, SpecError
 from specrun.plugins.registry import Registry, module_version
 from specrun.runner.data import eval_split_name, load_dataset, split_examples
 from specrun.spec.load import LoadedSpec
+from specrun.spec.locate import locate
 
 
 @dataclass
@@ -37,9 +39,29 @@ class PlannedRun:
         return self.config["data"]["dataset"]
 
     def label(self) -> str:
-        """A short human description: method, sweep values, seed."""
-        parts = [self.method] + [f"{k.split('.')[-1]}={v}" for k, v in self.sweep_values.items()] + [f"seed={self.seed}"]
-        return " ".join(parts)
+        """A short human description: method (with swept method options), other sweep values, seed.
+
+        ``lora(rank=8,quantize=8bit) learning_rate=0.001 seed=0`` for a sweep point that sets the whole
+        method table and the learning rate together."""
+        from specrun.spec.load import sweep_assignments
+
+        method, parts = self.method, []
+        for key, value in self.sweep_values.items():
+            for dotted, item in sweep_assignments(key, value):
+                if dotted == "method" and isinstance(item, dict):
+                    options = ",".join(f"{k}={_short(v)}" for k, v in item.items() if k != "name")
+                    method = f"{item.get('name', self.method)}({options})" if options else str(item.get("name", self.method))
+                else:
+                    parts.append(f"{dotted.split('.')[-1]}={_short(item)}")
+        return " ".join([method, *parts, f"seed={self.seed}"])
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, str):
+        return value if len(value) <= 24 else value[:21] + "..."
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
 
 
 #: Bump when the training loop or evaluation changes results for the same config and seed, so that
@@ -58,8 +80,7 @@ def code_versions(config: dict, registry: Registry) -> dict[str, str]:
     """Versions of the code that shapes a run's result: libraries and every plugin the run uses."""
     plugins = {f"method:{config['method']['name']}": registry.get("method", config["method"]["name"])}
     plugins[f"dataset:{config['data']['dataset']}"] = registry.get("dataset", config["data"]["dataset"])
-    transform_refs = list(config["data"]["transforms"]) + [t for es in config["data"]["eval_sets"].values() for t in es["transforms"]]
-    for ref in transform_refs:
+    for _, ref in transform_entries(config):
         plugins[f"transform:{ref['name']}"] = registry.get("transform", ref["name"])
     versions = {key: f"{module_version(p)}/{p.version}" for key, p in sorted(plugins.items())}
     versions["specrun"] = ".".join(specrun.__version__.split(".")[:2])
@@ -79,6 +100,31 @@ def data_fingerprint(config: dict, registry: Registry, spec_dir: str | None) -> 
     return {name: split_examples(dataset, name, key).fingerprint for key, name in sorted(named.items())}
 
 
+def transform_entries(config: dict) -> list[tuple[str, dict]]:
+    """Every transform entry of a run's config with its dotted location: ``data.transforms.<i>`` and
+    ``data.eval_sets.<name>.transforms.<i>``."""
+    data = config["data"]
+    entries = [(f"data.transforms.{i}", t) for i, t in enumerate(data["transforms"])]
+    for name, es in data["eval_sets"].items():
+        entries += [(f"data.eval_sets.{name}.transforms.{i}", t) for i, t in enumerate(es["transforms"])]
+    return entries
+
+
+def transform_inputs(config: dict, registry: Registry, spec_dir: str | None) -> dict[str, dict[str, str]]:
+    """Content hashes of the files that transforms read (see ``TransformPlugin.inputs``), by location."""
+    found = {}
+    for where, entry in transform_entries(config):
+        plugin = registry.get("transform", entry["name"])
+        options = plugin.Options.model_validate({k: v for k, v in entry.items() if k not in ("name", "on")})
+        try:
+            hashes = plugin.inputs(options, spec_dir)
+        except DataError as exc:
+            raise DataError(exc.message, key=exc.key or where) from None
+        if hashes:
+            found[where] = dict(hashes)
+    return found
+
+
 def run_id_for(identity: dict) -> str:
     blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -90,7 +136,6 @@ MAX_DEPTH = 4
 
 def _plan_single(ref: str, spec_dir: str, registry: Registry, depth: int, what: str) -> PlannedRun:
     """Plan the spec at ``ref`` (relative to ``spec_dir``), which must expand to exactly one run."""
-    from specrun.errors import SpecError
     from specrun.spec.load import load_spec
 
     if depth >= MAX_DEPTH:
@@ -107,8 +152,7 @@ def resolve_dependencies(config: dict, spec_dir: str, registry: Registry, depth:
     ``teacher`` option. Each such spec path is replaced in ``config`` by its run's id, so the dependency's
     identity is part of this run's; a value that is already a run id is left as it is."""
     refs: list[tuple[dict, str, str]] = [(config["model"], "init_from", "init_from")]
-    transforms = list(config["data"]["transforms"]) + [t for es in config["data"]["eval_sets"].values() for t in es["transforms"]]
-    refs += [(entry, TEACHER_KEY, "teacher") for entry in transforms]
+    refs += [(entry, TEACHER_KEY, "teacher") for _, entry in transform_entries(config)]
     needed = []
     for holder, key, what in refs:
         ref = holder.get(key)
@@ -129,6 +173,12 @@ def plan_runs(loaded: LoadedSpec, registry: Registry, depth: int = 0) -> list[Pl
             "data": data_fingerprint(run.config, registry, spec_dir),
             "code": code_versions(run.config, registry),
         }
+        try:
+            inputs = transform_inputs(run.config, registry, spec_dir)
+        except DataError as exc:  # name the spec's file and line too
+            raise SpecError(str(loaded.path), [(exc.key, locate(loaded.text, exc.key.split(".")), exc.message)]) from None
+        if inputs:  # only when present, so that other runs keep their ids
+            identity["inputs"] = inputs
         planned.append(PlannedRun(
             run_id=run_id_for(identity),
             experiment=loaded.experiment,

@@ -213,7 +213,9 @@ def validate_config(raw: dict, registry: Registry) -> tuple[Spec | None, dict, l
 
 
 def run_config(spec: Spec, resolved: dict, seed: int) -> dict[str, Any]:
-    """The part of a validated spec that determines one run's result."""
+    """The part of a validated spec that determines one run's result (a tree of its own: runs of
+    different seeds share no dicts, so planning may rewrite one run's config without touching another)."""
+    resolved = copy.deepcopy(resolved)
     data = spec.data.model_dump(mode="json")
     data["options"] = resolved["data_options"]
     data["transforms"] = resolved["transforms"]

@@ -2,12 +2,13 @@
 
 Synonyms come from a file you supply (no network at run time): TSV, one word per line followed by its
 synonyms (``word<TAB>syn1<TAB>syn2``), or JSON (``{"word": ["syn1", "syn2"]}``). A relative path is
-relative to the working directory of the ``specrun`` process.
+relative to the folder of the spec that uses it. The parsed table's hash joins the run's identity.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -39,7 +40,7 @@ class AugmentOptions(CopyOptions):
     )
     alpha: float = Field(0.1, gt=0, le=1, description="share of a text's words each operation changes (EDA's alpha; at least one word)")
     synonyms: str | None = Field(
-        None, description="TSV (word<TAB>synonym...) or JSON ({word: [synonyms]}) file; relative to the working directory, or absolute",
+        None, description="TSV (word<TAB>synonym...) or JSON ({word: [synonyms]}) file; absolute, or relative to the spec's folder",
     )
 
     @model_validator(mode="after")
@@ -85,15 +86,21 @@ def _read_synonyms(path: str, mtime: float) -> dict[str, tuple[str, ...]]:
     return table
 
 
-def load_synonyms(path: str) -> dict[str, tuple[str, ...]]:
+def synonyms_path(path: str, spec_dir: str | None) -> Path:
+    """Where the ``synonyms`` option points: absolute, or relative to the spec's folder."""
+    given = Path(path).expanduser()
+    return (given if given.is_absolute() or spec_dir is None else Path(spec_dir) / given).resolve()
+
+
+def load_synonyms(path: str, spec_dir: str | None = None) -> dict[str, tuple[str, ...]]:
     """The synonyms file at ``path`` as {lowercased word: synonyms}; DataError if it is missing or malformed."""
-    resolved = Path(path).expanduser().resolve()
+    resolved = synonyms_path(path, spec_dir)
     try:
         return _read_synonyms(str(resolved), resolved.stat().st_mtime)
     except FileNotFoundError:
+        where = f"the spec's folder, {spec_dir}" if spec_dir else f"the working directory, {Path.cwd()}"
         raise DataError(
-            f"transform 'augment': synonyms file not found: {resolved} (synonyms={path!r}; relative paths are "
-            f"relative to the working directory, {Path.cwd()})"
+            f"transform 'augment': synonyms file not found: {resolved} (synonyms={path!r}; relative paths are relative to {where})"
         ) from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise DataError(f"transform 'augment': cannot read synonyms file {resolved}: {exc}") from None
@@ -164,11 +171,18 @@ class Augment(TransformPlugin):
     applies_to = "train"
 
     def apply(self, examples: Examples, options: AugmentOptions, ctx: TransformContext) -> Examples:
-        synonyms = load_synonyms(options.synonyms) if options.synonyms else {}
+        synonyms = load_synonyms(options.synonyms, ctx.spec_dir) if options.synonyms else {}
         if options.synonyms and not synonyms:
             raise fail(self.name, ctx, f"synonyms file {options.synonyms!r} defines no synonyms")
         ops = options.resolved_ops()
         return rewrite_examples(examples, options, ctx, self.name, lambda text, rng: eda(text, ops, options.alpha, synonyms, rng))
+
+    def inputs(self, options: AugmentOptions, spec_dir: str | None) -> dict[str, str]:
+        if not options.synonyms:
+            return {}
+        table = load_synonyms(options.synonyms, spec_dir)  # the parsed table: comments and order don't matter
+        blob = json.dumps(sorted(table.items()), ensure_ascii=False)
+        return {"synonyms": hashlib.sha256(blob.encode()).hexdigest()[:16]}
 
 
 @hookimpl
