@@ -51,6 +51,30 @@ class PeakMemory:
         return False
 
 
+def model_bytes(model: torch.nn.Module) -> int:
+    """Bytes the model's weights occupy as stored: parameters and buffers at their storage dtype, so
+    8-bit and 4-bit weights count at their packed size, plus their quantization constants. This is where
+    quantization saves memory; ``peak_memory_mb`` (growth during training) does not show it."""
+    seen: set[int] = set()
+    total = 0
+
+    def add(t) -> None:
+        nonlocal total
+        if isinstance(t, torch.Tensor) and t.numel() and t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+
+    for tensor in [*model.parameters(), *model.buffers()]:
+        add(tensor)
+        add(getattr(tensor, "SCB", None))  # bitsandbytes 8-bit: per-row scales
+        state = getattr(tensor, "quant_state", None)  # bitsandbytes 4-bit: block absmax (nested when double-quantized)
+        while state is not None:
+            add(getattr(state, "absmax", None))
+            add(getattr(state, "code", None))
+            state = getattr(state, "state2", None)
+    return total
+
+
 @torch.inference_mode()
 def latency(model: torch.nn.Module, data: Encoded, precision: str, device: torch.device, n: int = 64) -> dict[str, float]:
     """Per-example inference latency at batch size 1 over the first ``n`` examples (after 3 warm-ups)."""

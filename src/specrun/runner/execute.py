@@ -18,7 +18,7 @@ import specrun
 from specrun.plugins.api import BuildContext
 from specrun.plugins.registry import Registry
 from specrun.runner import artifacts
-from specrun.runner.costs import PeakMemory, latency
+from specrun.runner.costs import PeakMemory, latency, model_bytes
 from specrun.runner.data import Encoded, TokenCache, prepare_run_data
 from specrun.runner.evaluate import evaluate
 from specrun.runner.modeling import (
@@ -145,6 +145,7 @@ def execute(
         "train_examples": len(train),
         "samples_per_second": outcome.samples_seen / outcome.train_seconds if outcome.train_seconds else 0.0,
         "peak_memory_mb": memory.peak_bytes / 2**20,
+        "model_memory_mb": model_bytes(model) / 2**20,
         "eval_examples_per_second": len(primary) / primary_seconds if primary_seconds else 0.0,
         "artifact_bytes": sum(a[3] for a in record.artifacts),
     }
