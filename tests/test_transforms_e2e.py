@@ -165,3 +165,47 @@ def test_editing_a_synonyms_file_makes_new_runs(write_spec, cli, tmp_path):
     code, _, err = cli("plan", str(spec))
     line = spec.read_text().splitlines().index("[[data.transforms]]") + 1
     assert code == 2 and f"{spec}:{line}: data.transforms.0: transform 'augment': synonyms file not found" in err
+
+
+def test_an_eval_set_added_later_evaluates_the_completed_run_without_retraining(write_spec, cli, tmp_path):
+    spec = write_spec(train="epochs = 1")
+    assert cli("apply", str(spec))[0] == 0
+    [before] = sql(cli, "SELECT run_id, finished_at::VARCHAR AS finished, (SELECT max(step) FROM metrics WHERE final) AS step FROM runs")
+
+    noisy = '\n[data.eval_sets.noisy]\ntransforms = [{name = "noise", char_rate = 0.15, seed = 7}]\n'
+    spec.write_text(spec.read_text() + noisy)
+    code, out, _ = cli("plan", str(spec), "-f", "json")
+    assert code == 0 and [(r["run_id"], r["status"]) for r in json.loads(out)] == [(before["run_id"], "cached, will evaluate on noisy")]
+    code, _, err = cli("apply", str(spec))
+    assert code == 0, err
+    assert "evaluating on noisy (no training)" in err and "newly evaluated noisy.accuracy=" in err and "1 evaluated" in err
+    [after] = sql(cli, "SELECT run_id, finished_at::VARCHAR AS finished FROM runs")
+    assert after == {"run_id": before["run_id"], "finished": before["finished"]}  # same run, not retrained
+    rows = sql(cli, "SELECT split, step, count(*) AS n FROM metrics WHERE final AND split IN ('validation', 'noisy') GROUP BY ALL ORDER BY split")
+    assert [(r["split"], r["step"]) for r in rows] == [("noisy", before["step"]), ("validation", before["step"])]
+    counts = sql(cli, "SELECT split, count(*) AS n FROM predictions GROUP BY split ORDER BY split")
+    assert counts[0]["n"] == counts[1]["n"] > 0
+    assert [r["eval_set"] for r in sql(cli, "SELECT eval_set FROM evaluations")] == ["noisy"]
+    late = sql(cli, "SELECT example_id, prediction, round(loss, 4) AS loss FROM predictions WHERE split = 'noisy' ORDER BY example_id")
+
+    # the same spec applied to a new store trains once and evaluates both sets: same run id, same results
+    other = tmp_path / "other.duckdb"
+    assert cli("apply", str(spec), "--store", str(other))[0] == 0
+    code, out, _ = cli("sql", "SELECT run_id FROM runs", "--store", str(other), "-f", "json")
+    assert json.loads(out) == [{"run_id": before["run_id"]}]
+    code, out, _ = cli("sql", "SELECT example_id, prediction, round(loss, 4) AS loss FROM predictions WHERE split = 'noisy' ORDER BY example_id",
+                       "--store", str(other), "-f", "json")
+    assert json.loads(out) == late
+
+    code, _, err = cli("apply", str(spec))
+    assert code == 0 and "1 cached" in err
+
+    # the same name with another definition is refused before anything runs; the store is unchanged
+    spec.write_text(spec.read_text().replace("char_rate = 0.15", "char_rate = 0.3"))
+    code, _, err = cli("apply", str(spec))
+    assert code == 2 and "data.eval_sets.noisy: run " in err and "already evaluated on 'noisy' defined differently" in err
+    assert sql(cli, "SELECT count(*) AS n FROM predictions WHERE split = 'noisy'")[0]["n"] == counts[0]["n"]
+    spec.write_text(spec.read_text().replace("[data.eval_sets.noisy]", "[data.eval_sets.noisier]"))
+    code, _, err = cli("apply", str(spec))
+    assert code == 0 and "newly evaluated noisier.accuracy=" in err
+    assert [r["eval_set"] for r in sql(cli, "SELECT eval_set FROM evaluations ORDER BY eval_set")] == ["noisier", "noisy"]

@@ -84,20 +84,24 @@ def plan(
     from specrun.console import print_rows
     from specrun.runner.preflight import check_runs
     from specrun.store import Store
-    from specrun.store.runs import statuses
+    from specrun.store.runs import evaluations, statuses
 
     _check_format(fmt)
     loaded, planned, registry = _plan(spec, set_)
     check_runs(planned, registry, Store(store))
     required = {d.run_id: d for p in planned for d in _all_dependencies(p)}
     known = statuses(Store(store), [p.run_id for p in planned] + list(required))
+    evaluated = evaluations(Store(store), [p.run_id for p in planned])
 
-    def status(run_id: str) -> str:
-        found = known.get(run_id)
-        return "cached" if found == "completed" else f"will rerun ({found})" if found else "new"
+    def status(run) -> str:
+        found = known.get(run.run_id)
+        if found == "completed":
+            new_sets = [name for name in run.eval_sets if name not in evaluated.get(run.run_id, {})]
+            return f"cached, will evaluate on {', '.join(new_sets)}" if new_sets else "cached"
+        return f"will rerun ({found})" if found else "new"
 
-    rows = [(d.run_id, d.method, f"required first ({d.experiment}: {d.spec_path})", d.seed, status(d.run_id)) for d in required.values()]
-    rows += [(p.run_id, p.method, json.dumps(p.sweep_values) if p.sweep_values else "", p.seed, status(p.run_id)) for p in planned]
+    rows = [(d.run_id, d.method, f"required first ({d.experiment}: {d.spec_path})", d.seed, status(d)) for d in required.values()]
+    rows += [(p.run_id, p.method, json.dumps(p.sweep_values) if p.sweep_values else "", p.seed, status(p)) for p in planned]
     print_rows(["run_id", "method", "sweep", "seed", "status"], rows, fmt, title=f"{loaded.experiment}: {len(planned)} run(s)")
 
 

@@ -78,7 +78,7 @@ class ApplyProgress:
             self.bar.__exit__(*exc)
         return False
 
-    def run_started(self, run, required: bool = False) -> None:
+    def run_started(self, run, required: bool = False, action: str = "training") -> None:
         """``required``: a run another run needs first (a transfer source, a teacher), outside the count."""
         label = f"{run.experiment}: {run.label()}" if required else run.label()
         if self.live:
@@ -87,7 +87,7 @@ class ApplyProgress:
             self.step_task = self.bar.add_task(f"  {run.run_id} {label}", total=None)
         else:
             prefix = "required first" if required else f"{self.done + 1}/{self.total}"
-            err.print(f"[{prefix}] {run.run_id} {label}: training", markup=False, highlight=False)
+            err.print(f"[{prefix}] {run.run_id} {label}: {action}", markup=False, highlight=False)
 
     def step(self, step: int, total: int) -> None:
         if self.live and self.step_task is not None:
@@ -108,6 +108,7 @@ class ApplyProgress:
         text = {
             "completed": "done " + " ".join(f"{k}={v:.4g}" for k, v in outcome.metrics.items()),
             "cached": "cached (completed earlier)",
+            "evaluated": "cached, newly evaluated " + " ".join(f"{k}={v:.4g}" for k, v in outcome.metrics.items()),
             "busy": "skipped (running in another process)",
             "failed": f"FAILED: {outcome.error}",
         }.get(outcome.status, outcome.status)

@@ -83,6 +83,41 @@ def build_model(config: dict, registry: Registry, num_labels: int, label_names: 
     return model, ctx
 
 
+def evaluate_sets(record: RunRecord, model, run: PlannedRun, data, evals: dict, step: int, device, known: dict | None = None) -> dict[str, float]:
+    """Evaluate ``model`` on each of ``evals`` (name -> Encoded) into ``record``: final metrics at ``step``,
+    per-example predictions, and for named evaluation sets their definitions. Returns seconds per set."""
+    train_cfg = run.config["train"]
+    predictions = record.predictions or {k: [] for k in ("split", "example_id", "label", "prediction", "confidence", "loss")}
+    seconds = {}
+    for name, enc in evals.items():
+        ev = (known or {}).get(name)
+        if ev is None:
+            ev = evaluate(model, enc, data.dataset.num_labels, train_cfg["eval_batch_size"], train_cfg["precision"], device)
+        seconds[name] = ev.seconds
+        record.metrics += [(step, None, name, k, v, True) for k, v in ev.metrics.items()]
+        predictions["split"] += [name] * len(enc)
+        predictions["example_id"] += list(data.eval_sets[name].ids)
+        predictions["label"] += enc.labels.tolist()
+        predictions["prediction"] += ev.prediction.tolist()
+        predictions["confidence"] += ev.confidence.tolist()
+        predictions["loss"] += ev.loss.tolist()
+        if name in run.eval_sets:
+            record.evaluations.append((name, run.eval_sets[name].definition, run.eval_sets[name].fingerprint))
+    record.predictions = predictions
+    return seconds
+
+
+def evaluate_completed(
+    run: PlannedRun, names: list[str], model, cache, device, step: int, registry: Registry, spec_dir: str | None, scores=None
+) -> RunRecord:
+    """Results of a completed run's trained ``model`` on named evaluation sets it has not been evaluated
+    on (added to the spec after it trained): no training, the stored weights as they are."""
+    data = prepare_run_data(run.config, registry, spec_dir, scores=scores)
+    record = RunRecord()
+    evaluate_sets(record, model, run, data, {n: Encoded.build(data.eval_sets[n], cache) for n in names}, step, device)
+    return record
+
+
 def execute(
     run: PlannedRun,
     registry: Registry,
@@ -116,22 +151,8 @@ def execute(
     record.metrics = [(r.step, r.epoch, r.split, r.name, r.value, False) for r in outcome.rows]
     final_step = outcome.steps
     precision = train_cfg["precision"]
-    primary_seconds = 0.0
-    predictions = {k: [] for k in ("split", "example_id", "label", "prediction", "confidence", "loss")}
-    for name, enc in evals.items():
-        ev = outcome.final_eval if name == data.primary_eval else None
-        if ev is None:
-            ev = evaluate(model, enc, num_labels, train_cfg["eval_batch_size"], precision, device)
-        if name == data.primary_eval:
-            primary_seconds = ev.seconds
-        record.metrics += [(final_step, None, name, k, v, True) for k, v in ev.metrics.items()]
-        predictions["split"] += [name] * len(enc)
-        predictions["example_id"] += list(data.eval_sets[name].ids)
-        predictions["label"] += enc.labels.tolist()
-        predictions["prediction"] += ev.prediction.tolist()
-        predictions["confidence"] += ev.confidence.tolist()
-        predictions["loss"] += ev.loss.tolist()
-    record.predictions = predictions
+    seconds = evaluate_sets(record, model, run, data, evals, final_step, device, known={data.primary_eval: outcome.final_eval})
+    primary_seconds = seconds.get(data.primary_eval, 0.0)
 
     primary = evals[data.primary_eval]
     folder = artifacts_dir / run.run_id

@@ -18,7 +18,7 @@ import torch
 from specrun.errors import SpecrunError, StoreError
 from specrun.plugins.registry import Registry
 from specrun.runner.artifacts import WEIGHTS, artifacts_root
-from specrun.runner.execute import environment_info, execute
+from specrun.runner.execute import environment_info, evaluate_completed, execute
 from specrun.runner.modeling import pick_device, quiet_libraries
 from specrun.runner.plan import PlannedRun
 from specrun.runner.teacher import scorer
@@ -29,7 +29,7 @@ from specrun.store.db import Store
 @dataclass
 class Outcome:
     run: PlannedRun
-    status: str  # completed | cached | failed | busy | interrupted
+    status: str  # completed | cached | evaluated (cached, evaluated on new eval sets) | failed | busy | interrupted
     error: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -121,12 +121,14 @@ class LocalExecutor:
             device = torch.device("cpu")
         env = environment_info(device, self.spec_dir)
         claim = store_runs.claim(self.store, run, run.spec_path or self.spec_path, env, self.force)
+        spec_dir = str(Path(run.spec_path).resolve().parent) if run.spec_path else self.spec_dir
+        if claim == "cached":
+            return self.evaluate_new_sets(run, spec_dir, required)
         if claim != "claimed":
             return Outcome(run, claim)
         if self.progress:
             self.progress.run_started(run, required=required)
         try:
-            spec_dir = str(Path(run.spec_path).resolve().parent) if run.spec_path else self.spec_dir
             record = execute(
                 run, self.registry, spec_dir, artifacts_root(self.store.path),
                 init_weights=run_weights(self.store),
@@ -145,3 +147,39 @@ class LocalExecutor:
             return Outcome(run, "failed", f"{type(exc).__name__}: {exc}")
         store_runs.complete(self.store, run.run_id, record)
         return Outcome(run, "completed", metrics=summary_metrics(record, run.eval_set))
+
+    def evaluate_new_sets(self, run: PlannedRun, spec_dir: str, required: bool) -> Outcome:
+        """A completed run: evaluate its stored weights on the spec's named evaluation sets it lacks."""
+        recorded = store_runs.evaluations(self.store, [run.run_id]).get(run.run_id, {})
+        missing = [name for name in run.eval_sets if name not in recorded]
+        changed = [name for name in run.eval_sets if name in recorded and recorded[name] != run.eval_sets[name].fingerprint]
+        if changed:
+            return Outcome(run, "failed", different_definition(run.run_id, changed))
+        if not missing:
+            return Outcome(run, "cached")
+        if self.progress:
+            self.progress.run_started(run, required=required, action=f"evaluating on {', '.join(missing)} (no training)")
+        try:
+            from specrun.runner.predict import Predictor
+
+            predictor = Predictor.load(self.store, run.run_id)
+            with self.store.read() as db:
+                step = db.execute("SELECT coalesce(max(step), 0) FROM metrics WHERE run_id = ? AND final", [run.run_id]).fetchone()[0]
+            record = evaluate_completed(
+                run, missing, predictor.model, predictor.cache, predictor.device, step, self.registry, spec_dir, scores=scorer(self.store)
+            )
+            store_runs.add_evaluations(self.store, run.run_id, record)
+        except SpecrunError as exc:
+            return Outcome(run, "failed", f"evaluating on {', '.join(missing)}: {exc}")
+        except Exception as exc:  # a bug or a library failure; the run itself stays completed
+            return Outcome(run, "failed", f"evaluating on {', '.join(missing)}: {type(exc).__name__}: {exc}")
+        final = {(m[2], m[3]): m[4] for m in record.metrics}
+        metrics = {f"{name}.{key}": final[(name, key)] for name in missing for key in ("accuracy", "f1") if (name, key) in final}
+        return Outcome(run, "evaluated", metrics=metrics)
+
+
+def different_definition(run_id: str, names: list[str]) -> str:
+    return (
+        f"run {run_id} was already evaluated on {', '.join(repr(n) for n in names)} defined differently "
+        "(split, limit, transforms or their files); give the changed evaluation set a new name"
+    )

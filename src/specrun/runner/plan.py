@@ -18,6 +18,12 @@ from specrun.spec.locate import locate
 
 
 @dataclass
+class EvalSetPlan:
+    definition: dict[str, Any]
+    fingerprint: str
+
+
+@dataclass
 class PlannedRun:
     run_id: str
     experiment: str
@@ -29,6 +35,9 @@ class PlannedRun:
     spec_path: str = ""
     #: Runs that must complete first (``model.init_from`` and transforms' ``teacher`` specs).
     dependencies: list[PlannedRun] = field(default_factory=list, repr=False)
+    #: Named evaluation sets (``data.eval_sets``) by name: their definition and its fingerprint. They are
+    #: not part of the run's identity: a completed run is evaluated on a new one without retraining.
+    eval_sets: dict[str, EvalSetPlan] = field(default_factory=dict, repr=False)
 
     @property
     def method(self) -> str:
@@ -100,6 +109,29 @@ def data_fingerprint(config: dict, registry: Registry, spec_dir: str | None) -> 
     return {name: split_examples(dataset, name, key).fingerprint for key, name in sorted(named.items())}
 
 
+def training_view(config: dict) -> dict:
+    """``config`` without its named evaluation sets: what determines the trained weights (the primary
+    evaluation split stays, since it picks the best checkpoint under early stopping)."""
+    return {**config, "data": {**config["data"], "eval_sets": {}}}
+
+
+def eval_set_plans(config: dict, registry: Registry, spec_dir: str | None) -> dict[str, EvalSetPlan]:
+    """Each named evaluation set's definition (its config entry, the content hash of its split, the
+    versions of its transforms, the files they read) and a fingerprint of that definition."""
+    plans = {}
+    for name, entry in config["data"]["eval_sets"].items():
+        single = {**config, "data": {**config["data"], "transforms": [], "eval_sets": {name: entry}}}
+        versions = code_versions(single, registry)
+        definition = {
+            "eval_set": entry,
+            "split": data_fingerprint(single, registry, spec_dir).get(f"eval_sets.{name}.split"),
+            "code": {k: v for k, v in versions.items() if k.startswith("transform:")},
+            "inputs": transform_inputs(single, registry, spec_dir),
+        }
+        plans[name] = EvalSetPlan(definition, run_id_for(definition))
+    return plans
+
+
 def transform_entries(config: dict) -> list[tuple[str, dict]]:
     """Every transform entry of a run's config with its dotted location: ``data.transforms.<i>`` and
     ``data.eval_sets.<name>.transforms.<i>``."""
@@ -168,13 +200,15 @@ def plan_runs(loaded: LoadedSpec, registry: Registry, depth: int = 0) -> list[Pl
     planned = []
     for run in loaded.runs:
         dependencies = resolve_dependencies(run.config, spec_dir, registry, depth)
+        trained = training_view(run.config)
         identity = {
-            "config": run.config,
-            "data": data_fingerprint(run.config, registry, spec_dir),
-            "code": code_versions(run.config, registry),
+            "config": trained,
+            "data": data_fingerprint(trained, registry, spec_dir),
+            "code": code_versions(trained, registry),
         }
         try:
-            inputs = transform_inputs(run.config, registry, spec_dir)
+            inputs = transform_inputs(trained, registry, spec_dir)
+            eval_sets = eval_set_plans(run.config, registry, spec_dir)
         except DataError as exc:  # name the spec's file and line too
             raise SpecError(str(loaded.path), [(exc.key, locate(loaded.text, exc.key.split(".")), exc.message)]) from None
         if inputs:  # only when present, so that other runs keep their ids
@@ -189,6 +223,7 @@ def plan_runs(loaded: LoadedSpec, registry: Registry, depth: int = 0) -> list[Pl
             eval_set=eval_split_name(run.config["data"], registry),
             spec_path=str(loaded.path),
             dependencies=dependencies,
+            eval_sets=eval_sets,
         ))
     seen: dict[str, PlannedRun] = {}
     unique = []
@@ -196,4 +231,12 @@ def plan_runs(loaded: LoadedSpec, registry: Registry, depth: int = 0) -> list[Pl
         if p.run_id not in seen:
             seen[p.run_id] = p
             unique.append(p)
+            continue
+        first = seen[p.run_id]  # a swept eval set: the one training is evaluated on each
+        for name, plan in p.eval_sets.items():
+            if name in first.eval_sets and first.eval_sets[name].fingerprint != plan.fingerprint:
+                raise SpecError(str(loaded.path), [(f"data.eval_sets.{name}", locate(loaded.text, ("data", "eval_sets", name)),
+                    f"sweep points that train the same run define evaluation set {name!r} differently; give them different names")])
+            first.eval_sets[name] = plan
+            first.config["data"]["eval_sets"][name] = p.config["data"]["eval_sets"][name]
     return unique

@@ -16,10 +16,11 @@ from pathlib import Path
 from specrun.errors import DataError
 from specrun.plugins.registry import Registry
 from specrun.runner.data import prepare_run_data
+from specrun.runner.local import different_definition
 from specrun.runner.plan import PlannedRun
 from specrun.spec.locate import locate
 from specrun.store.db import Store
-from specrun.store.runs import statuses
+from specrun.store.runs import evaluations, statuses
 
 
 class _ScoresPending(Exception):
@@ -43,10 +44,17 @@ def check_runs(planned: list[PlannedRun], registry: Registry, store: Store, forc
     """Raise one ``DataError`` listing every run whose data the spec cannot get (grouped by problem)."""
     runs = _with_dependencies(planned)
     known = statuses(store, [r.run_id for r in runs])
+    evaluated = evaluations(store, [r.run_id for r in runs if known.get(r.run_id) == "completed"])
     problems: dict[tuple[str, str | None, str], list[PlannedRun]] = {}
     for run in runs:
         if known.get(run.run_id) == "completed" and not force:
-            continue
+            recorded = evaluated.get(run.run_id, {})
+            for name, plan in run.eval_sets.items():
+                if name in recorded and recorded[name] != plan.fingerprint:
+                    message = different_definition(run.run_id, [name])
+                    problems.setdefault((run.spec_path, f"data.eval_sets.{name}", message), []).append(run)
+            if all(name in recorded for name in run.eval_sets):
+                continue  # nothing to do for this run
         try:
             _check_one(run, registry, store)
         except DataError as exc:

@@ -126,3 +126,19 @@ def m003_example_scores(db):
             scored_at TIMESTAMP
         )
     """)
+
+
+@migration
+def m004_evaluations(db):
+    """Which named evaluation sets each run was evaluated on, and their definitions (a completed run is
+    evaluated on an evaluation set added later without retraining)."""
+    db.execute("""
+        CREATE TABLE evaluations (
+            run_id VARCHAR,
+            eval_set VARCHAR,
+            definition JSON,
+            fingerprint VARCHAR,
+            evaluated_at TIMESTAMP,
+            PRIMARY KEY (run_id, eval_set)
+        )
+    """)

@@ -15,10 +15,11 @@ from typing import Any
 import psutil
 import pyarrow as pa
 
+from specrun.errors import StoreError
 from specrun.store.db import Store, now
 
 HOST = socket.gethostname()
-RESULT_TABLES = ("metrics", "predictions", "artifacts", "train_examples")
+RESULT_TABLES = ("metrics", "predictions", "artifacts", "train_examples", "evaluations")
 
 
 @dataclass
@@ -30,6 +31,7 @@ class RunRecord:
     artifacts: list[tuple] = field(default_factory=list)  # (kind, path, sha256, bytes)
     train_examples: tuple[list[str], list[int]] = ((), ())
     train_seconds: float | None = None
+    evaluations: list[tuple[str, dict, str]] = field(default_factory=list)  # (eval set, definition, fingerprint)
 
 
 def _alive(pid: int | None, host: str | None, started_at) -> bool:
@@ -108,9 +110,8 @@ def _clear_results(db, run_id: str) -> None:
         db.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
 
 
-def complete(store: Store, run_id: str, record: RunRecord) -> None:
-    """Write every result of a finished run and mark it completed, in one transaction."""
-    metrics = pa.table({
+def _metrics_table(run_id: str, record: RunRecord) -> pa.Table:
+    return pa.table({
         "run_id": [run_id] * len(record.metrics),
         "step": [m[0] for m in record.metrics],
         "epoch": [m[1] for m in record.metrics],
@@ -119,16 +120,27 @@ def complete(store: Store, run_id: str, record: RunRecord) -> None:
         "value": [float(m[4]) for m in record.metrics],
         "final": [bool(m[5]) for m in record.metrics],
     })
+
+
+def _insert_evaluation_results(db, run_id: str, record: RunRecord) -> None:
+    """Metrics, predictions and evaluation-set definitions of ``record``."""
+    db.register("_metrics", _metrics_table(run_id, record))
+    db.execute("INSERT INTO metrics SELECT * FROM _metrics")
     preds = pa.table({"run_id": [run_id] * len(record.predictions.get("split", [])), **record.predictions}) if record.predictions else None
+    if preds is not None and preds.num_rows:
+        db.register("_preds", preds)
+        db.execute("INSERT INTO predictions SELECT run_id, split, example_id, label, prediction, confidence, loss FROM _preds")
+    for name, definition, fingerprint in record.evaluations:
+        db.execute("INSERT INTO evaluations VALUES (?, ?, ?, ?, ?)", [run_id, name, json.dumps(definition, default=str), fingerprint, now()])
+
+
+def complete(store: Store, run_id: str, record: RunRecord) -> None:
+    """Write every result of a finished run and mark it completed, in one transaction."""
     ids, labels = record.train_examples
     examples = pa.table({"run_id": [run_id] * len(ids), "position": list(range(len(ids))), "example_id": list(ids), "label": list(labels)})
     with store.write() as db:
         _clear_results(db, run_id)
-        db.register("_metrics", metrics)
-        db.execute("INSERT INTO metrics SELECT * FROM _metrics")
-        if preds is not None and preds.num_rows:
-            db.register("_preds", preds)
-            db.execute("INSERT INTO predictions SELECT run_id, split, example_id, label, prediction, confidence, loss FROM _preds")
+        _insert_evaluation_results(db, run_id, record)
         if examples.num_rows:
             db.register("_examples", examples)
             db.execute("INSERT INTO train_examples SELECT * FROM _examples")
@@ -138,6 +150,31 @@ def complete(store: Store, run_id: str, record: RunRecord) -> None:
             "UPDATE runs SET status = 'completed', finished_at = ?, train_seconds = ?, error = NULL WHERE run_id = ?",
             [now(), record.train_seconds, run_id],
         )
+
+
+def add_evaluations(store: Store, run_id: str, record: RunRecord) -> None:
+    """Add a completed run's results on evaluation sets it had not been evaluated on, in one transaction."""
+    names = [name for name, _, _ in record.evaluations]
+    with store.write() as db:
+        status = db.execute("SELECT status FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        if status is None or status[0] != "completed":
+            raise StoreError(f"run {run_id} is no longer completed; not adding evaluations {names}")
+        taken = db.execute("SELECT eval_set FROM evaluations WHERE run_id = ? AND eval_set IN (SELECT unnest(?))", [run_id, names]).fetchall()
+        if taken:  # another process added them meanwhile
+            return
+        _insert_evaluation_results(db, run_id, record)
+
+
+def evaluations(store: Store, run_ids: list[str]) -> dict[str, dict[str, str]]:
+    """{run id: {evaluation set: fingerprint}} for the named evaluation sets recorded for ``run_ids``."""
+    if not store.path.exists() or not run_ids:
+        return {}
+    with store.read() as db:
+        rows = db.execute("SELECT run_id, eval_set, fingerprint FROM evaluations WHERE run_id IN (SELECT unnest(?))", [run_ids]).fetchall()
+    found: dict[str, dict[str, str]] = {}
+    for run_id, name, fingerprint in rows:
+        found.setdefault(run_id, {})[name] = fingerprint
+    return found
 
 
 def fail(store: Store, run_id: str, error: str, status: str = "failed") -> None:
