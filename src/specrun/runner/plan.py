@@ -67,7 +67,7 @@ class PlannedRun:
 
 def _short(value: Any) -> str:
     if isinstance(value, str):
-        return value if len(value) <= 24 else value[:21] + "..."
+        return value if len(value) <= 40 else value[:37] + "..."
     if isinstance(value, dict | list):
         return json.dumps(value, separators=(",", ":"))
     return str(value)
