@@ -154,7 +154,7 @@ class LocalExecutor:
         missing = [name for name in run.eval_sets if name not in recorded]
         changed = [name for name in run.eval_sets if name in recorded and recorded[name] != run.eval_sets[name].fingerprint]
         if changed:
-            return Outcome(run, "failed", different_definition(run.run_id, changed))
+            return Outcome(run, "failed", store_runs.different_definition(run.run_id, changed))
         if not missing:
             return Outcome(run, "cached")
         if self.progress:
@@ -177,9 +177,3 @@ class LocalExecutor:
         metrics = {f"{name}.{key}": final[(name, key)] for name in missing for key in ("accuracy", "f1") if (name, key) in final}
         return Outcome(run, "evaluated", metrics=metrics)
 
-
-def different_definition(run_id: str, names: list[str]) -> str:
-    return (
-        f"run {run_id} was already evaluated on {', '.join(repr(n) for n in names)} defined differently "
-        "(split, limit, transforms or their files); give the changed evaluation set a new name"
-    )

@@ -16,11 +16,10 @@ from pathlib import Path
 from specrun.errors import DataError
 from specrun.plugins.registry import Registry
 from specrun.runner.data import prepare_run_data
-from specrun.runner.local import different_definition
 from specrun.runner.plan import PlannedRun
 from specrun.spec.locate import locate
 from specrun.store.db import Store
-from specrun.store.runs import evaluations, statuses
+from specrun.store.runs import different_definition, evaluations, statuses
 
 
 class _ScoresPending(Exception):

@@ -177,6 +177,13 @@ def evaluations(store: Store, run_ids: list[str]) -> dict[str, dict[str, str]]:
     return found
 
 
+def different_definition(run_id: str, names: list[str]) -> str:
+    return (
+        f"run {run_id} was already evaluated on {', '.join(repr(n) for n in names)} defined differently "
+        "(split, limit, transforms or their files); give the changed evaluation set a new name"
+    )
+
+
 def fail(store: Store, run_id: str, error: str, status: str = "failed") -> None:
     """Mark a run failed (or interrupted) with its error; its earlier results are dropped with it."""
     with store.write() as db:
