@@ -120,6 +120,18 @@ def test_fp16_on_cpu_fails_cleanly(write_spec, cli):
     assert run["error"].startswith("MethodUnavailable: precision 'fp16' needs a CUDA device")
 
 
+def test_prompt_longer_than_the_model_positions_fails_cleanly(write_spec, cli):
+    # the tiny model has 128 positions; conftest's specs use max_length = 32
+    spec = write_spec(method='name = "prompt_tuning"\nnum_virtual_tokens = 100', train="max_steps = 2")
+    code, _, err = cli("apply", str(spec))
+    assert code == 1 and "Traceback" not in err
+    run = failed_run(cli)
+    assert run["error"] == (
+        "ConfigError: method.num_virtual_tokens: 100 virtual tokens + model.max_length 32 exceed the model's 128 positions; "
+        "lower model.max_length to 28 or use fewer virtual tokens"
+    )
+
+
 @pytest.mark.parametrize("case", [Case("qlora"), Case("lora", {"quantize": "8bit"}, id="lora-8bit")], ids=lambda c: c.id)
 def test_quantized_methods_need_bitsandbytes(case, write_spec, cli, monkeypatch):
     from specrun.plugins.methods.lora import bitsandbytes_problem

@@ -31,16 +31,22 @@ class SpecError(SpecrunError):
         return "\n".join(lines)
 
 
-class DataError(SpecrunError):
-    """A dataset that is missing, malformed, or does not fit what the spec asks of it.
-
-    ``key``, when known, is the dotted spec key the problem comes from (e.g. ``data.transforms.0``).
-    """
+class KeyedError(SpecrunError):
+    """An error about a valid spec; ``key``, when known, is the dotted spec key it comes from
+    (e.g. ``data.transforms.0``), and prefixes the message."""
 
     def __init__(self, message: str, key: str | None = None):
         self.key = key
         super().__init__(f"{key}: {message}" if key else message)
         self.message = message
+
+
+class DataError(KeyedError):
+    """A dataset that is missing, malformed, or does not fit what the spec asks of it."""
+
+
+class ConfigError(KeyedError):
+    """A spec that validates but cannot run as configured, e.g. method options that do not fit the model."""
 
 
 class PluginError(SpecrunError):

@@ -51,6 +51,8 @@ class BuildContext:
     precision: Literal["fp32", "bf16", "fp16"]
     seed: int
     label_names: tuple[str, ...] = ()
+    #: ``model.max_length``: the longest tokenized input the model will see (0 when unknown).
+    max_length: int = 0
 
     def load_backbone(self, **kwargs: Any) -> torch.nn.Module:
         """Load the pretrained model with a fresh classification head (``from_pretrained`` kwargs pass through)."""

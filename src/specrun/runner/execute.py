@@ -74,6 +74,7 @@ def build_model(config: dict, registry: Registry, num_labels: int, label_names: 
         precision=precision,
         seed=config["seed"],
         label_names=label_names,
+        max_length=config["model"]["max_length"],
     )
     model = method.build(options, ctx)
     if precision == "bf16" and method.prefers_frozen_bf16(options):

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from specrun.errors import ConfigError
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import BuildContext, MethodPlugin, PluginOptions
 
@@ -47,7 +48,15 @@ class PromptTuning(MethodPlugin):
     def build(self, options: PromptTuningOptions, ctx: BuildContext):
         from peft import get_peft_model
 
-        return get_peft_model(ctx.load_backbone(), prompt_config(options, ctx.model_path))
+        backbone = ctx.load_backbone()
+        positions = getattr(backbone.config, "max_position_embeddings", None)
+        if positions and ctx.max_length + options.num_virtual_tokens > positions:
+            raise ConfigError(
+                f"{options.num_virtual_tokens} virtual tokens + model.max_length {ctx.max_length} exceed the model's {positions} "
+                f"positions; lower model.max_length to {positions - options.num_virtual_tokens} or use fewer virtual tokens",
+                key="method.num_virtual_tokens",
+            )
+        return get_peft_model(backbone, prompt_config(options, ctx.model_path))
 
 
 @hookimpl
