@@ -20,7 +20,7 @@ install: $(BIN)/specrun
 
 demo: install
 	$(BIN)/specrun apply specs/quickstart.toml
-	$(BIN)/specrun sql "SELECT run_id, method, seed, round(accuracy, 4) AS accuracy, round(f1, 4) AS f1, round(train_seconds, 1) AS train_s FROM run_summary WHERE experiment = 'quickstart'"
+	$(BIN)/specrun sql "SELECT run_id, method, seed, round(accuracy, 4) AS accuracy, round(f1, 4) AS f1, round(train_seconds, 1) AS train_s FROM run_summary WHERE run_id IN (SELECT run_id FROM current_runs WHERE experiment = 'quickstart') ORDER BY seed"
 
 test: install
 	$(BIN)/python -m pytest -q

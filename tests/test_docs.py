@@ -54,7 +54,7 @@ def test_every_command_in_readme():
 
 
 def _documented_queries():
-    """Every SQL query a user is shown: ```sql blocks in docs/ and README, `specrun sql "..."` in specs and README."""
+    """Every SQL query a user is shown: ```sql blocks in docs/ and README, `specrun sql "..."` in them, specs and the Makefile."""
     import re
 
     root = DOCS.parent
@@ -65,7 +65,7 @@ def _documented_queries():
         for n, query in enumerate(re.findall(r'specrun sql "([^"]+)"', text)):
             if not query.startswith("<") and not query.endswith("..."):  # 'specrun sql "<query>"' is prose
                 yield f"{path.name}#cli{n}", query
-    for path in sorted((root / "specs").glob("*.toml")):
+    for path in [*sorted((root / "specs").glob("*.toml")), root / "Makefile"]:
         for n, query in enumerate(re.findall(r'specrun sql "([^"]+)"', path.read_text())):
             yield f"{path.name}#cli{n}", query
 

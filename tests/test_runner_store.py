@@ -29,6 +29,26 @@ def test_migrations_recorded_once(tmp_path):
     assert names == [m.__name__ for m in MIGRATIONS]
 
 
+def test_current_runs_are_those_of_the_latest_apply(write_spec, cli):
+    spec = write_spec(train="max_steps = 1")
+    spec.write_text(spec.read_text().replace("seeds = [0]", "seeds = [0, 1]"))
+    assert cli("apply", str(spec))[0] == 0
+    first = {r["run_id"] for r in sql(cli, "SELECT run_id FROM runs")}
+    spec.write_text(spec.read_text().replace("max_steps = 1", "max_steps = 2"))  # a new version of the spec
+    assert cli("apply", str(spec), "--set", "experiment.seeds=[1]")[0] == 0
+    everything = {r["run_id"] for r in sql(cli, "SELECT run_id FROM experiment_runs WHERE experiment = 'toy'")}
+    current = sql(cli, "SELECT run_id, spec_path FROM current_runs WHERE experiment = 'toy'")
+    [latest] = sql(cli, "SELECT apply_id, overrides, spec_sha256 FROM applies ORDER BY started_at DESC LIMIT 1")
+    assert len(everything) == 3 and first < everything
+    assert len(current) == 1 and current[0]["run_id"] not in first and current[0]["spec_path"] == str(spec)
+    assert json.loads(latest["overrides"]) == ["experiment.seeds=[1]"]
+    assert sql(cli, "SELECT count(*) AS n FROM applies")[0]["n"] == 2
+    # an apply refused before training (bad data) records nothing
+    bad = write_spec(name="bad", extra='[[data.transforms]]\nname = "few_shot"\nk = 500\n')
+    assert cli("apply", str(bad))[0] == 2
+    assert sql(cli, "SELECT count(*) AS n FROM applies")[0]["n"] == 2
+
+
 def test_run_id_is_content_hash(write_spec, cli):
     spec = write_spec(train="max_steps = 2")
     _, out1, _ = cli("plan", str(spec), "-f", "json")

@@ -57,9 +57,11 @@ def apply(
     from specrun.runner.local import LocalExecutor
     from specrun.runner.preflight import check_runs
     from specrun.store import Store
+    from specrun.store.runs import record_apply
 
     loaded, planned, registry = _plan(spec, set_)
     check_runs(planned, registry, Store(store), force=force)
+    record_apply(Store(store), loaded.experiment, str(spec), loaded.text, set_ or [], [p.run_id for p in planned])
     err.print(f"{loaded.experiment}: {len(planned)} run(s) → {store}")
     with ApplyProgress(len(planned)) as progress:
         executor = LocalExecutor(Store(store), registry, str(spec), progress=progress, fail_fast=fail_fast, force=force)

@@ -142,3 +142,30 @@ def m004_evaluations(db):
             PRIMARY KEY (run_id, eval_set)
         )
     """)
+
+
+@migration
+def m005_applies(db):
+    """Each ``specrun apply`` and the runs its spec expanded into, so that queries can take an
+    experiment's runs as its latest apply defined them (``current_runs``), not every run any earlier
+    version of the spec produced (``experiment_runs``)."""
+    db.execute("""
+        CREATE TABLE applies (
+            apply_id VARCHAR PRIMARY KEY,
+            experiment VARCHAR,
+            spec_path VARCHAR,
+            spec_sha256 VARCHAR,
+            overrides JSON,
+            started_at TIMESTAMP
+        )
+    """)
+    db.execute("CREATE TABLE apply_runs (apply_id VARCHAR, run_id VARCHAR, PRIMARY KEY (apply_id, run_id))")
+    db.execute("""
+        CREATE VIEW current_runs AS
+        SELECT a.experiment, ar.run_id, a.apply_id, a.spec_path, a.started_at AS applied_at
+        FROM applies a
+        JOIN apply_runs ar USING (apply_id)
+        WHERE a.apply_id = (
+            SELECT b.apply_id FROM applies b WHERE b.experiment = a.experiment ORDER BY b.started_at DESC, b.apply_id DESC LIMIT 1
+        )
+    """)

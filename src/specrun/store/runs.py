@@ -72,6 +72,22 @@ def statuses(store: Store, run_ids: list[str]) -> dict[str, str]:
     return dict(rows)
 
 
+def record_apply(store: Store, experiment: str, spec_path: str, spec_text: str, overrides: list[str], run_ids: list[str]) -> str:
+    """Record an apply of ``spec_path`` and the runs it planned; returns its id. The experiment's
+    ``current_runs`` are then these runs."""
+    import hashlib
+    import uuid
+
+    apply_id = uuid.uuid4().hex[:12]
+    with store.write() as db:
+        db.execute(
+            "INSERT INTO applies VALUES (?, ?, ?, ?, ?, ?)",
+            [apply_id, experiment, spec_path, hashlib.sha256(spec_text.encode()).hexdigest(), json.dumps(list(overrides)), now()],
+        )
+        db.executemany("INSERT INTO apply_runs VALUES (?, ?) ON CONFLICT DO NOTHING", [[apply_id, r] for r in run_ids])
+    return apply_id
+
+
 def claim(store: Store, run: Any, spec_path: str, environment: dict, force: bool) -> str:
     """Mark ``run`` as running in this process. Returns 'claimed', 'cached' (completed, not forced)
     or 'busy' (another live process is running it)."""
