@@ -107,7 +107,7 @@ class LocalExecutor:
                 if self.progress:
                     self.progress.dependency_done(self._done[dep.run_id])
             status = self._done[dep.run_id].status
-            if status not in ("completed", "cached"):
+            if status not in ("completed", "cached", "evaluated"):
                 error = f"required run {dep.run_id} ({dep.spec_path}) is {status}: {self._done[dep.run_id].error or 'not available'}"
                 if store_runs.claim(self.store, run, run.spec_path or self.spec_path, {}, self.force) == "claimed":
                     store_runs.fail(self.store, run.run_id, error)
