@@ -168,4 +168,4 @@ def test_model_memory_counts_quantized_weights_at_their_packed_size(write_spec, 
     assert sizes["lora"] > sizes["full"]  # the adapters come on top of the base weights
     assert sizes["qlora"] < sizes["lora"] and sizes["lora-8bit"] < sizes["lora"]
     # (4-bit vs 8-bit is not compared here: on the tiny model each layer's 1 KB quantile table outweighs its
-    # packed weights. On MiniLM: 51.2 MB for QLoRA vs 56.2 MB for 8-bit LoRA, docs/methods.md.)
+    # packed weights. On MiniLM: 51.2 MB for QLoRA vs 56.1 MB for 8-bit LoRA, docs/methods.md.)
