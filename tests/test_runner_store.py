@@ -43,6 +43,10 @@ def test_current_runs_are_those_of_the_latest_apply(write_spec, cli):
     assert len(current) == 1 and current[0]["run_id"] not in first and current[0]["spec_path"] == str(spec)
     assert json.loads(latest["overrides"]) == ["experiment.seeds=[1]"]
     assert sql(cli, "SELECT count(*) AS n FROM applies")[0]["n"] == 2
+    code, out, _ = cli("runs", "--experiment", "toy", "-f", "json")
+    assert code == 0 and [r["run_id"] for r in json.loads(out)] == [current[0]["run_id"]]
+    code, out, _ = cli("runs", "--experiment", "toy", "--history", "-f", "json")
+    assert code == 0 and {r["run_id"] for r in json.loads(out)} == everything
     # an apply refused before training (bad data) records nothing
     bad = write_spec(name="bad", extra='[[data.transforms]]\nname = "few_shot"\nk = 500\n')
     assert cli("apply", str(bad))[0] == 2

@@ -126,8 +126,9 @@ def validate(spec: Annotated[Path, typer.Argument(help="the experiment's TOML sp
 @app.command()
 def runs(
     store: StoreOpt = DEFAULT_STORE,
-    experiment: Annotated[Optional[str], typer.Option(help="only this experiment's runs")] = None,
+    experiment: Annotated[Optional[str], typer.Option(help="only this experiment's runs (those of its latest apply)")] = None,
     status: Annotated[Optional[str], typer.Option(help="only runs with this status")] = None,
+    history: Annotated[bool, typer.Option("--history", help="with --experiment: also runs of its earlier applies")] = False,
     fmt: FormatOpt = "table",
 ):
     """List the runs in the store with their main results."""
@@ -139,12 +140,16 @@ def runs(
         SELECT s.run_id, s.experiment, s.status, s.method, s.seed, s.sweep, s.accuracy, s.f1, s.train_seconds,
                strftime(s.finished_at, '%Y-%m-%d %H:%M:%S') AS finished_at, regexp_extract(r.error, '^[^\n]*') AS error
         FROM run_summary s JOIN runs r USING (run_id)
-        WHERE (? IS NULL OR s.run_id IN (SELECT run_id FROM experiment_runs WHERE experiment = ?))
-          AND (? IS NULL OR s.status = ?)
+        WHERE ($experiment IS NULL OR s.run_id IN (
+                SELECT run_id FROM current_runs WHERE experiment = $experiment
+                UNION ALL  -- the whole history when asked, or when no apply was recorded (stores older than m005)
+                SELECT run_id FROM experiment_runs WHERE experiment = $experiment
+                  AND ($history OR NOT EXISTS (SELECT 1 FROM applies WHERE experiment = $experiment))))
+          AND ($status IS NULL OR s.status = $status)
         ORDER BY s.finished_at NULLS LAST, s.run_id
     """
     with Store(store).read() as db:
-        cursor = db.execute(query, [experiment, experiment, status, status])
+        cursor = db.execute(query, {"experiment": experiment, "status": status, "history": history})
         columns = [d[0] for d in cursor.description]
         rows = cursor.fetchall()
     print_rows(columns, rows, fmt)
