@@ -70,3 +70,11 @@ def test_every_seed_of_a_student_depends_on_the_teacher(write_spec, cli, registr
     teachers = {p.config["data"]["transforms"][0]["teacher"] for p in planned}
     assert len(teachers) == 1
     assert all([d.run_id for d in p.dependencies] == list(teachers) for p in planned)
+
+
+def test_a_missing_teacher_spec_names_the_key_that_points_to_it(write_spec, cli):
+    spec = write_spec(extra='[[data.transforms]]\nname = "difficulty"\nteacher = "nope.toml"\nn = 10\nstrategy = "easy"\n')
+    line = spec.read_text().splitlines().index('teacher = "nope.toml"') + 1
+    code, _, err = cli("plan", str(spec))
+    assert code == 2
+    assert err.startswith(f"error: {spec}:{line}: data.transforms.0.teacher: no spec file 'nope.toml' (looked for {spec.parent / 'nope.toml'};")

@@ -203,7 +203,8 @@ def test_an_eval_set_added_later_evaluates_the_completed_run_without_retraining(
     # the same name with another definition is refused before anything runs; the store is unchanged
     spec.write_text(spec.read_text().replace("char_rate = 0.15", "char_rate = 0.3"))
     code, _, err = cli("apply", str(spec))
-    assert code == 2 and "data.eval_sets.noisy: run " in err and "already evaluated on 'noisy' defined differently" in err
+    assert code == 2 and "data.eval_sets.noisy: these runs were already evaluated on an evaluation set 'noisy' defined differently" in err
+    assert f"[1 run: {before['run_id']} (lora seed=0)]" in err
     assert sql(cli, "SELECT count(*) AS n FROM predictions WHERE split = 'noisy'")[0]["n"] == counts[0]["n"]
     spec.write_text(spec.read_text().replace("[data.eval_sets.noisy]", "[data.eval_sets.noisier]"))
     code, _, err = cli("apply", str(spec))

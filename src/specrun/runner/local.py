@@ -154,7 +154,7 @@ class LocalExecutor:
         missing = [name for name in run.eval_sets if name not in recorded]
         changed = [name for name in run.eval_sets if name in recorded and recorded[name] != run.eval_sets[name].fingerprint]
         if changed:
-            return Outcome(run, "failed", store_runs.different_definition(run.run_id, changed))
+            return Outcome(run, "failed", f"run {run.run_id} was {store_runs.different_definition(changed)}")
         if not missing:
             return Outcome(run, "cached")
         if self.progress:

@@ -183,12 +183,15 @@ def resolve_dependencies(config: dict, spec_dir: str, registry: Registry, depth:
     """Runs this run needs first: the spec named by ``model.init_from`` (transfer) and by any transform's
     ``teacher`` option. Each such spec path is replaced in ``config`` by its run's id, so the dependency's
     identity is part of this run's; a value that is already a run id is left as it is."""
-    refs: list[tuple[dict, str, str]] = [(config["model"], "init_from", "init_from")]
-    refs += [(entry, TEACHER_KEY, "teacher") for _, entry in transform_entries(config)]
+    refs: list[tuple[dict, str, str, str]] = [(config["model"], "init_from", "init_from", "model.init_from")]
+    refs += [(entry, TEACHER_KEY, "teacher", f"{where}.{TEACHER_KEY}") for where, entry in transform_entries(config)]
     needed = []
-    for holder, key, what in refs:
+    for holder, key, what, dotted in refs:
         ref = holder.get(key)
         if isinstance(ref, str) and ref.endswith(".toml"):
+            path = Path(ref) if Path(ref).is_absolute() else Path(spec_dir) / ref
+            if not path.is_file():
+                raise DataError(f"no spec file {ref!r} (looked for {path.resolve()}; relative paths are relative to this spec's folder)", key=dotted)
             run = _plan_single(ref, spec_dir, registry, depth, what)
             holder[key] = run.run_id
             needed.append(run)
@@ -199,18 +202,20 @@ def plan_runs(loaded: LoadedSpec, registry: Registry, depth: int = 0) -> list[Pl
     spec_dir = str(Path(loaded.path).resolve().parent)
     planned = []
     for run in loaded.runs:
-        dependencies = resolve_dependencies(run.config, spec_dir, registry, depth)
-        trained = training_view(run.config)
+        try:
+            dependencies = resolve_dependencies(run.config, spec_dir, registry, depth)  # before training_view: it rewrites paths to run ids
+            trained = training_view(run.config)
+            inputs = transform_inputs(trained, registry, spec_dir)
+            eval_sets = eval_set_plans(run.config, registry, spec_dir)
+        except DataError as exc:  # name the spec's file and line too
+            if exc.key is None:
+                raise
+            raise SpecError(str(loaded.path), [(exc.key, locate(loaded.text, exc.key.split(".")), exc.message)]) from None
         identity = {
             "config": trained,
             "data": data_fingerprint(trained, registry, spec_dir),
             "code": code_versions(trained, registry),
         }
-        try:
-            inputs = transform_inputs(trained, registry, spec_dir)
-            eval_sets = eval_set_plans(run.config, registry, spec_dir)
-        except DataError as exc:  # name the spec's file and line too
-            raise SpecError(str(loaded.path), [(exc.key, locate(loaded.text, exc.key.split(".")), exc.message)]) from None
         if inputs:  # only when present, so that other runs keep their ids
             identity["inputs"] = inputs
         planned.append(PlannedRun(

@@ -50,7 +50,7 @@ def check_runs(planned: list[PlannedRun], registry: Registry, store: Store, forc
             recorded = evaluated.get(run.run_id, {})
             for name, plan in run.eval_sets.items():
                 if name in recorded and recorded[name] != plan.fingerprint:
-                    message = different_definition(run.run_id, [name])
+                    message = f"these runs were {different_definition([name])}"
                     problems.setdefault((run.spec_path, f"data.eval_sets.{name}", message), []).append(run)
             if all(name in recorded for name in run.eval_sets):
                 continue  # nothing to do for this run

@@ -193,9 +193,9 @@ def evaluations(store: Store, run_ids: list[str]) -> dict[str, dict[str, str]]:
     return found
 
 
-def different_definition(run_id: str, names: list[str]) -> str:
+def different_definition(names: list[str]) -> str:
     return (
-        f"run {run_id} was already evaluated on {', '.join(repr(n) for n in names)} defined differently "
+        f"already evaluated on an evaluation set {', '.join(repr(n) for n in names)} defined differently "
         "(split, limit, transforms or their files); give the changed evaluation set a new name"
     )
 
