@@ -98,7 +98,7 @@ def plan(
     def status(run) -> str:
         found = known.get(run.run_id)
         if found == "completed":
-            new_sets = [name for name in run.eval_sets if name not in evaluated.get(run.run_id, {})]
+            new_sets, _ = run.eval_sets_to_add(evaluated.get(run.run_id, {}))
             return f"cached, will evaluate on {', '.join(new_sets)}" if new_sets else "cached"
         return f"will rerun ({found})" if found else "new"
 

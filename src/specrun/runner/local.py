@@ -121,7 +121,7 @@ class LocalExecutor:
             device = torch.device("cpu")
         env = environment_info(device, self.spec_dir)
         claim = store_runs.claim(self.store, run, run.spec_path or self.spec_path, env, self.force)
-        spec_dir = str(Path(run.spec_path).resolve().parent) if run.spec_path else self.spec_dir
+        spec_dir = run.spec_dir or self.spec_dir
         if claim == "cached":
             return self.evaluate_new_sets(run, spec_dir, required)
         if claim != "claimed":
@@ -150,9 +150,7 @@ class LocalExecutor:
 
     def evaluate_new_sets(self, run: PlannedRun, spec_dir: str, required: bool) -> Outcome:
         """A completed run: evaluate its stored weights on the spec's named evaluation sets it lacks."""
-        recorded = store_runs.evaluations(self.store, [run.run_id]).get(run.run_id, {})
-        missing = [name for name in run.eval_sets if name not in recorded]
-        changed = [name for name in run.eval_sets if name in recorded and recorded[name] != run.eval_sets[name].fingerprint]
+        missing, changed = run.eval_sets_to_add(store_runs.evaluations(self.store, [run.run_id]).get(run.run_id, {}))
         if changed:
             return Outcome(run, "failed", f"run {run.run_id} was {store_runs.different_definition(changed)}")
         if not missing:

@@ -47,6 +47,18 @@ class PlannedRun:
     def dataset(self) -> str:
         return self.config["data"]["dataset"]
 
+    @property
+    def spec_dir(self) -> str | None:
+        """The folder of the spec this run comes from: relative paths in its config resolve against it."""
+        return str(Path(self.spec_path).resolve().parent) if self.spec_path else None
+
+    def eval_sets_to_add(self, recorded: dict[str, str]) -> tuple[list[str], list[str]]:
+        """Given the evaluation sets a completed run was evaluated on ({name: fingerprint}): the ones it
+        still needs, and the ones recorded under the same name with a different definition."""
+        new = [name for name in self.eval_sets if name not in recorded]
+        changed = [name for name, plan in self.eval_sets.items() if name in recorded and recorded[name] != plan.fingerprint]
+        return new, changed
+
     def label(self) -> str:
         """A short human description: method (with swept method options), other sweep values, seed.
 
@@ -119,12 +131,14 @@ def eval_set_plans(config: dict, registry: Registry, spec_dir: str | None) -> di
     """Each named evaluation set's definition (its config entry, the content hash of its split, the
     versions of its transforms, the files they read) and a fingerprint of that definition."""
     plans = {}
-    for name, entry in config["data"]["eval_sets"].items():
-        single = {**config, "data": {**config["data"], "transforms": [], "eval_sets": {name: entry}}}
+    data = config["data"]
+    for name, entry in data["eval_sets"].items():
+        single = {**config, "data": {**data, "transforms": [], "eval_sets": {name: entry}}}
         versions = code_versions(single, registry)
+        split = entry.get("split") or eval_split_name(data, registry)
         definition = {
             "eval_set": entry,
-            "split": data_fingerprint(single, registry, spec_dir).get(f"eval_sets.{name}.split"),
+            "split": split_examples(load_dataset(data, registry, spec_dir), split, f"eval_sets.{name}.split").fingerprint,
             "code": {k: v for k, v in versions.items() if k.startswith("transform:")},
             "inputs": transform_inputs(single, registry, spec_dir),
         }

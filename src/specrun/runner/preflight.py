@@ -47,12 +47,11 @@ def check_runs(planned: list[PlannedRun], registry: Registry, store: Store, forc
     problems: dict[tuple[str, str | None, str], list[PlannedRun]] = {}
     for run in runs:
         if known.get(run.run_id) == "completed" and not force:
-            recorded = evaluated.get(run.run_id, {})
-            for name, plan in run.eval_sets.items():
-                if name in recorded and recorded[name] != plan.fingerprint:
-                    message = f"these runs were {different_definition([name])}"
-                    problems.setdefault((run.spec_path, f"data.eval_sets.{name}", message), []).append(run)
-            if all(name in recorded for name in run.eval_sets):
+            new, changed = run.eval_sets_to_add(evaluated.get(run.run_id, {}))
+            for name in changed:
+                message = f"these runs were {different_definition([name])}"
+                problems.setdefault((run.spec_path, f"data.eval_sets.{name}", message), []).append(run)
+            if not new:
                 continue  # nothing to do for this run
         try:
             _check_one(run, registry, store)
@@ -65,23 +64,23 @@ def check_runs(planned: list[PlannedRun], registry: Registry, store: Store, forc
 def _check_one(run: PlannedRun, registry: Registry, store: Store) -> None:
     pending = {d.run_id for d in run.dependencies}
 
-    def scores(teacher: str, examples):
-        if teacher not in pending:
-            status = statuses(store, [teacher]).get(teacher)
-            if status != "completed":
-                state = f"is {status}" if status else "is not"
-                raise DataError(f"teacher {teacher!r} {state} a completed run in {store.path}")
-        raise _ScoresPending
-
-    source = run.config["model"].get("init_from")
-    if source and source not in pending:
-        status = statuses(store, [source]).get(source)
+    def require_completed(run_id: str, what: str, key: str | None = None) -> None:
+        """A run named by id (not planned in this apply) must be completed in the store."""
+        if run_id in pending:
+            return
+        status = statuses(store, [run_id]).get(run_id)
         if status != "completed":
             state = f"is {status}" if status else "is not"
-            raise DataError(f"run {source!r} {state} a completed run in {store.path}", key="model.init_from")
-    spec_dir = str(Path(run.spec_path).resolve().parent) if run.spec_path else None
+            raise DataError(f"{what} {run_id!r} {state} a completed run in {store.path}", key=key)
+
+    def scores(teacher: str, examples):
+        require_completed(teacher, "teacher")
+        raise _ScoresPending
+
+    if run.config["model"].get("init_from"):
+        require_completed(run.config["model"]["init_from"], "run", key="model.init_from")
     try:
-        prepare_run_data(run.config, registry, spec_dir, scores=scores)
+        prepare_run_data(run.config, registry, run.spec_dir, scores=scores)
     except _ScoresPending:
         pass
 

@@ -6,9 +6,11 @@ are replaced all at once, so a store never holds half a run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,9 +77,6 @@ def statuses(store: Store, run_ids: list[str]) -> dict[str, str]:
 def record_apply(store: Store, experiment: str, spec_path: str, spec_text: str, overrides: list[str], run_ids: list[str]) -> str:
     """Record an apply of ``spec_path`` and the runs it planned; returns its id. The experiment's
     ``current_runs`` are then these runs."""
-    import hashlib
-    import uuid
-
     apply_id = uuid.uuid4().hex[:12]
     with store.write() as db:
         db.execute(
