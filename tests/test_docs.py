@@ -89,3 +89,19 @@ def test_documented_queries_run_against_the_schema(tmp_path):
             except Exception as exc:  # noqa: BLE001 - report every broken query at once
                 failures.append(f"{where}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
     assert not failures, "\n".join(failures)
+
+
+def test_every_command_option_documented():
+    import click
+    import typer.main
+
+    from specrun.cli import app
+
+    text = README.read_text() + "".join(p.read_text() for p in sorted(DOCS.glob("*.md")))
+    missing = [
+        f"specrun {name} {flag}"
+        for name, command in typer.main.get_command(app).commands.items()
+        for param in command.params if isinstance(param, click.Option)
+        for flag in param.opts if flag.startswith("--") and flag != "--help" and flag not in text
+    ]
+    assert not missing, f"options missing from README.md and docs/: {missing}"
