@@ -156,3 +156,99 @@ def run_cli(*args: str):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# --- a study for analyses and reports: 4 LoRA runs on the tiny model, every built-in analysis ------
+
+ANALYSES = """
+[[analyses]]
+name = "bootstrap_ci"
+
+[[analyses]]
+name = "paired_comparison"
+eval_sets = ["validation", "noisy"]
+
+[[analyses]]
+name = "efficiency"
+
+[[analyses]]
+name = "learning_curves"
+
+[[analyses]]
+name = "sensitivity"
+x = "data.max_train_examples"
+y = "seed"
+
+[[analyses]]
+name = "scaling"
+
+[[analyses]]
+name = "lora_svd"
+
+[[analyses]]
+name = "correlation"
+x = "cost.train_examples"
+y = "accuracy"
+"""
+
+
+def study_spec(model: Path, data: Path, analyses: str = ANALYSES, name: str = "study") -> str:
+    return f"""
+[experiment]
+name = "{name}"
+description = "LoRA on the toy task at two training-set sizes"
+seeds = [0, 1]
+
+[model]
+name = "{model}"
+max_length = 32
+
+[data]
+dataset = "local"
+eval_split = "validation"
+[data.options]
+files = {{ train = "{data / 'train.tsv'}", validation = "{data / 'dev.tsv'}" }}
+
+[data.eval_sets.noisy]
+transforms = [{{ name = "noise", mode = "replace", char_rate = 0.1, seed = 5 }}]
+
+[method]
+name = "lora"
+rank = 4
+
+[train]
+batch_size = 16
+precision = "fp32"
+epochs = 3
+learning_rate = 2e-2
+eval_every = 8
+
+[sweep]
+"data.max_train_examples" = [120, 240]
+{analyses}
+[report]
+path = "{data.parent / 'study.html'}"
+"""
+
+
+@pytest.fixture(scope="session")
+def built_study(tmp_path_factory, tiny_model_dir):
+    """A store where the 4-run study was applied, its analyses run at its end: (folder, spec, store, apply's stderr)."""
+    folder = tmp_path_factory.mktemp("study")
+    data = folder / "toy"
+    data.mkdir()
+    for file, n, seed in (("train.tsv", 240, 1), ("dev.tsv", 80, 2)):
+        (data / file).write_text("\n".join(["text\tlabel"] + [f"{t}\t{y}" for t, y in toy_rows(n, seed)]) + "\n")
+    spec = folder / "study.toml"
+    spec.write_text(study_spec(tiny_model_dir, data))
+    store = folder / "store.duckdb"
+    with pytest.MonkeyPatch.context() as env:  # before the per-test `isolated` fixture: set what it would
+        env.setenv("SPECRUN_ARTIFACTS", str(folder / "artifacts"))
+        env.setenv("SPECRUN_DATA_DIR", str(SHARED_DATA))
+        env.setenv("SPECRUN_DISABLE_PLUGIN_AUTOLOAD", "1")
+        env.setenv("HF_HUB_OFFLINE", "1")
+        code, _, err = run_cli("apply", str(spec), "--store", str(store))
+    assert code == 0, err
+    return folder, spec, store, err
+
+

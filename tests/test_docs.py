@@ -70,15 +70,18 @@ def _documented_queries():
             yield f"{path.name}#cli{n}", query
 
 
-def test_documented_queries_run_against_the_schema(tmp_path):
+def test_documented_queries_run_against_the_schema(tmp_path, registry):
     """Each documented query binds (tables, columns, functions exist) on an empty store of the current schema."""
     from specrun.store import Store
+    from specrun.store.analyses import ensure_table
 
     queries = list(_documented_queries())
     assert len(queries) >= 8  # the extraction found them (docs hold about ten)
     store = Store(tmp_path / "empty.duckdb")
-    with store.write():
-        pass
+    with store.write() as db:  # the schema, and the result tables of the built-in analyses
+        for plugin in (e.plugin for e in registry.all() if e.kind == "analysis"):
+            for table in plugin.tables:
+                ensure_table(db, table, plugin.name)
     failures = []
     with store.read() as db:
         for where, query in queries:
@@ -104,3 +107,23 @@ def test_every_command_option_documented():
         for flag in param.opts if flag.startswith("--") and flag != "--help" and flag not in text
     ]
     assert not missing, f"options missing from README.md and docs/: {missing}"
+
+
+def test_every_builtin_analysis_documented():
+    """docs/analyses.md has a section per built-in analysis naming each option, table and column."""
+    from specrun.plugins.registry import build_registry, make_plugin_manager
+
+    text = (DOCS / "analyses.md").read_text()
+    registry = build_registry(*make_plugin_manager(entry_points=False))
+    for entry in (e for e in registry.all() if e.kind == "analysis"):
+        plugin = entry.plugin
+        start = text.find(f"### `{plugin.name}`")
+        assert start >= 0, f"analysis {plugin.name} has no section in docs/analyses.md"
+        section = text[start:text.find("\n### ", start + 1)]
+        for option in plugin.Options.model_fields:
+            assert f"`{option}`" in section, f"{plugin.name}: option {option} is not documented"
+        for table in plugin.tables:
+            assert f"`{table.name} (" in section, f"{plugin.name}: table {table.name} is not documented"
+            columns = section[section.find(f"`{table.name} ("):]
+            columns = columns[: columns.find(")`")]
+            assert [c.strip() for c in columns.split("(", 1)[1].split(",")] == list(table.columns), f"{table.name}: columns differ from the docs"

@@ -67,9 +67,10 @@ class Nowhere(api.ModelSource):
 
 class Count(api.AnalysisPlugin):
     name = "test-count"
+    tables = (api.ResultTable("test_count", {"runs": "INTEGER"}),)
 
     def run(self, options, ctx):
-        return {"runs": len(ctx.run_ids)}
+        return {"test_count": [{"runs": len(ctx.run_ids)}]}
 
 
 class ThirdParty:
@@ -104,7 +105,8 @@ def test_third_party_plugin_registers_every_kind():
     assert registry.model_sources()[0].resolve("special") == "/resolved"
     ex = Examples.from_columns([0], ["hi"], [0])
     assert registry.get("transform", "test-upper").apply(ex, None, None).text == ("HI",)
-    assert registry.get("analysis", "test-count").run(None, api.AnalysisContext(None, "e", ["a", "b"])) == {"runs": 2}
+    runs = [api.RunInfo(r, "e", "completed", 0, "lora", {}, {}, "validation", "lora") for r in ("a", "b")]
+    assert registry.get("analysis", "test-count").run(None, api.AnalysisContext(None, "e", runs)) == {"test_count": [{"runs": 2}]}
     assert registry.entries["transform"]["test-upper"].origin != "builtin"
 
 
@@ -118,6 +120,41 @@ def test_duplicate_name_names_both_origins():
 
     pm, _ = make_plugin_manager([Dup()], entry_points=False)
     with pytest.raises(PluginError, match=r"two plugins register the method 'lora': builtin and "):
+        build_registry(pm)
+
+
+@pytest.mark.parametrize("tables,message", [
+    ((api.ResultTable("other_name", {"x": "DOUBLE"}),), "must be named 'test_stat' or 'test_stat_<suffix>'"),
+    ((api.ResultTable("runs", {"x": "DOUBLE"}),), "must be named"),
+    ((api.ResultTable("test_stat", {"experiment": "VARCHAR"}),), "other than experiment and analysis"),
+    ((api.ResultTable("test_stat", {"Bad Column": "DOUBLE"}),), "lower-case letters"),
+    (({"name": "test_stat"},), "must be ResultTable instances"),
+])
+def test_malformed_analysis_tables_fail_at_registration(tables, message):
+    plugin = type("Stat", (api.AnalysisPlugin,), {"name": "test-stat", "tables": tables})()
+
+    class Module:
+        @hookimpl
+        def register_analyses(self, register):
+            register(plugin)
+
+    pm, _ = make_plugin_manager([Module()], entry_points=False)
+    with pytest.raises(PluginError, match=message):
+        build_registry(pm)
+
+
+def test_two_analyses_writing_one_table_fail_naming_both():
+    first = type("A", (api.AnalysisPlugin,), {"name": "test", "tables": (api.ResultTable("test_stat", {"x": "DOUBLE"}),)})()
+    second = type("B", (api.AnalysisPlugin,), {"name": "test-stat", "tables": (api.ResultTable("test_stat", {"y": "DOUBLE"}),)})()
+
+    class Module:
+        @hookimpl
+        def register_analyses(self, register):
+            register(first)
+            register(second)
+
+    pm, _ = make_plugin_manager([Module()], entry_points=False)
+    with pytest.raises(PluginError, match="analyses 'test' .* and 'test-stat' .* both write table 'test_stat'"):
         build_registry(pm)
 
 

@@ -72,7 +72,54 @@ def apply(
     err.print("summary: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     if counts.get("failed"):
         err.print(f"failed runs keep their error in the store: specrun runs --status failed --store {store}")
+    analyses_failed = _analyze_and_report(loaded, registry, Store(store))
+    if counts.get("failed") or analyses_failed:
         raise typer.Exit(1)
+
+
+def _analyze_and_report(loaded, registry, store) -> bool:
+    """After an apply: the spec's analyses, then its report if ``[report] path`` asks for one. Returns
+    whether an analysis failed."""
+    from specrun.analysis.targets import resolve
+
+    if not loaded.analyses and not (loaded.spec.report and loaded.spec.report.path):
+        return False
+    target = resolve(str(loaded.path), store, registry, [])
+    failed = _run_analyses(store, registry, target, target.entries, force=False)
+    report_spec = loaded.spec.report
+    if report_spec and report_spec.path:
+        _write_report(store, registry, [target], Path(report_spec.path), report_spec.title,
+                      Path(report_spec.png) if report_spec.png else None, analyze=False)
+    return failed
+
+
+def _run_analyses(store, registry, target, entries, force: bool) -> bool:
+    from specrun.analysis.engine import run_analyses
+    from specrun.console import analysis_line, err
+
+    if not entries:
+        return False
+    err.print(f"{target.experiment}: {len(entries)} analys{'is' if len(entries) == 1 else 'es'}")
+    outcomes = run_analyses(store, registry, target.experiment, entries, force=force, on_done=lambda o: err.print(analysis_line(o)))
+    return any(o.status == "failed" for o in outcomes)
+
+
+def _write_report(store, registry, targets, out: Path, title, png: Path | None, analyze: bool) -> None:
+    from specrun.analysis.targets import resolve
+    from specrun.console import err
+    from specrun.report.build import build_report
+
+    named = {t.experiment for t in targets}
+    compared = dict.fromkeys(name for t in targets if t.report for name in t.report.compare if name not in named)
+    targets = list(targets) + [resolve(name, store, registry) for name in compared]
+    if analyze:
+        for target in targets:
+            _run_analyses(store, registry, target, target.entries, force=False)
+    summary = build_report(store, registry, [t.report_target() for t in targets], out, title, png)
+    for problem in summary.problems:
+        err.print(f"  note: {problem}", markup=False, highlight=False)
+    err.print(f"report: {out} ({summary.charts} charts, {summary.tables} tables"
+              + (f"; {len(summary.images)} images in {png}" if png else "") + ")", markup=False, highlight=False)
 
 
 @app.command()
@@ -178,6 +225,65 @@ def sql(
         columns = [d[0] for d in cursor.description]
         rows = cursor.fetchall()
     print_rows(columns, rows, fmt)
+
+
+TargetsArg = Annotated[list[str], typer.Argument(help="spec files, or names of experiments in the store", metavar="SPEC_OR_EXPERIMENT...")]
+
+
+@app.command()
+def analyze(
+    targets: TargetsArg,
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="run only this analysis (an id in the spec, or any installed analysis with its defaults); repeatable")] = None,
+    force: Annotated[bool, typer.Option("--force", help="recompute even when the results are current")] = False,
+    set_: SetOpt = None,
+    store: StoreOpt = DEFAULT_STORE,
+):
+    """Run the analyses a spec declares over the runs the store holds (never trains); results go to tables in the store."""
+    from specrun.analysis.engine import select
+    from specrun.analysis.targets import resolve
+    from specrun.console import err
+    from specrun.plugins import get_registry
+    from specrun.store import Store
+
+    registry = get_registry()
+    resolved = [resolve(t, Store(store), registry, set_ or []) for t in targets]
+    failed = False
+    for target in resolved:
+        entries = select(target.entries, only, registry)
+        if not entries:
+            raise UsageError(f"{target.spec_path} declares no analyses: add [[analyses]] entries, or name one with --only "
+                             f"({', '.join(registry.names('analysis'))})")
+        failed |= _run_analyses(Store(store), registry, target, entries, force)
+        tables = sorted({t.name for e in entries for t in registry.get("analysis", e.name).tables})
+        err.print(f"  query them: specrun sql \"SELECT * FROM {tables[0]} WHERE experiment = '{target.experiment}'\""
+                  f" (tables: {', '.join(tables)})", markup=False, highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    targets: TargetsArg,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="the HTML file (default: the spec's [report] path, else reports/<experiment>.html)")] = None,
+    png: Annotated[Optional[Path], typer.Option("--png", help="also export every chart as PNG and SVG into this folder")] = None,
+    title: Annotated[Optional[str], typer.Option("--title", help="the report's title")] = None,
+    no_analyze: Annotated[bool, typer.Option("--no-analyze", help="show stored analysis results as they are; compute nothing")] = False,
+    set_: SetOpt = None,
+    store: StoreOpt = DEFAULT_STORE,
+):
+    """Write one self-contained HTML report of one or more experiments: runs, analyses with charts, the SQL behind each."""
+    from specrun.analysis.targets import resolve
+    from specrun.plugins import get_registry
+    from specrun.store import Store
+
+    registry = get_registry()
+    resolved = [resolve(t, Store(store), registry, set_ or []) for t in targets]
+    first = resolved[0].report
+    out = output or (Path(first.path) if len(resolved) == 1 and first and first.path else
+                     Path("reports") / ("+".join(t.experiment for t in resolved) + ".html"))
+    png = png or (Path(first.png) if len(resolved) == 1 and first and first.png else None)
+    _write_report(Store(store), registry, resolved, out, title or (first.title if len(resolved) == 1 and first else None), png,
+                  analyze=not no_analyze)
 
 
 @app.command()

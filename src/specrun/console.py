@@ -117,3 +117,16 @@ class ApplyProgress:
             self.bar.console.print(line, markup=False, highlight=False)
         else:
             err.print(line, markup=False, highlight=False)
+
+
+def analysis_line(outcome) -> str:
+    """One line per analysis of an apply / analyze: what it did, over how many runs, what it wrote."""
+    entry = outcome.entry
+    label = entry.id if entry.id == entry.name else f"{entry.id} ({entry.name})"
+    left = f", {outcome.left_out} left out" if outcome.left_out else ""
+    if outcome.status == "failed":
+        return f"  {label}: FAILED: {outcome.error}"
+    if outcome.status == "cached":
+        return f"  {label}: cached (its {outcome.runs} runs{left} have not changed)"
+    rows = ", ".join(f"{table} ({n} rows)" for table, n in outcome.rows.items())
+    return f"  {label}: computed over {outcome.runs} runs{left} in {outcome.seconds:.1f} s → {rows}"

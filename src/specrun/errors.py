@@ -69,3 +69,8 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A ' (did you mean X?)' suffix for the closest choice, or ''."""
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+class AnalysisError(SpecrunError):
+    """An analysis that cannot answer its question from the runs the store holds (e.g. a metric no run
+    recorded). Reported by the analysis's name; the other analyses and the report still complete."""

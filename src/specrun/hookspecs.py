@@ -62,6 +62,8 @@ def register_transforms(register):
 def register_analyses(register):
     """Register analyses: call ``register(analysis)`` with ``AnalysisPlugin`` instances.
 
-    Called once when the plugin registry is built. Analyses listed in a spec's ``analyses`` run over
-    the store after the experiment's runs finish.
+    Called once when the plugin registry is built. Analyses listed in a spec's ``[[analyses]]`` run over
+    the experiment's stored runs at the end of ``specrun apply`` and on ``specrun analyze``: each writes
+    the result tables it declares (``AnalysisPlugin.tables``) and contributes a section of figures,
+    each defined by SQL over those tables, to ``specrun report``.
     """

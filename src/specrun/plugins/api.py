@@ -6,11 +6,14 @@ section for the plugin is validated against it, so a typo fails before anything 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
+
+from specrun.metrics import MetricRef
 
 if TYPE_CHECKING:
     import torch
@@ -161,20 +164,179 @@ class TransformPlugin(Plugin):
 # --- analyses ------------------------------------------------------------------------------------
 
 
-@dataclass
-class AnalysisContext:
-    """What an analysis gets: a read-only connection to the store and the experiment's run ids."""
+@dataclass(frozen=True)
+class RunInfo:
+    """One run an analysis reads, as the store holds it."""
 
-    connection: Any
+    run_id: str
     experiment: str
-    run_ids: list[str]
+    status: str
+    seed: int
+    method: str
+    config: dict[str, Any]
+    #: The run's sweep values, e.g. ``{"method.rank": 8}``.
+    sweep: dict[str, Any]
+    #: The primary evaluation set (the dataset's evaluation split).
+    eval_set: str
+    #: The configuration (sweep point) without the seed, e.g. ``lora rank=8``: runs that differ only in
+    #: their seed share it. Analyses group by it.
+    config_label: str
+    #: ``run`` for the experiment's own runs; ``source`` for a run they start from (``model.init_from``).
+    role: str = "run"
+    error: str | None = None
+    #: The saved trained weights (a safetensors file), if any.
+    weights: str | None = None
+
+    def value(self, dotted: str) -> Any:
+        """The config value at a dotted key (``method.rank``, ``data.transforms.0.k``); KeyError if absent."""
+        return config_value(self.config, dotted)
+
+
+def config_value(config: dict[str, Any], dotted: str) -> Any:
+    """The value at a dotted key in a run config, through tables and list indices; KeyError if absent."""
+    node: Any = config
+    for part in dotted.split("."):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            raise KeyError(dotted)
+    return node
+
+
+@dataclass(frozen=True)
+class SpecFacts:
+    """What an analysis can check its options against when the spec is validated, before anything runs."""
+
+    #: The evaluation sets every run is evaluated on: the primary one first, then ``data.eval_sets``.
+    eval_sets: tuple[str, ...]
+    #: The swept dotted keys (keys that move together are listed one by one).
+    sweep_keys: tuple[str, ...]
+    #: Every run's resolved config (``model``, ``data``, ``method``, ``train``, ``seed``).
+    configs: tuple[dict[str, Any], ...]
+
+    def key_problem(self, dotted: str) -> str | None:
+        """Why ``dotted`` names no config value of any run (None when some run has it)."""
+        from specrun.errors import did_you_mean
+
+        for config in self.configs:
+            try:
+                config_value(config, dotted)
+                return None
+            except KeyError:
+                continue
+        return f"no run's config has key {dotted!r}{did_you_mean(dotted, self.sweep_keys)}" + (
+            f"; swept keys: {', '.join(self.sweep_keys)}" if self.sweep_keys else ""
+        )
+
+
+#: specrun's own tables and views: no analysis may name a result table so.
+RESERVED_TABLES = frozenset({
+    "runs", "experiment_runs", "metrics", "predictions", "artifacts", "train_examples", "example_scores",
+    "evaluations", "applies", "apply_runs", "current_runs", "run_summary", "analyses",
+})
+
+
+def table_prefix(analysis_name: str) -> str:
+    """How an analysis's name starts its result tables' names: ``/ . -`` become ``_``."""
+    return re.sub(r"[/.-]", "_", analysis_name)
+
+
+@dataclass(frozen=True)
+class ResultTable:
+    """A table an analysis writes into the store.
+
+    ``name`` is the analysis's name (``/ . -`` written as ``_``) or that name followed by ``_`` and a
+    suffix. specrun adds two leading columns, ``experiment`` and ``analysis`` (the entry's id), and keeps
+    one set of rows per experiment and analysis: a recomputation replaces them. ``columns`` maps each
+    column to its DuckDB type (``VARCHAR``, ``DOUBLE``, ``INTEGER``, ``BOOLEAN``, ``JSON``...).
+    """
+
+    name: str
+    columns: dict[str, str]
+    description: str = ""
+
+
+@dataclass
+class Figure:
+    """One chart or table of a report section, defined by a SQL query over the store.
+
+    ``sql`` may use ``$experiment`` and ``$analysis``; the report substitutes them and prints the query
+    under the figure, so a reader can rerun it with ``specrun sql``. ``chart`` turns the query's rows
+    (a list of dicts) into an Altair chart; without one the rows are shown as a table.
+    """
+
+    title: str
+    sql: str
+    chart: Callable[[list[dict[str, Any]]], Any] | None = None
+    caption: str = ""
+
+
+class AnalysisContext:
+    """What an analysis gets: a read-only connection to the store and the runs it covers.
+
+    ``runs`` are the experiment's completed runs (plus, for analyses that ask, the runs they start
+    from); ``left_out`` the ones that are not completed (failed, interrupted, running or never run).
+    """
+
+    def __init__(self, connection: Any, experiment: str, runs: list[RunInfo], left_out: list[RunInfo] = (), analysis: str = ""):
+        self.connection = connection
+        self.experiment = experiment
+        self.runs = list(runs)
+        self.left_out = list(left_out)
+        self.analysis = analysis
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [r.run_id for r in self.runs]
+
+    def sql(self, query: str, params: dict[str, Any] | list | None = None):
+        """Run a read-only query; returns a polars DataFrame."""
+        from specrun.store.analyses import query_frame
+
+        return query_frame(self.connection, query, params)
+
+    def final_metric(self, ref: str | MetricRef, runs: list[RunInfo] | None = None) -> dict[str, float]:
+        """{run id: value} of a final metric (``accuracy``, ``noisy.f1``, ``cost.train_seconds``) for
+        ``runs`` (default: all); raises ``AnalysisError`` when no run has it."""
+        from specrun.store.analyses import final_metric
+
+        return final_metric(self.connection, self.runs if runs is None else runs, ref)
+
+    def predictions(self, split: str | None = None, runs: list[RunInfo] | None = None):
+        """Per-example predictions on ``split`` (default: each run's primary evaluation set) as a polars
+        DataFrame: ``run_id, split, example_id, label, prediction, confidence, loss``."""
+        from specrun.store.analyses import predictions
+
+        return predictions(self.connection, self.runs if runs is None else runs, split)
 
 
 class AnalysisPlugin(Plugin):
-    """An analysis over finished runs, e.g. bootstrap confidence intervals or paired tests."""
+    """An analysis over finished runs: reads the store, writes tidy result tables, draws report figures."""
+
+    #: The tables ``run`` fills (see ``ResultTable``).
+    tables: ClassVar[tuple[ResultTable, ...]] = ()
+    #: Whether ``ctx.runs`` also holds the runs the experiment's runs start from (``model.init_from``).
+    include_sources: ClassVar[bool] = False
+
+    def check(self, options: PluginOptions, spec: SpecFacts) -> list[tuple[str, str]]:
+        """Problems with ``options`` for this spec, as (option name, message); they are reported with the
+        spec's file and line before anything trains. Default: none."""
+        return []
 
     def run(self, options: PluginOptions, ctx: AnalysisContext) -> dict[str, Any]:
+        """Compute the results: {table name: rows}, rows as a list of dicts or a polars DataFrame with the
+        table's columns. Raise ``specrun.errors.AnalysisError`` when the runs cannot answer the question."""
         raise NotImplementedError
+
+    def figures(self, options: PluginOptions) -> list[Figure]:
+        """The report section: charts and tables, each defined by SQL over the result tables. Default:
+        each result table as a table."""
+        return [
+            Figure(t.name, f"SELECT * EXCLUDE (experiment, analysis) FROM {t.name} WHERE experiment = $experiment AND analysis = $analysis")
+            for t in self.tables
+        ]
 
 
 KIND_BASES: dict[str, type[Plugin]] = {

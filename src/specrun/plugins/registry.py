@@ -85,6 +85,31 @@ def _validate_plugin(kind: str, plugin: object, origin: str) -> None:
         raise PluginError(f"{kind} {name!r} from {origin}: Options must be a pydantic model")
     if options.model_config.get("extra") != "forbid":
         raise PluginError(f"{kind} {name!r} from {origin}: Options must forbid unknown keys (subclass PluginOptions)")
+    if kind == "analysis":
+        _validate_tables(plugin, origin)
+
+
+_IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def _validate_tables(plugin: object, origin: str) -> None:
+    """An analysis's result tables are named after it, have valid column names, and leave specrun's own
+    tables and the two leading columns specrun adds alone."""
+    from specrun.plugins.api import RESERVED_TABLES, ResultTable, table_prefix
+
+    prefix = table_prefix(plugin.name)
+    for table in plugin.tables:
+        where = f"analysis {plugin.name!r} from {origin}"
+        if not isinstance(table, ResultTable):
+            raise PluginError(f"{where}: tables must be ResultTable instances, not {table!r}")
+        if not _IDENTIFIER.match(table.name) or not (table.name == prefix or table.name.startswith(prefix + "_")):
+            raise PluginError(f"{where}: result table {table.name!r} must be named {prefix!r} or {prefix + '_<suffix>'!r} (lower-case letters, digits, _)")
+        if table.name in RESERVED_TABLES:
+            raise PluginError(f"{where}: result table {table.name!r} is one of specrun's own tables")
+        bad = [c for c in table.columns if not _IDENTIFIER.match(c) or c in ("experiment", "analysis")]
+        if bad or not table.columns:
+            raise PluginError(f"{where}: table {table.name!r} needs columns named in lower-case letters, digits and _, "
+                              f"other than experiment and analysis (specrun adds those); got {bad or 'none'}")
 
 
 def _origin(pm: pluggy.PluginManager, module: object) -> str:
@@ -135,6 +160,8 @@ def build_registry(pm: pluggy.PluginManager, load_errors: list[str] = ()) -> Reg
                         f"two plugins register the {_kind.replace('_', ' ')} {plugin.name!r}: "
                         f"{existing.origin} and {_origin}"
                     )
+                if _kind == "analysis":
+                    _check_table_clash(registry, plugin, _origin)
                 registry.entries[_kind][plugin.name] = Entry(_kind, plugin, _origin)
                 _trace(f"  registered {_kind} {plugin.name!r}")
 
@@ -146,6 +173,16 @@ def build_registry(pm: pluggy.PluginManager, load_errors: list[str] = ()) -> Reg
             except Exception as exc:
                 raise PluginError(f"plugin {origin} failed in {hook_name}: {type(exc).__name__}: {exc}") from exc
     return registry
+
+
+def _check_table_clash(registry: Registry, plugin, origin: str) -> None:
+    mine = {t.name for t in plugin.tables}
+    for entry in registry.entries["analysis"].values():
+        clash = mine & {t.name for t in entry.plugin.tables}
+        if clash:
+            raise PluginError(
+                f"analyses {entry.plugin.name!r} ({entry.origin}) and {plugin.name!r} ({origin}) both write table {sorted(clash)[0]!r}"
+            )
 
 
 def _trace(text: str) -> None:

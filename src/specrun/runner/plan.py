@@ -64,25 +64,9 @@ class PlannedRun:
 
         ``lora(rank=8,quantize=8bit) learning_rate=0.001 seed=0`` for a sweep point that sets the whole
         method table and the learning rate together."""
-        from specrun.spec.load import sweep_assignments
+        from specrun.spec.load import describe_sweep
 
-        method, parts = self.method, []
-        for key, value in self.sweep_values.items():
-            for dotted, item in sweep_assignments(key, value):
-                if dotted == "method" and isinstance(item, dict):
-                    options = ",".join(f"{k}={_short(v)}" for k, v in item.items() if k != "name")
-                    method = f"{item.get('name', self.method)}({options})" if options else str(item.get("name", self.method))
-                else:
-                    parts.append(f"{dotted.split('.')[-1]}={_short(item)}")
-        return " ".join([method, *parts, f"seed={self.seed}"])
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, str):
-        return value if len(value) <= 40 else value[:37] + "..."
-    if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
+        return f"{describe_sweep(self.method, self.sweep_values)} seed={self.seed}"
 
 
 #: Bump when the training loop or evaluation changes results for the same config and seed, so that

@@ -97,6 +97,7 @@ def train_model(
     best_value, best_state, bad_evals = None, None, 0
     step, running_n = 0, 0
     running_loss = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per step
+    running_correct = torch.zeros((), dtype=torch.int64, device=device)
     # CPU: numpy-drawn dropout masks and an attention that uses them (see modeling.cpu_training_speedups)
     with cpu_training_speedups(model, device, seed):
         model.train()
@@ -118,14 +119,22 @@ def train_model(
                 step += 1
                 outcome.samples_seen += len(index)
                 running_loss += loss.detach() * len(index)
+                running_correct += (logits.detach().argmax(-1) == labels).sum()
                 running_n += len(index)
                 if on_step:
                     on_step(step, steps)
                 last = step >= steps
                 if step % eval_every == 0 or last:
                     epoch = step / per_epoch
-                    outcome.rows.append(MetricRow(step, epoch, "train", "loss", float(running_loss) / max(running_n, 1)))
+                    # the training batches since the last evaluation (with dropout on): a running view, not a re-evaluation
+                    outcome.rows += [
+                        MetricRow(step, epoch, "train", "loss", float(running_loss) / max(running_n, 1)),
+                        MetricRow(step, epoch, "train", "accuracy", float(running_correct) / max(running_n, 1)),
+                        MetricRow(step, epoch, "train", "learning_rate", float(scheduler.get_last_lr()[0])),
+                        MetricRow(step, epoch, "train", "seconds", time.perf_counter() - start - eval_seconds),
+                    ]
                     running_loss.zero_()
+                    running_correct.zero_()
                     running_n = 0
                     t0 = time.perf_counter()
                     ev = evaluate(model, eval_data, num_labels, train["eval_batch_size"], precision, device)

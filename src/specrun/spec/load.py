@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from specrun.errors import PluginError, SpecError, did_you_mean
+from specrun.plugins.api import SpecFacts
 from specrun.plugins.registry import Registry, get_registry
 from specrun.spec.locate import locate, split_key
 from specrun.spec.schema import RUN_SECTIONS, Spec
@@ -37,6 +39,8 @@ class LoadedSpec:
     raw: dict[str, Any]
     spec: Spec
     runs: list[RunConfig]
+    #: The spec's analyses, resolved: ``{"id", "name", "options"}`` each.
+    analyses: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def experiment(self) -> str:
@@ -89,6 +93,57 @@ def sweep_assignments(key: str, value: Any) -> list[tuple[str, Any]]:
     if not isinstance(value, list) or len(value) != len(keys):
         raise TypeError(f"each value must be a list of {len(keys)} items, one per key ({', '.join(keys)}), not {value!r}")
     return list(zip(keys, value))
+
+
+def describe_sweep(method: str, sweep_values: dict[str, Any]) -> str:
+    """A short human description of a sweep point: the method (with swept method options) and the other
+    sweep values, e.g. ``lora(rank=8,quantize=8bit) learning_rate=0.001``; the method alone without a sweep."""
+    parts = []
+    for key, value in sweep_values.items():
+        for dotted, item in sweep_assignments(key, value):
+            if dotted == "method" and isinstance(item, dict):
+                options = ",".join(f"{k}={_short(v)}" for k, v in item.items() if k != "name")
+                method = f"{item.get('name', method)}({options})" if options else str(item.get("name", method))
+            else:
+                parts.append(f"{dotted.split('.')[-1]}={_short(item)}")
+    return " ".join([method, *parts])
+
+
+def describe_configs(points: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Short labels for the configurations (method, sweep values) of one experiment: the method, plus
+    only the sweep values that differ among the configurations with that method (``lora``,
+    ``lora quantize=8bit``, ``full``); the full description where short ones would coincide."""
+    flat = [(method, _flatten(method, sweep)) for method, sweep in points]
+    labels = []
+    for method, values in flat:
+        peers = [v for m, v in flat if m == method]
+        keys = [k for k in values if any(p.get(k) != values[k] for p in peers)]
+        keys += [k for p in peers for k in p if k not in values and k not in keys]
+        parts = [f"{k.split('.')[-1]}={_short(values[k])}" for k in keys if k in values and k != "method.name"]
+        labels.append(" ".join([values.get("method.name", method), *parts]))
+    if len(set(labels)) < len(set(map(str, points))):
+        return [describe_sweep(method, sweep) for method, sweep in points]
+    return labels
+
+
+def _flatten(method: str, sweep: dict[str, Any]) -> dict[str, Any]:
+    """A sweep point as dotted keys, a swept method table spread into ``method.<option>``."""
+    out: dict[str, Any] = {"method.name": method}
+    for key, value in sweep.items():
+        for dotted, item in sweep_assignments(key, value):
+            if dotted == "method" and isinstance(item, dict):
+                out.update({f"method.{k}": v for k, v in item.items()})
+            else:
+                out[dotted] = item
+    return out
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, str):
+        return value if len(value) <= 40 else value[:37] + "..."
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
 
 
 def _index(items: list, part: str, path: list[str]) -> int:
@@ -197,10 +252,19 @@ def validate_config(raw: dict, registry: Registry) -> tuple[Spec | None, dict, l
         name: transforms(es.transforms, ("data", "eval_sets", name, "transforms")) for name, es in spec.data.eval_sets.items()
     }
     resolved["analyses"] = []
+    ids: dict[str, int] = {}
     for i, ref in enumerate(spec.analyses):
-        opts, p = _plugin_options(registry, "analysis", ref.name, ref.options(), ("analyses", i))
+        options = ref.options()
+        entry_id = options.pop("id", None) or ref.name
+        if not isinstance(entry_id, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", entry_id):
+            problems.append((("analyses", i, "id"), f"must be a name of letters, digits, _ . - (not {entry_id!r})"))
+        elif entry_id in ids:
+            problems.append((("analyses", i, "id" if "id" in ref.options() else "name"),
+                             f"analyses {ids[entry_id]} and {i} are both {entry_id!r}: give one an `id` of its own"))
+        ids.setdefault(str(entry_id), i)
+        opts, p = _plugin_options(registry, "analysis", ref.name, options, ("analyses", i))
         problems += p
-        resolved["analyses"].append({"name": ref.name, **(opts or {})})
+        resolved["analyses"].append({"id": entry_id, "name": ref.name, "options": opts or {}})
     for key in spec.sweep:
         for head in (split_key(part)[0] for part in key.split(",")):
             if head not in RUN_SECTIONS:
@@ -251,6 +315,14 @@ def load_spec(path: str | Path, overrides: list[str] = (), registry: Registry | 
         raise SpecError(str(path), [("", None, "spec file not found")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(str(path), [("", None, f"cannot read spec: {exc}")]) from None
+    return load_spec_text(text, path, overrides, registry)
+
+
+def load_spec_text(text: str, path: str | Path, overrides: list[str] = (), registry: Registry | None = None) -> LoadedSpec:
+    """Validate and expand spec ``text`` (e.g. as an apply recorded it); ``path`` names it in messages
+    and anchors its relative paths."""
+    path = Path(path)
+    registry = registry or get_registry()
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -266,7 +338,7 @@ def load_spec(path: str | Path, overrides: list[str] = (), registry: Registry | 
         set_keys.append(key)
 
     def where(loc: tuple) -> tuple[str, int | None, str]:
-        dotted = ".".join(loc)
+        dotted = ".".join(str(part) for part in loc)
         for key in set_keys:
             if dotted == key or dotted.startswith(key + "."):
                 return dotted, None, "(from --set) "
@@ -277,7 +349,32 @@ def load_spec(path: str | Path, overrides: list[str] = (), registry: Registry | 
         raise SpecError(str(path), [(k, line, tag + msg) for k, line, tag, msg in ((*where(loc), msg) for loc, msg in problems)])
 
     runs = expand(spec, raw, registry, text, str(path))
-    return LoadedSpec(path=path, text=text, raw=raw, spec=spec, runs=runs)
+    problems = check_analyses(spec, resolved["analyses"], runs, registry)
+    if problems:
+        raise SpecError(str(path), [(k, line, tag + msg) for k, line, tag, msg in ((*where(loc), msg) for loc, msg in problems)])
+    return LoadedSpec(path=path, text=text, raw=raw, spec=spec, runs=runs, analyses=resolved["analyses"])
+
+
+def spec_facts(spec: Spec, runs: list[RunConfig], registry: Registry) -> SpecFacts:
+    """What analyses may check their options against: evaluation sets, swept keys, run configs."""
+    primary = spec.data.eval_split or registry.get("dataset", spec.data.dataset).eval_split
+    swept = tuple(k.strip() for key in spec.sweep for k in key.split(","))
+    return SpecFacts((primary, *spec.data.eval_sets), swept, tuple(r.config for r in runs))
+
+
+def check_analyses(spec: Spec, entries: list[dict], runs: list[RunConfig], registry: Registry) -> list[tuple[tuple, str]]:
+    """Each analysis's own check of its options against the spec (metrics, keys, evaluation sets)."""
+    problems: list[tuple[tuple, str]] = []
+    facts = spec_facts(spec, runs, registry) if entries else None
+    for i, entry in enumerate(entries):
+        plugin = registry.get("analysis", entry["name"])
+        for key, message in plugin.check(plugin.Options.model_validate(entry["options"]), facts):
+            problems.append((("analyses", i, key), message))
+    ids = [e["id"] for e in entries]
+    for i, wanted in enumerate(spec.report.sections or [] if spec.report else []):
+        if wanted not in ids:
+            problems.append((("report", "sections", i), f"no analysis {wanted!r}{did_you_mean(wanted, ids)}; the spec's analyses: {', '.join(ids) or 'none'}"))
+    return problems
 
 
 def expand(spec: Spec, raw: dict, registry: Registry, text: str = "", path: str = "<spec>") -> list[RunConfig]:

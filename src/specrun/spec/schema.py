@@ -88,8 +88,11 @@ class TrainSpec(Section):
 
 
 class ReportSpec(Section):
-    path: str | None = None
-    title: str | None = None
+    path: str | None = Field(None, description="write the report here at the end of every apply (relative to the current directory)")
+    title: str | None = Field(None, description="the report's title (default: 'specrun report: <experiment>')")
+    sections: list[str] | None = Field(None, description="the analyses to show, by id, in this order (default: all, as listed)")
+    compare: list[str] = Field(default_factory=list, description="other experiments in the store shown after this one")
+    png: str | None = Field(None, description="also export every chart as PNG and SVG into this folder")
 
 
 class Spec(Section):

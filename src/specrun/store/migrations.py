@@ -169,3 +169,27 @@ def m005_applies(db):
             SELECT b.apply_id FROM applies b WHERE b.experiment = a.experiment ORDER BY b.started_at DESC, b.apply_id DESC LIMIT 1
         )
     """)
+
+
+@migration
+def m006_analyses(db):
+    """Analyses computed over an experiment's runs (their results live in tables named after each
+    analysis plugin, created when first written), and the spec text of each apply, so that
+    ``specrun analyze EXPERIMENT`` and ``specrun report EXPERIMENT`` work without the spec file."""
+    db.execute("""
+        CREATE TABLE analyses (
+            experiment VARCHAR,
+            analysis VARCHAR,
+            name VARCHAR,
+            options JSON,
+            run_ids JSON,
+            inputs_sha256 VARCHAR,
+            status VARCHAR,
+            error VARCHAR,
+            result_tables JSON,
+            computed_at TIMESTAMP,
+            seconds DOUBLE,
+            PRIMARY KEY (experiment, analysis)
+        )
+    """)
+    db.execute("ALTER TABLE applies ADD COLUMN spec_text VARCHAR")

@@ -74,14 +74,18 @@ def statuses(store: Store, run_ids: list[str]) -> dict[str, str]:
     return dict(rows)
 
 
+def spec_sha256(spec_text: str) -> str:
+    return hashlib.sha256(spec_text.encode()).hexdigest()
+
+
 def record_apply(store: Store, experiment: str, spec_path: str, spec_text: str, overrides: list[str], run_ids: list[str]) -> str:
     """Record an apply of ``spec_path`` and the runs it planned; returns its id. The experiment's
     ``current_runs`` are then these runs."""
     apply_id = uuid.uuid4().hex[:12]
     with store.write() as db:
         db.execute(
-            "INSERT INTO applies VALUES (?, ?, ?, ?, ?, ?)",
-            [apply_id, experiment, spec_path, hashlib.sha256(spec_text.encode()).hexdigest(), json.dumps(list(overrides)), now()],
+            "INSERT INTO applies (apply_id, experiment, spec_path, spec_sha256, overrides, started_at, spec_text) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [apply_id, experiment, spec_path, spec_sha256(spec_text), json.dumps(list(overrides)), now(), spec_text],
         )
         db.executemany("INSERT INTO apply_runs VALUES (?, ?) ON CONFLICT DO NOTHING", [[apply_id, r] for r in run_ids])
     return apply_id

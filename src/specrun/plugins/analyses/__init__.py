@@ -1,3 +1,6 @@
 """Built-in analyses, one module each."""
 
-MODULES: list[str] = []
+MODULES: list[str] = [
+    f"specrun.plugins.analyses.{name}"
+    for name in ("bootstrap_ci", "paired_comparison", "efficiency", "learning_curves", "sensitivity", "scaling", "lora_svd", "correlation")
+]

@@ -1,0 +1,2 @@
+"""Running analyses over an experiment's stored runs (``engine``), and the statistics the built-in
+analysis plugins share (``stats``)."""

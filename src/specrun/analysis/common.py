@@ -1,0 +1,37 @@
+"""Small pieces the built-in analyses share: grouping runs by configuration, checking metric options
+against a spec, and the SQL filter every figure uses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from specrun.metrics import MetricRef
+from specrun.plugins.api import RunInfo, SpecFacts
+
+#: Selects one analysis entry's rows of a result table (the report substitutes both parameters).
+MINE = "experiment = $experiment AND analysis = $analysis"
+
+
+def by_config(runs: Iterable[RunInfo]) -> dict[str, list[RunInfo]]:
+    """Runs grouped by configuration (sweep point), each group ordered by seed."""
+    groups: dict[str, list[RunInfo]] = {}
+    for run in runs:
+        groups.setdefault(run.config_label, []).append(run)
+    return {label: sorted(group, key=lambda r: r.seed) for label, group in groups.items()}
+
+
+def metric_problems(facts: SpecFacts, **metrics: str | None) -> list[tuple[str, str]]:
+    """(option, message) for each metric option that can name no metric a run of this spec records."""
+    problems = []
+    for option, text in metrics.items():
+        if text is None:
+            continue
+        problem = MetricRef.parse(text).problem(facts.eval_sets)
+        if problem:
+            problems.append((option, problem))
+    return problems
+
+
+def key_problems(facts: SpecFacts, **keys: str | None) -> list[tuple[str, str]]:
+    """(option, message) for each config-key option that no run's config has."""
+    return [(option, problem) for option, key in keys.items() if key is not None and (problem := facts.key_problem(key))]

@@ -1,0 +1,150 @@
+"""Statistics the built-in analyses share. The estimators come from scipy.stats (bootstrap, binomtest);
+this module only adapts them to runs and seeds and handles the degenerate cases honestly (one seed:
+no interval, reported as NULL, never a made-up one)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+
+def bootstrap_interval(
+    data: Sequence[np.ndarray],
+    statistic: Callable[..., np.ndarray],
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    method: str = "percentile",
+    seed: int = 0,
+    paired: bool = False,
+    vectorized: bool = True,
+) -> tuple[float | None, float | None]:
+    """A bootstrap confidence interval of ``statistic`` (vectorized over ``axis=-1``) with
+    ``scipy.stats.bootstrap``; (None, None) when the data cannot give one (fewer than two observations)."""
+    from scipy import stats
+
+    n = len(data[0])
+    if n < 2:
+        return None, None
+    samples = [np.asarray(d, dtype=float) for d in data]
+    if all(np.all(s == s[0]) for s in samples):  # every resample is the same: the interval is that point
+        point = float(statistic(*samples, axis=-1))
+        return point, point
+    # resamples of few values repeat values: scipy warns of constant or degenerate resamples, which the
+    # interval already accounts for (NaN bounds are reported as None below)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        result = stats.bootstrap(
+            tuple(samples), statistic, confidence_level=confidence, n_resamples=n_resamples, method=method,
+            vectorized=vectorized, paired=paired, rng=np.random.default_rng(seed),
+        )
+    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    return (None if math.isnan(low) else low), (None if math.isnan(high) else high)
+
+
+def summarize(values: Sequence[float], confidence: float = 0.95, n_resamples: int = 2000, method: str = "percentile", seed: int = 0) -> dict:
+    """n, mean, sample sd, min, max and a bootstrap CI of the mean of ``values`` (e.g. one metric over seeds)."""
+    x = np.asarray(values, dtype=float)
+    low, high = bootstrap_interval((x,), np.mean, confidence, n_resamples, method, seed)
+    return {
+        "n": len(x),
+        "mean": float(x.mean()) if len(x) else None,
+        "sd": float(x.std(ddof=1)) if len(x) > 1 else None,
+        "min": float(x.min()) if len(x) else None,
+        "max": float(x.max()) if len(x) else None,
+        "ci_low": low,
+        "ci_high": high,
+    }
+
+
+def accuracy_statistic(correct: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(correct, axis=axis)
+
+
+def f1_statistic(num_labels: int) -> Callable[..., np.ndarray]:
+    """F1 as specrun records it (binary: of label 1; more classes: macro), vectorized for bootstrap over
+    paired (labels, predictions)."""
+
+    def f1(labels: np.ndarray, predictions: np.ndarray, axis: int = -1) -> np.ndarray:
+        scores = []
+        for c in ([1] if num_labels == 2 else range(num_labels)):
+            tp = np.sum((predictions == c) & (labels == c), axis=axis)
+            fp = np.sum((predictions == c) & (labels != c), axis=axis)
+            fn = np.sum((predictions != c) & (labels == c), axis=axis)
+            denom = 2 * tp + fp + fn
+            scores.append(np.divide(2 * tp, denom, out=np.zeros(np.shape(denom), dtype=float), where=denom > 0))
+        return np.mean(scores, axis=0)
+
+    return f1
+
+
+def mcnemar_p(b: int, c: int) -> float:
+    """Exact McNemar test: two-sided binomial test of the discordant pairs (b: only the first right,
+    c: only the second right) against p = 0.5. No discordant pairs: no evidence of a difference (p = 1)."""
+    from scipy import stats
+
+    if b + c == 0:
+        return 1.0
+    return float(stats.binomtest(b, b + c, 0.5).pvalue)
+
+
+def adjust_pvalues(pvalues: Sequence[float], method: str = "holm") -> list[float]:
+    """p-values adjusted for multiple comparisons: ``holm`` (step-down, controls the family-wise error),
+    ``bonferroni``, or ``none``."""
+    p = np.asarray(pvalues, dtype=float)
+    m = len(p)
+    if method == "none" or m == 0:
+        return p.tolist()
+    if method == "bonferroni":
+        return np.minimum(p * m, 1.0).tolist()
+    order = np.argsort(p)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, (m - rank) * p[index])
+        adjusted[index] = min(running, 1.0)
+    return adjusted.tolist()
+
+
+def pareto_front(costs: Sequence[float], values: Sequence[float], higher_is_better: bool = True) -> list[bool]:
+    """For each point, whether no other point is at least as good in value at no more cost and strictly
+    better in one of the two (lower cost is better)."""
+    sign = 1.0 if higher_is_better else -1.0
+    points = [(float(c), sign * float(v)) for c, v in zip(costs, values)]
+    front = []
+    for i, (ci, vi) in enumerate(points):
+        dominated = any(
+            cj <= ci and vj >= vi and (cj < ci or vj > vi)
+            for j, (cj, vj) in enumerate(points) if j != i
+        )
+        front.append(not dominated)
+    return front
+
+
+def first_reaching(steps: Sequence[float], values: Sequence[float], target: float, higher_is_better: bool = True) -> int | None:
+    """The index of the first value that reaches ``target`` (at or above it; at or below it for lower-is-better)."""
+    for i, v in enumerate(values):
+        if (v >= target) if higher_is_better else (v <= target):
+            return i
+    return None
+
+
+def singular_value_summary(sigma: np.ndarray) -> dict[str, float | None]:
+    """Norms and ranks of a matrix from its singular values: Frobenius and spectral norm, stable rank
+    Σσᵢ²/σ₁², and the entropy-based effective rank exp(H(p)), pᵢ = σᵢ/Σσⱼ (Roy & Vetterli 2007).
+    A zero matrix has no rank to speak of: both ranks are None."""
+    sigma = np.asarray(sigma, dtype=float)
+    top = float(sigma.max(initial=0.0))
+    squares = float(np.sum(sigma**2))
+    if top <= 0.0:
+        return {"frobenius_norm": 0.0, "spectral_norm": 0.0, "stable_rank": None, "effective_rank": None}
+    p = sigma[sigma > 0] / float(np.sum(sigma))
+    return {
+        "frobenius_norm": math.sqrt(squares),
+        "spectral_norm": top,
+        "stable_rank": squares / top**2,
+        "effective_rank": float(np.exp(-np.sum(p * np.log(p)))),
+    }

@@ -1,0 +1,98 @@
+"""What ``specrun analyze`` and ``specrun report`` take: a spec file or an experiment's name, resolved
+into the experiment, the analyses its spec declares, and the spec's ``[report]`` settings.
+
+A spec file is read as it is now (analyses added after the runs trained count); an experiment name
+uses the spec its latest apply recorded. Either way the runs analysed are the experiment's current
+runs (``current_runs``): analyses never train.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from specrun.analysis.engine import AnalysisEntry
+from specrun.errors import SpecError, StoreError
+from specrun.plugins.registry import Registry
+from specrun.spec.schema import ReportSpec
+from specrun.store import analyses as store_analyses
+from specrun.store.db import Store
+
+#: Spec sections that do not change which runs an experiment has.
+_NOT_RUNS = ("analyses", "report")
+
+
+@dataclass
+class Target:
+    experiment: str
+    entries: list[AnalysisEntry]
+    spec_path: str
+    spec_text: str
+    description: str = ""
+    report: ReportSpec | None = None
+    applied_at: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def report_target(self, sections: list[str] | None = None):
+        from specrun.report.build import ReportTarget
+
+        return ReportTarget(self.experiment, self.entries, self.spec_path, self.spec_text, self.description, self.applied_at,
+                            sections if sections is not None else (self.report.sections if self.report else None), self.notes)
+
+
+def looks_like_spec(text: str) -> bool:
+    return text.endswith(".toml") or Path(text).is_file()
+
+
+def resolve(text: str, store: Store, registry: Registry, overrides: list[str] = ()) -> Target:
+    """The experiment ``text`` names (a spec file or an experiment in the store) with its analyses."""
+    from specrun.spec.load import load_spec, load_spec_text
+
+    store_analyses.check_readable(store)
+    if looks_like_spec(text):
+        loaded = load_spec(text, overrides, registry)
+        applied = store_analyses.require_experiment(store, loaded.experiment)
+        notes = _drift(loaded.text, applied)
+    else:
+        if overrides:
+            raise StoreError("--set applies to a spec file, not to an experiment name")
+        applied = store_analyses.require_experiment(store, text)
+        spec_text = applied.spec_text
+        if spec_text is None:  # applied before the store kept spec texts
+            path = Path(applied.spec_path)
+            if not path.is_file():
+                raise StoreError(f"the latest apply of {text!r} recorded no spec text and {applied.spec_path} is gone: pass the spec file instead")
+            spec_text = path.read_text(encoding="utf-8")
+        try:
+            loaded = load_spec_text(spec_text, applied.spec_path, (), registry)
+        except SpecError as exc:
+            raise StoreError(f"the spec that experiment {text!r} was applied with no longer validates:\n{exc}") from None
+        notes = []
+    return Target(
+        experiment=loaded.experiment,
+        entries=[AnalysisEntry(e["id"], e["name"], e["options"]) for e in loaded.analyses],
+        spec_path=str(loaded.path),
+        spec_text=loaded.text,
+        description=loaded.spec.experiment.description,
+        report=loaded.spec.report,
+        applied_at=f"{applied.started_at:%Y-%m-%d %H:%M} UTC",
+        notes=notes,
+    )
+
+
+def _drift(text: str, applied: store_analyses.ApplyInfo) -> list[str]:
+    """A note when the spec now defines other runs than its latest apply did (edited, not re-applied)."""
+    if applied.spec_text is None:
+        return []
+    try:
+        now, then = tomllib.loads(text), tomllib.loads(applied.spec_text)
+    except tomllib.TOMLDecodeError:
+        return []
+    for key in _NOT_RUNS:
+        now.pop(key, None)
+        then.pop(key, None)
+    if now == then:
+        return []
+    return [f"{applied.spec_path}'s runs changed after its latest apply ({applied.started_at:%Y-%m-%d %H:%M} UTC): the analyses cover "
+            "the runs that apply planned; run `specrun apply` to train the new ones."]

@@ -1,0 +1,124 @@
+"""Built-in ``bootstrap_ci`` analysis: mean, sd and a bootstrap confidence interval of a metric over
+seeds for each configuration, and per run a confidence interval of accuracy and F1 from its own
+per-example predictions (how much the number would move on another sample of the evaluation set)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from specrun.analysis.common import MINE, by_config, metric_problems
+from specrun.hookspecs import hookimpl
+from specrun.metrics import MetricRef
+from specrun.plugins.api import AnalysisPlugin, Figure, PluginOptions, ResultTable
+
+#: Metrics that per-example predictions determine (so a run's own CI can be bootstrapped).
+FROM_PREDICTIONS = ("accuracy", "f1")
+
+
+class BootstrapOptions(PluginOptions):
+    metric: str = Field("accuracy", description="the final metric to summarize per configuration: accuracy, f1, noisy.accuracy, cost.train_seconds, ...")
+    confidence: float = Field(0.95, gt=0, lt=1, description="confidence level of the intervals")
+    n_resamples: int = Field(2000, ge=100, le=100_000, description="bootstrap resamples")
+    method: Literal["percentile", "basic", "BCa"] = Field("percentile", description="scipy.stats.bootstrap's interval method")
+    per_run: bool = Field(True, description="also each run's accuracy and F1 CI from its per-example predictions")
+    seed: int = Field(0, ge=0, description="seed of the resampling (results are reproducible)")
+
+
+class BootstrapCI(AnalysisPlugin):
+    name = "bootstrap_ci"
+    description = "mean ± bootstrap CI of a metric over seeds per configuration; per-run CIs from per-example predictions"
+    Options = BootstrapOptions
+    tables = (
+        ResultTable("bootstrap_ci", {
+            "config": "VARCHAR", "metric": "VARCHAR", "n": "INTEGER", "mean": "DOUBLE", "sd": "DOUBLE", "min": "DOUBLE",
+            "max": "DOUBLE", "ci_low": "DOUBLE", "ci_high": "DOUBLE", "confidence": "DOUBLE",
+        }, "one row per configuration: the metric over its seeds (n), with a bootstrap CI of the mean (NULL for one seed)"),
+        ResultTable("bootstrap_ci_runs", {
+            "run_id": "VARCHAR", "config": "VARCHAR", "seed": "INTEGER", "eval_set": "VARCHAR", "metric": "VARCHAR",
+            "value": "DOUBLE", "ci_low": "DOUBLE", "ci_high": "DOUBLE", "n_examples": "INTEGER",
+        }, "one row per run and metric: the run's value with a bootstrap CI over its evaluation examples (NULL for metrics predictions do not determine)"),
+    )
+
+    def check(self, options, spec):
+        return metric_problems(spec, metric=options.metric)
+
+    def run(self, options, ctx):
+        from specrun.analysis.stats import summarize
+
+        ref = MetricRef.parse(options.metric)
+        values = ctx.final_metric(ref)
+        configs = []
+        for label, runs in by_config(ctx.runs).items():
+            seen = [values[r.run_id] for r in runs if r.run_id in values]
+            if not seen:
+                continue
+            summary = summarize(seen, options.confidence, options.n_resamples, options.method, options.seed)
+            configs.append({"config": label, "metric": str(ref), **summary, "confidence": options.confidence})
+        return {"bootstrap_ci": configs, "bootstrap_ci_runs": self._per_run(options, ctx, ref, values)}
+
+    def _per_run(self, options, ctx, ref, values):
+        from specrun.analysis.stats import accuracy_statistic, bootstrap_interval, f1_statistic
+
+        metrics = [ref] + ([MetricRef(ref.split if ref.split != "cost" else None, m) for m in FROM_PREDICTIONS] if options.per_run else [])
+        rows, done = [], set()
+        for metric in metrics:
+            key = (metric.split, metric.name)
+            if key in done:
+                continue
+            done.add(key)
+            known = values if metric == ref else ctx.final_metric(metric)
+            split = metric.split if metric.split not in (None, "cost") else None
+            frame = ctx.predictions(split) if metric.name in FROM_PREDICTIONS else None
+            for run in ctx.runs:
+                if run.run_id not in known:
+                    continue
+                low = high = n = None
+                if frame is not None:
+                    mine = frame.filter(frame["run_id"] == run.run_id)
+                    labels, predicted = mine["label"].to_numpy(), mine["prediction"].to_numpy()
+                    n = len(labels)
+                    if metric.name == "accuracy":
+                        low, high = bootstrap_interval(((labels == predicted).astype(float),), accuracy_statistic,
+                                                       options.confidence, options.n_resamples, options.method, options.seed)
+                    else:
+                        num_labels = max(2, int(max(labels.max(initial=0), predicted.max(initial=0))) + 1)
+                        low, high = bootstrap_interval((labels, predicted), f1_statistic(num_labels), options.confidence,
+                                                       options.n_resamples, options.method, options.seed, paired=True)
+                rows.append({
+                    "run_id": run.run_id, "config": run.config_label, "seed": run.seed, "eval_set": metric.split_for(run.eval_set),
+                    "metric": str(metric), "value": known[run.run_id], "ci_low": low, "ci_high": high, "n_examples": n,
+                })
+        return rows
+
+    def figures(self, options):
+        from specrun.report import charts
+
+        metric = options.metric
+        level = f"{options.confidence:.0%}"
+        return [
+            Figure(
+                f"{metric}: mean over seeds with {level} bootstrap CI, per configuration",
+                f"SELECT config, n, round(mean, 4) AS mean, round(sd, 4) AS sd, round(ci_low, 4) AS ci_low, round(ci_high, 4) AS ci_high\n"
+                f"FROM bootstrap_ci WHERE {MINE} ORDER BY mean DESC",
+                lambda rows: charts.interval_dots(rows, "mean", "ci_low", "ci_high", "config", f"{metric} (mean, {level} CI)",
+                                                  tooltip=["config", "n", "mean", "sd", "ci_low", "ci_high"]),
+                caption="The interval resamples the seeds' values: with few seeds it understates the uncertainty; n is the number of seeds.",
+            ),
+            Figure(f"{metric} per configuration", f"SELECT * EXCLUDE (experiment, analysis) FROM bootstrap_ci WHERE {MINE} ORDER BY mean DESC"),
+            Figure(
+                f"Each run's {level} CI from its evaluation examples",
+                f"SELECT config, seed, metric, round(value, 4) AS value, round(ci_low, 4) AS ci_low, round(ci_high, 4) AS ci_high,\n"
+                f"       config || ' · seed ' || seed AS run\n"
+                f"FROM bootstrap_ci_runs WHERE {MINE} AND ci_low IS NOT NULL ORDER BY metric, value DESC",
+                lambda rows: charts.interval_dots(rows, "value", "ci_low", "ci_high", "run", f"value ({level} CI over examples)",
+                                                  color="metric", tooltip=["run", "metric", "value", "ci_low", "ci_high"]),
+                caption="Resampling the evaluation examples of one run: the spread a different test sample would give.",
+            ),
+        ]
+
+
+@hookimpl
+def register_analyses(register):
+    register(BootstrapCI())

@@ -1,0 +1,258 @@
+"""Building one self-contained HTML report from the store.
+
+A report shows, per experiment: its runs (with their status, and what was left out), one section per
+analysis with the figures its plugin defines, and the spec and environment. Every figure is one SQL
+query over the store, run here, drawn from its rows and printed under it with its parameters filled
+in, so ``specrun sql`` gives back exactly the numbers drawn. Vega's libraries are inlined: the file
+opens with no network.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import specrun
+from specrun.analysis.engine import AnalysisEntry
+from specrun.errors import UsageError
+from specrun.plugins.api import Figure
+from specrun.plugins.registry import Registry
+from specrun.store import analyses as store_analyses
+from specrun.store.db import Store
+
+#: Rows a table figure shows; the SQL under it gives them all.
+MAX_TABLE_ROWS = 200
+
+RUN_TABLE = Figure(
+    "Runs",
+    "SELECT s.run_id, s.status, s.method, s.seed, s.sweep, round(s.accuracy, 4) AS accuracy, round(s.f1, 4) AS f1,\n"
+    "       round(s.train_seconds, 1) AS train_seconds, regexp_extract(r.error, '^[^\\n]*') AS error\n"
+    "FROM run_summary s JOIN runs r USING (run_id)\n"
+    "WHERE s.run_id IN (SELECT run_id FROM current_runs WHERE experiment = $experiment)\n"
+    "ORDER BY s.method, s.sweep, s.seed",
+    caption="accuracy and f1 on the primary evaluation set, final weights.",
+)
+LEFT_OUT = Figure(
+    "Left out",
+    "SELECT c.run_id, coalesce(r.status, 'not run') AS status, r.method, r.seed, regexp_extract(r.error, '^[^\\n]*') AS error\n"
+    "FROM current_runs c LEFT JOIN runs r USING (run_id)\n"
+    "WHERE c.experiment = $experiment AND coalesce(r.status, '') <> 'completed'\nORDER BY status, c.run_id",
+)
+
+
+@dataclass(frozen=True)
+class ReportTarget:
+    """One experiment in a report: its analyses (as the spec declares them) and where its spec came from."""
+
+    experiment: str
+    entries: list[AnalysisEntry]
+    spec_path: str
+    spec_text: str
+    description: str = ""
+    applied_at: str | None = None
+    #: Analysis ids to show, in order (None: all of ``entries``).
+    sections: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Cell:
+    text: str
+    num: bool = False
+
+
+@dataclass
+class RenderedFigure:
+    id: str
+    title: str
+    sql: str
+    caption: str = ""
+    kind: str = "table"  # chart | table | empty | error
+    spec: dict[str, Any] | None = None
+    columns: list[str] = field(default_factory=list)
+    rows: list[list[Cell]] = field(default_factory=list)
+    total_rows: int = 0
+    error: str | None = None
+
+    @property
+    def spec_json(self) -> str:
+        return json.dumps(self.spec, default=str).replace("</", "<\\/")
+
+
+@dataclass
+class ReportSummary:
+    path: Path
+    charts: int = 0
+    tables: int = 0
+    problems: list[str] = field(default_factory=list)
+    images: list[Path] = field(default_factory=list)
+
+
+def sql_literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def substitute(sql: str, params: dict[str, Any]) -> str:
+    """``sql`` with ``$name`` parameters written in as SQL literals: the query a reader can rerun as shown."""
+    return re.sub(r"\$([a-z_]+)\b", lambda m: sql_literal(params[m.group(1)]) if m.group(1) in params else m.group(0), sql)
+
+
+class _Renderer:
+    def __init__(self, db):
+        self.db = db
+        self.count = 0
+        self.summary_charts = 0
+        self.summary_tables = 0
+
+    def figure(self, figure: Figure, params: dict[str, Any]) -> RenderedFigure:
+        self.count += 1
+        sql = substitute(figure.sql, params)
+        out = RenderedFigure(f"fig-{self.count}", figure.title, sql, figure.caption)
+        try:
+            frame = store_analyses.query_frame(self.db, sql)
+        except Exception as exc:  # noqa: BLE001 - a broken figure query must not take the report down
+            out.kind, out.error = "error", f"its query failed: {str(exc).splitlines()[0]}"
+            return out
+        rows = [{k: _jsonable(v) for k, v in row.items()} for row in frame.to_dicts()]
+        if not rows:
+            out.kind = "empty"
+            return out
+        if figure.chart is None:
+            out.columns = list(frame.columns)
+            out.rows = [[_cell(row[c]) for c in out.columns] for row in rows[:MAX_TABLE_ROWS]]
+            out.total_rows = len(rows)
+            self.summary_tables += 1
+            return out
+        try:
+            out.spec = figure.chart(rows).to_dict()
+            out.kind = "chart"
+            self.summary_charts += 1
+        except Exception as exc:  # noqa: BLE001 - same: report what failed, draw the rest
+            out.kind, out.error = "error", f"{type(exc).__name__}: {exc}"
+        return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ", timespec="seconds")
+    if isinstance(value, float) and value != value:  # NaN
+        return None
+    if isinstance(value, list | dict):
+        return json.dumps(value, default=str)
+    if value is not None and not isinstance(value, str | int | float | bool):
+        return str(value)
+    return value
+
+
+def _cell(value: Any) -> Cell:
+    if value is None:
+        return Cell("")
+    if isinstance(value, bool):
+        return Cell("yes" if value else "no")
+    if isinstance(value, float):
+        return Cell(f"{value:.4g}", True)
+    if isinstance(value, int):
+        return Cell(str(value), True)
+    return Cell(str(value))
+
+
+def _anchor(*parts: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", "--".join(parts)).strip("-")
+
+
+def build_report(store: Store, registry: Registry, targets: list[ReportTarget], out: Path, title: str | None = None,
+                 png_dir: Path | None = None) -> ReportSummary:
+    """Write the report of ``targets`` to ``out``; returns what it holds and what it could not show."""
+    import jinja2
+
+    from specrun.report import vega
+
+    summary = ReportSummary(out)
+    parts = []
+    with store.read() as db:
+        renderer = _Renderer(db)
+        for target in targets:
+            parts.append(_experiment(db, registry, target, renderer, summary))
+    summary.charts, summary.tables = renderer.summary_charts, renderer.summary_tables
+    env = jinja2.Environment(loader=jinja2.PackageLoader("specrun.report", "templates"), autoescape=True)
+    html = env.get_template("report.html.j2").render(
+        title=title or "specrun report: " + ", ".join(t.experiment for t in targets),
+        version=specrun.__version__,
+        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        store=str(store.path),
+        parts=parts,
+        vega_js=jinja2.utils.markupsafe.Markup(vega.javascript()),
+    )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(html, encoding="utf-8")
+        tmp.replace(out)
+    except OSError as exc:
+        raise UsageError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
+    if png_dir is not None:
+        for part in parts:
+            for section in part["sections"]:
+                for n, fig in enumerate((f for f in section["figures"] if f.kind == "chart"), start=1):
+                    summary.images += vega.export(fig.spec, png_dir / _anchor(part["name"], section["id"], str(n)))
+    return summary
+
+
+def _experiment(db, registry: Registry, target: ReportTarget, renderer: _Renderer, summary: ReportSummary) -> dict[str, Any]:
+    params = {"experiment": target.experiment}
+    counts = store_analyses.status_counts(db, target.experiment)
+    left_out = sum(n for status, n in counts if status != "completed")
+    if left_out:
+        summary.problems.append(f"{target.experiment}: {left_out} run(s) not completed, left out of the analyses")
+    environment = store_analyses.latest_environment(db, target.experiment)
+    records = store_analyses.records_in(db, target.experiment)
+    entries = {e.id: e for e in target.entries}
+    wanted = target.sections if target.sections is not None else list(entries)
+    sections = [_section(registry, entries[i], records.get(i), params, renderer, summary, target.experiment) for i in wanted if i in entries]
+    return {
+        "name": target.experiment,
+        "anchor": _anchor("exp", target.experiment),
+        "description": target.description,
+        "spec_path": target.spec_path,
+        "spec_text": target.spec_text,
+        "applied_at": target.applied_at,
+        "counts": counts,
+        "notes": target.notes,
+        "run_table": renderer.figure(RUN_TABLE, params),
+        "left_out": renderer.figure(LEFT_OUT, params) if left_out else None,
+        "left_out_count": left_out,
+        "environment": json.dumps(environment, indent=2) if environment else "(no completed run)",
+        "sections": sections,
+    }
+
+
+def _section(registry: Registry, entry: AnalysisEntry, record, params: dict, renderer: _Renderer, summary: ReportSummary,
+             experiment: str) -> dict[str, Any]:
+    plugin = registry.get("analysis", entry.name)
+    section = {"id": entry.id, "name": entry.name, "description": plugin.description, "anchor": _anchor("an", experiment, entry.id),
+               "figures": [], "error": None}
+    if record is None:
+        section |= {"status": "not computed", "note": "",
+                    "error": f"not computed yet: run `specrun analyze {experiment} --only {entry.id}`, or build the report without --no-analyze"}
+        summary.problems.append(f"{experiment}: analysis {entry.id!r} not computed")
+        return section
+    runs = len(record.run_ids)
+    section["note"] = f"{record.status} {record.computed_at:%Y-%m-%d %H:%M} UTC over {runs} completed run(s) in {record.seconds:.1f} s"
+    section["status"] = record.status
+    if record.status != "completed":
+        section["error"] = (record.error or "").splitlines()[0] if record.error else "unknown error"
+        summary.problems.append(f"{experiment}: analysis {entry.id!r} failed: {section['error']}")
+        return section
+    options = plugin.Options.model_validate(entry.options)
+    for figure in plugin.figures(options):
+        rendered = renderer.figure(figure, {**params, "analysis": entry.id})
+        if rendered.kind == "error":
+            summary.problems.append(f"{experiment}: analysis {entry.id!r}, figure {figure.title!r}: {rendered.error}")
+        section["figures"].append(rendered)
+    return section

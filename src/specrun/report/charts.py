@@ -1,0 +1,127 @@
+"""Chart building blocks for report figures (Altair). Each takes the figure's rows (a list of dicts, as
+its SQL returned them) and the names of the columns to draw, so an analysis's figure stays one SQL query
+and one call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+WIDTH = 560
+
+
+def _alt():
+    import altair as alt
+
+    return alt
+
+
+def _data(rows: list[dict[str, Any]]):
+    return _alt().Data(values=rows)
+
+
+def tips(rows: list[dict[str, Any]], fields: list[str]) -> list[str]:
+    """Tooltip fields typed from the rows (``:Q`` for numbers, ``:N`` otherwise): Altair cannot infer
+    types from inline values."""
+    def kind(field: str) -> str:
+        values = [r.get(field) for r in rows if r.get(field) is not None]
+        numeric = values and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        return "Q" if numeric else "N"
+
+    return [f"{f}:{kind(f)}" for f in fields]
+
+
+def _height(rows: list[dict[str, Any]], field: str) -> int:
+    return max(60, 26 * len({r.get(field) for r in rows}))
+
+
+def interval_dots(rows: list[dict], value: str, low: str, high: str, category: str, title: str, color: str | None = None,
+                  tooltip: list[str] | None = None, reference: float | None = None):
+    """A point per row at ``value`` with a bar from ``low`` to ``high``, one line per ``category``
+    (sorted by value): means with confidence intervals; ``reference`` draws a vertical rule (e.g. 0)."""
+    alt = _alt()
+    base = alt.Chart(_data(rows)).encode(
+        y=alt.Y(f"{category}:N", sort=alt.EncodingSortField(field=value, order="descending"), title=None,
+                axis=alt.Axis(labelLimit=420)),
+    )
+    encode_color = {"color": alt.Color(f"{color}:N")} if color else {}
+    bars = base.mark_rule(strokeWidth=2).encode(x=alt.X(f"{low}:Q", title=title, scale=alt.Scale(zero=False)), x2=f"{high}:Q", **encode_color)
+    points = base.mark_point(filled=True, size=70).encode(
+        x=alt.X(f"{value}:Q", scale=alt.Scale(zero=False)), tooltip=tips(rows, tooltip or [category, value, low, high]), **encode_color
+    )
+    layers = [bars, points]
+    if reference is not None:
+        layers.insert(0, alt.Chart(alt.Data(values=[{"x": reference}])).mark_rule(color="#999", strokeDash=[4, 4]).encode(x="x:Q"))
+    return alt.layer(*layers).properties(width=WIDTH, height=_height(rows, category))
+
+
+def line_with_band(rows: list[dict], x: str, y: str, low: str | None, high: str | None, color: str | None, x_title: str,
+                   y_title: str, x_scale: str = "linear", tooltip: list[str] | None = None):
+    """A line through ``y`` over ``x`` per ``color`` group, with a shaded band from ``low`` to ``high``."""
+    alt = _alt()
+    scale = alt.Scale(type=x_scale) if x_scale != "linear" else alt.Scale(zero=False)
+    enc_color = {"color": alt.Color(f"{color}:N", legend=alt.Legend(labelLimit=360, orient="bottom", columns=1))} if color else {}
+    base = alt.Chart(_data(rows)).encode(x=alt.X(f"{x}:Q", title=x_title, scale=scale), **enc_color)
+    line = base.mark_line(point=True).encode(y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False)), tooltip=tips(rows, tooltip or [x, y]))
+    layers = [line]
+    if low and high:
+        layers.insert(0, base.mark_area(opacity=0.18).encode(y=f"{low}:Q", y2=f"{high}:Q"))
+    return alt.layer(*layers).properties(width=WIDTH, height=300)
+
+
+def heatmap(rows: list[dict], x: str, y: str, value: str, text: str, x_title: str, y_title: str, value_title: str,
+            x_sort: str | None = None, y_sort: str | None = None):
+    """A cell per (``x``, ``y``) coloured by ``value`` and labelled with ``text``; ``x_sort``/``y_sort``
+    name numeric columns that order the axes (sweep values such as 1e-05 < 0.0001)."""
+    alt = _alt()
+
+    def axis(field, sort, title, channel):
+        order = alt.EncodingSortField(field=sort, op="min", order="ascending") if sort else "ascending"
+        return channel(f"{field}:O", title=title, sort=order)
+
+    base = alt.Chart(_data(rows)).encode(x=axis(x, x_sort, x_title, alt.X), y=axis(y, y_sort, y_title, alt.Y))
+    cells = base.mark_rect().encode(color=alt.Color(f"{value}:Q", title=value_title, scale=alt.Scale(scheme="blues")),
+                                    tooltip=tips(rows, [x, y, value, text]))
+    labels = base.mark_text(fontSize=11, color="black").encode(text=f"{text}:N")
+    n_x, n_y = len({r[x] for r in rows}), len({r[y] for r in rows})
+    return (cells + labels).properties(width=min(WIDTH, max(120, 100 * n_x)), height=max(60, 40 * n_y))
+
+
+def scatter(rows: list[dict], x: str, y: str, label: str, x_title: str, y_title: str, x_scale: str = "linear",
+            highlight: str | None = None, connect: str | None = None, tooltip: list[str] | None = None):
+    """A point per row (labelled), optionally highlighting rows where ``highlight`` is true and joining
+    those with a step line ordered by ``x`` (a Pareto front)."""
+    alt = _alt()
+    scale = alt.Scale(type=x_scale) if x_scale != "linear" else alt.Scale(zero=False)
+    base = alt.Chart(_data(rows)).encode(
+        x=alt.X(f"{x}:Q", title=x_title, scale=scale), y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False)),
+    )
+    color = (alt.Color(f"{highlight}:N", title=highlight.replace("_", " "), scale=alt.Scale(domain=[True, False], range=["#d62728", "#7f7f7f"]))
+             if highlight else alt.value("#1f77b4"))
+    points = base.mark_point(filled=True, size=80).encode(color=color, tooltip=tips(rows, tooltip or [label, x, y]))
+    text = base.mark_text(align="left", dx=7, dy=-6, fontSize=10).encode(text=f"{label}:N")
+    layers = [points, text]
+    if connect:
+        front = base.transform_filter(f"datum.{connect}").mark_line(interpolate="step-after", color="#d62728", strokeDash=[4, 3])
+        layers.insert(0, front)
+    return alt.layer(*layers).properties(width=WIDTH, height=340)
+
+
+def curves(rows: list[dict], x: str, y: str, color: str, dash: str | None, facet: str | None, x_title: str,
+           tooltip: list[str] | None = None, x_type: str = "Q"):
+    """Lines of ``y`` over ``x``, one per ``color`` (× ``dash``) group, in one panel per ``facet`` value
+    (two per row) with its own y scale: learning curves, train (dashed) against evaluation."""
+    alt = _alt()
+    enc = {
+        "x": alt.X(f"{x}:{x_type}", title=x_title),
+        "y": alt.Y(f"{y}:Q", title=None, scale=alt.Scale(zero=False)),
+        "color": alt.Color(f"{color}:N", legend=alt.Legend(labelLimit=360, orient="bottom", columns=1)),
+        "tooltip": tips(rows, tooltip or [color, x, y]),
+    }
+    if dash:
+        enc["strokeDash"] = alt.StrokeDash(f"{dash}:N", title=dash.replace("_", " "), legend=alt.Legend(symbolStrokeWidth=2, symbolSize=300))
+    chart = alt.Chart(_data(rows)).mark_line(point=alt.OverlayMarkDef(size=20)).encode(**enc)
+    if facet:
+        return (chart.properties(width=340, height=240)
+                .facet(facet=alt.Facet(f"{facet}:N", title=None, header=alt.Header(labelLimit=340)), columns=2)
+                .resolve_scale(y="independent"))
+    return chart.properties(width=WIDTH, height=300)

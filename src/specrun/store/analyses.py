@@ -1,0 +1,313 @@
+"""The store's side of analyses: the runs an analysis covers, the metrics and predictions it reads,
+and its result tables.
+
+Result tables follow one convention (docs/analyses.md): an analysis plugin declares them
+(``AnalysisPlugin.tables``); specrun creates each on first write with two leading columns,
+``experiment`` and ``analysis``, and keeps one set of rows per experiment and analysis entry. They
+hold derived data only: a table whose declared columns changed (a new plugin version) is dropped and
+rebuilt, and the analyses that wrote it are recomputed on their next run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from specrun.errors import AnalysisError, StoreError, did_you_mean
+from specrun.metrics import MetricRef
+from specrun.plugins.api import ResultTable, RunInfo
+from specrun.store.db import Store, now
+
+if TYPE_CHECKING:
+    import duckdb
+    import polars as pl
+
+@dataclass(frozen=True)
+class ApplyInfo:
+    """An experiment's latest apply: the spec it came from."""
+
+    experiment: str
+    spec_path: str
+    spec_sha256: str
+    spec_text: str | None
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class AnalysisRecord:
+    """A row of ``analyses``: the last computation of one analysis entry for one experiment."""
+
+    experiment: str
+    analysis: str
+    name: str
+    options: dict
+    run_ids: list[str]
+    inputs_sha256: str
+    status: str
+    error: str | None
+    result_tables: list[str]
+    computed_at: datetime
+    seconds: float
+
+
+def query_frame(db: duckdb.DuckDBPyConnection, query: str, params: Any = None) -> pl.DataFrame:
+    """A query's result as a polars DataFrame."""
+    import polars as pl
+
+    relation = db.sql(query, params=params)
+    return relation.pl() if relation is not None else pl.DataFrame()
+
+
+def experiments(store: Store) -> list[str]:
+    """Every experiment any apply recorded, or any run belongs to."""
+    if not store.path.exists():
+        return []
+    with store.read() as db:
+        rows = db.execute("SELECT experiment FROM applies UNION SELECT experiment FROM experiment_runs ORDER BY 1").fetchall()
+    return [r[0] for r in rows]
+
+
+def latest_apply(store: Store, experiment: str) -> ApplyInfo | None:
+    if not store.path.exists():
+        return None
+    with store.read() as db:
+        row = db.execute(
+            "SELECT experiment, spec_path, spec_sha256, spec_text, started_at FROM applies WHERE experiment = ? "
+            "ORDER BY started_at DESC, apply_id DESC LIMIT 1",
+            [experiment],
+        ).fetchone()
+    return ApplyInfo(*row) if row else None
+
+
+def require_experiment(store: Store, experiment: str) -> ApplyInfo:
+    """The experiment's latest apply; a StoreError naming the known experiments if it has none."""
+    found = latest_apply(store, experiment)
+    if found is None:
+        known = experiments(store)
+        hint = f"{did_you_mean(experiment, known)}; experiments in it: {', '.join(known)}" if known else " (it holds no experiments)"
+        raise StoreError(f"no apply of experiment {experiment!r} in {store.path}{hint}; run `specrun apply SPEC` first")
+    return found
+
+
+_RUN_COLUMNS = """
+    r.run_id, r.experiment, r.status, r.seed, r.method, r.config, r.sweep, r.eval_set, r.error,
+    (SELECT a.path FROM artifacts a WHERE a.run_id = r.run_id AND a.kind = 'weights' LIMIT 1) AS weights
+"""
+
+
+def _run_info(row: tuple, role: str = "run") -> RunInfo:
+    from specrun.spec.load import describe_sweep
+
+    run_id, experiment, status, seed, method, config, sweep, eval_set, error, weights = row
+    config = json.loads(config) if config else {}
+    sweep = json.loads(sweep) if sweep else {}
+    label = describe_sweep(method or "?", sweep)
+    if role != "run":
+        label = f"{experiment}: {label}"
+    return RunInfo(run_id, experiment, status, seed, method, config, sweep, eval_set, label, role, error, weights)
+
+
+def scope(store: Store, experiment: str, include_sources: bool = False) -> tuple[list[RunInfo], list[RunInfo]]:
+    """The experiment's runs as its latest apply defined them: (completed, left out). Runs the apply
+    planned but never started are left out with status ``not run``. With ``include_sources``, the
+    completed runs that the experiment's runs start from (``model.init_from``) join the first list."""
+    with store.read() as db:
+        planned = [r[0] for r in db.execute("SELECT run_id FROM current_runs WHERE experiment = ? ORDER BY run_id", [experiment]).fetchall()]
+        rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id IN (SELECT unnest(?)) ORDER BY r.run_id", [planned]).fetchall()
+        runs = [_run_info(row) for row in rows]
+        sources: list[RunInfo] = []
+        if include_sources:
+            wanted = sorted({s for r in runs if r.status == "completed" and (s := r.config.get("model", {}).get("init_from"))})
+            rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id IN (SELECT unnest(?)) ORDER BY r.run_id", [wanted]).fetchall()
+            sources = [_run_info(row, role="source") for row in rows if row[2] == "completed"]
+    runs = _short_labels(runs)
+    found = {r.run_id for r in runs}
+    never = [RunInfo(run_id, experiment, "not run", 0, "", {}, {}, "", "", "run") for run_id in planned if run_id not in found]
+    completed = [r for r in runs if r.status == "completed"]
+    return completed + sources, [r for r in runs if r.status != "completed"] + never
+
+
+def _short_labels(runs: list[RunInfo]) -> list[RunInfo]:
+    """The runs with configuration labels that name only what tells the experiment's configurations apart."""
+    from specrun.spec.load import describe_configs
+
+    labels = describe_configs([(r.method or "?", r.sweep) for r in runs])
+    return [dataclasses.replace(r, config_label=label) for r, label in zip(runs, labels)]
+
+
+def input_stamps(store: Store, run_ids: list[str]) -> list[tuple]:
+    """What an analysis result depends on per run: status, when it finished, when it was last evaluated
+    on an added evaluation set. A change in any of them makes cached results stale."""
+    with store.read() as db:
+        rows = db.execute(
+            """
+            SELECT r.run_id, r.status, CAST(r.finished_at AS VARCHAR),
+                   (SELECT CAST(max(e.evaluated_at) AS VARCHAR) FROM evaluations e WHERE e.run_id = r.run_id)
+            FROM runs r WHERE r.run_id IN (SELECT unnest(?)) ORDER BY r.run_id
+            """,
+            [run_ids],
+        ).fetchall()
+    return [tuple(r) for r in rows]
+
+
+def _run_splits(runs: list[RunInfo], split_of) -> tuple[list[str], list[str]]:
+    return [r.run_id for r in runs], [split_of(r) for r in runs]
+
+
+def final_metric(db: duckdb.DuckDBPyConnection, runs: list[RunInfo], ref: str | MetricRef) -> dict[str, float]:
+    """{run id: final value} of ``ref`` for ``runs``; AnalysisError naming the recorded metrics if none has it."""
+    ref = MetricRef.parse(ref) if isinstance(ref, str) else ref
+    ids, splits = _run_splits(runs, lambda r: ref.split_for(r.eval_set))
+    rows = db.execute(
+        """
+        SELECT m.run_id, max(m.value) FROM metrics m
+        JOIN (SELECT unnest(?) AS run_id, unnest(?) AS split) w ON m.run_id = w.run_id AND m.split = w.split
+        WHERE m.final AND m.name = ? GROUP BY m.run_id
+        """,
+        [ids, splits, ref.name],
+    ).fetchall()
+    if runs and not rows:
+        recorded = [r[0] for r in db.execute(
+            "SELECT DISTINCT CASE WHEN split = 'cost' THEN 'cost.' || name ELSE split || '.' || name END FROM metrics "
+            "WHERE final AND run_id IN (SELECT unnest(?)) ORDER BY 1", [ids]).fetchall()]
+        raise AnalysisError(f"no run recorded metric {str(ref)!r}{did_you_mean(str(ref), recorded)}; recorded: {', '.join(recorded)}")
+    return {run_id: value for run_id, value in rows}
+
+
+def predictions(db: duckdb.DuckDBPyConnection, runs: list[RunInfo], split: str | None = None) -> pl.DataFrame:
+    ids, splits = _run_splits(runs, lambda r: split or r.eval_set)
+    return query_frame(
+        db,
+        """
+        SELECT p.run_id, p.split, p.example_id, p.label, p.prediction, p.confidence, p.loss FROM predictions p
+        JOIN (SELECT unnest(?) AS run_id, unnest(?) AS split) w ON p.run_id = w.run_id AND p.split = w.split
+        ORDER BY p.run_id, p.example_id
+        """,
+        [ids, splits],
+    )
+
+
+_RECORD_COLUMNS = "experiment, analysis, name, options, run_ids, inputs_sha256, status, error, result_tables, computed_at, seconds"
+
+
+def record_from_row(row: tuple) -> AnalysisRecord:
+    return AnalysisRecord(*row[:3], json.loads(row[3]), json.loads(row[4]), *row[5:8], json.loads(row[8] or "[]"), *row[9:])
+
+
+def records_in(db: duckdb.DuckDBPyConnection, experiment: str) -> dict[str, AnalysisRecord]:
+    """{analysis id: its last computation} for ``experiment``, on an open connection."""
+    rows = db.execute(f"SELECT {_RECORD_COLUMNS} FROM analyses WHERE experiment = ?", [experiment]).fetchall()
+    return {row[1]: record_from_row(row) for row in rows}
+
+
+def records(store: Store, experiment: str) -> dict[str, AnalysisRecord]:
+    """{analysis id: its last computation} for ``experiment``."""
+    if not store.path.exists():
+        return {}
+    with store.read() as db:
+        return records_in(db, experiment)
+
+
+def status_counts(db: duckdb.DuckDBPyConnection, experiment: str) -> list[tuple[str, int]]:
+    """[(status, runs)] of the experiment's current runs; runs never started count as ``not run``."""
+    return db.execute(
+        "SELECT coalesce(r.status, 'not run'), count(*) FROM current_runs c LEFT JOIN runs r USING (run_id) "
+        "WHERE c.experiment = ? GROUP BY 1 ORDER BY 1",
+        [experiment],
+    ).fetchall()
+
+
+def latest_environment(db: duckdb.DuckDBPyConnection, experiment: str) -> dict | None:
+    """The environment of the experiment's most recently finished completed run."""
+    row = db.execute(
+        "SELECT environment FROM runs WHERE status = 'completed' AND run_id IN (SELECT run_id FROM current_runs WHERE experiment = ?) "
+        "ORDER BY finished_at DESC LIMIT 1",
+        [experiment],
+    ).fetchone()
+    return json.loads(row[0]) if row and row[0] else None
+
+
+def table_exists(db: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(db.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?", [name]).fetchone()[0])
+
+
+def _columns(db: duckdb.DuckDBPyConnection, name: str) -> list[str]:
+    return [r[0] for r in db.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
+        [name],
+    ).fetchall()]
+
+
+def _declared(table: ResultTable) -> list[str]:
+    return ["experiment", "analysis", *table.columns]
+
+
+def tables_current(store: Store, tables: list[ResultTable]) -> bool:
+    """Whether every table exists with the columns its analysis declares now."""
+    with store.read() as db:
+        return all(_columns(db, t.name) == _declared(t) for t in tables)
+
+
+def ensure_table(db: duckdb.DuckDBPyConnection, table: ResultTable, plugin: str) -> None:
+    """Create ``table`` as declared; a table whose columns differ from the declaration is rebuilt, and
+    the analyses that wrote it are forgotten so that they are recomputed."""
+    wanted = _declared(table)
+    have = _columns(db, table.name)
+    if have == wanted:
+        return
+    if have:
+        db.execute(f'DROP TABLE "{table.name}"')
+        db.execute("DELETE FROM analyses WHERE name = ?", [plugin])
+    columns = ", ".join(f'"{name}" {kind}' for name, kind in table.columns.items())
+    db.execute(f'CREATE TABLE "{table.name}" (experiment VARCHAR, analysis VARCHAR, {columns})')
+
+
+def write_results(store: Store, record: AnalysisRecord, tables: list[ResultTable], frames: dict[str, pl.DataFrame]) -> None:
+    """Replace the results of one analysis entry and record its computation, in one transaction."""
+    with store.write() as db:
+        for table in tables:
+            ensure_table(db, table, record.name)
+            db.execute(f'DELETE FROM "{table.name}" WHERE experiment = ? AND analysis = ?', [record.experiment, record.analysis])
+            frame = frames.get(table.name)
+            if frame is None or frame.height == 0:
+                continue
+            db.register("_analysis_rows", frame.to_arrow())
+            try:
+                casts = ", ".join(f'CAST("{c}" AS {kind})' for c, kind in table.columns.items())
+                db.execute(f'INSERT INTO "{table.name}" SELECT ?, ?, {casts} FROM _analysis_rows', [record.experiment, record.analysis])
+            finally:
+                db.unregister("_analysis_rows")
+        _upsert_record(db, record)
+
+
+def write_failure(store: Store, record: AnalysisRecord, tables: list[ResultTable]) -> None:
+    """Record a failed computation; earlier results of the entry are removed, so no stale numbers remain."""
+    with store.write() as db:
+        for table in tables:
+            if table_exists(db, table.name):
+                db.execute(f'DELETE FROM "{table.name}" WHERE experiment = ? AND analysis = ?', [record.experiment, record.analysis])
+        _upsert_record(db, record)
+
+
+def _upsert_record(db: duckdb.DuckDBPyConnection, record: AnalysisRecord) -> None:
+    db.execute("DELETE FROM analyses WHERE experiment = ? AND analysis = ?", [record.experiment, record.analysis])
+    db.execute(
+        "INSERT INTO analyses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            record.experiment, record.analysis, record.name, json.dumps(record.options, default=str), json.dumps(record.run_ids),
+            record.inputs_sha256, record.status, record.error, json.dumps(record.result_tables), record.computed_at, record.seconds,
+        ],
+    )
+
+
+def new_record(experiment: str, analysis: str, name: str, options: dict, run_ids: list[str], inputs_sha256: str,
+               status: str, error: str | None, tables: list[ResultTable], seconds: float) -> AnalysisRecord:
+    return AnalysisRecord(experiment, analysis, name, options, run_ids, inputs_sha256, status, error, [t.name for t in tables], now(), seconds)
+
+
+def check_readable(store: Store) -> None:
+    if not store.path.exists():
+        raise StoreError(f"no store at {store.path} (run `specrun apply` first, or pass --store)")
