@@ -80,11 +80,11 @@ def apply(
 def _analyze_and_report(loaded, registry, store) -> bool:
     """After an apply: the spec's analyses, then its report if ``[report] path`` asks for one. Returns
     whether an analysis failed."""
-    from specrun.analysis.targets import resolve
+    from specrun.analysis.targets import from_spec
 
     if not loaded.analyses and not (loaded.spec.report and loaded.spec.report.path):
         return False
-    target = resolve(str(loaded.path), store, registry, [])
+    target = from_spec(loaded, store)
     failed = _run_analyses(store, registry, target, target.entries, force=False)
     report_spec = loaded.spec.report
     if report_spec and report_spec.path:

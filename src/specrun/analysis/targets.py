@@ -15,6 +15,7 @@ from pathlib import Path
 from specrun.analysis.engine import AnalysisEntry
 from specrun.errors import SpecError, StoreError
 from specrun.plugins.registry import Registry
+from specrun.spec.load import LoadedSpec, load_spec, load_spec_text
 from specrun.spec.schema import ReportSpec
 from specrun.store import analyses as store_analyses
 from specrun.store.db import Store
@@ -47,28 +48,32 @@ def looks_like_spec(text: str) -> bool:
 
 def resolve(text: str, store: Store, registry: Registry, overrides: list[str] = ()) -> Target:
     """The experiment ``text`` names (a spec file or an experiment in the store) with its analyses."""
-    from specrun.spec.load import load_spec, load_spec_text
-
     store_analyses.check_readable(store)
     if looks_like_spec(text):
-        loaded = load_spec(text, overrides, registry)
-        applied = store_analyses.require_experiment(store, loaded.experiment)
-        notes = _drift(loaded.text, applied)
-    else:
-        if overrides:
-            raise StoreError("--set applies to a spec file, not to an experiment name")
-        applied = store_analyses.require_experiment(store, text)
-        spec_text = applied.spec_text
-        if spec_text is None:  # applied before the store kept spec texts
-            path = Path(applied.spec_path)
-            if not path.is_file():
-                raise StoreError(f"the latest apply of {text!r} recorded no spec text and {applied.spec_path} is gone: pass the spec file instead")
-            spec_text = path.read_text(encoding="utf-8")
-        try:
-            loaded = load_spec_text(spec_text, applied.spec_path, (), registry)
-        except SpecError as exc:
-            raise StoreError(f"the spec that experiment {text!r} was applied with no longer validates:\n{exc}") from None
-        notes = []
+        return from_spec(load_spec(text, overrides, registry), store)
+    if overrides:
+        raise StoreError("--set applies to a spec file, not to an experiment name")
+    applied = store_analyses.require_experiment(store, text)
+    spec_text = applied.spec_text
+    if spec_text is None:  # applied before the store kept spec texts
+        path = Path(applied.spec_path)
+        if not path.is_file():
+            raise StoreError(f"the latest apply of {text!r} recorded no spec text and {applied.spec_path} is gone: pass the spec file instead")
+        spec_text = path.read_text(encoding="utf-8")
+    try:
+        loaded = load_spec_text(spec_text, applied.spec_path, (), registry)
+    except SpecError as exc:
+        raise StoreError(f"the spec that experiment {text!r} was applied with no longer validates:\n{exc}") from None
+    return _target(loaded, applied, [])
+
+
+def from_spec(loaded: LoadedSpec, store: Store) -> Target:
+    """The target of a loaded spec (as read now), with a note when its runs differ from its latest apply's."""
+    applied = store_analyses.require_experiment(store, loaded.experiment)
+    return _target(loaded, applied, _drift(loaded.text, applied))
+
+
+def _target(loaded: LoadedSpec, applied: store_analyses.ApplyInfo, notes: list[str]) -> Target:
     return Target(
         experiment=loaded.experiment,
         entries=[AnalysisEntry(e["id"], e["name"], e["options"]) for e in loaded.analyses],
