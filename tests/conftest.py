@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -252,3 +253,12 @@ def built_study(tmp_path_factory, tiny_model_dir):
     return folder, spec, store, err
 
 
+
+
+@pytest.fixture
+def study(built_study, tmp_path):
+    """A copy of the built store for one test (the artifacts stay shared: nothing here retrains)."""
+    folder, spec, store, _ = built_study
+    mine = tmp_path / "store.duckdb"
+    shutil.copy(store, mine)
+    return spec, mine

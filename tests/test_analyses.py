@@ -7,21 +7,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-
-
-@pytest.fixture
-def study(built_study, tmp_path):
-    """A copy of the built store for one test (the artifacts stay shared: nothing here retrains)."""
-    folder, spec, store, _ = built_study
-    mine = tmp_path / "store.duckdb"
-    shutil.copy(store, mine)
-    return spec, mine
 
 
 def sql(cli, store, query):
@@ -169,14 +159,15 @@ def test_analysis_added_after_training_runs_without_retraining(write_spec, cli, 
     assert len(sql(cli, os.environ["SPECRUN_STORE"], "SELECT * FROM sensitivity")) == 2
 
 
-def test_analyze_by_experiment_name_uses_the_recorded_spec(study, cli, tmp_path):
-    spec, store = study
-    moved = tmp_path / "gone.toml"
-    shutil.copy(spec, moved)
-    code, _, err = cli("analyze", "study", "--store", str(store), "--only", "efficiency", "--force")
-    assert code == 0 and "efficiency: computed over 4 runs" in err, err
-    code, _, err = cli("analyze", "stduy", "--store", str(store))
-    assert code == 2 and "no apply of experiment 'stduy'" in err and "did you mean 'study'" in err
+def test_analyze_by_experiment_name_needs_no_spec_file(write_spec, cli):
+    spec = write_spec(method='name = "full"', train="max_steps = 3", extra='[[analyses]]\nname = "bootstrap_ci"\nmetric = "f1"\n')
+    assert cli("apply", str(spec))[0] == 0
+    spec.unlink()  # the store recorded the spec it was applied with
+    code, _, err = cli("analyze", "toy", "--force")
+    assert code == 0 and "bootstrap_ci: computed over 1 runs" in err, err
+    assert sql(cli, os.environ["SPECRUN_STORE"], "SELECT metric FROM bootstrap_ci") == [{"metric": "f1"}]
+    code, _, err = cli("analyze", "tyo")
+    assert code == 2 and "no apply of experiment 'tyo'" in err and "did you mean 'toy'" in err
 
 
 def test_only_runs_an_undeclared_analysis_with_its_defaults(write_spec, cli):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import html
 import json
 import re
-import shutil
 
 import pytest
 
@@ -55,14 +54,6 @@ def same(a, b) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         return a is not None and b is not None and a == pytest.approx(b, rel=1e-9, abs=1e-12)
     return a == b or str(a) == str(b)
-
-
-@pytest.fixture
-def study(built_study, tmp_path):
-    folder, spec, store, _ = built_study
-    mine = tmp_path / "store.duckdb"
-    shutil.copy(store, mine)
-    return spec, mine
 
 
 def test_every_figure_is_reproduced_by_the_sql_shown_under_it(study, cli, tmp_path):

@@ -115,7 +115,7 @@ def _write_report(store, registry, targets, out: Path, title, png: Path | None, 
     if analyze:
         for target in targets:
             _run_analyses(store, registry, target, target.entries, force=False)
-    summary = build_report(store, registry, [t.report_target() for t in targets], out, title, png)
+    summary = build_report(store, registry, targets, out, title, png)
     for problem in summary.problems:
         err.print(f"  note: {problem}", markup=False, highlight=False)
     err.print(f"report: {out} ({summary.charts} charts, {summary.tables} tables"

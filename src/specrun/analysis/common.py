@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from pydantic import Field
+
 from specrun.metrics import MetricRef
-from specrun.plugins.api import RunInfo, SpecFacts
+from specrun.plugins.api import PluginOptions, RunInfo, SpecFacts
 
 #: Selects one analysis entry's rows of a result table (the report substitutes both parameters).
 MINE = "experiment = $experiment AND analysis = $analysis"
@@ -35,3 +37,11 @@ def metric_problems(facts: SpecFacts, **metrics: str | None) -> list[tuple[str, 
 def key_problems(facts: SpecFacts, **keys: str | None) -> list[tuple[str, str]]:
     """(option, message) for each config-key option that no run's config has."""
     return [(option, problem) for option, key in keys.items() if key is not None and (problem := facts.key_problem(key))]
+
+
+class ResamplingOptions(PluginOptions):
+    """Options every bootstrap-based analysis takes."""
+
+    confidence: float = Field(0.95, gt=0, lt=1, description="confidence level of the intervals")
+    n_resamples: int = Field(2000, ge=100, le=100_000, description="bootstrap resamples")
+    seed: int = Field(0, ge=0, description="seed of the resampling (results are reproducible)")

@@ -35,11 +35,10 @@ class Target:
     applied_at: str | None = None
     notes: list[str] = field(default_factory=list)
 
-    def report_target(self, sections: list[str] | None = None):
-        from specrun.report.build import ReportTarget
-
-        return ReportTarget(self.experiment, self.entries, self.spec_path, self.spec_text, self.description, self.applied_at,
-                            sections if sections is not None else (self.report.sections if self.report else None), self.notes)
+    @property
+    def sections(self) -> list[str] | None:
+        """The analysis ids its report shows, in order (None: all)."""
+        return self.report.sections if self.report else None
 
 
 def looks_like_spec(text: str) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 
 import specrun
 from specrun.analysis.engine import AnalysisEntry
+from specrun.analysis.targets import Target
 from specrun.errors import UsageError
 from specrun.plugins.api import Figure
 from specrun.plugins.registry import Registry
@@ -42,21 +43,6 @@ LEFT_OUT = Figure(
     "FROM current_runs c LEFT JOIN runs r USING (run_id)\n"
     "WHERE c.experiment = $experiment AND coalesce(r.status, '') <> 'completed'\nORDER BY status, c.run_id",
 )
-
-
-@dataclass(frozen=True)
-class ReportTarget:
-    """One experiment in a report: its analyses (as the spec declares them) and where its spec came from."""
-
-    experiment: str
-    entries: list[AnalysisEntry]
-    spec_path: str
-    spec_text: str
-    description: str = ""
-    applied_at: str | None = None
-    #: Analysis ids to show, in order (None: all of ``entries``).
-    sections: list[str] | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -166,7 +152,7 @@ def _anchor(*parts: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", "--".join(parts)).strip("-")
 
 
-def build_report(store: Store, registry: Registry, targets: list[ReportTarget], out: Path, title: str | None = None,
+def build_report(store: Store, registry: Registry, targets: list[Target], out: Path, title: str | None = None,
                  png_dir: Path | None = None) -> ReportSummary:
     """Write the report of ``targets`` to ``out``; returns what it holds and what it could not show."""
     import jinja2
@@ -204,7 +190,7 @@ def build_report(store: Store, registry: Registry, targets: list[ReportTarget], 
     return summary
 
 
-def _experiment(db, registry: Registry, target: ReportTarget, renderer: _Renderer, summary: ReportSummary) -> dict[str, Any]:
+def _experiment(db, registry: Registry, target: Target, renderer: _Renderer, summary: ReportSummary) -> dict[str, Any]:
     params = {"experiment": target.experiment}
     counts = store_analyses.status_counts(db, target.experiment)
     left_out = sum(n for status, n in counts if status != "completed")

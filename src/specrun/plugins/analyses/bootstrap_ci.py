@@ -8,22 +8,19 @@ from typing import Literal
 
 from pydantic import Field
 
-from specrun.analysis.common import MINE, by_config, metric_problems
+from specrun.analysis.common import MINE, ResamplingOptions, by_config, metric_problems
 from specrun.hookspecs import hookimpl
 from specrun.metrics import MetricRef
-from specrun.plugins.api import AnalysisPlugin, Figure, PluginOptions, ResultTable
+from specrun.plugins.api import AnalysisPlugin, Figure, ResultTable
 
 #: Metrics that per-example predictions determine (so a run's own CI can be bootstrapped).
 FROM_PREDICTIONS = ("accuracy", "f1")
 
 
-class BootstrapOptions(PluginOptions):
+class BootstrapOptions(ResamplingOptions):
     metric: str = Field("accuracy", description="the final metric to summarize per configuration: accuracy, f1, noisy.accuracy, cost.train_seconds, ...")
-    confidence: float = Field(0.95, gt=0, lt=1, description="confidence level of the intervals")
-    n_resamples: int = Field(2000, ge=100, le=100_000, description="bootstrap resamples")
     method: Literal["percentile", "basic", "BCa"] = Field("percentile", description="scipy.stats.bootstrap's interval method")
     per_run: bool = Field(True, description="also each run's accuracy and F1 CI from its per-example predictions")
-    seed: int = Field(0, ge=0, description="seed of the resampling (results are reproducible)")
 
 
 class BootstrapCI(AnalysisPlugin):

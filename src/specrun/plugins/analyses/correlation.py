@@ -16,20 +16,17 @@ import re
 
 from pydantic import Field, field_validator
 
-from specrun.analysis.common import MINE, key_problems, metric_problems
+from specrun.analysis.common import MINE, ResamplingOptions, key_problems, metric_problems
 from specrun.errors import AnalysisError
 from specrun.hookspecs import hookimpl
-from specrun.plugins.api import AnalysisPlugin, Figure, PluginOptions, ResultTable
+from specrun.plugins.api import AnalysisPlugin, Figure, ResultTable
 
 _TABLE = re.compile(r"^table:(?P<table>[a-z][a-z0-9_]*)\.(?P<column>[a-z][a-z0-9_]*)$")
 
 
-class CorrelationOptions(PluginOptions):
+class CorrelationOptions(ResamplingOptions):
     x: str = Field(description="per-run quantity on the x axis (a metric, config:KEY, table:TABLE.COLUMN or sql:QUERY)")
     y: str = Field(description="per-run quantity on the y axis")
-    confidence: float = Field(0.95, gt=0, lt=1, description="confidence level of the intervals")
-    n_resamples: int = Field(2000, ge=100, le=100_000, description="bootstrap resamples for Spearman's interval")
-    seed: int = Field(0, ge=0, description="seed of the resampling")
 
     @field_validator("x", "y")
     @classmethod

@@ -17,19 +17,16 @@ from typing import Literal
 
 from pydantic import Field
 
-from specrun.analysis.common import MINE, by_config
+from specrun.analysis.common import MINE, ResamplingOptions, by_config
 from specrun.errors import AnalysisError
 from specrun.hookspecs import hookimpl
-from specrun.plugins.api import AnalysisPlugin, Figure, PluginOptions, ResultTable
+from specrun.plugins.api import AnalysisPlugin, Figure, ResultTable
 
 
-class PairedOptions(PluginOptions):
+class PairedOptions(ResamplingOptions):
     eval_sets: list[str] | None = Field(None, description="evaluation sets to compare on (default: the primary one); with several, each configuration on each set is an arm")
     alpha: float = Field(0.05, gt=0, lt=1, description="significance level after adjustment")
     correction: Literal["holm", "bonferroni", "none"] = Field("holm", description="adjustment of p-values for the number of pairs")
-    confidence: float = Field(0.95, gt=0, lt=1, description="confidence level of the difference's interval")
-    n_resamples: int = Field(2000, ge=100, le=100_000, description="bootstrap resamples")
-    seed: int = Field(0, ge=0, description="seed of the resampling")
 
 
 class PairedComparison(AnalysisPlugin):

@@ -8,20 +8,17 @@ import json
 
 from pydantic import Field
 
-from specrun.analysis.common import MINE, key_problems, metric_problems
+from specrun.analysis.common import MINE, ResamplingOptions, key_problems, metric_problems
 from specrun.errors import AnalysisError
 from specrun.hookspecs import hookimpl
 from specrun.metrics import COST_METRICS, MetricRef
-from specrun.plugins.api import AnalysisPlugin, Figure, PluginOptions, ResultTable
+from specrun.plugins.api import AnalysisPlugin, Figure, ResultTable
 
 
-class ScalingOptions(PluginOptions):
+class ScalingOptions(ResamplingOptions):
     x: str = Field("train_examples", description="the size: a cost metric (train_examples, train_steps) or a dotted config key (data.transforms.0.k, data.max_train_examples)")
     metric: str = Field("accuracy", description="the final metric")
     group: str | None = Field(None, description="a dotted config key drawing one line per value (e.g. method.name); default: one line")
-    confidence: float = Field(0.95, gt=0, lt=1, description="confidence level of the band")
-    n_resamples: int = Field(2000, ge=100, le=100_000, description="bootstrap resamples")
-    seed: int = Field(0, ge=0, description="seed of the resampling")
 
 
 class Scaling(AnalysisPlugin):
