@@ -118,7 +118,8 @@ def curves(rows: list[dict], x: str, y: str, color: str, dash: str | None, facet
         "tooltip": tips(rows, tooltip or [color, x, y]),
     }
     if dash:
-        enc["strokeDash"] = alt.StrokeDash(f"{dash}:N", title=dash.replace("_", " "), legend=alt.Legend(symbolStrokeWidth=2, symbolSize=300))
+        enc["strokeDash"] = alt.StrokeDash(f"{dash}:N", title=dash.replace("_", " "),
+                                           legend=alt.Legend(symbolType="stroke", symbolStrokeWidth=2, symbolSize=400, symbolStrokeColor="#555"))
     chart = alt.Chart(_data(rows)).mark_line(point=alt.OverlayMarkDef(size=20)).encode(**enc)
     if facet:
         return (chart.properties(width=340, height=240)
