@@ -102,3 +102,30 @@ def test_first_reaching():
     assert S.first_reaching([10, 20, 30], [0.5, 0.79, 0.81], 0.8) == 2
     assert S.first_reaching([10, 20], [0.9, 0.4], 0.5, higher_is_better=False) == 1
     assert S.first_reaching([10], [0.1], 0.5) is None
+
+
+def test_configuration_labels_name_what_tells_them_apart():
+    from specrun.spec.load import describe_configs
+
+    zipped = "method, train.learning_rate"
+    methods = [("full", {zipped: [{"name": "full"}, 5e-5]}), ("lora", {zipped: [{"name": "lora", "rank": 8}, 1e-3]}),
+               ("lora", {zipped: [{"name": "lora", "rank": 8, "quantize": "8bit"}, 1e-3]})]
+    assert describe_configs(methods) == ["full", "lora", "lora quantize=8bit"]
+    grid = [("lora", {"method.rank": r, "train.learning_rate": lr}) for r in (4, 8) for lr in (1e-3, 1e-4)]
+    assert describe_configs(grid) == ["lora rank=4 learning_rate=0.001", "lora rank=4 learning_rate=0.0001",
+                                      "lora rank=8 learning_rate=0.001", "lora rank=8 learning_rate=0.0001"]
+    assert describe_configs([("lora", {}), ("lora", {})]) == ["lora", "lora"]  # seeds of one configuration
+
+
+def test_metric_references():
+    from specrun.metrics import MetricRef
+
+    assert MetricRef.parse("accuracy") == MetricRef(None, "accuracy")
+    assert MetricRef.parse("noisy.f1") == MetricRef("noisy", "f1")
+    assert MetricRef.parse("train_seconds") == MetricRef("cost", "train_seconds")
+    assert MetricRef.parse("cost.latency_ms_p95").split_for("validation") == "cost"
+    assert MetricRef.parse("accuracy").split_for("test") == "test"
+    assert MetricRef.parse("acuracy").problem(("validation",)).startswith("no metric 'acuracy' (did you mean 'accuracy'?)")
+    assert "no evaluation set 'nosy'" in MetricRef.parse("nosy.accuracy").problem(("validation", "noisy"))
+    assert MetricRef.parse("noisy.accuracy").problem(("validation", "noisy")) is None
+    assert "no cost metric 'secs'" in MetricRef.parse("cost.secs").problem(("validation",))
