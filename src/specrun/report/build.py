@@ -34,7 +34,7 @@ RUN_TABLE = Figure(
     "       round(s.train_seconds, 1) AS train_seconds, regexp_extract(r.error, '^[^\\n]*') AS error\n"
     "FROM run_summary s JOIN runs r USING (run_id)\n"
     "WHERE s.run_id IN (SELECT run_id FROM current_runs WHERE experiment = $experiment)\n"
-    "ORDER BY s.method, s.sweep, s.seed",
+    "ORDER BY r.created_at, s.run_id",
     caption="accuracy and f1 on the primary evaluation set, final weights.",
 )
 LEFT_OUT = Figure(

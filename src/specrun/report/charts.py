@@ -56,11 +56,13 @@ def interval_dots(rows: list[dict], value: str, low: str, high: str, category: s
 
 def line_with_band(rows: list[dict], x: str, y: str, low: str | None, high: str | None, color: str | None, x_title: str,
                    y_title: str, x_scale: str = "linear", tooltip: list[str] | None = None):
-    """A line through ``y`` over ``x`` per ``color`` group, with a shaded band from ``low`` to ``high``."""
+    """A line through ``y`` over ``x`` per ``color`` group, with a shaded band from ``low`` to ``high``; on a
+    log or symlog axis the ticks are the x values themselves."""
     alt = _alt()
     scale = alt.Scale(type=x_scale) if x_scale != "linear" else alt.Scale(zero=False)
+    axis = alt.Axis(values=sorted({r[x] for r in rows if r.get(x) is not None})) if x_scale != "linear" else alt.Axis()
     enc_color = {"color": alt.Color(f"{color}:N", legend=alt.Legend(labelLimit=360, orient="bottom", columns=1))} if color else {}
-    base = alt.Chart(_data(rows)).encode(x=alt.X(f"{x}:Q", title=x_title, scale=scale), **enc_color)
+    base = alt.Chart(_data(rows)).encode(x=alt.X(f"{x}:Q", title=x_title, scale=scale, axis=axis), **enc_color)
     line = base.mark_line(point=True).encode(y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False)), tooltip=tips(rows, tooltip or [x, y]))
     layers = [line]
     if low and high:

@@ -94,6 +94,9 @@ class BootstrapCI(AnalysisPlugin):
 
         metric = options.metric
         level = f"{options.confidence:.0%}"
+        ref = MetricRef.parse(metric)
+        per_run = str(ref) if ref.name in FROM_PREDICTIONS else "accuracy"
+        quoted = per_run.replace("'", "''")
         return [
             Figure(
                 f"{metric}: mean over seeds with {level} bootstrap CI, per configuration",
@@ -105,12 +108,12 @@ class BootstrapCI(AnalysisPlugin):
             ),
             Figure(f"{metric} per configuration", f"SELECT * EXCLUDE (experiment, analysis) FROM bootstrap_ci WHERE {MINE} ORDER BY mean DESC"),
             Figure(
-                f"Each run's {level} CI from its evaluation examples",
+                f"Each run's {per_run} with its {level} CI from its evaluation examples",
                 f"SELECT config, seed, metric, round(value, 4) AS value, round(ci_low, 4) AS ci_low, round(ci_high, 4) AS ci_high,\n"
                 f"       config || ' · seed ' || seed AS run\n"
-                f"FROM bootstrap_ci_runs WHERE {MINE} AND ci_low IS NOT NULL ORDER BY metric, value DESC",
-                lambda rows: charts.interval_dots(rows, "value", "ci_low", "ci_high", "run", f"value ({level} CI over examples)",
-                                                  color="metric", tooltip=["run", "metric", "value", "ci_low", "ci_high"]),
+                f"FROM bootstrap_ci_runs WHERE {MINE} AND ci_low IS NOT NULL AND metric = '{quoted}' ORDER BY value DESC",
+                lambda rows: charts.interval_dots(rows, "value", "ci_low", "ci_high", "run", f"{per_run} ({level} CI over examples)",
+                                                  tooltip=["run", "metric", "value", "ci_low", "ci_high"]),
                 caption="Resampling the evaluation examples of one run: the spread a different test sample would give.",
             ),
         ]

@@ -87,10 +87,10 @@ def _text(value) -> str:
 
 
 def _scale(rows: list[dict]) -> str:
-    """Log when sizes span two decades; symlog when one of them is 0 (e.g. k = 0, the untrained model)."""
+    """Log when sizes span a decade or more; symlog when one of them is 0 (e.g. k = 0, the untrained model)."""
     sizes = [r["size"] for r in rows]
     positive = [s for s in sizes if s > 0]
-    if len(positive) < 2 or max(positive) / min(positive) < 100:
+    if len(positive) < 2 or max(positive) / min(positive) < 10:
         return "linear"
     return "symlog" if len(positive) < len(sizes) else "log"
 

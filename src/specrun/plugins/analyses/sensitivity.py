@@ -106,7 +106,7 @@ def _column(key: str) -> str:
 
 def _scale(rows: list[dict]) -> str:
     xs = [r["x_num"] for r in rows if r.get("x_num") is not None]
-    return "log" if xs and min(xs) > 0 and max(xs) / min(xs) >= 100 else "linear"
+    return "log" if xs and min(xs) > 0 and max(xs) / min(xs) >= 10 else "linear"
 
 
 @hookimpl
