@@ -152,6 +152,12 @@ def plan(
     rows = [(d.run_id, d.method, f"required first ({d.experiment}: {d.spec_path})", d.seed, status(d)) for d in required.values()]
     rows += [(p.run_id, p.method, json.dumps(p.sweep_values) if p.sweep_values else "", p.seed, status(p)) for p in planned]
     print_rows(["run_id", "method", "sweep", "seed", "status"], rows, fmt, title=f"{loaded.experiment}: {len(planned)} run(s)")
+    if loaded.analyses or (loaded.spec.report and loaded.spec.report.path):
+        from specrun.console import err
+
+        then = [f"analyses {', '.join(a['id'] for a in loaded.analyses)}"] if loaded.analyses else []
+        then += [f"report {loaded.spec.report.path}"] if loaded.spec.report and loaded.spec.report.path else []
+        err.print(f"then: {'; '.join(then)}", markup=False, highlight=False)
 
 
 def _all_dependencies(run):
