@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 
 
 class PluginOptions(BaseModel):
-    """Base of every plugin's options model: unknown keys are errors."""
+    """Base of every plugin's options model: unknown keys are errors, and so are inf and nan."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class NoOptions(PluginOptions):

@@ -65,14 +65,14 @@ def split_examples(dataset: Dataset, name: str, key: str) -> Examples:
     base = sliced.group("split").strip() if sliced else name
     if base not in dataset.splits:
         known = list(dataset.splits)
-        raise DataError(f"data.{key}: dataset {dataset.name!r} has no split {base!r}{did_you_mean(base, known)}; splits: {', '.join(known)}")
+        raise DataError(f"dataset {dataset.name!r} has no split {base!r}{did_you_mean(base, known)}; splits: {', '.join(known)}", key=f"data.{key}")
     examples = dataset.splits[base]
     if not sliced:
         return examples
     bounds = [_slice_bound(sliced.group(part), len(examples), name, key) for part in ("start", "stop")]
     chosen = range(len(examples))[slice(*bounds)]
     if not chosen:
-        raise DataError(f"data.{key}: {name!r} selects no examples (split {base!r} has {len(examples)})")
+        raise DataError(f"{name!r} selects no examples (split {base!r} has {len(examples)})", key=f"data.{key}")
     return examples.select(chosen)
 
 
@@ -81,7 +81,7 @@ def _slice_bound(text: str, size: int, name: str, key: str) -> int | None:
         return None
     bound = _BOUND.match(text)
     if bound is None:
-        raise DataError(f"data.{key}: cannot read the slice in {name!r}: bounds are whole numbers or percentages, e.g. 'train[:5000]' or 'train[90%:]'")
+        raise DataError(f"cannot read the slice in {name!r}: bounds are whole numbers or percentages, e.g. 'train[:5000]' or 'train[90%:]'", key=f"data.{key}")
     value = int(bound.group(1))
     return round(size * value / 100) if bound.group(2) else value
 
