@@ -22,7 +22,7 @@ from specrun.store.db import Store
 
 
 def read_texts(path: Path) -> list[tuple[str, str | None]]:
-    rows = read_rows(path)
+    rows = read_rows(path).rows
     if rows and "text" not in rows[0]:
         raise DataError(f"{path}: needs a 'text' column; columns are {list(rows[0])}")
     return [(str(r["text"]), str(r["text_pair"]) if r.get("text_pair") not in (None, "") else None) for r in rows]

@@ -158,12 +158,15 @@ def dotted(loc: tuple | list) -> str:
     return ".".join(str(part) for part in loc)
 
 
-def _plugin_options(registry: Registry, kind: str, name: str, options: dict, loc: tuple) -> tuple[dict | None, list]:
-    """Validate ``options`` against plugin ``name``'s model: (dumped options, problems)."""
+def _plugin_options(
+    registry: Registry, kind: str, name: str, options: dict, loc: tuple, name_loc: tuple | None = None
+) -> tuple[dict | None, list]:
+    """Validate ``options`` (at ``loc``) against plugin ``name``'s model (named at ``name_loc``,
+    default ``loc.name``): (dumped options, problems)."""
     try:
         plugin = registry.get(kind, name)
     except PluginError as exc:
-        return None, [((*loc, "name") if kind != "dataset" else loc, str(exc))]
+        return None, [(name_loc or (*loc, "name"), str(exc))]
     try:
         validated = plugin.Options.model_validate(options)
     except ValidationError as exc:
@@ -207,9 +210,8 @@ def _resolve_plugins(raw: dict, registry: Registry) -> tuple[dict, list[tuple[tu
     data = _table(raw, "data")
     if isinstance(data.get("dataset"), str):
         options = data.get("options", {})
-        opts, p = _plugin_options(registry, "dataset", data["dataset"], options if isinstance(options, dict) else {}, ("data", "dataset"))
-        if p and p[0][0] == ("data", "dataset") and "unknown" not in p[0][1]:
-            p = [(("data", "options", *loc[2:]), msg) for loc, msg in p]
+        options = options if isinstance(options, dict) else {}
+        opts, p = _plugin_options(registry, "dataset", data["dataset"], options, ("data", "options"), ("data", "dataset"))
         problems += p
         resolved["data_options"] = opts or {}
 
