@@ -105,8 +105,9 @@ def test_failed_run_recorded_others_go_on(write_spec, cli):
     rows = sql(cli, "SELECT status, config->'train'->>'precision' AS p, error FROM runs ORDER BY p")
     assert rows[0]["status"] == "failed" and "needs a CUDA device" in rows[0]["error"]
     assert rows[1]["status"] == "completed"
-    code, _, err = cli("apply", str(spec), "--fail-fast")  # the failed run is retried, the completed one cached
-    assert code == 1 and "1 failed" in err
+    # the completed run is cached and the failed one is all that is left, and it cannot run here: refused
+    code, _, err = cli("apply", str(spec), "--fail-fast")
+    assert code == 2 and "no run of this apply can run on this machine: precision 'fp16' needs a CUDA device" in err
 
 
 def test_predictions_and_provenance(write_spec, cli, toy_data):

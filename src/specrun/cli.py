@@ -60,7 +60,9 @@ def apply(
     from specrun.store.runs import record_apply
 
     loaded, planned, registry = _plan(spec, set_)
-    check_runs(planned, registry, Store(store), force=force)
+    found = check_runs(planned, registry, Store(store), force=force)
+    for run_id, why in found.unavailable.items():
+        err.print(f"warning: run {run_id} cannot run on this machine and will be recorded as failed: {why}", markup=False, highlight=False)
     record_apply(Store(store), loaded.experiment, str(spec), loaded.text, set_ or [], [p.run_id for p in planned])
     err.print(f"{loaded.experiment}: {len(planned)} run(s) → {store}")
     with ApplyProgress(len(planned)) as progress:
@@ -84,27 +86,33 @@ def plan(
 ):
     """Print the runs SPEC expands into and which the store already holds; checks every run's data; trains nothing."""
     from specrun.console import print_rows
-    from specrun.runner.preflight import check_runs
+    from specrun.runner.preflight import preflight
     from specrun.store import Store
     from specrun.store.runs import evaluations, statuses
 
     _check_format(fmt)
     loaded, planned, registry = _plan(spec, set_)
-    check_runs(planned, registry, Store(store))
+    found = preflight(planned, registry, Store(store))
     required = {d.run_id: d for p in planned for d in _all_dependencies(p)}
     known = statuses(Store(store), [p.run_id for p in planned] + list(required))
     evaluated = evaluations(Store(store), [p.run_id for p in planned])
 
     def status(run) -> str:
-        found = known.get(run.run_id)
-        if found == "completed":
+        reason = found.reason(run.run_id)
+        if reason:
+            return f"will fail: {reason}"
+        state = known.get(run.run_id)
+        if state == "completed":
             new_sets, _ = run.eval_sets_to_add(evaluated.get(run.run_id, {}))
             return f"cached, will evaluate on {', '.join(new_sets)}" if new_sets else "cached"
-        return f"will rerun ({found})" if found else "new"
+        return f"will rerun ({state})" if state else "new"
 
     rows = [(d.run_id, d.method, f"required first ({d.experiment}: {d.spec_path})", d.seed, status(d)) for d in required.values()]
     rows += [(p.run_id, p.method, json.dumps(p.sweep_values) if p.sweep_values else "", p.seed, status(p)) for p in planned]
     print_rows(["run_id", "method", "sweep", "seed", "status"], rows, fmt, title=f"{loaded.experiment}: {len(planned)} run(s)")
+    error = found.error()
+    if error is not None:
+        raise error
 
 
 def _all_dependencies(run):

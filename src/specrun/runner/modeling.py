@@ -41,6 +41,27 @@ def resolve_model(name: str, registry: Registry) -> str:
     raise DataError(f"no model source could resolve model {name!r}")
 
 
+@functools.lru_cache(maxsize=16)
+def load_config(model_path: str):
+    """The transformers config of the model at ``model_path`` (a folder or a hub id); OSError if none."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(model_path)
+    except ValueError as exc:  # e.g. a config.json without a known model_type
+        raise OSError(str(exc)) from None
+
+
+@functools.lru_cache(maxsize=8)
+def module_names(model_path: str) -> list[str]:
+    """Module names of the sequence classifier for ``model_path``, built on the meta device (no weights)."""
+    from transformers import AutoModelForSequenceClassification
+
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(load_config(model_path))
+    return [name for name, _ in model.named_modules()]
+
+
 @functools.lru_cache(maxsize=8)
 def load_tokenizer(model_path: str):
     from transformers import AutoTokenizer
