@@ -5,30 +5,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import logging
-import os
-import warnings
 
 import numpy as np
 import torch
 
 from specrun.errors import DataError, MethodUnavailable
 from specrun.plugins.registry import Registry
-
-
-def quiet_libraries() -> None:
-    """Silence the load reports, progress bars and advisory warnings of transformers and friends."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
-    os.environ.setdefault("DATASETS_VERBOSITY", "error")
-    for name in ("transformers", "bitsandbytes", "peft", "accelerate", "datasets", "huggingface_hub", "fsspec"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @functools.lru_cache(maxsize=32)
