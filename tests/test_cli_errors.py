@@ -88,7 +88,7 @@ def test_store_and_sql_errors(cli, tmp_path, write_spec):
     code, out, _ = cli("sql", "SELECT count(*) AS n FROM runs", "-f", "csv")
     assert out.splitlines() == ["n", "1"]  # the refused DELETE changed nothing
     code, _, err = cli("runs", "--format", "xml")
-    assert_clean_error(code, err, "--format must be one of")
+    assert_clean_error(code, err, "Invalid value for '--format'")
     code, _, err = cli("predict", "deadbeef", "hello")
     assert_clean_error(code, err, "no run 'deadbeef'")
 

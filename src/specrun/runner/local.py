@@ -35,11 +35,17 @@ class Outcome:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is. A subclass on purpose: CPython (3.11) remembers a KeyboardInterrupt
+    raised while C code runs Python (``PyRun_String``) as unhandled, even once caught, and then exits by
+    re-raising SIGINT instead of with the exit code specrun chose; it checks for that exact type only."""
+
+
 @contextmanager
 def sigterm_as_interrupt():
     """Turn SIGTERM into KeyboardInterrupt so a killed apply records its run as interrupted."""
     def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+        raise Terminated(f"signal {signum}")
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)

@@ -70,6 +70,8 @@ def set_dotted(tree: dict, key: str, value: Any) -> None:
         if isinstance(node, list):
             node = _list_item(node, part, parts[: i + 1])
         elif isinstance(node, dict):
+            if parts[i + 1].isdigit() and not isinstance(node.get(part), list):
+                raise KeyError(f"{'.'.join(parts[: i + 1])} is not set, so it has no item {parts[i + 1]}; set the whole list instead")
             if part not in node or not isinstance(node[part], (dict, list)):
                 node[part] = {}
             node = node[part]

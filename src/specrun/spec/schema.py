@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -113,16 +113,9 @@ class Spec(Section):
     data: DataSpec
     method: PluginRef
     train: TrainSpec = Field(default_factory=TrainSpec)
-    sweep: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values (grid)")
+    sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict, description="dotted key -> values (grid)")
     analyses: list[PluginRef] = Field(default_factory=list)
     report: ReportSpec | None = None
-
-    @model_validator(mode="after")
-    def _sweep_values_nonempty(self):
-        for key, values in self.sweep.items():
-            if not values:
-                raise ValueError(f"sweep key {key!r} has no values")
-        return self
 
 
 #: The sections that make up one run's identity (the rest describes the experiment as a whole).

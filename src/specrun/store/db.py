@@ -93,9 +93,13 @@ def damaged(path: Path, exc: Exception | str) -> StoreError:
     )
 
 
+class Unwritable(StoreError):
+    """A store that cannot be written (a read-only or full folder)."""
+
+
 def unwritable(path: Path, exc: Exception | str) -> StoreError:
     detail = str(exc).splitlines()[0]
-    return StoreError(
+    return Unwritable(
         f"cannot write store {path}: {detail}. Its folder may be read-only or full: free space, or pass --store with a "
         "path in a writable folder (copy the store there first to keep its runs); the store keeps what it held"
     )
@@ -140,17 +144,23 @@ class Store:
         return StoreError(f"store {self.path} is locked by {holder}: {advice}")
 
     def _check_intact(self, db: duckdb.DuckDBPyConnection) -> None:
-        """Refuse a file shorter than its own header says (a truncated copy): writing into it could only
-        make things worse. Skipped while a write-ahead log holds blocks the file does not have yet."""
+        """Refuse a file that ends before the last block its tables use (a truncated copy): writing into
+        it could only make things worse. Skipped while a write-ahead log holds work not yet in the file."""
         if Path(f"{self.path}.wal").exists():
             return
         try:
-            row = db.execute("SELECT block_size, total_blocks FROM pragma_database_size() WHERE database_name = current_database()").fetchone()
+            tables = [r[0] for r in db.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()").fetchall()]
+            if not tables:
+                return
+            blocks = " UNION ALL ".join(f"SELECT max(block_id) AS b FROM pragma_storage_info('{t.replace(chr(39), chr(39) * 2)}')" for t in tables)
+            top = db.execute(f"SELECT max(b) FROM ({blocks})").fetchone()[0]
+            block_size = db.execute("SELECT block_size FROM pragma_database_size() WHERE database_name = current_database()").fetchone()[0]
         except duckdb.Error as exc:
             raise damaged(self.path, exc) from None
-        if row and row[0] and self.path.stat().st_size < _HEADER_BYTES + row[0] * row[1]:
-            expected = _HEADER_BYTES + row[0] * row[1]
-            raise damaged(self.path, f"the file has {self.path.stat().st_size} bytes, its header says {expected}")
+        needed = _HEADER_BYTES + (top + 1) * block_size if top is not None and top >= 0 else 0
+        size = self.path.stat().st_size
+        if size < needed:
+            raise damaged(self.path, f"the file has {size} bytes, but its tables use blocks up to byte {needed}")
 
     def pending_migrations(self, db: duckdb.DuckDBPyConnection) -> list[str]:
         """Names of the migrations this store has not had yet."""
@@ -191,12 +201,13 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise unwritable(self.path, exc) from None
-        if self.path.exists():  # never open a damaged file for writing: look at it read-only first
+        created = not self.path.exists()
+        if not created:  # never open a damaged file for writing: look at it read-only first
             self._probe()
-        db = self._connect(read_only=False, timeout=self.timeout if timeout is None else timeout)
+        db = None
         try:
+            db = self._connect(read_only=False, timeout=self.timeout if timeout is None else timeout)
             with _store_faults(self.path, writing=True):
-                self._check_intact(db)
                 self.migrate(db)
                 db.execute("BEGIN TRANSACTION")
                 try:
@@ -205,8 +216,18 @@ class Store:
                     _rollback(db)
                     raise
                 db.execute("COMMIT")
+        except Unwritable:
+            if created:  # a store this write began and could not finish: leave no half-made file behind
+                if db is not None:
+                    _close(db)
+                    db = None
+                for leftover in (self.path, Path(f"{self.path}.wal")):
+                    with contextlib.suppress(OSError):
+                        leftover.unlink(missing_ok=True)
+            raise
         finally:
-            _close(db)
+            if db is not None:
+                _close(db)
 
     def _probe(self) -> None:
         """Open an existing file read-only and check it is an intact store (raises StoreError if not).
