@@ -116,7 +116,7 @@ def plan(
     store: StoreOpt = DEFAULT_STORE,
     fmt: FormatOpt = "table",
 ):
-    """Print the runs SPEC expands into and which the store already holds; checks every run's data; trains nothing."""
+    """Print the runs SPEC expands into, which the store already holds and which will fail; checks every run's data and model; trains nothing."""
     from specrun.console import print_rows
     from specrun.runner.preflight import preflight
     from specrun.store import Store
