@@ -3,6 +3,7 @@ model (refused: they cannot work anywhere) and this machine (the run would fail 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -10,6 +11,8 @@ from specrun.errors import ConfigError, MethodUnavailable
 from specrun.plugins.api import ModelInfo
 from specrun.plugins.registry import Registry
 from specrun.runner.modeling import check_precision, load_config, pick_device, resolve_model
+
+log = logging.getLogger("specrun.compat")
 
 #: Models whose position ids start after the padding index (fairseq's convention): 2 positions fewer.
 _OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer"}
@@ -48,6 +51,7 @@ def model_info(name: str, registry: Registry, max_length: int) -> ModelInfo:
         config = load_config(path)
     except OSError as exc:
         raise _missing_model(name, path, exc) from None
+    log.debug("model %r is %s (%s)", name, path, type(config).__name__)
     return ModelInfo(name=name, path=path, config=config, max_length=max_length)
 
 

@@ -127,6 +127,8 @@ class Store:
                 waited = time.monotonic() - start
                 if waited > timeout:
                     raise self._locked(exc, timeout, read_only) from None
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("store %s is locked by %s; retrying", self.path, lock_holder(exc))
                 if waited > _NOTE_AFTER_S and not noted:
                     noted = True
                     log.warning("store %s is locked by %s; waiting up to %.0fs", self.path, lock_holder(exc), timeout)
@@ -259,6 +261,7 @@ class Store:
                 self._check_intact(db)
                 pending = self.pending_migrations(db)
             if pending:
+                log.info("store %s: applying migrations %s", self.path, ", ".join(pending))
                 _close(db)
                 db = None
                 self._upgrade(pending)
