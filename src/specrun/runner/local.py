@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 
 from specrun.errors import SpecrunError, StoreError
+from specrun.logs import quiet_libraries
 from specrun.plugins.registry import Registry
 from specrun.runner.artifacts import WEIGHTS, artifacts_root
 from specrun.runner.execute import environment_info, evaluate_completed, execute
-from specrun.logs import quiet_libraries
 from specrun.runner.modeling import pick_device
 from specrun.runner.plan import PlannedRun
 from specrun.runner.teacher import scorer

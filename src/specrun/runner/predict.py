@@ -12,12 +12,12 @@ import torch
 
 from specrun.errors import DataError, StoreError
 from specrun.examples import Examples
+from specrun.logs import quiet_libraries
 from specrun.plugins import get_registry
 from specrun.plugins.datasets.files import Rows, read_rows
 from specrun.runner.artifacts import load_weights
 from specrun.runner.data import Encoded, TokenCache
 from specrun.runner.execute import build_model
-from specrun.logs import quiet_libraries
 from specrun.runner.modeling import autocast, load_tokenizer, pick_device
 from specrun.store.db import Store
 
