@@ -123,6 +123,8 @@ class Store:
                 if not _is_lock_error(exc):
                     if _is_unwritable(exc) and not read_only:
                         raise unwritable(self.path, exc) from None
+                    if "Permission denied" in str(exc):
+                        raise StoreError(f"cannot read store {self.path}: {str(exc).splitlines()[0]}; check its permissions") from None
                     raise damaged(self.path, exc) from None
                 waited = time.monotonic() - start
                 if waited > timeout:
