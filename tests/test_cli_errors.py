@@ -88,7 +88,7 @@ def test_store_and_sql_errors(cli, tmp_path, write_spec):
     code, out, _ = cli("sql", "SELECT count(*) AS n FROM runs", "-f", "csv")
     assert out.splitlines() == ["n", "1"]  # the refused DELETE changed nothing
     code, _, err = cli("runs", "--format", "xml")
-    assert_clean_error(code, err, "--format must be one of")
+    assert_clean_error(code, err, "Invalid value for '--format'")
     code, _, err = cli("predict", "deadbeef", "hello")
     assert_clean_error(code, err, "no run 'deadbeef'")
 
@@ -97,3 +97,43 @@ def test_store_and_sql_errors(cli, tmp_path, write_spec):
 def test_usage_errors(cli, args, needle):
     code, _, err = cli(*args)
     assert code == 2 and needle in err
+
+
+def test_library_warnings_are_hidden_unless_verbose_and_ours_always_show():
+    """Filtering is by the module that warns: transformers' advisories are noise by default and shown
+    once with -v; a warning issued from specrun's own code is never filtered."""
+    import warnings
+
+    from specrun import logs
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            logs.configure()
+            warnings.warn_explicit("advisory", UserWarning, "modeling_utils.py", 1, module="transformers.modeling_utils")
+            warnings.warn_explicit("ours", UserWarning, "train.py", 1, module="specrun.runner.train")
+            logs.configure(verbose=True)
+            for line in (2, 3):  # the same warning from two places: shown once
+                warnings.warn_explicit("advisory again", UserWarning, "modeling_utils.py", line, module="transformers.modeling_utils")
+    finally:
+        logs.configure()
+    assert [str(w.message) for w in caught] == ["ours", "advisory again"]
+
+
+def test_quiet_hides_notes_and_verbose_is_accepted(cli, write_spec, tmp_path):
+    spec = write_spec(train="max_steps = 1")
+    assert cli("apply", str(spec))[0] == 0
+    code, _, err = cli("snapshot", str(tmp_path / "a.duckdb"))
+    assert code == 0 and "snapshot of" in err
+    code, _, err = cli("-q", "snapshot", str(tmp_path / "b.duckdb"))
+    assert code == 0 and err == "" and (tmp_path / "b.duckdb").exists()
+    code, out, err = cli("-v", "runs", "-f", "csv")
+    assert code == 0 and out.count("\n") == 2
+
+
+def test_snapshot_is_a_readable_copy(cli, write_spec, tmp_path):
+    spec = write_spec(train="max_steps = 1")
+    assert cli("apply", str(spec))[0] == 0
+    assert cli("snapshot", str(tmp_path / "copy.duckdb"))[0] == 0
+    code, out, _ = cli("runs", "--store", str(tmp_path / "copy.duckdb"), "-f", "json")
+    code2, out2, _ = cli("runs", "-f", "json")
+    assert code == code2 == 0 and out == out2

@@ -67,7 +67,7 @@ def test_local_file_errors_name_path_and_columns(registry, tmp_path):
     with pytest.raises(DataError, match=r"no column 'text'; columns are \['sentence', 'label'\]"):
         source.load(source.Options(files={"train": "t.jsonl"}), ctx)
     (tmp_path / "u.csv").write_text("text,label\nhi,maybe\n")
-    with pytest.raises(DataError, match=r"row 1 has label 'maybe'"):
+    with pytest.raises(DataError, match=r"u\.csv:2: label 'maybe' in column 'label', not one of \['no', 'yes'\]"):
         source.load(source.Options(files={"train": "u.csv"}, label_names=["no", "yes"]), ctx)
 
 

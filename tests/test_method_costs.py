@@ -25,6 +25,11 @@ def method_toml(case: Case) -> str:
     return "\n".join([f'name = "{case.method}"', *(f"{key} = {json.dumps(value)}" for key, value in case.options.items())])
 
 
+def method_inline(case: Case) -> str:
+    """``case``'s method as a TOML inline table."""
+    return "{ " + ", ".join([f'name = "{case.method}"', *(f"{key} = {json.dumps(value)}" for key, value in case.options.items())]) + " }"
+
+
 def sql(cli, query: str) -> list[dict]:
     code, out, err = cli("sql", query, "--format", "json")
     assert code == 0, err
@@ -111,50 +116,72 @@ def failed_run(cli) -> dict:
     return run
 
 
-def test_fp16_on_cpu_fails_cleanly(write_spec, cli):
-    spec = write_spec(method='name = "full"', train='max_steps = 2\ndevice = "cpu"')
-    code, out, err = cli("apply", str(spec), "--set", "train.precision=fp16")
-    assert code == 1
+def refused(cli, spec, *args) -> str:
+    """A spec refused before anything trains: exit 2, the reason on stderr, no store written."""
+    import os
+
+    code, out, err = cli("apply", str(spec), *args)
+    assert code == 2, err
     assert "Traceback" not in err
-    run = failed_run(cli)
-    assert run["error"].startswith("MethodUnavailable: precision 'fp16' needs a CUDA device")
+    assert not Path(os.environ["SPECRUN_STORE"]).exists()
+    code, plan_out, plan_err = cli("plan", str(spec), *args, "-f", "csv")
+    assert code == 2 and "will fail:" in plan_out  # plan marks the run with the reason
+    return err
 
 
-def test_prompt_longer_than_the_model_positions_fails_cleanly(write_spec, cli):
+def test_fp16_on_a_cpu_device_is_refused_before_training(write_spec, cli):
+    spec = write_spec(method='name = "full"', train='max_steps = 2\ndevice = "cpu"')
+    err = refused(cli, spec, "--set", "train.precision=fp16")
+    assert "train.precision: 'fp16' needs a CUDA device, and train.device = 'cpu'" in err
+
+
+def test_fp16_on_this_cpu_machine_is_unavailable(write_spec, cli):
+    """device = auto: fp16 would work on a GPU machine; on this one no run can run, so apply refuses."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device can run fp16")
+    spec = write_spec(method='name = "full"', train="max_steps = 2")
+    err = refused(cli, spec, "--set", "train.precision=fp16")
+    assert "no run of this apply can run on this machine: precision 'fp16' needs a CUDA device" in err
+
+
+def test_prompt_longer_than_the_model_positions_is_refused(write_spec, cli):
     # the tiny model has 128 positions; conftest's specs use max_length = 32
     spec = write_spec(method='name = "prompt_tuning"\nnum_virtual_tokens = 100', train="max_steps = 2")
-    code, _, err = cli("apply", str(spec))
-    assert code == 1 and "Traceback" not in err
-    run = failed_run(cli)
-    assert run["error"] == (
-        "ConfigError: method.num_virtual_tokens: 100 virtual tokens + model.max_length 32 exceed the model's 128 positions; "
+    err = refused(cli, spec)
+    assert (
+        "method.num_virtual_tokens: 100 virtual tokens + model.max_length 32 exceed the model's 128 positions; "
         "lower model.max_length to 28 or use fewer virtual tokens"
-    )
+    ) in err
 
 
 @pytest.mark.parametrize("case", [Case("qlora"), Case("lora", {"quantize": "8bit"}, id="lora-8bit")], ids=lambda c: c.id)
 def test_quantized_methods_need_bitsandbytes(case, write_spec, cli, monkeypatch):
+    """Without bitsandbytes a quantized run is recorded as failed and the other runs go on."""
     from specrun.plugins.methods.lora import bitsandbytes_problem
 
     bitsandbytes_problem.cache_clear()
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import bitsandbytes now raises ImportError
+    sweep = f'[sweep]\n"method" = [{{ name = "bitfit" }}, {method_inline(case)}]\n'
     try:
-        code, out, err = cli("apply", str(write_spec(method=method_toml(case), train="max_steps = 2")))
+        code, out, err = cli("apply", str(write_spec(method=method_toml(case), train="max_steps = 2", extra=sweep)))
     finally:
         bitsandbytes_problem.cache_clear()
     assert code == 1
-    run = failed_run(cli)
+    assert "cannot run on this machine and will be recorded as failed" in err  # said before training
+    runs = {r["method"]: r for r in sql(cli, "SELECT method, status, error FROM runs")}
+    assert runs["bitfit"]["status"] == "completed"
     bits = 4 if case.method == "qlora" else 8
-    assert run["error"].startswith(
+    assert runs[case.method]["status"] == "failed"
+    assert runs[case.method]["error"].startswith(
         f"MethodUnavailable: method {case.method!r} needs a {bits}-bit backbone, but the bitsandbytes package is not installed"
     )
 
 
-def test_freezing_more_layers_than_the_model_has_fails_cleanly(write_spec, cli):
-    code, out, err = cli("apply", str(write_spec(method='name = "freeze"\nlayers = 5', train="max_steps = 2")))
-    assert code == 1
-    run = failed_run(cli)
-    assert run["error"] == "SpecrunError: method.layers = 5, but the model has only 2 encoder layers"
+def test_freezing_more_layers_than_the_model_has_is_refused(write_spec, cli):
+    err = refused(cli, write_spec(method='name = "freeze"\nlayers = 5', train="max_steps = 2"))
+    assert "method.layers: 5 layers to freeze, but" in err and "has 2 encoder layers" in err
 
 
 def test_model_memory_counts_quantized_weights_at_their_packed_size(write_spec, registry):

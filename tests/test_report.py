@@ -154,7 +154,7 @@ def test_report_of_a_store_with_failed_and_missing_runs_says_what_it_left_out(wr
     out = tmp_path / "r.html"
     code, _, err = cli("report", str(spec), "-o", str(out))
     assert code == 0, err
-    assert "note: toy: 2 run(s) not completed, left out of the analyses" in err
+    assert "warning: report: toy: 2 run(s) not completed, left out of the analyses" in err
     page = html.unescape(out.read_text())
     assert "2 run(s) are left out of the analyses below (not completed)." in page
     assert "this method always fails" in page and "not run" in page

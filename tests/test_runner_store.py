@@ -29,28 +29,41 @@ def test_migrations_recorded_once(tmp_path):
     assert names == [m.__name__ for m in MIGRATIONS]
 
 
-def test_current_runs_are_those_of_the_latest_apply(write_spec, cli):
+def test_current_runs_are_those_of_the_latest_apply_without_overrides(write_spec, cli):
     spec = write_spec(train="max_steps = 1")
     spec.write_text(spec.read_text().replace("seeds = [0]", "seeds = [0, 1]"))
     assert cli("apply", str(spec))[0] == 0
     first = {r["run_id"] for r in sql(cli, "SELECT run_id FROM runs")}
     spec.write_text(spec.read_text().replace("max_steps = 1", "max_steps = 2"))  # a new version of the spec
+    # a variant: --set leaves the experiment's current runs alone
     assert cli("apply", str(spec), "--set", "experiment.seeds=[1]")[0] == 0
     everything = {r["run_id"] for r in sql(cli, "SELECT run_id FROM experiment_runs WHERE experiment = 'toy'")}
-    current = sql(cli, "SELECT run_id, spec_path FROM current_runs WHERE experiment = 'toy'")
-    [latest] = sql(cli, "SELECT apply_id, overrides, spec_sha256 FROM applies ORDER BY started_at DESC LIMIT 1")
+    [variant] = sql(cli, "SELECT apply_id, overrides, variant FROM applies ORDER BY started_at DESC LIMIT 1")
     assert len(everything) == 3 and first < everything
-    assert len(current) == 1 and current[0]["run_id"] not in first and current[0]["spec_path"] == str(spec)
-    assert json.loads(latest["overrides"]) == ["experiment.seeds=[1]"]
-    assert sql(cli, "SELECT count(*) AS n FROM applies")[0]["n"] == 2
+    assert json.loads(variant["overrides"]) == ["experiment.seeds=[1]"] and variant["variant"] is True
+    assert {r["run_id"] for r in sql(cli, "SELECT run_id FROM current_runs WHERE experiment = 'toy'")} == first
     code, out, _ = cli("runs", "--experiment", "toy", "-f", "json")
-    assert code == 0 and [r["run_id"] for r in json.loads(out)] == [current[0]["run_id"]]
+    assert code == 0 and {r["run_id"] for r in json.loads(out)} == first
     code, out, _ = cli("runs", "--experiment", "toy", "--history", "-f", "json")
     assert code == 0 and {r["run_id"] for r in json.loads(out)} == everything
+    variant_runs = {r["run_id"] for r in sql(cli, f"SELECT run_id FROM apply_runs WHERE apply_id = '{variant['apply_id']}'")}
+    assert len(variant_runs) == 1 and not variant_runs & first  # the variant's runs stay queryable
+    # applying the new version without overrides makes its runs the current ones
+    assert cli("apply", str(spec))[0] == 0
+    current = sql(cli, "SELECT run_id, spec_path FROM current_runs WHERE experiment = 'toy'")
+    assert len(current) == 2 and variant_runs < {r["run_id"] for r in current} and current[0]["spec_path"] == str(spec)
+    assert sql(cli, "SELECT count(*) AS n FROM applies")[0]["n"] == 3
     # an apply refused before training (bad data) records nothing
     bad = write_spec(name="bad", extra='[[data.transforms]]\nname = "few_shot"\nk = 500\n')
     assert cli("apply", str(bad))[0] == 2
-    assert sql(cli, "SELECT count(*) AS n FROM applies")[0]["n"] == 2
+    assert sql(cli, "SELECT count(*) AS n FROM applies")[0]["n"] == 3
+
+
+def test_an_experiment_with_only_variant_applies_has_the_latest_as_current(write_spec, cli):
+    spec = write_spec(train="max_steps = 1")
+    assert cli("apply", str(spec), "--set", "train.max_steps=2")[0] == 0
+    [run] = sql(cli, "SELECT run_id FROM runs")
+    assert sql(cli, "SELECT run_id FROM current_runs WHERE experiment = 'toy'") == [run]
 
 
 def test_run_id_is_content_hash(write_spec, cli):
@@ -105,8 +118,9 @@ def test_failed_run_recorded_others_go_on(write_spec, cli):
     rows = sql(cli, "SELECT status, config->'train'->>'precision' AS p, error FROM runs ORDER BY p")
     assert rows[0]["status"] == "failed" and "needs a CUDA device" in rows[0]["error"]
     assert rows[1]["status"] == "completed"
-    code, _, err = cli("apply", str(spec), "--fail-fast")  # the failed run is retried, the completed one cached
-    assert code == 1 and "1 failed" in err
+    # the completed run is cached and the failed one is all that is left, and it cannot run here: refused
+    code, _, err = cli("apply", str(spec), "--fail-fast")
+    assert code == 2 and "no run of this apply can run on this machine: precision 'fp16' needs a CUDA device" in err
 
 
 def test_predictions_and_provenance(write_spec, cli, toy_data):

@@ -9,7 +9,7 @@ def test_difficulty_students_share_one_teacher(write_spec, cli, tmp_path):
     student = write_spec(
         name="student",
         train="max_steps = 2",
-        extra=f'[sweep]\n"data.transforms.0.strategy" = ["easy", "hard"]',
+        extra='[sweep]\n"data.transforms.0.strategy" = ["easy", "hard"]',
     )
     text = student.read_text().replace(
         "[method]", f'[[data.transforms]]\nname = "difficulty"\nteacher = "{teacher.name}"\nn = 40\nstrategy = "easy"\n\n[method]'

@@ -121,7 +121,7 @@ def test_static_option_errors_fail_validation_with_file_line_and_key(write_spec,
     spec = write_spec(extra='[[data.transforms]]\nname = "few_shot"\nk = 4\nn = 10\n')
     code, _, err = cli("validate", str(spec))
     assert code == 2
-    assert "data.transforms.0: Value error, give exactly one of k, n, fraction (got k, n)" in err
+    assert "data.transforms.0: give exactly one of k, n, fraction (got k, n)" in err
     assert f"{spec}:" in err
 
 

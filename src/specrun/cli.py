@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -15,14 +16,47 @@ app = typer.Typer(
     help="Declarative experiments for fine-tuning BERT-family text classifiers.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+log = logging.getLogger("specrun.cli")
 
 StoreOpt = Annotated[Path, typer.Option("--store", envvar="SPECRUN_STORE", help="DuckDB result store")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a spec key: --set train.epochs=1 (repeatable)")]
-FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, csv or json")]
+Format = Literal["table", "csv", "json"]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="output format")]
+#: Run statuses (``runs.status``) and plugin kinds (``registry.HOOK_FOR_KIND``; a test keeps them equal).
+Status = Literal["running", "completed", "failed", "interrupted"]
+Kind = Literal["method", "dataset", "model_source", "transform", "analysis"]
 DEFAULT_STORE = Path("specrun.duckdb")
 FORMATS = ("table", "csv", "json")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"specrun {version('specrun')}")
+        except PackageNotFoundError:  # running from a source tree that is not installed
+            from specrun import __version__
+
+            typer.echo(f"specrun {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="more detail: debug notes, and library warnings (each once)")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="warnings, errors and results only")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")] = False,
+):
+    """Declarative experiments for fine-tuning BERT-family text classifiers."""
+    from specrun.logs import configure
+
+    if verbose and quiet:
+        raise UsageError("give -v/--verbose or -q/--quiet, not both")
+    configure(verbose=verbose, quiet=quiet)
 
 
 def _check_format(fmt: str) -> None:
@@ -37,9 +71,7 @@ def _plan(spec: Path, overrides: list[str] | None):
 
     registry = get_registry()
     for problem in registry.load_errors:
-        from specrun.console import err
-
-        err.print(f"warning: {problem}")
+        log.warning(problem)
     loaded = load_spec(spec, overrides or [], registry)
     return loaded, plan_runs(loaded, registry), registry
 
@@ -60,9 +92,11 @@ def apply(
     from specrun.store.runs import record_apply
 
     loaded, planned, registry = _plan(spec, set_)
-    check_runs(planned, registry, Store(store), force=force)
+    found = check_runs(planned, registry, Store(store), force=force)
+    for run_id, why in found.unavailable.items():
+        log.warning("run %s cannot run on this machine and will be recorded as failed: %s", run_id, why)
     record_apply(Store(store), loaded.experiment, str(spec), loaded.text, set_ or [], [p.run_id for p in planned])
-    err.print(f"{loaded.experiment}: {len(planned)} run(s) → {store}")
+    log.info(f"{loaded.experiment}: {len(planned)} run(s) → {store}")
     with ApplyProgress(len(planned)) as progress:
         executor = LocalExecutor(Store(store), registry, str(spec), progress=progress, fail_fast=fail_fast, force=force)
         outcomes = executor.run_all(planned)
@@ -72,17 +106,22 @@ def apply(
     err.print("summary: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     if counts.get("failed"):
         err.print(f"failed runs keep their error in the store: specrun runs --status failed --store {store}")
-    analyses_failed = _analyze_and_report(loaded, registry, Store(store))
+    analyses_failed = _analyze_and_report(loaded, registry, Store(store), variant=bool(set_))
     if counts.get("failed") or analyses_failed:
         raise typer.Exit(1)
 
 
-def _analyze_and_report(loaded, registry, store) -> bool:
+def _analyze_and_report(loaded, registry, store, variant: bool) -> bool:
     """After an apply: the spec's analyses, then its report if ``[report] path`` asks for one. Returns
-    whether an analysis failed."""
+    whether an analysis failed. A variant (an apply with ``--set``) leaves them alone: they describe the
+    experiment's current runs, which are the spec's own."""
     from specrun.analysis.targets import from_spec
 
     if not loaded.analyses and not (loaded.spec.report and loaded.spec.report.path):
+        return False
+    if variant:
+        log.info("analyses and report skipped: an apply with --set is a variant, and they cover the spec's own runs "
+                 f"(specrun analyze / specrun report {loaded.path} after an apply without --set)")
         return False
     target = from_spec(loaded, store)
     failed = _run_analyses(store, registry, target, target.entries, force=False)
@@ -95,12 +134,16 @@ def _analyze_and_report(loaded, registry, store) -> bool:
 
 def _run_analyses(store, registry, target, entries, force: bool) -> bool:
     from specrun.analysis.engine import run_analyses
-    from specrun.console import analysis_line, err
+    from specrun.console import analysis_line
 
     if not entries:
         return False
-    err.print(f"{target.experiment}: {len(entries)} analys{'is' if len(entries) == 1 else 'es'}")
-    outcomes = run_analyses(store, registry, target.experiment, entries, force=force, on_done=lambda o: err.print(analysis_line(o)))
+    log.info(f"{target.experiment}: {len(entries)} analys{'is' if len(entries) == 1 else 'es'}")
+
+    def done(outcome) -> None:
+        (log.warning if outcome.status == "failed" else log.info)(analysis_line(outcome))
+
+    outcomes = run_analyses(store, registry, target.experiment, entries, force=force, on_done=done)
     return any(o.status == "failed" for o in outcomes)
 
 
@@ -117,7 +160,7 @@ def _write_report(store, registry, targets, out: Path, title, png: Path | None, 
             _run_analyses(store, registry, target, target.entries, force=False)
     summary = build_report(store, registry, targets, out, title, png)
     for problem in summary.problems:
-        err.print(f"  note: {problem}", markup=False, highlight=False)
+        log.warning(f"report: {problem}")
     err.print(f"report: {out} ({summary.charts} charts, {summary.tables} tables"
               + (f"; {len(summary.images)} images in {png}" if png else "") + ")", markup=False, highlight=False)
 
@@ -129,35 +172,39 @@ def plan(
     store: StoreOpt = DEFAULT_STORE,
     fmt: FormatOpt = "table",
 ):
-    """Print the runs SPEC expands into and which the store already holds; checks every run's data; trains nothing."""
+    """Print the runs SPEC expands into, which the store already holds and which will fail; checks every run's data and model; trains nothing."""
     from specrun.console import print_rows
-    from specrun.runner.preflight import check_runs
+    from specrun.runner.preflight import preflight
     from specrun.store import Store
     from specrun.store.runs import evaluations, statuses
 
     _check_format(fmt)
     loaded, planned, registry = _plan(spec, set_)
-    check_runs(planned, registry, Store(store))
+    found = preflight(planned, registry, Store(store))
     required = {d.run_id: d for p in planned for d in _all_dependencies(p)}
     known = statuses(Store(store), [p.run_id for p in planned] + list(required))
     evaluated = evaluations(Store(store), [p.run_id for p in planned])
 
     def status(run) -> str:
-        found = known.get(run.run_id)
-        if found == "completed":
+        reason = found.reason(run.run_id)
+        if reason:
+            return f"will fail: {reason}"
+        state = known.get(run.run_id)
+        if state == "completed":
             new_sets, _ = run.eval_sets_to_add(evaluated.get(run.run_id, {}))
             return f"cached, will evaluate on {', '.join(new_sets)}" if new_sets else "cached"
-        return f"will rerun ({found})" if found else "new"
+        return f"will rerun ({state})" if state else "new"
 
     rows = [(d.run_id, d.method, f"required first ({d.experiment}: {d.spec_path})", d.seed, status(d)) for d in required.values()]
     rows += [(p.run_id, p.method, json.dumps(p.sweep_values) if p.sweep_values else "", p.seed, status(p)) for p in planned]
     print_rows(["run_id", "method", "sweep", "seed", "status"], rows, fmt, title=f"{loaded.experiment}: {len(planned)} run(s)")
     if loaded.analyses or (loaded.spec.report and loaded.spec.report.path):
-        from specrun.console import err
-
         then = [f"analyses {', '.join(a['id'] for a in loaded.analyses)}"] if loaded.analyses else []
         then += [f"report {loaded.spec.report.path}"] if loaded.spec.report and loaded.spec.report.path else []
-        err.print(f"then: {'; '.join(then)}", markup=False, highlight=False)
+        log.info(f"then: {'; '.join(then)}")
+    error = found.error()
+    if error is not None:
+        raise error
 
 
 def _all_dependencies(run):
@@ -179,32 +226,17 @@ def validate(spec: Annotated[Path, typer.Argument(help="the experiment's TOML sp
 @app.command()
 def runs(
     store: StoreOpt = DEFAULT_STORE,
-    experiment: Annotated[Optional[str], typer.Option(help="only this experiment's runs (those of its latest apply)")] = None,
-    status: Annotated[Optional[str], typer.Option(help="only runs with this status")] = None,
+    experiment: Annotated[Optional[str], typer.Option(help="only this experiment's runs (those of its latest apply without --set)")] = None,
+    status: Annotated[Optional[Status], typer.Option(help="only runs with this status")] = None,
     history: Annotated[bool, typer.Option("--history", help="with --experiment: also runs of its earlier applies")] = False,
     fmt: FormatOpt = "table",
 ):
     """List the runs in the store with their main results."""
     from specrun.console import print_rows
     from specrun.store import Store
+    from specrun.store.runs import list_runs
 
-    _check_format(fmt)
-    query = """
-        SELECT s.run_id, s.experiment, s.status, s.method, s.seed, s.sweep, s.accuracy, s.f1, s.train_seconds,
-               strftime(s.finished_at, '%Y-%m-%d %H:%M:%S') AS finished_at, regexp_extract(r.error, '^[^\n]*') AS error
-        FROM run_summary s JOIN runs r USING (run_id)
-        WHERE ($experiment IS NULL OR s.run_id IN (
-                SELECT run_id FROM current_runs WHERE experiment = $experiment
-                UNION ALL  -- the whole history when asked, or when no apply was recorded (stores older than m005)
-                SELECT run_id FROM experiment_runs WHERE experiment = $experiment
-                  AND ($history OR NOT EXISTS (SELECT 1 FROM applies WHERE experiment = $experiment))))
-          AND ($status IS NULL OR s.status = $status)
-        ORDER BY s.finished_at NULLS LAST, s.run_id
-    """
-    with Store(store).read() as db:
-        cursor = db.execute(query, {"experiment": experiment, "status": status, "history": history})
-        columns = [d[0] for d in cursor.description]
-        rows = cursor.fetchall()
+    columns, rows = list_runs(Store(store), experiment, status, history)
     print_rows(columns, rows, fmt)
 
 
@@ -213,24 +245,29 @@ def sql(
     query: Annotated[str, typer.Argument(help="a SQL query over the store (read-only)")],
     store: StoreOpt = DEFAULT_STORE,
     fmt: FormatOpt = "table",
+    allow_files: Annotated[bool, typer.Option("--allow-files", help="let the query read and write other files (COPY, read_csv, ATTACH)")] = False,
 ):
-    """Run a read-only SQL query over the store and print the result."""
-    import duckdb
-
+    """Run a read-only SQL query over the store and print the result (other files only with --allow-files)."""
     from specrun.console import print_rows
     from specrun.store import Store
+    from specrun.store.query import run_query
 
-    _check_format(fmt)
-    with Store(store).read() as db:
-        try:
-            cursor = db.execute(query)
-        except duckdb.Error as exc:
-            raise UsageError(f"SQL error: {exc}") from None
-        if cursor.description is None:
-            return
-        columns = [d[0] for d in cursor.description]
-        rows = cursor.fetchall()
-    print_rows(columns, rows, fmt)
+    columns, rows = run_query(Store(store), query, allow_files=allow_files)
+    if columns:
+        print_rows(columns, rows, fmt)
+
+
+@app.command()
+def snapshot(
+    path: Annotated[Path, typer.Argument(help="where to write the copy (a new file)")],
+    store: StoreOpt = DEFAULT_STORE,
+):
+    """Write a consistent copy of the store to PATH, for notebooks and backups (the store stays free for writers)."""
+    from specrun.store import Store
+    from specrun.store.query import snapshot as write_snapshot
+
+    runs = write_snapshot(Store(store), path)
+    log.info(f"snapshot of {store} ({runs} runs) written to {path}")
 
 
 TargetsArg = Annotated[list[str], typer.Argument(help="spec files, or names of experiments in the store", metavar="SPEC_OR_EXPERIMENT...")]
@@ -247,7 +284,6 @@ def analyze(
     """Run the analyses a spec declares over the runs the store holds (never trains); results go to tables in the store."""
     from specrun.analysis.engine import select
     from specrun.analysis.targets import resolve
-    from specrun.console import err
     from specrun.plugins import get_registry
     from specrun.store import Store
 
@@ -261,7 +297,7 @@ def analyze(
                              f"({', '.join(registry.names('analysis'))})")
         failed |= _run_analyses(Store(store), registry, target, entries, force)
         tables = sorted({t.name for e in entries for t in registry.get("analysis", e.name).tables})
-        err.print(f"  query them: specrun sql \"SELECT * FROM {tables[0]} WHERE experiment = '{target.experiment}'\""
+        log.info(f"  query them: specrun sql \"SELECT * FROM {tables[0]} WHERE experiment = '{target.experiment}'\""
                   f" (tables: {', '.join(tables)})", markup=False, highlight=False)
     if failed:
         raise typer.Exit(1)
@@ -294,20 +330,16 @@ def report(
 
 @app.command()
 def plugins(
-    kind: Annotated[Optional[str], typer.Option(help="method, dataset, model_source, transform or analysis")] = None,
+    kind: Annotated[Optional[Kind], typer.Option(help="only plugins of this kind")] = None,
     fmt: FormatOpt = "table",
 ):
     """List every plugin with its kind, origin and options."""
-    from specrun.console import err, print_rows
+    from specrun.console import print_rows
     from specrun.plugins import get_registry
-    from specrun.plugins.registry import HOOK_FOR_KIND
 
-    _check_format(fmt)
-    if kind is not None and kind not in HOOK_FOR_KIND:
-        raise UsageError(f"--kind must be one of {', '.join(HOOK_FOR_KIND)}")
     registry = get_registry()
     for problem in registry.load_errors:
-        err.print(f"warning: {problem}")
+        log.warning(problem)
     rows = []
     for entry in registry.all():
         if kind and entry.kind != kind:
@@ -335,24 +367,39 @@ def _default(field) -> str:
 def predict(
     run_id: Annotated[str, typer.Argument(help="a completed run's id")],
     texts: Annotated[Optional[list[str]], typer.Argument(help="texts to classify")] = None,
-    file: Annotated[Optional[Path], typer.Option("--file", help="a CSV/TSV/JSONL file with a 'text' column (and 'text_pair')")] = None,
+    file: Annotated[
+        Optional[Path], typer.Option("--file", help="a CSV/TSV/JSONL file with a 'text' column (and 'text_pair'; with 'label': accuracy and F1)")
+    ] = None,
     store: StoreOpt = DEFAULT_STORE,
     fmt: FormatOpt = "table",
 ):
     """Load a stored run and print label, confidence and latency for each text."""
-    from specrun.console import print_rows
-    from specrun.runner.predict import Predictor, read_texts
+    from specrun.console import out, print_rows
+    from specrun.runner.predict import Predictor, label_ids, read_texts, scores
     from specrun.store import Store
 
-    _check_format(fmt)
     items = [(t, None) for t in texts or []]
-    if file is not None:
-        items += read_texts(file)
+    given = read_texts(file) if file is not None else None
+    if given is not None:
+        items += given.items
     if not items:
         raise UsageError("give texts to classify, or --file")
     predictor = Predictor.load(Store(store), run_id)
+    expected = label_ids(given, predictor.label_names) if given is not None and given.labels is not None else None
     rows = predictor.predict(items)
-    print_rows(["text", "label", "confidence", "latency_ms"], rows, fmt)
+    if expected is None:
+        print_rows(["text", "label", "confidence", "latency_ms"], rows, fmt)
+        return
+    expected = [None] * (len(items) - len(expected)) + expected  # texts given as arguments come first, unlabelled
+    print_rows(["text", "label", "expected", "confidence", "latency_ms"],
+               [(t, label, predictor.label_names[e] if e is not None else None, c, ms) for (t, label, c, ms), e in zip(rows, expected)], fmt)
+    labelled = [(row[1], e, row[3]) for row, e in zip(rows, expected) if e is not None]
+    found = scores([p for p, _, _ in labelled], [e for _, e, _ in labelled], predictor.label_names, [ms for _, _, ms in labelled])
+    summary = f"{file}: {len(labelled)} labelled texts: " + ", ".join(f"{k} {v:.4g}" for k, v in found.items())
+    if fmt == "table":
+        out.print(summary, markup=False, highlight=False)
+    else:  # keep csv and json output machine-readable
+        log.info(summary)
 
 
 # typer vendors click; its exception base is reachable through the public BadParameter
@@ -362,9 +409,9 @@ _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "C
 def main() -> None:
     """Entry point: run the app, turning user errors into a message and exit code 2."""
     from specrun.console import err
-    from specrun.runner.modeling import quiet_libraries
+    from specrun.logs import configure
 
-    quiet_libraries()
+    configure()  # the defaults, for errors raised before the options are read
     try:
         code = app(standalone_mode=False)
     except SpecrunError as exc:

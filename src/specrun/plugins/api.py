@@ -22,9 +22,9 @@ if TYPE_CHECKING:
 
 
 class PluginOptions(BaseModel):
-    """Base of every plugin's options model: unknown keys are errors."""
+    """Base of every plugin's options model: unknown keys are errors, and so are inf and nan."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class NoOptions(PluginOptions):
@@ -64,6 +64,26 @@ class BuildContext:
         return load_classifier(self.model_path, self.num_labels, self.label_names, **kwargs)
 
 
+@dataclass
+class ModelInfo:
+    """What ``MethodPlugin.check_model`` gets: the model a run will load, known before anything trains."""
+
+    #: ``model.name`` as the spec gives it, and what ``from_pretrained`` loads for it.
+    name: str
+    path: str
+    #: The model's transformers config (``num_hidden_layers``, ``max_position_embeddings``, ...).
+    config: Any
+    #: ``model.max_length``.
+    max_length: int
+
+    def module_names(self) -> list[str]:
+        """The names of the classifier's modules (``bert.encoder.layer.0.attention.self.query``, ...),
+        from a copy built on the meta device: no weights are loaded."""
+        from specrun.runner.modeling import module_names
+
+        return module_names(self.path)
+
+
 class MethodPlugin(Plugin):
     """A fine-tuning method: builds the trainable model from a pretrained backbone.
 
@@ -74,6 +94,11 @@ class MethodPlugin(Plugin):
 
     def check(self, options: PluginOptions, device: torch.device, precision: str) -> None:
         """Raise ``specrun.errors.MethodUnavailable`` if this method cannot run here. Default: always can."""
+
+    def check_model(self, options: PluginOptions, model: ModelInfo) -> None:
+        """Raise ``specrun.errors.ConfigError`` (``key`` = the option's spec key, e.g. ``"method.layers"``)
+        if ``options`` cannot work with this model on any machine. ``plan`` and ``apply`` call it for
+        every run before anything trains. Default: any model will do."""
 
     def build(self, options: PluginOptions, ctx: BuildContext) -> torch.nn.Module:
         """Return the model to train: a module whose forward takes tokenizer outputs and ``labels``

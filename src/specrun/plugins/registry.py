@@ -55,9 +55,11 @@ class Registry:
         found = self.entries[kind].get(name)
         if found is None:
             known = sorted(self.entries[kind])
+            # the plugin the spec means may be one that failed to load: say so next to the name
+            failed = "".join(f"; {problem}" for problem in self.load_errors)
             raise PluginError(
                 f"unknown {kind.replace('_', ' ')} {name!r}{did_you_mean(name, known)}; "
-                f"known: {', '.join(known) or 'none'}"
+                f"known: {', '.join(known) or 'none'}{failed}"
             )
         return found.plugin
 

@@ -65,14 +65,14 @@ def split_examples(dataset: Dataset, name: str, key: str) -> Examples:
     base = sliced.group("split").strip() if sliced else name
     if base not in dataset.splits:
         known = list(dataset.splits)
-        raise DataError(f"data.{key}: dataset {dataset.name!r} has no split {base!r}{did_you_mean(base, known)}; splits: {', '.join(known)}")
+        raise DataError(f"dataset {dataset.name!r} has no split {base!r}{did_you_mean(base, known)}; splits: {', '.join(known)}", key=f"data.{key}")
     examples = dataset.splits[base]
     if not sliced:
         return examples
     bounds = [_slice_bound(sliced.group(part), len(examples), name, key) for part in ("start", "stop")]
     chosen = range(len(examples))[slice(*bounds)]
     if not chosen:
-        raise DataError(f"data.{key}: {name!r} selects no examples (split {base!r} has {len(examples)})")
+        raise DataError(f"{name!r} selects no examples (split {base!r} has {len(examples)})", key=f"data.{key}")
     return examples.select(chosen)
 
 
@@ -81,7 +81,7 @@ def _slice_bound(text: str, size: int, name: str, key: str) -> int | None:
         return None
     bound = _BOUND.match(text)
     if bound is None:
-        raise DataError(f"data.{key}: cannot read the slice in {name!r}: bounds are whole numbers or percentages, e.g. 'train[:5000]' or 'train[90%:]'")
+        raise DataError(f"cannot read the slice in {name!r}: bounds are whole numbers or percentages, e.g. 'train[:5000]' or 'train[90%:]'", key=f"data.{key}")
     value = int(bound.group(1))
     return round(size * value / 100) if bound.group(2) else value
 
@@ -115,11 +115,14 @@ def prepare_run_data(config: dict, registry: Registry, spec_dir: str | None = No
     seed = config["seed"]
     dataset = load_dataset(data, registry, spec_dir)
     train = split_examples(dataset, data["train_split"], "train_split")
+    _require_classes(train, dataset, "data.train_split", f"split {data['train_split']!r}")
     if data.get("max_train_examples") and data["max_train_examples"] < len(train):
         rng = np.random.default_rng(seed)
         train = train.select(sorted(rng.choice(len(train), data["max_train_examples"], replace=False).tolist()))
+        _require_classes(train, dataset, "data.max_train_examples", f"the subsample of {len(train)} (seed {seed})")
     ctx = TransformContext(seed=seed, split="train", label_names=dataset.label_names, scores=scores, spec_dir=spec_dir)
     train = apply_transforms(train, data["transforms"], registry, ctx, "train", "data.transforms")
+    _require_classes(train, dataset, "data.transforms", f"the training set after its transforms (seed {seed})")
 
     primary = eval_split_name(data, registry)
     sets = {primary: (primary, data.get("max_eval_examples"), [])}
@@ -135,6 +138,19 @@ def prepare_run_data(config: dict, registry: Registry, spec_dir: str | None = No
         if len(eval_sets[name]) == 0:
             raise DataError(f"evaluation set {name!r} is empty after its transforms")
     return RunData(dataset=dataset, train=train, eval_sets=eval_sets, primary_eval=primary)
+
+
+def _require_classes(train: Examples, dataset: Dataset, key: str, what: str) -> None:
+    """A training set with a single class teaches nothing but that class: refuse it (an empty one is
+    allowed, see ``TransformPlugin``)."""
+    present = set(train.label)
+    if len(present) == 1:
+        (label,) = present
+        raise DataError(
+            f"{what} holds only the class {dataset.label_names[label]!r} ({len(train)} examples); "
+            "a classifier needs examples of two classes or more",
+            key=key,
+        )
 
 
 def _limit(examples: Examples, n: int | None) -> Examples:

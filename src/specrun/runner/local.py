@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 
 from specrun.errors import SpecrunError, StoreError
+from specrun.logs import quiet_libraries
 from specrun.plugins.registry import Registry
-from specrun.runner.artifacts import WEIGHTS, artifacts_root
+from specrun.runner.artifacts import artifacts_root
 from specrun.runner.execute import environment_info, evaluate_completed, execute
-from specrun.runner.modeling import pick_device, quiet_libraries
+from specrun.runner.modeling import pick_device
 from specrun.runner.plan import PlannedRun
 from specrun.runner.teacher import scorer
 from specrun.store import runs as store_runs
@@ -34,11 +35,17 @@ class Outcome:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is. A subclass on purpose: CPython (3.11) remembers a KeyboardInterrupt
+    raised while C code runs Python (``PyRun_String``) as unhandled, even once caught, and then exits by
+    re-raising SIGINT instead of with the exit code specrun chose; it checks for that exact type only."""
+
+
 @contextmanager
 def sigterm_as_interrupt():
     """Turn SIGTERM into KeyboardInterrupt so a killed apply records its run as interrupted."""
     def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+        raise Terminated(f"signal {signum}")
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)

@@ -5,30 +5,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import logging
-import os
-import warnings
 
 import numpy as np
 import torch
 
 from specrun.errors import DataError, MethodUnavailable
 from specrun.plugins.registry import Registry
-
-
-def quiet_libraries() -> None:
-    """Silence the load reports, progress bars and advisory warnings of transformers and friends."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
-    os.environ.setdefault("DATASETS_VERBOSITY", "error")
-    for name in ("transformers", "bitsandbytes", "peft", "accelerate", "datasets", "huggingface_hub", "fsspec"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @functools.lru_cache(maxsize=32)
@@ -39,6 +21,27 @@ def resolve_model(name: str, registry: Registry) -> str:
         if found:
             return found
     raise DataError(f"no model source could resolve model {name!r}")
+
+
+@functools.lru_cache(maxsize=16)
+def load_config(model_path: str):
+    """The transformers config of the model at ``model_path`` (a folder or a hub id); OSError if none."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(model_path)
+    except ValueError as exc:  # e.g. a config.json without a known model_type
+        raise OSError(str(exc)) from None
+
+
+@functools.lru_cache(maxsize=8)
+def module_names(model_path: str) -> list[str]:
+    """Module names of the sequence classifier for ``model_path``, built on the meta device (no weights)."""
+    from transformers import AutoModelForSequenceClassification
+
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(load_config(model_path))
+    return [name for name, _ in model.named_modules()]
 
 
 @functools.lru_cache(maxsize=8)

@@ -95,14 +95,29 @@ def code_versions(config: dict, registry: Registry) -> dict[str, str]:
     return versions
 
 
-def data_fingerprint(config: dict, registry: Registry, spec_dir: str | None) -> dict[str, str]:
-    """Content hashes of the splits a run reads (before transforms: those are in the config).
-    Loading them here also checks, before anything trains, that every named split exists."""
+def _named_splits(config: dict, registry: Registry) -> dict[str, str]:
+    """{spec key under data: split name} for every split a run reads."""
     data = config["data"]
-    dataset = load_dataset(data, registry, spec_dir)
     named = {"train_split": data["train_split"], "eval_split": eval_split_name(data, registry)}
-    named |= {f"eval_sets.{n}.split": es["split"] for n, es in data["eval_sets"].items() if es.get("split")}
-    return {name: split_examples(dataset, name, key).fingerprint for key, name in sorted(named.items())}
+    return named | {f"eval_sets.{n}.split": es["split"] for n, es in data["eval_sets"].items() if es.get("split")}
+
+
+def split_problems(config: dict, registry: Registry, spec_dir: str | None) -> list[DataError]:
+    """Every split a run names that its dataset lacks or cannot slice (all of them, not the first)."""
+    dataset = load_dataset(config["data"], registry, spec_dir)
+    problems = []
+    for key, name in sorted(_named_splits(config, registry).items()):
+        try:
+            split_examples(dataset, name, key)
+        except DataError as exc:
+            problems.append(exc)
+    return problems
+
+
+def data_fingerprint(config: dict, registry: Registry, spec_dir: str | None) -> dict[str, str]:
+    """Content hashes of the splits a run reads (before transforms: those are in the config)."""
+    dataset = load_dataset(config["data"], registry, spec_dir)
+    return {name: split_examples(dataset, name, key).fingerprint for key, name in sorted(_named_splits(config, registry).items())}
 
 
 def training_view(config: dict) -> dict:
@@ -200,18 +215,22 @@ def plan_runs(loaded: LoadedSpec, registry: Registry, depth: int = 0) -> list[Pl
     spec_dir = str(Path(loaded.path).resolve().parent)
     planned = []
     for run in loaded.runs:
+        problems = split_problems(run.config, registry, spec_dir)
+        if problems:
+            raise SpecError(str(loaded.path), [(e.key, locate(loaded.text, e.key.split(".")), e.message) for e in problems])
         try:
             dependencies = resolve_dependencies(run.config, spec_dir, registry, depth)  # before training_view: it rewrites paths to run ids
             trained = training_view(run.config)
             inputs = transform_inputs(trained, registry, spec_dir)
             eval_sets = eval_set_plans(run.config, registry, spec_dir)
+            fingerprint = data_fingerprint(trained, registry, spec_dir)
         except DataError as exc:  # name the spec's file and line too
             if exc.key is None:
                 raise
             raise SpecError(str(loaded.path), [(exc.key, locate(loaded.text, exc.key.split(".")), exc.message)]) from None
         identity = {
             "config": trained,
-            "data": data_fingerprint(trained, registry, spec_dir),
+            "data": fingerprint,
             "code": code_versions(trained, registry),
         }
         if inputs:  # only when present, so that other runs keep their ids

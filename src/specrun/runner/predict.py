@@ -12,20 +12,63 @@ import torch
 
 from specrun.errors import DataError, StoreError
 from specrun.examples import Examples
+from specrun.logs import quiet_libraries
 from specrun.plugins import get_registry
-from specrun.plugins.datasets.files import read_rows
+from specrun.plugins.datasets.files import Rows, read_rows
 from specrun.runner.artifacts import load_weights
 from specrun.runner.data import Encoded, TokenCache
 from specrun.runner.execute import build_model
-from specrun.runner.modeling import autocast, load_tokenizer, pick_device, quiet_libraries
+from specrun.runner.modeling import autocast, load_tokenizer, pick_device
 from specrun.store.db import Store
 
 
-def read_texts(path: Path) -> list[tuple[str, str | None]]:
+@dataclass
+class TextFile:
+    """What ``predict --file`` reads: (text, text_pair) items and, when the file has a label column,
+    each item's label as written (a name or an id)."""
+
+    items: list[tuple[str, str | None]]
+    labels: list[str] | None
+    rows: Rows
+
+
+def read_texts(path: Path) -> TextFile:
+    """A CSV/TSV/JSONL/parquet file with a 'text' column (and optional 'text_pair' and 'label')."""
     rows = read_rows(path)
-    if rows and "text" not in rows[0]:
-        raise DataError(f"{path}: needs a 'text' column; columns are {list(rows[0])}")
-    return [(str(r["text"]), str(r["text_pair"]) if r.get("text_pair") not in (None, "") else None) for r in rows]
+    if "text" not in rows.columns:
+        raise DataError(f"{path}: needs a 'text' column; columns are {rows.columns}")
+    items = []
+    for n, row in enumerate(rows.rows):
+        text = row.get("text")
+        if text is None or not str(text).strip():
+            raise DataError(f"{rows.where(n)}: the text is empty")
+        pair = row.get("text_pair")
+        items.append((str(text), str(pair) if pair not in (None, "") else None))
+    labels = [str(row.get("label", "")).strip() for row in rows.rows] if "label" in rows.columns else None
+    return TextFile(items, labels, rows)
+
+
+def label_ids(file: TextFile, label_names: tuple[str, ...]) -> list[int]:
+    """The file's labels as the run's label ids (names or ids accepted); DataError at the first that is neither."""
+    index = {name: i for i, name in enumerate(label_names)}
+    ids = []
+    for n, raw in enumerate(file.labels or []):
+        if raw in index:
+            ids.append(index[raw])
+        elif raw.lstrip("-").isdigit() and 0 <= int(raw) < len(label_names):
+            ids.append(int(raw))
+        else:
+            raise DataError(f"{file.rows.where(n)}: label {raw!r} is not one of the run's labels {list(label_names)}")
+    return ids
+
+
+def scores(predicted: list[str], expected: list[int], label_names: tuple[str, ...], latencies: list[float]) -> dict[str, float]:
+    """accuracy and F1 (as the run's evaluation computes them) and the mean latency in ms."""
+    from specrun.runner.evaluate import classification_metrics
+
+    index = {name: i for i, name in enumerate(label_names)}
+    metrics = classification_metrics(np.array(expected), np.array([index[p] for p in predicted]), len(label_names))
+    return {"accuracy": metrics["accuracy"], "f1": metrics["f1"], "latency_ms_mean": float(np.mean(latencies)) if latencies else 0.0}
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Checks that run before anything trains: every planned run's data, transforms applied, fits the spec.
+"""Checks that run before anything trains: every planned run's data, transforms applied, fits the spec;
+its model exists, and its settings and method fit the model (``runner.compat``).
 
 ``specrun plan`` and ``specrun apply`` prepare each run's data once up front (dataset, splits, every
 transform under the run's seed) so that a request the data cannot meet (k larger than a class, a budget
@@ -11,10 +12,12 @@ teacher that is itself planned has no scores yet; one named by run id must be co
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from specrun.errors import DataError
+from specrun.errors import DataError, KeyedError, MethodUnavailable, SpecrunError
 from specrun.plugins.registry import Registry
+from specrun.runner.compat import check_run_model
 from specrun.runner.data import prepare_run_data
 from specrun.runner.plan import PlannedRun
 from specrun.spec.locate import locate
@@ -39,29 +42,79 @@ def _with_dependencies(planned: list[PlannedRun]) -> list[PlannedRun]:
     return list(ordered.values())
 
 
-def check_runs(planned: list[PlannedRun], registry: Registry, store: Store, force: bool = False) -> None:
-    """Raise one ``DataError`` listing every run whose data the spec cannot get (grouped by problem)."""
+@dataclass
+class Preflight:
+    """What the checks before training found: problems that refuse the apply (grouped by spec file,
+    key and message, with the runs they hit), and runs that cannot run on this machine (with why)."""
+
+    problems: dict[tuple[str, str | None, str], list[PlannedRun]] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    #: The runs that would train (not completed, or forced), dependencies included.
+    to_train: list[str] = field(default_factory=list)
+
+    def reason(self, run_id: str) -> str | None:
+        """Why run ``run_id`` will fail, or None."""
+        for (_, key, message), runs in self.problems.items():
+            if any(r.run_id == run_id for r in runs):
+                return f"{key}: {message}" if key else message
+        if run_id in self.unavailable:
+            return f"not on this machine: {self.unavailable[run_id]}"
+        return None
+
+    def error(self) -> SpecrunError | None:
+        """One error listing every problem (None when there is none); also when no run that would
+        train can run on this machine."""
+        if self.problems:
+            return DataError("\n".join(_render(path, key, message, failing) for (path, key, message), failing in self.problems.items()))
+        if self.to_train and all(run_id in self.unavailable for run_id in self.to_train):
+            reasons = sorted(set(self.unavailable.values()))
+            return MethodUnavailable(f"no run of this apply can run on this machine: {'; '.join(reasons)}")
+        return None
+
+
+def preflight(planned: list[PlannedRun], registry: Registry, store: Store, force: bool = False) -> Preflight:
+    """Check every run that would train or evaluate (dependencies included): its data, its model, its
+    method against the model, and whether it can run on this machine."""
     runs = _with_dependencies(planned)
     known = statuses(store, [r.run_id for r in runs])
     evaluated = evaluations(store, [r.run_id for r in runs if known.get(r.run_id) == "completed"])
-    problems: dict[tuple[str, str | None, str], list[PlannedRun]] = {}
+    found = Preflight()
     for run in runs:
         if known.get(run.run_id) == "completed" and not force:
             new, changed = run.eval_sets_to_add(evaluated.get(run.run_id, {}))
             for name in changed:
                 message = f"these runs were {different_definition([name])}"
-                problems.setdefault((run.spec_path, f"data.eval_sets.{name}", message), []).append(run)
+                found.problems.setdefault((run.spec_path, f"data.eval_sets.{name}", message), []).append(run)
             if not new:
                 continue  # nothing to do for this run
-        try:
-            _check_one(run, registry, store)
-        except DataError as exc:
-            problems.setdefault((run.spec_path, exc.key, exc.message), []).append(run)
-    if problems:
-        raise DataError("\n".join(_render(path, key, message, failing) for (path, key, message), failing in problems.items()))
+            checks = [_check_one]  # evaluated with its stored weights: the model loaded before
+        else:
+            checks = [_check_one, _check_model]
+            found.to_train.append(run.run_id)
+        for check in checks:
+            try:
+                check(run, registry, store, found)
+            except KeyedError as exc:
+                found.problems.setdefault((run.spec_path, exc.key, exc.message), []).append(run)
+    return found
 
 
-def _check_one(run: PlannedRun, registry: Registry, store: Store) -> None:
+def check_runs(planned: list[PlannedRun], registry: Registry, store: Store, force: bool = False) -> Preflight:
+    """``preflight``, raising one error listing every problem (grouped by problem) if there is any."""
+    found = preflight(planned, registry, store, force)
+    error = found.error()
+    if error is not None:
+        raise error
+    return found
+
+
+def _check_model(run: PlannedRun, registry: Registry, store: Store, found: Preflight) -> None:
+    why = check_run_model(run.config, registry)
+    if why:
+        found.unavailable[run.run_id] = why
+
+
+def _check_one(run: PlannedRun, registry: Registry, store: Store, found: Preflight | None = None) -> None:
     pending = {d.run_id for d in run.dependencies}
 
     def require_completed(run_id: str, what: str, key: str | None = None) -> None:

@@ -18,7 +18,7 @@ from specrun.errors import PluginError, SpecError, did_you_mean
 from specrun.plugins.api import SpecFacts
 from specrun.plugins.registry import Registry, get_registry
 from specrun.spec.locate import locate, split_key
-from specrun.spec.schema import RUN_SECTIONS, Spec
+from specrun.spec.schema import RUN_SECTIONS, ModelSpec, Spec, TrainSpec
 
 Problem = tuple[str, "int | None", str]
 
@@ -67,18 +67,23 @@ def parse_override(item: str) -> tuple[str, Any]:
 def set_dotted(tree: dict, key: str, value: Any) -> None:
     """Set ``a.b.0.c`` in nested dicts and lists, creating missing tables."""
     parts = split_key(key)
+    if not parts:
+        raise KeyError(f"{key!r} names no key: give a dotted key such as train.epochs")
     node: Any = tree
     for i, part in enumerate(parts[:-1]):
         if isinstance(node, list):
             node = _list_item(node, part, parts[: i + 1])
-            continue
-        if part not in node or not isinstance(node[part], (dict, list)):
-            node[part] = {}
-        node = node[part]
+        elif isinstance(node, dict):
+            if parts[i + 1].isdigit() and not isinstance(node.get(part), list):
+                raise KeyError(f"{'.'.join(parts[: i + 1])} is not set, so it has no item {parts[i + 1]}; set the whole list instead")
+            if part not in node or not isinstance(node[part], (dict, list)):
+                node[part] = {}
+            node = node[part]
+        if not isinstance(node, (dict, list)):
+            raise KeyError(f"{'.'.join(parts[: i + 1])} is a value ({node!r}), not a table or list")
     last = parts[-1]
     if isinstance(node, list):
-        index = _index(node, last, parts)
-        node[index] = value
+        node[_index(node, last, parts)] = value
     else:
         node[last] = value
 
@@ -172,6 +177,10 @@ def _pydantic_problems(exc: ValidationError, prefix: tuple = (), model: type[Bas
                 message += f"; allowed: {', '.join(fields)}"
         elif err["type"] == "missing":
             message = "required key is missing"
+        elif err["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
+        elif err["type"] == "literal_error" and isinstance(err.get("input"), str):
+            message += did_you_mean(err["input"], re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", ""))))
         out.append((loc, message))
     return out
 
@@ -201,12 +210,20 @@ def _inner_model(annotation: Any) -> Any:
     return None
 
 
-def _plugin_options(registry: Registry, kind: str, name: str, options: dict, loc: tuple) -> tuple[dict | None, list]:
-    """Validate ``options`` against plugin ``name``'s model: (dumped options, problems)."""
+def dotted(loc: tuple | list) -> str:
+    """A location (keys and list indices) as the dotted key a user writes: ``data.transforms.1.name``."""
+    return ".".join(str(part) for part in loc)
+
+
+def _plugin_options(
+    registry: Registry, kind: str, name: str, options: dict, loc: tuple, name_loc: tuple | None = None
+) -> tuple[dict | None, list]:
+    """Validate ``options`` (at ``loc``) against plugin ``name``'s model (named at ``name_loc``,
+    default ``loc.name``): (dumped options, problems)."""
     try:
         plugin = registry.get(kind, name)
     except PluginError as exc:
-        return None, [((*loc, "name") if kind != "dataset" else loc, str(exc))]
+        return None, [(name_loc or (*loc, "name"), str(exc))]
     try:
         validated = plugin.Options.model_validate(options)
     except ValidationError as exc:
@@ -214,66 +231,138 @@ def _plugin_options(registry: Registry, kind: str, name: str, options: dict, loc
     return validated.model_dump(mode="json"), []
 
 
-def validate_config(raw: dict, registry: Registry) -> tuple[Spec | None, dict, list[tuple[tuple, str]]]:
-    """Validate a whole spec tree: (Spec, plugin sections resolved with defaults, problems by loc)."""
-    try:
-        spec = Spec.model_validate(raw)
-    except ValidationError as exc:
-        return None, {}, _pydantic_problems(exc, (), Spec)
+def _ref(value: Any) -> tuple[str, dict] | None:
+    """``(name, options)`` of a raw plugin table, or None when the schema check reports it as malformed."""
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        return None
+    return value["name"], {k: v for k, v in value.items() if k != "name"}
+
+
+def _table(raw: dict, *keys: str) -> dict:
+    """The raw sub-table at ``keys``, or {} when it is absent or not a table (the schema check reports that)."""
+    node: Any = raw
+    for key in keys:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else {}
+
+
+def _items(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _resolve_plugins(raw: dict, registry: Registry) -> tuple[dict, list[tuple[tuple, str]]]:
+    """Validate every plugin section of the raw spec against its plugin's options model.
+
+    Works on the raw tree, not on a validated ``Spec``, so that plugin problems are reported in the
+    same pass as schema problems elsewhere in the spec."""
     problems: list[tuple[tuple, str]] = []
-    resolved: dict[str, Any] = {}
+    resolved: dict[str, Any] = {"method": {}, "data_options": {}, "transforms": [], "eval_sets": {}, "analyses": []}
 
-    method, p = _plugin_options(registry, "method", spec.method.name, spec.method.options(), ("method",))
-    problems += p
-    resolved["method"] = {"name": spec.method.name, **(method or {})}
+    method = _ref(raw.get("method"))
+    if method:
+        opts, p = _plugin_options(registry, "method", method[0], method[1], ("method",))
+        problems += p
+        resolved["method"] = {"name": method[0], **(opts or {})}
 
-    data_opts, p = _plugin_options(registry, "dataset", spec.data.dataset, spec.data.options, ("data", "dataset"))
-    if p and p[0][0] == ("data", "dataset") and "unknown" not in p[0][1]:
-        p = [(("data", "options", *loc[2:]), msg) for loc, msg in p]
-    problems += p
-    resolved["data_options"] = data_opts or {}
+    data = _table(raw, "data")
+    if isinstance(data.get("dataset"), str):
+        options = data.get("options", {})
+        options = options if isinstance(options, dict) else {}
+        opts, p = _plugin_options(registry, "dataset", data["dataset"], options, ("data", "options"), ("data", "dataset"))
+        problems += p
+        resolved["data_options"] = opts or {}
 
-    def transforms(refs, loc):
+    def transforms(refs: Any, loc: tuple) -> list[dict]:
         out = []
-        for i, ref in enumerate(refs):
-            options = ref.options()
+        for i, value in enumerate(_items(refs)):
+            ref = _ref(value)
+            if ref is None:
+                continue
+            name, options = ref
             on = options.pop("on", None)
-            opts, p = _plugin_options(registry, "transform", ref.name, options, (*loc, i))
+            opts, p = _plugin_options(registry, "transform", name, options, (*loc, i))
             problems.extend(p)
             if on is None and not p:
-                on = registry.get("transform", ref.name).applies_to
+                on = registry.get("transform", name).applies_to
             if on not in (None, "train", "eval", "both"):
                 problems.append(((*loc, i, "on"), f"must be 'train', 'eval' or 'both', not {on!r}"))
-            out.append({"name": ref.name, "on": on, **(opts or {})})
+            out.append({"name": name, "on": on, **(opts or {})})
         return out
 
-    resolved["transforms"] = transforms(spec.data.transforms, ("data", "transforms"))
-    resolved["eval_sets"] = {
-        name: transforms(es.transforms, ("data", "eval_sets", name, "transforms")) for name, es in spec.data.eval_sets.items()
-    }
-    resolved["analyses"] = []
+    resolved["transforms"] = transforms(data.get("transforms"), ("data", "transforms"))
+    for name, es in _table(data, "eval_sets").items():
+        es_transforms = es.get("transforms") if isinstance(es, dict) else None
+        resolved["eval_sets"][name] = transforms(es_transforms, ("data", "eval_sets", name, "transforms"))
     ids: dict[str, int] = {}
-    for i, ref in enumerate(spec.analyses):
-        options = ref.options()
-        entry_id = options.pop("id", None) or ref.name
+    for i, value in enumerate(_items(raw.get("analyses"))):
+        ref = _ref(value)
+        if ref is None:
+            continue
+        name, options = ref
+        entry_id = options.pop("id", None) or name
         if not isinstance(entry_id, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", entry_id):
             problems.append((("analyses", i, "id"), f"must be a name of letters, digits, _ . - (not {entry_id!r})"))
         elif entry_id in ids:
-            problems.append((("analyses", i, "id" if "id" in ref.options() else "name"),
+            problems.append((("analyses", i, "id" if "id" in value else "name"),
                              f"analyses {ids[entry_id]} and {i} are both {entry_id!r}: give one an `id` of its own"))
         ids.setdefault(str(entry_id), i)
-        opts, p = _plugin_options(registry, "analysis", ref.name, options, ("analyses", i))
+        opts, p = _plugin_options(registry, "analysis", name, options, ("analyses", i))
         problems += p
-        resolved["analyses"].append({"id": entry_id, "name": ref.name, "options": opts or {}})
-    for key in spec.sweep:
-        for head in (split_key(part)[0] for part in key.split(",")):
-            if head not in RUN_SECTIONS:
-                problems.append((("sweep", key), f"can only sweep keys under {', '.join(RUN_SECTIONS)}{did_you_mean(head, RUN_SECTIONS)}"))
-    if spec.train.early_stopping and spec.train.eval_every is None:
-        problems.append((("train", "early_stopping"), "needs eval_every"))
-    if spec.model.init_from and spec.model.init_from.startswith("stage:"):
+        resolved["analyses"].append({"id": entry_id, "name": name, "options": opts or {}})
+    return resolved, problems
+
+
+def _sweep_key_problems(sweep: Any) -> list[tuple[tuple, str]]:
+    problems = []
+    for key in sweep if isinstance(sweep, dict) else {}:
+        for part in key.split(","):
+            parts = split_key(part)
+            if not parts:
+                problems.append((("sweep", key), "a sweep key names a dotted spec key, e.g. \"method.rank\"; this one is empty"))
+            elif parts[0] not in RUN_SECTIONS:
+                problems.append((("sweep", key), f"can only sweep keys under {', '.join(RUN_SECTIONS)}{did_you_mean(parts[0], RUN_SECTIONS)}"))
+    return problems
+
+
+def _section(raw: dict, name: str, model: type[BaseModel]) -> BaseModel | None:
+    """One section validated on its own (None if it has problems), for checks across its fields."""
+    try:
+        return model.model_validate(raw.get(name, {}))
+    except (ValidationError, TypeError):
+        return None
+
+
+def _cross_field_problems(raw: dict) -> list[tuple[tuple, str]]:
+    """Checks across the keys of a section, made on every section that is valid by itself."""
+    problems = []
+    train = _section(raw, "train", TrainSpec)
+    if train is not None and train.early_stopping is not None:
+        stopping = train.early_stopping
+        if stopping.metric == "loss" and stopping.mode == "max":
+            problems.append((("train", "early_stopping", "mode"), "the loss is minimised: early stopping on 'loss' needs mode = \"min\""))
+        elif stopping.metric != "loss" and stopping.mode == "min":
+            problems.append((("train", "early_stopping", "mode"), f"{stopping.metric} is maximised: early stopping on it needs mode = \"max\""))
+    model = _section(raw, "model", ModelSpec)
+    if model is not None and model.init_from and model.init_from.startswith("stage:"):
         problems.append((("model", "init_from"), "multi-stage specs are not supported yet: give a run id or a spec path"))
-    return spec, resolved, problems
+    return problems
+
+
+def validate_config(raw: dict, registry: Registry) -> tuple[Spec | None, dict, list[tuple[tuple, str]]]:
+    """Validate a whole spec tree in one pass: (Spec, plugin sections resolved with defaults, problems
+    by location). Schema, plugin names and options, sweep keys and cross-field checks are all reported
+    together; the Spec is None when there is any problem."""
+    problems: list[tuple[tuple, str]] = []
+    try:
+        spec = Spec.model_validate(raw)
+    except ValidationError as exc:
+        spec = None
+        problems += _pydantic_problems(exc, (), Spec)
+    resolved, plugin_problems = _resolve_plugins(raw, registry)
+    problems += plugin_problems
+    problems += _sweep_key_problems(raw.get("sweep"))
+    problems += _cross_field_problems(raw)
+    return (None if problems else spec), resolved, problems
 
 
 def run_config(spec: Spec, resolved: dict, seed: int) -> dict[str, Any]:
@@ -328,30 +417,23 @@ def load_spec_text(text: str, path: str | Path, overrides: list[str] = (), regis
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(str(path), [_toml_problem(exc)]) from None
 
-    set_keys = []
-    for item in overrides:
-        key, value = parse_override(item)
-        try:
-            set_dotted(raw, key, value)
-        except (KeyError, TypeError) as exc:
-            raise SpecError(str(path), [(key, None, f"--set: {exc}")]) from None
-        set_keys.append(key)
+    set_keys, set_problems = _apply_overrides(raw, overrides)
 
     def where(loc: tuple) -> tuple[str, int | None, str]:
-        dotted = ".".join(str(part) for part in loc)
-        for key in set_keys:
-            if dotted == key or dotted.startswith(key + "."):
-                return dotted, None, "(from --set) "
-        return dotted, locate(text, loc), ""
+        key = dotted(loc)
+        for set_key in set_keys:
+            if key == set_key or key.startswith(set_key + "."):
+                return key, None, "(from --set) "
+        return key, locate(text, loc), ""
 
     spec, resolved, problems = validate_config(raw, registry)
-    if problems:
-        raise SpecError(str(path), [(k, line, tag + msg) for k, line, tag, msg in ((*where(loc), msg) for loc, msg in problems)])
-
-    runs = expand(spec, raw, registry, text, str(path))
-    problems = check_analyses(spec, resolved["analyses"], runs, registry)
-    if problems:
-        raise SpecError(str(path), [(k, line, tag + msg) for k, line, tag, msg in ((*where(loc), msg) for loc, msg in problems)])
+    found = set_problems + [(k, line, tag + msg) for k, line, tag, msg in ((*where(loc), msg) for loc, msg in problems)]
+    runs, sweep_problems = expand(raw, registry, text, known={(dotted(loc), msg) for loc, msg in problems})
+    found += [p for p in sweep_problems if p not in found]
+    if not found:  # the analyses check their options against the runs the spec expands into
+        found = [(k, line, tag + msg) for k, line, tag, msg in ((*where(loc), msg) for loc, msg in check_analyses(spec, resolved["analyses"], runs, registry))]
+    if found:  # in file order; --set problems (no line) first
+        raise SpecError(str(path), sorted(found, key=lambda p: p[1] or 0))
     return LoadedSpec(path=path, text=text, raw=raw, spec=spec, runs=runs, analyses=resolved["analyses"])
 
 
@@ -377,35 +459,73 @@ def check_analyses(spec: Spec, entries: list[dict], runs: list[RunConfig], regis
     return problems
 
 
-def expand(spec: Spec, raw: dict, registry: Registry, text: str = "", path: str = "<spec>") -> list[RunConfig]:
-    """The grid of sweep values × seeds, each validated as a whole spec."""
-    keys = list(spec.sweep)
+def _apply_overrides(raw: dict, overrides: list[str]) -> tuple[list[str], list[Problem]]:
+    """Apply ``--set`` items to ``raw``: (the keys set, problems with items that could not be applied)."""
+    keys, problems = [], []
+    for item in overrides:
+        try:
+            key, value = parse_override(item)
+            set_dotted(raw, key, value)
+        except SpecError as exc:
+            problems += exc.problems
+            continue
+        except (KeyError, TypeError) as exc:
+            problems.append((key, None, f"--set: {exc.args[0] if exc.args else exc}"))
+            continue
+        keys.append(key)
+    return keys, problems
+
+
+def _sweep_grid(raw: dict) -> dict[str, list] | None:
+    sweep = raw.get("sweep", {})
+    if not isinstance(sweep, dict) or not all(isinstance(v, list) and v for v in sweep.values()):
+        return None  # the schema check reports it
+    return sweep
+
+
+def expand(raw: dict, registry: Registry, text: str = "", known: set = frozenset()) -> tuple[list[RunConfig], list[Problem]]:
+    """The grid of sweep values × seeds, each validated as a whole spec: (runs, problems). A sweep
+    point's problems that the spec has without the sweep (``known``: (dotted key, message)) are left
+    out; the others are reported at the sweep key's line, once each."""
+    grid = _sweep_grid(raw)
+    if grid is None:
+        return [], []
+    unusable = {loc[1] for loc, _ in _sweep_key_problems(grid)}  # reported by validate_config
+    keys = [k for k in grid if k not in unusable]
     runs: list[RunConfig] = []
-    for values in itertools.product(*(spec.sweep[k] for k in keys)):
+    problems: list[Problem] = []
+
+    def report(problem: Problem) -> None:
+        if problem not in problems:
+            problems.append(problem)
+
+    for values in itertools.product(*(grid[k] for k in keys)):
         tree = copy.deepcopy(raw)
         tree.pop("sweep", None)
         combo = dict(zip(keys, values))
-        try:
-            for key, value in combo.items():
-                for dotted, item in sweep_assignments(key, value):
-                    set_dotted(tree, dotted, item)
-        except (KeyError, TypeError) as exc:
-            raise SpecError(path, [(f"sweep.{key}", locate(text, ("sweep", key)), str(exc))]) from None
-        sub, resolved, problems = validate_config(tree, registry)
-        if problems:
-            raise SpecError(path, [
-                (f"sweep.{k}", locate(text, ("sweep", k)), f"value {v!r}: {'.'.join(loc)}: {msg}")
-                for loc, msg in problems
-                for k, v in [_sweep_source(combo, loc)]
-            ])
-        for seed in sub.experiment.seeds:
-            runs.append(RunConfig(config=run_config(sub, resolved, seed), seed=seed, sweep_values=combo))
-    return runs
+        complete = True
+        for key, value in combo.items():
+            try:
+                for target, item in sweep_assignments(key, value):
+                    set_dotted(tree, target, item)
+            except (KeyError, TypeError) as exc:
+                report((f"sweep.{key}", locate(text, ("sweep", key)), str(exc.args[0] if exc.args else exc)))
+                complete = False
+        sub, resolved, found = validate_config(tree, registry)
+        for loc, msg in found:
+            if (dotted(loc), msg) in known:
+                continue
+            k, v = _sweep_source(combo, loc)
+            report((f"sweep.{k}", locate(text, ("sweep", k)), f"value {v!r}: {dotted(loc)}: {msg}"))
+        if sub is not None and complete and not unusable:
+            for seed in sub.experiment.seeds:
+                runs.append(RunConfig(config=run_config(sub, resolved, seed), seed=seed, sweep_values=combo))
+    return runs, problems
 
 
 def _sweep_source(combo: dict, loc: tuple) -> tuple[str, Any]:
-    dotted = ".".join(loc)
+    key_at = dotted(loc)
     for key, value in combo.items():
-        if any(dotted.startswith(".".join(split_key(part))) for part in key.split(",")):
+        if any(split_key(part) and key_at.startswith(".".join(split_key(part))) for part in key.split(",")):
             return key, value
     return next(iter(combo.items()), ("", None))

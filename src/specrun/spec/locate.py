@@ -52,6 +52,8 @@ def locate(text: str, dotted: tuple[str, ...] | list[str]) -> int | None:
             pattern = re.compile(rf"(^|[{{,\s]){re.escape(rest[-1])}\s*=")
             source = text.splitlines()
             for offset, candidate in enumerate(source[line - 1 : line + 40]):
+                if offset and _HEADER.match(candidate):
+                    break  # the next table: the key is not set in this one
                 if pattern.search(candidate):
                     return line + offset
         return line

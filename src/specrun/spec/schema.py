@@ -3,15 +3,22 @@ the plugin's own ``Options`` model in ``specrun.spec.load``."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
+#: Seeds feed numpy's legacy seeding, which takes 32-bit unsigned integers.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+
+#: The metrics every evaluation produces (``runner.evaluate``): what early stopping can watch.
+EVAL_METRICS = ("accuracy", "f1", "f1_macro", "loss")
+
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # TOML has inf and nan literals; a spec value never means them (an infinite learning rate trains to NaN)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class PluginRef(BaseModel):
@@ -27,11 +34,11 @@ class PluginRef(BaseModel):
 class Experiment(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="experiment name (letters, digits, _ . -)")
     description: str = ""
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
 
 
 class ModelSpec(Section):
-    name: str = DEFAULT_MODEL
+    name: str = Field(DEFAULT_MODEL, min_length=1)
     max_length: int = Field(128, ge=8, le=4096)
     init_from: str | None = Field(
         None,
@@ -64,7 +71,7 @@ class DataSpec(Section):
 
 
 class EarlyStopping(Section):
-    metric: str = "accuracy"
+    metric: Literal[EVAL_METRICS] = "accuracy"
     patience: int = Field(2, ge=1)
     mode: Literal["max", "min"] = "max"
 
@@ -86,6 +93,14 @@ class TrainSpec(Section):
     early_stopping: EarlyStopping | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
+    @field_validator("eval_every", mode="before")
+    @classmethod
+    def _eval_every(cls, value: Any) -> Any:
+        # one message instead of one per member of the union
+        if value == "epoch" or (type(value) is int and value >= 1):
+            return value
+        raise ValueError(f'must be "epoch" or a number of steps (1 or more), not {value!r}')
+
 
 class ReportSpec(Section):
     path: str | None = Field(None, description="write the report here at the end of every apply (relative to the current directory)")
@@ -101,16 +116,9 @@ class Spec(Section):
     data: DataSpec
     method: PluginRef
     train: TrainSpec = Field(default_factory=TrainSpec)
-    sweep: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values (grid)")
+    sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict, description="dotted key -> values (grid)")
     analyses: list[PluginRef] = Field(default_factory=list)
     report: ReportSpec | None = None
-
-    @model_validator(mode="after")
-    def _sweep_values_nonempty(self):
-        for key, values in self.sweep.items():
-            if not values:
-                raise ValueError(f"sweep key {key!r} has no values")
-        return self
 
 
 #: The sections that make up one run's identity (the rest describes the experiment as a whole).

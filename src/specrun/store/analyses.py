@@ -75,8 +75,9 @@ def latest_apply(store: Store, experiment: str) -> ApplyInfo | None:
         return None
     with store.read() as db:
         row = db.execute(
+            # the apply current_runs come from: the latest without --set overrides (if any)
             "SELECT experiment, spec_path, spec_sha256, spec_text, started_at FROM applies WHERE experiment = ? "
-            "ORDER BY started_at DESC, apply_id DESC LIMIT 1",
+            "ORDER BY variant, started_at DESC, apply_id DESC LIMIT 1",
             [experiment],
         ).fetchone()
     return ApplyInfo(*row) if row else None

@@ -193,3 +193,22 @@ def m006_analyses(db):
         )
     """)
     db.execute("ALTER TABLE applies ADD COLUMN spec_text VARCHAR")
+
+
+@migration
+def m007_apply_variants(db):
+    """An apply with ``--set`` overrides is a variant of its experiment (``applies.variant``): it no
+    longer replaces the experiment's ``current_runs``, which come from the latest apply without
+    overrides (from the latest apply, when every apply so far had overrides)."""
+    db.execute("ALTER TABLE applies ADD COLUMN variant BOOLEAN DEFAULT false")
+    db.execute("UPDATE applies SET variant = coalesce(json_array_length(overrides), 0) > 0")
+    db.execute("""
+        CREATE OR REPLACE VIEW current_runs AS
+        SELECT a.experiment, ar.run_id, a.apply_id, a.spec_path, a.started_at AS applied_at
+        FROM applies a
+        JOIN apply_runs ar USING (apply_id)
+        WHERE a.apply_id = (
+            SELECT b.apply_id FROM applies b WHERE b.experiment = a.experiment
+            ORDER BY b.variant, b.started_at DESC, b.apply_id DESC LIMIT 1
+        )
+    """)

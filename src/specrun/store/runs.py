@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 import pyarrow as pa
 
-from specrun.errors import StoreError
+from specrun.errors import StoreError, UsageError, did_you_mean
 from specrun.store.db import Store, now
 
 HOST = socket.gethostname()
@@ -79,13 +79,15 @@ def spec_sha256(spec_text: str) -> str:
 
 
 def record_apply(store: Store, experiment: str, spec_path: str, spec_text: str, overrides: list[str], run_ids: list[str]) -> str:
-    """Record an apply of ``spec_path`` and the runs it planned; returns its id. The experiment's
-    ``current_runs`` are then these runs."""
+    """Record an apply of ``spec_path`` and the runs it planned; returns its id. Without overrides the
+    experiment's ``current_runs`` are then these runs; with ``--set`` overrides it is a variant, and
+    ``current_runs`` keep the spec's own runs."""
     apply_id = uuid.uuid4().hex[:12]
     with store.write() as db:
         db.execute(
-            "INSERT INTO applies (apply_id, experiment, spec_path, spec_sha256, overrides, started_at, spec_text) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [apply_id, experiment, spec_path, spec_sha256(spec_text), json.dumps(list(overrides)), now(), spec_text],
+            "INSERT INTO applies (apply_id, experiment, spec_path, spec_sha256, overrides, started_at, spec_text, variant) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [apply_id, experiment, spec_path, spec_sha256(spec_text), json.dumps(list(overrides)), now(), spec_text, bool(overrides)],
         )
         db.executemany("INSERT INTO apply_runs VALUES (?, ?) ON CONFLICT DO NOTHING", [[apply_id, r] for r in run_ids])
     return apply_id
@@ -211,3 +213,40 @@ def fail(store: Store, run_id: str, error: str, status: str = "failed") -> None:
             "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE run_id = ?",
             [status, error, now(), run_id],
         )
+
+
+_RUNS_QUERY = """
+    SELECT s.run_id, s.experiment, s.status, s.method, s.seed, s.sweep, s.accuracy, s.f1, s.train_seconds,
+           strftime(s.finished_at, '%Y-%m-%d %H:%M:%S') AS finished_at, regexp_extract(r.error, '^[^\n]*') AS error,
+           r.pid, r.host, r.started_at
+    FROM run_summary s JOIN runs r USING (run_id)
+    WHERE ($experiment IS NULL OR s.run_id IN (
+            SELECT run_id FROM current_runs WHERE experiment = $experiment
+            UNION ALL  -- the whole history when asked, or when no apply was recorded (stores older than m005)
+            SELECT run_id FROM experiment_runs WHERE experiment = $experiment
+              AND ($history OR NOT EXISTS (SELECT 1 FROM applies WHERE experiment = $experiment))))
+    ORDER BY s.finished_at NULLS LAST, s.run_id
+"""
+
+
+def list_runs(store: Store, experiment: str | None, status: str | None, history: bool) -> tuple[list[str], list[tuple]]:
+    """The runs table of ``specrun runs``: (columns, rows). A run left 'running' by a process that is
+    gone shows as 'interrupted' (the next apply records it so). An unknown experiment is a StoreError
+    naming the ones there are."""
+    with store.read() as db:
+        if experiment is not None:
+            known = [r[0] for r in db.execute("SELECT DISTINCT experiment FROM experiment_runs ORDER BY 1").fetchall()]
+            if experiment not in known:
+                raise UsageError(
+                    f"no experiment {experiment!r} in {store.path}{did_you_mean(experiment, known)}; experiments: {', '.join(known) or 'none'}"
+                )
+        cursor = db.execute(_RUNS_QUERY, {"experiment": experiment, "history": history})
+        columns = [d[0] for d in cursor.description][:-3]
+        found = cursor.fetchall()
+    rows = []
+    for *row, pid, host, started in found:
+        if row[2] == "running" and not _alive(pid, host, _utc(started)):
+            row[2] = "interrupted"
+        if status is None or row[2] == status:
+            rows.append(tuple(row))
+    return columns, rows

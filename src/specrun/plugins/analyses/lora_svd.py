@@ -124,7 +124,7 @@ class LoraSvd(AnalysisPlugin):
                 "Singular value spectrum σᵢ/σ₁ (mean over modules and runs)",
                 "SELECT l.config, s.idx, round(avg(s.relative), 4) AS relative, round(avg(s.energy), 4) AS energy\n"
                 "FROM lora_svd_spectrum s JOIN lora_svd l USING (experiment, analysis, run_id, module)\n"
-                f"WHERE s.experiment = $experiment AND s.analysis = $analysis GROUP BY ALL ORDER BY l.config, s.idx",
+                "WHERE s.experiment = $experiment AND s.analysis = $analysis GROUP BY ALL ORDER BY l.config, s.idx",
                 lambda rows: charts.curves(rows, "idx", "relative", "config", None, None, "singular value index i",
                                            tooltip=["config", "idx", "relative", "energy"], x_type="O"),
                 caption="energy: the cumulative share of ‖ΔW‖²_F in the first i singular values.",

@@ -1,15 +1,40 @@
-"""Reading labelled rows from TSV/CSV/JSONL/parquet files into ``Examples`` (shared by dataset sources)."""
+"""Reading labelled rows from TSV/CSV/JSONL/parquet files into ``Examples`` (shared by dataset sources).
+
+Every problem names the file and the line (or, for parquet, the row) it is on: a row that does not fit
+the header, a quote that never closes, a null or empty text, a label outside the label names.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from specrun.errors import DataError
 from specrun.examples import Examples
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
+
+
+@dataclass
+class Rows:
+    """A file's rows as dicts by column name, with the line each row starts on (0 for parquet)."""
+
+    path: Path
+    columns: list[str]
+    rows: list[dict] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def where(self, index: int) -> str:
+        """``file:line`` of row ``index`` (``file: row N`` for formats without lines)."""
+        line = self.lines[index] if index < len(self.lines) else 0
+        return f"{self.path}:{line}" if line else f"{self.path}: row {index + 1}"
 
 
 def infer_format(path: Path) -> str:
@@ -23,62 +48,150 @@ def infer_format(path: Path) -> str:
     return suffix
 
 
-def read_rows(path: Path, fmt: str | None = None, header: bool = True, columns: Sequence[str] | None = None) -> list[dict]:
-    """All rows of a file as dicts. TSV is read with quoting disabled (GLUE files contain bare quotes)."""
+def read_rows(path: Path, fmt: str | None = None, header: bool = True, columns: Sequence[str] | None = None) -> Rows:
+    """All rows of a file. TSV is read with quoting disabled (GLUE files contain bare quotes); CSV with
+    the standard dialect (double quotes around fields that hold commas, quotes or newlines)."""
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     fmt = fmt or infer_format(path)
-    try:
-        if fmt in ("csv", "tsv"):
-            with path.open(encoding="utf-8-sig", newline="") as f:
-                if fmt == "tsv":
-                    reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-                else:
-                    reader = csv.reader(f)
-                rows = list(reader)
-            if header:
-                names, rows = rows[0], rows[1:]
-            else:
-                names = list(columns or [])
-            return [dict(zip(names, r)) for r in rows if r]
-        import polars as pl
+    if fmt == "parquet":
+        return _read_parquet(path)
+    text = _decode(path)
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty")
+    if fmt == "jsonl":
+        return _read_jsonl(path, text)
+    return _read_delimited(path, text, fmt, header, columns)
 
-        frame = pl.read_ndjson(path) if fmt == "jsonl" else pl.read_parquet(path)
-        return frame.to_dicts()
-    except DataError:
-        raise
-    except Exception as exc:
-        raise DataError(f"{path}: could not read as {fmt}: {exc}") from exc
+
+def _decode(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")  # a byte-order mark at the start is not part of the first column's name
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); save the file as UTF-8") from None
+
+
+def _read_delimited(path: Path, text: str, fmt: str, header: bool, columns: Sequence[str] | None) -> Rows:
+    if fmt == "tsv":
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+        hint = "a text holding a tab breaks a TSV row"
+    else:
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        hint = 'a text holding a comma must be in double quotes ("like, this")'
+    records: list[tuple[int, list[str]]] = []
+    while True:
+        start = reader.line_num + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            if "end of data" in str(exc):
+                raise DataError(f"{path}:{start}: a quoted field opens in the row starting here and never closes; "
+                                "close the quote or double the quote characters inside the text") from None
+            raise DataError(f"{path}:{start}: cannot read as {fmt}: {exc}") from None
+        if record:  # blank lines
+            records.append((start, record))
+    names = list(records[0][1]) if header else list(columns or [])
+    if header:
+        records = records[1:]
+    _check_names(path, names)
+    rows = Rows(path, names)
+    for line, record in records:
+        if len(record) != len(names):
+            raise DataError(f"{path}:{line}: {len(record)} field(s), but the header has {len(names)} ({', '.join(names)}); {hint}")
+        rows.rows.append(dict(zip(names, record)))
+        rows.lines.append(line)
+    return rows
+
+
+def _check_names(path: Path, names: list[str]) -> None:
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise DataError(f"{path}:1: the header names column {name!r} twice")
+        seen.add(name)
+
+
+def _read_jsonl(path: Path, text: str) -> Rows:
+    rows = Rows(path, [])
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+        if not isinstance(value, dict):
+            raise DataError(f"{path}:{number}: expected one JSON object per line, found {type(value).__name__}")
+        rows.rows.append(value)
+        rows.lines.append(number)
+        for name in value:
+            if name not in rows.columns:
+                rows.columns.append(name)
+    return rows
+
+
+def _read_parquet(path: Path) -> Rows:
+    import polars as pl
+
+    try:
+        frame = pl.read_parquet(path)
+    except Exception as exc:  # polars raises several error types for a file that is not parquet
+        raise DataError(f"{path}: could not read as parquet: {type(exc).__name__}: {exc}") from None
+    return Rows(path, list(frame.columns), frame.to_dicts())
 
 
 def rows_to_examples(
-    rows: list[dict],
+    rows: Rows,
     *,
-    path: Path,
     text_column: str,
     label_column: str,
     label_names: Sequence[str],
     text_pair_column: str | None = None,
     id_column: str | None = None,
 ) -> Examples:
-    """Pick the named columns out of ``rows``; labels may be names or integer ids."""
-    if not rows:
-        raise DataError(f"{path}: no rows")
-    present = list(rows[0])
-    for col in (text_column, label_column, text_pair_column, id_column):
-        if col is not None and col not in rows[0]:
-            raise DataError(f"{path}: no column {col!r}; columns are {present}")
+    """Pick the named columns out of ``rows``; labels may be names or integer ids. Refuses rows a
+    classifier cannot learn from honestly: a null or empty text, a missing label or one outside
+    ``label_names``."""
+    require_columns(rows, text_column, label_column, text_pair_column, id_column)
     index = {name: i for i, name in enumerate(label_names)}
-    labels = []
-    for n, row in enumerate(rows):
-        raw = row[label_column]
-        key = str(raw).strip()
-        if key in index:
-            labels.append(index[key])
-        elif key.lstrip("-").isdigit() and 0 <= int(key) < len(label_names):
-            labels.append(int(key))
-        else:
-            raise DataError(f"{path}: row {n + 1} has label {raw!r}, not one of {list(label_names)}")
-    ids = [row[id_column] for row in rows] if id_column else range(len(rows))
-    pairs = [str(row[text_pair_column]) for row in rows] if text_pair_column else None
-    return Examples.from_columns(ids, [str(row[text_column]) for row in rows], labels, pairs)
+    labels, texts, pairs = [], [], []
+    for n, row in enumerate(rows.rows):
+        texts.append(_text(rows, n, row, text_column))
+        if text_pair_column:
+            pairs.append(_text(rows, n, row, text_pair_column))
+        labels.append(_label(rows, n, row.get(label_column), label_column, index, label_names))
+    ids = [row.get(id_column) for row in rows.rows] if id_column else range(len(rows.rows))
+    return Examples.from_columns(ids, texts, labels, pairs if text_pair_column else None)
+
+
+def require_columns(rows: Rows, *columns: str | None) -> None:
+    """Refuse a file without rows or without one of ``columns`` (None entries are skipped)."""
+    if not rows.rows:
+        raise DataError(f"{rows.path}: no rows")
+    for col in columns:
+        if col is not None and col not in rows.columns:
+            raise DataError(f"{rows.path}: no column {col!r}; columns are {rows.columns}")
+
+
+def _text(rows: Rows, n: int, row: dict, column: str) -> str:
+    value = row.get(column)
+    if value is None:
+        raise DataError(f"{rows.where(n)}: {column!r} is null (or missing); every example needs a text")
+    text = str(value)
+    if not text.strip():
+        raise DataError(f"{rows.where(n)}: {column!r} is empty; every example needs a text")
+    return text
+
+
+def _label(rows: Rows, n: int, raw, column: str, index: dict[str, int], label_names: Sequence[str]) -> int:
+    key = "" if raw is None else str(raw).strip()
+    if key in index:
+        return index[key]
+    if key.lstrip("-").isdigit() and 0 <= int(key) < len(label_names):
+        return int(key)
+    what = "no label" if raw is None or not key else f"label {raw!r}"
+    raise DataError(f"{rows.where(n)}: {what} in column {column!r}, not one of {list(label_names)}")

@@ -57,7 +57,6 @@ class PublicDataset(DatasetSource):
         return {
             split: rows_to_examples(
                 read_rows(folder / file, "tsv", header=lay.header, columns=lay.columns),
-                path=folder / file,
                 text_column=lay.text,
                 text_pair_column=lay.pair,
                 label_column=lay.label,

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from specrun.errors import DataError
 from specrun.examples import Dataset
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import DataContext, DatasetSource, PluginOptions
-from specrun.plugins.datasets.files import read_rows, rows_to_examples
+from specrun.plugins.datasets.files import Rows, read_rows, require_columns, rows_to_examples
 
 
 class LocalOptions(PluginOptions):
@@ -21,7 +21,34 @@ class LocalOptions(PluginOptions):
     text_pair_column: str | None = None
     label_column: str = "label"
     id_column: str | None = Field(None, description="default: the row number")
-    label_names: list[str] | None = Field(None, description="default: the sorted distinct labels of all splits")
+    label_names: list[str] | None = Field(
+        None, min_length=2, description="default: the sorted distinct labels of all splits (at least two)"
+    )
+
+    @field_validator("label_names")
+    @classmethod
+    def _distinct(cls, names: list[str] | None) -> list[str] | None:
+        # two names for one label id would make a label ambiguous
+        repeated = sorted({n for n in names or [] if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"label names must be distinct; repeated: {', '.join(repeated)}")
+        return names
+
+
+def _sort_key(label: str):
+    """Numeric labels in numeric order, then names alphabetically."""
+    numeric = label.lstrip("-").isdigit()
+    return (not numeric, int(label) if numeric else 0, label)
+
+
+def _infer_label_names(rows: dict[str, Rows], column: str) -> list[str]:
+    distinct = {str(r[column]).strip() for split_rows in rows.values() for r in split_rows.rows if r.get(column) is not None}
+    distinct.discard("")  # a missing label is reported with its line by rows_to_examples
+    if len(distinct) < 2:
+        files = ", ".join(str(r.path) for r in rows.values())
+        found = f"only the label {next(iter(distinct))!r}" if distinct else "no labels"
+        raise DataError(f"{files}: column {column!r} holds {found}; a classifier needs two classes or more (or set label_names)")
+    return sorted(distinct, key=_sort_key)
 
 
 class LocalFiles(DatasetSource):
@@ -33,16 +60,13 @@ class LocalFiles(DatasetSource):
         base = Path(ctx.spec_dir) if ctx.spec_dir else Path.cwd()
         paths = {split: (base / p).resolve() if not Path(p).is_absolute() else Path(p) for split, p in options.files.items()}
         rows = {split: read_rows(path, options.format) for split, path in paths.items()}
-        label_names = options.label_names
-        if label_names is None:
-            for split, split_rows in rows.items():
-                if split_rows and options.label_column not in split_rows[0]:
-                    raise DataError(f"{paths[split]}: no column {options.label_column!r}; columns are {list(split_rows[0])}")
-            distinct = {str(r[options.label_column]).strip() for split_rows in rows.values() for r in split_rows}
-            label_names = sorted(distinct, key=lambda x: (not x.lstrip("-").isdigit(), int(x) if x.lstrip("-").isdigit() else 0, x))
+        columns = (options.text_column, options.label_column, options.text_pair_column, options.id_column)
+        for split_rows in rows.values():
+            require_columns(split_rows, *columns)
+        label_names = options.label_names or _infer_label_names(rows, options.label_column)
         splits = {
             split: rows_to_examples(
-                split_rows, path=paths[split], text_column=options.text_column, label_column=options.label_column,
+                split_rows, text_column=options.text_column, label_column=options.label_column,
                 label_names=label_names, text_pair_column=options.text_pair_column, id_column=options.id_column,
             )
             for split, split_rows in rows.items()

@@ -6,9 +6,9 @@ import math
 
 from pydantic import Field, model_validator
 
-from specrun.errors import SpecrunError
+from specrun.errors import ConfigError, SpecrunError
 from specrun.hookspecs import hookimpl
-from specrun.plugins.api import BuildContext, MethodPlugin, PluginOptions
+from specrun.plugins.api import BuildContext, MethodPlugin, ModelInfo, PluginOptions
 from specrun.plugins.methods.parts import encoder_layers, train_only
 
 
@@ -36,6 +36,11 @@ class Freeze(MethodPlugin):
     name = "freeze"
     description = "layer freezing: embeddings and the lowest N encoder layers frozen; upper layers, pooler and head train"
     Options = FreezeOptions
+
+    def check_model(self, options: FreezeOptions, model: ModelInfo) -> None:
+        layers = getattr(model.config, "num_hidden_layers", None)
+        if options.layers is not None and layers is not None and options.layers > layers:
+            raise ConfigError(f"{options.layers} layers to freeze, but {model.name!r} has {layers} encoder layers", key="method.layers")
 
     def build(self, options: FreezeOptions, ctx: BuildContext):
         model = ctx.load_backbone()

@@ -7,13 +7,14 @@ the k-bit helpers here are shared with ``qlora``.
 from __future__ import annotations
 
 import functools
+import re
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_serializer, model_validator
 
-from specrun.errors import MethodUnavailable
+from specrun.errors import ConfigError, MethodUnavailable
 from specrun.hookspecs import hookimpl
-from specrun.plugins.api import BuildContext, MethodPlugin, PluginOptions
+from specrun.plugins.api import BuildContext, MethodPlugin, ModelInfo, PluginOptions
 
 if TYPE_CHECKING:
     import torch
@@ -64,6 +65,22 @@ class LoraOptions(LoraAdapterOptions):
         if self.quantize is None:
             data.pop("quantize", None)
         return data
+
+
+def check_targets(options: LoraAdapterOptions, model: ModelInfo) -> None:
+    """Refuse adapter targets that match no module of the model (peft would fail when building it)."""
+    targets = options.targets()
+    names = model.module_names()
+    if isinstance(targets, str):
+        found = any(re.fullmatch(targets, name) for name in names)
+    else:
+        found = any(name == t or name.endswith("." + t) for name in names for t in targets)
+    if not found:
+        key = "method.target_modules" if options.target_modules else "method.placement"
+        what = f"target_modules {targets}" if options.target_modules else f"placement {options.placement or 'attn-qv'!r}"
+        parents = {n.rsplit(".", 1)[0] for n in names if "." in n}
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in names if n and n not in parents and not n.rsplit(".", 1)[-1].isdigit()})
+        raise ConfigError(f"{what} matches no module of {model.name!r}; its innermost modules are named {', '.join(leaves)}", key=key)
 
 
 def lora_config(options: LoraAdapterOptions):
@@ -164,6 +181,9 @@ class LoRA(MethodPlugin):
     def check(self, options: LoraOptions, device: torch.device, precision: str) -> None:
         if options.quantize == "8bit":
             check_kbit(self.name, 8, device)
+
+    def check_model(self, options: LoraOptions, model: ModelInfo) -> None:
+        check_targets(options, model)
 
     def build(self, options: LoraOptions, ctx: BuildContext):
         from peft import get_peft_model

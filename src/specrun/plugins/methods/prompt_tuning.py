@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from specrun.errors import ConfigError
 from specrun.hookspecs import hookimpl
-from specrun.plugins.api import BuildContext, MethodPlugin, PluginOptions
+from specrun.plugins.api import BuildContext, MethodPlugin, ModelInfo, PluginOptions
 
 
 class PromptTuningOptions(PluginOptions):
@@ -45,18 +45,26 @@ class PromptTuning(MethodPlugin):
     description = "prompt tuning: N trainable virtual-token embeddings prepended to the input (Lester et al. 2021), head trained"
     Options = PromptTuningOptions
 
+    def check_model(self, options: PromptTuningOptions, model: ModelInfo) -> None:
+        _check_positions(options, model.config, model.max_length)
+
     def build(self, options: PromptTuningOptions, ctx: BuildContext):
         from peft import get_peft_model
 
         backbone = ctx.load_backbone()
-        positions = getattr(backbone.config, "max_position_embeddings", None)
-        if positions and ctx.max_length + options.num_virtual_tokens > positions:
-            raise ConfigError(
-                f"{options.num_virtual_tokens} virtual tokens + model.max_length {ctx.max_length} exceed the model's {positions} "
-                f"positions; lower model.max_length to {positions - options.num_virtual_tokens} or use fewer virtual tokens",
-                key="method.num_virtual_tokens",
-            )
+        _check_positions(options, backbone.config, ctx.max_length)
         return get_peft_model(backbone, prompt_config(options, ctx.model_path))
+
+
+def _check_positions(options: PromptTuningOptions, config, max_length: int) -> None:
+    """The soft prompt takes positions of its own: with the longest input it must fit the model's."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions and max_length + options.num_virtual_tokens > positions:
+        raise ConfigError(
+            f"{options.num_virtual_tokens} virtual tokens + model.max_length {max_length} exceed the model's {positions} "
+            f"positions; lower model.max_length to {positions - options.num_virtual_tokens} or use fewer virtual tokens",
+            key="method.num_virtual_tokens",
+        )
 
 
 @hookimpl

@@ -8,8 +8,8 @@ from pydantic import Field
 
 from specrun.errors import MethodUnavailable
 from specrun.hookspecs import hookimpl
-from specrun.plugins.api import BuildContext, MethodPlugin
-from specrun.plugins.methods.lora import NOT_QUANTIZED, LoraAdapterOptions, check_kbit, load_kbit_backbone, lora_config
+from specrun.plugins.api import BuildContext, MethodPlugin, ModelInfo
+from specrun.plugins.methods.lora import NOT_QUANTIZED, LoraAdapterOptions, check_kbit, check_targets, load_kbit_backbone, lora_config
 
 if TYPE_CHECKING:
     import torch
@@ -46,6 +46,9 @@ class QLoRA(MethodPlugin):
         check_kbit(self.name, 4, device)
         if options.compute_dtype == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise MethodUnavailable("qlora: compute_dtype 'bf16' is not supported by this GPU; use compute_dtype = 'fp32'")
+
+    def check_model(self, options: QLoraOptions, model: ModelInfo) -> None:
+        check_targets(options, model)
 
     def build(self, options: QLoraOptions, ctx: BuildContext):
         from peft import get_peft_model

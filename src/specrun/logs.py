@@ -1,0 +1,55 @@
+"""How much specrun says: a log level for its own notes (``-v`` / ``-q``), and which library warnings
+reach the user. Library warnings are filtered by the module that issues them, never process-wide, so a
+warning about specrun's own use of a library still shows; ``-v`` shows the libraries' too, each once."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+#: Libraries whose advisory warnings and log reports are noise in normal use.
+LIBRARIES = ("transformers", "peft", "bitsandbytes", "accelerate", "datasets", "huggingface_hub", "fsspec", "torch", "tokenizers")
+_LIBRARY_MODULES = rf"({'|'.join(LIBRARIES)})(\..*)?$"
+_PREFIX = {logging.DEBUG: "debug: ", logging.WARNING: "warning: ", logging.ERROR: "error: ", logging.CRITICAL: "error: "}
+_verbose = False
+
+
+class _ConsoleHandler(logging.Handler):
+    """Writes specrun's log records to the error console (looked up per record: tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from specrun import console
+
+        try:
+            console.err.print(_PREFIX.get(record.levelno, "") + record.getMessage(), markup=False, highlight=False)
+        except Exception:  # logging must never take a command down
+            self.handleError(record)
+
+
+def configure(verbose: bool = False, quiet: bool = False) -> None:
+    """Set the level of specrun's messages (DEBUG with ``verbose``, WARNING with ``quiet``, else INFO)
+    and filter library warnings accordingly."""
+    global _verbose
+    _verbose = verbose
+    logger = logging.getLogger("specrun")
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
+        logger.addHandler(_ConsoleHandler())
+    logger.propagate = False
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Keep the libraries' progress bars, load reports and advisory warnings out of the output (shown,
+    each warning once, in verbose mode)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not _verbose:
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+        os.environ.setdefault("DATASETS_VERBOSITY", "error")
+    warnings.filterwarnings("once" if _verbose else "ignore", module=_LIBRARY_MODULES)
+    for name in LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING if _verbose else logging.ERROR)

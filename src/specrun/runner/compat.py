@@ -1,0 +1,84 @@
+"""Checks, before anything trains, that a run's model exists and that its settings and method fit the
+model (refused: they cannot work anywhere) and this machine (the run would fail here)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from specrun.errors import ConfigError, MethodUnavailable
+from specrun.plugins.api import ModelInfo
+from specrun.plugins.registry import Registry
+from specrun.runner.modeling import check_precision, load_config, pick_device, resolve_model
+
+log = logging.getLogger("specrun.compat")
+
+#: Models whose position ids start after the padding index (fairseq's convention): 2 positions fewer.
+_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer"}
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", ".", "~")) or Path(name).expanduser().exists()
+
+
+def _missing_model(name: str, path: str, exc: Exception) -> ConfigError:
+    if _looks_like_path(name):
+        folder = Path(name).expanduser()
+        why = "no such folder" if not folder.exists() else "the folder has no config.json"
+        return ConfigError(f"no model at {name!r} ({why}); give a folder with a Hugging Face model, or a hub id", key="model.name")
+    if _offline():
+        return ConfigError(
+            f"{name!r} is not a local folder nor in the Hugging Face cache, and HF_HUB_OFFLINE is set: "
+            "download it once with network access, or give a local folder", key="model.name",
+        )
+    return ConfigError(f"cannot load model {name!r} ({path}): {str(exc).splitlines()[0]}", key="model.name")
+
+
+def model_info(name: str, registry: Registry, max_length: int) -> ModelInfo:
+    """The model ``name`` resolves to, with its config; ConfigError at ``model.name`` when there is none."""
+    path = resolve_model(name, registry)
+    if not _looks_like_path(path) and _offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(path, "config.json"), str):
+            raise _missing_model(name, path, FileNotFoundError("not cached"))
+    try:
+        config = load_config(path)
+    except OSError as exc:
+        raise _missing_model(name, path, exc) from None
+    log.debug("model %r is %s (%s)", name, path, type(config).__name__)
+    return ModelInfo(name=name, path=path, config=config, max_length=max_length)
+
+
+def usable_positions(config) -> int | None:
+    positions = getattr(config, "max_position_embeddings", None)
+    if not positions:
+        return None
+    return positions - 2 if getattr(config, "model_type", "") in _OFFSET_POSITIONS else positions
+
+
+def check_run_model(config: dict, registry: Registry) -> str | None:
+    """Raise ConfigError when a run's settings cannot work with its model on any machine; return why it
+    cannot run on this machine (None when it can)."""
+    model = model_info(config["model"]["name"], registry, config["model"]["max_length"])
+    positions = usable_positions(model.config)
+    if positions and model.max_length > positions:
+        raise ConfigError(f"{model.max_length} tokens, but {model.name!r} has {positions} positions; lower it to {positions} or less", key="model.max_length")
+    method = registry.get("method", config["method"]["name"])
+    options = method.Options.model_validate({k: v for k, v in config["method"].items() if k != "name"})
+    method.check_model(options, model)
+    train = config["train"]
+    if train["precision"] == "fp16" and train["device"] == "cpu":
+        raise ConfigError("'fp16' needs a CUDA device, and train.device = 'cpu'; use bf16 or fp32", key="train.precision")
+    try:
+        device = pick_device(train["device"])
+        check_precision(train["precision"], device)
+        method.check(options, device, train["precision"])
+    except MethodUnavailable as exc:
+        return str(exc)
+    return None

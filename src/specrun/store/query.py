@@ -1,0 +1,62 @@
+"""Reading the store on a user's behalf: ad-hoc SQL (read-only, other files off limits unless allowed)
+and consistent snapshot copies for notebooks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+import duckdb
+
+from specrun.errors import StoreError, UsageError
+from specrun.store.db import Store
+
+
+def run_query(store: Store, query: str, allow_files: bool = False) -> tuple[list[str], list[tuple]]:
+    """(columns, rows) of ``query`` on a read-only connection; ([], []) for a statement without a
+    result. A mistake in the query is a UsageError with DuckDB's message."""
+    if not query.strip():
+        raise UsageError('give a SQL query, e.g. specrun sql "SELECT * FROM run_summary"')
+    with store.read(allow_files=allow_files) as db:
+        try:
+            cursor = db.execute(query)
+            if cursor.description is None:
+                return [], []
+            return [d[0] for d in cursor.description], cursor.fetchall()
+        except duckdb.PermissionException as exc:
+            raise UsageError(f"SQL error: {_first_line(exc)} (specrun sql reads the store only; pass --allow-files to read or write other files)") from None
+        except (duckdb.IOException, duckdb.SerializationException):
+            raise  # the file, not the query: Store.read turns it into a StoreError
+        except duckdb.Error as exc:
+            raise UsageError(f"SQL error: {exc}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0]
+
+
+def snapshot(store: Store, path: Path) -> int:
+    """Copy the store to ``path`` (a new file) while holding it open read-only, so that no writer can
+    change it mid-copy; returns how many runs the copy holds."""
+    path = Path(path)
+    if path.exists():
+        raise UsageError(f"{path} exists; give a new path (a snapshot never overwrites a file)")
+    if path.resolve() == store.path.resolve():
+        raise UsageError("the snapshot path is the store itself; give a new path")
+    partial = path.with_name(f".{path.name}.partial")
+    with store.read() as db:
+        runs = db.execute("SELECT count(*) FROM runs").fetchone()[0]
+        try:
+            shutil.copyfile(store.path, partial)
+            wal = Path(f"{store.path}.wal")
+            if wal.exists():  # committed work not yet checkpointed into the file
+                shutil.copyfile(wal, f"{partial}.wal")
+                os.replace(f"{partial}.wal", f"{path}.wal")
+            os.replace(partial, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            raise StoreError(f"cannot write snapshot {path}: {exc}") from None
+    return runs
