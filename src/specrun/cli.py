@@ -298,7 +298,7 @@ def analyze(
         failed |= _run_analyses(Store(store), registry, target, entries, force)
         tables = sorted({t.name for e in entries for t in registry.get("analysis", e.name).tables})
         log.info(f"  query them: specrun sql \"SELECT * FROM {tables[0]} WHERE experiment = '{target.experiment}'\""
-                  f" (tables: {', '.join(tables)})", markup=False, highlight=False)
+                 f" (tables: {', '.join(tables)})")
     if failed:
         raise typer.Exit(1)
 
