@@ -145,7 +145,7 @@ def _flatten(method: str, sweep: dict[str, Any]) -> dict[str, Any]:
 
 def _short(value: Any) -> str:
     if isinstance(value, str):
-        return value if len(value) <= 40 else value[:37] + "..."
+        return (value or '""') if len(value) <= 40 else value[:37] + "..."
     if isinstance(value, dict | list):
         return json.dumps(value, separators=(",", ":"))
     return str(value)
