@@ -149,7 +149,7 @@ SPEC_CASES = [
     spec_case("duplicate-label-names", ["{spec}:13: data.options.label_names: label names must be distinct; repeated: 0"],
               edit={"files = {": 'label_names = ["0", "1", "0"]\nfiles = {'}),
     spec_case("one-label-name", ["{spec}:13: data.options.label_names: List should have at least 2 items"], edit={"files = {": 'label_names = ["0"]\nfiles = {'}),
-    spec_case("init-from-stage", ["{spec}:8: model.init_from: multi-stage specs are not supported yet"], edit={"max_length = 32": 'max_length = 32\ninit_from = "stage:a"'}),
+    spec_case("init-from-stage", ["{spec}:8: model.init_from: no stage 'a'; the spec's stages: none (declare [stages.a])"], edit={"max_length = 32": 'max_length = 32\ninit_from = "stage:a"'}),
     spec_case("sweep-empty-key", ['{spec}:24: sweep.: a sweep key names a dotted spec key, e.g. "method.rank"; this one is empty'], append='[sweep]\n"" = [1, 2]\n'),
     spec_case("sweep-outside-run", ["{spec}:24: sweep.experiment.seeds: can only sweep keys under model, data, method, train"], append='[sweep]\n"experiment.seeds" = [[0], [1]]\n'),
     spec_case("sweep-bad-value", ["{spec}:24: sweep.method.rank: value 0: method.rank: Input should be greater than or equal to 1"], append='[sweep]\n"method.rank" = [4, 0]\n'),

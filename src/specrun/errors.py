@@ -15,18 +15,20 @@ class SpecrunError(Exception):
 class SpecError(SpecrunError):
     """A spec that cannot be read or does not validate.
 
-    ``problems`` is a list of ``(dotted_key, line, message)``; ``line`` may be None.
+    ``problems`` is a list of ``(dotted_key, line, message)``, or ``(dotted_key, line, message, file)``
+    for a problem in another file than ``path`` (a base the spec extends); ``line`` may be None.
     """
 
-    def __init__(self, path: str, problems: list[tuple[str, int | None, str]]):
+    def __init__(self, path: str, problems: list[tuple]):
         self.path = path
         self.problems = problems
         super().__init__(self.render())
 
     def render(self) -> str:
         lines = []
-        for key, line, message in self.problems:
-            where = f"{self.path}:{line}" if line else self.path
+        for key, line, message, *file in self.problems:
+            path = file[0] if file and file[0] else self.path
+            where = f"{path}:{line}" if line else str(path)
             lines.append(f"{where}: {key}: {message}" if key else f"{where}: {message}")
         return "\n".join(lines)
 

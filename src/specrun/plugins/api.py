@@ -75,6 +75,8 @@ class ModelInfo:
     config: Any
     #: ``model.max_length``.
     max_length: int
+    #: ``model.init_from``: the run whose trained weights the model starts from (None: the pretrained model).
+    init_from: str | None = None
 
     def module_names(self) -> list[str]:
         """The names of the classifier's modules (``bert.encoder.layer.0.attention.self.query``, ...),

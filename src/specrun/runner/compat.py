@@ -39,7 +39,7 @@ def _missing_model(name: str, path: str, exc: Exception) -> ConfigError:
     return ConfigError(f"cannot load model {name!r} ({path}): {str(exc).splitlines()[0]}", key="model.name")
 
 
-def model_info(name: str, registry: Registry, max_length: int) -> ModelInfo:
+def model_info(name: str, registry: Registry, max_length: int, init_from: str | None = None) -> ModelInfo:
     """The model ``name`` resolves to, with its config; ConfigError at ``model.name`` when there is none."""
     path = resolve_model(name, registry)
     if not _looks_like_path(path) and _offline():
@@ -52,7 +52,7 @@ def model_info(name: str, registry: Registry, max_length: int) -> ModelInfo:
     except OSError as exc:
         raise _missing_model(name, path, exc) from None
     log.debug("model %r is %s (%s)", name, path, type(config).__name__)
-    return ModelInfo(name=name, path=path, config=config, max_length=max_length)
+    return ModelInfo(name=name, path=path, config=config, max_length=max_length, init_from=init_from)
 
 
 def usable_positions(config) -> int | None:
@@ -65,7 +65,7 @@ def usable_positions(config) -> int | None:
 def check_run_model(config: dict, registry: Registry) -> str | None:
     """Raise ConfigError when a run's settings cannot work with its model on any machine; return why it
     cannot run on this machine (None when it can)."""
-    model = model_info(config["model"]["name"], registry, config["model"]["max_length"])
+    model = model_info(config["model"]["name"], registry, config["model"]["max_length"], config["model"].get("init_from"))
     positions = usable_positions(model.config)
     if positions and model.max_length > positions:
         raise ConfigError(f"{model.max_length} tokens, but {model.name!r} has {positions} positions; lower it to {positions} or less", key="model.max_length")

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 import specrun
+from specrun.errors import ConfigError
 from specrun.plugins.api import BuildContext
 from specrun.plugins.registry import Registry
 from specrun.runner import artifacts
@@ -84,6 +85,28 @@ def build_model(config: dict, registry: Registry, num_labels: int, label_names: 
     return model, ctx
 
 
+#: Below this share of a source's trained tensors (head excluded) finding a place, a transfer is refused.
+MIN_PLACED = 0.5
+
+
+def check_transfer(transfer: artifacts.Transfer, config: dict) -> None:
+    """Refuse a transfer that loads little of what its source trained (unless ``model.init_partial``):
+    such a run would train from the pretrained model while its record says it started from the source."""
+    if transfer.placed_fraction >= MIN_PLACED or config["model"].get("init_partial"):
+        return
+    method = config["method"]["name"]
+    examples = (transfer.no_place + transfer.shape_mismatch)[:2]
+    raise ConfigError(
+        f"the source run {transfer.source_run_id} (method {transfer.source_method!r}) trained {transfer.transferable} tensors "
+        f"besides its head, and {len(transfer.loaded)} of them found a place in this run's model (method {method!r}): "
+        f"{len(transfer.no_place)} have no place, {len(transfer.shape_mismatch)} another shape"
+        + (f" (e.g. {', '.join(examples)})" if examples else "")
+        + ". Start from a source trained with a method whose tensors this model has (e.g. LoRA into LoRA with the same "
+        "placement), or set model.init_partial = true to keep what fits",
+        key="model.init_from",
+    )
+
+
 def evaluate_sets(record: RunRecord, model, run: PlannedRun, data, evals: dict, step: int, device, known: dict | None = None) -> dict[str, float]:
     """Evaluate ``model`` on each of ``evals`` (name -> Encoded) into ``record``: final metrics at ``step``,
     per-example predictions, and for named evaluation sets their definitions. Returns seconds per set."""
@@ -134,9 +157,12 @@ def execute(
     device = pick_device(train_cfg["device"])
     num_labels = data.dataset.num_labels
     model, ctx = build_model(config, registry, num_labels, data.dataset.label_names, device)
+    transfer = None
     if config["model"].get("init_from") and init_weights is not None:
         # transfer: everything the source run trained except its classification head, which starts fresh
-        artifacts.load_weights(model, init_weights(config["model"]["init_from"]), strict=False, skip=("classifier",))
+        source = config["model"]["init_from"]
+        transfer = artifacts.transfer_weights(model, init_weights(source), source)
+        check_transfer(transfer, config)
 
     cache = TokenCache(load_tokenizer(ctx.model_path), config["model"]["max_length"])
     train = Encoded.build(data.train, cache)
@@ -157,7 +183,9 @@ def execute(
 
     primary = evals[data.primary_eval]
     folder = artifacts_dir / run.run_id
-    record.artifacts = artifacts.save_run(model, folder, {"run_id": run.run_id, "config": config, "label_names": data.dataset.label_names})
+    meta = {"run_id": run.run_id, "config": config, "label_names": data.dataset.label_names}
+    record.artifacts = artifacts.save_run(model, folder, meta, also=frozenset(transfer.frozen) if transfer else frozenset())
+    record.transfer = transfer
     costs = {
         "trainable_params": trainable,
         "total_params": total,

@@ -13,8 +13,8 @@ import specrun
 from specrun.errors import DataError, SpecError
 from specrun.plugins.registry import Registry, module_version
 from specrun.runner.data import eval_split_name, load_dataset, split_examples
-from specrun.spec.load import LoadedSpec
-from specrun.spec.locate import locate
+from specrun.spec.load import LoadedSpec, RunConfig
+from specrun.spec.stages import dependency_refs, stage_name, transform_entries
 
 
 @dataclass
@@ -145,16 +145,6 @@ def eval_set_plans(config: dict, registry: Registry, spec_dir: str | None) -> di
     return plans
 
 
-def transform_entries(config: dict) -> list[tuple[str, dict]]:
-    """Every transform entry of a run's config with its dotted location: ``data.transforms.<i>`` and
-    ``data.eval_sets.<name>.transforms.<i>``."""
-    data = config["data"]
-    entries = [(f"data.transforms.{i}", t) for i, t in enumerate(data["transforms"])]
-    for name, es in data["eval_sets"].items():
-        entries += [(f"data.eval_sets.{name}.transforms.{i}", t) for i, t in enumerate(es["transforms"])]
-    return entries
-
-
 def transform_inputs(config: dict, registry: Registry, spec_dir: str | None) -> dict[str, dict[str, str]]:
     """Content hashes of the files that transforms read (see ``TransformPlugin.inputs``), by location."""
     found = {}
@@ -175,7 +165,6 @@ def run_id_for(identity: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-TEACHER_KEY = "teacher"
 MAX_DEPTH = 4
 
 
@@ -192,61 +181,71 @@ def _plan_single(ref: str, spec_dir: str, registry: Registry, depth: int, what: 
     return runs[0]
 
 
-def resolve_dependencies(config: dict, spec_dir: str, registry: Registry, depth: int) -> list[PlannedRun]:
-    """Runs this run needs first: the spec named by ``model.init_from`` (transfer) and by any transform's
-    ``teacher`` option. Each such spec path is replaced in ``config`` by its run's id, so the dependency's
-    identity is part of this run's; a value that is already a run id is left as it is."""
-    refs: list[tuple[dict, str, str, str]] = [(config["model"], "init_from", "init_from", "model.init_from")]
-    refs += [(entry, TEACHER_KEY, "teacher", f"{where}.{TEACHER_KEY}") for where, entry in transform_entries(config)]
+def resolve_dependencies(run: RunConfig, loaded: LoadedSpec, registry: Registry, depth: int) -> list[PlannedRun]:
+    """Runs this run needs first: the stage (``stage:NAME``) or spec (``.toml``) named by
+    ``model.init_from`` (transfer) and by any transform's ``teacher`` option. Each reference is replaced
+    in the run's config by its run's id, so the dependency's identity is part of this run's; a value that
+    is already a run id is left as it is."""
+    spec_dir = str(Path(loaded.path).resolve().parent)
     needed = []
-    for holder, key, what, dotted in refs:
+    for holder, key, what, dotted in dependency_refs(run.config):
         ref = holder.get(key)
-        if isinstance(ref, str) and ref.endswith(".toml"):
+        stage = stage_name(ref)
+        if stage is not None:
+            dependency = plan_one(run.stages[stage], loaded, registry, depth + 1)
+        elif isinstance(ref, str) and ref.endswith(".toml"):
             path = Path(ref) if Path(ref).is_absolute() else Path(spec_dir) / ref
             if not path.is_file():
                 raise DataError(f"no spec file {ref!r} (looked for {path.resolve()}; relative paths are relative to this spec's folder)", key=dotted)
-            run = _plan_single(ref, spec_dir, registry, depth, what)
-            holder[key] = run.run_id
-            needed.append(run)
+            dependency = _plan_single(ref, spec_dir, registry, depth, what)
+        else:
+            continue
+        holder[key] = dependency.run_id
+        needed.append(dependency)
     return needed
 
 
-def plan_runs(loaded: LoadedSpec, registry: Registry, depth: int = 0) -> list[PlannedRun]:
+def plan_one(run: RunConfig, loaded: LoadedSpec, registry: Registry, depth: int = 0) -> PlannedRun:
+    """One run of ``loaded`` (or of one of its stages) with its content-hash id and the runs it needs first."""
+    if depth >= MAX_DEPTH:
+        raise SpecError(str(loaded.path), [("stages", None, f"stages and source specs nest deeper than {MAX_DEPTH} levels")])
     spec_dir = str(Path(loaded.path).resolve().parent)
-    planned = []
-    for run in loaded.runs:
-        problems = split_problems(run.config, registry, spec_dir)
-        if problems:
-            raise SpecError(str(loaded.path), [(e.key, locate(loaded.text, e.key.split(".")), e.message) for e in problems])
-        try:
-            dependencies = resolve_dependencies(run.config, spec_dir, registry, depth)  # before training_view: it rewrites paths to run ids
-            trained = training_view(run.config)
-            inputs = transform_inputs(trained, registry, spec_dir)
-            eval_sets = eval_set_plans(run.config, registry, spec_dir)
-            fingerprint = data_fingerprint(trained, registry, spec_dir)
-        except DataError as exc:  # name the spec's file and line too
-            if exc.key is None:
-                raise
-            raise SpecError(str(loaded.path), [(exc.key, locate(loaded.text, exc.key.split(".")), exc.message)]) from None
-        identity = {
-            "config": trained,
-            "data": fingerprint,
-            "code": code_versions(trained, registry),
-        }
-        if inputs:  # only when present, so that other runs keep their ids
-            identity["inputs"] = inputs
-        planned.append(PlannedRun(
-            run_id=run_id_for(identity),
-            experiment=loaded.experiment,
-            config=run.config,
-            seed=run.seed,
-            sweep_values=run.sweep_values,
-            identity=identity,
-            eval_set=eval_split_name(run.config["data"], registry),
-            spec_path=str(loaded.path),
-            dependencies=dependencies,
-            eval_sets=eval_sets,
-        ))
+    problems = split_problems(run.config, registry, spec_dir)
+    if problems:
+        raise SpecError(str(loaded.path), [loaded.locate(e.key, e.message) for e in problems])
+    try:
+        dependencies = resolve_dependencies(run, loaded, registry, depth)  # before training_view: it rewrites references to run ids
+        trained = training_view(run.config)
+        inputs = transform_inputs(trained, registry, spec_dir)
+        eval_sets = eval_set_plans(run.config, registry, spec_dir)
+        fingerprint = data_fingerprint(trained, registry, spec_dir)
+    except DataError as exc:  # name the spec's file and line too
+        if exc.key is None:
+            raise
+        raise SpecError(str(loaded.path), [loaded.locate(exc.key, exc.message)]) from None
+    identity = {
+        "config": trained,
+        "data": fingerprint,
+        "code": code_versions(trained, registry),
+    }
+    if inputs:  # only when present, so that other runs keep their ids
+        identity["inputs"] = inputs
+    return PlannedRun(
+        run_id=run_id_for(identity),
+        experiment=run.experiment or loaded.experiment,
+        config=run.config,
+        seed=run.seed,
+        sweep_values=run.sweep_values,
+        identity=identity,
+        eval_set=eval_split_name(run.config["data"], registry),
+        spec_path=str(loaded.path),
+        dependencies=dependencies,
+        eval_sets=eval_sets,
+    )
+
+
+def plan_runs(loaded: LoadedSpec, registry: Registry, depth: int = 0) -> list[PlannedRun]:
+    planned = [plan_one(run, loaded, registry, depth) for run in loaded.runs]
     seen: dict[str, PlannedRun] = {}
     unique = []
     for p in planned:  # identical sweep points (e.g. a swept key a method ignores) train once
@@ -257,7 +256,7 @@ def plan_runs(loaded: LoadedSpec, registry: Registry, depth: int = 0) -> list[Pl
         first = seen[p.run_id]  # a swept eval set: the one training is evaluated on each
         for name, plan in p.eval_sets.items():
             if name in first.eval_sets and first.eval_sets[name].fingerprint != plan.fingerprint:
-                raise SpecError(str(loaded.path), [(f"data.eval_sets.{name}", locate(loaded.text, ("data", "eval_sets", name)),
+                raise SpecError(str(loaded.path), [loaded.locate(f"data.eval_sets.{name}",
                     f"sweep points that train the same run define evaluation set {name!r} differently; give them different names")])
             first.eval_sets[name] = plan
             first.config["data"]["eval_sets"][name] = p.config["data"]["eval_sets"][name]

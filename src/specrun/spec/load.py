@@ -18,7 +18,9 @@ from specrun.errors import PluginError, SpecError, did_you_mean
 from specrun.plugins.api import SpecFacts
 from specrun.plugins.registry import Registry, get_registry
 from specrun.spec.locate import locate, split_key
-from specrun.spec.schema import RUN_SECTIONS, ModelSpec, Spec, TrainSpec
+from specrun.spec.compose import Composed, Source, compose
+from specrun.spec.schema import RUN_SECTIONS, Spec, TrainSpec
+from specrun.spec.stages import dependency_refs, fixed_seed, sets_key, stage_name, stage_tree
 
 Problem = tuple[str, "int | None", str]
 
@@ -30,6 +32,10 @@ class RunConfig:
     config: dict[str, Any]
     seed: int
     sweep_values: dict[str, Any] = field(default_factory=dict)
+    #: The stage runs its config refers to (``stage:NAME``), by stage name.
+    stages: dict[str, RunConfig] = field(default_factory=dict)
+    #: The experiment a stage run belongs to (``<experiment>.<stage>``); None for the spec's own runs.
+    experiment: str | None = None
 
 
 @dataclass
@@ -41,10 +47,24 @@ class LoadedSpec:
     runs: list[RunConfig]
     #: The spec's analyses, resolved: ``{"id", "name", "options"}`` each.
     analyses: list[dict[str, Any]] = field(default_factory=list)
+    #: Its files (the spec and its bases) and profile; the effective tree before ``--set`` overrides.
+    composed: Composed | None = None
+    tree: dict[str, Any] = field(default_factory=dict)
 
     @property
     def experiment(self) -> str:
         return self.spec.experiment.name
+
+    @property
+    def profile(self) -> str | None:
+        return self.composed.profile if self.composed else None
+
+    def locate(self, key: str, message: str) -> tuple:
+        """A problem about dotted ``key`` as SpecError takes it: located in the file that sets the key."""
+        if self.composed is None:
+            return (key, locate(self.text, key.split(".")), message)
+        file, line = self.composed.where(tuple(key.split(".")))
+        return (key, line, message) if file == self.composed.path else (key, line, message, str(file))
 
 
 # --- dotted keys ---------------------------------------------------------------------------------
@@ -319,8 +339,8 @@ def _sweep_key_problems(sweep: Any) -> list[tuple[tuple, str]]:
             parts = split_key(part)
             if not parts:
                 problems.append((("sweep", key), "a sweep key names a dotted spec key, e.g. \"method.rank\"; this one is empty"))
-            elif parts[0] not in RUN_SECTIONS:
-                problems.append((("sweep", key), f"can only sweep keys under {', '.join(RUN_SECTIONS)}{did_you_mean(parts[0], RUN_SECTIONS)}"))
+            elif parts[0] not in (*RUN_SECTIONS, "stages"):
+                problems.append((("sweep", key), f"can only sweep keys under {', '.join(RUN_SECTIONS)} and stages{did_you_mean(parts[0], RUN_SECTIONS)}"))
     return problems
 
 
@@ -342,9 +362,11 @@ def _cross_field_problems(raw: dict) -> list[tuple[tuple, str]]:
             problems.append((("train", "early_stopping", "mode"), "the loss is minimised: early stopping on 'loss' needs mode = \"min\""))
         elif stopping.metric != "loss" and stopping.mode == "min":
             problems.append((("train", "early_stopping", "mode"), f"{stopping.metric} is maximised: early stopping on it needs mode = \"max\""))
-    model = _section(raw, "model", ModelSpec)
-    if model is not None and model.init_from and model.init_from.startswith("stage:"):
-        problems.append((("model", "init_from"), "multi-stage specs are not supported yet: give a run id or a spec path"))
+    for name in raw.get("stages", {}) if isinstance(raw.get("stages"), dict) else {}:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]*$", name):
+            problems.append((("stages", name), "a stage is named with letters, digits, _ and -"))
+        elif not isinstance(raw["stages"][name], dict):
+            problems.append((("stages", name), "a stage is a table of spec tables to merge over this spec ([stages.<name>.data], ...)"))
     return problems
 
 
@@ -386,7 +408,7 @@ def run_config(spec: Spec, resolved: dict, seed: int) -> dict[str, Any]:
 # --- loading -------------------------------------------------------------------------------------
 
 
-def _toml_problem(exc: tomllib.TOMLDecodeError) -> Problem:
+def toml_problem(exc: tomllib.TOMLDecodeError) -> Problem:
     message = str(exc)
     match = re.search(r"\(at line (\d+), column (\d+)\)", message)
     line = int(match.group(1)) if match else None
@@ -394,47 +416,57 @@ def _toml_problem(exc: tomllib.TOMLDecodeError) -> Problem:
     return ("", line, f"TOML syntax error: {message}")
 
 
-def load_spec(path: str | Path, overrides: list[str] = (), registry: Registry | None = None) -> LoadedSpec:
-    """Read, validate and expand the spec at ``path``; raises SpecError listing every problem found."""
+def load_spec(path: str | Path, overrides: list[str] = (), registry: Registry | None = None, profile: str | None = None) -> LoadedSpec:
+    """Read, validate and expand the spec at ``path`` (its bases merged, ``profile`` applied); raises
+    SpecError listing every problem found."""
     path = Path(path)
-    registry = registry or get_registry()
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(str(path), [("", None, "spec file not found")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(str(path), [("", None, f"cannot read spec: {exc}")]) from None
-    return load_spec_text(text, path, overrides, registry)
+    return load_spec_text(text, path, overrides, registry, profile)
 
 
-def load_spec_text(text: str, path: str | Path, overrides: list[str] = (), registry: Registry | None = None) -> LoadedSpec:
-    """Validate and expand spec ``text`` (e.g. as an apply recorded it); ``path`` names it in messages
-    and anchors its relative paths."""
-    path = Path(path)
+def load_spec_text(text: str, path: str | Path, overrides: list[str] = (), registry: Registry | None = None,
+                   profile: str | None = None) -> LoadedSpec:
+    """Validate and expand spec ``text``; ``path`` names it in messages and anchors its relative paths
+    (``extends`` included)."""
+    return load_composed(compose(path, text, profile), overrides, registry)
+
+
+def load_tree(tree: dict, text: str, path: str | Path, registry: Registry | None = None, profile: str | None = None) -> LoadedSpec:
+    """Validate and expand an effective spec tree as an apply recorded it (bases merged, profile
+    applied); ``text`` is the spec file's text, for locating problems."""
+    return load_composed(Composed(copy.deepcopy(tree), [Source(Path(path), text)], profile=profile), (), registry)
+
+
+def load_composed(composed: Composed, overrides: list[str] = (), registry: Registry | None = None) -> LoadedSpec:
+    """Validate and expand a composed spec with ``--set`` overrides applied on top."""
     registry = registry or get_registry()
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(str(path), [_toml_problem(exc)]) from None
-
+    effective = copy.deepcopy(composed.raw)
+    raw = copy.deepcopy(effective)
     set_keys, set_problems = _apply_overrides(raw, overrides)
 
-    def where(loc: tuple) -> tuple[str, int | None, str]:
+    def where(loc: tuple, message: str) -> tuple:
         key = dotted(loc)
         for set_key in set_keys:
             if key == set_key or key.startswith(set_key + "."):
-                return key, None, "(from --set) "
-        return key, locate(text, loc), ""
+                return (key, None, "(from --set) " + message)
+        file, line = composed.where(loc)
+        return (key, line, message) if file == composed.path else (key, line, message, str(file))
 
     spec, resolved, problems = validate_config(raw, registry)
-    found = set_problems + [(k, line, tag + msg) for k, line, tag, msg in ((*where(loc), msg) for loc, msg in problems)]
-    runs, sweep_problems = expand(raw, registry, text, known={(dotted(loc), msg) for loc, msg in problems})
+    found = set_problems + [where(loc, msg) for loc, msg in problems]
+    runs, sweep_problems = expand(raw, registry, where, known={(dotted(loc), msg) for loc, msg in problems})
     found += [p for p in sweep_problems if p not in found]
     if not found:  # the analyses check their options against the runs the spec expands into
-        found = [(k, line, tag + msg) for k, line, tag, msg in ((*where(loc), msg) for loc, msg in check_analyses(spec, resolved["analyses"], runs, registry))]
-    if found:  # in file order; --set problems (no line) first
-        raise SpecError(str(path), sorted(found, key=lambda p: p[1] or 0))
-    return LoadedSpec(path=path, text=text, raw=raw, spec=spec, runs=runs, analyses=resolved["analyses"])
+        found = [where(loc, msg) for loc, msg in check_analyses(spec, resolved["analyses"], runs, registry)]
+    if found:  # by file, in line order; --set problems (no line) first
+        raise SpecError(str(composed.path), sorted(found, key=lambda p: (p[3] if len(p) > 3 and p[3] else "", p[1] or 0)))
+    return LoadedSpec(path=composed.path, text=composed.text, raw=raw, spec=spec, runs=runs, analyses=resolved["analyses"],
+                      composed=composed, tree=effective)
 
 
 def spec_facts(spec: Spec, runs: list[RunConfig], registry: Registry) -> SpecFacts:
@@ -483,19 +515,20 @@ def _sweep_grid(raw: dict) -> dict[str, list] | None:
     return sweep
 
 
-def expand(raw: dict, registry: Registry, text: str = "", known: set = frozenset()) -> tuple[list[RunConfig], list[Problem]]:
-    """The grid of sweep values × seeds, each validated as a whole spec: (runs, problems). A sweep
-    point's problems that the spec has without the sweep (``known``: (dotted key, message)) are left
-    out; the others are reported at the sweep key's line, once each."""
+def expand(raw: dict, registry: Registry, where, known: set = frozenset()) -> tuple[list[RunConfig], list[tuple]]:
+    """The grid of sweep values × seeds, each validated as a whole spec, with the stages each run starts
+    from: (runs, problems). A sweep point's problems that the spec has without the sweep (``known``:
+    (dotted key, message)) are left out; the others are reported at the sweep key's line, once each.
+    ``where(loc, message)`` locates a problem."""
     grid = _sweep_grid(raw)
     if grid is None:
         return [], []
     unusable = {loc[1] for loc, _ in _sweep_key_problems(grid)}  # reported by validate_config
     keys = [k for k in grid if k not in unusable]
     runs: list[RunConfig] = []
-    problems: list[Problem] = []
+    problems: list[tuple] = []
 
-    def report(problem: Problem) -> None:
+    def report(problem: tuple) -> None:
         if problem not in problems:
             problems.append(problem)
 
@@ -509,18 +542,56 @@ def expand(raw: dict, registry: Registry, text: str = "", known: set = frozenset
                 for target, item in sweep_assignments(key, value):
                     set_dotted(tree, target, item)
             except (KeyError, TypeError) as exc:
-                report((f"sweep.{key}", locate(text, ("sweep", key)), str(exc.args[0] if exc.args else exc)))
+                report(where(("sweep", key), str(exc.args[0] if exc.args else exc)))
                 complete = False
         sub, resolved, found = validate_config(tree, registry)
         for loc, msg in found:
             if (dotted(loc), msg) in known:
                 continue
             k, v = _sweep_source(combo, loc)
-            report((f"sweep.{k}", locate(text, ("sweep", k)), f"value {v!r}: {dotted(loc)}: {msg}"))
-        if sub is not None and complete and not unusable:
-            for seed in sub.experiment.seeds:
-                runs.append(RunConfig(config=run_config(sub, resolved, seed), seed=seed, sweep_values=combo))
+            report(where(("sweep", k), f"value {v!r}: {dotted(loc)}: {msg}"))
+        if sub is None or not complete or unusable:
+            continue
+        for seed in sub.experiment.seeds:
+            config = run_config(sub, resolved, seed)
+            stages, stage_problems = resolve_stages(config, tree, seed, registry, ())
+            for loc, msg in stage_problems:
+                report(where(loc, msg))
+            runs.append(RunConfig(config=config, seed=seed, sweep_values=combo, stages=stages))
     return runs, problems
+
+
+def resolve_stages(config: dict, tree: dict, seed: int, registry: Registry, chain: tuple[str, ...]) -> tuple[dict[str, RunConfig], list[tuple[tuple, str]]]:
+    """The stage runs ``config`` refers to (``stage:NAME``), resolved for its sweep point and seed, with
+    the stages those refer to in turn: ({name: RunConfig}, problems by location)."""
+    found: dict[str, RunConfig] = {}
+    problems: list[tuple[tuple, str]] = []
+    declared = tree.get("stages") if isinstance(tree.get("stages"), dict) else {}
+    for holder, key, _, dotted_key in dependency_refs(config):
+        name = stage_name(holder.get(key))
+        if name is None or name in found:
+            continue
+        loc = tuple(dotted_key.split("."))
+        if name not in declared:
+            problems.append((loc, f"no stage {name!r}{did_you_mean(name, declared)}; the spec's stages: {', '.join(declared) or 'none'} (declare [stages.{name}])"))
+            continue
+        if name in chain:
+            problems.append((("stages", name), f"stages start from each other in a cycle: {' → '.join((*chain, name))}"))
+            continue
+        branch = stage_tree(tree, name)
+        sub, resolved, stage_problems = validate_config(branch, registry)
+        for stage_loc, msg in stage_problems:
+            mapped = ("stages", name, *stage_loc) if sets_key(tree, name, stage_loc) else stage_loc
+            problems.append((mapped, f"stage {name!r}: {msg}"))
+        if sub is None:
+            continue
+        stage_seed = fixed_seed(tree, name)
+        stage_seed = seed if stage_seed is None else stage_seed
+        stage_config = run_config(sub, resolved, stage_seed)
+        nested, nested_problems = resolve_stages(stage_config, tree, stage_seed, registry, (*chain, name))
+        problems += nested_problems
+        found[name] = RunConfig(stage_config, stage_seed, {}, nested, experiment=sub.experiment.name)
+    return found, problems
 
 
 def _sweep_source(combo: dict, loc: tuple) -> tuple[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, field_validator
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -45,10 +45,23 @@ class ModelSpec(Section):
         description="start from another run's trained weights (head excluded): a run id, or a spec path (.toml, relative to this spec) whose single run is trained first; \"\" = the pretrained model",
     )
 
+    init_partial: bool = Field(
+        False,
+        description="allow an init_from source of which fewer than half the trained tensors (head excluded) find a place in this model",
+    )
+
     @field_validator("init_from")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None  # lets a sweep compare a transfer with training from the pretrained model
+
+    @model_serializer(mode="wrap")
+    def _omit_default_partial(self, handler):
+        # Specs without the key resolve to the same config, and so the same run ids, as before it existed.
+        data = handler(self)
+        if not self.init_partial:
+            data.pop("init_partial", None)
+        return data
 
 
 class EvalSet(Section):
@@ -110,6 +123,13 @@ class ReportSpec(Section):
     png: str | None = Field(None, description="also export every chart as PNG and SVG into this folder")
 
 
+class Constraints(Section):
+    """Limits every run must respect, checked by ``plan`` and ``apply`` before anything trains."""
+
+    max_trainable_params: int | None = Field(None, ge=1, description="at most this many trainable parameters per run (the model is built to count them)")
+    on_violation: Literal["error", "skip"] = Field("error", description="'error': refuse the spec; 'skip': leave the runs over budget out")
+
+
 class Spec(Section):
     experiment: Experiment
     model: ModelSpec = Field(default_factory=ModelSpec)
@@ -118,6 +138,10 @@ class Spec(Section):
     train: TrainSpec = Field(default_factory=TrainSpec)
     sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict, description="dotted key -> values (grid)")
     analyses: list[PluginRef] = Field(default_factory=list)
+    stages: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="runs this spec's runs start from (model.init_from = \"stage:NAME\"): tables merged over this spec"
+    )
+    constraints: Constraints | None = None
     report: ReportSpec | None = None
 
 

@@ -212,3 +212,25 @@ def m007_apply_variants(db):
             ORDER BY b.variant, b.started_at DESC, b.apply_id DESC LIMIT 1
         )
     """)
+
+
+@migration
+def m008_transfers(db):
+    """What each ``model.init_from`` loaded (``transfers``); and each apply's profile and effective spec
+    tree (``extends`` and the profile applied), so that analyses of an experiment read the spec it ran."""
+    db.execute("""
+        CREATE TABLE transfers (
+            run_id VARCHAR PRIMARY KEY,
+            source_run_id VARCHAR,
+            source_method VARCHAR,
+            source_tensors INTEGER,
+            loaded INTEGER,
+            frozen INTEGER,
+            shape_mismatch INTEGER,
+            no_place INTEGER,
+            head INTEGER,
+            details JSON
+        )
+    """)
+    db.execute("ALTER TABLE applies ADD COLUMN profile VARCHAR")
+    db.execute("ALTER TABLE applies ADD COLUMN spec_tree JSON")

@@ -21,7 +21,7 @@ from specrun.errors import StoreError, UsageError, did_you_mean
 from specrun.store.db import Store, now
 
 HOST = socket.gethostname()
-RESULT_TABLES = ("metrics", "predictions", "artifacts", "train_examples", "evaluations")
+RESULT_TABLES = ("metrics", "predictions", "artifacts", "train_examples", "evaluations", "transfers")
 
 
 @dataclass
@@ -34,6 +34,8 @@ class RunRecord:
     train_examples: tuple[list[str], list[int]] = ((), ())
     train_seconds: float | None = None
     evaluations: list[tuple[str, dict, str]] = field(default_factory=list)  # (eval set, definition, fingerprint)
+    #: What ``model.init_from`` loaded (a ``runner.artifacts.Transfer``), for runs that start from another.
+    transfer: Any = None
 
 
 def _alive(pid: int | None, host: str | None, started_at) -> bool:
@@ -167,10 +169,21 @@ def complete(store: Store, run_id: str, record: RunRecord) -> None:
             db.execute("INSERT INTO train_examples SELECT * FROM _examples")
         for kind, path, sha, size in record.artifacts:
             db.execute("INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?)", [run_id, kind, path, sha, size, now()])
+        if record.transfer is not None:
+            _insert_transfer(db, run_id, record.transfer)
         db.execute(
             "UPDATE runs SET status = 'completed', finished_at = ?, train_seconds = ?, error = NULL WHERE run_id = ?",
             [now(), record.train_seconds, run_id],
         )
+
+
+def _insert_transfer(db, run_id: str, t) -> None:
+    details = {"loaded": t.loaded, "frozen": t.frozen, "shape_mismatch": t.shape_mismatch, "no_place": t.no_place, "head": t.head}
+    db.execute(
+        "INSERT INTO transfers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [run_id, t.source_run_id, t.source_method, t.transferable, len(t.loaded), len(t.frozen), len(t.shape_mismatch),
+         len(t.no_place), len(t.head), json.dumps(details)],
+    )
 
 
 def add_evaluations(store: Store, run_id: str, record: RunRecord) -> None:

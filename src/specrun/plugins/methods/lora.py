@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_serializer, model_validator
 
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 #: Placement presets for BERT-family encoders (module names as in transformers' BertModel).
 PLACEMENTS: dict[str, list[str] | str] = {
+    "attn-q": ["query"],
+    "attn-v": ["value"],
     "attn-qv": ["query", "value"],
     "attn-qkv": ["query", "key", "value"],
     "attn-full": r".*\.attention\.(self\.(query|key|value)|output\.dense)$",
@@ -38,16 +40,31 @@ class LoraAdapterOptions(PluginOptions):
     rank: int = Field(8, ge=1, description="rank r of the update B·A")
     alpha: float = Field(16, gt=0, description="scaling numerator: updates are scaled by alpha / rank")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout on the adapter's input")
-    placement: Literal["attn-qv", "attn-qkv", "attn-full", "ffn-only", "full-model"] | None = Field(
+    placement: Literal["attn-q", "attn-v", "attn-qv", "attn-qkv", "attn-full", "ffn-only", "full-model"] | None = Field(
         None, description="where adapters go (default attn-qv); or give target_modules"
     )
     target_modules: list[str] | None = Field(None, description="module-name suffixes to adapt, instead of a placement")
+    train: Literal["all", "head"] = Field(
+        "all", description="'head': keep the adapters as model.init_from loaded them, frozen like the backbone, and train only the fresh head"
+    )
+
+    #: Options left out of the resolved config at these values, so that runs keep the ids they had
+    #: before the option existed.
+    OMIT_AT_DEFAULT: ClassVar[dict[str, Any]] = {"train": "all"}
 
     @model_validator(mode="after")
     def _one_placement(self):
         if self.placement and self.target_modules:
             raise ValueError("give either placement or target_modules, not both")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler):
+        data = handler(self)
+        for name, default in self.OMIT_AT_DEFAULT.items():
+            if getattr(self, name) == default:
+                data.pop(name, None)
+        return data
 
     def targets(self) -> list[str] | str:
         return self.target_modules or PLACEMENTS[self.placement or "attn-qv"]
@@ -58,13 +75,7 @@ class LoraOptions(LoraAdapterOptions):
         None, description="'8bit': load the frozen backbone in 8 bits (bitsandbytes LLM.int8); head and pooler stay full precision"
     )
 
-    @model_serializer(mode="wrap")
-    def _omit_no_quantize(self, handler):
-        # Unquantized LoRA resolves to the same config, and so the same run ids, as before this option existed.
-        data = handler(self)
-        if self.quantize is None:
-            data.pop("quantize", None)
-        return data
+    OMIT_AT_DEFAULT: ClassVar[dict[str, Any]] = {"train": "all", "quantize": None}
 
 
 def check_targets(options: LoraAdapterOptions, model: ModelInfo) -> None:
@@ -81,6 +92,30 @@ def check_targets(options: LoraAdapterOptions, model: ModelInfo) -> None:
         parents = {n.rsplit(".", 1)[0] for n in names if "." in n}
         leaves = sorted({n.rsplit(".", 1)[-1] for n in names if n and n not in parents and not n.rsplit(".", 1)[-1].isdigit()})
         raise ConfigError(f"{what} matches no module of {model.name!r}; its innermost modules are named {', '.join(leaves)}", key=key)
+
+
+def check_adapters(options: LoraAdapterOptions, model: ModelInfo) -> None:
+    """What ``lora`` and ``qlora`` check before anything trains: targets that exist, and frozen adapters
+    that come from somewhere."""
+    check_targets(options, model)
+    if options.train == "head" and not model.init_from:
+        raise ConfigError(
+            "'head' trains the head over frozen adapters, which must come from model.init_from (a source run); "
+            "without one the adapters stay at their initial zero update: use method head_only for that",
+            key="method.train",
+        )
+
+
+def adapted(backbone, options: LoraAdapterOptions):
+    """The backbone with LoRA adapters; with ``train = "head"`` the adapters are frozen too."""
+    from peft import get_peft_model
+
+    model = get_peft_model(backbone, lora_config(options))
+    if options.train == "head":
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.requires_grad_(False)
+    return model
 
 
 def lora_config(options: LoraAdapterOptions):
@@ -183,18 +218,16 @@ class LoRA(MethodPlugin):
             check_kbit(self.name, 8, device)
 
     def check_model(self, options: LoraOptions, model: ModelInfo) -> None:
-        check_targets(options, model)
+        check_adapters(options, model)
 
     def build(self, options: LoraOptions, ctx: BuildContext):
-        from peft import get_peft_model
-
         if options.quantize == "8bit":
             from transformers import BitsAndBytesConfig
 
             backbone = load_kbit_backbone(ctx, BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=NOT_QUANTIZED))
         else:
             backbone = ctx.load_backbone()
-        return get_peft_model(backbone, lora_config(options))
+        return adapted(backbone, options)
 
 
 @hookimpl

@@ -9,7 +9,7 @@ from pydantic import Field
 from specrun.errors import MethodUnavailable
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import BuildContext, MethodPlugin, ModelInfo
-from specrun.plugins.methods.lora import NOT_QUANTIZED, LoraAdapterOptions, check_kbit, check_targets, load_kbit_backbone, lora_config
+from specrun.plugins.methods.lora import NOT_QUANTIZED, LoraAdapterOptions, adapted, check_adapters, check_kbit, load_kbit_backbone
 
 if TYPE_CHECKING:
     import torch
@@ -48,12 +48,10 @@ class QLoRA(MethodPlugin):
             raise MethodUnavailable("qlora: compute_dtype 'bf16' is not supported by this GPU; use compute_dtype = 'fp32'")
 
     def check_model(self, options: QLoraOptions, model: ModelInfo) -> None:
-        check_targets(options, model)
+        check_adapters(options, model)
 
     def build(self, options: QLoraOptions, ctx: BuildContext):
-        from peft import get_peft_model
-
-        return get_peft_model(load_kbit_backbone(ctx, quantization_config(options)), lora_config(options))
+        return adapted(load_kbit_backbone(ctx, quantization_config(options)), options)
 
 
 @hookimpl
