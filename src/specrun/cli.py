@@ -23,10 +23,11 @@ log = logging.getLogger("specrun.cli")
 
 StoreOpt = Annotated[Path, typer.Option("--store", envvar="SPECRUN_STORE", help="DuckDB result store")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a spec key: --set train.epochs=1 (repeatable)")]
+ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="apply the spec's [profiles.NAME] overrides (its runs form the experiment <name>-<profile>)")]
 Format = Literal["table", "csv", "json"]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="output format")]
 #: Run statuses (``runs.status``) and plugin kinds (``registry.HOOK_FOR_KIND``; a test keeps them equal).
-Status = Literal["running", "completed", "failed", "interrupted"]
+Status = Literal["running", "completed", "failed", "interrupted", "skipped"]
 Kind = Literal["method", "dataset", "model_source", "transform", "analysis"]
 DEFAULT_STORE = Path("specrun.duckdb")
 FORMATS = ("table", "csv", "json")
@@ -64,22 +65,25 @@ def _check_format(fmt: str) -> None:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
 
 
-def _plan(spec: Path, overrides: list[str] | None):
+def _plan(spec: Path, overrides: list[str] | None, profile: str | None):
     from specrun.plugins import get_registry
+    from specrun.runner.constraints import apply_constraints
     from specrun.runner.plan import plan_runs
     from specrun.spec.load import load_spec
 
     registry = get_registry()
     for problem in registry.load_errors:
         log.warning(problem)
-    loaded = load_spec(spec, overrides or [], registry)
-    return loaded, plan_runs(loaded, registry), registry
+    loaded = load_spec(spec, overrides or [], registry, profile)
+    planned, skipped = apply_constraints(loaded, plan_runs(loaded, registry), registry)
+    return loaded, planned, registry, skipped
 
 
 @app.command()
 def apply(
     spec: Annotated[Path, typer.Argument(help="the experiment's TOML spec")],
     set_: SetOpt = None,
+    profile: ProfileOpt = None,
     store: StoreOpt = DEFAULT_STORE,
     force: Annotated[bool, typer.Option("--force", help="rerun runs already completed")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="stop at the first failed run")] = False,
@@ -91,11 +95,15 @@ def apply(
     from specrun.store import Store
     from specrun.store.runs import record_apply
 
-    loaded, planned, registry = _plan(spec, set_)
+    loaded, planned, registry, skipped = _plan(spec, set_, profile)
+    for left in skipped:
+        log.warning("run %s (%s) left out: %s", left.run.run_id, left.run.label(), left.reason)
+    if not planned:
+        raise UsageError(f"every run of {spec} is left out by its constraints: nothing to apply")
     found = check_runs(planned, registry, Store(store), force=force)
     for run_id, why in found.unavailable.items():
         log.warning("run %s cannot run on this machine and will be recorded as failed: %s", run_id, why)
-    record_apply(Store(store), loaded.experiment, str(spec), loaded.text, set_ or [], [p.run_id for p in planned])
+    record_apply(Store(store), loaded, set_ or [], [p.run_id for p in planned])
     log.info(f"{loaded.experiment}: {len(planned)} run(s) → {store}")
     with ApplyProgress(len(planned)) as progress:
         executor = LocalExecutor(Store(store), registry, str(spec), progress=progress, fail_fast=fail_fast, force=force)
@@ -107,7 +115,7 @@ def apply(
     if counts.get("failed"):
         err.print(f"failed runs keep their error in the store: specrun runs --status failed --store {store}")
     analyses_failed = _analyze_and_report(loaded, registry, Store(store), variant=bool(set_))
-    if counts.get("failed") or analyses_failed:
+    if counts.get("failed") or counts.get("skipped") or analyses_failed:
         raise typer.Exit(1)
 
 
@@ -169,6 +177,7 @@ def _write_report(store, registry, targets, out: Path, title, png: Path | None, 
 def plan(
     spec: Annotated[Path, typer.Argument(help="the experiment's TOML spec")],
     set_: SetOpt = None,
+    profile: ProfileOpt = None,
     store: StoreOpt = DEFAULT_STORE,
     fmt: FormatOpt = "table",
 ):
@@ -179,7 +188,7 @@ def plan(
     from specrun.store.runs import evaluations, statuses
 
     _check_format(fmt)
-    loaded, planned, registry = _plan(spec, set_)
+    loaded, planned, registry, skipped = _plan(spec, set_, profile)
     found = preflight(planned, registry, Store(store))
     required = {d.run_id: d for p in planned for d in _all_dependencies(p)}
     known = statuses(Store(store), [p.run_id for p in planned] + list(required))
@@ -197,6 +206,7 @@ def plan(
 
     rows = [(d.run_id, d.method, f"required first ({d.experiment}: {d.spec_path})", d.seed, status(d)) for d in required.values()]
     rows += [(p.run_id, p.method, json.dumps(p.sweep_values) if p.sweep_values else "", p.seed, status(p)) for p in planned]
+    rows += [(s.run.run_id, s.run.method, json.dumps(s.run.sweep_values), s.run.seed, f"left out: {s.reason}") for s in skipped]
     print_rows(["run_id", "method", "sweep", "seed", "status"], rows, fmt, title=f"{loaded.experiment}: {len(planned)} run(s)")
     if loaded.analyses or (loaded.spec.report and loaded.spec.report.path):
         then = [f"analyses {', '.join(a['id'] for a in loaded.analyses)}"] if loaded.analyses else []
@@ -214,13 +224,17 @@ def _all_dependencies(run):
 
 
 @app.command()
-def validate(spec: Annotated[Path, typer.Argument(help="the experiment's TOML spec")], set_: SetOpt = None):
-    """Check SPEC (syntax, keys, plugin options, sweep) without touching data or the store."""
+def validate(spec: Annotated[Path, typer.Argument(help="the experiment's TOML spec")], set_: SetOpt = None, profile: ProfileOpt = None):
+    """Check SPEC (syntax, keys, plugin options, sweep; every profile unless --profile names one) without touching data or the store."""
     from specrun.plugins import get_registry
     from specrun.spec.load import load_spec
 
-    loaded = load_spec(spec, set_ or [], get_registry())
-    typer.echo(f"{spec}: ok ({len(loaded.runs)} run(s))")
+    registry = get_registry()
+    loaded = load_spec(spec, set_ or [], registry, profile)
+    checked = [f"{len(loaded.runs)} run(s)"]
+    for name in (loaded.composed.profiles if profile is None else []):
+        checked.append(f"profile {name}: {len(load_spec(spec, set_ or [], registry, name).runs)} run(s)")
+    typer.echo(f"{spec}: ok ({'; '.join(checked)})")
 
 
 @app.command()
@@ -279,6 +293,7 @@ def analyze(
     only: Annotated[Optional[list[str]], typer.Option("--only", help="run only this analysis (an id in the spec, or any installed analysis with its defaults); repeatable")] = None,
     force: Annotated[bool, typer.Option("--force", help="recompute even when the results are current")] = False,
     set_: SetOpt = None,
+    profile: ProfileOpt = None,
     store: StoreOpt = DEFAULT_STORE,
 ):
     """Run the analyses a spec declares over the runs the store holds (never trains); results go to tables in the store."""
@@ -288,7 +303,7 @@ def analyze(
     from specrun.store import Store
 
     registry = get_registry()
-    resolved = [resolve(t, Store(store), registry, set_ or []) for t in targets]
+    resolved = [resolve(t, Store(store), registry, set_ or [], profile) for t in targets]
     failed = False
     for target in resolved:
         entries = select(target.entries, only, registry)
@@ -311,6 +326,7 @@ def report(
     title: Annotated[Optional[str], typer.Option("--title", help="the report's title")] = None,
     no_analyze: Annotated[bool, typer.Option("--no-analyze", help="show stored analysis results as they are; compute nothing")] = False,
     set_: SetOpt = None,
+    profile: ProfileOpt = None,
     store: StoreOpt = DEFAULT_STORE,
 ):
     """Write one self-contained HTML report of one or more experiments: runs, analyses with charts, the SQL behind each."""
@@ -319,7 +335,7 @@ def report(
     from specrun.store import Store
 
     registry = get_registry()
-    resolved = [resolve(t, Store(store), registry, set_ or []) for t in targets]
+    resolved = [resolve(t, Store(store), registry, set_ or [], profile) for t in targets]
     first = resolved[0].report
     out = output or (Path(first.path) if len(resolved) == 1 and first and first.path else
                      Path("reports") / ("+".join(t.experiment for t in resolved) + ".html"))

@@ -111,6 +111,7 @@ class ApplyProgress:
             "evaluated": "cached, newly evaluated " + " ".join(f"{k}={v:.4g}" for k, v in outcome.metrics.items()),
             "busy": "skipped (running in another process)",
             "failed": f"FAILED: {outcome.error}",
+            "skipped": f"skipped: {outcome.error}",
         }.get(outcome.status, outcome.status)
         line = f"[{prefix}] {run.run_id} {label}: {text}"
         if self.live:

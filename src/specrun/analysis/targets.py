@@ -8,6 +8,7 @@ runs (``current_runs``): analyses never train.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 from specrun.analysis.engine import AnalysisEntry
 from specrun.errors import SpecError, StoreError
 from specrun.plugins.registry import Registry
-from specrun.spec.load import LoadedSpec, load_spec, load_spec_text
+from specrun.spec.load import LoadedSpec, load_spec, load_spec_text, load_tree
 from specrun.spec.schema import ReportSpec
 from specrun.store import analyses as store_analyses
 from specrun.store.db import Store
@@ -45,31 +46,39 @@ def looks_like_spec(text: str) -> bool:
     return text.endswith(".toml") or Path(text).is_file()
 
 
-def resolve(text: str, store: Store, registry: Registry, overrides: list[str] = ()) -> Target:
-    """The experiment ``text`` names (a spec file or an experiment in the store) with its analyses."""
+def resolve(text: str, store: Store, registry: Registry, overrides: list[str] = (), profile: str | None = None) -> Target:
+    """The experiment ``text`` names (a spec file, with ``profile`` applied, or an experiment in the
+    store) with its analyses."""
     store_analyses.check_readable(store)
     if looks_like_spec(text):
-        return from_spec(load_spec(text, overrides, registry), store)
-    if overrides:
-        raise StoreError("--set applies to a spec file, not to an experiment name")
+        return from_spec(load_spec(text, overrides, registry, profile), store)
+    if overrides or profile:
+        raise StoreError("--set and --profile apply to a spec file, not to an experiment name (it is analysed as it was applied)")
     applied = store_analyses.require_experiment(store, text)
-    spec_text = applied.spec_text
-    if spec_text is None:  # applied before the store kept spec texts
-        path = Path(applied.spec_path)
-        if not path.is_file():
-            raise StoreError(f"the latest apply of {text!r} recorded no spec text and {applied.spec_path} is gone: pass the spec file instead")
-        spec_text = path.read_text(encoding="utf-8")
     try:
-        loaded = load_spec_text(spec_text, applied.spec_path, (), registry)
+        loaded = _recorded_spec(applied, registry)
     except SpecError as exc:
         raise StoreError(f"the spec that experiment {text!r} was applied with no longer validates:\n{exc}") from None
     return _target(loaded, applied, [])
 
 
+def _recorded_spec(applied: store_analyses.ApplyInfo, registry: Registry) -> LoadedSpec:
+    """The spec an apply recorded: its effective tree (m008 on), else its text, else its file."""
+    if applied.spec_tree is not None:
+        return load_tree(json.loads(applied.spec_tree), applied.spec_text or "", applied.spec_path, registry, applied.profile)
+    spec_text = applied.spec_text
+    if spec_text is None:  # applied before the store kept spec texts
+        path = Path(applied.spec_path)
+        if not path.is_file():
+            raise StoreError(f"the latest apply of {applied.experiment!r} recorded no spec and {applied.spec_path} is gone: pass the spec file instead")
+        spec_text = path.read_text(encoding="utf-8")
+    return load_spec_text(spec_text, applied.spec_path, (), registry)
+
+
 def from_spec(loaded: LoadedSpec, store: Store) -> Target:
     """The target of a loaded spec (as read now), with a note when its runs differ from its latest apply's."""
     applied = store_analyses.require_experiment(store, loaded.experiment)
-    return _target(loaded, applied, _drift(loaded.text, applied))
+    return _target(loaded, applied, _drift(loaded, applied))
 
 
 def _target(loaded: LoadedSpec, applied: store_analyses.ApplyInfo, notes: list[str]) -> Target:
@@ -85,17 +94,24 @@ def _target(loaded: LoadedSpec, applied: store_analyses.ApplyInfo, notes: list[s
     )
 
 
-def _drift(text: str, applied: store_analyses.ApplyInfo) -> list[str]:
+def _drift(loaded: LoadedSpec, applied: store_analyses.ApplyInfo) -> list[str]:
     """A note when the spec now defines other runs than its latest apply did (edited, not re-applied)."""
-    if applied.spec_text is None:
+    if applied.spec_tree is not None:
+        then = json.loads(applied.spec_tree)
+    elif applied.spec_text is not None:
+        try:
+            then = tomllib.loads(applied.spec_text)
+        except tomllib.TOMLDecodeError:
+            return []
+    else:
         return []
-    try:
-        now, then = tomllib.loads(text), tomllib.loads(applied.spec_text)
-    except tomllib.TOMLDecodeError:
-        return []
+    now = dict(loaded.tree)
     for key in _NOT_RUNS:
         now.pop(key, None)
         then.pop(key, None)
+    for tree in (now, then):
+        for key in ("extends", "profiles"):
+            tree.pop(key, None)
     if now == then:
         return []
     return [f"{applied.spec_path}'s runs changed after its latest apply ({applied.started_at:%Y-%m-%d %H:%M} UTC): the analyses cover "

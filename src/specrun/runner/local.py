@@ -30,7 +30,7 @@ from specrun.store.db import Store
 @dataclass
 class Outcome:
     run: PlannedRun
-    status: str  # completed | cached | evaluated (cached, evaluated on new eval sets) | failed | busy | interrupted
+    status: str  # completed | cached | evaluated (cached, evaluated on new eval sets) | failed | skipped (a required run failed) | busy | interrupted
     error: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -115,10 +115,10 @@ class LocalExecutor:
                     self.progress.dependency_done(self._done[dep.run_id])
             status = self._done[dep.run_id].status
             if status not in ("completed", "cached", "evaluated"):
-                error = f"required run {dep.run_id} ({dep.spec_path}) is {status}: {self._done[dep.run_id].error or 'not available'}"
+                error = f"required run {dep.run_id} ({dep.experiment}) is {status}: {self._done[dep.run_id].error or 'not available'}"
                 if store_runs.claim(self.store, run, run.spec_path or self.spec_path, {}, self.force) == "claimed":
-                    store_runs.fail(self.store, run.run_id, error)
-                return Outcome(run, "failed", error)
+                    store_runs.fail(self.store, run.run_id, error, status="skipped")
+                return Outcome(run, "skipped", error)
         return self.run_one(run, required)
 
     def run_one(self, run: PlannedRun, required: bool = False) -> Outcome:

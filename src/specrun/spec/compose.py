@@ -70,14 +70,22 @@ class Composed:
 
 
 def deep_merge(base: dict, override: dict) -> dict:
-    """``override`` over ``base``: tables merge key by key; any other value replaces."""
+    """``override`` over ``base``: tables merge key by key; any other value replaces. Options belong to
+    their plugin: a plugin table (one with ``name``) naming another plugin replaces the base's table,
+    and ``options`` go with ``dataset`` the same way."""
     merged = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and not _other_plugin(merged[key], value, "name"):
+            if _other_plugin(merged[key], value, "dataset"):
+                merged[key].pop("options", None)
             merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+def _other_plugin(base: dict, override: dict, key: str) -> bool:
+    return key in override and key in base and override[key] != base[key]
 
 
 def _toml(path: Path, text: str) -> dict:

@@ -34,6 +34,9 @@ class ApplyInfo:
     spec_sha256: str
     spec_text: str | None
     started_at: datetime
+    profile: str | None = None
+    #: The effective spec tree (bases merged, profile applied), as JSON; None before migration m008.
+    spec_tree: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ def latest_apply(store: Store, experiment: str) -> ApplyInfo | None:
     with store.read() as db:
         row = db.execute(
             # the apply current_runs come from: the latest without --set overrides (if any)
-            "SELECT experiment, spec_path, spec_sha256, spec_text, started_at FROM applies WHERE experiment = ? "
+            "SELECT experiment, spec_path, spec_sha256, spec_text, started_at, profile, spec_tree FROM applies WHERE experiment = ? "
             "ORDER BY variant, started_at DESC, apply_id DESC LIMIT 1",
             [experiment],
         ).fetchone()

@@ -80,16 +80,18 @@ def spec_sha256(spec_text: str) -> str:
     return hashlib.sha256(spec_text.encode()).hexdigest()
 
 
-def record_apply(store: Store, experiment: str, spec_path: str, spec_text: str, overrides: list[str], run_ids: list[str]) -> str:
-    """Record an apply of ``spec_path`` and the runs it planned; returns its id. Without overrides the
+def record_apply(store: Store, loaded: Any, overrides: list[str], run_ids: list[str]) -> str:
+    """Record an apply of the loaded spec and the runs it planned; returns its id. Without overrides the
     experiment's ``current_runs`` are then these runs; with ``--set`` overrides it is a variant, and
-    ``current_runs`` keep the spec's own runs."""
+    ``current_runs`` keep the spec's own runs. The spec's text, profile and effective tree are kept, so
+    that its analyses can be rerun without the file."""
     apply_id = uuid.uuid4().hex[:12]
     with store.write() as db:
         db.execute(
-            "INSERT INTO applies (apply_id, experiment, spec_path, spec_sha256, overrides, started_at, spec_text, variant) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [apply_id, experiment, spec_path, spec_sha256(spec_text), json.dumps(list(overrides)), now(), spec_text, bool(overrides)],
+            "INSERT INTO applies (apply_id, experiment, spec_path, spec_sha256, overrides, started_at, spec_text, variant, profile, spec_tree) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [apply_id, loaded.experiment, str(loaded.path), spec_sha256(loaded.text), json.dumps(list(overrides)), now(), loaded.text,
+             bool(overrides), loaded.profile, json.dumps(loaded.tree)],
         )
         db.executemany("INSERT INTO apply_runs VALUES (?, ?) ON CONFLICT DO NOTHING", [[apply_id, r] for r in run_ids])
     return apply_id

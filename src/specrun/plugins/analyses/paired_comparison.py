@@ -12,6 +12,7 @@ approximate when n_seeds > 1.
 
 from __future__ import annotations
 
+import json
 from itertools import combinations
 from typing import Literal
 
@@ -66,7 +67,7 @@ class PairedComparison(AnalysisPlugin):
         return {"paired_comparison": pairs, "paired_comparison_ranking": self._ranking(arms, pairs)}
 
     def _arms(self, options, ctx) -> dict[str, dict]:
-        """{arm label: {config, eval_set, seeds: {seed: {example id: correct}}}}."""
+        """{arm label: {config, eval_set, dataset, seeds: {seed: {example id: correct}}}}."""
         names = options.eval_sets or [None]
         arms = {}
         for name in names:
@@ -79,7 +80,8 @@ class PairedComparison(AnalysisPlugin):
                         seeds[run.seed] = dict(zip(mine["example_id"].to_list(), (mine["label"] == mine["prediction"]).to_list()))
                 if seeds:
                     label = config if len(names) == 1 else f"{config} @ {name or runs[0].eval_set}"
-                    arms[label] = {"config": config, "eval_set": name or runs[0].eval_set, "seeds": seeds}
+                    arms[label] = {"config": config, "eval_set": name or runs[0].eval_set, "seeds": seeds,
+                                   "dataset": _dataset(runs[0])}
         return arms
 
     def _pair(self, options, a: str, arm_a: dict, b: str, arm_b: dict) -> dict | None:
@@ -88,7 +90,7 @@ class PairedComparison(AnalysisPlugin):
         from specrun.analysis.stats import bootstrap_interval, mcnemar_p
 
         seeds = sorted(set(arm_a["seeds"]) & set(arm_b["seeds"]))
-        if not seeds:
+        if not seeds or arm_a["dataset"] != arm_b["dataset"]:  # example ids of different datasets name different examples
             return None
         examples = sorted(set.intersection(*(set(arm_a["seeds"][s]) & set(arm_b["seeds"][s]) for s in seeds)))
         if not examples:
@@ -141,6 +143,12 @@ class PairedComparison(AnalysisPlugin):
                             "       round(diff, 4) AS diff, round(ci_low, 4) AS ci_low, round(ci_high, 4) AS ci_high, only_a_right, only_b_right,\n"
                             f"       p_value, p_adjusted, significant\nFROM paired_comparison WHERE {MINE} ORDER BY p_value"),
         ]
+
+
+def _dataset(run) -> str:
+    """What an arm's example ids refer to: the dataset, its options and the primary evaluation split."""
+    data = run.config.get("data", {})
+    return json.dumps([data.get("dataset"), data.get("options"), data.get("eval_split"), data.get("max_eval_examples")], sort_keys=True)
 
 
 @hookimpl

@@ -51,11 +51,13 @@ class Scaling(AnalysisPlugin):
             try:
                 size = sizes.get(run.run_id) if sizes is not None else run.value(options.x)
                 group = _text(run.value(options.group)) if options.group else "all runs"
-            except KeyError as exc:
-                raise AnalysisError(f"run {run.run_id} has no config key {exc.args[0]!r}") from None
+            except KeyError:  # e.g. a baseline arm of another method: not on this axis
+                continue
             if not isinstance(size, int | float) or isinstance(size, bool):
                 raise AnalysisError(f"{options.x} of run {run.run_id} is {size!r}, not a number")
             points.setdefault((group, float(size)), []).append(values[run.run_id])
+        if not points:
+            raise AnalysisError(f"no run with {options.metric!r} has {options.x!r}" + (f" and {options.group!r}" if options.group else ""))
         rows = [
             {"x_key": options.x, "grp": group, "size": size, "metric": str(ref),
              **{k: v for k, v in summarize(found, options.confidence, options.n_resamples, "percentile", options.seed).items() if k not in ("min", "max")},

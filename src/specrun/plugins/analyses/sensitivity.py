@@ -48,13 +48,13 @@ class Sensitivity(AnalysisPlugin):
             try:
                 x = run.value(options.x)
                 y = run.value(options.y) if options.y else None
-            except KeyError as exc:
-                raise AnalysisError(f"run {run.run_id} has no config key {exc.args[0]!r}") from None
+            except KeyError:  # e.g. a baseline arm of another method: not on this axis
+                continue
             cell = cells.setdefault((_text(x), _text(y)), {"x": x, "y": y, "values": [], "configs": set()})
             cell["values"].append(values[run.run_id])
             cell["configs"].add(run.config_label)
         if not cells:
-            raise AnalysisError(f"no run has {options.metric!r}")
+            raise AnalysisError(f"no run with {options.metric!r} has {options.x!r}" + (f" and {options.y!r}" if options.y else ""))
         rows = []
         for (x_text, y_text), cell in cells.items():
             summary = summarize(cell["values"], n_resamples=100)
