@@ -8,6 +8,7 @@ recorded as failed and the others go on; Ctrl-C or SIGTERM records the current r
 from __future__ import annotations
 
 import signal
+import threading
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,12 +42,35 @@ class Terminated(KeyboardInterrupt):
     re-raising SIGINT instead of with the exit code specrun chose; it checks for that exact type only."""
 
 
+#: Set by SIGTERM. The handler raises at once, but an exception raised inside a finalizer or a library's
+#: catch-all can be swallowed; training checks this at every step, so the run stops all the same.
+_terminated = threading.Event()
+
+
+def stop_if_terminated() -> None:
+    if _terminated.is_set():
+        raise Terminated("signal 15")
+
+
+def _in_finalizer(frame) -> bool:
+    """Whether the signal arrived inside a ``__del__``: Python prints and drops an exception raised there,
+    so the handler only sets the flag and the next training step stops the run."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
 @contextmanager
 def sigterm_as_interrupt():
     """Turn SIGTERM into KeyboardInterrupt so a killed apply records its run as interrupted."""
     def handler(signum, frame):
-        raise Terminated(f"signal {signum}")
+        _terminated.set()
+        if not _in_finalizer(frame):
+            raise Terminated(f"signal {signum}")
 
+    _terminated.clear()
     try:
         previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not in the main thread
@@ -56,6 +80,7 @@ def sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _terminated.clear()
 
 
 def run_weights(store: Store):
@@ -89,6 +114,11 @@ class LocalExecutor:
         self.progress = progress
         self.fail_fast = fail_fast
         self.force = force
+
+    def _on_step(self, step: int, total: int) -> None:
+        stop_if_terminated()
+        if self.progress:
+            self.progress.step(step, total)
 
     def run_all(self, planned: list[PlannedRun]) -> list[Outcome]:
         quiet_libraries()
@@ -139,7 +169,7 @@ class LocalExecutor:
             record = execute(
                 run, self.registry, spec_dir, artifacts_root(self.store.path),
                 init_weights=run_weights(self.store),
-                on_step=self.progress.step if self.progress else None,
+                on_step=self._on_step,
                 scores=scorer(self.store),
             )
         except KeyboardInterrupt:
