@@ -87,6 +87,8 @@ def test_store_and_sql_errors(cli, tmp_path, write_spec):
     assert_clean_error(code, err, "read-only")
     code, out, _ = cli("sql", "SELECT count(*) AS n FROM runs", "-f", "csv")
     assert out.splitlines() == ["n", "1"]  # the refused DELETE changed nothing
+    code, out, _ = cli("sql", "SELECT 'a|b' AS text, 0.5 AS x, NULL AS y", "-f", "markdown")
+    assert out.splitlines() == ["| text | x | y |", "| --- | --- | --- |", "| a\\|b | 0.5 |  |"]
     code, _, err = cli("runs", "--format", "xml")
     assert_clean_error(code, err, "Invalid value for '--format'")
     code, _, err = cli("predict", "deadbeef", "hello")

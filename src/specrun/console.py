@@ -45,6 +45,13 @@ def print_rows(columns: list[str], rows: list[tuple], fmt: str = "table", title:
         writer.writerows([[_jsonable(v) for v in row] for row in rows])
     elif fmt == "json":
         sys.stdout.write(json.dumps([{c: _jsonable(v) for c, v in zip(columns, row)} for row in rows], indent=2, default=str) + "\n")
+    elif fmt == "markdown":  # a GitHub table to paste into a paper's notes or a README
+        def md(value) -> str:
+            return _cell(value).replace("|", "\\|").replace("\n", " ")
+
+        lines = ["| " + " | ".join(md(c) for c in columns) + " |", "|" + " --- |" * len(columns)]
+        lines += ["| " + " | ".join(md(v) for v in row) + " |" for row in rows]
+        sys.stdout.write("\n".join(lines) + "\n")
     else:
         table = Table(title=title, show_lines=False)
         for c in columns:
