@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import duckdb
 import pytest
@@ -132,9 +133,9 @@ def test_a_stopped_run_resumes_from_its_checkpoint_with_the_same_results(write_s
     helper = tmp_path / "signal_at_step.py"
     helper.write_text(SIGNAL_AT_STEP)
     env = {**os.environ, "SPECRUN_STORE": str(store), "SPECRUN_ARTIFACTS": str(artifacts), "SIGNAL_AT_STEP": "19", "SIGNAL_NAME": signal_name}
-    proc = subprocess.run([sys.executable, str(helper), "apply", str(spec)], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, str(helper), "apply", str(spec)], check=False, env=env, capture_output=True, text=True, timeout=600)
     [run_dir] = artifacts.iterdir()
-    assert (run_dir / CHECKPOINT).is_file()
+    assert (run_dir / CHECKPOINT).is_file() and not (run_dir / f"{CHECKPOINT}.tmp").exists()
     db = duckdb.connect(str(store), read_only=True)
     status = db.execute("SELECT status FROM runs").fetchone()[0]
     db.close()
@@ -146,10 +147,12 @@ def test_a_stopped_run_resumes_from_its_checkpoint_with_the_same_results(write_s
     # checkpoint_every is not part of the run's identity: changing it keeps the run and its checkpoint
     spec.write_text(spec.read_text().replace("checkpoint_every = 6", 'checkpoint_every = "10m"'))
     monkeypatch.setenv("SPECRUN_ARTIFACTS", str(artifacts))
+    _, out, _ = cli("plan", str(spec), "--store", str(store), "-f", "json")
+    assert json.loads(out)[0]["status"] == f"will resume from step 18 ({status})"
     code, _, err = cli("apply", str(spec), "--store", str(store))
     assert code == 0, err
     assert "resuming from step 18 of 30" in err
-    assert not (run_dir / CHECKPOINT).exists()  # a completed run needs no checkpoint
+    assert sorted(p.name for p in run_dir.iterdir()) == ["run.json", "trained.safetensors"]  # a completed run needs no checkpoint
 
     metrics, costs, predictions, run = _results(store)
     whole_metrics, whole_costs, whole_predictions, whole_run = _results(whole)
@@ -173,3 +176,68 @@ def test_a_damaged_checkpoint_is_ignored_and_force_starts_over(write_spec, cli, 
     (run_dir / CHECKPOINT).write_bytes(b"stale")
     code, _, err = cli("apply", str(spec), "--force")  # --force starts over: the checkpoint is not even read
     assert code == 0 and "ignoring the checkpoint" not in err and not (run_dir / CHECKPOINT).exists(), err
+
+
+# --- the display itself, driven without training ----------------------------------------------------
+
+class _Run:
+    run_id, experiment = "0123456789ab", "toy"
+
+    def label(self):
+        return "lora seed=0"
+
+
+def _report(step, total=10, loss=0.5):
+    import torch
+
+    from specrun.runner.train import StepReport
+
+    return StepReport(step, total, samples=16 * step, train_seconds=0.1 * step, learning_rate=1e-3 * (1 - step / total),
+                      loss_sum=torch.tensor(loss * 16 * step, dtype=torch.float64), loss_count=16 * step)
+
+
+def _console(monkeypatch, terminal: bool):
+    import io
+
+    from rich.console import Console
+
+    from specrun import console
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(console, "err", Console(file=buffer, force_terminal=terminal, width=200, markup=False, highlight=False))
+    return buffer
+
+
+def test_terminal_bar_shows_phase_steps_eta_loss_lr_and_rate(monkeypatch):
+    from specrun.console import ApplyProgress
+
+    buffer = _console(monkeypatch, terminal=True)
+    with ApplyProgress(1, quiet=False, every=30) as progress:
+        progress.run_started(_Run())
+        progress.phase("loading data")
+        progress.bar.refresh()
+        loading = buffer.getvalue()
+        progress.phase("training")
+        for step in range(1, 6):
+            progress.step(_report(step))
+            time.sleep(0.3)  # the numbers refresh twice a second
+        progress.bar.refresh()
+    assert "loading data" in loading and "0/?" not in loading
+    shown = buffer.getvalue()
+    assert "0123456789ab lora seed=0 · training" in shown and "5/10" in shown
+    assert "loss 0.5000" in shown and "lr 0.0005" in shown and "samples/s" in shown and "ETA " in shown
+
+
+def test_plain_lines_keep_coming_through_a_long_phase_without_steps(monkeypatch):
+    from specrun.console import ApplyProgress
+
+    buffer = _console(monkeypatch, terminal=False)
+    with ApplyProgress(1, quiet=False, every=0.3) as progress:
+        progress.run_started(_Run())
+        progress.phase("training")
+        progress.step(_report(4))
+        progress.phase("evaluating validation")
+        time.sleep(1.5)
+    lines = [line for line in buffer.getvalue().splitlines() if "evaluating validation (" in line]
+    assert lines and all(line.startswith("[1/1] 0123456789ab lora seed=0: evaluating validation (") for line in lines)
+    assert "step 4/10 (40%)" in lines[0] and "loss 0.5000" in lines[0]

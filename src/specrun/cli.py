@@ -185,6 +185,8 @@ def plan(
 ):
     """Print the runs SPEC expands into, which the store already holds and which will fail; checks every run's data and model; trains nothing."""
     from specrun.console import print_rows
+    from specrun.runner.artifacts import artifacts_root
+    from specrun.runner.checkpoint import saved_step
     from specrun.runner.preflight import preflight
     from specrun.store import Store
     from specrun.store.runs import evaluations, statuses
@@ -204,7 +206,10 @@ def plan(
         if state == "completed":
             new_sets, _ = run.eval_sets_to_add(evaluated.get(run.run_id, {}))
             return f"cached, will evaluate on {', '.join(new_sets)}" if new_sets else "cached"
-        return f"will rerun ({state})" if state else "new"
+        if not state:
+            return "new"
+        step = saved_step(artifacts_root(Path(store)), run.run_id)
+        return f"will resume from step {step} ({state})" if step is not None else f"will rerun ({state})"
 
     rows = [(d.run_id, d.method, f"required first ({d.experiment}: {d.spec_path})", d.seed, status(d)) for d in required.values()]
     rows += [(p.run_id, p.method, json.dumps(p.sweep_values) if p.sweep_values else "", p.seed, status(p)) for p in planned]

@@ -112,7 +112,7 @@ class _RunState:
     report: object = None  # the latest ``runner.train.StepReport``
     last_report_at: float = 0.0
     base: tuple[float, int] | None = None  # (time, step) of the first step seen: ETA is measured from there
-    loss_mark: tuple[float, int] | None = None
+    loss_mark: tuple | None = None
     rate_mark: tuple[int, float] | None = None  # (samples, train seconds) when the rate was last measured
     stats: dict | None = None  # loss, lr, rate, eta as last measured
     stats_at: float = 0.0
@@ -244,10 +244,12 @@ class ApplyProgress:
             return
         now = time.monotonic()
         with self.lock:
+            if run.report is not None and run.stats_at < run.last_report_at:
+                run.measure(now)  # the numbers of the last steps, before the loop moves on (one read per phase)
             run.phase, run.phase_since = name, now
             if self.live:
                 if self.step_task is not None:
-                    self.bar.update(self.step_task, description=f"  {run.title} · {name}")
+                    self.bar.update(self.step_task, description=f"  {run.title} · {name}", info=run.stats_text(" · "))
             elif now - self.last_line >= self.every:
                 self._print(run.line(now), now)
 

@@ -26,6 +26,8 @@ from specrun.spec.schema import duration_seconds
 log = logging.getLogger("specrun.checkpoint")
 
 CHECKPOINT = "checkpoint.pt"
+#: Beside it, the step it was saved at (for ``plan``, which should not read a large file to say so).
+SUMMARY = "checkpoint.json"
 #: Bump when what the loop saves changes shape: an older checkpoint is then ignored, not misread.
 FORMAT = 1
 
@@ -37,8 +39,29 @@ def checkpoint_path(artifacts_dir: Path, run_id: str) -> Path:
 def remove_checkpoint(artifacts_dir: Path, run_id: str) -> None:
     """Delete a run's checkpoint (and a temporary file a kill left); a finished run needs neither."""
     path = checkpoint_path(artifacts_dir, run_id)
-    for leftover in (path, path.with_name(path.name + ".tmp")):
-        leftover.unlink(missing_ok=True)
+    for name in (CHECKPOINT, SUMMARY):
+        path.with_name(name).unlink(missing_ok=True)
+        path.with_name(name + ".tmp").unlink(missing_ok=True)
+
+
+def saved_step(artifacts_dir: Path, run_id: str) -> int | None:
+    """The step a run's checkpoint was saved at; None when it has none."""
+    path = checkpoint_path(artifacts_dir, run_id)
+    if not path.is_file():
+        return None
+    try:
+        return int(json.loads(path.with_name(SUMMARY).read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_atomically(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
 
 
 class Checkpoints:
@@ -64,12 +87,9 @@ class Checkpoints:
         """Write ``tensors`` (nested dicts and lists of tensors, as ``state_dict``s are) and ``meta``
         (plain values; numpy arrays allowed) atomically."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, "meta": json.dumps(_plain(meta)), "tensors": tensors}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(self.path)
+        _write_atomically(self.path, lambda f: torch.save({"format": FORMAT, "meta": json.dumps(_plain(meta)), "tensors": tensors}, f))
+        summary = json.dumps({"step": meta.get("step"), "steps": meta.get("steps")}).encode()
+        _write_atomically(self.path.with_name(SUMMARY), lambda f: f.write(summary))
         self.last = time.perf_counter()
 
     def load(self) -> tuple[dict[str, Any], dict[str, Any]] | None:

@@ -54,16 +54,19 @@ class StepReport:
     samples: int  # training examples seen so far (with earlier attempts, when resumed)
     train_seconds: float  # time spent training so far, evaluations excluded
     learning_rate: float
-    loss_sum: torch.Tensor  # summed over the examples since the last evaluation
+    loss_sum: torch.Tensor  # summed over the examples since the last evaluation (zeroed by the next one)
     loss_count: int
+    evaluations: int = 0  # evaluations so far in this process: each starts a new ``loss_sum``
 
-    def loss_since(self, earlier: tuple[float, int] | None) -> tuple[float | None, tuple[float, int]]:
+    def loss_since(self, earlier: tuple | None) -> tuple[float | None, tuple]:
         """The mean training loss since ``earlier`` (a mark this returned before), or since the last
-        evaluation if there was one in between; and the mark to pass next time."""
+        evaluation if there was one in between; and the mark to pass next time. Call it before the loop
+        goes on (the sum is updated in place)."""
         total, n = float(self.loss_sum), self.loss_count
-        if earlier is not None and n > earlier[1]:
-            return (total - earlier[0]) / (n - earlier[1]), (total, n)
-        return (total / n if n else None), (total, n)
+        mark = (total, n, self.evaluations)
+        if earlier is not None and earlier[2] == self.evaluations and n > earlier[1]:
+            return (total - earlier[0]) / (n - earlier[1]), mark
+        return (total / n if n else None), mark
 
 
 def total_steps(n_examples: int, train: dict) -> int:
@@ -147,6 +150,7 @@ class _Loop:
         self.running_correct = torch.zeros((), dtype=torch.int64, device=device)
         self.running_n = 0
         self.trained_before = 0.0  # training seconds of the attempts before a resume
+        self.evaluations = 0
         self.start = self.eval_seconds = 0.0
 
     def run(self, checkpoints: Checkpoints | None) -> None:
@@ -209,7 +213,7 @@ class _Loop:
         if self.on_step:
             self.on_step(StepReport(
                 self.step, self.steps, self.outcome.samples_seen, self.elapsed(), self.scheduler.get_last_lr()[0],
-                self.running_loss, self.running_n,
+                self.running_loss, self.running_n, self.evaluations,
             ))
         last = self.step >= self.steps
         if self.step % self.eval_every == 0 or last:
@@ -223,6 +227,7 @@ class _Loop:
         whether early stopping ends training."""
         step, outcome = self.step, self.outcome
         epoch = step / self.per_epoch
+        self.phase(f"evaluating {self.eval_name}")  # before the running sums restart: a display may read them
         # the training batches since the last evaluation (with dropout on): a running view, not a re-evaluation
         outcome.rows += [
             MetricRow(step, epoch, "train", "loss", float(self.running_loss) / max(self.running_n, 1)),
@@ -233,8 +238,8 @@ class _Loop:
         self.running_loss.zero_()
         self.running_correct.zero_()
         self.running_n = 0
+        self.evaluations += 1
         t0 = time.perf_counter()
-        self.phase(f"evaluating {self.eval_name}")
         ev = evaluate(self.model, self.eval_data, self.num_labels, self.train["eval_batch_size"], self.train["precision"], self.device)
         self.eval_seconds += time.perf_counter() - t0
         outcome.rows += [MetricRow(step, epoch, self.eval_name, k, v) for k, v in ev.metrics.items()]
