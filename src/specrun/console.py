@@ -296,8 +296,10 @@ class ApplyProgress:
         }.get(outcome.status, outcome.status)
         line = f"[{prefix}] {run.run_id} {label}: {text}"
         with self.lock:
-            self.current = None
+            finished, self.current = self.current, None
             if self.live:
+                if self.step_task is not None and finished is not None:
+                    self.bar.update(self.step_task, description=f"  {finished.title} · {outcome.status}")
                 self.bar.console.print(line, markup=False, highlight=False)
             else:
                 self._print(line, time.monotonic())

@@ -195,6 +195,8 @@ class LocalExecutor:
             detail = "".join(traceback.format_exception(exc))
             store_runs.fail(self.store, run.run_id, f"{type(exc).__name__}: {exc}\n{detail}")
             return Outcome(run, "failed", f"{type(exc).__name__}: {exc}")
+        if self.progress:
+            self.progress.phase("recording results")
         store_runs.complete(self.store, run.run_id, record)
         remove_checkpoint(artifacts_dir, run.run_id)
         return Outcome(run, "completed", metrics=summary_metrics(record, run.eval_set))
