@@ -85,16 +85,18 @@ def apply(
     set_: SetOpt = None,
     profile: ProfileOpt = None,
     store: StoreOpt = DEFAULT_STORE,
-    force: Annotated[bool, typer.Option("--force", help="rerun runs already completed")] = False,
+    force: Annotated[bool, typer.Option("--force", help="rerun runs already completed; interrupted ones start over instead of resuming")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="stop at the first failed run")] = False,
 ):
-    """Run every run of SPEC that the store does not hold completed, and record the results."""
-    from specrun.console import ApplyProgress, err
+    """Run every run of SPEC that the store does not hold completed (an interrupted one resumes from its
+    last checkpoint), and record the results."""
+    from specrun.console import ApplyProgress, err, progress_every
     from specrun.runner.local import LocalExecutor
     from specrun.runner.preflight import check_runs
     from specrun.store import Store
     from specrun.store.runs import record_apply
 
+    every = progress_every()  # a bad SPECRUN_PROGRESS_EVERY is refused before anything is written
     loaded, planned, registry, skipped = _plan(spec, set_, profile)
     for left in skipped:
         log.warning("run %s (%s) left out: %s", left.run.run_id, left.run.label(), left.reason)
@@ -105,7 +107,7 @@ def apply(
         log.warning("run %s cannot run on this machine and will be recorded as failed: %s", run_id, why)
     record_apply(Store(store), loaded, set_ or [], [p.run_id for p in planned])
     log.info(f"{loaded.experiment}: {len(planned)} run(s) → {store}")
-    with ApplyProgress(len(planned)) as progress:
+    with ApplyProgress(len(planned), every=every) as progress:
         executor = LocalExecutor(Store(store), registry, str(spec), progress=progress, fail_fast=fail_fast, force=force)
         outcomes = executor.run_all(planned)
     counts: dict[str, int] = {}
@@ -183,6 +185,8 @@ def plan(
 ):
     """Print the runs SPEC expands into, which the store already holds and which will fail; checks every run's data and model; trains nothing."""
     from specrun.console import print_rows
+    from specrun.runner.artifacts import artifacts_root
+    from specrun.runner.checkpoint import saved_step
     from specrun.runner.preflight import preflight
     from specrun.store import Store
     from specrun.store.runs import evaluations, statuses
@@ -202,7 +206,10 @@ def plan(
         if state == "completed":
             new_sets, _ = run.eval_sets_to_add(evaluated.get(run.run_id, {}))
             return f"cached, will evaluate on {', '.join(new_sets)}" if new_sets else "cached"
-        return f"will rerun ({state})" if state else "new"
+        if not state:
+            return "new"
+        step = saved_step(artifacts_root(Path(store)), run.run_id)
+        return f"will resume from step {step} ({state})" if step is not None else f"will rerun ({state})"
 
     rows = [(d.run_id, d.method, f"required first ({d.experiment}: {d.spec_path})", d.seed, status(d)) for d in required.values()]
     rows += [(p.run_id, p.method, json.dumps(p.sweep_values) if p.sweep_values else "", p.seed, status(p)) for p in planned]

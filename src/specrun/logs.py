@@ -13,6 +13,7 @@ LIBRARIES = ("transformers", "peft", "bitsandbytes", "accelerate", "datasets", "
 _LIBRARY_MODULES = rf"({'|'.join(LIBRARIES)})(\..*)?$"
 _PREFIX = {logging.DEBUG: "debug: ", logging.WARNING: "warning: ", logging.ERROR: "error: ", logging.CRITICAL: "error: "}
 _verbose = False
+_quiet = False
 
 
 class _ConsoleHandler(logging.Handler):
@@ -30,14 +31,19 @@ class _ConsoleHandler(logging.Handler):
 def configure(verbose: bool = False, quiet: bool = False) -> None:
     """Set the level of specrun's messages (DEBUG with ``verbose``, WARNING with ``quiet``, else INFO)
     and filter library warnings accordingly."""
-    global _verbose
-    _verbose = verbose
+    global _verbose, _quiet
+    _verbose, _quiet = verbose, quiet
     logger = logging.getLogger("specrun")
     logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
         logger.addHandler(_ConsoleHandler())
     logger.propagate = False
     quiet_libraries()
+
+
+def is_quiet() -> bool:
+    """Whether ``-q`` was given: progress is not shown, only results, warnings and errors."""
+    return _quiet
 
 
 def quiet_libraries() -> None:

@@ -19,6 +19,7 @@ from specrun.errors import ConfigError
 from specrun.plugins.api import BuildContext
 from specrun.plugins.registry import Registry
 from specrun.runner import artifacts
+from specrun.runner.checkpoint import Checkpoints, checkpoint_path, remove_checkpoint
 from specrun.runner.costs import PeakMemory, latency, model_bytes
 from specrun.runner.data import Encoded, TokenCache, prepare_run_data
 from specrun.runner.evaluate import evaluate
@@ -31,7 +32,7 @@ from specrun.runner.modeling import (
     resolve_model,
 )
 from specrun.runner.plan import PlannedRun, _version
-from specrun.runner.train import train_model
+from specrun.runner.train import StepReport, train_model
 from specrun.store.runs import RunRecord
 
 
@@ -107,7 +108,13 @@ def check_transfer(transfer: artifacts.Transfer, config: dict) -> None:
     )
 
 
-def evaluate_sets(record: RunRecord, model, run: PlannedRun, data, evals: dict, step: int, device, known: dict | None = None) -> dict[str, float]:
+def _no_phase(name: str) -> None:
+    pass
+
+
+def evaluate_sets(
+    record: RunRecord, model, run: PlannedRun, data, evals: dict, step: int, device, known: dict | None = None, on_phase=_no_phase
+) -> dict[str, float]:
     """Evaluate ``model`` on each of ``evals`` (name -> Encoded) into ``record``: final metrics at ``step``,
     per-example predictions, and for named evaluation sets their definitions. Returns seconds per set."""
     train_cfg = run.config["train"]
@@ -116,6 +123,7 @@ def evaluate_sets(record: RunRecord, model, run: PlannedRun, data, evals: dict, 
     for name, enc in evals.items():
         ev = (known or {}).get(name)
         if ev is None:
+            on_phase(f"evaluating {name}")
             ev = evaluate(model, enc, data.dataset.num_labels, train_cfg["eval_batch_size"], train_cfg["precision"], device)
         seconds[name] = ev.seconds
         record.metrics += [(step, None, name, k, v, True) for k, v in ev.metrics.items()]
@@ -132,13 +140,16 @@ def evaluate_sets(record: RunRecord, model, run: PlannedRun, data, evals: dict, 
 
 
 def evaluate_completed(
-    run: PlannedRun, names: list[str], model, cache, device, step: int, registry: Registry, spec_dir: str | None, scores=None
+    run: PlannedRun, names: list[str], model, cache, device, step: int, registry: Registry, spec_dir: str | None, scores=None,
+    on_phase: Callable[[str], None] = _no_phase,
 ) -> RunRecord:
     """Results of a completed run's trained ``model`` on named evaluation sets it has not been evaluated
     on (added to the spec after it trained): no training, the stored weights as they are."""
+    on_phase("loading data")
     data = prepare_run_data(run.config, registry, spec_dir, scores=scores)
     record = RunRecord()
-    evaluate_sets(record, model, run, data, {n: Encoded.build(data.eval_sets[n], cache) for n in names}, step, device)
+    evals = {n: Encoded.build(data.eval_sets[n], cache) for n in names}
+    evaluate_sets(record, model, run, data, evals, step, device, on_phase=on_phase)
     return record
 
 
@@ -148,14 +159,23 @@ def execute(
     spec_dir: str | None,
     artifacts_dir: Path,
     init_weights: Callable[[str], Path] | None = None,
-    on_step: Callable[[int, int], None] | None = None,
+    on_step: Callable[[StepReport], None] | None = None,
     scores: Callable | None = None,
+    on_phase: Callable[[str], None] = _no_phase,
+    resume: bool = True,
 ) -> RunRecord:
+    """Train and evaluate ``run``. With ``resume``, training goes on from the run's last checkpoint in
+    ``artifacts_dir`` if it has one (an interrupted or killed attempt); without, it starts over."""
     config = run.config
     train_cfg = config["train"]
+    checkpoints = Checkpoints(checkpoint_path(artifacts_dir, run.run_id), train_cfg.get("checkpoint_every", "off"))
+    if not resume:
+        remove_checkpoint(artifacts_dir, run.run_id)
+    on_phase("loading data")
     data = prepare_run_data(config, registry, spec_dir, scores=scores)
     device = pick_device(train_cfg["device"])
     num_labels = data.dataset.num_labels
+    on_phase("building model")
     model, ctx = build_model(config, registry, num_labels, data.dataset.label_names, device)
     transfer = None
     if config["model"].get("init_from") and init_weights is not None:
@@ -164,6 +184,7 @@ def execute(
         transfer = artifacts.transfer_weights(model, init_weights(source), source)
         check_transfer(transfer, config)
 
+    on_phase("tokenizing")
     cache = TokenCache(load_tokenizer(ctx.model_path), config["model"]["max_length"])
     train = Encoded.build(data.train, cache)
     evals = {name: Encoded.build(ex, cache) for name, ex in data.eval_sets.items()}
@@ -171,19 +192,23 @@ def execute(
     trainable, total = count_parameters(model)
     with PeakMemory(device) as memory:
         outcome = train_model(
-            model, train, evals[data.primary_eval], data.primary_eval, num_labels, train_cfg, config["seed"], device, on_step
+            model, train, evals[data.primary_eval], data.primary_eval, num_labels, train_cfg, config["seed"], device,
+            on_step=on_step, on_phase=on_phase, checkpoints=checkpoints,
         )
 
-    record = RunRecord(train_seconds=outcome.train_seconds)
+    record = RunRecord(train_seconds=outcome.train_seconds, resumed_from=outcome.resumed_from)
     record.metrics = [(r.step, r.epoch, r.split, r.name, r.value, False) for r in outcome.rows]
     final_step = outcome.steps
     precision = train_cfg["precision"]
-    seconds = evaluate_sets(record, model, run, data, evals, final_step, device, known={data.primary_eval: outcome.final_eval})
+    seconds = evaluate_sets(
+        record, model, run, data, evals, final_step, device, known={data.primary_eval: outcome.final_eval}, on_phase=on_phase
+    )
     primary_seconds = seconds.get(data.primary_eval, 0.0)
 
     primary = evals[data.primary_eval]
     folder = artifacts_dir / run.run_id
     meta = {"run_id": run.run_id, "config": config, "label_names": data.dataset.label_names}
+    on_phase("saving")
     record.artifacts = artifacts.save_run(model, folder, meta, also=frozenset(transfer.frozen) if transfer else frozenset())
     record.transfer = transfer
     costs = {
@@ -202,6 +227,7 @@ def execute(
     if outcome.time_to_best is not None:
         costs["time_to_best_seconds"] = outcome.time_to_best
     if len(primary):
+        on_phase("measuring latency")
         costs.update(latency(model, primary, precision, device))
     record.metrics += [(final_step, None, "cost", k, float(v), True) for k, v in costs.items()]
     record.train_examples = (list(data.train.ids), list(data.train.label))

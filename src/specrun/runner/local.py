@@ -2,7 +2,8 @@
 
 For each run: claim it in the store (skip if completed, or running in another live process), train and
 evaluate it with the store closed, then write its results in one transaction. A run that raises is
-recorded as failed and the others go on; Ctrl-C or SIGTERM records the current run as interrupted.
+recorded as failed and the others go on; Ctrl-C or SIGTERM records the current run as interrupted, and
+its checkpoint (``train.checkpoint_every``) stays for the next apply to resume from.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from specrun.errors import SpecrunError, StoreError
 from specrun.logs import quiet_libraries
 from specrun.plugins.registry import Registry
 from specrun.runner.artifacts import artifacts_root
+from specrun.runner.checkpoint import remove_checkpoint
 from specrun.runner.execute import environment_info, evaluate_completed, execute
 from specrun.runner.modeling import pick_device
 from specrun.runner.plan import PlannedRun
 from specrun.runner.teacher import scorer
+from specrun.runner.train import StepReport
 from specrun.store import runs as store_runs
 from specrun.store.db import Store
 
@@ -115,10 +118,15 @@ class LocalExecutor:
         self.fail_fast = fail_fast
         self.force = force
 
-    def _on_step(self, step: int, total: int) -> None:
+    def _on_step(self, report: StepReport) -> None:
         stop_if_terminated()
         if self.progress:
-            self.progress.step(step, total)
+            self.progress.step(report)
+
+    def _on_phase(self, name: str) -> None:
+        stop_if_terminated()
+        if self.progress:
+            self.progress.phase(name)
 
     def run_all(self, planned: list[PlannedRun]) -> list[Outcome]:
         quiet_libraries()
@@ -165,24 +173,32 @@ class LocalExecutor:
             return Outcome(run, claim)
         if self.progress:
             self.progress.run_started(run, required=required)
+        artifacts_dir = artifacts_root(self.store.path)
         try:
             record = execute(
-                run, self.registry, spec_dir, artifacts_root(self.store.path),
+                run, self.registry, spec_dir, artifacts_dir,
                 init_weights=run_weights(self.store),
                 on_step=self._on_step,
                 scores=scorer(self.store),
+                on_phase=self._on_phase,
+                resume=not self.force,
             )
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # the checkpoint stays: the next apply resumes from it
             store_runs.fail(self.store, run.run_id, "interrupted by the user (Ctrl-C or SIGTERM)", status="interrupted")
             raise
         except SpecrunError as exc:
+            remove_checkpoint(artifacts_dir, run.run_id)
             store_runs.fail(self.store, run.run_id, f"{type(exc).__name__}: {exc}")
             return Outcome(run, "failed", str(exc))
         except Exception as exc:  # a bug or a library failure: keep the traceback in the store
+            remove_checkpoint(artifacts_dir, run.run_id)
             detail = "".join(traceback.format_exception(exc))
             store_runs.fail(self.store, run.run_id, f"{type(exc).__name__}: {exc}\n{detail}")
             return Outcome(run, "failed", f"{type(exc).__name__}: {exc}")
+        if self.progress:
+            self.progress.phase("recording results")
         store_runs.complete(self.store, run.run_id, record)
+        remove_checkpoint(artifacts_dir, run.run_id)
         return Outcome(run, "completed", metrics=summary_metrics(record, run.eval_set))
 
     def evaluate_new_sets(self, run: PlannedRun, spec_dir: str, required: bool) -> Outcome:
@@ -201,7 +217,8 @@ class LocalExecutor:
             with self.store.read() as db:
                 step = db.execute("SELECT coalesce(max(step), 0) FROM metrics WHERE run_id = ? AND final", [run.run_id]).fetchone()[0]
             record = evaluate_completed(
-                run, missing, predictor.model, predictor.cache, predictor.device, step, self.registry, spec_dir, scores=scorer(self.store)
+                run, missing, predictor.model, predictor.cache, predictor.device, step, self.registry, spec_dir,
+                scores=scorer(self.store), on_phase=self._on_phase,
             )
             store_runs.add_evaluations(self.store, run.run_id, record)
         except SpecrunError as exc:

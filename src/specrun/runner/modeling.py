@@ -177,9 +177,10 @@ def _register_cpu_train_attention() -> bool:
 @contextlib.contextmanager
 def cpu_training_speedups(model: torch.nn.Module, device: torch.device, seed: int):
     """While training on the CPU: ``CpuDropout`` in place of every ``nn.Dropout``, and attention that
-    uses it (for transformers models on SDPA). Restores the model as it was on exit."""
+    uses it (for transformers models on SDPA). Restores the model as it was on exit. Yields the numpy
+    generator the dropout masks come from (None off the CPU), for checkpoints to save and restore."""
     if device.type != "cpu":
-        yield
+        yield None
         return
     rng = np.random.Generator(np.random.SFC64(np.random.SeedSequence([seed, 0xD209])))
     swapped, replacements = [], {}
@@ -207,7 +208,7 @@ def cpu_training_speedups(model: torch.nn.Module, device: torch.device, seed: in
                     continue
                 switched.append(module)
     try:
-        yield
+        yield rng
     finally:
         for module in switched:
             module.set_attn_implementation("sdpa")

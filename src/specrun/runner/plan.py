@@ -120,10 +120,16 @@ def data_fingerprint(config: dict, registry: Registry, spec_dir: str | None) -> 
     return {name: split_examples(dataset, name, key).fingerprint for key, name in sorted(_named_splits(config, registry).items())}
 
 
+#: Train keys that change how a run is carried out, never what it computes: not part of its identity.
+NOT_IDENTITY_TRAIN_KEYS = ("checkpoint_every",)
+
+
 def training_view(config: dict) -> dict:
-    """``config`` without its named evaluation sets: what determines the trained weights (the primary
-    evaluation split stays, since it picks the best checkpoint under early stopping)."""
-    return {**config, "data": {**config["data"], "eval_sets": {}}}
+    """``config`` without its named evaluation sets and the train keys that do not change results
+    (``checkpoint_every``): what determines the trained weights (the primary evaluation split stays,
+    since it picks the best checkpoint under early stopping)."""
+    train = {k: v for k, v in config["train"].items() if k not in NOT_IDENTITY_TRAIN_KEYS}
+    return {**config, "data": {**config["data"], "eval_sets": {}}, "train": train}
 
 
 def eval_set_plans(config: dict, registry: Registry, spec_dir: str | None) -> dict[str, EvalSetPlan]:

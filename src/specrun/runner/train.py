@@ -1,19 +1,24 @@
 """The training loop: AdamW, a scheduler, autocast, length-grouped dynamic batches, periodic evaluation,
-early stopping with the best weights restored."""
+early stopping with the best weights restored, and checkpoints to resume from."""
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from specrun.runner.checkpoint import Checkpoints, restore_rngs, rng_states, rng_tensors
 from specrun.runner.data import Encoded, train_batches
 from specrun.runner.evaluate import Evaluation, evaluate
 from specrun.runner.modeling import autocast, cpu_training_speedups
+
+log = logging.getLogger("specrun.train")
 
 
 @dataclass
@@ -35,6 +40,33 @@ class TrainOutcome:
     best_step: int | None = None
     #: The last evaluation of the primary eval set, if it was of the final weights (saves re-evaluating).
     final_eval: Evaluation | None = None
+    #: The step a checkpoint let this run resume from (None: trained from the start).
+    resumed_from: int | None = None
+
+
+@dataclass
+class StepReport:
+    """Where training is after an optimizer step, for progress displays. The loss stays on the device:
+    reading it waits for the device, so a display reads it (``loss_since``) only when it shows it."""
+
+    step: int
+    total: int
+    samples: int  # training examples seen so far (with earlier attempts, when resumed)
+    train_seconds: float  # time spent training so far, evaluations excluded
+    learning_rate: float
+    loss_sum: torch.Tensor  # summed over the examples since the last evaluation (zeroed by the next one)
+    loss_count: int
+    evaluations: int = 0  # evaluations so far in this process: each starts a new ``loss_sum``
+
+    def loss_since(self, earlier: tuple | None) -> tuple[float | None, tuple]:
+        """The mean training loss since ``earlier`` (a mark this returned before), or since the last
+        evaluation if there was one in between; and the mark to pass next time. Call it before the loop
+        goes on (the sum is updated in place)."""
+        total, n = float(self.loss_sum), self.loss_count
+        mark = (total, n, self.evaluations)
+        if earlier is not None and earlier[2] == self.evaluations and n > earlier[1]:
+            return (total - earlier[0]) / (n - earlier[1]), mark
+        return (total / n if n else None), mark
 
 
 def total_steps(n_examples: int, train: dict) -> int:
@@ -78,95 +110,220 @@ def train_model(
     train: dict,
     seed: int,
     device: torch.device,
-    on_step=None,
+    on_step: Callable[[StepReport], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> TrainOutcome:
-    """Train ``model`` in place; returns the metric history and timings."""
-    outcome = TrainOutcome()
-    steps = total_steps(len(data), train)
-    if steps == 0:
-        return outcome
-    rng = np.random.default_rng(seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _optimizer(model, train)
-    scheduler = _scheduler(optimizer, train, steps)
-    precision = train["precision"]
-    stopping = train.get("early_stopping")
-    per_epoch = max(1, math.ceil(len(data) / train["batch_size"]))
-    eval_every = per_epoch if train["eval_every"] == "epoch" else int(train["eval_every"])
+    """Train ``model`` in place; returns the metric history and timings. With ``checkpoints``, resumes
+    from the last one saved for this run (if it fits) and saves new ones as they fall due."""
+    loop = _Loop(model, data, eval_data, eval_name, num_labels, train, seed, device, on_step, on_phase)
+    if loop.steps:
+        loop.run(checkpoints)
+    return loop.outcome
 
-    best_value, best_state, bad_evals = None, None, 0
-    step, running_n = 0, 0
-    running_loss = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per step
-    running_correct = torch.zeros((), dtype=torch.int64, device=device)
-    # CPU: numpy-drawn dropout masks and an attention that uses them (see modeling.cpu_training_speedups)
-    with cpu_training_speedups(model, device, seed):
-        model.train()
-        start = time.perf_counter()
-        eval_seconds = 0.0
-        while step < steps:
-            for index in train_batches(data.lengths, train["batch_size"], rng, train["group_by_length"]):
-                batch = data.collate(index, device)
-                labels = torch.from_numpy(data.labels[index]).to(device)
-                with autocast(precision, device):
-                    logits = model(**batch).logits
-                loss = F.cross_entropy(logits.float(), labels)
-                loss.backward()
-                if train["max_grad_norm"]:
-                    torch.nn.utils.clip_grad_norm_(params, train["max_grad_norm"])
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                outcome.samples_seen += len(index)
-                running_loss += loss.detach() * len(index)
-                running_correct += (logits.detach().argmax(-1) == labels).sum()
-                running_n += len(index)
-                if on_step:
-                    on_step(step, steps)
-                last = step >= steps
-                if step % eval_every == 0 or last:
-                    epoch = step / per_epoch
-                    # the training batches since the last evaluation (with dropout on): a running view, not a re-evaluation
-                    outcome.rows += [
-                        MetricRow(step, epoch, "train", "loss", float(running_loss) / max(running_n, 1)),
-                        MetricRow(step, epoch, "train", "accuracy", float(running_correct) / max(running_n, 1)),
-                        MetricRow(step, epoch, "train", "learning_rate", float(scheduler.get_last_lr()[0])),
-                        MetricRow(step, epoch, "train", "seconds", time.perf_counter() - start - eval_seconds),
-                    ]
-                    running_loss.zero_()
-                    running_correct.zero_()
-                    running_n = 0
-                    t0 = time.perf_counter()
-                    ev = evaluate(model, eval_data, num_labels, train["eval_batch_size"], precision, device)
-                    eval_seconds += time.perf_counter() - t0
-                    outcome.rows += [MetricRow(step, epoch, eval_name, k, v) for k, v in ev.metrics.items()]
-                    outcome.final_eval = ev
-                    if stopping:
-                        value = ev.metrics.get(stopping["metric"])
-                        if value is None:
-                            raise ValueError(f"early_stopping.metric {stopping['metric']!r} is not an eval metric; have {sorted(ev.metrics)}")
-                        if _better(value, best_value, stopping["mode"]):
-                            best_value, bad_evals = value, 0
-                            best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-                            outcome.best_step = step
-                            outcome.time_to_best = time.perf_counter() - start - eval_seconds
-                        else:
-                            bad_evals += 1
-                            if bad_evals >= stopping["patience"]:
-                                last = True
-                    elif outcome.best_step is None or _better(ev.metrics["accuracy"], best_value, "max"):
-                        best_value = ev.metrics["accuracy"]
-                        outcome.best_step = step
-                        outcome.time_to_best = time.perf_counter() - start - eval_seconds
-                if last:
-                    steps = step
-                    break
-        outcome.train_seconds = time.perf_counter() - start - eval_seconds
-    outcome.steps = step
-    if best_state is not None and outcome.best_step != step:
+
+class _Loop:
+    """One run's training. Its state lives on the instance so that a checkpoint saves and restores it whole."""
+
+    def __init__(self, model, data, eval_data, eval_name, num_labels, train, seed, device, on_step, on_phase):
+        self.model, self.data, self.eval_data, self.eval_name = model, data, eval_data, eval_name
+        self.num_labels, self.train, self.seed, self.device = num_labels, train, seed, device
+        self.on_step, self.phase = on_step, on_phase or (lambda name: None)
+        self.outcome = TrainOutcome()
+        self.steps = total_steps(len(data), train)
+        self.rng = np.random.default_rng(seed)
+        self.dropout_rng: np.random.Generator | None = None
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = _optimizer(model, train)
+        self.scheduler = _scheduler(self.optimizer, train, self.steps)
+        self.stopping = train.get("early_stopping")
+        self.per_epoch = max(1, math.ceil(len(data) / train["batch_size"]))
+        self.eval_every = self.per_epoch if train["eval_every"] == "epoch" else int(train["eval_every"])
+        # what a checkpoint restores besides the model, optimizer, scheduler and random generators
+        self.step = 0
+        self.epoch_rng: dict | None = None  # the data-order generator's state before it drew this epoch's batches
+        self.batch_in_epoch = 0  # batches of this epoch already trained on
+        self.best_value: float | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.bad_evals = 0
+        self.running_loss = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per step
+        self.running_correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.running_n = 0
+        self.trained_before = 0.0  # training seconds of the attempts before a resume
+        self.evaluations = 0
+        self.start = self.eval_seconds = 0.0
+
+    def run(self, checkpoints: Checkpoints | None) -> None:
+        # CPU: numpy-drawn dropout masks and an attention that uses them (see modeling.cpu_training_speedups)
+        with cpu_training_speedups(self.model, self.device, self.seed) as self.dropout_rng:
+            resumed = checkpoints is not None and self.resume(checkpoints)
+            self.model.train()
+            self.phase("training")
+            self.start, self.eval_seconds = time.perf_counter() - self.trained_before, 0.0
+            if checkpoints is not None:
+                checkpoints.last = time.perf_counter()
+            while self.step < self.steps:
+                if resumed:  # the epoch the checkpoint was in: the same batches, those already trained skipped
+                    self.rng.bit_generator.state = self.epoch_rng
+                    skip, resumed = self.batch_in_epoch, False
+                else:
+                    self.epoch_rng, skip = self.rng.bit_generator.state, 0
+                batches = train_batches(self.data.lengths, self.train["batch_size"], self.rng, self.train["group_by_length"])
+                for position in range(skip, len(batches)):
+                    self.batch_in_epoch = position + 1
+                    if self.train_step(batches[position]):
+                        self.steps = self.step
+                        break
+                    if checkpoints is not None and checkpoints.enabled and checkpoints.due(self.step):
+                        self.phase("saving checkpoint")
+                        checkpoints.save(*self.state())
+                        self.phase("training")
+            self.outcome.train_seconds = self.elapsed()
+        self.outcome.steps = self.step
+        if self.best_state is not None and self.outcome.best_step != self.step:
+            with torch.no_grad():
+                for name, param in self.model.named_parameters():
+                    if name in self.best_state:
+                        param.copy_(self.best_state[name])
+            self.outcome.final_eval = None
+
+    def elapsed(self) -> float:
+        """Seconds spent training (earlier attempts included), evaluations excluded."""
+        return time.perf_counter() - self.start - self.eval_seconds
+
+    def train_step(self, index: np.ndarray) -> bool:
+        """One optimizer step on the batch ``index`` (and an evaluation when one is due); returns whether
+        training is over."""
+        batch = self.data.collate(index, self.device)
+        labels = torch.from_numpy(self.data.labels[index]).to(self.device)
+        with autocast(self.train["precision"], self.device):
+            logits = self.model(**batch).logits
+        loss = F.cross_entropy(logits.float(), labels)
+        loss.backward()
+        if self.train["max_grad_norm"]:
+            torch.nn.utils.clip_grad_norm_(self.params, self.train["max_grad_norm"])
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.outcome.samples_seen += len(index)
+        self.running_loss += loss.detach() * len(index)
+        self.running_correct += (logits.detach().argmax(-1) == labels).sum()
+        self.running_n += len(index)
+        if self.on_step:
+            self.on_step(StepReport(
+                self.step, self.steps, self.outcome.samples_seen, self.elapsed(), self.scheduler.get_last_lr()[0],
+                self.running_loss, self.running_n, self.evaluations,
+            ))
+        last = self.step >= self.steps
+        if self.step % self.eval_every == 0 or last:
+            last = self.evaluate() or last
+            if not last:
+                self.phase("training")
+        return last
+
+    def evaluate(self) -> bool:
+        """Record the training view since the last evaluation and evaluate the primary eval set; returns
+        whether early stopping ends training."""
+        step, outcome = self.step, self.outcome
+        epoch = step / self.per_epoch
+        self.phase(f"evaluating {self.eval_name}")  # before the running sums restart: a display may read them
+        # the training batches since the last evaluation (with dropout on): a running view, not a re-evaluation
+        outcome.rows += [
+            MetricRow(step, epoch, "train", "loss", float(self.running_loss) / max(self.running_n, 1)),
+            MetricRow(step, epoch, "train", "accuracy", float(self.running_correct) / max(self.running_n, 1)),
+            MetricRow(step, epoch, "train", "learning_rate", float(self.scheduler.get_last_lr()[0])),
+            MetricRow(step, epoch, "train", "seconds", self.elapsed()),
+        ]
+        self.running_loss.zero_()
+        self.running_correct.zero_()
+        self.running_n = 0
+        self.evaluations += 1
+        t0 = time.perf_counter()
+        ev = evaluate(self.model, self.eval_data, self.num_labels, self.train["eval_batch_size"], self.train["precision"], self.device)
+        self.eval_seconds += time.perf_counter() - t0
+        outcome.rows += [MetricRow(step, epoch, self.eval_name, k, v) for k, v in ev.metrics.items()]
+        outcome.final_eval = ev
+        if not self.stopping:
+            if outcome.best_step is None or _better(ev.metrics["accuracy"], self.best_value, "max"):
+                self.best_value = ev.metrics["accuracy"]
+                outcome.best_step, outcome.time_to_best = step, self.elapsed()
+            return False
+        value = ev.metrics.get(self.stopping["metric"])
+        if value is None:
+            raise ValueError(f"early_stopping.metric {self.stopping['metric']!r} is not an eval metric; have {sorted(ev.metrics)}")
+        if _better(value, self.best_value, self.stopping["mode"]):
+            self.best_value, self.bad_evals = value, 0
+            self.best_state = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+            outcome.best_step, outcome.time_to_best = step, self.elapsed()
+            return False
+        self.bad_evals += 1
+        return self.bad_evals >= self.stopping["patience"]
+
+    # --- checkpoints ---------------------------------------------------------------------------------
+
+    def trainable(self) -> dict[str, torch.nn.Parameter]:
+        return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def state(self) -> tuple[dict, dict]:
+        """(tensors, plain values) that ``restore`` needs to go on from this step exactly."""
+        def cpu(t: torch.Tensor) -> torch.Tensor:
+            return t.detach().to("cpu", copy=True)
+
+        tensors = {
+            "weights": {n: cpu(p) for n, p in self.trainable().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "best_state": {n: cpu(t) for n, t in self.best_state.items()} if self.best_state is not None else None,
+            "running": {"loss": cpu(self.running_loss), "correct": cpu(self.running_correct)},
+            "rng": rng_tensors(),
+        }
+        outcome = self.outcome
+        meta = {
+            "steps": self.steps,
+            "trainable": {n: list(p.shape) for n, p in self.trainable().items()},
+            "step": self.step,
+            "epoch_rng": self.epoch_rng,
+            "batch_in_epoch": self.batch_in_epoch,
+            "best_value": self.best_value,
+            "bad_evals": self.bad_evals,
+            "running_n": self.running_n,
+            "train_seconds": self.elapsed(),
+            "rows": [asdict(r) for r in outcome.rows],
+            "samples_seen": outcome.samples_seen,
+            "best_step": outcome.best_step,
+            "time_to_best": outcome.time_to_best,
+            "rng": rng_states(data=self.rng, dropout=self.dropout_rng),
+        }
+        return tensors, meta
+
+    def resume(self, checkpoints: Checkpoints) -> bool:
+        """Restore the last checkpoint if there is one that fits this run; returns whether it did."""
+        saved = checkpoints.load()
+        if saved is None:
+            return False
+        tensors, meta = saved
+        shapes = {n: list(p.shape) for n, p in self.trainable().items()}
+        if meta["steps"] != self.steps or meta["trainable"] != shapes:
+            log.warning("ignoring the checkpoint %s: it was saved by a run of %s steps with other trainable tensors; the run starts over",
+                        checkpoints.path, meta["steps"])
+            return False
         with torch.no_grad():
-            for name, param in model.named_parameters():
-                if name in best_state:
-                    param.copy_(best_state[name])
-        outcome.final_eval = None
-    return outcome
+            for name, param in self.trainable().items():
+                param.copy_(tensors["weights"][name])
+        self.optimizer.load_state_dict(tensors["optimizer"])
+        self.scheduler.load_state_dict(tensors["scheduler"])
+        if tensors["best_state"] is not None:
+            self.best_state = {n: t.to(self.device) for n, t in tensors["best_state"].items()}
+        self.running_loss.copy_(tensors["running"]["loss"])
+        self.running_correct.copy_(tensors["running"]["correct"])
+        restore_rngs(meta["rng"], tensors["rng"], data=self.rng, dropout=self.dropout_rng)
+        self.step, self.epoch_rng, self.batch_in_epoch = meta["step"], meta["epoch_rng"], meta["batch_in_epoch"]
+        self.best_value, self.bad_evals, self.running_n = meta["best_value"], meta["bad_evals"], meta["running_n"]
+        self.trained_before = meta["train_seconds"]
+        outcome = self.outcome
+        outcome.rows = [MetricRow(**r) for r in meta["rows"]]
+        outcome.samples_seen, outcome.best_step, outcome.time_to_best = meta["samples_seen"], meta["best_step"], meta["time_to_best"]
+        outcome.resumed_from = self.step
+        log.info("resuming from step %d of %d (checkpoint %s)", self.step, self.steps, checkpoints.path)
+        return True

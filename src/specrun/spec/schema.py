@@ -3,9 +3,10 @@ the plugin's own ``Options`` model in ``specrun.spec.load``."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -14,6 +15,22 @@ Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 #: The metrics every evaluation produces (``runner.evaluate``): what early stopping can watch.
 EVAL_METRICS = ("accuracy", "f1", "f1_macro", "loss")
+
+
+#: Long runs save a checkpoint this often unless ``train.checkpoint_every`` says otherwise; a run
+#: shorter than this never writes one.
+DEFAULT_CHECKPOINT_EVERY = "10m"
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h)")
+
+
+def duration_seconds(text: str) -> float | None:
+    """Seconds in a duration such as ``"90s"``, ``"10m"`` or ``"1.5h"``; None if ``text`` is not one (or is 0)."""
+    match = _DURATION.fullmatch(text.strip())
+    if not match:
+        return None
+    seconds = float(match[1]) * {"s": 1, "m": 60, "h": 3600}[match[2]]
+    return seconds or None
 
 
 class Section(BaseModel):
@@ -105,6 +122,11 @@ class TrainSpec(Section):
     eval_every: Literal["epoch"] | int = Field("epoch", description="'epoch' or a number of steps")
     early_stopping: EarlyStopping | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    checkpoint_every: int | str = Field(
+        DEFAULT_CHECKPOINT_EVERY,
+        description="save a resumable checkpoint every N steps or every duration ('90s', '10m', '1h'); 'off' for none. "
+        "Not part of a run's identity",
+    )
 
     @field_validator("eval_every", mode="before")
     @classmethod
@@ -113,6 +135,13 @@ class TrainSpec(Section):
         if value == "epoch" or (type(value) is int and value >= 1):
             return value
         raise ValueError(f'must be "epoch" or a number of steps (1 or more), not {value!r}')
+
+    @field_validator("checkpoint_every", mode="before")
+    @classmethod
+    def _checkpoint_every(cls, value: Any) -> Any:
+        if (type(value) is int and value >= 1) or value == "off" or (isinstance(value, str) and duration_seconds(value)):
+            return value
+        raise ValueError(f'must be a number of steps (1 or more), a duration such as "90s", "10m" or "1h", or "off"; not {value!r}')
 
 
 class ReportSpec(Section):

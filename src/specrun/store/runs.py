@@ -36,6 +36,8 @@ class RunRecord:
     evaluations: list[tuple[str, dict, str]] = field(default_factory=list)  # (eval set, definition, fingerprint)
     #: What ``model.init_from`` loaded (a ``runner.artifacts.Transfer``), for runs that start from another.
     transfer: Any = None
+    #: The step training resumed from (a checkpoint of an interrupted attempt); None: trained from the start.
+    resumed_from: int | None = None
 
 
 def _alive(pid: int | None, host: str | None, started_at) -> bool:
@@ -173,6 +175,11 @@ def complete(store: Store, run_id: str, record: RunRecord) -> None:
             db.execute("INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?)", [run_id, kind, path, sha, size, now()])
         if record.transfer is not None:
             _insert_transfer(db, run_id, record.transfer)
+        if record.resumed_from is not None:
+            db.execute(
+                "UPDATE runs SET environment = json_merge_patch(environment, ?) WHERE run_id = ?",
+                [json.dumps({"resumed_from_step": record.resumed_from}), run_id],
+            )
         db.execute(
             "UPDATE runs SET status = 'completed', finished_at = ?, train_seconds = ?, error = NULL WHERE run_id = ?",
             [now(), record.train_seconds, run_id],
