@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("SPECRUN_DATA_DIR", "/work/shared/data")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from specrun.runner.modeling import quiet_libraries
+    from specrun.logs import quiet_libraries
 
     quiet_libraries()
     import torch
