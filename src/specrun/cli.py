@@ -425,6 +425,27 @@ def predict(
         log.info(summary)
 
 
+@app.command("app")
+def serve_app(
+    store: StoreOpt = DEFAULT_STORE,
+    experiment: Annotated[Optional[str], typer.Option(help="preselect this experiment's runs (and its efficiency view)")] = None,
+    host: Annotated[str, typer.Option(help="address to serve on; anything but a loopback address serves other machines too")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to serve on")] = 7860,
+    share: Annotated[bool, typer.Option("--share", help="also serve through a public gradio.live link (anyone with it can use the app)")] = False,
+    record: Annotated[bool, typer.Option("--record", help="write the predictions made in the app to the store's app_predictions table")] = False,
+):
+    """Serve a local web app over the store's trained models: classify texts and files, compare runs, see accuracy against cost."""
+    from specrun.store import Store
+
+    try:
+        import gradio  # noqa: F401 - an optional extra
+    except ImportError as exc:
+        raise UsageError(f"specrun app needs Gradio ({exc}): pip install 'specrun[app]'") from None
+    from specrun.app import serve
+
+    serve(Store(store), experiment=experiment, host=host, port=port, share=share, record=record)
+
+
 # typer vendors click; its exception base is reachable through the public BadParameter
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 

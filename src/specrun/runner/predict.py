@@ -72,6 +72,18 @@ def scores(predicted: list[str], expected: list[int], label_names: tuple[str, ..
 
 
 @dataclass
+class Classified:
+    """One text's prediction: its label and that label's probability, every label's probability, and the
+    model's latency (tokenized input to probabilities) in ms."""
+
+    text: str
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    latency_ms: float
+
+
+@dataclass
 class Predictor:
     model: torch.nn.Module
     cache: TokenCache
@@ -107,8 +119,8 @@ class Predictor:
         return cls(model, cache, label_names, config["train"]["precision"], device)
 
     @torch.inference_mode()
-    def predict(self, items: list[tuple[str, str | None]]) -> list[tuple[str, str, float, float]]:
-        """(text, label, confidence, latency in ms) for each (text, pair), one at a time."""
+    def classify(self, items: list[tuple[str, str | None]]) -> list[Classified]:
+        """Each (text, pair) classified on its own (batch size 1, as the store's latency is measured)."""
         rows = []
         for text, pair in items:
             examples = Examples.from_columns([0], [text], [0], None if pair is None else [pair])
@@ -120,5 +132,10 @@ class Predictor:
             probs = logits.softmax(-1)[0]
             ms = (time.perf_counter() - t0) * 1000
             k = int(probs.argmax())
-            rows.append((text if pair is None else f"{text} / {pair}", self.label_names[k], float(probs[k]), ms))
+            every = dict(zip(self.label_names, (float(p) for p in probs)))
+            rows.append(Classified(text if pair is None else f"{text} / {pair}", self.label_names[k], float(probs[k]), every, ms))
         return rows
+
+    def predict(self, items: list[tuple[str, str | None]]) -> list[tuple[str, str, float, float]]:
+        """(text, label, confidence, latency in ms) for each (text, pair), one at a time."""
+        return [(c.text, c.label, c.confidence, c.latency_ms) for c in self.classify(items)]

@@ -234,3 +234,25 @@ def m008_transfers(db):
     """)
     db.execute("ALTER TABLE applies ADD COLUMN profile VARCHAR")
     db.execute("ALTER TABLE applies ADD COLUMN spec_tree JSON")
+
+
+@migration
+def m009_app_predictions(db):
+    """Predictions made in ``specrun app`` when it was started with ``--record`` (browsing writes nothing
+    otherwise): one row per text and run, grouped by the request that made them."""
+    db.execute("""
+        CREATE TABLE app_predictions (
+            request_id VARCHAR,
+            run_id VARCHAR,
+            position INTEGER,
+            source VARCHAR,
+            text VARCHAR,
+            text_pair VARCHAR,
+            label VARCHAR,
+            prediction VARCHAR,
+            confidence DOUBLE,
+            latency_ms DOUBLE,
+            recorded_at TIMESTAMP,
+            PRIMARY KEY (request_id, run_id, position)
+        )
+    """)

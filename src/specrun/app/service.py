@@ -1,0 +1,196 @@
+"""What the app does, without its page: list the store's models, classify a text with one or several of
+them, classify an uploaded file, and put an experiment's runs on accuracy against a cost.
+
+Everything here is plain Python (the page in ``ui.py`` only lays it out), so tests call it directly. A
+user's mistake is a ``SpecrunError`` with a message for the page; the store is only read, unless the
+app was started with ``--record``.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from specrun.app.batch import BatchResult, classify_upload, expect_labels, read_upload
+from specrun.app.models import CACHE_SIZE, PredictorCache, takes_pairs, trim
+from specrun.errors import StoreError, UsageError
+from specrun.store.catalog import RecordedPrediction, StoredModel, model_experiments, record_predictions, stored_models
+from specrun.store.db import Store
+
+log = logging.getLogger("specrun.app")
+
+#: The longest text the app classifies (the model sees its first ``model.max_length`` tokens anyway).
+MAX_TEXT_CHARS = 20_000
+#: How many models "compare" runs side by side.
+COMPARE_MIN, COMPARE_MAX = 2, 4
+#: Costs the efficiency view can put accuracy against: (column, axis title, log scale).
+COSTS = {
+    "latency_ms_mean": ("latency, ms (batch size 1, mean)", False),
+    "trainable_params": ("trainable parameters (log scale)", True),
+    "total_params": ("total parameters (log scale)", True),
+    "model_memory_mb": ("model memory, MB", False),
+}
+
+
+@dataclass
+class Prediction:
+    """One text through one model: what it said and how long it took."""
+
+    model: StoredModel
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    latency_ms: float
+    #: Seconds spent loading the model for this call (0.0 when it was cached).
+    load_seconds: float
+
+
+class Evaluation:
+    """The app's state: the store (read-only unless ``record``), the loaded models, a folder for downloads."""
+
+    def __init__(self, store: Store, record: bool = False, cache_size: int = CACHE_SIZE, out_dir: Path | None = None, load=None):
+        self.store = store
+        self.record = record
+        self.cache = PredictorCache(load or self._load, cache_size)
+        self.out_dir = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="specrun-app-"))
+
+    def _load(self, run_id: str) -> Any:
+        from specrun.runner.predict import Predictor
+
+        return Predictor.load(self.store, run_id)
+
+    # --- the store's models -----------------------------------------------------------------------
+
+    def experiments(self) -> list[str]:
+        return model_experiments(self.store)
+
+    def models(self, experiment: str | None = None, method: str | None = None, dataset: str | None = None) -> list[StoredModel]:
+        """The models (completed runs with weights), newest first, filtered by experiment, method and dataset."""
+        found = stored_models(self.store, experiment or None)
+        return [m for m in found if (not method or m.method == method) and (not dataset or m.dataset == dataset)]
+
+    def model(self, run_id: str | None) -> StoredModel:
+        """The model with this run id; UsageError when none is picked, StoreError when it is gone."""
+        if not run_id:
+            raise UsageError("pick a model first")
+        for model in stored_models(self.store):
+            if model.run_id == run_id:
+                return model
+        raise StoreError(f"run {run_id} is no longer a completed run with weights in {self.store.path}; reload the model list")
+
+    def load(self, run_id: str) -> tuple[StoredModel, float]:
+        """Load a model into the cache (for the picker, so that the first prediction is quick)."""
+        model = self.model(run_id)
+        _, seconds = self.cache.get(model.run_id)
+        return model, seconds
+
+    # --- classifying ------------------------------------------------------------------------------
+
+    def classify(self, run_id: str | None, text: str | None, pair: str | None = None, source: str = "text") -> Prediction:
+        """One text (and its pair, for a sentence-pair model) through one model."""
+        return self._predict([self.model(run_id)], text, pair, source)[0]
+
+    def compare(self, run_ids: list[str] | None, text: str | None, pair: str | None = None) -> list[Prediction]:
+        """The same text through two to four models, in the order given."""
+        chosen = list(dict.fromkeys(run_ids or []))
+        if not COMPARE_MIN <= len(chosen) <= COMPARE_MAX:
+            raise UsageError(f"pick {COMPARE_MIN} to {COMPARE_MAX} models to compare ({len(chosen)} picked)")
+        known = {m.run_id: m for m in stored_models(self.store)}
+        missing = [r for r in chosen if r not in known]
+        if missing:
+            raise StoreError(f"run {missing[0]} is no longer a completed run with weights in {self.store.path}; reload the model list")
+        return self._predict([known[r] for r in chosen], text, pair, "compare")
+
+    def _predict(self, models: list[StoredModel], text: str | None, pair: str | None, source: str) -> list[Prediction]:
+        text = _check_text(text, "text")
+        pair = _check_text(pair, "second text") if (pair or "").strip() else None
+        for model in models:
+            _check_pair(model, bool(pair))
+        found = []
+        for model in models:
+            predictor, seconds = self.cache.get(model.run_id)
+            result = predictor.classify([(text, pair)])[0]
+            trim(predictor)
+            found.append(Prediction(model, result.label, result.confidence, result.probabilities, result.latency_ms, seconds))
+        if self.record:
+            record_predictions(self.store, source, [
+                RecordedPrediction(p.model.run_id, 0, text, pair, None, p.label, p.confidence, p.latency_ms) for p in found
+            ])
+        return found
+
+    def classify_file(self, run_id: str | None, path: str | Path | None, name: str | None = None) -> tuple[BatchResult, float]:
+        """Every row of an uploaded file through one model: (result, seconds spent loading the model)."""
+        model = self.model(run_id)
+        if not path:
+            raise UsageError("upload a CSV, TSV, JSONL or parquet file with a 'text' column first")
+        upload = read_upload(Path(path), name)
+        for text_pair in {pair is not None for _, pair in upload.items}:
+            _check_pair(model, text_pair, where=f"{upload.name}: ")
+        predictor, seconds = self.cache.get(model.run_id)
+        expect_labels(upload, tuple(predictor.label_names))
+        result = classify_upload(predictor, upload, self.out_dir, model.run_id)
+        trim(predictor)
+        if self.record:
+            record_predictions(self.store, upload.name, [
+                RecordedPrediction(model.run_id, i, text, pair, upload.labels[i] if upload.labels is not None else None,
+                                   row[result.columns.index("prediction")], row[result.columns.index("confidence")],
+                                   row[result.columns.index("latency_ms")])
+                for i, ((text, pair), row) in enumerate(zip(upload.items, result.rows))
+            ])
+        return result, seconds
+
+    # --- efficiency -------------------------------------------------------------------------------
+
+    def efficiency(self, experiment: str | None, cost: str = "latency_ms_mean") -> list[dict[str, Any]]:
+        """An experiment's configurations (runs differing only in seed, averaged) with accuracy, the
+        cost and whether each is on the Pareto front (no other reaches at least its accuracy at no more cost)."""
+        from specrun.analysis.stats import pareto_front
+        from specrun.spec.load import describe_configs
+
+        if cost not in COSTS:
+            raise UsageError(f"cost must be one of {', '.join(COSTS)}, not {cost!r}")
+        if not experiment:
+            raise UsageError("pick an experiment")
+        models = self.models(experiment)
+        if not models:
+            raise UsageError(f"experiment {experiment!r} has no completed runs with weights in {self.store.path}")
+        labels = describe_configs([(m.method, m.sweep) for m in models])
+        groups: dict[str, list[StoredModel]] = {}
+        for label, model in zip(labels, models):
+            groups.setdefault(label, []).append(model)
+        rows = []
+        for label, group in groups.items():
+            row = {"label": label, "config": label, "runs": len(group), "run_ids": ", ".join(m.run_id[:8] for m in group)}
+            for column in ("accuracy", "f1", *COSTS, "latency_ms_p95"):
+                values = [getattr(m, column) for m in group if getattr(m, column) is not None]
+                row[column] = sum(values) / len(values) if values else None
+            rows.append(row)
+        have = [r for r in rows if r[cost] is not None and r["accuracy"] is not None]
+        if not have:
+            raise UsageError(f"no run of {experiment!r} recorded {cost} and accuracy")
+        for row, on in zip(have, pareto_front([r[cost] for r in have], [r["accuracy"] for r in have])):
+            row["on_front"] = on
+        return sorted(have, key=lambda r: r[cost])
+
+
+def _check_text(text: str | None, what: str) -> str:
+    text = (text or "").strip()
+    if not text:
+        raise UsageError(f"type a {what} to classify")
+    if len(text) > MAX_TEXT_CHARS:
+        raise UsageError(f"the {what} has {len(text):,} characters; the app classifies at most {MAX_TEXT_CHARS:,} "
+                         "(the model reads only its first tokens anyway)")
+    return text
+
+
+def _check_pair(model: StoredModel, has_pair: bool, where: str = "") -> None:
+    """Refuse a second text for a model trained on single texts, and a missing one for a pair model."""
+    if takes_pairs(model) and not has_pair:
+        raise UsageError(f"{where}run {model.run_id[:8]} classifies sentence pairs ({model.dataset}): give the second text too"
+                         + (" (a 'text_pair' column)" if where else ""))
+    if has_pair and not takes_pairs(model):
+        raise UsageError(f"{where}run {model.run_id[:8]} was trained on single texts ({model.dataset}): "
+                         + ("drop the 'text_pair' column" if where else "leave the second text empty"))

@@ -1,0 +1,198 @@
+"""`specrun app` used the way a person uses it: the command starts on a free localhost port against a
+store with two tiny runs, and a real headless Chromium picks a model, classifies a sentence, uploads a
+labelled CSV, compares the two runs and opens the efficiency view. Every request the page makes must
+stay on localhost (no CDN fonts or scripts); screenshots are kept in test-artifacts/."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from app_support import build_two_runs
+from conftest import toy_rows
+from test_report_browser import ARTIFACTS, BROWSER_ARGS, chromium  # noqa: F401 - the chromium fixture
+
+pytest.importorskip("gradio")
+pytest.importorskip("playwright")
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, tiny_model_dir):
+    return build_two_runs(tmp_path_factory.mktemp("app-browser"), tiny_model_dir)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(two_runs, tmp_path):
+    """`specrun app` in its own process: (url, seconds from the command to the first page served)."""
+    port = _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
+    log = (tmp_path / "app.log").open("w")
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "specrun", "app", "--store", str(two_runs), "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"specrun app exited with {proc.returncode}: {(tmp_path / 'app.log').read_text()}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.perf_counter() - started > 180:
+                pytest.fail(f"specrun app served nothing within 180 s: {(tmp_path / 'app.log').read_text()}")
+            time.sleep(0.1)
+        yield url, time.perf_counter() - started
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _labelled_csv(path, n: int = 40):
+    """Held-out toy sentences with their labels; a comma inside each quoted text checks CSV quoting."""
+    lines = ["text,label"] + [f'"{text}, honestly",{label}' for text, label in toy_rows(n, seed=7)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _text(page, selector: str, pattern: str, timeout: float = 60_000) -> str:
+    """The text of ``selector`` once it matches ``pattern`` (a screenshot of the page if it never does)."""
+    try:
+        page.wait_for_function(
+            "([sel, pat]) => { const el = document.querySelector(sel); return el && new RegExp(pat).test(el.innerText); }",
+            arg=[selector, pattern], timeout=timeout,
+        )
+    except Exception:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "app-failure.png"), full_page=True)
+        shown = page.locator(selector).inner_text() if page.locator(selector).count() else "(absent)"
+        pytest.fail(f"{selector} never matched {pattern!r}; it shows {shown!r} (screenshot: {ARTIFACTS / 'app-failure.png'})")
+    return page.locator(selector).inner_text()
+
+
+def test_app_in_chromium(served, two_runs, chromium, tmp_path):  # noqa: F811 - chromium is a fixture
+    from playwright.sync_api import sync_playwright
+
+    from specrun.store import Store
+    from specrun.store.catalog import stored_models
+
+    url, cold_start = served
+    run_ids = [m.run_id for m in stored_models(Store(two_runs))]
+    origin = url.rstrip("/")
+    requests, blocked, errors = [], [], []
+    csv_file = _labelled_csv(tmp_path / "reviews.csv")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    timings = {"cold_start_s": round(cold_start, 2)}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=BROWSER_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+
+        def only_localhost(route):
+            if route.request.url.startswith((origin, "data:", "blob:", "about:")):
+                route.continue_()
+            else:
+                blocked.append(route.request.url)
+                route.abort()
+
+        context.route("**/*", only_localhost)
+        page = context.new_page()
+        page.on("request", lambda request: requests.append(request.url))
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        try:
+            page.goto(url)
+            assert "2 trained models" in _text(page, "#intro", "trained model")
+
+            # pick the full fine-tuning run (the one that learned the toy task)
+            page.locator("#picker input").click()
+            page.get_by_role("option", name=re.compile(r" full .*acc 1\.000")).click()
+            card = _text(page, "#model-card", r"method\s+full")
+            assert "trainable · total parameters" in card and "ms mean" in card
+
+            # one sentence: label and confidence
+            page.locator("#single-text textarea").fill("the acting was really wonderful")
+            started = time.perf_counter()
+            page.locator("#single-go").click()
+            single = _text(page, "#single-result", r"confidence")
+            timings["single_round_trip_s"] = round(time.perf_counter() - started, 3)
+            found = re.search(r"^(\S+) · confidence (\d\.\d+) · latency (\d+\.\d+) ms", single)
+            assert found, single
+            label, confidence, latency = found.group(1), float(found.group(2)), float(found.group(3))
+            assert label == "1" and 0.5 < confidence <= 1.0 and latency > 0
+            timings["single_model_latency_ms"] = latency
+            assert re.search(r"1\s*\n?\s*\d+%", page.locator("#single-label").inner_text())  # the per-class bars
+            page.screenshot(path=str(ARTIFACTS / "app-single.png"), full_page=True)
+
+            # a labelled CSV: accuracy, F1, latency, confusion matrix, a download
+            page.get_by_role("tab", name="Batch file").click()
+            page.locator("#batch-file input[type=file]").set_input_files(str(csv_file))
+            page.wait_for_function("() => document.querySelector('#batch-file').innerText.includes('reviews.csv')", timeout=30_000)
+            page.locator("#batch-go").click()
+            batch = _text(page, "#batch-result", r"accuracy \d")
+            found = re.search(r"reviews\.csv: 40 labelled rows: accuracy (\d\.\d+), F1 (\d\.\d+).*mean latency (\d+\.\d+) ms, p95 (\d+\.\d+) ms", batch)
+            assert found, batch
+            accuracy = float(found.group(1))
+            assert accuracy >= 0.9  # the full run learned the task (dev accuracy 1.0)
+            timings["batch_mean_latency_ms"] = float(found.group(3))
+            confusion = page.locator("#batch-confusion").inner_text()
+            assert "true 0" in confusion and "predicted 1" in confusion
+            assert "honestly" in page.locator("#batch-rows").inner_text()  # the whole quoted text, comma and all
+            assert page.locator("#batch-download").is_visible()
+            page.screenshot(path=str(ARTIFACTS / "app-batch.png"), full_page=True)
+
+            # a file without a text column: one clear sentence on the page
+            bad = tmp_path / "notes.csv"
+            bad.write_text("review,label\nfine,1\n")
+            page.locator("#batch-file button[aria-label=Clear]").click()
+            page.locator("#batch-file input[type=file]").set_input_files(str(bad))
+            page.wait_for_function("() => document.querySelector('#batch-file').innerText.includes('notes.csv')", timeout=30_000)
+            page.locator("#batch-go").click()
+            assert "notes.csv: needs a 'text' column; columns are ['review', 'label']" in _text(page, "#batch-result", "needs a 'text' column")
+
+            # both runs side by side
+            page.get_by_role("tab", name="Compare").click()
+            page.locator("#compare-text textarea").fill("the plot was dreadful")
+            page.locator("#compare-go").click()
+            compared = _text(page, "#compare-result", r"2 models")
+            assert re.search(r"2 models: they (agree on|disagree: \w+ \S+, \w+ \S+)", compared), compared
+            side_by_side = page.locator("#compare-table").inner_text()
+            assert all(run_id[:12] in side_by_side for run_id in run_ids)
+            page.screenshot(path=str(ARTIFACTS / "app-compare.png"), full_page=True)
+
+            # accuracy against trainable parameters, drawn by Altair
+            page.get_by_role("tab", name="Efficiency").click()
+            page.get_by_label("trainable parameters").check()
+            _text(page, "#efficiency-result", r"duo: 2 configuration\(s\); on the Pareto front for trainable parameters")
+            page.wait_for_function("() => document.querySelector('#efficiency-plot svg, #efficiency-plot canvas')", timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "app-efficiency.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "app-failure.png"), full_page=True)
+            raise
+        browser.close()
+
+    (ARTIFACTS / "app-timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+    assert blocked == [], f"the page asked for resources off localhost: {blocked}"
+    assert requests and all(u.startswith((origin, "data:", "blob:")) for u in requests), requests
+    assert errors == [], errors
+    for name in ("app-single", "app-batch", "app-compare", "app-efficiency"):
+        assert (ARTIFACTS / f"{name}.png").stat().st_size > 20_000
