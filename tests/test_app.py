@@ -416,7 +416,7 @@ def test_a_port_in_use_is_one_message(store):
 
 
 def test_share_and_other_hosts_are_served_only_with_a_warning(cli, store, monkeypatch):
-    import specrun.app as app
+    from specrun import app
 
     started = []
 

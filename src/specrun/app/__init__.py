@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import threading
 import time
 
 from specrun.errors import UsageError, did_you_mean
@@ -65,7 +66,17 @@ def start(store: Store, experiment: str | None = None, host: str = "127.0.0.1", 
     except OSError as exc:
         raise UsageError(f"cannot serve on {host}:{port}: {str(exc).splitlines()[0]}; pass --port with a free port") from None
     url = page.share_url if share and page.share_url else page.local_url
+    threading.Thread(target=_warm_up, name="specrun-app-warm-up", daemon=True).start()
     return page, url
+
+
+def _warm_up() -> None:
+    """Import what loading a model needs (torch, transformers, peft: seconds) while the page is already
+    served, so the first model a person picks loads in the time the model itself takes."""
+    try:
+        import specrun.runner.predict  # noqa: F401
+    except Exception:  # noqa: BLE001 - the first model load reports the same error on the page
+        log.debug("warming up the model imports failed", exc_info=True)
 
 
 def serve(store: Store, experiment: str | None = None, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
