@@ -364,6 +364,25 @@ def test_the_page_builds_over_the_store(evaluation):
     assert set(frame["method"]) == {"lora", "full"}
 
 
+def test_an_empty_store_gets_a_page_that_says_what_to_do(tmp_path):
+    from specrun.app.service import Evaluation
+    from specrun.app.ui import build
+    from specrun.errors import UsageError
+    from specrun.store import Store
+
+    store = Store(tmp_path / "empty.duckdb")
+    with store.write():
+        pass
+    evaluation = Evaluation(store, out_dir=tmp_path / "downloads")
+    page = build(evaluation)
+    intro = next(b for b in page.blocks.values() if getattr(b, "elem_id", None) == "intro")
+    assert "0 trained models" in intro.value and "no completed runs with saved weights yet: run `specrun apply SPEC`" in intro.value
+    with pytest.raises(UsageError, match="no experiment in the store has trained models yet"):
+        evaluation.efficiency(None)
+    with pytest.raises(UsageError, match="pick a model first"):
+        evaluation.classify(None, "fine")
+
+
 def test_handlers_turn_mistakes_into_the_status_line(monkeypatch):
     from specrun.app.ui import guarded
     from specrun.errors import DataError

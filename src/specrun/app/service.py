@@ -8,7 +8,9 @@ app was started with ``--record``.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +57,10 @@ class Evaluation:
         self.store = store
         self.record = record
         self.cache = PredictorCache(load or self._load, cache_size)
-        self.out_dir = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="specrun-app-"))
+        if out_dir is None:  # downloads live as long as the app
+            out_dir = Path(tempfile.mkdtemp(prefix="specrun-app-"))
+            atexit.register(shutil.rmtree, out_dir, ignore_errors=True)
+        self.out_dir = Path(out_dir)
 
     def _load(self, run_id: str) -> Any:
         from specrun.runner.predict import Predictor
@@ -153,7 +158,7 @@ class Evaluation:
         if cost not in COSTS:
             raise UsageError(f"cost must be one of {', '.join(COSTS)}, not {cost!r}")
         if not experiment:
-            raise UsageError("pick an experiment")
+            raise UsageError("pick an experiment" if self.experiments() else "no experiment in the store has trained models yet")
         models = self.models(experiment)
         if not models:
             raise UsageError(f"experiment {experiment!r} has no completed runs with weights in {self.store.path}")

@@ -126,7 +126,8 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
     if not all_models:
         intro += "\n\n" + error("this store holds no completed runs with saved weights yet: run `specrun apply SPEC`, then reload the page")
 
-    with gr.Blocks(title="specrun app", analytics_enabled=False) as page:
+    # uploads and downloads older than an hour are deleted, hourly: a long-running app does not fill the disk
+    with gr.Blocks(title="specrun app", analytics_enabled=False, delete_cache=(3600, 3600)) as page:
         gr.Markdown(intro, elem_id="intro")
         with gr.Row(equal_height=True):
             f_experiment = gr.Dropdown([ALL, *experiments], value=experiment or ALL, label="Experiment", elem_id="filter-experiment")
@@ -176,15 +177,16 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
                 e_table = gr.Dataframe(label="Configurations", interactive=False, wrap=True, elem_id="efficiency-table")
 
         # --- handlers ---------------------------------------------------------------------------
-        @guarded(5)
+        @guarded(6)
         def refilter(exp, method, dataset, current, compared):
             models = evaluation.models(_any(exp), _any(method), _any(dataset))
             ids = [m.run_id for m in models]
             value = current if current in ids else (ids[0] if ids else None)
             kept = [r for r in (compared or []) if r in ids]
             status = "" if models else error("no model matches these filters")
+            experiments = evaluation.experiments()
             return (status, models_frame(models), gr.update(choices=_choices(models), value=value),
-                    gr.update(choices=_choices(models), value=kept), gr.update(choices=evaluation.experiments()))
+                    gr.update(choices=_choices(models), value=kept), gr.update(choices=[ALL, *experiments]), gr.update(choices=experiments))
 
         @guarded(1)
         def pick(run_id):
@@ -242,8 +244,8 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
 
         filters = [f_experiment, f_method, f_dataset, picker, c_models]
         for control in (f_experiment, f_method, f_dataset):
-            control.input(refilter, filters, [models_status, table, picker, c_models, f_experiment])
-        reload.click(refilter, filters, [models_status, table, picker, c_models, f_experiment])
+            control.input(refilter, filters, [models_status, table, picker, c_models, f_experiment, e_experiment])
+        reload.click(refilter, filters, [models_status, table, picker, c_models, f_experiment, e_experiment])
         picker.change(pick, [picker], [model_card])
         s_go.click(classify, [picker, s_text, s_pair], [s_result, s_label])
         s_text.submit(classify, [picker, s_text, s_pair], [s_result, s_label])
