@@ -113,22 +113,26 @@ def efficiency_frame(rows: list[dict[str, Any]]):
     } for r in rows])
 
 
+def intro_text(evaluation: Evaluation, models: list[StoredModel]) -> str:
+    recording = ("**Recording**: predictions made here are written to the store's `app_predictions` table."
+                 if evaluation.record else "Nothing you do here is written to the store.")
+    text = (f"## specrun · {len(models)} trained model{'s' if len(models) != 1 else ''} in `{evaluation.store.path}`\n"
+            f"Pick a model, then classify a text, compare models, or score a labelled file. {recording}")
+    if not models:
+        text += "\n\n" + error("this store holds no completed runs with saved weights yet: run `specrun apply SPEC`, then reload the page")
+    return text
+
+
 def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
     """The page over ``evaluation``'s store; ``experiment`` preselects the filter and the efficiency view."""
     experiments = evaluation.experiments()
     all_models = evaluation.models()
     shown = evaluation.models(experiment)
     first = shown[0].run_id if shown else None
-    recording = ("**Recording**: predictions made here are written to the store's `app_predictions` table."
-                 if evaluation.record else "Nothing you do here is written to the store.")
-    intro = (f"## specrun · {len(all_models)} trained model{'s' if len(all_models) != 1 else ''} in `{evaluation.store.path}`\n"
-             f"Pick a model, then classify a text, compare models, or score a labelled file. {recording}")
-    if not all_models:
-        intro += "\n\n" + error("this store holds no completed runs with saved weights yet: run `specrun apply SPEC`, then reload the page")
 
     # uploads and downloads older than an hour are deleted, hourly: a long-running app does not fill the disk
     with gr.Blocks(title="specrun app", analytics_enabled=False, delete_cache=(3600, 3600)) as page:
-        gr.Markdown(intro, elem_id="intro")
+        intro = gr.Markdown(intro_text(evaluation, all_models), elem_id="intro")
         with gr.Row(equal_height=True):
             f_experiment = gr.Dropdown([ALL, *experiments], value=experiment or ALL, label="Experiment", elem_id="filter-experiment")
             f_method = gr.Dropdown([ALL, *sorted({m.method for m in all_models})], value=ALL, label="Method", elem_id="filter-method")
@@ -177,8 +181,9 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
                 e_table = gr.Dataframe(label="Configurations", interactive=False, wrap=True, elem_id="efficiency-table")
 
         # --- handlers ---------------------------------------------------------------------------
-        @guarded(6)
+        @guarded(9)
         def refilter(exp, method, dataset, current, compared):
+            every = evaluation.models()
             models = evaluation.models(_any(exp), _any(method), _any(dataset))
             ids = [m.run_id for m in models]
             value = current if current in ids else (ids[0] if ids else None)
@@ -186,7 +191,9 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
             status = "" if models else error("no model matches these filters")
             experiments = evaluation.experiments()
             return (status, models_frame(models), gr.update(choices=_choices(models), value=value),
-                    gr.update(choices=_choices(models), value=kept), gr.update(choices=[ALL, *experiments]), gr.update(choices=experiments))
+                    gr.update(choices=_choices(models), value=kept), gr.update(choices=[ALL, *experiments]), gr.update(choices=experiments),
+                    gr.update(choices=[ALL, *sorted({m.method for m in every})]), gr.update(choices=[ALL, *sorted({m.dataset for m in every})]),
+                    intro_text(evaluation, every))
 
         @guarded(1)
         def pick(run_id):
@@ -243,9 +250,11 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
             return status, efficiency_chart(rows, cost), efficiency_frame(rows)
 
         filters = [f_experiment, f_method, f_dataset, picker, c_models]
+        listed = [models_status, table, picker, c_models, f_experiment, e_experiment, f_method, f_dataset, intro]
         for control in (f_experiment, f_method, f_dataset):
-            control.input(refilter, filters, [models_status, table, picker, c_models, f_experiment, e_experiment])
-        reload.click(refilter, filters, [models_status, table, picker, c_models, f_experiment, e_experiment])
+            control.input(refilter, filters, listed)
+        reload.click(refilter, filters, listed)
+        page.load(refilter, filters, listed)  # each visit sees the store as it is now
         picker.change(pick, [picker], [model_card])
         s_go.click(classify, [picker, s_text, s_pair], [s_result, s_label])
         s_text.submit(classify, [picker, s_text, s_pair], [s_result, s_label])
