@@ -133,9 +133,12 @@ def test_models_are_described_with_their_numbers(evaluation):
     for part in (lora.run_id, "rank=4", "trainable · total parameters", human_count(lora.trainable_params), "MB", "ms mean", "in 1.50 s"):
         assert part in text
     assert human_count(1_090) == "1.09k" and human_count(22_700_000) == "22.7M" and human_count(None) == "—"
-    assert not takes_pairs(full)
-    pair_run = type(full)(**{**full.__dict__, "dataset": "glue/mrpc"})
-    assert takes_pairs(pair_run)
+    assert takes_pairs(full) is False
+    assert takes_pairs(type(full)(**{**full.__dict__, "dataset": "glue/mrpc"})) is True
+    assert takes_pairs(type(full)(**{**full.__dict__, "dataset": "glue/sst2"})) is False
+    assert takes_pairs(type(full)(**{**full.__dict__, "dataset": "someones/plugin"})) is None
+    paired = {**full.config, "data": {**full.config["data"], "options": {**full.config["data"]["options"], "text_pair_column": "second"}}}
+    assert takes_pairs(type(full)(**{**full.__dict__, "config": paired})) is True
 
 
 # --- reading uploaded files -------------------------------------------------------------------------
@@ -276,6 +279,22 @@ def test_mistakes_in_the_single_text_tab_are_one_sentence(evaluation, run, text,
     with pytest.raises(SpecrunError) as caught:
         evaluation.classify(run_id, text, pair)
     assert message in str(caught.value)
+
+
+def test_pair_models_need_the_second_text_and_single_text_models_refuse_it(evaluation):
+    from specrun.app.service import _check_pair
+    from specrun.errors import UsageError
+
+    full = _by_method(evaluation)["full"]
+    mrpc = type(full)(**{**full.__dict__, "dataset": "glue/mrpc"})
+    with pytest.raises(UsageError, match=r"classifies sentence pairs \(glue/mrpc\): give the second text too$"):
+        _check_pair(mrpc, has_pair=False)
+    with pytest.raises(UsageError, match=r"^pairs.csv: run \w+ classifies sentence pairs .* \(a 'text_pair' column\)"):
+        _check_pair(mrpc, has_pair=False, where="pairs.csv: ")
+    with pytest.raises(UsageError, match=r"^one.csv: run \w+ was trained on single texts \(local\): drop the 'text_pair' column"):
+        _check_pair(full, has_pair=True, where="one.csv: ")
+    _check_pair(mrpc, has_pair=True)
+    _check_pair(type(full)(**{**full.__dict__, "dataset": "someones/plugin"}), has_pair=True)  # unknown: either
 
 
 def test_a_labelled_file_scores_as_specrun_predict_scores_it(evaluation, store, tmp_path, cli):

@@ -53,12 +53,20 @@ def _short(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def takes_pairs(model: StoredModel) -> bool:
-    """Whether the run was trained on sentence pairs (MRPC, RTE, a local file with a text_pair column)."""
+#: Built-in datasets by whether their examples are sentence pairs.
+PAIR_DATASETS = frozenset({"glue/mrpc", "glue/rte"})
+SINGLE_DATASETS = frozenset({"glue/sst2", "ag_news"})
+
+
+def takes_pairs(model: StoredModel) -> bool | None:
+    """Whether the run was trained on sentence pairs (MRPC, RTE, a local file with a text_pair column);
+    None for a dataset plugin the app does not know (it then accepts either)."""
     data = model.config.get("data", {})
-    if (data.get("options") or {}).get("text_pair_column"):
+    if model.dataset == "local":
+        return bool((data.get("options") or {}).get("text_pair_column"))
+    if model.dataset in PAIR_DATASETS:
         return True
-    return model.dataset.lower() in {"glue/mrpc", "glue/rte"}
+    return False if model.dataset in SINGLE_DATASETS else None
 
 
 def choice_label(model: StoredModel) -> str:

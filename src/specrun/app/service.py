@@ -192,10 +192,12 @@ def _check_text(text: str | None, what: str) -> str:
 
 
 def _check_pair(model: StoredModel, has_pair: bool, where: str = "") -> None:
-    """Refuse a second text for a model trained on single texts, and a missing one for a pair model."""
-    if takes_pairs(model) and not has_pair:
+    """Refuse a second text for a model trained on single texts, and a missing one for a pair model
+    (a model whose dataset the app does not know takes either)."""
+    pairs = takes_pairs(model)
+    if pairs is True and not has_pair:
         raise UsageError(f"{where}run {model.run_id[:8]} classifies sentence pairs ({model.dataset}): give the second text too"
                          + (" (a 'text_pair' column)" if where else ""))
-    if has_pair and not takes_pairs(model):
+    if pairs is False and has_pair:
         raise UsageError(f"{where}run {model.run_id[:8]} was trained on single texts ({model.dataset}): "
                          + ("drop the 'text_pair' column" if where else "leave the second text empty"))
