@@ -121,7 +121,7 @@ def test_cache_loads_a_model_once_when_asked_for_at_the_same_time():
 
 
 def test_models_are_described_with_their_numbers(evaluation):
-    from specrun.app.models import card, choice_label, human_count, hyperparameters, takes_pairs
+    from specrun.app.models import card, choice_label, human_count, hyperparameters, number, takes_pairs
 
     models = _by_method(evaluation)
     lora, full = models["lora"], models["full"]
@@ -132,6 +132,7 @@ def test_models_are_described_with_their_numbers(evaluation):
     text = card(lora, loaded_seconds=1.5)
     for part in (lora.run_id, "rank=4", "trainable · total parameters", human_count(lora.trainable_params), "MB", "ms mean", "in 1.50 s"):
         assert part in text
+    assert number(3140.2, 3) == "3,140" and number(161.77, 3) == "162" and number(0.80964) == "0.8096" and number(None) == "—"
     assert human_count(1_090) == "1.09k" and human_count(22_700_000) == "22.7M" and human_count(None) == "—"
     assert takes_pairs(full) is False
     assert takes_pairs(type(full)(**{**full.__dict__, "dataset": "glue/mrpc"})) is True

@@ -29,8 +29,10 @@ def human_count(value: float | None) -> str:
 
 
 def number(value: float | None, digits: int = 4) -> str:
-    """A metric for reading: 0.9123, 12.35; None → '—'."""
-    return "—" if value is None else f"{value:.{digits}g}"
+    """A number for reading: 0.9123, 12.35, 3,140 (never 3.14e+03); None → '—'."""
+    if value is None:
+        return "—"
+    return f"{value:,.0f}" if abs(value) >= 10 ** digits else f"{value:.{digits}g}"
 
 
 def hyperparameters(model: StoredModel, limit: int = 5) -> str:

@@ -78,6 +78,8 @@ def models_frame(models: list[StoredModel]):
 #: The model table's columns: parameters (trainable, total), model memory, latency at batch size 1 (mean, p95).
 MODEL_COLUMNS = ["run", "experiment", "method", "hyperparameters", "dataset", "seed", "accuracy", "F1", "trainable", "params",
                  "memory MB", "ms mean", "ms p95"]
+#: Widths that fit the table on the page: the numbers stay in view, the hyperparameters wrap.
+MODEL_WIDTHS = ["10%", "9%", "6%", "21%", "8%", "4%", "6%", "6%", "6%", "6%", "6%", "6%", "6%"]
 
 
 def _choices(models: list[StoredModel]) -> list[tuple[str, str]]:
@@ -140,7 +142,7 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
             reload = gr.Button("Reload from the store", size="sm", scale=0)
         models_status = gr.Markdown("", elem_id="models-status")
         table = gr.Dataframe(models_frame(shown), label="Models: completed runs with saved weights, with what their runs recorded (parameters: trainable and total; latency: batch size 1)",
-                             interactive=False, wrap=True, elem_id="models-table", max_height=320)
+                             interactive=False, wrap=True, elem_id="models-table", max_height=320, column_widths=MODEL_WIDTHS)
         picker = gr.Dropdown(_choices(shown), value=first, label="Model", elem_id="picker", filterable=True)
         model_card = gr.Markdown(card(shown[0]) if shown else "", elem_id="model-card")
 
