@@ -368,6 +368,38 @@ def test_record_writes_each_prediction_into_its_own_table(store, tmp_path):
     assert {r[0] for r in rows} == {"text", "compare", "reviews.csv"}
 
 
+def test_a_store_from_before_m009_is_served_and_upgraded_once(tmp_path):
+    from test_migrate import _old_store
+
+    from specrun.app.service import Evaluation
+    from specrun.store import Store
+
+    path = tmp_path / "old.duckdb"
+    _old_store(path, "m008_transfers")
+    evaluation = Evaluation(Store(path), out_dir=tmp_path / "downloads")
+    assert evaluation.models() == [] and evaluation.experiments() == []  # the first read applied m009
+    with Store(path).read() as db:
+        assert db.execute("SELECT count(*) FROM app_predictions").fetchone()[0] == 0
+        assert "m009_app_predictions" in {r[0] for r in db.execute("SELECT name FROM _migrations").fetchall()}
+
+
+def test_record_refuses_a_store_it_cannot_write_before_serving(store, monkeypatch):
+    import contextlib
+
+    from specrun import app
+    from specrun.errors import StoreError
+    from specrun.store import Store
+
+    @contextlib.contextmanager
+    def unwritable(self, timeout=None):
+        raise StoreError(f"cannot write store {self.path}: Permission denied")
+        yield
+
+    monkeypatch.setattr(Store, "write", unwritable)
+    with pytest.raises(StoreError, match="cannot write store"):
+        app.start(store, record=True, port=1)  # refused before Gradio binds any port
+
+
 # --- the page ---------------------------------------------------------------------------------------
 
 def test_the_page_builds_over_the_store(evaluation):
