@@ -281,6 +281,19 @@ class ApplyProgress:
                 run.measure(now)
                 self._print(run.line(now), now)
 
+    def pool(self, queued: int, running: int, done: int) -> None:
+        """Runs queued / running / done, for executors that run several at once (``--executor ray``)."""
+        counts = (queued, running, done)
+        if self.quiet or counts == getattr(self, "_pool", None):
+            return
+        self._pool = counts
+        text = f"runs: {running} running, {queued} queued, {done} done"
+        with self.lock:
+            if self.live:
+                self.bar.update(self.runs_task, info=text)
+            else:
+                self._print(f"[pool] {text}", time.monotonic())
+
     def dependency_done(self, outcome) -> None:
         self._report(outcome, prefix="required first", experiment=True)
 
