@@ -132,7 +132,9 @@ def apply(
     if counts.get("failed"):
         err.print(f"failed runs keep their error in the store: specrun runs --status failed --store {store}")
     analyses_failed = _analyze_and_report(loaded, registry, Store(store), variant=bool(set_))
-    if counts.get("failed") or counts.get("skipped") or analyses_failed:
+    if counts.get("interrupted"):
+        err.print("interrupted runs run again at the next apply (from their last checkpoint when it is reachable)")
+    if counts.get("failed") or counts.get("skipped") or counts.get("interrupted") or analyses_failed:
         raise typer.Exit(1)
 
 

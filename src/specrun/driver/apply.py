@@ -9,6 +9,7 @@ and their checkpoints (``train.checkpoint_every``) stay for the next apply to re
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +85,8 @@ class Driver:
         self.force = force
         self.threads = threads
         self.artifacts_dir = artifacts_root(store.path)
+        if progress is not None and executor.name != "local":
+            progress.concurrent = True
         self.done: dict[str, Outcome] = {}
         self.running: dict[str, _Node] = {}
         #: Seconds the driver spent writing each record (the single writer's cost per run).
@@ -172,7 +175,9 @@ class Driver:
 
     def _submit(self, node: _Node, task: RunTask, action: str) -> None:
         task.threads = self.threads
-        task.return_artifacts = not self.executor.shares_artifacts
+        if not self.executor.shares_artifacts:  # the worker writes on its own disk and sends the files back
+            task.return_artifacts = True
+            task.artifacts_dir = str(Path(tempfile.gettempdir()) / "specrun-worker-artifacts")
         node.task = task
         self.running[task.run_id] = node
         if self.progress:

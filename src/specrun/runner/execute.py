@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import shutil
 import socket
 import subprocess
 import traceback
@@ -198,6 +199,7 @@ def _attach_bytes(record: RunRecord, artifacts_dir: Path) -> None:
     folder = artifacts_dir / record.run_id
     if folder.is_dir():
         record.files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _evaluate_stored(task: RunTask, registry: Registry, on_phase) -> RunRecord:
