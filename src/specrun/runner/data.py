@@ -111,12 +111,15 @@ def apply_transforms(
     return examples
 
 
-def prepare_run_data(settings: RunSettings, registry: Registry, spec_dir: str | None = None, scores=None) -> RunData:
-    """The training and evaluation examples of one run, transforms applied under the run's seed.
+def prepare_run_data(settings: RunSettings | dict, registry: Registry, spec_dir: str | None = None, scores=None) -> RunData:
+    """The training and evaluation examples of one run (its settings, or its config tree), transforms
+    applied under the run's seed.
 
     ``data.transforms`` apply to the training split (``on = "train"``), to every evaluation set
     (``on = "eval"``) or both; an eval set's own ``transforms`` apply to it alone, after those.
     """
+    if isinstance(settings, dict):
+        settings = RunSettings.of(settings)
     data, seed = settings.data, settings.seed
     dataset = load_dataset(data, registry, spec_dir)
     train = split_examples(dataset, data.train_split, "train_split")

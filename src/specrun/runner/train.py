@@ -100,15 +100,18 @@ def train_model(
     eval_data: Encoded,
     eval_name: str,
     num_labels: int,
-    train: TrainSpec,
+    train: TrainSpec | dict,
     seed: int,
     device: torch.device,
     on_step: Callable[[StepReport], None] | None = None,
     on_phase: Callable[[str], None] | None = None,
     checkpoints: Checkpoints | None = None,
 ) -> TrainOutcome:
-    """Train ``model`` in place; returns the metric history and timings. With ``checkpoints``, resumes
-    from the last one saved for this run (if it fits) and saves new ones as they fall due."""
+    """Train ``model`` in place (``train``: the run's train settings, or that section of its config
+    tree); returns the metric history and timings. With ``checkpoints``, resumes from the last one saved
+    for this run (if it fits) and saves new ones as they fall due."""
+    if isinstance(train, dict):
+        train = TrainSpec.model_validate(train)
     loop = _Loop(model, data, eval_data, eval_name, num_labels, train, seed, device, on_step, on_phase)
     if loop.steps:
         loop.run(checkpoints)
