@@ -231,3 +231,21 @@ def test_a_killed_ray_worker_leaves_its_run_interrupted_and_the_rest_complete(ra
     assert code == 0, err
     assert "1 cached" in err and "1 completed" in err
     assert dict(rows(store, "SELECT run_id, status FROM runs")) == {p.run_id: "completed" for p in planned}
+
+
+def test_ray_trains_transfer_sources_before_their_targets(ray_instance, write_spec, cli, tmp_path):
+    """One source stage per placement, then its head-only transfer: on Ray each target starts only once
+    its own source is stored, and loads that source's adapters."""
+    spec = write_spec(name="moved", method='name = "lora"\nrank = 4\ntrain = "head"', train="max_steps = 3\nlearning_rate = 0.05",
+                      extra='[stages.source]\ntrain = { learning_rate = 0.01, max_steps = 4 }\nmethod = { train = "all" }\n\n'
+                            '[sweep]\n"method.placement" = ["attn-q", "attn-v"]\n')
+    spec.write_text(spec.read_text().replace("max_length = 32", 'max_length = 32\ninit_from = "stage:source"'))
+    store = tmp_path / "moved.duckdb"
+    code, _, err = cli("apply", str(spec), "--store", str(store), "--executor", "ray")
+    assert code == 0, err
+    pairs = rows(store, """
+        SELECT t.config->'method'->>'placement', s.config->'method'->>'placement', s.finished_at <= t.started_at, x.loaded
+        FROM runs t JOIN runs s ON s.run_id = (t.config->'model'->>'init_from') JOIN transfers x ON x.run_id = t.run_id
+        ORDER BY 1""")
+    assert [(p[0], p[1], p[2]) for p in pairs] == [("attn-q", "attn-q", True), ("attn-v", "attn-v", True)]
+    assert all(p[3] == 4 for p in pairs)  # 2 layers x (A, B) of the one adapted projection, all loaded
