@@ -74,6 +74,7 @@ def _warm_up() -> None:
     """Import what loading a model needs (torch, transformers, peft: seconds) while the page is already
     served, so the first model a person picks loads in the time the model itself takes."""
     try:
+        import specrun.driver.models  # noqa: F401
         import specrun.runner.predict  # noqa: F401
     except Exception:  # noqa: BLE001 - the first model load reports the same error on the page
         log.debug("warming up the model imports failed", exc_info=True)

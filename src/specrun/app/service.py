@@ -63,9 +63,9 @@ class Evaluation:
         self.out_dir = Path(out_dir)
 
     def _load(self, run_id: str) -> Any:
-        from specrun.runner.predict import Predictor
+        from specrun.driver.models import load_predictor
 
-        return Predictor.load(self.store, run_id)
+        return load_predictor(self.store, run_id)
 
     # --- the store's models -----------------------------------------------------------------------
 
