@@ -450,10 +450,11 @@ def test_handlers_turn_mistakes_into_the_status_line(monkeypatch):
     status, *rest = mistaken("x")
     assert "reviews.csv: the file is empty" in status and rest == ["cleared", None]
     logged = []
-    monkeypatch.setattr("specrun.app.ui.log.exception", lambda *args: logged.append((args, sys.exc_info()[0])))
+    monkeypatch.setattr("specrun.app.ui.log.error", lambda message, *args: logged.append(message % args))
     status, _ = broken("x")
     assert "internal error (ZeroDivisionError: division by zero); this is a bug in specrun" in status
-    assert logged and logged[0][1] is ZeroDivisionError  # the terminal gets the traceback
+    assert "broken failed (a bug):\nTraceback (most recent call last):" in logged[0]  # the terminal gets the traceback
+    assert logged[0].endswith("ZeroDivisionError: division by zero")
 
 
 # --- the command ------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -47,7 +48,8 @@ def guarded(outputs: int, cleared: Callable[[], list] | None = None) -> Callable
             except SpecrunError as exc:
                 message = error(str(exc))
             except Exception as exc:  # noqa: BLE001 - the page must say something; the terminal gets the traceback
-                log.exception("specrun app: %s failed", fn.__name__)
+                # specrun's console handler prints messages only: the traceback goes into the message
+                log.error("specrun app: %s failed (a bug):\n%s", fn.__name__, traceback.format_exc().rstrip())
                 message = error(f"internal error ({type(exc).__name__}: {exc}); this is a bug in specrun, details are in the terminal")
             if outputs == 1:
                 return message
