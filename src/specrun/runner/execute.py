@@ -17,7 +17,7 @@ import torch
 import specrun
 from specrun.errors import ConfigError
 from specrun.plugins.api import BuildContext
-from specrun.plugins.registry import Registry
+from specrun.plugins.registry import Registry, get_registry, plugin_packages
 from specrun.runner import artifacts
 from specrun.runner.checkpoint import Checkpoints, checkpoint_path, remove_checkpoint
 from specrun.runner.costs import PeakMemory, latency, model_bytes
@@ -51,6 +51,7 @@ def environment_info(device: torch.device, spec_dir: str | None) -> dict:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "packages": {lib: _version(lib) for lib in ("torch", "transformers", "peft", "bitsandbytes", "duckdb")},
+        "plugins": plugin_packages(get_registry()),
     }
     try:
         info["git_commit"] = subprocess.run(
