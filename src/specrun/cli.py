@@ -425,9 +425,11 @@ def predict(
 ):
     """Load a stored run and print label, confidence and latency for each text."""
     from specrun.console import out, print_rows
+    from specrun.plugins import get_registry
     from specrun.runner.predict import Predictor, label_ids, read_texts, scores
     from specrun.store import Store
 
+    get_registry()  # loads the plugins first, so their load warnings show whatever happens next
     items = [(t, None) for t in texts or []]
     given = read_texts(file) if file is not None else None
     if given is not None:

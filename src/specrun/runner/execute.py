@@ -42,7 +42,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def environment_info(device: torch.device, spec_dir: str | None) -> dict:
+def environment_info(device: torch.device, spec_dir: str | None, config: dict | None = None) -> dict:
     info = {
         "specrun": specrun.__version__,
         "python": platform.python_version(),
@@ -51,7 +51,7 @@ def environment_info(device: torch.device, spec_dir: str | None) -> dict:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "packages": {lib: _version(lib) for lib in ("torch", "transformers", "peft", "bitsandbytes", "duckdb")},
-        "plugins": plugin_packages(get_registry()),
+        "plugins": plugin_packages(get_registry(), config),  # without the run config: every plugin package loaded
     }
     try:
         info["git_commit"] = subprocess.run(
