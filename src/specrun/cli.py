@@ -400,8 +400,8 @@ def _fail(message: str) -> int:
 
 @app.command("new-plugin")
 def new_plugin(
-    kind: Annotated[Kind, typer.Argument(help="what the plugin provides")],
-    name: Annotated[str, typer.Argument(help="the plugin's name in specs (lower-case letters, digits, _ . / -)")],
+    kind: Annotated[Kind, typer.Argument(help="what the plugin provides: method, dataset, model_source, transform or analysis", metavar="KIND")],
+    name: Annotated[str, typer.Argument(help="the plugin's name in specs (lower-case letters, digits, _ . / -)", metavar="NAME")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="the package folder to create (default: ./specrun-NAME)")] = None,
 ):
     """Write a plugin package for KIND called NAME: a working plugin, its pyproject.toml entry point, and
@@ -409,7 +409,7 @@ def new_plugin(
     from specrun.plugins.template import write_package
 
     written = write_package(kind, name, output)
-    log.info(f"wrote {written.folder}/ ({len(written.files)} files): a {kind.replace('_', ' ')} {name!r} in {written.module}")
+    log.info(f"wrote {written.folder}/ ({len(written.files)} files): the {kind.replace('_', ' ')} {name!r} in {written.module}")
     log.info(f"next: pip install -e {written.folder} && pytest {written.folder}  (then: specrun plugins {name})")
 
 

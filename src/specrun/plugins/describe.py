@@ -48,6 +48,9 @@ def find(registry: Registry, name: str, kind: str | None = None) -> list[Entry]:
     for k in HOOK_FOR_KIND:  # disabled, or from a plugin that failed to load: say so
         if name in registry.disabled[k]:
             registry.entry(k, name)
+    left_out = [str(p) for p in registry.disabled_entry_points if p.concerns(name)]
+    if left_out:
+        raise PluginError(f"no plugin {name!r} is available: it may come from {'; '.join(left_out)}")
     related = [str(p) for p in registry.load_errors if p.concerns(name)]
     if related:
         raise PluginError(f"no plugin {name!r} is available: it comes from a plugin that failed to load: {'; '.join(related)}")

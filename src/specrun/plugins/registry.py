@@ -55,6 +55,8 @@ class LoadProblem:
     #: What a spec or a user may call the skipped code: plugin names, the entry point, the package, the
     #: module. An unknown plugin name that matches one of them is reported with this problem.
     names: frozenset[str] = frozenset()
+    #: False for an entry point left out on purpose (``SPECRUN_DISABLE_PLUGINS``): not a failure.
+    failed: bool = True
 
     def __str__(self) -> str:
         return self.message
@@ -77,8 +79,9 @@ class Registry:
     entries: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in HOOK_FOR_KIND})
     #: Plugins skipped because they failed (import, register hook, malformed, name taken): ``LoadProblem``s.
     load_errors: list[LoadProblem] = field(default_factory=list)
-    #: Plugin names left out by ``SPECRUN_DISABLE_PLUGINS``, by kind.
+    #: Plugin names left out by ``SPECRUN_DISABLE_PLUGINS``, by kind, and the entry points it left out.
     disabled: dict[str, set[str]] = field(default_factory=lambda: {k: set() for k in HOOK_FOR_KIND})
+    disabled_entry_points: list[LoadProblem] = field(default_factory=list)
     #: Notes that are not failures (a ``SPECRUN_DISABLE_PLUGINS`` name that matches nothing).
     notes: list[str] = field(default_factory=list)
     #: The plugin manager it was built from (its ``register_commands`` hooks add CLI commands).
@@ -99,6 +102,9 @@ class Registry:
             raise PluginError(f"{what} is disabled by {DISABLE_ENV}; remove it from that variable to use it")
         known = sorted(self.entries[kind])
         listing = f"known: {', '.join(known) or 'none'}"
+        left_out = [p for p in self.disabled_entry_points if p.concerns(name)]
+        if left_out:
+            raise PluginError(f"{what} is not available: it may come from {'; '.join(map(str, left_out))}")
         related = [p for p in self.load_errors if p.concerns(name)]
         if related:
             raise PluginError(f"{what} is not available: it comes from a plugin that failed to load: "
@@ -267,6 +273,8 @@ def make_plugin_manager(extra_plugins: list[object] = (), entry_points: bool = T
             dist = ep.dist.name if ep.dist else None
             if _words(ep.name) in disabled or (dist and _words(dist) in disabled):
                 _trace(f"entry point {ep.name!r} ({dist}) disabled by {DISABLE_ENV}")
+                problems.append(LoadProblem(f"plugin {ep.name!r} from {dist or ep.value}, which {DISABLE_ENV} leaves out",
+                                            frozenset(n for n in (ep.name, dist, ep.value) if n), failed=False))
                 continue
             try:
                 module = ep.load()
@@ -352,7 +360,9 @@ def build_registry(pm: pluggy.PluginManager, load_errors: list = (), strict: boo
     """Call every register_* hook and collect the plugins. Built-ins come first; a third-party plugin
     that collides with a registered name, is malformed or whose hook raises is skipped and reported in
     ``load_errors`` (with ``strict``, it raises ``PluginError`` instead, as a built-in always does)."""
-    registry = Registry(load_errors=[p if isinstance(p, LoadProblem) else LoadProblem(str(p)) for p in load_errors], manager=pm)
+    problems = [p if isinstance(p, LoadProblem) else LoadProblem(str(p)) for p in load_errors]
+    registry = Registry(load_errors=[p for p in problems if p.failed], manager=pm,
+                        disabled_entry_points=[p for p in problems if not p.failed])
     loader = _Loader(registry, strict)
     for kind, hook_name in HOOK_FOR_KIND.items():
         impls = [(impl, source_of(pm, impl.plugin)) for impl in getattr(pm.hook, hook_name).get_hookimpls()]

@@ -197,7 +197,8 @@ def run_spec(text: str, workdir: Path, *args: str, model_dir: Path | None = None
     spec = workdir / f"{experiment or 'spec'}.toml"
     spec.write_text(text)
     store = workdir / "store.duckdb"
-    code, out, err = run_cli(command, str(spec), "--store", str(store), *args)
+    store_args = () if command == "validate" else ("--store", str(store))  # validate reads no store
+    code, out, err = run_cli(command, str(spec), *store_args, *args)
     if check and code != 0:
         raise AssertionError(f"specrun {command} {spec.name} exited with {code}:\n{err}{out}")
     result = SpecResult(code, out, err, spec, store, experiment)
