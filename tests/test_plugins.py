@@ -536,3 +536,39 @@ register_commands = hookimpl(register_commands)
 @pytest.mark.specrun_plugins(sys.modules[__name__])
 def test_the_kit_registers_commands_of_the_modules_under_test(specrun_cli):
     assert specrun_cli("kit-hello")[:2] == (0, "hello from a module under test\n")
+
+
+def test_environment_names_the_plugin_packages_a_run_config_uses(installed, write_spec):
+    """``plugin_packages`` with a run's config: only the packages of its method, dataset, transforms and
+    the model source that resolves its model (``environment_info`` takes the config for it)."""
+    import torch
+
+    from specrun.plugins import get_registry
+    from specrun.plugins.registry import plugin_packages
+    from specrun.runner.execute import environment_info
+    from specrun.spec.load import load_spec
+
+    installed("specrun-clash", "specrun_clash", CLASH)
+    installed("specrun-models", "specrun_models", """
+        from specrun import hookimpl
+        from specrun.plugins.api import ModelSource
+
+        class Aliases(ModelSource):
+            name = "aliases"
+            priority = 5
+            def resolve(self, model_name):
+                return "/models/bert" if model_name == "my-bert" else None
+
+        @hookimpl
+        def register_model_sources(register):
+            register(Aliases())
+    """, version="1.2")
+    registry = get_registry()
+    plain = load_spec(write_spec(), registry=registry).runs[0].config
+    shouting = load_spec(write_spec(extra='[[data.transforms]]\nname = "shout"\n', name="shouting"), registry=registry).runs[0].config
+    assert plugin_packages(registry) == {"specrun-clash": "0.3", "specrun-models": "1.2"}
+    assert plugin_packages(registry, plain) == {}
+    assert plugin_packages(registry, shouting) == {"specrun-clash": "0.3"}
+    aliased = {**plain, "model": {**plain["model"], "name": "my-bert"}}
+    assert plugin_packages(registry, aliased) == {"specrun-models": "1.2"}
+    assert environment_info(torch.device("cpu"), None, shouting)["plugins"] == {"specrun-clash": "0.3"}

@@ -351,7 +351,7 @@ def report(
 
 @app.command()
 def plugins(
-    name: Annotated[Optional[str], typer.Argument(help="show this plugin's options: type, default and description")] = None,
+    name: Annotated[Optional[str], typer.Argument(help="show this plugin's options: type, default and description", metavar="NAME")] = None,
     kind: Annotated[Optional[Kind], typer.Option(help="only plugins of this kind")] = None,
     check: Annotated[bool, typer.Option("--check", help="exit with code 1 when any plugin failed to load (for CI)")] = False,
     fmt: FormatOpt = "table",
