@@ -18,6 +18,7 @@ from specrun.errors import PluginError
 from specrun.examples import Dataset, Examples
 from specrun.plugins import api
 from specrun.plugins.registry import HOOK_FOR_KIND, build_registry, make_plugin_manager
+from specrun.testing import registry_with
 
 REPO = Path(__file__).resolve().parent.parent
 HOOKS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "specrun_spec")]
@@ -105,8 +106,7 @@ class ThirdParty:
 
 
 def test_third_party_plugin_registers_every_kind():
-    pm, _ = make_plugin_manager([ThirdParty()], entry_points=False)
-    registry = build_registry(pm)
+    registry = registry_with(ThirdParty())  # specrun.testing's strict registry, as a plugin author's tests build it
     assert registry.get("method", "test-nothing").name == "test-nothing"
     assert registry.get("dataset", "test-tiny").load(None, None).splits["train"].text == ("a", "b")
     assert registry.model_sources()[0].resolve("special") == "/resolved"
