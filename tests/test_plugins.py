@@ -572,3 +572,10 @@ def test_environment_names_the_plugin_packages_a_run_config_uses(installed, writ
     aliased = {**plain, "model": {**plain["model"], "name": "my-bert"}}
     assert plugin_packages(registry, aliased) == {"specrun-models": "1.2"}
     assert environment_info(torch.device("cpu"), None, shouting)["plugins"] == {"specrun-clash": "0.3"}
+
+
+def test_a_name_taken_by_another_plugin_is_not_offered_as_the_cause_of_an_unknown_name():
+    registry = build_registry(*make_plugin_manager([Dup()], entry_points=False))
+    with pytest.raises(PluginError) as info:
+        registry.get("method", "top-layers")
+    assert str(info.value).startswith("unknown method 'top-layers'; known: ") and "two plugins" not in str(info.value)

@@ -57,13 +57,19 @@ class LoadProblem:
     names: frozenset[str] = frozenset()
     #: False for an entry point left out on purpose (``SPECRUN_DISABLE_PLUGINS``): not a failure.
     failed: bool = True
+    #: The one plugin skipped, when the problem is known to concern only it (a name taken, a malformed
+    #: plugin); None when what the code would have registered is unknown (an import or a hook failed).
+    plugin: str | None = None
 
     def __str__(self) -> str:
         return self.message
 
     def concerns(self, name: str) -> bool:
-        """Whether ``name`` (a plugin name in a spec) plausibly belongs to the skipped code: equal to one of
-        its names, or a word of one (``loha`` in ``specrun-loha``), ignoring case and ``- _ . /``."""
+        """Whether ``name`` (a plugin name in a spec) belongs to the skipped code: the skipped plugin's name,
+        or, when that is unknown, equal to one of its names or a word of one (``loha`` in ``specrun-loha``),
+        ignoring case and ``- _ . /``."""
+        if self.plugin is not None:
+            return name == self.plugin
         wanted = _words(name)
         return any(wanted == _words(n) or f"_{wanted}_" in f"_{_words(n)}_" for n in self.names)
 
@@ -109,9 +115,10 @@ class Registry:
         if related:
             raise PluginError(f"{what} is not available: it comes from a plugin that failed to load: "
                               + "; ".join(map(str, related)))
-        if self.load_errors:  # the plugin the spec means may be one that failed to load: say so first
+        unknown_names = [p for p in self.load_errors if p.plugin is None]
+        if unknown_names:  # the plugin the spec means may be one that failed to load: say so first
             raise PluginError(f"unknown {what}; it may come from a plugin that failed to load: "
-                              + "; ".join(map(str, self.load_errors)) + f"; otherwise {listing}{did_you_mean(name, known)}")
+                              + "; ".join(map(str, unknown_names)) + f"; otherwise {listing}{did_you_mean(name, known)}")
         raise PluginError(f"unknown {what}{did_you_mean(name, known)}; {listing}")
 
     def names(self, kind: str) -> list[str]:
@@ -330,8 +337,9 @@ class _Loader:
         except PluginError as exc:
             if source.builtin or self.strict:
                 raise
+            name = getattr(plugin, "name", None)
             self.skip(f"{exc}; it is skipped (fix or uninstall {source.package or source.origin}, or set {source.how_to_disable()})",
-                      source, [getattr(plugin, "name", "")])
+                      source, [], plugin=name if isinstance(name, str) else "")
             return
         what = f"{kind.replace('_', ' ')} {plugin.name!r}"
         if plugin.name in self.disabled:
@@ -346,14 +354,15 @@ class _Loader:
             keep = "the built-in" if existing.origin == BUILTIN else f"the one from {existing.origin}"
             self.skip(f"{clash}; {keep} is used and the one from {source.origin} is skipped "
                       f"(rename the plugin in {source.package or source.origin}, or set {source.how_to_disable()} to leave it out)",
-                      source, [plugin.name])
+                      source, [], plugin=plugin.name)
             return
         self.registry.entries[kind][plugin.name] = Entry(kind, plugin, source.origin, source.package, source.version)
         added.append(plugin.name)
         _trace(f"  registered {what}")
 
-    def skip(self, message: str, source: _Source, names: list[str]) -> None:
-        self.registry.load_errors.append(LoadProblem(message, source.names() | {n for n in names if isinstance(n, str) and n}))
+    def skip(self, message: str, source: _Source, names: list[str], plugin: str | None = None) -> None:
+        self.registry.load_errors.append(LoadProblem(message, source.names() | {n for n in names if isinstance(n, str) and n},
+                                                     plugin=plugin))
 
 
 def build_registry(pm: pluggy.PluginManager, load_errors: list = (), strict: bool = False) -> Registry:
