@@ -92,7 +92,7 @@ class Workload:
         assert len(self.planned) == 1
         config = self.planned[0].config
         self.train_cfg = config["train"]
-        data = prepare_run_data(config, self.registry, str(folder))
+        data = prepare_run_data(self.planned[0].settings, self.registry, str(folder))
         self.train, self.dev = data.train, data.eval_sets[data.primary_eval]
         self.steps = -(-len(self.train) // BATCH_SIZE)
 
@@ -100,7 +100,8 @@ class Workload:
 def run_specrun(work: Workload, folder: Path) -> dict:
     import specrun.runner.execute as execute
     import specrun.runner.train as train
-    from specrun.runner.local import LocalExecutor
+    from specrun.driver.apply import Driver
+    from specrun.executors.local import LocalExecutor
     from specrun.store import Store
 
     cpu = {"train": 0.0, "eval": 0.0}
@@ -119,7 +120,8 @@ def run_specrun(work: Workload, folder: Path) -> dict:
     train_model, evaluate = execute.train_model, train.evaluate
     execute.train_model, train.evaluate = clocked(train_model, "train"), clocked(evaluate, "eval")
     try:
-        outcome = LocalExecutor(Store(store), work.registry, str(work.spec_path), force=True).run_all(work.planned)[0]
+        driver = Driver(Store(store), work.registry, str(work.spec_path), LocalExecutor(work.registry), force=True)
+        outcome = driver.run_all(work.planned)[0]
     finally:
         execute.train_model, train.evaluate = train_model, evaluate
     if outcome.status != "completed":

@@ -79,7 +79,7 @@ def test_checkpoint_schedule(tmp_path):
 #: Sends its own process a signal once training reaches a step: a kill at a known point, not a race.
 SIGNAL_AT_STEP = textwrap.dedent("""
     import os, signal
-    from specrun.runner import local
+    from specrun.executors import local
 
     at, sig = int(os.environ["SIGNAL_AT_STEP"]), getattr(signal, os.environ["SIGNAL_NAME"])
     on_step = local.LocalExecutor._on_step

@@ -85,16 +85,27 @@ def apply(
     store: StoreOpt = DEFAULT_STORE,
     force: Annotated[bool, typer.Option("--force", help="rerun runs already completed; interrupted ones start over instead of resuming")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="stop at the first failed run")] = False,
+    executor: Annotated[str | None, typer.Option(
+        "--executor", help="where runs execute: local (one at a time, in this process) or ray; default: $SPECRUN_EXECUTOR or local",
+        show_default=False)] = None,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray instance)", show_default=False)] = None,
+    cpus_per_run: Annotated[float, typer.Option("--cpus-per-run", help="with --executor ray: CPUs per run (torch threads follow)")] = 1,
+    gpus_per_run: Annotated[float, typer.Option("--gpus-per-run", help="with --executor ray: GPUs per run")] = 0,
 ):
     """Run every run of SPEC that the store does not hold completed (an interrupted one resumes from its
     last checkpoint), and record the results."""
     from specrun.console import ApplyProgress, err, progress_every
-    from specrun.runner.local import LocalExecutor
-    from specrun.runner.preflight import check_runs
+    from specrun.driver.apply import Driver
+    from specrun.driver.preflight import check_runs
+    from specrun.executors import executor_name
     from specrun.store import Store
     from specrun.store.runs import record_apply
 
     every = progress_every()  # a bad SPECRUN_PROGRESS_EVERY is refused before anything is written
+    executor = executor_name(executor)
+    if executor != "ray" and (ray_address or cpus_per_run != 1 or gpus_per_run):
+        raise UsageError("--ray-address, --cpus-per-run and --gpus-per-run go with --executor ray")
     loaded, planned, registry, skipped = _plan(spec, set_, profile)
     for left in skipped:
         log.warning("run %s (%s) left out: %s", left.run.run_id, left.run.label(), left.reason)
@@ -106,8 +117,12 @@ def apply(
     record_apply(Store(store), loaded, set_ or [], [p.run_id for p in planned])
     log.info(f"{loaded.experiment}: {len(planned)} run(s) → {store}")
     with ApplyProgress(len(planned), every=every) as progress:
-        executor = LocalExecutor(Store(store), registry, str(spec), progress=progress, fail_fast=fail_fast, force=force)
-        outcomes = executor.run_all(planned)
+        runner = _executor(executor, registry, progress, ray_address, cpus_per_run, gpus_per_run)
+        try:
+            driver = Driver(Store(store), registry, str(spec), runner, progress=progress, fail_fast=fail_fast, force=force)
+            outcomes = driver.run_all(planned)
+        finally:
+            runner.close()
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
@@ -115,8 +130,20 @@ def apply(
     if counts.get("failed"):
         err.print(f"failed runs keep their error in the store: specrun runs --status failed --store {store}")
     analyses_failed = _analyze_and_report(loaded, registry, Store(store), variant=bool(set_))
-    if counts.get("failed") or counts.get("skipped") or analyses_failed:
+    if counts.get("interrupted"):
+        err.print("interrupted runs run again at the next apply (from their last checkpoint when it is reachable)")
+    if counts.get("failed") or counts.get("skipped") or counts.get("interrupted") or analyses_failed:
         raise typer.Exit(1)
+
+
+def _executor(name: str, registry, progress, ray_address, cpus_per_run: float, gpus_per_run: float):
+    if name == "ray":
+        from specrun.executors.ray import RayExecutor
+
+        return RayExecutor(ray_address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
+    from specrun.executors.local import LocalExecutor
+
+    return LocalExecutor(registry, progress=progress)
 
 
 def _analyze_and_report(loaded, registry, store, variant: bool) -> bool:
@@ -185,7 +212,7 @@ def plan(
     from specrun.console import print_rows
     from specrun.runner.artifacts import artifacts_root
     from specrun.runner.checkpoint import saved_step
-    from specrun.runner.preflight import preflight
+    from specrun.driver.preflight import preflight
     from specrun.store import Store
     from specrun.store.runs import evaluations, statuses
 
@@ -425,8 +452,9 @@ def predict(
 ):
     """Load a stored run and print label, confidence and latency for each text."""
     from specrun.console import out, print_rows
+    from specrun.driver.models import load_predictor
     from specrun.plugins import get_registry
-    from specrun.runner.predict import Predictor, label_ids, read_texts, scores
+    from specrun.runner.predict import label_ids, read_texts, scores
     from specrun.store import Store
 
     get_registry()  # loads the plugins first, so their load warnings show whatever happens next
@@ -436,7 +464,7 @@ def predict(
         items += given.items
     if not items:
         raise UsageError("give texts to classify, or --file")
-    predictor = Predictor.load(Store(store), run_id)
+    predictor = load_predictor(Store(store), run_id)
     expected = label_ids(given, predictor.label_names) if given is not None and given.labels is not None else None
     rows = predictor.predict(items)
     if expected is None:

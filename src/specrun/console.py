@@ -182,6 +182,9 @@ class ApplyProgress:
         self.every = progress_every() if every is None else every
         self.total = total_runs
         self.done = 0
+        #: Several runs at once (``--executor ray``): no per-run bar or phases, a pool line instead.
+        self.concurrent = False
+        self._pool: tuple[int, int, int] | None = None
         self.current: _RunState | None = None
         self.last_line = 0.0
         self.lock = threading.RLock()
@@ -218,6 +221,9 @@ class ApplyProgress:
         while not self._stop.wait(min(self.every, 1.0)):
             with self.lock:
                 run, now = self.current, time.monotonic()
+                if self.concurrent and self._pool is not None and now - self.last_line >= self.every:
+                    self._print(self._pool_text("[pool] "), now)
+                    continue
                 if run is None or now - self.last_line < self.every:
                     continue
                 if run.report is not None and run.phase == "training" and now - run.last_report_at < self.every:
@@ -233,6 +239,15 @@ class ApplyProgress:
         label = f"{run.experiment}: {run.label()}" if required else run.label()
         prefix = "required first" if required else f"{self.done + 1}/{self.total}"
         now = time.monotonic()
+        if self.concurrent:
+            if not self.quiet:
+                with self.lock:
+                    line = f"[started] {run.run_id} {label}: {action}"
+                    if self.live:
+                        self.bar.console.print(line, markup=False, highlight=False)
+                    else:
+                        self._print(line, now)
+            return
         with self.lock:
             self.current = _RunState(prefix, f"{run.run_id} {label}", "starting", now)
             if self.quiet:
@@ -281,6 +296,22 @@ class ApplyProgress:
                 run.measure(now)
                 self._print(run.line(now), now)
 
+    def pool(self, queued: int, running: int, done: int) -> None:
+        """Runs queued / running / done, for executors that run several at once (``--executor ray``)."""
+        counts = (queued, running, done)
+        if self.quiet or counts == self._pool:
+            return
+        self._pool = counts
+        with self.lock:
+            if self.live:
+                self.bar.update(self.runs_task, info=self._pool_text())
+            else:
+                self._print(self._pool_text("[pool] "), time.monotonic())
+
+    def _pool_text(self, prefix: str = "") -> str:
+        queued, running, done = self._pool
+        return f"{prefix}runs: {running} running, {queued} queued, {done} done"
+
     def dependency_done(self, outcome) -> None:
         self._report(outcome, prefix="required first", experiment=True)
 
@@ -300,6 +331,7 @@ class ApplyProgress:
             "busy": "skipped (running in another process)",
             "failed": f"FAILED: {outcome.error}",
             "skipped": f"skipped: {outcome.error}",
+            "interrupted": f"INTERRUPTED: {outcome.error}",
         }.get(outcome.status, outcome.status)
         line = f"[{prefix}] {run.run_id} {label}: {text}"
         with self.lock:

@@ -10,6 +10,7 @@ from pathlib import Path
 from specrun.errors import ConfigError, MethodUnavailable
 from specrun.plugins.api import ModelInfo
 from specrun.plugins.registry import Registry
+from specrun.spec.schema import RunSettings
 from specrun.runner.modeling import check_precision, load_config, pick_device, resolve_model
 
 log = logging.getLogger("specrun.compat")
@@ -62,23 +63,23 @@ def usable_positions(config) -> int | None:
     return positions - 2 if getattr(config, "model_type", "") in _OFFSET_POSITIONS else positions
 
 
-def check_run_model(config: dict, registry: Registry) -> str | None:
+def check_run_model(settings: RunSettings, registry: Registry) -> str | None:
     """Raise ConfigError when a run's settings cannot work with its model on any machine; return why it
     cannot run on this machine (None when it can)."""
-    model = model_info(config["model"]["name"], registry, config["model"]["max_length"], config["model"].get("init_from"))
+    model = model_info(settings.model.name, registry, settings.model.max_length, settings.model.init_from)
     positions = usable_positions(model.config)
     if positions and model.max_length > positions:
         raise ConfigError(f"{model.max_length} tokens, but {model.name!r} has {positions} positions; lower it to {positions} or less", key="model.max_length")
-    method = registry.get("method", config["method"]["name"])
-    options = method.Options.model_validate({k: v for k, v in config["method"].items() if k != "name"})
+    method = registry.get("method", settings.method.name)
+    options = method.Options.model_validate(settings.method_options())
     method.check_model(options, model)
-    train = config["train"]
-    if train["precision"] == "fp16" and train["device"] == "cpu":
+    train = settings.train
+    if train.precision == "fp16" and train.device == "cpu":
         raise ConfigError("'fp16' needs a CUDA device, and train.device = 'cpu'; use bf16 or fp32", key="train.precision")
     try:
-        device = pick_device(train["device"])
-        check_precision(train["precision"], device)
-        method.check(options, device, train["precision"])
+        device = pick_device(train.device)
+        check_precision(train.precision, device)
+        method.check(options, device, train.precision)
     except MethodUnavailable as exc:
         return str(exc)
     return None

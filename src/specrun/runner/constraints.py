@@ -45,7 +45,7 @@ def trainable_counts(planned: list[PlannedRun], registry: Registry) -> dict[str,
         dataset = load_dataset(run.config["data"], registry, run.spec_dir)
         key = json.dumps([run.config["model"], run.config["method"], run.config["train"]["precision"], dataset.num_labels], sort_keys=True)
         if key not in built:
-            model, _ = build_model(run.config, registry, dataset.num_labels, dataset.label_names, torch.device("cpu"))
+            model, _ = build_model(run.settings, registry, dataset.num_labels, dataset.label_names, torch.device("cpu"))
             built[key] = count_parameters(model)[0]
             del model
         counts[run.run_id] = built[key]

@@ -20,6 +20,7 @@ from specrun.errors import DataError, did_you_mean
 from specrun.examples import Dataset, Examples
 from specrun.plugins.api import DataContext, TransformContext
 from specrun.plugins.registry import Registry
+from specrun.spec.schema import DataSpec, PluginRef, RunSettings
 
 
 @dataclass
@@ -46,12 +47,16 @@ def _load_cached(name: str, options_json: str, data_dir_: str | None, spec_dir: 
     return dataset
 
 
-def load_dataset(data: dict, registry: Registry, spec_dir: str | None = None) -> Dataset:
-    return _load_cached(data["dataset"], json.dumps(data["options"], sort_keys=True), data_dir(), spec_dir, registry)
+def load_dataset(data: dict | DataSpec, registry: Registry, spec_dir: str | None = None) -> Dataset:
+    """The dataset ``data`` (a run's ``data`` section, typed or as a tree) names, loaded once per process."""
+    name, options = (data["dataset"], data["options"]) if isinstance(data, dict) else (data.dataset, data.options)
+    return _load_cached(name, json.dumps(options, sort_keys=True), data_dir(), spec_dir, registry)
 
 
-def eval_split_name(data: dict, registry: Registry) -> str:
-    return data.get("eval_split") or registry.get("dataset", data["dataset"]).eval_split
+def eval_split_name(data: dict | DataSpec, registry: Registry) -> str:
+    """The run's primary evaluation split: ``data.eval_split``, else its dataset's evaluation split."""
+    name, chosen = (data["dataset"], data.get("eval_split")) if isinstance(data, dict) else (data.dataset, data.eval_split)
+    return chosen or registry.get("dataset", name).eval_split
 
 
 _SLICE = re.compile(r"^(?P<split>[^\[\]]+)\[(?P<start>[^:\]]*):(?P<stop>[^:\]]*)\]$")
@@ -87,17 +92,18 @@ def _slice_bound(text: str, size: int, name: str, key: str) -> int | None:
 
 
 def apply_transforms(
-    examples: Examples, transforms: list[dict], registry: Registry, ctx: TransformContext, kind: str | None, where: str
+    examples: Examples, transforms: list[PluginRef], registry: Registry, ctx: TransformContext, kind: str | None, where: str
 ) -> Examples:
     """Apply ``transforms`` (the list at spec key ``where``) in order; with ``kind`` ('train' or 'eval'),
     only those whose ``on`` covers it. A transform's DataError is re-raised naming its spec key."""
-    for index, spec in enumerate(transforms):
-        if kind is not None and spec.get("on", "train") not in (kind, "both"):
+    for index, ref in enumerate(transforms):
+        options = ref.options()
+        if kind is not None and options.get("on", "train") not in (kind, "both"):
             continue
-        plugin = registry.get("transform", spec["name"])
-        options = plugin.Options.model_validate({k: v for k, v in spec.items() if k not in ("name", "on")})
+        plugin = registry.get("transform", ref.name)
+        validated = plugin.Options.model_validate({k: v for k, v in options.items() if k != "on"})
         try:
-            examples = plugin.apply(examples, options, ctx)
+            examples = plugin.apply(examples, validated, ctx)
         except DataError as exc:
             if exc.key is not None:
                 raise
@@ -105,35 +111,37 @@ def apply_transforms(
     return examples
 
 
-def prepare_run_data(config: dict, registry: Registry, spec_dir: str | None = None, scores=None) -> RunData:
-    """The training and evaluation examples of one run, transforms applied under the run's seed.
+def prepare_run_data(settings: RunSettings | dict, registry: Registry, spec_dir: str | None = None, scores=None) -> RunData:
+    """The training and evaluation examples of one run (its settings, or its config tree), transforms
+    applied under the run's seed.
 
     ``data.transforms`` apply to the training split (``on = "train"``), to every evaluation set
     (``on = "eval"``) or both; an eval set's own ``transforms`` apply to it alone, after those.
     """
-    data = config["data"]
-    seed = config["seed"]
+    if isinstance(settings, dict):
+        settings = RunSettings.of(settings)
+    data, seed = settings.data, settings.seed
     dataset = load_dataset(data, registry, spec_dir)
-    train = split_examples(dataset, data["train_split"], "train_split")
-    _require_classes(train, dataset, "data.train_split", f"split {data['train_split']!r}")
-    if data.get("max_train_examples") and data["max_train_examples"] < len(train):
+    train = split_examples(dataset, data.train_split, "train_split")
+    _require_classes(train, dataset, "data.train_split", f"split {data.train_split!r}")
+    if data.max_train_examples and data.max_train_examples < len(train):
         rng = np.random.default_rng(seed)
-        train = train.select(sorted(rng.choice(len(train), data["max_train_examples"], replace=False).tolist()))
+        train = train.select(sorted(rng.choice(len(train), data.max_train_examples, replace=False).tolist()))
         _require_classes(train, dataset, "data.max_train_examples", f"the subsample of {len(train)} (seed {seed})")
     ctx = TransformContext(seed=seed, split="train", label_names=dataset.label_names, scores=scores, spec_dir=spec_dir)
-    train = apply_transforms(train, data["transforms"], registry, ctx, "train", "data.transforms")
+    train = apply_transforms(train, data.transforms, registry, ctx, "train", "data.transforms")
     _require_classes(train, dataset, "data.transforms", f"the training set after its transforms (seed {seed})")
 
     primary = eval_split_name(data, registry)
-    sets = {primary: (primary, data.get("max_eval_examples"), [])}
-    for name, spec in data.get("eval_sets", {}).items():
-        sets[name] = (spec.get("split") or primary, spec.get("max_examples") or data.get("max_eval_examples"), spec.get("transforms", []))
+    sets = {primary: (primary, data.max_eval_examples, [])}
+    for name, spec in data.eval_sets.items():
+        sets[name] = (spec.split or primary, spec.max_examples or data.max_eval_examples, spec.transforms)
     eval_sets = {}
     for name, (split_name, limit, own) in sets.items():
         key = "eval_split" if name == primary else f"eval_sets.{name}.split"
         examples = _limit(split_examples(dataset, split_name, key), limit)
         ectx = TransformContext(seed=seed, split=name, label_names=dataset.label_names, scores=scores, spec_dir=spec_dir)
-        examples = apply_transforms(examples, data["transforms"], registry, ectx, "eval", "data.transforms")
+        examples = apply_transforms(examples, data.transforms, registry, ectx, "eval", "data.transforms")
         eval_sets[name] = apply_transforms(examples, own, registry, ectx, None, f"data.eval_sets.{name}.transforms")
         if len(eval_sets[name]) == 0:
             raise DataError(f"evaluation set {name!r} is empty after its transforms")

@@ -1,13 +1,19 @@
-"""Executing one planned run in this process: data, model, training, evaluation, costs, artifacts.
+"""Executing one run: ``execute(task) -> record``. Data, model, training, evaluation, costs, artifacts.
 
-Nothing here touches the store; the executor (``local``) records what this returns.
+Nothing here touches the store: the task carries everything the run needs (``runner.task``), the
+record everything it produced, and the driver writes it. A run's own failure is a record with status
+'failed'; Ctrl-C and SIGTERM (KeyboardInterrupt) propagate, leaving the run's checkpoint to resume from.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import random
+import shutil
+import socket
 import subprocess
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +21,7 @@ import numpy as np
 import torch
 
 import specrun
-from specrun.errors import ConfigError
+from specrun.errors import ConfigError, SpecrunError
 from specrun.plugins.api import BuildContext
 from specrun.plugins.registry import Registry, get_registry, plugin_packages
 from specrun.runner import artifacts
@@ -31,9 +37,11 @@ from specrun.runner.modeling import (
     pick_device,
     resolve_model,
 )
-from specrun.runner.plan import PlannedRun, _version
+from specrun.runner.plan import _version
+from specrun.runner.task import ArtifactFile, MetricRow, RunRecord, RunTask
+from specrun.runner.teacher import teacher_scorer
 from specrun.runner.train import StepReport, train_model
-from specrun.store.runs import RunRecord
+from specrun.spec.schema import RunSettings
 
 
 def seed_everything(seed: int) -> None:
@@ -42,7 +50,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def environment_info(device: torch.device, spec_dir: str | None, config: dict | None = None) -> dict:
+def environment_info(device: torch.device, spec_dir: str | None, config: dict | None = None, registry: Registry | None = None) -> dict:
+    """Where and with what a run executes: recorded in ``runs.environment``. With the run's config, its
+    ``plugins`` are the plugin packages the run uses; without, every plugin package loaded."""
     info = {
         "specrun": specrun.__version__,
         "python": platform.python_version(),
@@ -50,8 +60,9 @@ def environment_info(device: torch.device, spec_dir: str | None, config: dict | 
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
+        "worker": {"host": socket.gethostname(), "pid": os.getpid()},
         "packages": {lib: _version(lib) for lib in ("torch", "transformers", "peft", "bitsandbytes", "duckdb")},
-        "plugins": plugin_packages(get_registry(), config),  # without the run config: every plugin package loaded
+        "plugins": plugin_packages(registry or get_registry(), config),
     }
     try:
         info["git_commit"] = subprocess.run(
@@ -62,22 +73,25 @@ def environment_info(device: torch.device, spec_dir: str | None, config: dict | 
     return info
 
 
-def build_model(config: dict, registry: Registry, num_labels: int, label_names: tuple[str, ...], device: torch.device):
-    """The method's model for ``config``, seeded, on ``device``; frozen weights in bf16 where that helps."""
-    method = registry.get("method", config["method"]["name"])
-    options = method.Options.model_validate({k: v for k, v in config["method"].items() if k != "name"})
-    precision = config["train"]["precision"]
+def build_model(settings: RunSettings | dict, registry: Registry, num_labels: int, label_names: tuple[str, ...], device: torch.device):
+    """The method's model for ``settings`` (or a run's config tree), seeded, on ``device``; frozen weights
+    in bf16 where that helps."""
+    if isinstance(settings, dict):
+        settings = RunSettings.of(settings)
+    method = registry.get("method", settings.method.name)
+    options = method.Options.model_validate(settings.method_options())
+    precision = settings.train.precision
     check_precision(precision, device)
     method.check(options, device, precision)
-    seed_everything(config["seed"])
+    seed_everything(settings.seed)
     ctx = BuildContext(
-        model_path=resolve_model(config["model"]["name"], registry),
+        model_path=resolve_model(settings.model.name, registry),
         num_labels=num_labels,
         device=device,
         precision=precision,
-        seed=config["seed"],
+        seed=settings.seed,
         label_names=label_names,
-        max_length=config["model"]["max_length"],
+        max_length=settings.model.max_length,
     )
     model = method.build(options, ctx)
     if precision == "bf16" and method.prefers_frozen_bf16(options):
@@ -91,16 +105,15 @@ def build_model(config: dict, registry: Registry, num_labels: int, label_names: 
 MIN_PLACED = 0.5
 
 
-def check_transfer(transfer: artifacts.Transfer, config: dict) -> None:
+def check_transfer(transfer: artifacts.Transfer, settings: RunSettings) -> None:
     """Refuse a transfer that loads little of what its source trained (unless ``model.init_partial``):
     such a run would train from the pretrained model while its record says it started from the source."""
-    if transfer.placed_fraction >= MIN_PLACED or config["model"].get("init_partial"):
+    if transfer.placed_fraction >= MIN_PLACED or settings.model.init_partial:
         return
-    method = config["method"]["name"]
     examples = (transfer.no_place + transfer.shape_mismatch)[:2]
     raise ConfigError(
         f"the source run {transfer.source_run_id} (method {transfer.source_method!r}) trained {transfer.transferable} tensors "
-        f"besides its head, and {len(transfer.loaded)} of them found a place in this run's model (method {method!r}): "
+        f"besides its head, and {len(transfer.loaded)} of them found a place in this run's model (method {settings.method.name!r}): "
         f"{len(transfer.no_place)} have no place, {len(transfer.shape_mismatch)} another shape"
         + (f" (e.g. {', '.join(examples)})" if examples else "")
         + ". Start from a source trained with a method whose tensors this model has (e.g. LoRA into LoRA with the same "
@@ -114,103 +127,145 @@ def _no_phase(name: str) -> None:
 
 
 def evaluate_sets(
-    record: RunRecord, model, run: PlannedRun, data, evals: dict, step: int, device, known: dict | None = None, on_phase=_no_phase
+    record: RunRecord, model, task: RunTask, data, evals: dict, step: int, device, known: dict | None = None, on_phase=_no_phase
 ) -> dict[str, float]:
     """Evaluate ``model`` on each of ``evals`` (name -> Encoded) into ``record``: final metrics at ``step``,
     per-example predictions, and for named evaluation sets their definitions. Returns seconds per set."""
-    train_cfg = run.config["train"]
+    train_cfg = task.settings.train
     predictions = record.predictions or {k: [] for k in ("split", "example_id", "label", "prediction", "confidence", "loss")}
     seconds = {}
     for name, enc in evals.items():
         ev = (known or {}).get(name)
         if ev is None:
             on_phase(f"evaluating {name}")
-            ev = evaluate(model, enc, data.dataset.num_labels, train_cfg["eval_batch_size"], train_cfg["precision"], device)
+            ev = evaluate(model, enc, data.dataset.num_labels, train_cfg.eval_batch_size, train_cfg.precision, device)
         seconds[name] = ev.seconds
-        record.metrics += [(step, None, name, k, v, True) for k, v in ev.metrics.items()]
+        record.metrics += [MetricRow(step, None, name, k, v, final=True) for k, v in ev.metrics.items()]
         predictions["split"] += [name] * len(enc)
         predictions["example_id"] += list(data.eval_sets[name].ids)
         predictions["label"] += enc.labels.tolist()
         predictions["prediction"] += ev.prediction.tolist()
         predictions["confidence"] += ev.confidence.tolist()
         predictions["loss"] += ev.loss.tolist()
-        if name in run.eval_sets:
-            record.evaluations.append((name, run.eval_sets[name].definition, run.eval_sets[name].fingerprint))
+        if name in task.eval_sets:
+            record.evaluations.append((name, task.eval_sets[name]))
     record.predictions = predictions
     return seconds
 
 
-def evaluate_completed(
-    run: PlannedRun, names: list[str], model, cache, device, step: int, registry: Registry, spec_dir: str | None, scores=None,
+def execute(
+    task: RunTask,
+    registry: Registry | None = None,
+    on_step: Callable[[StepReport], None] | None = None,
     on_phase: Callable[[str], None] = _no_phase,
 ) -> RunRecord:
-    """Results of a completed run's trained ``model`` on named evaluation sets it has not been evaluated
-    on (added to the spec after it trained): no training, the stored weights as they are."""
-    on_phase("loading data")
-    data = prepare_run_data(run.config, registry, spec_dir, scores=scores)
-    record = RunRecord()
-    evals = {n: Encoded.build(data.eval_sets[n], cache) for n in names}
-    evaluate_sets(record, model, run, data, evals, step, device, on_phase=on_phase)
+    """Carry out ``task`` and return its record. A failure of the run itself (bad data, a method that
+    cannot build, a library error) is a record with status 'failed' and the error; the checkpoint is
+    then removed. KeyboardInterrupt (Ctrl-C, SIGTERM) propagates and the checkpoint stays."""
+    if registry is None:
+        from specrun.plugins import get_registry
+
+        registry = get_registry()
+    if task.data_dir and not os.environ.get("SPECRUN_DATA_DIR"):
+        os.environ["SPECRUN_DATA_DIR"] = task.data_dir
+    if task.threads:
+        torch.set_num_threads(task.threads)
+    artifacts_dir = Path(task.artifacts_dir)
+    try:
+        if task.kind == "evaluate":
+            record = _evaluate_stored(task, registry, on_phase)
+        else:
+            record = _train(task, registry, artifacts_dir, on_step, on_phase)
+    except KeyboardInterrupt:
+        raise
+    except SpecrunError as exc:
+        return _failed(task, artifacts_dir, f"{type(exc).__name__}: {exc}", str(exc))
+    except Exception as exc:  # a bug or a library failure: keep the traceback in the store
+        detail = "".join(traceback.format_exception(exc))
+        return _failed(task, artifacts_dir, f"{type(exc).__name__}: {exc}\n{detail}", f"{type(exc).__name__}: {exc}")
+    if task.kind == "train":
+        remove_checkpoint(artifacts_dir, task.run_id)
+    if task.return_artifacts:
+        _attach_bytes(record, artifacts_dir)
     return record
 
 
-def execute(
-    run: PlannedRun,
-    registry: Registry,
-    spec_dir: str | None,
-    artifacts_dir: Path,
-    init_weights: Callable[[str], Path] | None = None,
-    on_step: Callable[[StepReport], None] | None = None,
-    scores: Callable | None = None,
-    on_phase: Callable[[str], None] = _no_phase,
-    resume: bool = True,
-) -> RunRecord:
-    """Train and evaluate ``run``. With ``resume``, training goes on from the run's last checkpoint in
-    ``artifacts_dir`` if it has one (an interrupted or killed attempt); without, it starts over."""
-    config = run.config
-    train_cfg = config["train"]
-    checkpoints = Checkpoints(checkpoint_path(artifacts_dir, run.run_id), train_cfg.get("checkpoint_every", "off"))
-    if not resume:
-        remove_checkpoint(artifacts_dir, run.run_id)
+def _failed(task: RunTask, artifacts_dir: Path, error: str, message: str) -> RunRecord:
+    if task.kind == "train":
+        remove_checkpoint(artifacts_dir, task.run_id)
+    return RunRecord(task.run_id, status="failed", error=error, message=message)
+
+
+def _attach_bytes(record: RunRecord, artifacts_dir: Path) -> None:
+    """The run's files travel back in the record, for a worker whose disk the driver does not see."""
+    folder = artifacts_dir / record.run_id
+    if folder.is_dir():
+        record.files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _evaluate_stored(task: RunTask, registry: Registry, on_phase) -> RunRecord:
+    """A completed run's stored weights on the named evaluation sets it has not been evaluated on
+    (added to the spec after it trained): no training, the weights as they are."""
+    from specrun.runner.predict import Predictor
+
+    record = RunRecord(task.run_id, status="evaluated")
+    predictor = Predictor.from_weights(task.config, Path(task.weights), registry)
     on_phase("loading data")
-    data = prepare_run_data(config, registry, spec_dir, scores=scores)
-    device = pick_device(train_cfg["device"])
+    data = prepare_run_data(task.settings, registry, task.spec_dir, scores=teacher_scorer(task.teachers, registry, record.teacher_scores))
+    evals = {n: Encoded.build(data.eval_sets[n], predictor.cache) for n in task.evaluate_sets}
+    evaluate_sets(record, predictor.model, task, data, evals, task.step, predictor.device, on_phase=on_phase)
+    return record
+
+
+def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_phase) -> RunRecord:
+    """Train and evaluate; with ``task.resume``, training goes on from the run's last checkpoint in
+    ``artifacts_dir`` if it has one (an interrupted or killed attempt); without, it starts over."""
+    settings = task.settings
+    train_cfg = settings.train
+    record = RunRecord(task.run_id)
+    checkpoints = Checkpoints(checkpoint_path(artifacts_dir, task.run_id), train_cfg.checkpoint_every)
+    if not task.resume:
+        remove_checkpoint(artifacts_dir, task.run_id)
+    on_phase("loading data")
+    data = prepare_run_data(settings, registry, task.spec_dir, scores=teacher_scorer(task.teachers, registry, record.teacher_scores))
+    device = pick_device(train_cfg.device)
+    record.environment = environment_info(device, task.spec_dir, task.config, registry)
     num_labels = data.dataset.num_labels
     on_phase("building model")
-    model, ctx = build_model(config, registry, num_labels, data.dataset.label_names, device)
+    model, ctx = build_model(settings, registry, num_labels, data.dataset.label_names, device)
     transfer = None
-    if config["model"].get("init_from") and init_weights is not None:
+    if settings.model.init_from and task.init_weights is not None:
         # transfer: everything the source run trained except its classification head, which starts fresh
-        source = config["model"]["init_from"]
-        transfer = artifacts.transfer_weights(model, init_weights(source), source)
-        check_transfer(transfer, config)
+        transfer = artifacts.transfer_weights(model, Path(task.init_weights), settings.model.init_from)
+        check_transfer(transfer, settings)
 
     on_phase("tokenizing")
-    cache = TokenCache(load_tokenizer(ctx.model_path), config["model"]["max_length"])
+    cache = TokenCache(load_tokenizer(ctx.model_path), settings.model.max_length)
     train = Encoded.build(data.train, cache)
     evals = {name: Encoded.build(ex, cache) for name, ex in data.eval_sets.items()}
 
     trainable, total = count_parameters(model)
     with PeakMemory(device) as memory:
         outcome = train_model(
-            model, train, evals[data.primary_eval], data.primary_eval, num_labels, train_cfg, config["seed"], device,
+            model, train, evals[data.primary_eval], data.primary_eval, num_labels, train_cfg, settings.seed, device,
             on_step=on_step, on_phase=on_phase, checkpoints=checkpoints,
         )
 
-    record = RunRecord(train_seconds=outcome.train_seconds, resumed_from=outcome.resumed_from)
-    record.metrics = [(r.step, r.epoch, r.split, r.name, r.value, False) for r in outcome.rows]
+    record.train_seconds, record.resumed_from = outcome.train_seconds, outcome.resumed_from
+    record.metrics = [MetricRow(r.step, r.epoch, r.split, r.name, r.value, final=False) for r in outcome.rows]
     final_step = outcome.steps
-    precision = train_cfg["precision"]
     seconds = evaluate_sets(
-        record, model, run, data, evals, final_step, device, known={data.primary_eval: outcome.final_eval}, on_phase=on_phase
+        record, model, task, data, evals, final_step, device, known={data.primary_eval: outcome.final_eval}, on_phase=on_phase
     )
     primary_seconds = seconds.get(data.primary_eval, 0.0)
 
     primary = evals[data.primary_eval]
-    folder = artifacts_dir / run.run_id
-    meta = {"run_id": run.run_id, "config": config, "label_names": data.dataset.label_names}
+    folder = artifacts_dir / task.run_id
+    meta = {"run_id": task.run_id, "config": task.config, "label_names": data.dataset.label_names}
     on_phase("saving")
-    record.artifacts = artifacts.save_run(model, folder, meta, also=frozenset(transfer.frozen) if transfer else frozenset())
+    saved = artifacts.save_run(model, folder, meta, also=frozenset(transfer.frozen) if transfer else frozenset())
+    record.artifacts = [ArtifactFile(*row) for row in saved]
     record.transfer = transfer
     costs = {
         "trainable_params": trainable,
@@ -223,13 +278,13 @@ def execute(
         "peak_memory_mb": memory.peak_bytes / 2**20,
         "model_memory_mb": model_bytes(model) / 2**20,
         "eval_examples_per_second": len(primary) / primary_seconds if primary_seconds else 0.0,
-        "artifact_bytes": sum(a[3] for a in record.artifacts),
+        "artifact_bytes": sum(a.bytes for a in record.artifacts),
     }
     if outcome.time_to_best is not None:
         costs["time_to_best_seconds"] = outcome.time_to_best
     if len(primary):
         on_phase("measuring latency")
-        costs.update(latency(model, primary, precision, device))
-    record.metrics += [(final_step, None, "cost", k, float(v), True) for k, v in costs.items()]
+        costs.update(latency(model, primary, train_cfg.precision, device))
+    record.metrics += [MetricRow(final_step, None, "cost", k, float(v), final=True) for k, v in costs.items()]
     record.train_examples = (list(data.train.ids), list(data.train.label))
     return record

@@ -1,4 +1,4 @@
-"""Expanding a loaded spec into planned runs with content-hash ids, and checking the store for each."""
+"""Expanding a loaded spec into planned runs with content-hash ids and the runs each needs first."""
 
 from __future__ import annotations
 
@@ -13,14 +13,10 @@ import specrun
 from specrun.errors import DataError, SpecError
 from specrun.plugins.registry import Registry
 from specrun.runner.data import eval_split_name, load_dataset, split_examples
+from specrun.runner.task import EvalSetDefinition as EvalSetPlan
+from specrun.spec.schema import RunSettings
 from specrun.spec.load import LoadedSpec, RunConfig
 from specrun.spec.stages import dependency_refs, stage_name, transform_entries
-
-
-@dataclass
-class EvalSetPlan:
-    definition: dict[str, Any]
-    fingerprint: str
 
 
 @dataclass
@@ -38,6 +34,11 @@ class PlannedRun:
     #: Named evaluation sets (``data.eval_sets``) by name: their definition and its fingerprint. They are
     #: not part of the run's identity: a completed run is evaluated on a new one without retraining.
     eval_sets: dict[str, EvalSetPlan] = field(default_factory=dict, repr=False)
+
+    @property
+    def settings(self) -> RunSettings:
+        """The run's config, typed (its tree stays the source of the run's identity)."""
+        return RunSettings.of(self.config)
 
     @property
     def method(self) -> str:

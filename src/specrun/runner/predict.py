@@ -14,12 +14,13 @@ from specrun.errors import DataError, StoreError
 from specrun.examples import Examples
 from specrun.logs import quiet_libraries
 from specrun.plugins import get_registry
+from specrun.plugins.registry import Registry
 from specrun.plugins.datasets.files import Rows, read_rows
 from specrun.runner.artifacts import load_weights
 from specrun.runner.data import Encoded, TokenCache
 from specrun.runner.execute import build_model
 from specrun.runner.modeling import autocast, load_tokenizer, pick_device
-from specrun.store.db import Store
+from specrun.spec.schema import RunSettings
 
 
 @dataclass
@@ -80,31 +81,22 @@ class Predictor:
     device: torch.device
 
     @classmethod
-    def load(cls, store: Store, run_id: str) -> Predictor:
+    def from_weights(cls, config: dict, weights: Path, registry: Registry | None = None) -> Predictor:
+        """The model of a run with ``config`` (its config tree), with its saved ``weights`` loaded; the
+        label names come from the ``run.json`` beside them."""
         quiet_libraries()
-        with store.read() as db:
-            row = db.execute("SELECT status, config FROM runs WHERE run_id = ?", [run_id]).fetchone()
-            if row is None:
-                like = [r[0] for r in db.execute("SELECT run_id FROM runs WHERE run_id LIKE ? || '%'", [run_id]).fetchall()]
-                if len(like) != 1:
-                    raise StoreError(f"no run {run_id!r} in {store.path}" + (f" (prefix matches {len(like)})" if like else ""))
-                run_id = like[0]
-                row = db.execute("SELECT status, config FROM runs WHERE run_id = ?", [run_id]).fetchone()
-            weights = db.execute("SELECT path FROM artifacts WHERE run_id = ? AND kind = 'weights'", [run_id]).fetchone()
-        status, config = row[0], json.loads(row[1])
-        if status != "completed" or weights is None:
-            raise StoreError(f"run {run_id} is {status}: only completed runs with saved weights can predict")
-        folder = Path(weights[0]).parent
+        folder = Path(weights).parent
         meta = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
         label_names = tuple(meta.get("label_names") or ())
         if not label_names:
-            raise StoreError(f"run {run_id}: {folder / 'run.json'} is missing its label names")
-        device = pick_device(config["train"]["device"])
-        model, ctx = build_model(config, get_registry(), len(label_names), label_names, device)
-        load_weights(model, Path(weights[0]))
+            raise StoreError(f"{folder / 'run.json'} is missing its label names")
+        settings = RunSettings.of(config)
+        device = pick_device(settings.train.device)
+        model, ctx = build_model(settings, registry or get_registry(), len(label_names), label_names, device)
+        load_weights(model, Path(weights))
         model.eval()
-        cache = TokenCache(load_tokenizer(ctx.model_path), config["model"]["max_length"])
-        return cls(model, cache, label_names, config["train"]["precision"], device)
+        cache = TokenCache(load_tokenizer(ctx.model_path), settings.model.max_length)
+        return cls(model, cache, label_names, settings.train.precision, device)
 
     @torch.inference_mode()
     def predict(self, items: list[tuple[str, str | None]]) -> list[tuple[str, str, float, float]]:

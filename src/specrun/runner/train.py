@@ -15,19 +15,12 @@ import torch.nn.functional as F
 
 from specrun.runner.checkpoint import Checkpoints, restore_rngs, rng_states, rng_tensors
 from specrun.runner.data import Encoded, train_batches
+from specrun.runner.task import MetricRow
+from specrun.spec.schema import TrainSpec
 from specrun.runner.evaluate import Evaluation, evaluate
 from specrun.runner.modeling import autocast, cpu_training_speedups
 
 log = logging.getLogger("specrun.train")
-
-
-@dataclass
-class MetricRow:
-    step: int
-    epoch: float
-    split: str
-    name: str
-    value: float
 
 
 @dataclass
@@ -69,32 +62,32 @@ class StepReport:
         return (total / n if n else None), mark
 
 
-def total_steps(n_examples: int, train: dict) -> int:
+def total_steps(n_examples: int, train: TrainSpec) -> int:
     """Optimizer steps for ``epochs`` (or ``max_steps``), never fewer than ``min_steps``."""
-    per_epoch = max(1, math.ceil(n_examples / train["batch_size"]))
-    steps = train["max_steps"] or math.ceil(train["epochs"] * per_epoch)
-    return max(steps, train["min_steps"]) if n_examples else 0
+    per_epoch = max(1, math.ceil(n_examples / train.batch_size))
+    steps = train.max_steps or math.ceil(train.epochs * per_epoch)
+    return max(steps, train.min_steps) if n_examples else 0
 
 
-def _optimizer(model: torch.nn.Module, train: dict) -> torch.optim.Optimizer:
+def _optimizer(model: torch.nn.Module, train: TrainSpec) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
-    groups = [{"params": decay, "weight_decay": train["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
     try:  # one fused kernel per parameter instead of a dozen ops (the Trainer's default too); same update
-        return torch.optim.AdamW(groups, lr=train["learning_rate"], fused=True)
+        return torch.optim.AdamW(groups, lr=train.learning_rate, fused=True)
     except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
-        return torch.optim.AdamW(groups, lr=train["learning_rate"])
+        return torch.optim.AdamW(groups, lr=train.learning_rate)
 
 
-def _scheduler(optimizer, train: dict, steps: int):
+def _scheduler(optimizer, train: TrainSpec, steps: int):
     from transformers import get_scheduler
 
-    warmup = int(train["warmup_ratio"] * steps)
-    return get_scheduler(train["scheduler"], optimizer, num_warmup_steps=warmup, num_training_steps=max(steps, 1))
+    warmup = int(train.warmup_ratio * steps)
+    return get_scheduler(train.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=max(steps, 1))
 
 
 def _better(value: float, best: float | None, mode: str) -> bool:
@@ -107,15 +100,18 @@ def train_model(
     eval_data: Encoded,
     eval_name: str,
     num_labels: int,
-    train: dict,
+    train: TrainSpec | dict,
     seed: int,
     device: torch.device,
     on_step: Callable[[StepReport], None] | None = None,
     on_phase: Callable[[str], None] | None = None,
     checkpoints: Checkpoints | None = None,
 ) -> TrainOutcome:
-    """Train ``model`` in place; returns the metric history and timings. With ``checkpoints``, resumes
-    from the last one saved for this run (if it fits) and saves new ones as they fall due."""
+    """Train ``model`` in place (``train``: the run's train settings, or that section of its config
+    tree); returns the metric history and timings. With ``checkpoints``, resumes from the last one saved
+    for this run (if it fits) and saves new ones as they fall due."""
+    if isinstance(train, dict):
+        train = TrainSpec.model_validate(train)
     loop = _Loop(model, data, eval_data, eval_name, num_labels, train, seed, device, on_step, on_phase)
     if loop.steps:
         loop.run(checkpoints)
@@ -136,9 +132,9 @@ class _Loop:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = _optimizer(model, train)
         self.scheduler = _scheduler(self.optimizer, train, self.steps)
-        self.stopping = train.get("early_stopping")
-        self.per_epoch = max(1, math.ceil(len(data) / train["batch_size"]))
-        self.eval_every = self.per_epoch if train["eval_every"] == "epoch" else int(train["eval_every"])
+        self.stopping = train.early_stopping
+        self.per_epoch = max(1, math.ceil(len(data) / train.batch_size))
+        self.eval_every = self.per_epoch if train.eval_every == "epoch" else int(train.eval_every)
         # what a checkpoint restores besides the model, optimizer, scheduler and random generators
         self.step = 0
         self.epoch_rng: dict | None = None  # the data-order generator's state before it drew this epoch's batches
@@ -168,7 +164,7 @@ class _Loop:
                     skip, resumed = self.batch_in_epoch, False
                 else:
                     self.epoch_rng, skip = self.rng.bit_generator.state, 0
-                batches = train_batches(self.data.lengths, self.train["batch_size"], self.rng, self.train["group_by_length"])
+                batches = train_batches(self.data.lengths, self.train.batch_size, self.rng, self.train.group_by_length)
                 for position in range(skip, len(batches)):
                     self.batch_in_epoch = position + 1
                     if self.train_step(batches[position]):
@@ -196,12 +192,12 @@ class _Loop:
         training is over."""
         batch = self.data.collate(index, self.device)
         labels = torch.from_numpy(self.data.labels[index]).to(self.device)
-        with autocast(self.train["precision"], self.device):
+        with autocast(self.train.precision, self.device):
             logits = self.model(**batch).logits
         loss = F.cross_entropy(logits.float(), labels)
         loss.backward()
-        if self.train["max_grad_norm"]:
-            torch.nn.utils.clip_grad_norm_(self.params, self.train["max_grad_norm"])
+        if self.train.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.params, self.train.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -240,7 +236,7 @@ class _Loop:
         self.running_n = 0
         self.evaluations += 1
         t0 = time.perf_counter()
-        ev = evaluate(self.model, self.eval_data, self.num_labels, self.train["eval_batch_size"], self.train["precision"], self.device)
+        ev = evaluate(self.model, self.eval_data, self.num_labels, self.train.eval_batch_size, self.train.precision, self.device)
         self.eval_seconds += time.perf_counter() - t0
         outcome.rows += [MetricRow(step, epoch, self.eval_name, k, v) for k, v in ev.metrics.items()]
         outcome.final_eval = ev
@@ -249,16 +245,16 @@ class _Loop:
                 self.best_value = ev.metrics["accuracy"]
                 outcome.best_step, outcome.time_to_best = step, self.elapsed()
             return False
-        value = ev.metrics.get(self.stopping["metric"])
+        value = ev.metrics.get(self.stopping.metric)
         if value is None:
-            raise ValueError(f"early_stopping.metric {self.stopping['metric']!r} is not an eval metric; have {sorted(ev.metrics)}")
-        if _better(value, self.best_value, self.stopping["mode"]):
+            raise ValueError(f"early_stopping.metric {self.stopping.metric!r} is not an eval metric; have {sorted(ev.metrics)}")
+        if _better(value, self.best_value, self.stopping.mode):
             self.best_value, self.bad_evals = value, 0
             self.best_state = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
             outcome.best_step, outcome.time_to_best = step, self.elapsed()
             return False
         self.bad_evals += 1
-        return self.bad_evals >= self.stopping["patience"]
+        return self.bad_evals >= self.stopping.patience
 
     # --- checkpoints ---------------------------------------------------------------------------------
 

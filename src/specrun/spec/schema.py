@@ -176,3 +176,24 @@ class Spec(Section):
 
 #: The sections that make up one run's identity (the rest describes the experiment as a whole).
 RUN_SECTIONS = ("model", "data", "method", "train")
+
+
+class RunSettings(BaseModel):
+    """One run's resolved config, typed: what the runner reads (``config.train.learning_rate``, not
+    ``config["train"]["learning_rate"]``). Built from the planned run's config tree, which stays the
+    source of its identity (run ids hash that tree)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model: ModelSpec
+    data: DataSpec
+    method: PluginRef
+    train: TrainSpec
+    seed: Seed
+
+    @classmethod
+    def of(cls, config: dict[str, Any]) -> RunSettings:
+        return cls.model_validate(config)
+
+    def method_options(self) -> dict[str, Any]:
+        """The method's options as written (its plugin's ``Options`` validates them)."""
+        return self.method.options()

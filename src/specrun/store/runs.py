@@ -11,8 +11,8 @@ import json
 import os
 import socket
 import uuid
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import pyarrow as pa
@@ -20,24 +20,11 @@ import pyarrow as pa
 from specrun.errors import StoreError, UsageError, did_you_mean
 from specrun.store.db import Store, now
 
+if TYPE_CHECKING:  # the run boundary's types; the store reads their fields only
+    from specrun.runner.task import RunRecord, ScoreRow
+
 HOST = socket.gethostname()
 RESULT_TABLES = ("metrics", "predictions", "artifacts", "train_examples", "evaluations", "transfers")
-
-
-@dataclass
-class RunRecord:
-    """What a finished run writes to the store."""
-
-    metrics: list[tuple] = field(default_factory=list)  # (step, epoch, split, name, value, final)
-    predictions: dict[str, list] = field(default_factory=dict)  # columns of the predictions table
-    artifacts: list[tuple] = field(default_factory=list)  # (kind, path, sha256, bytes)
-    train_examples: tuple[list[str], list[int]] = ((), ())
-    train_seconds: float | None = None
-    evaluations: list[tuple[str, dict, str]] = field(default_factory=list)  # (eval set, definition, fingerprint)
-    #: What ``model.init_from`` loaded (a ``runner.artifacts.Transfer``), for runs that start from another.
-    transfer: Any = None
-    #: The step training resumed from (a checkpoint of an interrupted attempt); None: trained from the start.
-    resumed_from: int | None = None
 
 
 def _alive(pid: int | None, host: str | None, started_at) -> bool:
@@ -138,14 +125,15 @@ def _clear_results(db, run_id: str) -> None:
 
 
 def _metrics_table(run_id: str, record: RunRecord) -> pa.Table:
+    rows = record.metrics
     return pa.table({
-        "run_id": [run_id] * len(record.metrics),
-        "step": [m[0] for m in record.metrics],
-        "epoch": [m[1] for m in record.metrics],
-        "split": [m[2] for m in record.metrics],
-        "name": [m[3] for m in record.metrics],
-        "value": [float(m[4]) for m in record.metrics],
-        "final": [bool(m[5]) for m in record.metrics],
+        "run_id": [run_id] * len(rows),
+        "step": pa.array([m.step for m in rows], pa.int64()),
+        "epoch": pa.array([m.epoch for m in rows], pa.float64()),
+        "split": pa.array([m.split for m in rows], pa.string()),
+        "name": pa.array([m.name for m in rows], pa.string()),
+        "value": pa.array([float(m.value) for m in rows], pa.float64()),
+        "final": pa.array([bool(m.final) for m in rows], pa.bool_()),
     })
 
 
@@ -157,8 +145,8 @@ def _insert_evaluation_results(db, run_id: str, record: RunRecord) -> None:
     if preds is not None and preds.num_rows:
         db.register("_preds", preds)
         db.execute("INSERT INTO predictions SELECT run_id, split, example_id, label, prediction, confidence, loss FROM _preds")
-    for name, definition, fingerprint in record.evaluations:
-        db.execute("INSERT INTO evaluations VALUES (?, ?, ?, ?, ?)", [run_id, name, json.dumps(definition, default=str), fingerprint, now()])
+    for name, plan in record.evaluations:
+        db.execute("INSERT INTO evaluations VALUES (?, ?, ?, ?, ?)", [run_id, name, json.dumps(plan.definition, default=str), plan.fingerprint, now()])
 
 
 def complete(store: Store, run_id: str, record: RunRecord) -> None:
@@ -171,8 +159,14 @@ def complete(store: Store, run_id: str, record: RunRecord) -> None:
         if examples.num_rows:
             db.register("_examples", examples)
             db.execute("INSERT INTO train_examples SELECT * FROM _examples")
-        for kind, path, sha, size in record.artifacts:
-            db.execute("INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?)", [run_id, kind, path, sha, size, now()])
+        for a in record.artifacts:
+            db.execute("INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?)", [run_id, a.kind, a.path, a.sha256, a.bytes, now()])
+        _insert_scores(db, record.teacher_scores)
+        if record.environment:
+            db.execute(
+                "UPDATE runs SET environment = json_merge_patch(environment, ?) WHERE run_id = ?",
+                [json.dumps(record.environment), run_id],
+            )
         if record.transfer is not None:
             _insert_transfer(db, run_id, record.transfer)
         if record.resumed_from is not None:
@@ -186,6 +180,83 @@ def complete(store: Store, run_id: str, record: RunRecord) -> None:
         )
 
 
+def _insert_scores(db, scores: list[ScoreRow]) -> None:
+    """Teacher scores a run computed; one row per (teacher, example, text) however many runs computed it."""
+    if not scores:
+        return
+    table = pa.table({
+        "teacher_run_id": [r.teacher_run_id for r in scores],
+        "example_id": [r.example_id for r in scores],
+        "text_hash": [r.text_hash for r in scores],
+        "label": pa.array([r.label for r in scores], pa.int32()),
+        "loss": pa.array([r.loss for r in scores], pa.float64()),
+    })
+    db.register("_scores", table)
+    db.execute("""
+        INSERT INTO example_scores
+        SELECT DISTINCT ON (s.teacher_run_id, s.example_id, s.text_hash) s.teacher_run_id, s.example_id, s.text_hash, s.label, s.loss, ?
+        FROM _scores s
+        WHERE NOT EXISTS (SELECT 1 FROM example_scores e
+                          WHERE e.teacher_run_id = s.teacher_run_id AND e.example_id = s.example_id AND e.text_hash = s.text_hash)
+    """, [now()])
+    db.unregister("_scores")
+
+
+def save_scores(store: Store, scores: list[ScoreRow]) -> None:
+    """Store teacher scores on their own (those of an evaluation that then failed, say)."""
+    if scores:
+        with store.write() as db:
+            _insert_scores(db, scores)
+
+
+def teacher_scores(store: Store, teacher_run_id: str) -> dict[tuple[str, str], float]:
+    """{(example_id, text_hash): loss} the store holds for a teacher run."""
+    with store.read() as db:
+        rows = db.execute("SELECT example_id, text_hash, loss FROM example_scores WHERE teacher_run_id = ?", [teacher_run_id]).fetchall()
+    return {(r[0], r[1]): r[2] for r in rows}
+
+
+@dataclass
+class StoredWeights:
+    """A run's saved weights as the store knows them."""
+
+    run_id: str
+    status: str
+    config: dict
+    path: str | None
+
+
+def run_weights(store: Store, run_id: str, prefix: bool = False) -> StoredWeights:
+    """The one weight lookup: a run's status, config and weights file. With ``prefix``, a unique run id
+    prefix is accepted. StoreError when there is no such run."""
+    with store.read() as db:
+        row = db.execute("SELECT run_id, status, config FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        if row is None and prefix:
+            like = [r[0] for r in db.execute("SELECT run_id FROM runs WHERE run_id LIKE ? || '%'", [run_id]).fetchall()]
+            if len(like) == 1:
+                row = db.execute("SELECT run_id, status, config FROM runs WHERE run_id = ?", [like[0]]).fetchone()
+            elif like:
+                raise StoreError(f"no run {run_id!r} in {store.path} (the prefix matches {len(like)} runs; give more of the id)")
+        if row is None:
+            raise StoreError(f"no run {run_id!r} in {store.path}")
+        weights = db.execute("SELECT path FROM artifacts WHERE run_id = ? AND kind = 'weights'", [row[0]]).fetchone()
+    return StoredWeights(row[0], row[1], json.loads(row[2]), weights[0] if weights else None)
+
+
+def completed_weights(store: Store, run_id: str, what: str = "model.init_from") -> StoredWeights:
+    """``run_weights`` of a run that must be completed with saved weights (a transfer source, a teacher)."""
+    found = run_weights(store, run_id)
+    if found.status != "completed" or found.path is None:
+        raise StoreError(f"{what}: no completed run {run_id!r} with saved weights in {store.path} (it is {found.status})")
+    return found
+
+
+def final_step(store: Store, run_id: str) -> int:
+    """The step a completed run's final metrics were taken at."""
+    with store.read() as db:
+        return db.execute("SELECT coalesce(max(step), 0) FROM metrics WHERE run_id = ? AND final", [run_id]).fetchone()[0]
+
+
 def _insert_transfer(db, run_id: str, t) -> None:
     details = {"loaded": t.loaded, "frozen": t.frozen, "shape_mismatch": t.shape_mismatch, "no_place": t.no_place, "head": t.head}
     db.execute(
@@ -197,7 +268,7 @@ def _insert_transfer(db, run_id: str, t) -> None:
 
 def add_evaluations(store: Store, run_id: str, record: RunRecord) -> None:
     """Add a completed run's results on evaluation sets it had not been evaluated on, in one transaction."""
-    names = [name for name, _, _ in record.evaluations]
+    names = [name for name, _ in record.evaluations]
     with store.write() as db:
         status = db.execute("SELECT status FROM runs WHERE run_id = ?", [run_id]).fetchone()
         if status is None or status[0] != "completed":
@@ -227,9 +298,11 @@ def different_definition(names: list[str]) -> str:
     )
 
 
-def fail(store: Store, run_id: str, error: str, status: str = "failed") -> None:
-    """Mark a run failed (or interrupted) with its error; its earlier results are dropped with it."""
+def fail(store: Store, run_id: str, error: str, status: str = "failed", scores: list[ScoreRow] = ()) -> None:
+    """Mark a run failed (or interrupted) with its error; its earlier results are dropped with it. The
+    teacher ``scores`` it computed before failing are kept (they describe the teacher, not this run)."""
     with store.write() as db:
+        _insert_scores(db, scores)
         _clear_results(db, run_id)
         db.execute(
             "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE run_id = ?",

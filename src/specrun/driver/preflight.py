@@ -109,7 +109,7 @@ def check_runs(planned: list[PlannedRun], registry: Registry, store: Store, forc
 
 
 def _check_model(run: PlannedRun, registry: Registry, store: Store, found: Preflight) -> None:
-    why = check_run_model(run.config, registry)
+    why = check_run_model(run.settings, registry)
     if why:
         found.unavailable[run.run_id] = why
 
@@ -133,7 +133,7 @@ def _check_one(run: PlannedRun, registry: Registry, store: Store, found: Preflig
     if run.config["model"].get("init_from"):
         require_completed(run.config["model"]["init_from"], "run", key="model.init_from")
     try:
-        prepare_run_data(run.config, registry, run.spec_dir, scores=scores)
+        prepare_run_data(run.settings, registry, run.spec_dir, scores=scores)
     except _ScoresPending:
         pass
 

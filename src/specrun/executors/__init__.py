@@ -1,0 +1,47 @@
+"""Executors: where runs execute. The driver (``specrun.driver``) hands an executor tasks whose
+dependencies are complete and takes records back as runs finish; an executor never sees the store.
+
+- ``local``: one run at a time, in this process (the default).
+- ``ray``: each run a Ray task on a local Ray instance or an existing cluster (``specrun[ray]``).
+
+An executor implements ``Executor``: ``submit`` a ``RunTask`` while ``free_slots()`` says there is room,
+``next_finished()`` blocks until a run finishes and returns its ``RunRecord`` (status 'interrupted' for a
+run whose worker died), ``cancel()`` stops what is in flight (Ctrl-C), ``close()`` releases resources.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+from specrun.errors import UsageError
+from specrun.runner.task import RunRecord, RunTask
+
+EXECUTORS = ("local", "ray")
+
+
+class Executor(Protocol):
+    name: str
+    #: Whether workers write artifact files where the driver reads them (else records carry the bytes).
+    shares_artifacts: bool
+
+    def free_slots(self) -> int: ...
+
+    def submit(self, task: RunTask) -> None: ...
+
+    def next_finished(self) -> RunRecord: ...
+
+    def in_flight(self) -> list[str]: ...
+
+    def cancel(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def executor_name(given: str | None) -> str:
+    """``--executor``, else ``SPECRUN_EXECUTOR``, else 'local'; a UsageError for an unknown name."""
+    name = given or os.environ.get("SPECRUN_EXECUTOR") or "local"
+    if name not in EXECUTORS:
+        source = "--executor" if given else "SPECRUN_EXECUTOR"
+        raise UsageError(f"{source} must be one of {', '.join(EXECUTORS)}, not {name!r}")
+    return name

@@ -1,0 +1,118 @@
+"""The Ray executor: each run a Ray task, on a local Ray instance (the default) or an existing cluster
+(``--ray-address`` / ``RAY_ADDRESS``). ``pip install 'specrun[ray]'``.
+
+Each task asks Ray for ``cpus_per_run`` CPUs (and ``gpus_per_run`` GPUs) and sets torch to that many
+threads. The driver submits only what fits the cluster at once, so a run is claimed in the store when it
+starts, not while it queues. Workers on this machine (a local instance) write artifacts where the driver
+reads them; on a cluster they send them back in the record unless ``SPECRUN_ARTIFACTS`` names a folder
+every worker sees. A worker that dies mid-run (killed, out of memory, a lost node) returns its run as
+'interrupted'; the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from specrun.errors import UsageError
+from specrun.runner.task import RunRecord, RunTask
+
+log = logging.getLogger("specrun.executors.ray")
+
+#: Environment a worker needs to find data and stay offline like the driver.
+FORWARDED_ENV = ("SPECRUN_DATA_DIR", "HF_HUB_OFFLINE", "HF_HOME", "SPECRUN_ARTIFACTS", "SPECRUN_LOG_LEVEL")
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--executor ray needs Ray: pip install 'specrun[ray]'") from None
+    return ray
+
+
+def _run_task(task: RunTask) -> RunRecord:
+    """What a Ray worker executes: the run, with the plugins installed in the worker's environment."""
+    from specrun.logs import quiet_libraries
+    from specrun.runner.execute import execute
+
+    quiet_libraries()
+    return execute(task)
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, address: str | None = None, cpus_per_run: float = 1, gpus_per_run: float = 0, num_cpus: int | None = None):
+        if cpus_per_run <= 0 or gpus_per_run < 0:
+            raise UsageError("--cpus-per-run must be above 0 and --gpus-per-run 0 or more")
+        self.ray = _import_ray()
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        self.cpus_per_run, self.gpus_per_run = cpus_per_run, gpus_per_run
+        env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+        self.started_here = False
+        if not self.ray.is_initialized():
+            kwargs = {"runtime_env": {"env_vars": env}, "logging_level": logging.WARNING, "log_to_driver": False}
+            if address:
+                kwargs["address"] = address
+            else:
+                kwargs.update(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, object_store_memory=512 * 2**20)
+                self.started_here = True
+            try:
+                self.ray.init(**kwargs)
+            except ConnectionError as exc:
+                raise UsageError(f"cannot join the Ray cluster at {address}: {exc}") from None
+        #: A local instance shares this machine's disk; a cluster shares it only through SPECRUN_ARTIFACTS.
+        self.shares_artifacts = address is None or bool(os.environ.get("SPECRUN_ARTIFACTS"))
+        self.remote = self.ray.remote(max_retries=0)(_run_task)
+        self.refs: dict[object, str] = {}
+
+    def capacity(self) -> int:
+        """How many runs fit the cluster at once."""
+        resources = self.ray.cluster_resources()
+        fits = int(resources.get("CPU", 1) // self.cpus_per_run)
+        if self.gpus_per_run:
+            fits = min(fits, int(resources.get("GPU", 0) // self.gpus_per_run))
+        return max(fits, 1)
+
+    def free_slots(self) -> int:
+        return self.capacity() - len(self.refs)
+
+    def submit(self, task: RunTask) -> None:
+        task.threads = task.threads or max(1, int(self.cpus_per_run))
+        ref = self.remote.options(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, name=f"specrun:{task.run_id}").remote(task)
+        self.refs[ref] = task.run_id
+
+    def in_flight(self) -> list[str]:
+        return list(self.refs.values())
+
+    def next_finished(self) -> RunRecord:
+        ray = self.ray
+        ready, _ = ray.wait(list(self.refs), num_returns=1)
+        ref = ready[0]
+        run_id = self.refs.pop(ref)
+        try:
+            return ray.get(ref)
+        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.TaskCancelledError,
+                ray.exceptions.OutOfMemoryError, ray.exceptions.LocalRayletDiedError) as exc:
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return RunRecord(run_id, status="interrupted", error=f"the Ray worker running it stopped: {why}",
+                             message=f"interrupted: the Ray worker running it stopped ({type(exc).__name__})")
+        except ray.exceptions.RayError as exc:  # the task raised past execute (a KeyboardInterrupt in the worker, a pickling error)
+            cause = getattr(exc, "cause", None) or exc
+            if isinstance(cause, KeyboardInterrupt):
+                return RunRecord(run_id, status="interrupted", error="interrupted in its Ray worker", message="interrupted in its Ray worker")
+            text = str(cause).strip().splitlines()
+            return RunRecord(run_id, status="failed", error=str(exc), message=f"{type(cause).__name__}: {text[0] if text else ''}")
+
+    def cancel(self) -> None:
+        for ref in list(self.refs):
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception as exc:  # already finished or gone
+                log.debug("cancel %s: %s", self.refs[ref], exc)
+        self.refs.clear()
+
+    def close(self) -> None:
+        if self.started_here and self.ray.is_initialized():
+            self.ray.shutdown()
