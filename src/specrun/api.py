@@ -167,9 +167,7 @@ def _plan(spec: Path, overrides: list[str] | None, profile: str | None):
     from specrun.runner.plan import plan_runs
     from specrun.spec.load import load_spec
 
-    registry = get_registry()
-    for problem in registry.load_errors:
-        log.warning(problem)
+    registry = get_registry()  # logs the plugins that failed to load
     loaded = load_spec(spec, overrides or [], registry, profile)
     planned, skipped = apply_constraints(loaded, plan_runs(loaded, registry), registry)
     return loaded, planned, registry, skipped

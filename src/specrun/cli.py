@@ -270,37 +270,66 @@ def report(
 
 @app.command()
 def plugins(
+    name: Annotated[Optional[str], typer.Argument(help="show this plugin's options: type, default and description", metavar="NAME")] = None,
     kind: Annotated[Optional[Kind], typer.Option(help="only plugins of this kind")] = None,
+    check: Annotated[bool, typer.Option("--check", help="exit with code 1 when any plugin failed to load (for CI)")] = False,
     fmt: FormatOpt = "table",
 ):
-    """List every plugin with its kind, origin and options."""
-    from specrun.console import print_rows
-    from specrun.plugins import get_registry
+    """List every plugin with its kind, origin and options; with NAME, one plugin's options in detail."""
+    from specrun.console import out, print_rows
+    from specrun.plugins import describe, get_registry
 
-    registry = get_registry()
-    for problem in registry.load_errors:
-        log.warning(problem)
+    _check_format(fmt)
+    registry = get_registry()  # logs the plugins that failed to load
+    if check:
+        from specrun.plugins.commands import problems as command_problems
+
+        failed = len(registry.load_errors) + len(command_problems)
+        loaded = f"{len(registry.all())} plugins loaded"
+        if failed:
+            raise typer.Exit(_fail(f"{loaded}; {failed} failed to load (the warnings above say which and what to do)"))
+        out.print(f"{loaded}; none failed", markup=False, highlight=False)
+        return
+    if name is not None:
+        for entry in describe.find(registry, name, kind):
+            if fmt == "table":
+                out.print(f"{entry.plugin.name} ({entry.kind.replace('_', ' ')}) from {entry.origin}, "
+                          f"version {registry.code_version(entry.kind, entry.plugin.name)}", markup=False, highlight=False)
+                if entry.plugin.description:
+                    out.print(f"  {entry.plugin.description}", markup=False, highlight=False)
+            print_rows(["option", "type", "default", "description"], describe.option_rows(entry), fmt,
+                       title=None if fmt != "table" else f"{entry.plugin.name} options")
+        return
     rows = []
     for entry in registry.all():
         if kind and entry.kind != kind:
             continue
-        schema = entry.plugin.Options.model_json_schema()
-        if fmt == "json":
-            options = schema.get("properties", {})
-        else:
-            options = ", ".join(f"{name}={_default(field)}" for name, field in entry.plugin.Options.model_fields.items())
+        options = entry.plugin.Options.model_json_schema().get("properties", {}) if fmt == "json" else describe.options_summary(entry)
         rows.append((entry.kind, entry.plugin.name, entry.origin, entry.plugin.description, options))
     print_rows(["kind", "name", "origin", "description", "options"], rows, fmt)
 
 
-def _default(field) -> str:
-    """A plugin option's default as the spec would write it, or '(required)'."""
-    if field.is_required():
-        return "(required)"
-    value = field.get_default(call_default_factory=True)
-    if hasattr(value, "model_dump"):
-        value = value.model_dump(mode="json")
-    return json.dumps(value, default=str)
+def _fail(message: str) -> int:
+    """Print ``message`` as an error; the exit code of a check that failed."""
+    from specrun.console import err
+
+    err.print(f"error: {message}", markup=False, highlight=False)
+    return 1
+
+
+@app.command("new-plugin")
+def new_plugin(
+    kind: Annotated[Kind, typer.Argument(help="what the plugin provides: method, dataset, model_source, transform or analysis", metavar="KIND")],
+    name: Annotated[str, typer.Argument(help="the plugin's name in specs (lower-case letters, digits, _ . / -)", metavar="NAME")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="the package folder to create (default: ./specrun-NAME)")] = None,
+):
+    """Write a plugin package for KIND called NAME: a working plugin, its pyproject.toml entry point, and
+    tests on specrun.testing that pass as written."""
+    from specrun.plugins.template import write_package
+
+    written = write_package(kind, name, output)
+    log.info(f"wrote {written.folder}/ ({len(written.files)} files): the {kind.replace('_', ' ')} {name!r} in {written.module}")
+    log.info(f"next: pip install -e {written.folder} && pytest {written.folder}  (then: specrun plugins {name})")
 
 
 @app.command()
@@ -316,9 +345,11 @@ def predict(
     """Load a stored run and print label, confidence and latency for each text."""
     from specrun.console import out, print_rows
     from specrun.driver.models import load_predictor
+    from specrun.plugins import get_registry
     from specrun.runner.predict import label_ids, read_texts, scores
     from specrun.store import Store
 
+    get_registry()  # loads the plugins first, so their load warnings show whatever happens next
     items = [(t, None) for t in texts or []]
     given = read_texts(file) if file is not None else None
     if given is not None:
@@ -353,6 +384,9 @@ def main() -> None:
     from specrun.logs import configure
 
     configure()  # the defaults, for errors raised before the options are read
+    from specrun.plugins.commands import add_plugin_commands, restore_own_commands
+
+    add_plugin_commands(app)
     try:
         code = app(standalone_mode=False)
     except SpecrunError as exc:
@@ -366,6 +400,8 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    finally:
+        restore_own_commands(app)
     if code == 130:  # typer turns Ctrl-C into exit code 130
         err.print("interrupted: a run in progress is recorded as interrupted and reruns on the next apply")
     sys.exit(code if isinstance(code, int) else 0)
