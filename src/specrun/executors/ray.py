@@ -52,7 +52,7 @@ class RayExecutor:
         env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
         self.started_here = False
         if not self.ray.is_initialized():
-            kwargs = {"runtime_env": {"env_vars": env}, "logging_level": logging.WARNING, "log_to_driver": False}
+            kwargs = {"runtime_env": {"env_vars": env}, "logging_level": logging.ERROR, "log_to_driver": False}
             if address:
                 kwargs["address"] = address
             else:
