@@ -24,7 +24,7 @@ log = logging.getLogger("specrun.cli")
 
 StoreOpt = Annotated[Path, typer.Option("--store", envvar="SPECRUN_STORE", help="DuckDB result store")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a spec key: --set train.epochs=1 (repeatable)")]
-ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="apply the spec's [profiles.NAME] overrides (its runs form the experiment <name>-<profile>)")]
+ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="apply the spec's \\[profiles.NAME] overrides (its runs form the experiment <name>-<profile>)")]
 Format = Literal["table", "csv", "json", "markdown"]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="output format")]
 #: Run statuses (``runs.status``) and plugin kinds (``registry.HOOK_FOR_KIND``; a test keeps them equal).

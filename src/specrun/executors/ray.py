@@ -88,7 +88,9 @@ class RayExecutor:
 
     def next_finished(self) -> RunRecord:
         ray = self.ray
-        ready, _ = ray.wait(list(self.refs), num_returns=1)
+        ready: list = []
+        while not ready:  # a short timeout, so that Ctrl-C and SIGTERM reach the driver at once
+            ready, _ = ray.wait(list(self.refs), num_returns=1, timeout=1.0)
         ref = ready[0]
         run_id = self.refs.pop(ref)
         try:
