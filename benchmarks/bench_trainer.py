@@ -8,7 +8,7 @@ clipping at 1.0, evaluated on the full SST-2 dev set (872). Repeat i uses seed i
 initialisation, shuffling, dropout), so the accuracies compare like with like.
 
 Peers:
-  specrun        ``specrun apply`` through the API (LocalExecutor, temp store), train defaults (bf16 ...)
+  specrun        ``specrun.apply`` (the Python API, local executor, temp store), train defaults (bf16 ...)
   trainer-bf16   Trainer at its best CPU setting: bf16=True, group_by_length sampling,
                  DataCollatorWithPadding, no evaluation or checkpointing during training
   trainer-fp32   (with --fp32) the same Trainer in fp32, for reference
@@ -100,9 +100,7 @@ class Workload:
 def run_specrun(work: Workload, folder: Path) -> dict:
     import specrun.runner.execute as execute
     import specrun.runner.train as train
-    from specrun.driver.apply import Driver
-    from specrun.executors.local import LocalExecutor
-    from specrun.store import Store
+    import specrun
 
     cpu = {"train": 0.0, "eval": 0.0}
 
@@ -120,8 +118,7 @@ def run_specrun(work: Workload, folder: Path) -> dict:
     train_model, evaluate = execute.train_model, train.evaluate
     execute.train_model, train.evaluate = clocked(train_model, "train"), clocked(evaluate, "eval")
     try:
-        driver = Driver(Store(store), work.registry, str(work.spec_path), LocalExecutor(work.registry), force=True)
-        outcome = driver.run_all(work.planned)[0]
+        outcome = specrun.apply(work.spec_path, store=store, force=True, progress=False).outcomes[0]
     finally:
         execute.train_model, train.evaluate = train_model, evaluate
     if outcome.status != "completed":

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA, run_cli, toy_rows
+from conftest import SHARED_DATA
+from specrun.testing import run_cli, write_toy_data
 
 SPEC = """
 [experiment]
@@ -47,10 +48,7 @@ EPOCHS, LORA_LR, FULL_LR = 8, 5e-2, 3e-3
 
 def build_two_runs(folder: Path, model_dir: Path) -> Path:
     """Train the two runs into ``folder``/store.duckdb (weights in ``folder``/artifacts); returns the store."""
-    data = folder / "toy"
-    data.mkdir(parents=True)
-    for name, n, seed in (("train.tsv", 240, 1), ("dev.tsv", 80, 2)):
-        (data / name).write_text("\n".join(["text\tlabel"] + [f"{t}\t{y}" for t, y in toy_rows(n, seed)]) + "\n")
+    data = write_toy_data(folder / "toy")
     spec = folder / "duo.toml"
     spec.write_text(SPEC.format(model=model_dir, data=data, epochs=EPOCHS, lora_lr=LORA_LR, full_lr=FULL_LR))
     store = folder / "store.duckdb"

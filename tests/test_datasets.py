@@ -9,6 +9,30 @@ import pytest
 from specrun.errors import DataError
 from specrun.plugins.api import DataContext
 from conftest import SHARED_DATA
+from specrun.testing import check_dataset, write_toy_data
+
+#: Options for each registered dataset source in the shared contract (``specrun.testing.check_dataset``:
+#: stable ids, labels within the label names, parallel columns); "{toy}" is a folder of the toy task.
+DATASET_CONTRACT = {
+    "glue/sst2": {},
+    "glue/mrpc": {},
+    "glue/rte": {},
+    "ag_news": {},
+    "local": {"files": {"train": "{toy}/train.tsv", "validation": "{toy}/dev.tsv"}},
+}
+
+
+def test_dataset_contract_covers_every_registered_source(registry):
+    assert set(registry.names("dataset")) == set(DATASET_CONTRACT), "add a DATASET_CONTRACT row for each new dataset source"
+
+
+@pytest.mark.parametrize("name", sorted(DATASET_CONTRACT))
+def test_dataset_contract(registry, name, tmp_path):
+    toy = write_toy_data(tmp_path / "toy")
+    options = {k: ({s: p.replace("{toy}", str(toy)) for s, p in v.items()} if isinstance(v, dict) else v)
+               for k, v in DATASET_CONTRACT[name].items()}
+    dataset = check_dataset(registry, name, options, data_dir=SHARED_DATA, spec_dir=tmp_path)
+    assert sum(len(ex) for ex in dataset.splits.values()) > 0
 
 
 # counts are those of the files in ../shared/data (its MRPC train.tsv holds 3,667 rows, one fewer than its README says)

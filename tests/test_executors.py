@@ -249,3 +249,36 @@ def test_ray_trains_transfer_sources_before_their_targets(ray_instance, write_sp
         ORDER BY 1""")
     assert [(p[0], p[1], p[2]) for p in pairs] == [("attn-q", "attn-q", True), ("attn-v", "attn-v", True)]
     assert all(p[3] == 4 for p in pairs)  # 2 layers x (A, B) of the one adapted projection, all loaded
+
+
+def test_sigterm_to_a_ray_apply_records_its_runs_in_flight_as_interrupted(write_spec, tmp_path, registry):
+    """A kill of the driver (SIGTERM, as Ctrl-C) cancels the Ray tasks and records both runs in flight as
+    interrupted; the process exits 130 without a traceback; the next apply completes them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray")
+    from specrun.runner.plan import plan_runs
+    from specrun.spec.load import load_spec
+
+    spec = write_spec(name="stopped", train="max_steps = 2000\ncheckpoint_every = 50", extra=SWEEP)
+    planned = plan_runs(load_spec(spec, [], registry), registry)
+    store = tmp_path / "stopped.duckdb"
+    env = {**os.environ, "SPECRUN_PROGRESS_EVERY": "1"}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "specrun"), "apply", str(spec), "--store", str(store), "--executor", "ray"],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:  # wait until both runs are in flight on Ray
+        lines.append(line)
+        if "[pool] runs: 2 running" in line:
+            break
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert proc.returncode == 130, "".join(lines) + rest
+    assert "Traceback" not in rest
+    statuses = dict(rows(store, "SELECT run_id, status FROM runs"))
+    assert statuses == {p.run_id: "interrupted" for p in planned}

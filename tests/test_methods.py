@@ -1,33 +1,29 @@
 """The shared contract every fine-tuning method passes, on the tiny random BERT and the toy task.
 
-Each registered method runs through the runner's own build, training, saving and reloading code:
-training lowers the loss, only the parameters the method means to train change, and a saved run
-reloads to the same predictions. A method gets the whole contract by being registered; a row in
-``CASES`` only picks its options, learning rate and the parameters it is meant to train.
+The contract is ``specrun.testing.check_method`` — the one a plugin author's method is tested with:
+each registered method runs through the runner's own build, training, saving and reloading code;
+training lowers the loss, only the parameters the method means to train change, the parameter counts
+agree, and a saved run reloads to the same predictions. A method gets the whole contract by being
+registered; a row in ``CASES`` only picks its options, learning rate and the parameters it is meant
+to train.
 """
 
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-import torch
-from conftest import toy_rows
 
-from specrun.plugins.registry import build_registry, make_plugin_manager
+from specrun.testing import is_head, registry_with, single_thread
 
 
 def _lora(name: str) -> bool:
     return ".lora_A." in name or ".lora_B." in name
 
 
-def _head(name: str) -> bool:
-    """The classifier head, plain or as peft's trained copy (``modules_to_save``)."""
-    return name.startswith("classifier.") or ".classifier.modules_to_save." in name
+_head = is_head
 
 
 @dataclass
@@ -92,8 +88,7 @@ CASES: dict[str, list[Case]] = {
 
 
 def registered_methods() -> list[str]:
-    pm, errors = make_plugin_manager(entry_points=False)
-    return build_registry(pm, errors).names("method")
+    return registry_with().names("method")
 
 
 def all_cases() -> list[Case]:
@@ -105,87 +100,10 @@ def first_cases() -> list[Case]:
     return [CASES.get(name, [Case(name)])[0] for name in registered_methods()]
 
 
-# --- helpers -------------------------------------------------------------------------------------
-
-
-@contextmanager
-def single_thread():
-    """The tiny model's ops are too small to gain from intra-op threads, and on a busy machine extra
-    threads cost several times the work (this alone makes these tests 5x faster on a shared box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def one_thread():
     with single_thread():
         yield
-
-
-
-@pytest.fixture(scope="session")
-def tuned_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    """The tiny random BERT after a short full fine-tuning on other toy sentences, saved without its head.
-
-    It stands in for a pretrained backbone: the random one's [CLS] features barely differ between
-    sentences, so methods that train little on top of it (a head, biases, a soft prompt) cannot lower
-    the loss in a few steps, and the contract could not tell a method that trains from one that does not."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    folder = tmp_path_factory.mktemp("tuned-bert")
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    rows = toy_rows(320, seed=7)  # not the toy_data fixture's rows (seeds 1 and 2)
-    with single_thread():
-        for start in range(0, len(rows) * 2, 16):
-            batch = [rows[i % len(rows)] for i in range(start, start + 16)]
-            inputs = tokenizer([text for text, _ in batch], return_tensors="pt", padding=True)
-            loss = model(**inputs, labels=torch.tensor([label for _, label in batch])).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-    assert loss.item() < 0.4, f"the stand-in backbone did not learn the toy task (last loss {loss.item():.3f})"
-    model.base_model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture
-def toy_config(write_spec, registry, tuned_model_dir):
-    """A resolved run config of the toy task on the tuned tiny model (method and train filled in per test)."""
-    from specrun.spec.load import load_spec
-
-    path = write_spec(train="max_steps = 15")
-    config = load_spec(path, registry=registry).runs[0].config
-    config["model"] = {**config["model"], "name": str(tuned_model_dir)}
-    return config, str(path.parent)
-
-
-def config_for(base: dict, case: Case, registry) -> dict:
-    config = {**base, "train": {**base["train"], "learning_rate": case.learning_rate, "precision": case.precision}}
-    options = registry.get("method", case.method).Options.model_validate(case.options)
-    config["method"] = {"name": case.method, **options.model_dump(mode="json")}
-    return config
-
-
-def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Every parameter and buffer by name (quantized weights as their stored integers)."""
-    state = {n: p.detach().clone() for n, p in model.named_parameters()}
-    state.update({f"buffer:{n}": b.detach().clone() for n, b in model.named_buffers()})
-    return state
-
-
-def same_values(before: torch.Tensor, after: torch.Tensor) -> bool:
-    """Equal, or ``after`` is ``before`` cast to another dtype: bitsandbytes stores a quantized layer's
-    frozen bias in the dtype of its input on each forward, which is not training (the k-bit methods
-    round 8-bit biases to the autocast dtype at build, so these casts are exact)."""
-    return torch.equal(before.to(after.dtype), after)
 
 
 # --- the contract --------------------------------------------------------------------------------
@@ -197,50 +115,9 @@ def test_every_registered_method_has_a_case(registry):
 
 
 @pytest.mark.parametrize("case", all_cases(), ids=lambda c: c.id)
-def test_method_contract(case, toy_config, registry, tmp_path):
-    from specrun.runner.artifacts import WEIGHTS, load_weights, save_run
-    from specrun.runner.data import Encoded, TokenCache, prepare_run_data
-    from specrun.runner.evaluate import evaluate
-    from specrun.runner.execute import build_model
-    from specrun.runner.modeling import load_tokenizer
-    from specrun.runner.train import train_model
-
-    base, spec_dir = toy_config
-    config = config_for(base, case, registry)
-    device = torch.device("cpu")
-    data = prepare_run_data(config, registry, spec_dir)
-    labels = data.dataset.label_names
-    model, ctx = build_model(config, registry, 2, labels, device)
-    cache = TokenCache(load_tokenizer(ctx.model_path), config["model"]["max_length"])
-    train, dev = Encoded.build(data.train, cache), Encoded.build(data.eval_sets[data.primary_eval], cache)
-
-    names = [n for n, _ in model.named_parameters()]
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    intended = {n for n in names if case.trains(n)}
-    assert trainable == intended, f"trainable but not intended: {sorted(trainable - intended)[:5]}; intended but frozen: {sorted(intended - trainable)[:5]}"
-    assert 0 < len(trainable)
-
-    before = snapshot(model)
-    loss_before = evaluate(model, train, 2, 256, case.precision, device).metrics["loss"]
-    train_model(model, train, dev, "validation", 2, config["train"], config["seed"], device)
-    loss_after = evaluate(model, train, 2, 256, case.precision, device).metrics["loss"]
-    assert loss_after < 0.9 * loss_before, f"training loss {loss_before:.4f} -> {loss_after:.4f}"
-
-    after = snapshot(model)
-    changed = {n for n in before if not same_values(before[n], after[n])}
-    assert changed <= trainable, f"frozen tensors changed: {sorted(changed - trainable)[:5]}"
-    head = {n for n in trainable if _head(n)}
-    assert head and head <= changed, "the classifier head did not train"
-    assert len(changed) >= 0.5 * len(trainable), f"only {len(changed)} of {len(trainable)} trainable tensors changed"
-
-    expected = evaluate(model, dev, 2, 64, case.precision, device)
-    folder = tmp_path / "run"
-    save_run(model, folder, {"run_id": "x", "config": config, "label_names": labels})
-    reloaded, _ = build_model(config, registry, 2, labels, device)
-    load_weights(reloaded, folder / WEIGHTS)
-    got = evaluate(reloaded, dev, 2, 64, case.precision, device)
-    assert (got.prediction == expected.prediction).all()
-    assert got.confidence == pytest.approx(expected.confidence, abs=1e-6), "the reloaded run predicts differently"
+def test_method_contract(case, method_contract):
+    report = method_contract(case.method, case.options, trains=case.trains, learning_rate=case.learning_rate, precision=case.precision)
+    assert report.loss_after < 0.9 * report.loss_before and report.changed <= report.trainable
 
 
 # --- comparing methods in one spec ---------------------------------------------------------------

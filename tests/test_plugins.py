@@ -2,7 +2,9 @@
 third-party plugins arrive through entry points, a broken one is reported by name."""
 
 import inspect
+import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -10,19 +12,25 @@ from pathlib import Path
 
 import pytest
 
+import specrun
 from specrun import hookimpl, hookspecs
 from specrun.errors import PluginError
 from specrun.examples import Dataset, Examples
 from specrun.plugins import api
 from specrun.plugins.registry import HOOK_FOR_KIND, build_registry, make_plugin_manager
+from specrun.testing import registry_with
 
 REPO = Path(__file__).resolve().parent.parent
 HOOKS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "specrun_spec")]
 
 
+#: Hooks that add to something other than the plugin registry.
+OTHER_HOOKS = ["register_commands"]
+
+
 def test_every_hook_has_a_docstring_and_docs_entry():
     docs = (REPO / "docs" / "plugins.md").read_text()
-    assert sorted(HOOKS) == sorted(HOOK_FOR_KIND.values())
+    assert sorted(HOOKS) == sorted([*HOOK_FOR_KIND.values(), *OTHER_HOOKS])
     for name in HOOKS:
         assert (getattr(hookspecs, name).__doc__ or "").strip(), f"hook {name} has no docstring"
         assert f"`{name}`" in docs, f"hook {name} is not documented in docs/plugins.md"
@@ -98,8 +106,7 @@ class ThirdParty:
 
 
 def test_third_party_plugin_registers_every_kind():
-    pm, _ = make_plugin_manager([ThirdParty()], entry_points=False)
-    registry = build_registry(pm)
+    registry = registry_with(ThirdParty())  # specrun.testing's strict registry, as a plugin author's tests build it
     assert registry.get("method", "test-nothing").name == "test-nothing"
     assert registry.get("dataset", "test-tiny").load(None, None).splits["train"].text == ("a", "b")
     assert registry.model_sources()[0].resolve("special") == "/resolved"
@@ -110,17 +117,54 @@ def test_third_party_plugin_registers_every_kind():
     assert registry.entries["transform"]["test-upper"].origin != "builtin"
 
 
-def test_duplicate_name_names_both_origins():
-    class Dup:
-        @hookimpl
-        def register_methods(self, register):
-            class Lora(api.MethodPlugin):
-                name = "lora"
-            register(Lora())
+class Dup:
+    """A plugin module whose method takes a built-in's name."""
 
+    @hookimpl
+    def register_methods(self, register):
+        register(type("Lora", (api.MethodPlugin,), {"name": "lora"})())
+        register(Nothing())
+
+
+def test_duplicate_name_is_skipped_naming_both_origins():
+    pm, problems = make_plugin_manager([Dup()], entry_points=False)
+    registry = build_registry(pm, problems)
+    assert registry.entries["method"]["lora"].origin == "builtin"  # the built-in stays
+    assert registry.get("method", "test-nothing").name == "test-nothing"  # the module's other plugin too
+    [problem] = registry.load_errors
+    assert str(problem).startswith("two plugins register the method 'lora': builtin and ")
+    assert "the built-in is used and the one from" in str(problem) and "SPECRUN_DISABLE_PLUGINS=" in str(problem)
+
+
+def test_duplicate_name_fails_in_strict_mode():
     pm, _ = make_plugin_manager([Dup()], entry_points=False)
     with pytest.raises(PluginError, match=r"two plugins register the method 'lora': builtin and "):
-        build_registry(pm)
+        build_registry(pm, strict=True)
+
+
+class HalfThenRaise:
+    """A plugin module whose register hook registers one transform, then raises."""
+
+    @hookimpl
+    def register_transforms(self, register):
+        register(Upper())
+        raise RuntimeError("cannot find my config file")
+
+    @hookimpl
+    def register_datasets(self, register):
+        register(Tiny())
+
+
+def test_a_raising_register_hook_is_skipped_whole():
+    pm, problems = make_plugin_manager([HalfThenRaise()], entry_points=False)
+    registry = build_registry(pm, problems)
+    assert "test-upper" not in registry.names("transform"), "what the hook registered before it raised is taken back"
+    assert "test-tiny" in registry.names("dataset"), "the module's other hooks still count"
+    [problem] = registry.load_errors
+    assert "failed in register_transforms: RuntimeError: cannot find my config file" in str(problem)
+    assert "its transforms are skipped" in str(problem)
+    with pytest.raises(PluginError, match="failed in register_transforms: RuntimeError"):
+        build_registry(make_plugin_manager([HalfThenRaise()], entry_points=False)[0], strict=True)
 
 
 @pytest.mark.parametrize("tables,message", [
@@ -140,7 +184,10 @@ def test_malformed_analysis_tables_fail_at_registration(tables, message):
 
     pm, _ = make_plugin_manager([Module()], entry_points=False)
     with pytest.raises(PluginError, match=message):
-        build_registry(pm)
+        build_registry(pm, strict=True)
+    registry = build_registry(pm)  # as specrun loads plugins: the analysis is skipped with the same reason
+    assert "test-stat" not in registry.names("analysis")
+    assert re.search(message, str(registry.load_errors[0])) and "it is skipped" in str(registry.load_errors[0])
 
 
 def test_two_analyses_writing_one_table_fail_naming_both():
@@ -155,7 +202,7 @@ def test_two_analyses_writing_one_table_fail_naming_both():
 
     pm, _ = make_plugin_manager([Module()], entry_points=False)
     with pytest.raises(PluginError, match="analyses 'test' .* and 'test-stat' .* both write table 'test_stat'"):
-        build_registry(pm)
+        build_registry(pm, strict=True)
 
 
 @pytest.mark.parametrize("bad,message", [
@@ -182,14 +229,16 @@ def test_malformed_plugins_fail_loudly(bad, message):
 
     pm, _ = make_plugin_manager([Module()], entry_points=False)
     with pytest.raises(PluginError, match=message):
-        build_registry(pm)
+        build_registry(pm, strict=True)
+    registry = build_registry(pm)
+    assert [message in str(p) for p in registry.load_errors] == [True]
 
 
-def _fake_distribution(root: Path, dist: str, module: str, code: str) -> None:
+def _fake_distribution(root: Path, dist: str, module: str, code: str, version: str = "0.3") -> None:
     (root / f"{module}.py").write_text(textwrap.dedent(code))
-    info = root / f"{dist.replace('-', '_')}-0.3.dist-info"  # as wheels name it
+    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"  # as wheels name it
     info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.3\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
     (info / "entry_points.txt").write_text(f"[specrun]\n{module} = {module}\n")
 
 
@@ -214,7 +263,7 @@ def test_entry_point_plugins_and_broken_ones(tmp_path):
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "transform,shout,specrun-shout 0.3,appends an exclamation mark" in result.stdout
-    assert "plugin 'specrun_broken' from specrun-broken failed to load: ImportError: missing dependency xyz" in result.stderr
+    assert "plugin 'specrun_broken' from specrun-broken 0.3 failed to load: ImportError: missing dependency xyz" in result.stderr
 
 
 def test_plugins_command_lists_builtins_with_options(cli):
@@ -234,3 +283,299 @@ def test_trace_plugins_env(tmp_path):
     result = subprocess.run([sys.executable, "-m", "specrun", "plugins", "-f", "csv"], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0
     assert "register_methods" in result.stderr
+
+
+# --- resilient loading of installed plugins, in-process ---------------------------------------------
+
+CLASH = """
+    from specrun import hookimpl
+    from specrun.plugins.api import MethodPlugin, TransformPlugin
+
+    class Lora(MethodPlugin):
+        name = "lora"
+
+    class Shout(TransformPlugin):
+        name = "shout"
+        description = "appends an exclamation mark"
+        version = "2"
+        def apply(self, examples, options, ctx):
+            return examples.replace(text=[t + "!" for t in examples.text])
+
+    class Whisper(TransformPlugin):
+        name = "whisper"
+        def apply(self, examples, options, ctx):
+            return examples.replace(text=[t.lower() for t in examples.text])
+
+    @hookimpl
+    def register_methods(register):
+        register(Lora())
+
+    @hookimpl
+    def register_transforms(register):
+        register(Shout())
+        register(Whisper())
+"""
+RAISES = """
+    from specrun import hookimpl
+
+    @hookimpl
+    def register_methods(register):
+        raise RuntimeError("no licence key")
+"""
+
+
+@pytest.fixture
+def installed(tmp_path, monkeypatch):
+    """Install fake plugin distributions on sys.path for this test: ``installed(dist, module, code)``;
+    entry points load again (autoload on) and the modules are forgotten afterwards."""
+    root = tmp_path / "site"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setenv("SPECRUN_DISABLE_PLUGIN_AUTOLOAD", "")
+    modules = []
+
+    def install(dist: str, module: str, code: str, version: str = "0.3") -> None:
+        folder = root / f"{module}-{version}"
+        folder.mkdir()
+        monkeypatch.syspath_prepend(str(folder))
+        _fake_distribution(folder, dist, module, code, version)
+        modules.append(module)
+
+    yield install
+    for module in modules:
+        sys.modules.pop(module, None)
+
+
+def test_colliding_and_raising_plugins_are_skipped_and_other_specs_work(installed, write_spec, cli):
+    from specrun.plugins import set_registry
+
+    installed("specrun-clash", "specrun_clash", CLASH)
+    installed("specrun-raises", "specrun_raises", RAISES)
+    installed("specrun-loha", "specrun_loha", "raise ImportError('No module named lycoris')\n")
+    spec = write_spec(train="max_steps = 2", extra='[[data.transforms]]\nname = "shout"\n')
+    code, out, err = cli("validate", str(spec))
+    assert code == 0, err
+    assert "ok (1 run(s))" in out
+    assert ("warning: two plugins register the method 'lora': builtin and specrun-clash 0.3; the built-in is used and the one "
+            "from specrun-clash 0.3 is skipped (rename the plugin in specrun-clash, or set SPECRUN_DISABLE_PLUGINS=specrun_clash "
+            "to leave it out)") in err
+    assert ("warning: plugin specrun-raises 0.3 failed in register_methods: RuntimeError: no licence key (its methods are "
+            "skipped: fix or uninstall it, or set SPECRUN_DISABLE_PLUGINS=specrun_raises)") in err
+    assert "warning: plugin 'specrun_loha' from specrun-loha 0.3 failed to load: ImportError: No module named lycoris" in err
+
+    set_registry(None)  # each command is a process of its own: it loads the plugins and warns again
+    code, _, err = cli("apply", str(spec))  # the clashing package's other plugins work
+    assert code == 0, err
+    assert err.count("warning: two plugins register the method 'lora'") == 1
+    [(run_id, environment)] = run_rows("SELECT run_id, environment FROM runs")
+    assert json.loads(environment)["plugins"] == {"specrun-clash": "0.3"}  # the package whose shout the run used
+    set_registry(None)
+    code, out, err = cli("predict", run_id, "a great film")
+    assert code == 0, err
+    assert "failed to load: ImportError: No module named lycoris" in err and "failed in register_methods" in err
+
+    set_registry(None)
+    code, out, err = cli("plugins", "--check")
+    assert code == 1
+    assert "error: 32 plugins loaded; 3 failed to load (the warnings above say which and what to do)" in err
+
+
+def run_rows(query: str) -> list[tuple]:
+    from specrun.store import Store
+    from specrun.store.query import run_query
+
+    return run_query(Store(Path(os.environ["SPECRUN_STORE"])), query)[1]
+
+
+def test_an_unknown_name_from_a_plugin_that_failed_to_load_says_so(installed, write_spec, cli):
+    installed("specrun-loha", "specrun_loha", "raise ImportError('No module named lycoris')\n")
+    code, _, err = cli("validate", str(write_spec(method='name = "loha"')))
+    assert code == 2
+    assert ("method.name: method 'loha' is not available: it comes from a plugin that failed to load: plugin 'specrun_loha' "
+            "from specrun-loha 0.3 failed to load: ImportError: No module named lycoris") in err
+    assert "did you mean" not in err
+    code, _, err = cli("plugins", "loha")
+    assert code == 2 and "it comes from a plugin that failed to load: plugin 'specrun_loha'" in err
+    # a name no failed plugin explains still gets the failure first, and the suggestion after it
+    code, _, err = cli("validate", str(write_spec(method='name = "lorra"')))
+    assert code == 2
+    assert "unknown method 'lorra'; it may come from a plugin that failed to load: plugin 'specrun_loha'" in err
+    assert err.index("failed to load") < err.index("did you mean 'lora'?")
+
+
+def test_disable_plugins_by_package_entry_point_or_name(installed, write_spec, cli, monkeypatch):
+    from specrun.plugins import set_registry
+
+    installed("specrun-clash", "specrun_clash", CLASH)
+    installed("specrun-raises", "specrun_raises", RAISES)
+    monkeypatch.setenv("SPECRUN_DISABLE_PLUGINS", "specrun-clash, specrun_raises,bitfit")
+    code, out, err = cli("plugins", "--check")
+    assert code == 0, err
+    assert "warning" not in err and "29 plugins loaded; none failed" in out  # the 30 built-ins less bitfit
+    code, _, err = cli("validate", str(write_spec(method='name = "bitfit"')))
+    assert code == 2 and "method.name: method 'bitfit' is disabled by SPECRUN_DISABLE_PLUGINS" in err
+    monkeypatch.setenv("SPECRUN_DISABLE_PLUGINS", "specrun-clsh")
+    set_registry(None)
+    code, _, err = cli("validate", str(write_spec()))
+    assert code == 0
+    assert "warning: SPECRUN_DISABLE_PLUGINS names 'specrun-clsh', which is no installed plugin, entry point or package" in err
+
+
+def test_plugin_versions_in_run_ids(installed, write_spec, registry):
+    """A plugin's own ``version`` enters run ids (a new package release leaves its runs cached); one
+    without falls back to its package's version; built-ins keep <specrun version>/<plugin version>."""
+    from specrun.plugins.registry import module_version
+    from specrun.runner.plan import plan_runs
+    from specrun.spec.load import load_spec
+
+    lora = registry.get("method", "lora")
+    assert registry.code_version("method", "lora") == f"{module_version(lora)}/{lora.version}" == f"{specrun.__version__}/1"
+
+    def planned(version: str) -> tuple[dict, dict]:
+        installed("specrun-clash", "specrun_clash", CLASH, version)
+        from specrun.plugins import get_registry, set_registry
+
+        set_registry(None)
+        found = get_registry()
+        ids = {}
+        for transform in ("shout", "whisper"):
+            spec = write_spec(extra=f'[[data.transforms]]\nname = "{transform}"\n', name=transform)
+            ids[transform] = plan_runs(load_spec(spec, registry=found), found)[0].run_id
+        sys.modules.pop("specrun_clash")
+        return ids, {t: found.code_version("transform", t) for t in ids}
+
+    first, versions = planned("0.3")
+    assert versions == {"shout": "2", "whisper": "0.3"}
+    second, versions = planned("0.4")
+    assert versions == {"shout": "2", "whisper": "0.4"}
+    assert first["shout"] == second["shout"], "a release that does not bump shout's version keeps its runs"
+    assert first["whisper"] != second["whisper"], "a plugin without a version of its own follows its package"
+
+
+def test_plugins_name_shows_options_with_types_defaults_and_descriptions(cli):
+    code, out, err = cli("plugins", "few_shot")
+    assert code == 0, err
+    assert out.startswith("few_shot (transform) from builtin, version ")
+    rows = [line for line in out.splitlines() if line.startswith("│ ")]
+    assert any(" k " in r and "int | None" in r and "null" in r and "examples per class" in r for r in rows), out
+    code, out, _ = cli("plugins", "lora", "-f", "csv")
+    assert code == 0 and out.startswith("option,type,default,description\nrank,int,8,")
+    code, _, err = cli("plugins", "lorra")
+    assert code == 2 and "no plugin is called 'lorra' (did you mean 'lora'?)" in err
+    code, _, err = cli("plugins", "rank", "--kind", "method")
+    assert code == 2 and "unknown method 'rank'" in err
+
+
+COMMANDS = """
+    import typer
+    from specrun import hookimpl
+    from specrun.errors import UsageError
+
+    @hookimpl
+    def register_commands(app):
+        @app.command()
+        def hello(name: str = typer.Option("world", help="who to greet")):
+            \"\"\"Say hello.\"\"\"
+            if name == "nobody":
+                raise UsageError("nobody to greet")
+            typer.echo(f"hello {name}")
+
+        @app.command("apply")
+        def my_apply():
+            typer.echo("not specrun's apply")
+"""
+
+
+def test_plugins_add_commands(installed, cli):
+    installed("specrun-hello", "specrun_hello", COMMANDS)
+    installed("specrun-badcmd", "specrun_badcmd", """
+        from specrun import hookimpl
+
+        @hookimpl
+        def register_commands(app):
+            @app.command()
+            def half():
+                pass
+            raise ValueError("typo in my plugin")
+    """)
+    code, out, err = cli("hello", "--name", "Ada")
+    assert (code, out) == (0, "hello Ada\n"), err
+    assert ("warning: plugin specrun-hello 0.3 adds the command 'apply', which specrun or another plugin already has; it is "
+            "skipped (rename it in specrun-hello, or set SPECRUN_DISABLE_PLUGINS=specrun_hello)") in err
+    assert "warning: plugin specrun-badcmd 0.3 failed in register_commands: ValueError: typo in my plugin" in err
+    code, _, err = cli("half")
+    assert code == 2 and "No such command 'half'" in err
+    code, _, err = cli("hello", "--name", "nobody")
+    assert (code, err.strip().splitlines()[-1]) == (2, "error: nobody to greet")
+    code, out, _ = cli("apply", "--help")
+    assert code == 0 and "Run every run of SPEC" in out  # specrun's own apply
+    code, _, err = cli("plugins", "--check")
+    assert code == 1 and "2 failed to load" in err
+
+
+def test_plugin_commands_do_not_outlive_the_command_line(installed, cli):
+    from specrun.cli import app
+
+    own = list(app.registered_commands)
+    installed("specrun-hello", "specrun_hello", COMMANDS)
+    assert cli("hello")[:2] == (0, "hello world\n")
+    assert app.registered_commands == own
+
+
+def register_commands(app):  # a plugin module's hook, registered by the test below
+    @app.command("kit-hello")
+    def kit_hello():
+        import typer
+
+        typer.echo("hello from a module under test")
+
+
+register_commands = hookimpl(register_commands)
+
+
+@pytest.mark.specrun_plugins(sys.modules[__name__])
+def test_the_kit_registers_commands_of_the_modules_under_test(specrun_cli):
+    assert specrun_cli("kit-hello")[:2] == (0, "hello from a module under test\n")
+
+
+def test_environment_names_the_plugin_packages_a_run_config_uses(installed, write_spec):
+    """``plugin_packages`` with a run's config: only the packages of its method, dataset, transforms and
+    the model source that resolves its model (``environment_info`` takes the config for it)."""
+    import torch
+
+    from specrun.plugins import get_registry
+    from specrun.plugins.registry import plugin_packages
+    from specrun.runner.execute import environment_info
+    from specrun.spec.load import load_spec
+
+    installed("specrun-clash", "specrun_clash", CLASH)
+    installed("specrun-models", "specrun_models", """
+        from specrun import hookimpl
+        from specrun.plugins.api import ModelSource
+
+        class Aliases(ModelSource):
+            name = "aliases"
+            priority = 5
+            def resolve(self, model_name):
+                return "/models/bert" if model_name == "my-bert" else None
+
+        @hookimpl
+        def register_model_sources(register):
+            register(Aliases())
+    """, version="1.2")
+    registry = get_registry()
+    plain = load_spec(write_spec(), registry=registry).runs[0].config
+    shouting = load_spec(write_spec(extra='[[data.transforms]]\nname = "shout"\n', name="shouting"), registry=registry).runs[0].config
+    assert plugin_packages(registry) == {"specrun-clash": "0.3", "specrun-models": "1.2"}
+    assert plugin_packages(registry, plain) == {}
+    assert plugin_packages(registry, shouting) == {"specrun-clash": "0.3"}
+    aliased = {**plain, "model": {**plain["model"], "name": "my-bert"}}
+    assert plugin_packages(registry, aliased) == {"specrun-models": "1.2"}
+    assert environment_info(torch.device("cpu"), None, shouting)["plugins"] == {"specrun-clash": "0.3"}
+
+
+def test_a_name_taken_by_another_plugin_is_not_offered_as_the_cause_of_an_unknown_name():
+    registry = build_registry(*make_plugin_manager([Dup()], entry_points=False))
+    with pytest.raises(PluginError) as info:
+        registry.get("method", "top-layers")
+    assert str(info.value).startswith("unknown method 'top-layers'; known: ") and "two plugins" not in str(info.value)

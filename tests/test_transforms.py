@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 from collections import Counter
 
 import pytest
@@ -13,17 +12,10 @@ from pydantic import ValidationError
 from specrun.errors import DataError
 from specrun.examples import Examples
 from specrun.plugins.api import TransformContext
-from specrun.plugins.registry import build_registry, make_plugin_manager
+from specrun.testing import check_transform, registry_with, sample_examples, transform_context
 
 LABELS = ("neg", "neu", "pos")
-WORDS = "the movie was really quite good bad plot acting film story very fine nice awful long short".split()
-
-
-def make_examples(n: int = 60, pair: bool = False, seed: int = 0, num_labels: int = 3) -> Examples:
-    rng = random.Random(seed)
-    texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))) for _ in range(n)]
-    pairs = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8))) for _ in range(n)] if pair else None
-    return Examples.from_columns([f"ex{i}" for i in range(n)], texts, [i % num_labels for i in range(n)], pairs)
+make_examples = sample_examples  # the kit's examples: 4 to 12 random words, labels cycling through 3 classes
 
 
 def fake_losses(teacher: str, examples: Examples) -> list[float]:
@@ -32,7 +24,7 @@ def fake_losses(teacher: str, examples: Examples) -> list[float]:
 
 
 def context(seed: int = 0, split: str = "train", scores=fake_losses) -> TransformContext:
-    return TransformContext(seed=seed, split=split, label_names=LABELS, scores=scores)
+    return transform_context(seed=seed, split=split, scores=scores)
 
 
 @pytest.fixture
@@ -49,9 +41,9 @@ def apply(registry, name: str, examples: Examples, ctx: TransformContext | None 
 
 # --- the contract ---------------------------------------------------------------------------------
 
-#: Options for each registered transform, and what it promises. kind: rewrite (texts rewritten, copies
-#: get '<id>~...' ids), select (a subset of the input), relabel (labels change, nothing else), map
-#: (texts rewritten in place, no randomness).
+#: Options for each registered transform, and what it promises (``specrun.testing.check_transform``'s
+#: ``kind``): rewrite (texts rewritten, copies get '<id>~...' ids), select (a subset of the input),
+#: relabel (labels change, nothing else), map (texts rewritten in place, no randomness).
 CONTRACT = {
     "noise": ({"char_rate": 0.1, "word_rate": 0.1, "typo_rate": 0.05, "emoji_rate": 0.05, "copies": 2}, "rewrite"),
     "augment": ({"copies": 2, "alpha": 0.2, "synonyms": "{synonyms}"}, "rewrite"),
@@ -63,8 +55,7 @@ CONTRACT = {
 
 
 def builtin_transform_names() -> list[str]:
-    pm, errors = make_plugin_manager(entry_points=False)
-    return build_registry(pm, errors).names("transform")
+    return registry_with().names("transform")
 
 
 def test_contract_table_covers_every_registered_transform(registry):
@@ -74,45 +65,18 @@ def test_contract_table_covers_every_registered_transform(registry):
 @pytest.mark.parametrize("pair", [False, True], ids=["single", "pair"])
 @pytest.mark.parametrize("name", builtin_transform_names())
 def test_transform_contract(registry, name, pair, synonyms_file):
+    """The kit's contract (purity, determinism, alignment, what the kind promises), then the numbers
+    each built-in promises on top."""
     options, kind = CONTRACT[name]
     options = {k: (str(synonyms_file) if v == "{synonyms}" else v) for k, v in options.items()}
     examples = make_examples(pair=pair)
-    before = (examples.fingerprint, examples.ids, examples.text, examples.label, examples.text_pair)
-
-    out = apply(registry, name, examples, context(seed=0), **options)
-
-    # never mutates its input; deterministic for a seed
-    assert (examples.fingerprint, examples.ids, examples.text, examples.label, examples.text_pair) == before
-    assert Examples.fingerprint.func(examples) == before[0]
-    assert apply(registry, name, examples, context(seed=0), **options) == out
-    # columns stay parallel and the pair column survives
-    assert len(out.ids) == len(out.text) == len(out.label)
-    assert (out.text_pair is None) == (not pair)
-    assert len(set(out.ids)) == len(out.ids), "ids must stay unique"
-
-    source = {i: k for k, i in enumerate(examples.ids)}
-    origin = [source[i.split("~")[0]] for i in out.ids]  # every output example comes from an input example
-    if kind != "relabel":
-        assert list(out.label) == [examples.label[k] for k in origin], "labels must follow their examples"
-    if kind == "select":
-        assert out == examples.select(origin)
-        assert len(out) < len(examples)
-    if kind in ("relabel", "map"):
-        assert out.ids == examples.ids
+    out = check_transform(registry, name, options, kind=kind, examples=examples, context=lambda seed: context(seed=seed),
+                          seeded=kind != "map")
     if kind == "relabel":
-        assert out.text == examples.text and out.text_pair == examples.text_pair
         assert sum(a != b for a, b in zip(out.label, examples.label)) == round(0.3 * len(examples))
     if kind == "rewrite":
-        assert out.ids[: len(examples)] == examples.ids and out.text[: len(examples)] == examples.text
         assert len(out) == 3 * len(examples)
         assert all(i.split("~")[1] in (f"{name}1", f"{name}2") for i in out.ids[len(examples):])
-        assert out.text[len(examples):] != examples.text * 2
-
-    other_seed = apply(registry, name, examples, context(seed=1), **options)
-    if kind == "map":
-        assert other_seed == out  # no randomness to vary
-    else:
-        assert other_seed != out
 
 
 # --- noise ----------------------------------------------------------------------------------------

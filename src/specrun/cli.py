@@ -10,6 +10,7 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
+from specrun import api
 from specrun.errors import SpecrunError, UsageError
 
 app = typer.Typer(
@@ -23,7 +24,7 @@ log = logging.getLogger("specrun.cli")
 
 StoreOpt = Annotated[Path, typer.Option("--store", envvar="SPECRUN_STORE", help="DuckDB result store")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a spec key: --set train.epochs=1 (repeatable)")]
-ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="apply the spec's [profiles.NAME] overrides (its runs form the experiment <name>-<profile>)")]
+ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="apply the spec's \\[profiles.NAME] overrides (its runs form the experiment <name>-<profile>)")]
 Format = Literal["table", "csv", "json", "markdown"]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="output format")]
 #: Run statuses (``runs.status``) and plugin kinds (``registry.HOOK_FOR_KIND``; a test keeps them equal).
@@ -65,20 +66,6 @@ def _check_format(fmt: str) -> None:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
 
 
-def _plan(spec: Path, overrides: list[str] | None, profile: str | None):
-    from specrun.plugins import get_registry
-    from specrun.runner.constraints import apply_constraints
-    from specrun.runner.plan import plan_runs
-    from specrun.spec.load import load_spec
-
-    registry = get_registry()
-    for problem in registry.load_errors:
-        log.warning(problem)
-    loaded = load_spec(spec, overrides or [], registry, profile)
-    planned, skipped = apply_constraints(loaded, plan_runs(loaded, registry), registry)
-    return loaded, planned, registry, skipped
-
-
 @app.command()
 def apply(
     spec: Annotated[Path, typer.Argument(help="the experiment's TOML spec")],
@@ -97,109 +84,12 @@ def apply(
 ):
     """Run every run of SPEC that the store does not hold completed (an interrupted one resumes from its
     last checkpoint), and record the results."""
-    from specrun.console import ApplyProgress, err, progress_every
-    from specrun.driver.apply import Driver
-    from specrun.driver.preflight import check_runs
-    from specrun.executors import executor_name
-    from specrun.store import Store
-    from specrun.store.runs import record_apply
-
-    every = progress_every()  # a bad SPECRUN_PROGRESS_EVERY is refused before anything is written
-    executor = executor_name(executor)
-    if executor != "ray" and (ray_address or cpus_per_run != 1 or gpus_per_run):
-        raise UsageError("--ray-address, --cpus-per-run and --gpus-per-run go with --executor ray")
-    loaded, planned, registry, skipped = _plan(spec, set_, profile)
-    for left in skipped:
-        log.warning("run %s (%s) left out: %s", left.run.run_id, left.run.label(), left.reason)
-    if not planned:
-        raise UsageError(f"every run of {spec} is left out by its constraints: nothing to apply")
-    found = check_runs(planned, registry, Store(store), force=force)
-    for run_id, why in found.unavailable.items():
-        log.warning("run %s cannot run on this machine and will be recorded as failed: %s", run_id, why)
-    record_apply(Store(store), loaded, set_ or [], [p.run_id for p in planned])
-    log.info(f"{loaded.experiment}: {len(planned)} run(s) → {store}")
-    with ApplyProgress(len(planned), every=every) as progress:
-        runner = _executor(executor, registry, progress, ray_address, cpus_per_run, gpus_per_run)
-        try:
-            driver = Driver(Store(store), registry, str(spec), runner, progress=progress, fail_fast=fail_fast, force=force)
-            outcomes = driver.run_all(planned)
-        finally:
-            runner.close()
-    counts: dict[str, int] = {}
-    for o in outcomes:
-        counts[o.status] = counts.get(o.status, 0) + 1
-    err.print("summary: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    if counts.get("failed"):
-        err.print(f"failed runs keep their error in the store: specrun runs --status failed --store {store}")
-    analyses_failed = _analyze_and_report(loaded, registry, Store(store), variant=bool(set_))
-    if counts.get("interrupted"):
-        err.print("interrupted runs run again at the next apply (from their last checkpoint when it is reachable)")
-    if counts.get("failed") or counts.get("skipped") or counts.get("interrupted") or analyses_failed:
+    result = api.apply(
+        spec, overrides=set_, store=store, profile=profile, executor=executor, force=force, fail_fast=fail_fast,
+        ray_address=ray_address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, progress=True,
+    )
+    if not result.ok:
         raise typer.Exit(1)
-
-
-def _executor(name: str, registry, progress, ray_address, cpus_per_run: float, gpus_per_run: float):
-    if name == "ray":
-        from specrun.executors.ray import RayExecutor
-
-        return RayExecutor(ray_address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
-    from specrun.executors.local import LocalExecutor
-
-    return LocalExecutor(registry, progress=progress)
-
-
-def _analyze_and_report(loaded, registry, store, variant: bool) -> bool:
-    """After an apply: the spec's analyses, then its report if ``[report] path`` asks for one. Returns
-    whether an analysis failed. A variant (an apply with ``--set``) leaves them alone: they describe the
-    experiment's current runs, which are the spec's own."""
-    from specrun.analysis.targets import from_spec
-
-    if not loaded.analyses and not (loaded.spec.report and loaded.spec.report.path):
-        return False
-    if variant:
-        log.info("analyses and report skipped: an apply with --set is a variant, and they cover the spec's own runs "
-                 f"(specrun analyze / specrun report {loaded.path} after an apply without --set)")
-        return False
-    target = from_spec(loaded, store)
-    failed = _run_analyses(store, registry, target, target.entries, force=False)
-    report_spec = loaded.spec.report
-    if report_spec and report_spec.path:
-        _write_report(store, registry, [target], Path(report_spec.path), report_spec.title,
-                      Path(report_spec.png) if report_spec.png else None, analyze=False)
-    return failed
-
-
-def _run_analyses(store, registry, target, entries, force: bool) -> bool:
-    from specrun.analysis.engine import run_analyses
-    from specrun.console import analysis_line
-
-    if not entries:
-        return False
-    log.info(f"{target.experiment}: {len(entries)} analys{'is' if len(entries) == 1 else 'es'}")
-
-    def done(outcome) -> None:
-        (log.warning if outcome.status == "failed" else log.info)(analysis_line(outcome))
-
-    outcomes = run_analyses(store, registry, target.experiment, entries, force=force, on_done=done)
-    return any(o.status == "failed" for o in outcomes)
-
-
-def _write_report(store, registry, targets, out: Path, title, png: Path | None, analyze: bool) -> None:
-    from specrun.analysis.targets import resolve
-    from specrun.console import err
-    from specrun.report.build import build_report
-
-    named = {t.experiment for t in targets}
-    compared = dict.fromkeys(name for t in targets if t.report for name in t.report.compare if name not in named)
-    targets = list(targets) + [resolve(name, store, registry) for name in compared]
-    if analyze:
-        for target in targets:
-            _run_analyses(store, registry, target, target.entries, force=False)
-    summary = build_report(store, registry, targets, out, title, png)
-    for problem in summary.problems:
-        log.warning(f"report: {problem}")
-    err.print(f"report: {out} ({summary.charts} charts, {summary.tables} tables"
-              + (f"; {len(summary.images)} images in {png}" if png else "") + ")", markup=False, highlight=False)
 
 
 @app.command()
@@ -219,7 +109,7 @@ def plan(
     from specrun.store.runs import evaluations, statuses
 
     _check_format(fmt)
-    loaded, planned, registry, skipped = _plan(spec, set_, profile)
+    loaded, planned, registry, skipped = api._plan(spec, set_, profile)
     found = preflight(planned, registry, Store(store))
     required = {d.run_id: d for p in planned for d in _all_dependencies(p)}
     known = statuses(Store(store), [p.run_id for p in planned] + list(required))
@@ -344,7 +234,7 @@ def analyze(
         if not entries:
             raise UsageError(f"{target.spec_path} declares no analyses: add [[analyses]] entries, or name one with --only "
                              f"({', '.join(registry.names('analysis'))})")
-        failed |= _run_analyses(Store(store), registry, target, entries, force)
+        failed |= api._run_analyses(Store(store), registry, target, entries, force)
         tables = sorted({t.name for e in entries for t in registry.get("analysis", e.name).tables})
         log.info(f"  query them: specrun sql \"SELECT * FROM {tables[0]} WHERE experiment = '{target.experiment}'\""
                  f" (tables: {', '.join(tables)})")
@@ -374,43 +264,72 @@ def report(
     out = output or (Path(first.path) if len(resolved) == 1 and first and first.path else
                      Path("reports") / ("+".join(t.experiment for t in resolved) + ".html"))
     png = png or (Path(first.png) if len(resolved) == 1 and first and first.png else None)
-    _write_report(Store(store), registry, resolved, out, title or (first.title if len(resolved) == 1 and first else None), png,
+    api._write_report(Store(store), registry, resolved, out, title or (first.title if len(resolved) == 1 and first else None), png,
                   analyze=not no_analyze)
 
 
 @app.command()
 def plugins(
+    name: Annotated[Optional[str], typer.Argument(help="show this plugin's options: type, default and description", metavar="NAME")] = None,
     kind: Annotated[Optional[Kind], typer.Option(help="only plugins of this kind")] = None,
+    check: Annotated[bool, typer.Option("--check", help="exit with code 1 when any plugin failed to load (for CI)")] = False,
     fmt: FormatOpt = "table",
 ):
-    """List every plugin with its kind, origin and options."""
-    from specrun.console import print_rows
-    from specrun.plugins import get_registry
+    """List every plugin with its kind, origin and options; with NAME, one plugin's options in detail."""
+    from specrun.console import out, print_rows
+    from specrun.plugins import describe, get_registry
 
-    registry = get_registry()
-    for problem in registry.load_errors:
-        log.warning(problem)
+    _check_format(fmt)
+    registry = get_registry()  # logs the plugins that failed to load
+    if check:
+        from specrun.plugins.commands import problems as command_problems
+
+        failed = len(registry.load_errors) + len(command_problems)
+        loaded = f"{len(registry.all())} plugins loaded"
+        if failed:
+            raise typer.Exit(_fail(f"{loaded}; {failed} failed to load (the warnings above say which and what to do)"))
+        out.print(f"{loaded}; none failed", markup=False, highlight=False)
+        return
+    if name is not None:
+        for entry in describe.find(registry, name, kind):
+            if fmt == "table":
+                out.print(f"{entry.plugin.name} ({entry.kind.replace('_', ' ')}) from {entry.origin}, "
+                          f"version {registry.code_version(entry.kind, entry.plugin.name)}", markup=False, highlight=False)
+                if entry.plugin.description:
+                    out.print(f"  {entry.plugin.description}", markup=False, highlight=False)
+            print_rows(["option", "type", "default", "description"], describe.option_rows(entry), fmt,
+                       title=None if fmt != "table" else f"{entry.plugin.name} options")
+        return
     rows = []
     for entry in registry.all():
         if kind and entry.kind != kind:
             continue
-        schema = entry.plugin.Options.model_json_schema()
-        if fmt == "json":
-            options = schema.get("properties", {})
-        else:
-            options = ", ".join(f"{name}={_default(field)}" for name, field in entry.plugin.Options.model_fields.items())
+        options = entry.plugin.Options.model_json_schema().get("properties", {}) if fmt == "json" else describe.options_summary(entry)
         rows.append((entry.kind, entry.plugin.name, entry.origin, entry.plugin.description, options))
     print_rows(["kind", "name", "origin", "description", "options"], rows, fmt)
 
 
-def _default(field) -> str:
-    """A plugin option's default as the spec would write it, or '(required)'."""
-    if field.is_required():
-        return "(required)"
-    value = field.get_default(call_default_factory=True)
-    if hasattr(value, "model_dump"):
-        value = value.model_dump(mode="json")
-    return json.dumps(value, default=str)
+def _fail(message: str) -> int:
+    """Print ``message`` as an error; the exit code of a check that failed."""
+    from specrun.console import err
+
+    err.print(f"error: {message}", markup=False, highlight=False)
+    return 1
+
+
+@app.command("new-plugin")
+def new_plugin(
+    kind: Annotated[Kind, typer.Argument(help="what the plugin provides: method, dataset, model_source, transform or analysis", metavar="KIND")],
+    name: Annotated[str, typer.Argument(help="the plugin's name in specs (lower-case letters, digits, _ . / -)", metavar="NAME")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="the package folder to create (default: ./specrun-NAME)")] = None,
+):
+    """Write a plugin package for KIND called NAME: a working plugin, its pyproject.toml entry point, and
+    tests on specrun.testing that pass as written."""
+    from specrun.plugins.template import write_package
+
+    written = write_package(kind, name, output)
+    log.info(f"wrote {written.folder}/ ({len(written.files)} files): the {kind.replace('_', ' ')} {name!r} in {written.module}")
+    log.info(f"next: pip install -e {written.folder} && pytest {written.folder}  (then: specrun plugins {name})")
 
 
 @app.command()
@@ -426,9 +345,11 @@ def predict(
     """Load a stored run and print label, confidence and latency for each text."""
     from specrun.console import out, print_rows
     from specrun.driver.models import load_predictor
+    from specrun.plugins import get_registry
     from specrun.runner.predict import label_ids, read_texts, scores
     from specrun.store import Store
 
+    get_registry()  # loads the plugins first, so their load warnings show whatever happens next
     items = [(t, None) for t in texts or []]
     given = read_texts(file) if file is not None else None
     if given is not None:
@@ -484,6 +405,9 @@ def main() -> None:
     from specrun.logs import configure
 
     configure()  # the defaults, for errors raised before the options are read
+    from specrun.plugins.commands import add_plugin_commands, restore_own_commands
+
+    add_plugin_commands(app)
     try:
         code = app(standalone_mode=False)
     except SpecrunError as exc:
@@ -497,6 +421,8 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    finally:
+        restore_own_commands(app)
     if code == 130:  # typer turns Ctrl-C into exit code 130
         err.print("interrupted: a run in progress is recorded as interrupted and reruns on the next apply")
     sys.exit(code if isinstance(code, int) else 0)

@@ -9,8 +9,10 @@ a working example. Third-party plugins are modules exposed through the ``specrun
 
 and implement hooks with ``@specrun.hookimpl``. Plugin objects are described in
 ``specrun.plugins.api`` (``MethodPlugin``, ``DatasetSource``, ``ModelSource``, ``TransformPlugin``,
-``AnalysisPlugin``). Names must be unique across all installed plugins; a duplicate fails loudly and
-names both origins.
+``AnalysisPlugin``). Names must be unique across all installed plugins: a plugin whose name is taken
+(by a built-in or an earlier plugin), that is malformed, or whose hook raises is skipped with a warning
+naming both origins, and the rest of specrun keeps working (``specrun plugins --check`` fails on it).
+``register_commands`` adds commands to the command line rather than plugins to the registry.
 """
 
 from __future__ import annotations
@@ -66,4 +68,17 @@ def register_analyses(register):
     the experiment's stored runs at the end of ``specrun apply`` and on ``specrun analyze``: each writes
     the result tables it declares (``AnalysisPlugin.tables``) and contributes a section of figures,
     each defined by SQL over those tables, to ``specrun report``.
+    """
+
+
+@hookspec
+def register_commands(app):
+    """Add commands to the ``specrun`` command line: ``app`` is its ``typer.Typer``.
+
+    Called once at start-up, before the command line is read, so keep it cheap (import heavy libraries
+    inside the commands). Decorate functions with ``@app.command()``, or add a group with
+    ``app.add_typer(sub, name=...)``. A command whose name specrun or an earlier plugin already uses
+    is skipped with a warning; so are the commands of a hook that raises. Raise
+    ``specrun.errors.SpecrunError`` subclasses (``UsageError``, ``PluginError``...) in a command for a
+    mistake the user can fix: the CLI prints the message alone and exits with code 2.
     """

@@ -195,7 +195,7 @@ class Driver:
             device = pick_device(run.settings.train.device)
         except SpecrunError:
             device = torch.device("cpu")
-        info = environment_info(device, self.spec_dir)
+        info = environment_info(device, self.spec_dir, run.config, self.registry)
         info["executor"] = self.executor.name
         return info
 

@@ -52,7 +52,7 @@ class RayExecutor:
         env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
         self.started_here = False
         if not self.ray.is_initialized():
-            kwargs = {"runtime_env": {"env_vars": env}, "logging_level": logging.WARNING, "log_to_driver": False}
+            kwargs = {"runtime_env": {"env_vars": env}, "logging_level": logging.ERROR, "log_to_driver": False}
             if address:
                 kwargs["address"] = address
             else:
@@ -88,7 +88,9 @@ class RayExecutor:
 
     def next_finished(self) -> RunRecord:
         ray = self.ray
-        ready, _ = ray.wait(list(self.refs), num_returns=1)
+        ready: list = []
+        while not ready:  # a short timeout, so that Ctrl-C and SIGTERM reach the driver at once
+            ready, _ = ray.wait(list(self.refs), num_returns=1, timeout=1.0)
         ref = ready[0]
         run_id = self.refs.pop(ref)
         try:

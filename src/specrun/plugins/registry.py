@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import logging
 import os
 import re
 import sys
@@ -41,36 +42,146 @@ class Entry:
     kind: str
     plugin: Plugin
     origin: str
+    #: The distribution that ships it and its version (None for built-ins and plugins registered in-process).
+    package: str | None = None
+    package_version: str | None = None
+
+
+@dataclass(frozen=True)
+class LoadProblem:
+    """A plugin (or a whole plugin module) skipped while loading, and why; shown as a warning."""
+
+    message: str
+    #: What a spec or a user may call the skipped code: plugin names, the entry point, the package, the
+    #: module. An unknown plugin name that matches one of them is reported with this problem.
+    names: frozenset[str] = frozenset()
+    #: False for an entry point left out on purpose (``SPECRUN_DISABLE_PLUGINS``): not a failure.
+    failed: bool = True
+    #: The one plugin skipped, when the problem is known to concern only it (a name taken, a malformed
+    #: plugin); None when what the code would have registered is unknown (an import or a hook failed).
+    plugin: str | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+    def concerns(self, name: str) -> bool:
+        """Whether ``name`` (a plugin name in a spec) belongs to the skipped code: the skipped plugin's name,
+        or, when that is unknown, equal to one of its names or a word of one (``loha`` in ``specrun-loha``),
+        ignoring case and ``- _ . /``."""
+        if self.plugin is not None:
+            return name == self.plugin
+        wanted = _words(name)
+        return any(wanted == _words(n) or f"_{wanted}_" in f"_{_words(n)}_" for n in self.names)
+
+
+def _words(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
 @dataclass(eq=False)
 class Registry:
-    """Every registered plugin, by kind then name."""
+    """Every registered plugin, by kind then name, and the plugins that were skipped while loading."""
 
     entries: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in HOOK_FOR_KIND})
-    load_errors: list[str] = field(default_factory=list)
+    #: Plugins skipped because they failed (import, register hook, malformed, name taken): ``LoadProblem``s.
+    load_errors: list[LoadProblem] = field(default_factory=list)
+    #: Plugin names left out by ``SPECRUN_DISABLE_PLUGINS``, by kind, and the entry points it left out.
+    disabled: dict[str, set[str]] = field(default_factory=lambda: {k: set() for k in HOOK_FOR_KIND})
+    disabled_entry_points: list[LoadProblem] = field(default_factory=list)
+    #: Notes that are not failures (a ``SPECRUN_DISABLE_PLUGINS`` name that matches nothing).
+    notes: list[str] = field(default_factory=list)
+    #: The plugin manager it was built from (its ``register_commands`` hooks add CLI commands).
+    manager: pluggy.PluginManager | None = field(default=None, repr=False)
 
     def get(self, kind: str, name: str) -> Plugin:
-        """The plugin of ``kind`` called ``name``; a PluginError with a suggestion if there is none."""
+        """The plugin of ``kind`` called ``name``; a PluginError saying why there is none."""
+        return self.entry(kind, name).plugin
+
+    def entry(self, kind: str, name: str) -> Entry:
+        """The registry entry of ``kind`` called ``name``; a PluginError saying why there is none: disabled,
+        from a plugin that failed to load, or a likely typo."""
         found = self.entries[kind].get(name)
-        if found is None:
-            known = sorted(self.entries[kind])
-            # the plugin the spec means may be one that failed to load: say so next to the name
-            failed = "".join(f"; {problem}" for problem in self.load_errors)
-            raise PluginError(
-                f"unknown {kind.replace('_', ' ')} {name!r}{did_you_mean(name, known)}; "
-                f"known: {', '.join(known) or 'none'}{failed}"
-            )
-        return found.plugin
+        if found is not None:
+            return found
+        what = f"{kind.replace('_', ' ')} {name!r}"
+        if name in self.disabled[kind]:
+            raise PluginError(f"{what} is disabled by {DISABLE_ENV}; remove it from that variable to use it")
+        known = sorted(self.entries[kind])
+        listing = f"known: {', '.join(known) or 'none'}"
+        left_out = [p for p in self.disabled_entry_points if p.concerns(name)]
+        if left_out:
+            raise PluginError(f"{what} is not available: it may come from {'; '.join(map(str, left_out))}")
+        related = [p for p in self.load_errors if p.concerns(name)]
+        if related:
+            raise PluginError(f"{what} is not available: it comes from a plugin that failed to load: "
+                              + "; ".join(map(str, related)))
+        unknown_names = [p for p in self.load_errors if p.plugin is None]
+        if unknown_names:  # the plugin the spec means may be one that failed to load: say so first
+            raise PluginError(f"unknown {what}; it may come from a plugin that failed to load: "
+                              + "; ".join(map(str, unknown_names)) + f"; otherwise {listing}{did_you_mean(name, known)}")
+        raise PluginError(f"unknown {what}{did_you_mean(name, known)}; {listing}")
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.entries[kind])
+
+    def names_everywhere(self) -> set[str]:
+        """Every plugin name of every kind, registered or disabled."""
+        return {n for kind in HOOK_FOR_KIND for n in (*self.entries[kind], *self.disabled[kind])}
 
     def all(self) -> list[Entry]:
         return [e for kind in self.entries.values() for e in kind.values()]
 
     def model_sources(self) -> list[Plugin]:
         return sorted((e.plugin for e in self.entries["model_source"].values()), key=lambda p: p.priority)
+
+    def code_version(self, kind: str, name: str) -> str:
+        """The version of a plugin that enters the ids of the runs using it.
+
+        A built-in keeps ``<specrun version>/<plugin version>``; any other plugin gives its own ``version``
+        attribute when it sets one, else the version of the package that ships it. So a release of a
+        package changes the runs of the plugins whose ``version`` it bumps, and of those that set none."""
+        entry = self.entry(kind, name)
+        if entry.origin == BUILTIN:
+            return f"{module_version(entry.plugin)}/{entry.plugin.version}"
+        own = declared_version(entry.plugin)
+        if own is not None:
+            return own
+        return entry.package_version or module_version(entry.plugin)
+
+
+def declared_version(plugin: object) -> str | None:
+    """The ``version`` a plugin sets itself (on its class or instance), or None when it inherits the base's."""
+    if "version" in vars(plugin):
+        return str(plugin.version)
+    for cls in type(plugin).__mro__:
+        if cls.__module__ == Plugin.__module__:  # reached specrun's own bases
+            return None
+        if "version" in vars(cls):
+            return str(cls.version)
+    return None
+
+
+def plugin_packages(registry: Registry, config: dict | None = None) -> dict[str, str]:
+    """{package: version} of the installed plugin packages (not specrun itself) a run config uses: its
+    method, dataset, transforms, and the model source that resolves its model. Without a config: every
+    plugin package the registry loaded. For ``runs.environment``."""
+    if config is None:
+        entries = registry.all()
+    else:
+        from specrun.spec.stages import transform_entries
+
+        wanted = [("method", config["method"]["name"]), ("dataset", config["data"]["dataset"])]
+        wanted += [("transform", ref["name"]) for _, ref in transform_entries(config)]
+        entries = [registry.entries[k][n] for k, n in wanted if n in registry.entries[k]]
+        for entry in sorted(registry.entries["model_source"].values(), key=lambda e: e.plugin.priority):
+            try:
+                resolved = entry.plugin.resolve(config["model"]["name"])
+            except Exception:  # the runner reports a failing source; the record only asks which one answers
+                continue
+            if resolved is not None:
+                entries.append(entry)
+                break
+    return {e.package: e.package_version for e in sorted(entries, key=lambda e: e.package or "") if e.package}
 
 
 def _validate_plugin(kind: str, plugin: object, origin: str) -> None:
@@ -114,28 +225,73 @@ def _validate_tables(plugin: object, origin: str) -> None:
                               f"other than experiment and analysis (specrun adds those); got {bad or 'none'}")
 
 
-def _origin(pm: pluggy.PluginManager, module: object) -> str:
+BUILTIN = "builtin"
+#: Comma-separated entry points, packages or plugin names not to load.
+DISABLE_ENV = "SPECRUN_DISABLE_PLUGINS"
+AUTOLOAD_ENV = "SPECRUN_DISABLE_PLUGIN_AUTOLOAD"
+
+
+def disabled_names() -> set[str]:
+    """The names in ``SPECRUN_DISABLE_PLUGINS`` (entry points, packages or plugin names)."""
+    return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a registered plugin module comes from."""
+
+    origin: str
+    package: str | None = None
+    version: str | None = None
+    entry_point: str | None = None
+
+    @property
+    def builtin(self) -> bool:
+        return self.origin == BUILTIN
+
+    def names(self) -> frozenset[str]:
+        return frozenset(n for n in (self.package, self.entry_point, self.origin) if n)
+
+    def how_to_disable(self) -> str:
+        return f"{DISABLE_ENV}={self.entry_point or self.package or self.origin}"
+
+
+def source_of(pm: pluggy.PluginManager, module: object) -> _Source:
     for mod, dist in pm.list_plugin_distinfo():
         if mod is module:
-            return f"{dist.metadata['name']} {dist.version}"
+            name = dist.metadata["name"]
+            return _Source(f"{name} {dist.version}", name, dist.version, pm.get_name(module))
     name = pm.get_name(module) or repr(module)
-    return "builtin" if name.startswith("specrun.plugins.") else name
+    return _Source(BUILTIN if name.startswith("specrun.plugins.") else name)
 
 
-def make_plugin_manager(extra_plugins: list[object] = (), entry_points: bool = True) -> tuple[pluggy.PluginManager, list[str]]:
-    """A plugin manager with the built-ins, the entry-point plugins and ``extra_plugins`` registered."""
+def make_plugin_manager(extra_plugins: list[object] = (), entry_points: bool = True) -> tuple[pluggy.PluginManager, list[LoadProblem]]:
+    """A plugin manager with the built-ins, the entry-point plugins and ``extra_plugins`` registered, and
+    the entry-point plugins that failed to import. ``SPECRUN_DISABLE_PLUGINS`` leaves entry points out by
+    their name or their package's; ``SPECRUN_DISABLE_PLUGIN_AUTOLOAD`` leaves them all out."""
     pm = pluggy.PluginManager("specrun")
     pm.add_hookspecs(hookspecs)
     for module_name in builtin_modules():
         pm.register(importlib.import_module(module_name), name=module_name)
-    errors: list[str] = []
-    if entry_points and not os.environ.get("SPECRUN_DISABLE_PLUGIN_AUTOLOAD"):
+    problems: list[LoadProblem] = []
+    disabled = {_words(n) for n in disabled_names()}
+    if entry_points and not os.environ.get(AUTOLOAD_ENV):
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist = ep.dist.name if ep.dist else None
+            if _words(ep.name) in disabled or (dist and _words(dist) in disabled):
+                _trace(f"entry point {ep.name!r} ({dist}) disabled by {DISABLE_ENV}")
+                problems.append(LoadProblem(f"plugin {ep.name!r} from {dist or ep.value}, which {DISABLE_ENV} leaves out",
+                                            frozenset(n for n in (ep.name, dist, ep.value) if n), failed=False))
+                continue
             try:
                 module = ep.load()
             except Exception as exc:  # a broken third-party plugin must not take down the CLI
-                dist = ep.dist.name if ep.dist else "unknown distribution"
-                errors.append(f"plugin {ep.name!r} from {dist} failed to load: {type(exc).__name__}: {exc}")
+                where = f"{dist} {ep.dist.version}" if ep.dist else "an unknown package"
+                problems.append(LoadProblem(
+                    f"plugin {ep.name!r} from {where} failed to load: {type(exc).__name__}: {exc} "
+                    f"(its plugins are skipped: fix or uninstall {dist or ep.value}, or set {DISABLE_ENV}={ep.name})",
+                    frozenset(n for n in (ep.name, dist, ep.value) if n),
+                ))
                 continue
             if pm.is_registered(module):
                 continue
@@ -144,37 +300,96 @@ def make_plugin_manager(extra_plugins: list[object] = (), entry_points: bool = T
                 pm._plugin_distinfo.append((module, ep.dist))  # same bookkeeping as load_setuptools_entrypoints
     for plugin in extra_plugins:
         pm.register(plugin)
-    return pm, errors
+    return pm, problems
 
 
-def build_registry(pm: pluggy.PluginManager, load_errors: list[str] = ()) -> Registry:
-    """Call every register_* hook and collect the plugins, failing loudly on duplicates."""
-    registry = Registry(load_errors=list(load_errors))
-    for kind, hook_name in HOOK_FOR_KIND.items():
-        for impl in getattr(pm.hook, hook_name).get_hookimpls():
-            origin = _origin(pm, impl.plugin)
+class _Loader:
+    """Calls the register hooks and files what they register. Built-ins, and every plugin when ``strict``,
+    fail loudly; any other plugin that is malformed, takes a name already registered, or whose hook
+    raises is skipped with a ``LoadProblem``."""
 
-            def register(plugin: object, _kind=kind, _origin=origin) -> None:
-                _validate_plugin(_kind, plugin, _origin)
-                existing = registry.entries[_kind].get(plugin.name)
-                if existing is not None:
-                    raise PluginError(
-                        f"two plugins register the {_kind.replace('_', ' ')} {plugin.name!r}: "
-                        f"{existing.origin} and {_origin}"
-                    )
-                if _kind == "analysis":
-                    _check_table_clash(registry, plugin, _origin)
-                registry.entries[_kind][plugin.name] = Entry(_kind, plugin, _origin)
-                _trace(f"  registered {_kind} {plugin.name!r}")
+    def __init__(self, registry: Registry, strict: bool):
+        self.registry = registry
+        self.strict = strict
+        self.disabled = disabled_names()
 
-            _trace(f"{hook_name}() -> {origin}")
-            try:
-                impl.function(register=register)
-            except PluginError:
+    def call(self, kind: str, hook_name: str, impl, source: _Source) -> None:
+        added: list[str] = []
+        _trace(f"{hook_name}() -> {source.origin}")
+        try:
+            impl.function(register=lambda plugin: self.register(kind, plugin, source, added))
+        except Exception as exc:
+            message = f"plugin {source.origin} failed in {hook_name}: {type(exc).__name__}: {exc}"
+            if source.builtin or self.strict:
+                if isinstance(exc, PluginError):  # ours, from register(): it names the plugin already
+                    raise
+                raise PluginError(message) from exc
+            for name in added:  # all or nothing: the hook did not finish
+                del self.registry.entries[kind][name]
+            self.skip(f"{message} (its {kind.replace('_', ' ')}s are skipped: fix or uninstall it, or set {source.how_to_disable()})",
+                      source, added)
+
+    def register(self, kind: str, plugin: object, source: _Source, added: list[str]) -> None:
+        try:
+            _validate_plugin(kind, plugin, source.origin)
+            if kind == "analysis":
+                _check_table_clash(self.registry, plugin, source.origin)
+        except PluginError as exc:
+            if source.builtin or self.strict:
                 raise
-            except Exception as exc:
-                raise PluginError(f"plugin {origin} failed in {hook_name}: {type(exc).__name__}: {exc}") from exc
+            name = getattr(plugin, "name", None)
+            self.skip(f"{exc}; it is skipped (fix or uninstall {source.package or source.origin}, or set {source.how_to_disable()})",
+                      source, [], plugin=name if isinstance(name, str) else "")
+            return
+        what = f"{kind.replace('_', ' ')} {plugin.name!r}"
+        if plugin.name in self.disabled:
+            self.registry.disabled[kind].add(plugin.name)
+            _trace(f"  {what} from {source.origin} disabled by {DISABLE_ENV}")
+            return
+        existing = self.registry.entries[kind].get(plugin.name)
+        if existing is not None:
+            clash = f"two plugins register the {what}: {existing.origin} and {source.origin}"
+            if source.builtin or self.strict:
+                raise PluginError(clash)
+            keep = "the built-in" if existing.origin == BUILTIN else f"the one from {existing.origin}"
+            self.skip(f"{clash}; {keep} is used and the one from {source.origin} is skipped "
+                      f"(rename the plugin in {source.package or source.origin}, or set {source.how_to_disable()} to leave it out)",
+                      source, [], plugin=plugin.name)
+            return
+        self.registry.entries[kind][plugin.name] = Entry(kind, plugin, source.origin, source.package, source.version)
+        added.append(plugin.name)
+        _trace(f"  registered {what}")
+
+    def skip(self, message: str, source: _Source, names: list[str], plugin: str | None = None) -> None:
+        self.registry.load_errors.append(LoadProblem(message, source.names() | {n for n in names if isinstance(n, str) and n},
+                                                     plugin=plugin))
+
+
+def build_registry(pm: pluggy.PluginManager, load_errors: list = (), strict: bool = False) -> Registry:
+    """Call every register_* hook and collect the plugins. Built-ins come first; a third-party plugin
+    that collides with a registered name, is malformed or whose hook raises is skipped and reported in
+    ``load_errors`` (with ``strict``, it raises ``PluginError`` instead, as a built-in always does)."""
+    problems = [p if isinstance(p, LoadProblem) else LoadProblem(str(p)) for p in load_errors]
+    registry = Registry(load_errors=[p for p in problems if p.failed], manager=pm,
+                        disabled_entry_points=[p for p in problems if not p.failed])
+    loader = _Loader(registry, strict)
+    for kind, hook_name in HOOK_FOR_KIND.items():
+        impls = [(impl, source_of(pm, impl.plugin)) for impl in getattr(pm.hook, hook_name).get_hookimpls()]
+        for impl, source in sorted(impls, key=lambda pair: not pair[1].builtin):  # stable: built-ins first
+            loader.call(kind, hook_name, impl, source)
+    _note_unmatched_disables(registry, pm)
     return registry
+
+
+def _note_unmatched_disables(registry: Registry, pm: pluggy.PluginManager) -> None:
+    """A ``SPECRUN_DISABLE_PLUGINS`` name that matches no plugin, entry point or package is likely a typo."""
+    known = {_words(n) for n in registry.names_everywhere()}
+    known |= {_words(ep.name) for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    known |= {_words(ep.dist.name) for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.dist}
+    for name in sorted(disabled_names()):
+        if _words(name) not in known:
+            registry.notes.append(f"{DISABLE_ENV} names {name!r}, which is no installed plugin, entry point or package"
+                                  f"{did_you_mean(name, sorted(registry.names_everywhere()))}")
 
 
 def _check_table_clash(registry: Registry, plugin, origin: str) -> None:
@@ -193,22 +408,40 @@ def _trace(text: str) -> None:
         sys.stderr.write(f"specrun plugin trace: {text}\n")
 
 
+_MANAGER: tuple[pluggy.PluginManager, list[LoadProblem]] | None = None
 _DEFAULT: Registry | None = None
+log = logging.getLogger("specrun.plugins")
+
+
+def get_plugin_manager() -> tuple[pluggy.PluginManager, list[LoadProblem]]:
+    """The process-wide plugin manager and the entry points that failed to import (loaded once); the
+    manager of a registry installed with ``set_registry``, if it has one."""
+    global _MANAGER
+    if _DEFAULT is not None and _DEFAULT.manager is not None:
+        return _DEFAULT.manager, []
+    if _MANAGER is None:
+        _MANAGER = make_plugin_manager()
+    return _MANAGER
 
 
 def get_registry() -> Registry:
-    """The process-wide registry (built once, on first use)."""
+    """The process-wide registry, built once on first use; its load problems are logged as warnings then,
+    so every command that uses plugins shows them."""
     global _DEFAULT
     if _DEFAULT is None:
-        pm, errors = make_plugin_manager()
+        pm, errors = get_plugin_manager()
         _DEFAULT = build_registry(pm, errors)
+        for problem in [*_DEFAULT.load_errors, *_DEFAULT.notes]:
+            log.warning("%s", problem)
     return _DEFAULT
 
 
 def set_registry(registry: Registry | None) -> None:
-    """Replace the process-wide registry (tests; ``None`` rebuilds it on next use)."""
-    global _DEFAULT
+    """Replace the process-wide registry (tests; ``None`` reloads the plugins on next use)."""
+    global _DEFAULT, _MANAGER
     _DEFAULT = registry
+    if registry is None:
+        _MANAGER = None
 
 
 def module_version(module: ModuleType | object) -> str:

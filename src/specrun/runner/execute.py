@@ -23,7 +23,7 @@ import torch
 import specrun
 from specrun.errors import ConfigError, SpecrunError
 from specrun.plugins.api import BuildContext
-from specrun.plugins.registry import Registry
+from specrun.plugins.registry import Registry, get_registry, plugin_packages
 from specrun.runner import artifacts
 from specrun.runner.checkpoint import Checkpoints, checkpoint_path, remove_checkpoint
 from specrun.runner.costs import PeakMemory, latency, model_bytes
@@ -50,8 +50,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def environment_info(device: torch.device, spec_dir: str | None) -> dict:
-    """Where and with what a run executes: recorded in ``runs.environment``."""
+def environment_info(device: torch.device, spec_dir: str | None, config: dict | None = None, registry: Registry | None = None) -> dict:
+    """Where and with what a run executes: recorded in ``runs.environment``. With the run's config, its
+    ``plugins`` are the plugin packages the run uses; without, every plugin package loaded."""
     info = {
         "specrun": specrun.__version__,
         "python": platform.python_version(),
@@ -61,6 +62,7 @@ def environment_info(device: torch.device, spec_dir: str | None) -> dict:
         "torch_threads": torch.get_num_threads(),
         "worker": {"host": socket.gethostname(), "pid": os.getpid()},
         "packages": {lib: _version(lib) for lib in ("torch", "transformers", "peft", "bitsandbytes", "duckdb")},
+        "plugins": plugin_packages(registry or get_registry(), config),
     }
     try:
         info["git_commit"] = subprocess.run(
@@ -228,7 +230,7 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
     on_phase("loading data")
     data = prepare_run_data(settings, registry, task.spec_dir, scores=teacher_scorer(task.teachers, registry, record.teacher_scores))
     device = pick_device(train_cfg.device)
-    record.environment = environment_info(device, task.spec_dir)
+    record.environment = environment_info(device, task.spec_dir, task.config, registry)
     num_labels = data.dataset.num_labels
     on_phase("building model")
     model, ctx = build_model(settings, registry, num_labels, data.dataset.label_names, device)

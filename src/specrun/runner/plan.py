@@ -11,7 +11,7 @@ from typing import Any
 
 import specrun
 from specrun.errors import DataError, SpecError
-from specrun.plugins.registry import Registry, module_version
+from specrun.plugins.registry import Registry
 from specrun.runner.data import eval_split_name, load_dataset, split_examples
 from specrun.runner.task import EvalSetDefinition as EvalSetPlan
 from specrun.spec.schema import RunSettings
@@ -84,11 +84,11 @@ def _version(dist: str) -> str:
 
 def code_versions(config: dict, registry: Registry) -> dict[str, str]:
     """Versions of the code that shapes a run's result: libraries and every plugin the run uses."""
-    plugins = {f"method:{config['method']['name']}": registry.get("method", config["method"]["name"])}
-    plugins[f"dataset:{config['data']['dataset']}"] = registry.get("dataset", config["data"]["dataset"])
+    plugins = {f"method:{config['method']['name']}": ("method", config["method"]["name"])}
+    plugins[f"dataset:{config['data']['dataset']}"] = ("dataset", config["data"]["dataset"])
     for _, ref in transform_entries(config):
-        plugins[f"transform:{ref['name']}"] = registry.get("transform", ref["name"])
-    versions = {key: f"{module_version(p)}/{p.version}" for key, p in sorted(plugins.items())}
+        plugins[f"transform:{ref['name']}"] = ("transform", ref["name"])
+    versions = {key: registry.code_version(*plugin) for key, plugin in sorted(plugins.items())}
     versions["specrun"] = ".".join(specrun.__version__.split(".")[:2])
     versions["runner"] = RUNNER_VERSION
     for lib in ("torch", "transformers", "peft"):

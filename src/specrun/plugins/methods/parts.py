@@ -7,9 +7,12 @@ BERT, RoBERTa, ELECTRA and DistilBERT classifiers all work.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from specrun.errors import SpecrunError
+
+if TYPE_CHECKING:  # imported where a model is built: listing plugins and adding commands stay fast
+    import torch
 
 
 def is_head(model: torch.nn.Module, name: str) -> bool:
@@ -20,6 +23,8 @@ def is_head(model: torch.nn.Module, name: str) -> bool:
 
 def encoder_layers(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
     """The backbone's stack of transformer layers and its parameter-name prefix (e.g. ``bert.encoder.layer``)."""
+    import torch
+
     backbone = model.base_model
     for name, module in backbone.named_modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) and name.split(".")[-1] in ("layer", "layers"):
