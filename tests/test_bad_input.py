@@ -278,6 +278,8 @@ CLI_CASES = [
     Case("plugins-kind-bogus", ("plugins", "--kind", "gadget"), ("Invalid value for '--kind'", "'model_source'")),
     Case("sql-empty", ("sql", ""), ('give a SQL query, e.g. specrun sql "SELECT * FROM run_summary"',), store="template"),
     Case("sql-blank", ("sql", "  \n "), ("give a SQL query",), store="template"),
+    Case("sql-only-semicolon", ("sql", ";"), ("no SQL statement in ';'",), store="template"),
+    Case("sql-only-comment", ("sql", "/* nothing here */"), ("no SQL statement in '/* nothing here */'",), store="template"),
     Case("sql-syntax", ("sql", "SELEC 1"), ("SQL error: Parser Error: syntax error at or near \"SELEC\"",), store="template"),
     Case("sql-unknown-table", ("sql", "SELECT * FROM runz"), ("SQL error: Catalog Error", "runz"), store="template"),
     Case("sql-delete", ("sql", "DELETE FROM runs"), ("SQL error:", "read-only mode"), store="template"),
