@@ -210,6 +210,7 @@ DATA_CASES = [
     spec_case("empty-slice", ["{spec}:12: data.train_split: 'train[50:10]' selects no examples"],
               edit={'eval_split = "validation"': 'eval_split = "validation"\ntrain_split = "train[50:10]"'}),
     spec_case("data-file-missing", ["data file not found: {tmp}/missing.tsv"], edit={"{train}": "{tmp}/missing.tsv"}),
+    spec_case("data-file-is-a-folder", ["data file {tmp} is a folder; give the path of a file in it"], edit={"{train}": "{tmp}"}),
     data_case("jsonl-null-text", "nulls.jsonl", jsonl(r3={"text": None, "label": 1}), ["{tmp}/nulls.jsonl:4: 'text' is null (or missing)"]),
     data_case("jsonl-missing-text", "gap.jsonl", jsonl(r5={"label": 1}), ["{tmp}/gap.jsonl:6: 'text' is null (or missing)"]),
     data_case("jsonl-bad-json", "broken.jsonl", jsonl().replace('"label": 0}', '"label": 0', 1), ["{tmp}/broken.jsonl:", "not valid JSON"]),
@@ -244,6 +245,9 @@ DATA_CASES = [
          files={"glue.toml": '[experiment]\nname = "g"\n[data]\ndataset = "glue/rte"\n[method]\nname = "full"\n'},
          setup=lambda: os.environ.__setitem__("SPECRUN_DATA_DIR", "/nowhere")),
     # a byte-order mark at the start of a JSONL file is fine (it used to be "could not read as jsonl")
+    # a text longer than the csv module's default field limit (128 KiB) is a valid text: the tokenizer truncates it
+    Case("tsv-long-text", ("plan", "{spec}"), (), edit={"{train}": "{tmp}/long.tsv"}, files={"long.tsv": tsv(ROWS + [("word " * 40000, 1)])},
+         code=0, out=("new",)),
     Case("jsonl-with-bom", ("plan", "{spec}"), (), edit={"{train}": "{tmp}/bom.jsonl"}, files={"bom.jsonl": b"\xef\xbb\xbf" + jsonl().encode()}, code=0, out=("new",)),
 ]
 
@@ -296,6 +300,7 @@ CLI_CASES = [
     Case("predict-nothing", ("predict", "{run}"), ("give texts to classify, or --file",), store="template"),
     Case("predict-unknown-run", ("predict", "deadbeef0000", "hi"), ("no run 'deadbeef0000' in {store}",), store="template"),
     Case("predict-file-missing", ("predict", "{run}", "--file", "{tmp}/none.csv"), ("data file not found: {tmp}/none.csv",), store="template"),
+    Case("predict-file-is-a-folder", ("predict", "{run}", "--file", "{tmp}"), ("data file {tmp} is a folder",), store="template"),
     Case("predict-file-no-text", ("predict", "{run}", "--file", "{tmp}/cols.csv"), ("{tmp}/cols.csv: needs a 'text' column; columns are ['review']",),
          files={"cols.csv": "review\nfine\n"}, store="template"),
     Case("predict-file-empty", ("predict", "{run}", "--file", "{tmp}/empty.csv"), ("{tmp}/empty.csv: the file is empty",), files={"empty.csv": ""}, store="template"),
@@ -553,6 +558,27 @@ def file_size_limit_case(tmp_path, cli, template, monkeypatch):
     assert not store.exists() and not Path(f"{store}.wal").exists()
 
 
+def unreadable_data_file(tmp_path, cli, template, monkeypatch):
+    """A data file the user may not read: one message, not a PermissionError traceback. (Root, whom chmod
+    does not stop, runs specrun without the capabilities that override file permissions.)"""
+    values, _ = prepare(Case("unreadable", (), edit={"{train}": "{tmp}/secret.tsv"}, files={"secret.tsv": tsv()}), tmp_path, template)
+    (tmp_path / "secret.tsv").chmod(0)
+    prefix = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: cannot make a file unreadable")
+        caps = "-dac_override,-dac_read_search"
+        prefix = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"]
+    store = tmp_path / "new.duckdb"
+    result = subprocess.run([*prefix, *SPECRUN, "plan", values["{spec}"], "--store", str(store)], capture_output=True, text=True, timeout=300)
+    if result.stderr.startswith("setpriv:"):
+        pytest.skip(f"cannot drop capabilities here: {result.stderr.strip()}")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"cannot read data file {tmp_path}/secret.tsv: Permission denied" in result.stderr
+    assert not store.exists()
+
+
 def _spawn(args, store: Path) -> subprocess.Popen:
     return subprocess.Popen([*SPECRUN, *args], env={**os.environ, "SPECRUN_STORE": str(store)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -617,6 +643,7 @@ PROCESS_CASES = [
     read_only_case("read-only-folder-runs", ("runs", "-f", "csv"), 0, ()),
     read_only_case("read-only-folder-new-store", ("apply", "{spec}"), 2, ("cannot write store {store}: ",), store_kind="none"),
     ProcessCase("file-size-limit", file_size_limit_case),
+    ProcessCase("data-file-unreadable", unreadable_data_file),
     signal_case(signal.SIGTERM),
     signal_case(signal.SIGKILL),
     ProcessCase("three-concurrent-applies", concurrent_applies),

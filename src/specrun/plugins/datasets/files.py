@@ -51,6 +51,8 @@ def infer_format(path: Path) -> str:
 def read_rows(path: Path, fmt: str | None = None, header: bool = True, columns: Sequence[str] | None = None) -> Rows:
     """All rows of a file. TSV is read with quoting disabled (GLUE files contain bare quotes); CSV with
     the standard dialect (double quotes around fields that hold commas, quotes or newlines)."""
+    if path.is_dir():
+        raise DataError(f"data file {path} is a folder; give the path of a file in it")
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     fmt = fmt or infer_format(path)
@@ -65,7 +67,10 @@ def read_rows(path: Path, fmt: str | None = None, header: bool = True, columns: 
 
 
 def _decode(path: Path) -> str:
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:  # no permission to read it, an I/O error
+        raise DataError(f"cannot read data file {path}: {exc.strerror or exc}") from None
     try:
         return data.decode("utf-8-sig")  # a byte-order mark at the start is not part of the first column's name
     except UnicodeDecodeError as exc:
@@ -73,7 +78,13 @@ def _decode(path: Path) -> str:
         raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); save the file as UTF-8") from None
 
 
+#: The csv module refuses fields over 128 KiB by default; a long document is a valid text (the tokenizer truncates it).
+_FIELD_LIMIT = 2**31 - 1
+
+
 def _read_delimited(path: Path, text: str, fmt: str, header: bool, columns: Sequence[str] | None) -> Rows:
+    if csv.field_size_limit() < _FIELD_LIMIT:
+        csv.field_size_limit(_FIELD_LIMIT)
     if fmt == "tsv":
         reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
         hint = "a text holding a tab breaks a TSV row"
