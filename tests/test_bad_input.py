@@ -579,6 +579,25 @@ def unreadable_data_file(tmp_path, cli, template, monkeypatch):
     assert not store.exists()
 
 
+def plugin_exits_on_import(tmp_path, cli, template, monkeypatch):
+    """An installed plugin whose module calls sys.exit when imported (say, a missing dependency it checks
+    for) is reported like any plugin that fails to load; specrun goes on with the others."""
+    values, _ = prepare(Case("plugin-exits", (), edit={'name = "lora"': 'name = "adapter"', "rank = 4": ""}), tmp_path, template)
+    site = tmp_path / "site"
+    (site / "specrun_quitter-0.1.dist-info").mkdir(parents=True)
+    (site / "specrun_quitter-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: specrun-quitter\nVersion: 0.1\n")
+    (site / "specrun_quitter-0.1.dist-info" / "entry_points.txt").write_text("[specrun]\nquitter = specrun_quitter\n")
+    (site / "specrun_quitter.py").write_text("import sys\nsys.exit('specrun-quitter needs the adapters package')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]), "SPECRUN_DISABLE_PLUGIN_AUTOLOAD": ""}
+    failed = "plugin 'quitter' from specrun-quitter failed to load: SystemExit: specrun-quitter needs the adapters package"
+    result = subprocess.run([*SPECRUN, "validate", values["{spec}"]], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"{values['{spec}']}:16: method.name: unknown method 'adapter'" in result.stderr and failed in result.stderr, result.stderr
+    result = subprocess.run([*SPECRUN, "plugins", "--kind", "method", "-f", "csv"], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0 and f"warning: {failed}" in result.stderr, result.stderr
+    assert "lora" in result.stdout
+
+
 def _spawn(args, store: Path) -> subprocess.Popen:
     return subprocess.Popen([*SPECRUN, *args], env={**os.environ, "SPECRUN_STORE": str(store)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -644,6 +663,7 @@ PROCESS_CASES = [
     read_only_case("read-only-folder-new-store", ("apply", "{spec}"), 2, ("cannot write store {store}: ",), store_kind="none"),
     ProcessCase("file-size-limit", file_size_limit_case),
     ProcessCase("data-file-unreadable", unreadable_data_file),
+    ProcessCase("plugin-exits-on-import", plugin_exits_on_import),
     signal_case(signal.SIGTERM),
     signal_case(signal.SIGKILL),
     ProcessCase("three-concurrent-applies", concurrent_applies),

@@ -133,7 +133,7 @@ def make_plugin_manager(extra_plugins: list[object] = (), entry_points: bool = T
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             try:
                 module = ep.load()
-            except Exception as exc:  # a broken third-party plugin must not take down the CLI
+            except (Exception, SystemExit) as exc:  # a broken third-party plugin (one that exits on import too) must not take down the CLI
                 dist = ep.dist.name if ep.dist else "unknown distribution"
                 errors.append(f"plugin {ep.name!r} from {dist} failed to load: {type(exc).__name__}: {exc}")
                 continue
@@ -172,7 +172,7 @@ def build_registry(pm: pluggy.PluginManager, load_errors: list[str] = ()) -> Reg
                 impl.function(register=register)
             except PluginError:
                 raise
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 raise PluginError(f"plugin {origin} failed in {hook_name}: {type(exc).__name__}: {exc}") from exc
     return registry
 
