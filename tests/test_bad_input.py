@@ -143,6 +143,13 @@ SPEC_CASES = [
               append='[[data.transforms]]\nname = "noise"\nchar_rat = 0.1\n'),
     spec_case("transform-on", ["{spec}:25: data.transforms.0.on: must be 'train', 'eval' or 'both', not 'test'"],
               append='[[data.transforms]]\nname = "clean"\non = "test"\n'),
+    # results are stored by evaluation set name: a set named like the primary split replaced its evaluation
+    spec_case("eval-set-named-like-primary", ["{spec}:23: data.eval_sets.validation: 'validation' is the primary evaluation split"],
+              append='[data.eval_sets.validation]\ntransforms = [{ name = "noise", char_rate = 0.2 }]\n'),
+    Case("eval-set-named-like-default-primary", ("validate", "{tmp}/glue.toml"), ("{tmp}/glue.toml:5: data.eval_sets.validation: 'validation' is the primary",),
+         files={"glue.toml": '[experiment]\nname = "g"\n[data]\ndataset = "glue/sst2"\n[data.eval_sets.validation]\nmax_examples = 10\n[method]\nname = "full"\n'}),
+    spec_case("eval-set-named-train", ["{spec}:23: data.eval_sets.train: 'train' is reserved: the store keeps the training metrics under split 'train'"],
+              append='[data.eval_sets.train]\nsplit = "train"\n'),
     spec_case("unknown-analysis", ["{spec}:24: analyses.0.name: unknown analysis 'bootstrap'"], append='[[analyses]]\nname = "bootstrap"\n'),
     spec_case("unknown-dataset", ["{spec}:10: data.dataset: unknown dataset 'lokal' (did you mean 'local'?)"], edit={'dataset = "local"': 'dataset = "lokal"'}),
     spec_case("dataset-option-typo", ["{spec}:13: data.options.filez: unknown key 'filez' (did you mean 'files'?)"], edit={"files = {": "filez = {"}),

@@ -352,9 +352,37 @@ def _section(raw: dict, name: str, model: type[BaseModel]) -> BaseModel | None:
         return None
 
 
-def _cross_field_problems(raw: dict) -> list[tuple[tuple, str]]:
-    """Checks across the keys of a section, made on every section that is valid by itself."""
+#: Metric splits the store uses besides evaluation sets: an evaluation set of that name would mix with them.
+_RESERVED_SET_NAMES = {"train": "training metrics", "cost": "cost metrics"}
+
+
+def _eval_set_name_problems(raw: dict, registry: Registry) -> list[tuple[tuple, str]]:
+    """A named evaluation set is stored under its name (metrics.split, predictions.split): one named like
+    the primary evaluation split would replace it, one named 'train' or 'cost' would mix with those rows."""
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    sets = data.get("eval_sets") if isinstance(data.get("eval_sets"), dict) else {}
+    if not sets:
+        return []
+    primary = data.get("eval_split")
+    if not isinstance(primary, str) or not primary:
+        try:
+            primary = registry.get("dataset", data.get("dataset")).eval_split
+        except Exception:  # an unknown dataset is reported at data.dataset
+            primary = None
     problems = []
+    for name in sets:
+        if name == primary:
+            problems.append((("data", "eval_sets", name), f"{name!r} is the primary evaluation split (data.eval_split), which every run is "
+                             "evaluated on already; results are stored by evaluation set name, so give this set a name of its own"))
+        elif name in _RESERVED_SET_NAMES:
+            problems.append((("data", "eval_sets", name), f"{name!r} is reserved: the store keeps the {_RESERVED_SET_NAMES[name]} under split "
+                             f"{name!r}; give this set another name"))
+    return problems
+
+
+def _cross_field_problems(raw: dict, registry: Registry) -> list[tuple[tuple, str]]:
+    """Checks across the keys of a section, made on every section that is valid by itself."""
+    problems = _eval_set_name_problems(raw, registry)
     train = _section(raw, "train", TrainSpec)
     if train is not None and train.early_stopping is not None:
         stopping = train.early_stopping
@@ -383,7 +411,7 @@ def validate_config(raw: dict, registry: Registry) -> tuple[Spec | None, dict, l
     resolved, plugin_problems = _resolve_plugins(raw, registry)
     problems += plugin_problems
     problems += _sweep_key_problems(raw.get("sweep"))
-    problems += _cross_field_problems(raw)
+    problems += _cross_field_problems(raw, registry)
     return (None if problems else spec), resolved, problems
 
 
