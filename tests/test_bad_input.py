@@ -176,6 +176,15 @@ SPEC_CASES = [
     Case("set-without-value", ("apply", "{spec}", "--set", "train.epochs"), ("{spec}: train.epochs: expected KEY=VALUE",)),
     Case("set-dot", ("apply", "{spec}", "--set", ".=1"), ("{spec}: .: --set: '.' names no key",)),
     Case("set-empty-key", ("apply", "{spec}", "--set", "=1"), ("{spec}: =1: empty key",)),
+    # an empty part between dots was dropped: train..epochs set train.epochs, train.=1 replaced the whole [train] table
+    Case("set-empty-part", ("apply", "{spec}", "--set", "train..epochs=1"), ("{spec}: train..epochs: --set: 'train..epochs' has an empty part between dots",)),
+    Case("set-trailing-dot", ("apply", "{spec}", "--set", "train.=1"), ("{spec}: train.: --set: 'train.' has an empty part between dots",)),
+    Case("set-leading-dot", ("apply", "{spec}", "--set", ".train.epochs=1"), ("{spec}: .train.epochs: --set: '.train.epochs' has an empty part",)),
+    spec_case("sweep-key-empty-part", ["{spec}:24: sweep.train..epochs: 'train..epochs' has an empty part between dots"], append='[sweep]\n"train..epochs" = [1, 2]\n'),
+    # a misspelt section that only --set made is blamed on --set, not on the spec file
+    Case("set-misspelt-section", ("apply", "{spec}", "--set", "trian.epochs=1"), ("{spec}: trian: (from --set) unknown key 'trian' (did you mean 'train'?)",)),
+    Case("set-misspelt-option-table", ("apply", "{spec}", "--set", "data.options.filez.train=x.tsv"),
+         ("{spec}: data.options.filez: (from --set) unknown key 'filez' (did you mean 'files'?)",)),
     Case("set-into-value", ("apply", "{spec}", "--set", "experiment.seeds.0.x=1"), ("experiment.seeds.0.x: --set: experiment.seeds.0 is a value (0), not a table or list",)),
     Case("set-inf", ("apply", "{spec}", "--set", "train.learning_rate=inf"), ("{spec}: train.learning_rate: (from --set) Input should be a finite number",)),
     Case("set-index", ("apply", "{spec}", "--set", "data.transforms.3.k=8"), ("{spec}: data.transforms.3.k: --set: data.transforms is not set, so it has no item 3",)),
