@@ -113,6 +113,7 @@ SPEC_CASES = [
     spec_case("unknown-train-key", ["{spec}:23: train.epoch: unknown key 'epoch' (did you mean 'epochs'?)"], append="epoch = 1\n"),
     spec_case("epochs-zero", ["{spec}:23: train.epochs: Input should be greater than 0"], append="epochs = 0\n"),
     spec_case("epochs-inf", ["{spec}:23: train.epochs: Input should be a finite number"], append="epochs = inf\n"),
+    spec_case("epochs-huge", ["{spec}:23: train.epochs: Input should be less than or equal to 1000000"], append="epochs = 1e308\n"),
     spec_case("epochs-nan", ["{spec}:23: train.epochs: Input should be a finite number"], append="epochs = nan\n"),
     spec_case("learning-rate-inf", ["{spec}:23: train.learning_rate: Input should be a finite number"], append="learning_rate = inf\n"),
     spec_case("learning-rate-negative", ["{spec}:23: train.learning_rate: Input should be greater than 0"], append="learning_rate = -1e-3\n"),
