@@ -315,6 +315,14 @@ CLI_CASES = [
     Case("help-short", ("runs", "-h"), (), code=0, out=("--status", "<running|completed|failed|", "skipped>")),
     Case("version", ("--version",), (), code=0, out=("specrun 0.",)),
     Case("predict-nothing", ("predict", "{run}"), ("give texts to classify, or --file",), store="template"),
+    # a run id prefix is matched with LIKE: an empty one, % or _ matched any run
+    Case("predict-empty-run-id", ("predict", "", "hi"), ("'' is not a run id: run ids are hexadecimal",), store="template"),
+    Case("predict-wildcard-run-id", ("predict", "%", "hi"), ("'%' is not a run id",), store="template"),
+    Case("predict-underscore-run-id", ("predict", "____", "hi"), ("'____' is not a run id",), store="template"),
+    Case("predict-uppercase-run-id", ("predict", "{RUN}", "a fine film", "-f", "csv"), (), store="template", code=0, out=("a fine film,",)),
+    Case("predict-empty-text", ("predict", "{run}", "fine", "  "), ("text 2 is empty; give a text to classify",), store="template"),
+    Case("predict-file-header-only", ("predict", "{run}", "--file", "{tmp}/header.csv"), ("{tmp}/header.csv: no rows",),
+         files={"header.csv": "text,label\n"}, store="template"),
     Case("predict-unknown-run", ("predict", "deadbeef0000", "hi"), ("no run 'deadbeef0000' in {store}",), store="template"),
     Case("predict-file-missing", ("predict", "{run}", "--file", "{tmp}/none.csv"), ("data file not found: {tmp}/none.csv",), store="template"),
     Case("predict-file-is-a-folder", ("predict", "{run}", "--file", "{tmp}"), ("data file {tmp} is a folder",), store="template"),
@@ -420,7 +428,7 @@ def fingerprint(path: Path) -> str | None:
 def prepare(case: Case, tmp_path: Path, template: dict) -> tuple[dict[str, str], Path]:
     """Write the case's files, spec and store; returns the placeholder values and the store path."""
     store = Path(os.environ["SPECRUN_STORE"])
-    values = {"{tmp}": str(tmp_path), "{store}": str(store), "{run}": template["run"]}
+    values = {"{tmp}": str(tmp_path), "{store}": str(store), "{run}": template["run"], "{RUN}": template["run"].upper()}
     for name, content in case.files.items():
         target = tmp_path / name
         target.write_bytes(content if isinstance(content, bytes) else content.encode())

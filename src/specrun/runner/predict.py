@@ -35,6 +35,8 @@ class TextFile:
 def read_texts(path: Path) -> TextFile:
     """A CSV/TSV/JSONL/parquet file with a 'text' column (and optional 'text_pair' and 'label')."""
     rows = read_rows(path)
+    if not rows.rows:  # a header and nothing else
+        raise DataError(f"{path}: no rows; give a file with a text per row")
     if "text" not in rows.columns:
         raise DataError(f"{path}: needs a 'text' column; columns are {rows.columns}")
     items = []
