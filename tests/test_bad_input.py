@@ -270,9 +270,21 @@ DATA_CASES = [
 
 # --- the model and the method against it: known before training --------------------------------------
 
+TINY_BERT_CONFIG = json.dumps({"model_type": "bert", "vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                               "intermediate_size": 64, "max_position_embeddings": 128})
+
 MODEL_CASES = [
     spec_case("model-path-missing", ["{spec}:6: model.name: no model at '{tmp}/no-model' (no such folder)"], edit={"{model}": "{tmp}/no-model"}),
     spec_case("model-folder-without-config", ["{spec}:6: model.name: no model at '{tmp}' (the folder has no config.json)"], edit={"{model}": "{tmp}"}),
+    spec_case("model-path-is-a-file", ["{spec}:6: model.name: no model at '{tmp}/model.bin' (it is a file, not a folder)"],
+              edit={"{model}": "{tmp}/model.bin"}, files={"model.bin": b"\0" * 64}),
+    spec_case("model-config-not-json", ["{spec}:6: model.name: no model at '{tmp}' (its config.json cannot be read:"],
+              edit={"{model}": "{tmp}"}, files={"config.json": "{not json"}),
+    # a folder with a config but no weights failed at run time; one without a tokenizer trained on [UNK] only and completed
+    spec_case("model-folder-without-weights", ["{spec}:6: model.name: no model weights in '{tmp}' (no model.safetensors or pytorch_model.bin)"],
+              edit={"{model}": "{tmp}"}, files={"config.json": TINY_BERT_CONFIG, "vocab.txt": "[PAD]\n[UNK]\n"}),
+    spec_case("model-folder-without-tokenizer", ["{spec}:6: model.name: no tokenizer in '{tmp}'", "every word would become [UNK]"],
+              edit={"{model}": "{tmp}"}, files={"config.json": TINY_BERT_CONFIG, "model.safetensors": b"\0" * 64}),
     spec_case("hub-model-offline", ["{spec}:6: model.name: 'nobody/no-such-model' is not a local folder nor in the Hugging Face cache, and HF_HUB_OFFLINE is set"],
               edit={"{model}": "nobody/no-such-model"}),
     spec_case("max-length-beyond-positions", ["{spec}:7: model.max_length: 4000 tokens, but", "has 128 positions"], edit={"max_length = 32": "max_length = 4000"}),
