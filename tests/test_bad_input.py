@@ -232,6 +232,13 @@ DATA_CASES = [
     data_case("jsonl-missing-text", "gap.jsonl", jsonl(r5={"label": 1}), ["{tmp}/gap.jsonl:6: 'text' is null (or missing)"]),
     data_case("jsonl-bad-json", "broken.jsonl", jsonl().replace('"label": 0}', '"label": 0', 1), ["{tmp}/broken.jsonl:", "not valid JSON"]),
     data_case("jsonl-not-object", "list.jsonl", jsonl() + "[1, 2]\n", [f"{{tmp}}/list.jsonl:{len(ROWS) + 1}: expected one JSON object per line, found list"]),
+    # str() made "['a', 'b']" a text and "[1]" a class of its own
+    data_case("jsonl-list-text", "listtext.jsonl", jsonl(r2={"text": ["a", "fine", "film"], "label": 1}), ["{tmp}/listtext.jsonl:3: 'text' is a JSON list, not a text"]),
+    data_case("jsonl-boolean-text", "booltext.jsonl", jsonl(r4={"text": True, "label": 0}), ["{tmp}/booltext.jsonl:5: 'text' is the JSON true, not a text"]),
+    data_case("jsonl-object-label", "objlabel.jsonl", jsonl(r6={"text": "a fine film", "label": {"id": 1}}),
+              ["{tmp}/objlabel.jsonl:7: the label in column 'label' is a JSON object; a label is a name or an integer id"]),
+    Case("predict-file-list-text", ("predict", "{run}", "--file", "{tmp}/texts.jsonl"), ("{tmp}/texts.jsonl:2: the text is a JSON list, not a string",),
+         files={"texts.jsonl": '{"text": "fine"}\n{"text": ["a", "b"]}\n'}, store="template"),
     data_case("jsonl-null-label", "nolabel.jsonl", jsonl(r2={"text": "a fine film", "label": None}), ["{tmp}/nolabel.jsonl:3: no label in column 'label'"]),
     data_case("tsv-empty-text", "empty.tsv", tsv(ROWS[:4] + [("", 1)] + ROWS[4:]), ["{tmp}/empty.tsv:6: 'text' is empty"]),
     data_case("tsv-blank-text", "blank.tsv", tsv(ROWS[:2] + [("   ", 0)] + ROWS[2:]), ["{tmp}/blank.tsv:4: 'text' is empty"]),

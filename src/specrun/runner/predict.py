@@ -14,7 +14,7 @@ from specrun.errors import DataError, StoreError
 from specrun.examples import Examples
 from specrun.logs import quiet_libraries
 from specrun.plugins import get_registry
-from specrun.plugins.datasets.files import Rows, read_rows
+from specrun.plugins.datasets.files import Rows, json_kind, read_rows
 from specrun.runner.artifacts import load_weights
 from specrun.runner.data import Encoded, TokenCache
 from specrun.runner.execute import build_model
@@ -44,6 +44,8 @@ def read_texts(path: Path) -> TextFile:
         text = row.get("text")
         if text is None or not str(text).strip():
             raise DataError(f"{rows.where(n)}: the text is empty")
+        if isinstance(text, (list, dict, bool)):
+            raise DataError(f"{rows.where(n)}: the text is {json_kind(text)}, not a string")
         pair = row.get("text_pair")
         items.append((str(text), str(pair) if pair not in (None, "") else None))
     labels = [str(row.get("label", "")).strip() for row in rows.rows] if "label" in rows.columns else None

@@ -192,13 +192,26 @@ def _text(rows: Rows, n: int, row: dict, column: str) -> str:
     value = row.get(column)
     if value is None:
         raise DataError(f"{rows.where(n)}: {column!r} is null (or missing); every example needs a text")
+    if isinstance(value, (list, dict, bool)):  # str() would make "['a', 'b']" or "True" the text
+        raise DataError(f"{rows.where(n)}: {column!r} is {json_kind(value)}, not a text")
     text = str(value)
     if not text.strip():
         raise DataError(f"{rows.where(n)}: {column!r} is empty; every example needs a text")
     return text
 
 
+def json_kind(value) -> str:
+    return {list: "a JSON list", dict: "a JSON object", bool: f"the JSON {str(value).lower()}"}.get(type(value), type(value).__name__)
+
+
+def check_label_value(rows: Rows, n: int, raw, column: str) -> None:
+    """A label is a name or an id: a JSON list or object is neither (its str() would become a class of its own)."""
+    if isinstance(raw, (list, dict)):
+        raise DataError(f"{rows.where(n)}: the label in column {column!r} is {json_kind(raw)}; a label is a name or an integer id")
+
+
 def _label(rows: Rows, n: int, raw, column: str, index: dict[str, int], label_names: Sequence[str]) -> int:
+    check_label_value(rows, n, raw, column)
     key = "" if raw is None else str(raw).strip()
     if key in index:
         return index[key]
