@@ -313,6 +313,7 @@ CLI_CASES = [
     Case("runs-status-bogus", ("runs", "--status", "bogus"), ("Invalid value for '--status'", "'running', 'completed', 'failed', 'interrupted'"), store="template"),
     Case("runs-experiment-nosuch", ("runs", "--experiment", "nosuch"), ("no experiment 'nosuch' in {store}; experiments: toy",), store="template"),
     Case("runs-experiment-typo", ("runs", "--experiment", "tyo"), ("no experiment 'tyo' in {store} (did you mean 'toy'?)",), store="template"),
+    Case("runs-history-without-experiment", ("runs", "--history"), ("--history goes with --experiment NAME",), store="template"),
     Case("runs-format-bogus", ("runs", "--format", "xml"), ("Invalid value for '--format' / '-f'", "'table', 'csv', 'json'"), store="template"),
     Case("runs-no-store", ("runs",), ("no store at {store}",)),
     Case("plugins-kind-bogus", ("plugins", "--kind", "gadget"), ("Invalid value for '--kind'", "'model_source'")),

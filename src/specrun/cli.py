@@ -258,6 +258,8 @@ def runs(
     from specrun.store import Store
     from specrun.store.runs import list_runs
 
+    if history and experiment is None:
+        raise UsageError("--history goes with --experiment NAME (without --experiment, runs lists every run in the store)")
     columns, rows = list_runs(Store(store), experiment, status, history)
     print_rows(columns, rows, fmt)
 
