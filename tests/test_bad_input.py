@@ -362,6 +362,11 @@ CLI_CASES = [
     Case("predict-file-quoted-with-labels", ("predict", "{run}", "--file", "{tmp}/ok.csv", "-f", "csv"), ("{tmp}/ok.csv: 2 labelled texts: accuracy",),
          files={"ok.csv": 'text,label\n"an utterly gorgeous, heartfelt film",1\n"a dreadful, awful mess",0\n'}, store="template", code=0,
          out=('"an utterly gorgeous, heartfelt film",', '"a dreadful, awful mess",')),
+    # weights go to the artifacts folder: one that is a file failed every run after training, and its cleanup crashed with a traceback
+    Case("artifacts-folder-is-a-file", ("apply", "{spec}"), ("the artifacts folder /dev/null is a file; set SPECRUN_ARTIFACTS to a writable folder",),
+         setup=lambda: os.environ.__setitem__("SPECRUN_ARTIFACTS", "/dev/null")),
+    Case("artifacts-folder-cannot-be-made", ("apply", "{spec}"), ("cannot make the artifacts folder /dev/null/artifacts: Not a directory",),
+         setup=lambda: os.environ.__setitem__("SPECRUN_ARTIFACTS", "/dev/null/artifacts")),
     Case("snapshot-onto-existing-file", ("snapshot", "{tmp}/taken.duckdb"), ("{tmp}/taken.duckdb exists; give a new path",),
          files={"taken.duckdb": "precious"}, store="template"),
     Case("snapshot-onto-the-store", ("snapshot", "{store}"), ("exists; give a new path",), store="template"),
