@@ -113,6 +113,7 @@ SPEC_CASES = [
     spec_case("unknown-train-key", ["{spec}:23: train.epoch: unknown key 'epoch' (did you mean 'epochs'?)"], append="epoch = 1\n"),
     spec_case("epochs-zero", ["{spec}:23: train.epochs: Input should be greater than 0"], append="epochs = 0\n"),
     spec_case("epochs-inf", ["{spec}:23: train.epochs: Input should be a finite number"], append="epochs = inf\n"),
+    spec_case("epochs-huge", ["{spec}:23: train.epochs: Input should be less than or equal to 1000000"], append="epochs = 1e308\n"),
     spec_case("epochs-nan", ["{spec}:23: train.epochs: Input should be a finite number"], append="epochs = nan\n"),
     spec_case("learning-rate-inf", ["{spec}:23: train.learning_rate: Input should be a finite number"], append="learning_rate = inf\n"),
     spec_case("learning-rate-negative", ["{spec}:23: train.learning_rate: Input should be greater than 0"], append="learning_rate = -1e-3\n"),
@@ -143,6 +144,13 @@ SPEC_CASES = [
               append='[[data.transforms]]\nname = "noise"\nchar_rat = 0.1\n'),
     spec_case("transform-on", ["{spec}:25: data.transforms.0.on: must be 'train', 'eval' or 'both', not 'test'"],
               append='[[data.transforms]]\nname = "clean"\non = "test"\n'),
+    # results are stored by evaluation set name: a set named like the primary split replaced its evaluation
+    spec_case("eval-set-named-like-primary", ["{spec}:23: data.eval_sets.validation: 'validation' is the primary evaluation split"],
+              append='[data.eval_sets.validation]\ntransforms = [{ name = "noise", char_rate = 0.2 }]\n'),
+    Case("eval-set-named-like-default-primary", ("validate", "{tmp}/glue.toml"), ("{tmp}/glue.toml:5: data.eval_sets.validation: 'validation' is the primary",),
+         files={"glue.toml": '[experiment]\nname = "g"\n[data]\ndataset = "glue/sst2"\n[data.eval_sets.validation]\nmax_examples = 10\n[method]\nname = "full"\n'}),
+    spec_case("eval-set-named-train", ["{spec}:23: data.eval_sets.train: 'train' is reserved: the store keeps the training metrics under split 'train'"],
+              append='[data.eval_sets.train]\nsplit = "train"\n'),
     spec_case("unknown-analysis", ["{spec}:24: analyses.0.name: unknown analysis 'bootstrap'"], append='[[analyses]]\nname = "bootstrap"\n'),
     spec_case("unknown-dataset", ["{spec}:10: data.dataset: unknown dataset 'lokal' (did you mean 'local'?)"], edit={'dataset = "local"': 'dataset = "lokal"'}),
     spec_case("dataset-option-typo", ["{spec}:13: data.options.filez: unknown key 'filez' (did you mean 'files'?)"], edit={"files = {": "filez = {"}),
@@ -169,6 +177,15 @@ SPEC_CASES = [
     Case("set-without-value", ("apply", "{spec}", "--set", "train.epochs"), ("{spec}: train.epochs: expected KEY=VALUE",)),
     Case("set-dot", ("apply", "{spec}", "--set", ".=1"), ("{spec}: .: --set: '.' names no key",)),
     Case("set-empty-key", ("apply", "{spec}", "--set", "=1"), ("{spec}: =1: empty key",)),
+    # an empty part between dots was dropped: train..epochs set train.epochs, train.=1 replaced the whole [train] table
+    Case("set-empty-part", ("apply", "{spec}", "--set", "train..epochs=1"), ("{spec}: train..epochs: --set: 'train..epochs' has an empty part between dots",)),
+    Case("set-trailing-dot", ("apply", "{spec}", "--set", "train.=1"), ("{spec}: train.: --set: 'train.' has an empty part between dots",)),
+    Case("set-leading-dot", ("apply", "{spec}", "--set", ".train.epochs=1"), ("{spec}: .train.epochs: --set: '.train.epochs' has an empty part",)),
+    spec_case("sweep-key-empty-part", ["{spec}:24: sweep.train..epochs: 'train..epochs' has an empty part between dots"], append='[sweep]\n"train..epochs" = [1, 2]\n'),
+    # a misspelt section that only --set made is blamed on --set, not on the spec file
+    Case("set-misspelt-section", ("apply", "{spec}", "--set", "trian.epochs=1"), ("{spec}: trian: (from --set) unknown key 'trian' (did you mean 'train'?)",)),
+    Case("set-misspelt-option-table", ("apply", "{spec}", "--set", "data.options.filez.train=x.tsv"),
+         ("{spec}: data.options.filez: (from --set) unknown key 'filez' (did you mean 'files'?)",)),
     Case("set-into-value", ("apply", "{spec}", "--set", "experiment.seeds.0.x=1"), ("experiment.seeds.0.x: --set: experiment.seeds.0 is a value (0), not a table or list",)),
     Case("set-inf", ("apply", "{spec}", "--set", "train.learning_rate=inf"), ("{spec}: train.learning_rate: (from --set) Input should be a finite number",)),
     Case("set-index", ("apply", "{spec}", "--set", "data.transforms.3.k=8"), ("{spec}: data.transforms.3.k: --set: data.transforms is not set, so it has no item 3",)),
@@ -210,10 +227,18 @@ DATA_CASES = [
     spec_case("empty-slice", ["{spec}:12: data.train_split: 'train[50:10]' selects no examples"],
               edit={'eval_split = "validation"': 'eval_split = "validation"\ntrain_split = "train[50:10]"'}),
     spec_case("data-file-missing", ["data file not found: {tmp}/missing.tsv"], edit={"{train}": "{tmp}/missing.tsv"}),
+    spec_case("data-file-is-a-folder", ["data file {tmp} is a folder; give the path of a file in it"], edit={"{train}": "{tmp}"}),
     data_case("jsonl-null-text", "nulls.jsonl", jsonl(r3={"text": None, "label": 1}), ["{tmp}/nulls.jsonl:4: 'text' is null (or missing)"]),
     data_case("jsonl-missing-text", "gap.jsonl", jsonl(r5={"label": 1}), ["{tmp}/gap.jsonl:6: 'text' is null (or missing)"]),
     data_case("jsonl-bad-json", "broken.jsonl", jsonl().replace('"label": 0}', '"label": 0', 1), ["{tmp}/broken.jsonl:", "not valid JSON"]),
     data_case("jsonl-not-object", "list.jsonl", jsonl() + "[1, 2]\n", [f"{{tmp}}/list.jsonl:{len(ROWS) + 1}: expected one JSON object per line, found list"]),
+    # str() made "['a', 'b']" a text and "[1]" a class of its own
+    data_case("jsonl-list-text", "listtext.jsonl", jsonl(r2={"text": ["a", "fine", "film"], "label": 1}), ["{tmp}/listtext.jsonl:3: 'text' is a JSON list, not a text"]),
+    data_case("jsonl-boolean-text", "booltext.jsonl", jsonl(r4={"text": True, "label": 0}), ["{tmp}/booltext.jsonl:5: 'text' is the JSON true, not a text"]),
+    data_case("jsonl-object-label", "objlabel.jsonl", jsonl(r6={"text": "a fine film", "label": {"id": 1}}),
+              ["{tmp}/objlabel.jsonl:7: the label in column 'label' is a JSON object; a label is a name or an integer id"]),
+    Case("predict-file-list-text", ("predict", "{run}", "--file", "{tmp}/texts.jsonl"), ("{tmp}/texts.jsonl:2: the text is a JSON list, not a string",),
+         files={"texts.jsonl": '{"text": "fine"}\n{"text": ["a", "b"]}\n'}, store="template"),
     data_case("jsonl-null-label", "nolabel.jsonl", jsonl(r2={"text": "a fine film", "label": None}), ["{tmp}/nolabel.jsonl:3: no label in column 'label'"]),
     data_case("tsv-empty-text", "empty.tsv", tsv(ROWS[:4] + [("", 1)] + ROWS[4:]), ["{tmp}/empty.tsv:6: 'text' is empty"]),
     data_case("tsv-blank-text", "blank.tsv", tsv(ROWS[:2] + [("   ", 0)] + ROWS[2:]), ["{tmp}/blank.tsv:4: 'text' is empty"]),
@@ -244,14 +269,29 @@ DATA_CASES = [
          files={"glue.toml": '[experiment]\nname = "g"\n[data]\ndataset = "glue/rte"\n[method]\nname = "full"\n'},
          setup=lambda: os.environ.__setitem__("SPECRUN_DATA_DIR", "/nowhere")),
     # a byte-order mark at the start of a JSONL file is fine (it used to be "could not read as jsonl")
+    # a text longer than the csv module's default field limit (128 KiB) is a valid text: the tokenizer truncates it
+    Case("tsv-long-text", ("plan", "{spec}"), (), edit={"{train}": "{tmp}/long.tsv"}, files={"long.tsv": tsv(ROWS + [("word " * 40000, 1)])},
+         code=0, out=("new",)),
     Case("jsonl-with-bom", ("plan", "{spec}"), (), edit={"{train}": "{tmp}/bom.jsonl"}, files={"bom.jsonl": b"\xef\xbb\xbf" + jsonl().encode()}, code=0, out=("new",)),
 ]
 
 # --- the model and the method against it: known before training --------------------------------------
 
+TINY_BERT_CONFIG = json.dumps({"model_type": "bert", "vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                               "intermediate_size": 64, "max_position_embeddings": 128})
+
 MODEL_CASES = [
     spec_case("model-path-missing", ["{spec}:6: model.name: no model at '{tmp}/no-model' (no such folder)"], edit={"{model}": "{tmp}/no-model"}),
     spec_case("model-folder-without-config", ["{spec}:6: model.name: no model at '{tmp}' (the folder has no config.json)"], edit={"{model}": "{tmp}"}),
+    spec_case("model-path-is-a-file", ["{spec}:6: model.name: no model at '{tmp}/model.bin' (it is a file, not a folder)"],
+              edit={"{model}": "{tmp}/model.bin"}, files={"model.bin": b"\0" * 64}),
+    spec_case("model-config-not-json", ["{spec}:6: model.name: no model at '{tmp}' (its config.json cannot be read:"],
+              edit={"{model}": "{tmp}"}, files={"config.json": "{not json"}),
+    # a folder with a config but no weights failed at run time; one without a tokenizer trained on [UNK] only and completed
+    spec_case("model-folder-without-weights", ["{spec}:6: model.name: no model weights in '{tmp}' (no model.safetensors or pytorch_model.bin)"],
+              edit={"{model}": "{tmp}"}, files={"config.json": TINY_BERT_CONFIG, "vocab.txt": "[PAD]\n[UNK]\n"}),
+    spec_case("model-folder-without-tokenizer", ["{spec}:6: model.name: no tokenizer in '{tmp}'", "every word would become [UNK]"],
+              edit={"{model}": "{tmp}"}, files={"config.json": TINY_BERT_CONFIG, "model.safetensors": b"\0" * 64}),
     spec_case("hub-model-offline", ["{spec}:6: model.name: 'nobody/no-such-model' is not a local folder nor in the Hugging Face cache, and HF_HUB_OFFLINE is set"],
               edit={"{model}": "nobody/no-such-model"}),
     spec_case("max-length-beyond-positions", ["{spec}:7: model.max_length: 4000 tokens, but", "has 128 positions"], edit={"max_length = 32": "max_length = 4000"}),
@@ -273,11 +313,14 @@ CLI_CASES = [
     Case("runs-status-bogus", ("runs", "--status", "bogus"), ("Invalid value for '--status'", "'running', 'completed', 'failed', 'interrupted'"), store="template"),
     Case("runs-experiment-nosuch", ("runs", "--experiment", "nosuch"), ("no experiment 'nosuch' in {store}; experiments: toy",), store="template"),
     Case("runs-experiment-typo", ("runs", "--experiment", "tyo"), ("no experiment 'tyo' in {store} (did you mean 'toy'?)",), store="template"),
+    Case("runs-history-without-experiment", ("runs", "--history"), ("--history goes with --experiment NAME",), store="template"),
     Case("runs-format-bogus", ("runs", "--format", "xml"), ("Invalid value for '--format' / '-f'", "'table', 'csv', 'json'"), store="template"),
     Case("runs-no-store", ("runs",), ("no store at {store}",)),
     Case("plugins-kind-bogus", ("plugins", "--kind", "gadget"), ("Invalid value for '--kind'", "'model_source'")),
     Case("sql-empty", ("sql", ""), ('give a SQL query, e.g. specrun sql "SELECT * FROM run_summary"',), store="template"),
     Case("sql-blank", ("sql", "  \n "), ("give a SQL query",), store="template"),
+    Case("sql-only-semicolon", ("sql", ";"), ("no SQL statement in ';'",), store="template"),
+    Case("sql-only-comment", ("sql", "/* nothing here */"), ("no SQL statement in '/* nothing here */'",), store="template"),
     Case("sql-syntax", ("sql", "SELEC 1"), ("SQL error: Parser Error: syntax error at or near \"SELEC\"",), store="template"),
     Case("sql-unknown-table", ("sql", "SELECT * FROM runz"), ("SQL error: Catalog Error", "runz"), store="template"),
     Case("sql-delete", ("sql", "DELETE FROM runs"), ("SQL error:", "read-only mode"), store="template"),
@@ -292,8 +335,17 @@ CLI_CASES = [
     Case("help-short", ("runs", "-h"), (), code=0, out=("--status", "<running|completed|failed|", "skipped>")),
     Case("version", ("--version",), (), code=0, out=("specrun 0.",)),
     Case("predict-nothing", ("predict", "{run}"), ("give texts to classify, or --file",), store="template"),
+    # a run id prefix is matched with LIKE: an empty one, % or _ matched any run
+    Case("predict-empty-run-id", ("predict", "", "hi"), ("'' is not a run id: run ids are hexadecimal",), store="template"),
+    Case("predict-wildcard-run-id", ("predict", "%", "hi"), ("'%' is not a run id",), store="template"),
+    Case("predict-underscore-run-id", ("predict", "____", "hi"), ("'____' is not a run id",), store="template"),
+    Case("predict-uppercase-run-id", ("predict", "{RUN}", "a fine film", "-f", "csv"), (), store="template", code=0, out=("a fine film,",)),
+    Case("predict-empty-text", ("predict", "{run}", "fine", "  "), ("text 2 is empty; give a text to classify",), store="template"),
+    Case("predict-file-header-only", ("predict", "{run}", "--file", "{tmp}/header.csv"), ("{tmp}/header.csv: no rows",),
+         files={"header.csv": "text,label\n"}, store="template"),
     Case("predict-unknown-run", ("predict", "deadbeef0000", "hi"), ("no run 'deadbeef0000' in {store}",), store="template"),
     Case("predict-file-missing", ("predict", "{run}", "--file", "{tmp}/none.csv"), ("data file not found: {tmp}/none.csv",), store="template"),
+    Case("predict-file-is-a-folder", ("predict", "{run}", "--file", "{tmp}"), ("data file {tmp} is a folder",), store="template"),
     Case("predict-file-no-text", ("predict", "{run}", "--file", "{tmp}/cols.csv"), ("{tmp}/cols.csv: needs a 'text' column; columns are ['review']",),
          files={"cols.csv": "review\nfine\n"}, store="template"),
     Case("predict-file-empty", ("predict", "{run}", "--file", "{tmp}/empty.csv"), ("{tmp}/empty.csv: the file is empty",), files={"empty.csv": ""}, store="template"),
@@ -310,6 +362,11 @@ CLI_CASES = [
     Case("predict-file-quoted-with-labels", ("predict", "{run}", "--file", "{tmp}/ok.csv", "-f", "csv"), ("{tmp}/ok.csv: 2 labelled texts: accuracy",),
          files={"ok.csv": 'text,label\n"an utterly gorgeous, heartfelt film",1\n"a dreadful, awful mess",0\n'}, store="template", code=0,
          out=('"an utterly gorgeous, heartfelt film",', '"a dreadful, awful mess",')),
+    # weights go to the artifacts folder: one that is a file failed every run after training, and its cleanup crashed with a traceback
+    Case("artifacts-folder-is-a-file", ("apply", "{spec}"), ("the artifacts folder /dev/null is a file; set SPECRUN_ARTIFACTS to a writable folder",),
+         setup=lambda: os.environ.__setitem__("SPECRUN_ARTIFACTS", "/dev/null")),
+    Case("artifacts-folder-cannot-be-made", ("apply", "{spec}"), ("cannot make the artifacts folder /dev/null/artifacts: Not a directory",),
+         setup=lambda: os.environ.__setitem__("SPECRUN_ARTIFACTS", "/dev/null/artifacts")),
     Case("snapshot-onto-existing-file", ("snapshot", "{tmp}/taken.duckdb"), ("{tmp}/taken.duckdb exists; give a new path",),
          files={"taken.duckdb": "precious"}, store="template"),
     Case("snapshot-onto-the-store", ("snapshot", "{store}"), ("exists; give a new path",), store="template"),
@@ -396,7 +453,7 @@ def fingerprint(path: Path) -> str | None:
 def prepare(case: Case, tmp_path: Path, template: dict) -> tuple[dict[str, str], Path]:
     """Write the case's files, spec and store; returns the placeholder values and the store path."""
     store = Path(os.environ["SPECRUN_STORE"])
-    values = {"{tmp}": str(tmp_path), "{store}": str(store), "{run}": template["run"]}
+    values = {"{tmp}": str(tmp_path), "{store}": str(store), "{run}": template["run"], "{RUN}": template["run"].upper()}
     for name, content in case.files.items():
         target = tmp_path / name
         target.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -551,6 +608,47 @@ def file_size_limit_case(tmp_path, cli, template, monkeypatch):
     assert not store.exists() and not Path(f"{store}.wal").exists()
 
 
+def unreadable_data_file(tmp_path, cli, template, monkeypatch):
+    """A data file the user may not read: one message, not a PermissionError traceback. (Root, whom chmod
+    does not stop, runs specrun without the capabilities that override file permissions.)"""
+    values, _ = prepare(Case("unreadable", (), edit={"{train}": "{tmp}/secret.tsv"}, files={"secret.tsv": tsv()}), tmp_path, template)
+    (tmp_path / "secret.tsv").chmod(0)
+    prefix = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: cannot make a file unreadable")
+        caps = "-dac_override,-dac_read_search"
+        prefix = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"]
+    store = tmp_path / "new.duckdb"
+    result = subprocess.run([*prefix, *SPECRUN, "plan", values["{spec}"], "--store", str(store)], capture_output=True, text=True, timeout=300)
+    if result.stderr.startswith("setpriv:"):
+        pytest.skip(f"cannot drop capabilities here: {result.stderr.strip()}")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"cannot read data file {tmp_path}/secret.tsv: Permission denied" in result.stderr
+    assert not store.exists()
+
+
+def plugin_exits_on_import(tmp_path, cli, template, monkeypatch):
+    """An installed plugin whose module calls sys.exit when imported (say, a missing dependency it checks
+    for) is reported like any plugin that fails to load; specrun goes on with the others."""
+    values, _ = prepare(Case("plugin-exits", (), edit={'name = "lora"': 'name = "adapter"', "rank = 4": ""}), tmp_path, template)
+    site = tmp_path / "site"
+    (site / "specrun_quitter-0.1.dist-info").mkdir(parents=True)
+    (site / "specrun_quitter-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: specrun-quitter\nVersion: 0.1\n")
+    (site / "specrun_quitter-0.1.dist-info" / "entry_points.txt").write_text("[specrun]\nquitter = specrun_quitter\n")
+    (site / "specrun_quitter.py").write_text("import sys\nsys.exit('specrun-quitter needs the adapters package')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]), "SPECRUN_DISABLE_PLUGIN_AUTOLOAD": ""}
+    failed = ("plugin 'quitter' from specrun-quitter", "failed to load: SystemExit: specrun-quitter needs the adapters package")
+    result = subprocess.run([*SPECRUN, "validate", values["{spec}"]], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"{values['{spec}']}:16: method.name: unknown method 'adapter'" in result.stderr, result.stderr
+    assert all(needle in result.stderr for needle in failed), result.stderr
+    result = subprocess.run([*SPECRUN, "plugins", "--kind", "method", "-f", "csv"], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0 and "warning: " in result.stderr and all(needle in result.stderr for needle in failed), result.stderr
+    assert "lora" in result.stdout
+
+
 def _spawn(args, store: Path) -> subprocess.Popen:
     return subprocess.Popen([*SPECRUN, *args], env={**os.environ, "SPECRUN_STORE": str(store)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -615,6 +713,8 @@ PROCESS_CASES = [
     read_only_case("read-only-folder-runs", ("runs", "-f", "csv"), 0, ()),
     read_only_case("read-only-folder-new-store", ("apply", "{spec}"), 2, ("cannot write store {store}: ",), store_kind="none"),
     ProcessCase("file-size-limit", file_size_limit_case),
+    ProcessCase("data-file-unreadable", unreadable_data_file),
+    ProcessCase("plugin-exits-on-import", plugin_exits_on_import),
     signal_case(signal.SIGTERM),
     signal_case(signal.SIGKILL),
     ProcessCase("three-concurrent-applies", concurrent_applies),

@@ -112,6 +112,8 @@ def apply(
     found = check_runs(planned, registry, store, force=force)
     for run_id, why in found.unavailable.items():
         log.warning("run %s cannot run on this machine and will be recorded as failed: %s", run_id, why)
+    if found.to_train:
+        _check_artifacts_folder(store.path)
     record_apply(store, loaded, overrides or [], [p.run_id for p in planned])
     log.info(f"{loaded.experiment}: {len(planned)} run(s) → {store.path}")
     with ApplyProgress(len(planned), every=every) if progress else contextlib.nullcontext() as bars:
@@ -159,6 +161,27 @@ def load_run(run_id: str, store: str | os.PathLike | None = None) -> Predictor:
     from specrun.driver.models import load_predictor
 
     return load_predictor(_store(store), run_id)
+
+
+def _check_artifacts_folder(store: Path) -> None:
+    """Runs save their weights and checkpoints under the artifacts folder: one that is a file, or cannot
+    be made or written, would fail every run after it trained (a file even crashed the failure's cleanup)."""
+    import os
+
+    from specrun.runner.artifacts import artifacts_root
+
+    if not os.access(store.resolve().parent, os.W_OK):
+        return  # the store's own folder is read-only: recording the apply fails first, with the store's message
+    root = artifacts_root(store)
+    fix = "set SPECRUN_ARTIFACTS to a writable folder (default: specrun-artifacts/ beside the store)"
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"the artifacts folder {root} is a file; {fix}")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot make the artifacts folder {root}: {exc.strerror or exc}; {fix}") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write the artifacts folder {root}; {fix}")
 
 
 def _plan(spec: Path, overrides: list[str] | None, profile: str | None):

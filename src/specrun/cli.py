@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Literal, Optional
@@ -174,6 +175,8 @@ def runs(
     from specrun.store import Store
     from specrun.store.runs import list_runs
 
+    if history and experiment is None:
+        raise UsageError("--history goes with --experiment NAME (without --experiment, runs lists every run in the store)")
     columns, rows = list_runs(Store(store), experiment, status, history)
     print_rows(columns, rows, fmt)
 
@@ -350,6 +353,12 @@ def predict(
     from specrun.store import Store
 
     get_registry()  # loads the plugins first, so their load warnings show whatever happens next
+    if not re.fullmatch(r"[0-9a-fA-F]+", run_id):  # a prefix is matched with LIKE: '' or '%' picked any run
+        raise UsageError(f"{run_id!r} is not a run id: run ids are hexadecimal, e.g. 0f3a61f22496 or a prefix of one (specrun runs lists them)")
+    run_id = run_id.lower()
+    for number, text in enumerate(texts or [], start=1):
+        if not text.strip():
+            raise UsageError(f"text {number} is empty; give a text to classify")
     items = [(t, None) for t in texts or []]
     given = read_texts(file) if file is not None else None
     if given is not None:

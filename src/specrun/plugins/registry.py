@@ -285,7 +285,7 @@ def make_plugin_manager(extra_plugins: list[object] = (), entry_points: bool = T
                 continue
             try:
                 module = ep.load()
-            except Exception as exc:  # a broken third-party plugin must not take down the CLI
+            except (Exception, SystemExit) as exc:  # a broken third-party plugin (one that exits on import too) must not take down the CLI
                 where = f"{dist} {ep.dist.version}" if ep.dist else "an unknown package"
                 problems.append(LoadProblem(
                     f"plugin {ep.name!r} from {where} failed to load: {type(exc).__name__}: {exc} "
@@ -337,6 +337,7 @@ class _Loader:
         except PluginError as exc:
             if source.builtin or self.strict:
                 raise
+<<<<<<< HEAD
             name = getattr(plugin, "name", None)
             self.skip(f"{exc}; it is skipped (fix or uninstall {source.package or source.origin}, or set {source.how_to_disable()})",
                       source, [], plugin=name if isinstance(name, str) else "")
@@ -378,6 +379,10 @@ def build_registry(pm: pluggy.PluginManager, load_errors: list = (), strict: boo
         for impl, source in sorted(impls, key=lambda pair: not pair[1].builtin):  # stable: built-ins first
             loader.call(kind, hook_name, impl, source)
     _note_unmatched_disables(registry, pm)
+=======
+            except (Exception, SystemExit) as exc:
+                raise PluginError(f"plugin {origin} failed in {hook_name}: {type(exc).__name__}: {exc}") from exc
+>>>>>>> rewalk
     return registry
 
 

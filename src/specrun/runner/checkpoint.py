@@ -39,9 +39,11 @@ def checkpoint_path(artifacts_dir: Path, run_id: str) -> Path:
 def remove_checkpoint(artifacts_dir: Path, run_id: str) -> None:
     """Delete a run's checkpoint (and a temporary file a kill left); a finished run needs neither."""
     path = checkpoint_path(artifacts_dir, run_id)
-    for name in (CHECKPOINT, SUMMARY):
-        path.with_name(name).unlink(missing_ok=True)
-        path.with_name(name + ".tmp").unlink(missing_ok=True)
+    for name in (CHECKPOINT, SUMMARY, CHECKPOINT + ".tmp", SUMMARY + ".tmp"):
+        try:
+            path.with_name(name).unlink(missing_ok=True)
+        except OSError:  # e.g. the artifacts "folder" is a file: there is no checkpoint, and recording the failure must go on
+            pass
 
 
 def saved_step(artifacts_dir: Path, run_id: str) -> int | None:

@@ -30,7 +30,14 @@ def _looks_like_path(name: str) -> bool:
 def _missing_model(name: str, path: str, exc: Exception) -> ConfigError:
     if _looks_like_path(name):
         folder = Path(name).expanduser()
-        why = "no such folder" if not folder.exists() else "the folder has no config.json"
+        if not folder.exists():
+            why = "no such folder"
+        elif not folder.is_dir():
+            why = "it is a file, not a folder"
+        elif (folder / "config.json").is_file():
+            why = f"its config.json cannot be read: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        else:
+            why = "the folder has no config.json"
         return ConfigError(f"no model at {name!r} ({why}); give a folder with a Hugging Face model, or a hub id", key="model.name")
     if _offline():
         return ConfigError(
@@ -38,6 +45,27 @@ def _missing_model(name: str, path: str, exc: Exception) -> ConfigError:
             "download it once with network access, or give a local folder", key="model.name",
         )
     return ConfigError(f"cannot load model {name!r} ({path}): {str(exc).splitlines()[0]}", key="model.name")
+
+
+#: Files a local model folder holds its weights in, and its tokenizer's vocabulary in (any ``*.model``:
+#: a sentencepiece model).
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
+
+
+def _check_folder(name: str, path: str) -> None:
+    """A local model folder needs weights and a tokenizer besides its config.json: without weights the run
+    fails when it loads the model; without a tokenizer transformers builds an empty one that turns every
+    word into [UNK], and the run trains on nothing."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        return  # a hub id
+    if not any((folder / f).is_file() for f in _WEIGHT_FILES):
+        raise ConfigError(f"no model weights in {str(folder)!r} (no {' or '.join(_WEIGHT_FILES[::2])}); save the model there "
+                          "with save_pretrained", key="model.name")
+    if not any((folder / f).is_file() for f in _TOKENIZER_FILES) and not any(folder.glob("*.model")):
+        raise ConfigError(f"no tokenizer in {str(folder)!r} (no {', '.join(_TOKENIZER_FILES)} or sentencepiece *.model): every word "
+                          "would become [UNK]; save the tokenizer there too (tokenizer.save_pretrained)", key="model.name")
 
 
 def model_info(name: str, registry: Registry, max_length: int, init_from: str | None = None) -> ModelInfo:
@@ -52,6 +80,7 @@ def model_info(name: str, registry: Registry, max_length: int, init_from: str | 
         config = load_config(path)
     except OSError as exc:
         raise _missing_model(name, path, exc) from None
+    _check_folder(name, path)
     log.debug("model %r is %s (%s)", name, path, type(config).__name__)
     return ModelInfo(name=name, path=path, config=config, max_length=max_length, init_from=init_from)
 

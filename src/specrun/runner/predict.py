@@ -14,8 +14,8 @@ from specrun.errors import DataError, StoreError
 from specrun.examples import Examples
 from specrun.logs import quiet_libraries
 from specrun.plugins import get_registry
+from specrun.plugins.datasets.files import Rows, json_kind, read_rows
 from specrun.plugins.registry import Registry
-from specrun.plugins.datasets.files import Rows, read_rows
 from specrun.runner.artifacts import load_weights
 from specrun.runner.data import Encoded, TokenCache
 from specrun.runner.execute import build_model
@@ -36,6 +36,8 @@ class TextFile:
 def read_texts(path: Path) -> TextFile:
     """A CSV/TSV/JSONL/parquet file with a 'text' column (and optional 'text_pair' and 'label')."""
     rows = read_rows(path)
+    if not rows.rows:  # a header and nothing else
+        raise DataError(f"{path}: no rows; give a file with a text per row")
     if "text" not in rows.columns:
         raise DataError(f"{path}: needs a 'text' column; columns are {rows.columns}")
     items = []
@@ -43,6 +45,8 @@ def read_texts(path: Path) -> TextFile:
         text = row.get("text")
         if text is None or not str(text).strip():
             raise DataError(f"{rows.where(n)}: the text is empty")
+        if isinstance(text, (list, dict, bool)):
+            raise DataError(f"{rows.where(n)}: the text is {json_kind(text)}, not a string")
         pair = row.get("text_pair")
         items.append((str(text), str(pair) if pair not in (None, "") else None))
     labels = [str(row.get("label", "")).strip() for row in rows.rows] if "label" in rows.columns else None

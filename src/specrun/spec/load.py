@@ -84,11 +84,20 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
+def empty_part(key: str) -> bool:
+    """Whether dotted ``key`` has an empty part (``train..epochs``, ``.train``, ``train.``); quoted parts
+    (``data.eval_sets."a.b"``) may hold dots."""
+    bare = re.sub(r'"[^"]*"|\'[^\']*\'', "q", key.strip())
+    return any(not part.strip() for part in bare.split("."))
+
+
 def set_dotted(tree: dict, key: str, value: Any) -> None:
     """Set ``a.b.0.c`` in nested dicts and lists, creating missing tables."""
     parts = split_key(key)
     if not parts:
         raise KeyError(f"{key!r} names no key: give a dotted key such as train.epochs")
+    if empty_part(key):
+        raise KeyError(f"{key!r} has an empty part between dots: give a dotted key such as train.epochs")
     node: Any = tree
     for i, part in enumerate(parts[:-1]):
         if isinstance(node, list):
@@ -339,6 +348,8 @@ def _sweep_key_problems(sweep: Any) -> list[tuple[tuple, str]]:
             parts = split_key(part)
             if not parts:
                 problems.append((("sweep", key), "a sweep key names a dotted spec key, e.g. \"method.rank\"; this one is empty"))
+            elif empty_part(part):
+                problems.append((("sweep", key), f"{part.strip()!r} has an empty part between dots: give a dotted spec key, e.g. \"method.rank\""))
             elif parts[0] not in (*RUN_SECTIONS, "stages"):
                 problems.append((("sweep", key), f"can only sweep keys under {', '.join(RUN_SECTIONS)} and stages{did_you_mean(parts[0], RUN_SECTIONS)}"))
     return problems
@@ -352,9 +363,37 @@ def _section(raw: dict, name: str, model: type[BaseModel]) -> BaseModel | None:
         return None
 
 
-def _cross_field_problems(raw: dict) -> list[tuple[tuple, str]]:
-    """Checks across the keys of a section, made on every section that is valid by itself."""
+#: Metric splits the store uses besides evaluation sets: an evaluation set of that name would mix with them.
+_RESERVED_SET_NAMES = {"train": "training metrics", "cost": "cost metrics"}
+
+
+def _eval_set_name_problems(raw: dict, registry: Registry) -> list[tuple[tuple, str]]:
+    """A named evaluation set is stored under its name (metrics.split, predictions.split): one named like
+    the primary evaluation split would replace it, one named 'train' or 'cost' would mix with those rows."""
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    sets = data.get("eval_sets") if isinstance(data.get("eval_sets"), dict) else {}
+    if not sets:
+        return []
+    primary = data.get("eval_split")
+    if not isinstance(primary, str) or not primary:
+        try:
+            primary = registry.get("dataset", data.get("dataset")).eval_split
+        except Exception:  # an unknown dataset is reported at data.dataset
+            primary = None
     problems = []
+    for name in sets:
+        if name == primary:
+            problems.append((("data", "eval_sets", name), f"{name!r} is the primary evaluation split (data.eval_split), which every run is "
+                             "evaluated on already; results are stored by evaluation set name, so give this set a name of its own"))
+        elif name in _RESERVED_SET_NAMES:
+            problems.append((("data", "eval_sets", name), f"{name!r} is reserved: the store keeps the {_RESERVED_SET_NAMES[name]} under split "
+                             f"{name!r}; give this set another name"))
+    return problems
+
+
+def _cross_field_problems(raw: dict, registry: Registry) -> list[tuple[tuple, str]]:
+    """Checks across the keys of a section, made on every section that is valid by itself."""
+    problems = _eval_set_name_problems(raw, registry)
     train = _section(raw, "train", TrainSpec)
     if train is not None and train.early_stopping is not None:
         stopping = train.early_stopping
@@ -383,7 +422,7 @@ def validate_config(raw: dict, registry: Registry) -> tuple[Spec | None, dict, l
     resolved, plugin_problems = _resolve_plugins(raw, registry)
     problems += plugin_problems
     problems += _sweep_key_problems(raw.get("sweep"))
-    problems += _cross_field_problems(raw)
+    problems += _cross_field_problems(raw, registry)
     return (None if problems else spec), resolved, problems
 
 
@@ -455,6 +494,8 @@ def load_composed(composed: Composed, overrides: list[str] = (), registry: Regis
             if key == set_key or key.startswith(set_key + "."):
                 return (key, None, "(from --set) " + message)
         file, line = composed.where(loc)
+        if any(set_key.startswith(key + ".") for set_key in set_keys) and not _holds(effective, loc):
+            return (key, None, "(from --set) " + message)  # a table only --set made (a misspelt section)
         return (key, line, message) if file == composed.path else (key, line, message, str(file))
 
     spec, resolved, problems = validate_config(raw, registry)
@@ -506,6 +547,18 @@ def _apply_overrides(raw: dict, overrides: list[str]) -> tuple[list[str], list[P
             continue
         keys.append(key)
     return keys, problems
+
+
+def _holds(tree: Any, loc: tuple) -> bool:
+    """Whether ``tree`` has a value at ``loc`` (keys and list indexes)."""
+    for part in loc:
+        if isinstance(tree, dict) and part in tree:
+            tree = tree[part]
+        elif isinstance(tree, list) and isinstance(part, int) and 0 <= part < len(tree):
+            tree = tree[part]
+        else:
+            return False
+    return True
 
 
 def _sweep_grid(raw: dict) -> dict[str, list] | None:

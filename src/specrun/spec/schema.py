@@ -107,7 +107,8 @@ class EarlyStopping(Section):
 
 
 class TrainSpec(Section):
-    epochs: float = Field(3, gt=0)
+    #: finite is not enough: epochs × steps per epoch must be a number of steps (1e308 overflowed when the run started)
+    epochs: float = Field(3, gt=0, le=1_000_000)
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs)")
     min_steps: int = Field(0, ge=0, description="train at least this many steps, however small the data")
     batch_size: int = Field(32, ge=1)

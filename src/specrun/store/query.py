@@ -22,6 +22,8 @@ def run_query(store: Store, query: str, allow_files: bool = False) -> tuple[list
     with store.read(allow_files=allow_files) as db:
         try:
             cursor = db.execute(query)
+            if cursor is None:  # only semicolons and comments: DuckDB runs no statement
+                raise UsageError(f'no SQL statement in {query!r}; give a query, e.g. specrun sql "SELECT * FROM run_summary"')
             if cursor.description is None:
                 return [], []
             return [d[0] for d in cursor.description], cursor.fetchall()

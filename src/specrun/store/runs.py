@@ -232,7 +232,7 @@ def run_weights(store: Store, run_id: str, prefix: bool = False) -> StoredWeight
     with store.read() as db:
         row = db.execute("SELECT run_id, status, config FROM runs WHERE run_id = ?", [run_id]).fetchone()
         if row is None and prefix:
-            like = [r[0] for r in db.execute("SELECT run_id FROM runs WHERE run_id LIKE ? || '%'", [run_id]).fetchall()]
+            like = [r[0] for r in db.execute("SELECT run_id FROM runs WHERE starts_with(run_id, ?)", [run_id]).fetchall()]
             if len(like) == 1:
                 row = db.execute("SELECT run_id, status, config FROM runs WHERE run_id = ?", [like[0]]).fetchone()
             elif like:

@@ -51,6 +51,8 @@ def infer_format(path: Path) -> str:
 def read_rows(path: Path, fmt: str | None = None, header: bool = True, columns: Sequence[str] | None = None) -> Rows:
     """All rows of a file. TSV is read with quoting disabled (GLUE files contain bare quotes); CSV with
     the standard dialect (double quotes around fields that hold commas, quotes or newlines)."""
+    if path.is_dir():
+        raise DataError(f"data file {path} is a folder; give the path of a file in it")
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     fmt = fmt or infer_format(path)
@@ -65,7 +67,10 @@ def read_rows(path: Path, fmt: str | None = None, header: bool = True, columns: 
 
 
 def _decode(path: Path) -> str:
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:  # no permission to read it, an I/O error
+        raise DataError(f"cannot read data file {path}: {exc.strerror or exc}") from None
     try:
         return data.decode("utf-8-sig")  # a byte-order mark at the start is not part of the first column's name
     except UnicodeDecodeError as exc:
@@ -73,7 +78,13 @@ def _decode(path: Path) -> str:
         raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); save the file as UTF-8") from None
 
 
+#: The csv module refuses fields over 128 KiB by default; a long document is a valid text (the tokenizer truncates it).
+_FIELD_LIMIT = 2**31 - 1
+
+
 def _read_delimited(path: Path, text: str, fmt: str, header: bool, columns: Sequence[str] | None) -> Rows:
+    if csv.field_size_limit() < _FIELD_LIMIT:
+        csv.field_size_limit(_FIELD_LIMIT)
     if fmt == "tsv":
         reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
         hint = "a text holding a tab breaks a TSV row"
@@ -181,13 +192,26 @@ def _text(rows: Rows, n: int, row: dict, column: str) -> str:
     value = row.get(column)
     if value is None:
         raise DataError(f"{rows.where(n)}: {column!r} is null (or missing); every example needs a text")
+    if isinstance(value, (list, dict, bool)):  # str() would make "['a', 'b']" or "True" the text
+        raise DataError(f"{rows.where(n)}: {column!r} is {json_kind(value)}, not a text")
     text = str(value)
     if not text.strip():
         raise DataError(f"{rows.where(n)}: {column!r} is empty; every example needs a text")
     return text
 
 
+def json_kind(value) -> str:
+    return {list: "a JSON list", dict: "a JSON object", bool: f"the JSON {str(value).lower()}"}.get(type(value), type(value).__name__)
+
+
+def check_label_value(rows: Rows, n: int, raw, column: str) -> None:
+    """A label is a name or an id: a JSON list or object is neither (its str() would become a class of its own)."""
+    if isinstance(raw, (list, dict)):
+        raise DataError(f"{rows.where(n)}: the label in column {column!r} is {json_kind(raw)}; a label is a name or an integer id")
+
+
 def _label(rows: Rows, n: int, raw, column: str, index: dict[str, int], label_names: Sequence[str]) -> int:
+    check_label_value(rows, n, raw, column)
     key = "" if raw is None else str(raw).strip()
     if key in index:
         return index[key]

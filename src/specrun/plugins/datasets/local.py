@@ -11,7 +11,7 @@ from specrun.errors import DataError
 from specrun.examples import Dataset
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import DataContext, DatasetSource, PluginOptions
-from specrun.plugins.datasets.files import Rows, read_rows, require_columns, rows_to_examples
+from specrun.plugins.datasets.files import Rows, check_label_value, read_rows, require_columns, rows_to_examples
 
 
 class LocalOptions(PluginOptions):
@@ -42,6 +42,9 @@ def _sort_key(label: str):
 
 
 def _infer_label_names(rows: dict[str, Rows], column: str) -> list[str]:
+    for split_rows in rows.values():
+        for n, row in enumerate(split_rows.rows):
+            check_label_value(split_rows, n, row.get(column), column)
     distinct = {str(r[column]).strip() for split_rows in rows.values() for r in split_rows.rows if r.get(column) is not None}
     distinct.discard("")  # a missing label is reported with its line by rows_to_examples
     if len(distinct) < 2:
