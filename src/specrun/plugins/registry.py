@@ -318,7 +318,7 @@ class _Loader:
         _trace(f"{hook_name}() -> {source.origin}")
         try:
             impl.function(register=lambda plugin: self.register(kind, plugin, source, added))
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a hook that exits must not take the CLI down either
             message = f"plugin {source.origin} failed in {hook_name}: {type(exc).__name__}: {exc}"
             if source.builtin or self.strict:
                 if isinstance(exc, PluginError):  # ours, from register(): it names the plugin already
@@ -337,7 +337,6 @@ class _Loader:
         except PluginError as exc:
             if source.builtin or self.strict:
                 raise
-<<<<<<< HEAD
             name = getattr(plugin, "name", None)
             self.skip(f"{exc}; it is skipped (fix or uninstall {source.package or source.origin}, or set {source.how_to_disable()})",
                       source, [], plugin=name if isinstance(name, str) else "")
@@ -379,10 +378,6 @@ def build_registry(pm: pluggy.PluginManager, load_errors: list = (), strict: boo
         for impl, source in sorted(impls, key=lambda pair: not pair[1].builtin):  # stable: built-ins first
             loader.call(kind, hook_name, impl, source)
     _note_unmatched_disables(registry, pm)
-=======
-            except (Exception, SystemExit) as exc:
-                raise PluginError(f"plugin {origin} failed in {hook_name}: {type(exc).__name__}: {exc}") from exc
->>>>>>> rewalk
     return registry
 
 
