@@ -63,6 +63,10 @@ class UsageError(SpecrunError):
     """A command-line usage mistake not caught by the argument parser."""
 
 
+class TrainingError(SpecrunError):
+    """Training that cannot give an honest result, e.g. a loss that became NaN or infinite. Recorded as a failed run."""
+
+
 class MethodUnavailable(SpecrunError):
     """A method that cannot run on this machine (missing hardware or library). Recorded as a failed run."""
 

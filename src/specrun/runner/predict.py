@@ -101,6 +101,8 @@ class Predictor:
         """The model of a run with ``config`` (its config tree), with its saved ``weights`` loaded; the
         label names come from the ``run.json`` beside them."""
         quiet_libraries()
+        if not Path(weights).is_file():
+            raise StoreError(f"its saved weights are missing: {weights} (moved or deleted? runs keep them under the store's artifacts folder)")
         folder = Path(weights).parent
         meta = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
         label_names = tuple(meta.get("label_names") or ())

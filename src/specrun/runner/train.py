@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from specrun.runner.checkpoint import Checkpoints, restore_rngs, rng_states, rng_tensors
+from specrun.errors import TrainingError
 from specrun.runner.data import Encoded, train_batches
 from specrun.runner.task import MetricRow
 from specrun.spec.schema import TrainSpec
@@ -224,9 +225,15 @@ class _Loop:
         step, outcome = self.step, self.outcome
         epoch = step / self.per_epoch
         self.phase(f"evaluating {self.eval_name}")  # before the running sums restart: a display may read them
+        train_loss = float(self.running_loss) / max(self.running_n, 1)
+        if not math.isfinite(train_loss):  # a run that diverged would be recorded with a meaningless accuracy
+            raise TrainingError(
+                f"training diverged: the training loss is {train_loss} at step {step} of {self.steps}; "
+                "lower train.learning_rate (or the method's scaling options, e.g. lora alpha), or use precision fp32"
+            )
         # the training batches since the last evaluation (with dropout on): a running view, not a re-evaluation
         outcome.rows += [
-            MetricRow(step, epoch, "train", "loss", float(self.running_loss) / max(self.running_n, 1)),
+            MetricRow(step, epoch, "train", "loss", train_loss),
             MetricRow(step, epoch, "train", "accuracy", float(self.running_correct) / max(self.running_n, 1)),
             MetricRow(step, epoch, "train", "learning_rate", float(self.scheduler.get_last_lr()[0])),
             MetricRow(step, epoch, "train", "seconds", self.elapsed()),
