@@ -16,7 +16,7 @@ from specrun.logs import quiet_libraries
 from specrun.plugins import get_registry
 from specrun.plugins.registry import Registry
 from specrun.plugins.datasets.files import Rows, read_rows
-from specrun.runner.artifacts import load_weights
+from specrun.runner.artifacts import META, load_weights, run_folder
 from specrun.runner.data import Encoded, TokenCache
 from specrun.runner.execute import build_model
 from specrun.runner.modeling import autocast, load_tokenizer, pick_device
@@ -82,14 +82,14 @@ class Predictor:
 
     @classmethod
     def from_weights(cls, config: dict, weights: Path, registry: Registry | None = None) -> Predictor:
-        """The model of a run with ``config`` (its config tree), with its saved ``weights`` loaded; the
-        label names come from the ``run.json`` beside them."""
+        """The model of a run with ``config`` (its config tree), with its saved ``weights`` (the run's
+        folder or weights file, any format) loaded; the label names come from the ``run.json`` beside them."""
         quiet_libraries()
-        folder = Path(weights).parent
-        meta = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
+        folder = run_folder(weights)
+        meta = json.loads((folder / META).read_text()) if (folder / META).exists() else {}
         label_names = tuple(meta.get("label_names") or ())
         if not label_names:
-            raise StoreError(f"{folder / 'run.json'} is missing its label names")
+            raise StoreError(f"{folder / META} is missing its label names")
         settings = RunSettings.of(config)
         device = pick_device(settings.train.device)
         model, ctx = build_model(settings, registry or get_registry(), len(label_names), label_names, device)
