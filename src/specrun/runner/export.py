@@ -64,7 +64,8 @@ class Exported:
     merged into the weights), ``model+adapter`` (the base model with the run's labels and its adapter,
     which transformers attaches when it loads the folder) or ``adapter`` (an adapter folder over a base
     model it names: peft loads it); ``max_difference`` the largest probability difference from the run's
-    model on the probe sentences (None for an adapter folder, which plain transformers cannot load)."""
+    model on the probe sentences, loaded as ``how_to_load`` says (None for adapters over a quantized base,
+    which bitsandbytes' inference kernels compute otherwise than training did)."""
 
     folder: Path
     kind: str
@@ -73,6 +74,7 @@ class Exported:
     label_names: tuple[str, ...]
     max_difference: float | None = None
     note: str = ""
+    run_id: str = ""
 
     def how_to_load(self) -> str:
         if self.kind != "adapter":
@@ -105,10 +107,11 @@ def export_model(config: dict, weights: Path, out: Path, merge: bool, registry: 
         exported = _write(model, staging, merge, method, labels, base_path)
         artifacts.save_tokenizer(predictor.cache.tokenizer, staging, max_length)
         meta = artifacts.read_run(weights).meta
+        exported.run_id = str(meta.get("run_id", ""))
         (staging / artifacts.META).write_text(json.dumps(
             {k: meta[k] for k in ("run_id", "config", "label_names") if k in meta} | {"export": exported.kind}, indent=2, default=str))
-        if exported.kind != "adapter":
-            exported.max_difference = _check(staging, reference, labels, max_length)
+        if not (exported.kind == "adapter" and artifacts.quantized_bits(model)):  # a quantized base: bitsandbytes' kernels
+            exported.max_difference = _check(staging, exported.kind, reference, labels, max_length)
         if out.exists():
             out.rmdir()  # empty: the caller checked
         staging.replace(out)
@@ -129,7 +132,7 @@ def _write(model, folder: Path, merge: bool, method: str, labels: tuple[str, ...
         why_not = _cannot_merge(model, method)
         if merge:
             if why_not:
-                raise UsageError(f"run of method {method!r} cannot be merged: {why_not}; export it without --merge")
+                raise UsageError(f"method {method!r} cannot be merged: {why_not}; export without --merge")
             merged = model.merge_and_unload()
             merged.save_pretrained(str(folder))
             exported.kind = "merged"
@@ -146,7 +149,7 @@ def _write(model, folder: Path, merge: bool, method: str, labels: tuple[str, ...
         (folder / "README.md").unlink(missing_ok=True)
         return exported
     if not artifacts.is_plain_transformers(model):
-        raise UsageError(f"run of method {method!r} builds a {type(model).__name__}, which is not a transformers model: it cannot be exported")
+        raise UsageError(f"method {method!r} builds a {type(model).__name__}, which is not a transformers model: it cannot be exported")
     model.save_pretrained(str(folder))
     if merge:
         exported.note = f"method {method!r} trains the model's own weights: there was nothing to merge"
@@ -172,15 +175,21 @@ def _probabilities(model, tokenizer, max_length: int) -> torch.Tensor:
     return model(**inputs).logits.float().softmax(-1)
 
 
-def _check(folder: Path, reference: torch.Tensor, labels: tuple[str, ...], max_length: int) -> float:
-    """Load ``folder`` with plain transformers and compare its predictions with ``reference``; returns the
-    largest probability difference. SpecrunError when it predicts otherwise (a bug, not a user error)."""
+def _check(folder: Path, kind: str, reference: torch.Tensor, labels: tuple[str, ...], max_length: int) -> float:
+    """Load ``folder`` as ``how_to_load`` says (transformers; peft for an adapter folder) and compare its
+    predictions with ``reference``; returns the largest probability difference. SpecrunError when it
+    predicts otherwise (a bug, not a user error)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from specrun.runner.modeling import quiet_load
 
     with quiet_load():
-        loaded = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
+        if kind == "adapter":
+            from peft import AutoPeftModelForSequenceClassification
+
+            loaded = AutoPeftModelForSequenceClassification.from_pretrained(str(folder), **label_config(labels)).eval()
+        else:
+            loaded = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
     got = _probabilities(loaded, tokenizer, max_length)
     names = [loaded.config.id2label[i] for i in range(got.shape[-1])]
