@@ -36,8 +36,8 @@ class MethodReport:
     counts: tuple[int, int]
 
 
-#: How far a saved run loaded with plain peft/transformers may stray from specrun's own reload.
-PLAIN_TOLERANCE = 1e-3
+#: How far a saved run loaded with plain peft/transformers may stray from the trained model (as specrun's own reload).
+PLAIN_TOLERANCE = 1e-6
 
 
 def check_method(
@@ -62,7 +62,7 @@ def check_method(
     - the run saved as the runner saves it and rebuilt with ``build`` predicts the same; and its folder,
       loaded with plain peft or transformers (``specrun.runner.export.load_plain``: for a method whose
       model is a ``PeftModel`` or a ``PreTrainedModel`` over a base that is not quantized), predicts the
-      same labels, with confidences within ``PLAIN_TOLERANCE``.
+      same too (confidences within ``PLAIN_TOLERANCE``).
 
     ``model_dir`` is the backbone (the ``tuned_model_dir`` fixture: a tiny BERT that learned features,
     so methods that train little on top of it can still lower the loss); ``workdir`` an empty folder."""
