@@ -151,3 +151,9 @@ def test_a_store_moved_with_its_artifacts_still_finds_its_weights(write_spec, cl
     shutil.move(first, tmp_path / "moved")
     after = _predict(cli, run_id, "--store", str(tmp_path / "moved" / "results.duckdb"))
     assert _labels(after) == _labels(before)
+    alone = tmp_path / "alone"  # the store without its artifacts: one message naming where it looked
+    alone.mkdir()
+    shutil.copy(tmp_path / "moved" / "results.duckdb", alone)
+    code, _, err = cli("predict", run_id, "a film", "--store", str(alone / "results.duckdb"))
+    assert code == 2
+    assert err.strip() == f"error: run {run_id}: saved weights not found: {alone / 'specrun-artifacts' / run_id / 'adapter_model.safetensors'}"

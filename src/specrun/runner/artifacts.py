@@ -256,6 +256,8 @@ def run_folder(path: Path | str) -> Path:
 def read_run(path: Path | str) -> SavedRun:
     """A run's saved weights, from its folder or weights file: any format, ``run.json`` or not (runs
     saved before ``run.json`` listed its tensors have ``trained.safetensors`` under parameter names)."""
+    if not Path(path).exists():
+        raise StoreError(f"saved weights not found: {path}")
     folder = run_folder(path)
     meta_file = folder / META
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
