@@ -170,8 +170,10 @@ def built_study(tmp_path_factory, tiny_model_dir):
 
 @pytest.fixture
 def study(built_study, tmp_path):
-    """A copy of the built store for one test (the artifacts stay shared: nothing here retrains)."""
+    """A copy of the built store for one test, beside a link to its artifacts folder (shared: nothing here
+    retrains; the store records artifact paths relative to its folder)."""
     folder, spec, store, _ = built_study
     mine = tmp_path / "store.duckdb"
     shutil.copy(store, mine)
+    (tmp_path / "artifacts").symlink_to(folder / "artifacts")
     return spec, mine

@@ -117,7 +117,7 @@ def test_lora_svd_is_the_svd_of_the_saved_adapters(study, cli):
     first = rows[0]
     method = sql(cli, store, f"SELECT config->'method' AS m FROM runs WHERE run_id = '{first['run_id']}'")[0]["m"]
     method = json.loads(method) if isinstance(method, str) else method
-    tensors = load_file(first["path"])
+    tensors = load_file(store.parent / first["path"])  # recorded relative to the store's folder
     a = next(v for k, v in tensors.items() if f"{first['module']}.lora_A" in k).numpy()
     b = next(v for k, v in tensors.items() if f"{first['module']}.lora_B" in k).numpy()
     sigma = np.linalg.svd((method["alpha"] / method["rank"]) * b @ a, compute_uv=False)

@@ -464,8 +464,9 @@ def prepare(case: Case, tmp_path: Path, template: dict) -> tuple[dict[str, str],
     spec = tmp_path / "bad.toml"
     spec.write_text(_fill(_fill(text + case.append, values), template["paths"]))
     values["{spec}"] = str(spec)
-    if case.store == "template":
+    if case.store == "template":  # the store and its artifacts beside it (the store records their paths relative to its folder)
         shutil.copyfile(template["store"], store)
+        shutil.copytree(template["store"].parent / "artifacts", store.parent / "artifacts", dirs_exist_ok=True)
     elif case.store == "foreign":
         db = duckdb.connect(str(store))
         db.execute("CREATE TABLE notes (body VARCHAR)")

@@ -14,6 +14,8 @@ import pytest
 import torch
 from test_methods import Case, first_cases, one_thread  # noqa: F401 (one_thread: autouse fixture)
 
+from specrun.runner.artifacts import read_run
+
 COST_METRICS = (
     "trainable_params", "total_params", "trainable_pct", "train_seconds", "samples_per_second",
     "peak_memory_mb", "model_memory_mb", "latency_ms_p50", "latency_ms_p95", "artifact_bytes",
@@ -37,7 +39,7 @@ def sql(cli, query: str) -> list[dict]:
 
 
 @pytest.mark.parametrize("case", first_cases(), ids=lambda c: c.id)
-def test_apply_records_cost_metrics(case, write_spec, cli):
+def test_apply_records_cost_metrics(case, write_spec, cli, tmp_path):
     spec = write_spec(method=method_toml(case), train="max_steps = 4", name=f"cost-{case.method}")
     code, out, err = cli("apply", str(spec), "--set", "train.precision=bf16")
     assert code == 0, err
@@ -57,7 +59,11 @@ def test_apply_records_cost_metrics(case, write_spec, cli):
     assert costs["model_memory_mb"] > 0
     assert 0 < costs["latency_ms_p50"] <= costs["latency_ms_p95"]
     [weights] = sql(cli, "SELECT path, bytes FROM artifacts WHERE kind = 'weights'")
-    assert costs["artifact_bytes"] == weights["bytes"] == Path(weights["path"]).stat().st_size
+    assert weights["bytes"] == (tmp_path / weights["path"]).stat().st_size  # recorded relative to the store's folder
+    # artifact_bytes: the trained tensors only (a transformers folder holds the frozen weights too)
+    trained = read_run(tmp_path / weights["path"]).tensors_by_parameter()
+    assert costs["artifact_bytes"] == sum(t.numel() * t.element_size() for t in trained.values())
+    assert sum(t.numel() for t in trained.values()) == costs["trainable_params"]  # what trains is what was saved
 
 
 # --- parameter counts ----------------------------------------------------------------------------

@@ -37,3 +37,31 @@ def test_m007_marks_applies_with_overrides_as_variants(tmp_path):
     assert variants == [("base", False), ("only", True), ("tweak", True)]
     assert current == [("x", "r1"), ("y", "r3")]
     assert done == {fn.__name__ for fn in MIGRATIONS}
+
+
+def test_m010_records_artifact_paths_relative_to_the_store(tmp_path):
+    """Paths under the store's folder become relative; so does one into a default artifacts folder the
+    store was moved away from (when the moved copy is there); a SPECRUN_ARTIFACTS folder elsewhere stays."""
+    home = tmp_path / "home"
+    (home / "specrun-artifacts" / "r1").mkdir(parents=True)
+    (home / "specrun-artifacts" / "r2").mkdir(parents=True)
+    (home / "specrun-artifacts" / "r2" / "trained.safetensors").write_bytes(b"x")
+    elsewhere = tmp_path / "shared-artifacts" / "r3"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "trained.safetensors").write_bytes(b"x")
+    path = home / "old.duckdb"
+    _old_store(path, "m008_transfers")
+    db = duckdb.connect(str(path))
+    db.executemany("INSERT INTO artifacts VALUES (?, 'weights', ?, 'h', 1, now())", [
+        ["r1", str(home / "specrun-artifacts" / "r1" / "trained.safetensors")],
+        ["r2", str(tmp_path / "before-the-move" / "specrun-artifacts" / "r2" / "trained.safetensors")],
+        ["r3", str(elsewhere / "trained.safetensors")],
+    ])
+    db.close()
+    with Store(path).read() as db:
+        paths = dict(db.execute("SELECT run_id, path FROM artifacts").fetchall())
+    assert paths == {
+        "r1": "specrun-artifacts/r1/trained.safetensors",
+        "r2": "specrun-artifacts/r2/trained.safetensors",
+        "r3": str(elsewhere / "trained.safetensors"),
+    }

@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 HOOKS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "specrun_spec")]
 
 
-#: Hooks that add to something other than the plugin registry.
-OTHER_HOOKS = ["register_commands"]
+#: Hooks that add to something other than the plugin registry, or are told of runs.
+OTHER_HOOKS = ["register_commands", "on_run_start", "on_run_end"]
 
 
 def test_every_hook_has_a_docstring_and_docs_entry():
@@ -579,3 +579,87 @@ def test_a_name_taken_by_another_plugin_is_not_offered_as_the_cause_of_an_unknow
     with pytest.raises(PluginError) as info:
         registry.get("method", "top-layers")
     assert str(info.value).startswith("unknown method 'top-layers'; known: ") and "two plugins" not in str(info.value)
+
+
+# --- run lifecycle hooks -------------------------------------------------------------------------
+
+
+class RunLog:
+    """A plugin object that records what the run lifecycle hooks are told, and what the store holds then."""
+
+    def __init__(self, store):
+        self.store = store
+        self.calls = []
+
+    @hookimpl
+    def on_run_start(self, task):
+        self.calls.append(("start", task, None, self._status(task.run_id)))
+
+    @hookimpl
+    def on_run_end(self, task, record):
+        self.calls.append(("end", task, record, self._status(task.run_id)))
+
+    def _status(self, run_id):
+        from specrun.store import Store
+        from specrun.store.runs import statuses
+
+        return statuses(Store(self.store), [run_id]).get(run_id)
+
+
+def test_lifecycle_hooks_are_told_of_each_run_with_its_task_and_record(write_spec, cli, tmp_path):
+    from specrun.plugins import set_registry
+    from specrun.runner.task import RunRecord, RunTask
+
+    log = RunLog(tmp_path / "store.duckdb")
+    set_registry(registry_with(log))
+    spec = write_spec(train="max_steps = 2")
+    code, _, err = cli("apply", str(spec))
+    assert code == 0, err
+    [(start, task, _, claimed), (end, same_task, record, written)] = log.calls
+    assert (start, end, claimed, written) == ("start", "end", "running", "completed")  # the end comes once the store has it
+    assert isinstance(task, RunTask) and same_task is task and task.kind == "train" and task.experiment == "toy"
+    assert isinstance(record, RunRecord) and record.status == "completed" and record.run_id == task.run_id
+    accuracy = json.loads(cli("sql", "SELECT accuracy FROM run_summary", "-f", "json")[1])[0]["accuracy"]
+    assert record.final()[("validation", "accuracy")] == accuracy
+    assert [Path(a.path).is_file() and Path(a.path).is_absolute() for a in record.artifacts] == [True]
+
+    assert cli("apply", str(spec))[0] == 0
+    assert len(log.calls) == 2, "a cached run does not execute: no hooks"
+    spec.write_text(spec.read_text().replace("[method]", "[data.eval_sets.again]\n\n[method]"))
+    assert cli("apply", str(spec))[0] == 0
+    assert [(c[0], c[1].kind, c[2] and c[2].status) for c in log.calls[2:]] == [("start", "evaluate", None), ("end", "evaluate", "evaluated")]
+
+
+def _module(name: str, source: str):
+    """A plugin module made from ``source`` (named like an installed one)."""
+    import types
+
+    module = types.ModuleType(name)
+    exec(textwrap.dedent(source), module.__dict__)
+    return module
+
+
+def test_a_raising_lifecycle_hook_is_a_warning_naming_its_plugin_and_the_run_completes(write_spec, cli, tmp_path):
+    from specrun.plugins import set_registry
+
+    broken = _module("specrun_broken_tracker", """
+        from specrun import hookimpl
+
+        @hookimpl
+        def on_run_start(task):
+            raise ConnectionError("tracking server down")
+
+        @hookimpl
+        def on_run_end(task, record):
+            raise ConnectionError("still down")
+    """)
+    log = RunLog(tmp_path / "store.duckdb")
+    set_registry(registry_with(broken, log))
+    code, _, err = cli("apply", str(write_spec(train="max_steps = 2")))
+    assert code == 0, err
+    [run_id] = [c[1].run_id for c in log.calls if c[0] == "start"]
+    assert (f"plugin specrun_broken_tracker failed in on_run_start for run {run_id}: ConnectionError: tracking server down "
+            "(the run is not affected; fix or uninstall the plugin)") in err
+    assert f"plugin specrun_broken_tracker failed in on_run_end for run {run_id}: ConnectionError: still down" in err
+    assert [(c[0], c[3]) for c in log.calls] == [("start", "running"), ("end", "completed")], "the other plugin is still told"
+    assert "1 completed" in err

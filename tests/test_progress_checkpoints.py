@@ -152,7 +152,8 @@ def test_a_stopped_run_resumes_from_its_checkpoint_with_the_same_results(write_s
     code, _, err = cli("apply", str(spec), "--store", str(store))
     assert code == 0, err
     assert "resuming from step 18 of 30" in err
-    assert sorted(p.name for p in run_dir.iterdir()) == ["run.json", "trained.safetensors"]  # a completed run needs no checkpoint
+    # a completed run needs no checkpoint: its folder is the saved adapters
+    assert sorted(p.name for p in run_dir.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "run.json"]
 
     metrics, costs, predictions, run = _results(store)
     whole_metrics, whole_costs, whole_predictions, whole_run = _results(whole)

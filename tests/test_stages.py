@@ -52,13 +52,13 @@ def test_init_partial_accepts_it_and_the_store_says_what_was_loaded(write_spec, 
     assert row == [{"source_method": "lora", "source_tensors": 8, "loaded": 0, "no_place": 8, "head": 2}]
 
 
-def test_head_only_transfer_keeps_the_source_adapters_and_trains_a_fresh_head(write_spec, cli):
+def test_head_only_transfer_keeps_the_source_adapters_and_trains_a_fresh_head(write_spec, cli, tmp_path):
     source = write_spec(name="source", method='name = "lora"\nrank = 4', train="max_steps = 4\nlearning_rate = 0.01")
     target = with_init(write_spec(name="target", method='name = "lora"\nrank = 4\ntrain = "head"', train="max_steps = 6\nlearning_rate = 0.05"), source.name)
     code, _, err = cli("apply", str(target))
     assert code == 0, err
     paths = {r["experiment"]: r["path"] for r in sql(cli, "SELECT r.experiment, a.path FROM runs r JOIN artifacts a USING (run_id)")}
-    a, b = load_file(paths["source"]), load_file(paths["target"])
+    a, b = load_file(tmp_path / paths["source"]), load_file(tmp_path / paths["target"])  # relative to the store's folder
     adapters = [k for k in a if "lora_" in k]
     assert adapters and all(torch.equal(a[k], b[k]) for k in adapters)  # frozen: saved with the run, unchanged
     head = [k for k in b if "classifier" in k]

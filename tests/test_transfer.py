@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 
-def test_init_from_spec_trains_source_first_and_loads_its_adapters(write_spec, cli):
+def test_init_from_spec_trains_source_first_and_loads_its_adapters(write_spec, cli, tmp_path):
     source = write_spec(name="source", train="max_steps = 5\nlearning_rate = 0.01")
     target = write_spec(name="target", train="max_steps = 1\nlearning_rate = 1e-12\nwarmup_ratio = 0.5")
     target.write_text(target.read_text().replace("max_length = 32", f'max_length = 32\ninit_from = "{source.name}"'))
@@ -21,7 +21,7 @@ def test_init_from_spec_trains_source_first_and_loads_its_adapters(write_spec, c
     source_id = json.loads(cli("sql", "SELECT run_id FROM runs WHERE experiment = 'source'", "-f", "json")[1])[0]["run_id"]
     assert tgt["init_from"] == source_id
 
-    a, b = load_file(src["path"]), load_file(tgt["path"])
+    a, b = load_file(tmp_path / src["path"]), load_file(tmp_path / tgt["path"])  # relative to the store's folder
     lora = [k for k in a if "lora_" in k]
     assert lora and set(a) == set(b)
     for k in lora:  # a learning rate of 1e-12 for one step: the adapters are the source's

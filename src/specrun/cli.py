@@ -404,6 +404,34 @@ def serve_app(
     serve(Store(store), experiment=experiment, host=host, port=port, share=share, record=record)
 
 
+@app.command()
+def export(
+    run_id: Annotated[str, typer.Argument(help="a completed run's id (or a unique prefix)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the folder to write (new, or empty)")],
+    merge: Annotated[bool, typer.Option("--merge", help="merge LoRA/IA3 adapters into the weights: a plain transformers model, no peft needed")] = False,
+    store: StoreOpt = DEFAULT_STORE,
+):
+    """Write a stored run as a model folder that transformers' from_pretrained and pipeline load: the
+    model with its tokenizer and labels (adapters merged with --merge, else attached on load)."""
+    from specrun.console import out
+    from specrun.driver.models import export_run
+    from specrun.plugins import get_registry
+    from specrun.store import Store
+
+    get_registry()  # loads the plugins first, so their load warnings show whatever happens next
+    exported = export_run(Store(store), run_id, output, merge)
+    what = {"model": "the model", "merged": "the model with its adapters merged into the weights",
+            "model+adapter": "the base model and the run's adapters", "adapter": "the adapter folder"}[exported.kind]
+    out.print(f"exported run {exported.run_id or run_id} ({exported.method}) to {exported.folder}: {what}, labels {', '.join(exported.label_names)}",
+              markup=False, highlight=False)
+    if exported.note:
+        log.info(exported.note)
+    out.print(f"load it with {exported.how_to_load()}", markup=False, highlight=False)
+    if exported.max_difference is not None:
+        out.print(f"checked: loaded that way, it predicts what the run does (largest probability difference {exported.max_difference:.1e})",
+                  markup=False, highlight=False)
+
+
 # typer vendors click; its exception base is reachable through the public BadParameter
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 

@@ -12,7 +12,8 @@ and implement hooks with ``@specrun.hookimpl``. Plugin objects are described in
 ``AnalysisPlugin``). Names must be unique across all installed plugins: a plugin whose name is taken
 (by a built-in or an earlier plugin), that is malformed, or whose hook raises is skipped with a warning
 naming both origins, and the rest of specrun keeps working (``specrun plugins --check`` fails on it).
-``register_commands`` adds commands to the command line rather than plugins to the registry.
+``register_commands`` adds commands to the command line rather than plugins to the registry;
+``on_run_start`` and ``on_run_end`` are told of each run ``specrun apply`` executes (loggers, trackers).
 """
 
 from __future__ import annotations
@@ -81,4 +82,32 @@ def register_commands(app):
     is skipped with a warning; so are the commands of a hook that raises. Raise
     ``specrun.errors.SpecrunError`` subclasses (``UsageError``, ``PluginError``...) in a command for a
     mistake the user can fix: the CLI prints the message alone and exits with code 2.
+    """
+
+
+@hookspec
+def on_run_start(task):
+    """A run is about to execute: ``task`` is its ``specrun.runner.task.RunTask``.
+
+    Called by ``specrun apply`` in its own process, once the run is claimed in the store and just before
+    the task goes to the executor (whichever: local or Ray). ``task.kind`` is ``"train"`` (train and
+    evaluate), or ``"evaluate"`` (a completed run evaluated on evaluation sets added to its spec);
+    ``task.run_id``, ``task.experiment``, ``task.label`` (its sweep point) and ``task.config`` (the
+    resolved config tree) say which run it is. Return nothing. For loggers and trackers: open a
+    tracking run here. An exception is reported as a warning naming the plugin; the run goes on.
+    """
+
+
+@hookspec
+def on_run_end(task, record):
+    """A run has finished: ``record`` is the ``specrun.runner.task.RunRecord`` it produced for ``task``.
+
+    Called by ``specrun apply`` in its own process after the record is written to the store, for every
+    task ``on_run_start`` saw: ``record.status`` is ``completed``, ``evaluated`` (an ``evaluate`` task),
+    ``failed`` (``record.message`` says why) or ``interrupted`` (Ctrl-C or SIGTERM: then the record
+    carries nothing else). ``record.metrics`` holds ``MetricRow``s (``step``, ``epoch``, ``split``,
+    ``name``, ``value``, ``final``: the learning curve, then the final metrics and costs),
+    ``record.artifacts`` the saved files (absolute paths), ``record.environment`` where it ran. Return
+    nothing; do not change the record. An exception is reported as a warning naming the plugin; the
+    run's outcome stays what it was.
     """

@@ -18,6 +18,7 @@ from specrun.errors import SpecrunError
 from specrun.executors import Executor
 from specrun.interrupts import sigterm_as_interrupt
 from specrun.logs import quiet_libraries
+from specrun.plugins.lifecycle import notify
 from specrun.plugins.registry import Registry
 from specrun.runner.artifacts import artifacts_root
 from specrun.runner.plan import PlannedRun
@@ -182,6 +183,7 @@ class Driver:
         self.running[task.run_id] = node
         if self.progress:
             self.progress.run_started(node.run, required=node.required, action=action)
+        notify(self.registry, "on_run_start", task=task)
         self.executor.submit(task)
 
     def _environment(self, run: PlannedRun) -> dict:
@@ -220,6 +222,7 @@ class Driver:
             store_runs.fail(self.store, run.run_id, record.error or "failed", scores=record.teacher_scores)
             outcome = Outcome(run, "failed", record.message or record.error)
         self.write_seconds.append(time.perf_counter() - started)
+        notify(self.registry, "on_run_end", task=task, record=record)
         self._outcome(node, outcome)
 
     def _finish_evaluation(self, node: _Node, record: RunRecord) -> Outcome:
@@ -262,7 +265,10 @@ class Driver:
         try:
             self.executor.cancel()
         finally:
+            error = "interrupted by the user (Ctrl-C or SIGTERM)"
             for run_id, node in list(self.running.items()):
                 if node.task is not None and node.task.kind == "train":
-                    store_runs.fail(self.store, run_id, "interrupted by the user (Ctrl-C or SIGTERM)", status="interrupted")
+                    store_runs.fail(self.store, run_id, error, status="interrupted")
+                if node.task is not None:
+                    notify(self.registry, "on_run_end", task=node.task, record=RunRecord(run_id, status="interrupted", error=error, message=error))
             self.running.clear()

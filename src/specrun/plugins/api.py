@@ -89,9 +89,11 @@ class ModelInfo:
 class MethodPlugin(Plugin):
     """A fine-tuning method: builds the trainable model from a pretrained backbone.
 
-    The runner saves a run's trained weights as the parameters that require grad after ``build``,
-    and reloads a run by calling ``build`` again with the same options and loading them back: so
-    ``build`` must produce the same module structure every time.
+    The runner saves a run's trained weights — the parameters that require grad after ``build`` — as
+    peft's adapter folder when ``build`` returns a ``PeftModel``, as a transformers model folder when it
+    returns a plain ``PreTrainedModel``, and as ``trained.safetensors`` otherwise; it reloads a run by
+    calling ``build`` again with the same options and loading them back: so ``build`` must produce the
+    same module structure every time.
     """
 
     def check(self, options: PluginOptions, device: torch.device, precision: str) -> None:
@@ -211,7 +213,9 @@ class RunInfo:
     #: ``run`` for the experiment's own runs; ``source`` for a run they start from (``model.init_from``).
     role: str = "run"
     error: str | None = None
-    #: The saved trained weights (a safetensors file), if any.
+    #: The saved weights file, if any (``adapter_model.safetensors``, ``model.safetensors`` or, for runs saved
+    #: before those formats, ``trained.safetensors``); ``specrun.runner.artifacts.read_run(weights)`` reads
+    #: any of them, with the trained tensors by parameter name.
     weights: str | None = None
 
     def value(self, dotted: str) -> Any:

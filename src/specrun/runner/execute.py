@@ -264,8 +264,11 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
     folder = artifacts_dir / task.run_id
     meta = {"run_id": task.run_id, "config": task.config, "label_names": data.dataset.label_names}
     on_phase("saving")
-    saved = artifacts.save_run(model, folder, meta, also=frozenset(transfer.frozen) if transfer else frozenset())
-    record.artifacts = [ArtifactFile(*row) for row in saved]
+    saved = artifacts.save_run(
+        model, folder, meta, also=frozenset(transfer.frozen) if transfer else frozenset(), tokenizer=cache.tokenizer,
+        max_length=settings.model.max_length,
+    )
+    record.artifacts = [ArtifactFile(*row) for row in saved.artifact_rows()]
     record.transfer = transfer
     costs = {
         "trainable_params": trainable,
@@ -278,7 +281,7 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
         "peak_memory_mb": memory.peak_bytes / 2**20,
         "model_memory_mb": model_bytes(model) / 2**20,
         "eval_examples_per_second": len(primary) / primary_seconds if primary_seconds else 0.0,
-        "artifact_bytes": sum(a.bytes for a in record.artifacts),
+        "artifact_bytes": saved.trained_bytes(),
     }
     if outcome.time_to_best is not None:
         costs["time_to_best_seconds"] = outcome.time_to_best

@@ -54,12 +54,17 @@ def load_tokenizer(model_path: str):
         raise DataError(f"cannot load the tokenizer of {model_path!r}: {type(exc).__name__}: {exc}") from None
 
 
+def quiet_load():
+    """Around ``from_pretrained``: transformers prints a load report on stdout."""
+    return contextlib.redirect_stdout(io.StringIO())
+
+
 def load_classifier(model_path: str, num_labels: int, label_names: tuple[str, ...] = (), **kwargs):
     """``AutoModelForSequenceClassification`` with a new head of ``num_labels`` outputs."""
     from transformers import AutoModelForSequenceClassification
 
     names = list(label_names) or [str(i) for i in range(num_labels)]
-    with contextlib.redirect_stdout(io.StringIO()):  # transformers prints a load report
+    with quiet_load():
         try:
             return AutoModelForSequenceClassification.from_pretrained(
                 model_path,

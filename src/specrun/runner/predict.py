@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from specrun.logs import quiet_libraries
 from specrun.plugins import get_registry
 from specrun.plugins.datasets.files import Rows, json_kind, read_rows
 from specrun.plugins.registry import Registry
-from specrun.runner.artifacts import load_weights
+from specrun.runner.artifacts import META, load_weights, read_run
 from specrun.runner.data import Encoded, TokenCache
 from specrun.runner.execute import build_model
 from specrun.runner.modeling import autocast, load_tokenizer, pick_device
@@ -98,20 +97,17 @@ class Predictor:
 
     @classmethod
     def from_weights(cls, config: dict, weights: Path, registry: Registry | None = None) -> Predictor:
-        """The model of a run with ``config`` (its config tree), with its saved ``weights`` loaded; the
-        label names come from the ``run.json`` beside them."""
+        """The model of a run with ``config`` (its config tree), with its saved ``weights`` (the run's
+        folder or weights file, any format) loaded; the label names come from the ``run.json`` beside them."""
         quiet_libraries()
-        if not Path(weights).is_file():
-            raise StoreError(f"its saved weights are missing: {weights} (moved or deleted? runs keep them under the store's artifacts folder)")
-        folder = Path(weights).parent
-        meta = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
-        label_names = tuple(meta.get("label_names") or ())
+        saved = read_run(weights)  # StoreError when the weights are not where the store says
+        label_names = tuple(saved.meta.get("label_names") or ())
         if not label_names:
-            raise StoreError(f"{folder / 'run.json'} is missing its label names")
+            raise StoreError(f"{saved.folder / META} is missing its label names")
         settings = RunSettings.of(config)
         device = pick_device(settings.train.device)
         model, ctx = build_model(settings, registry or get_registry(), len(label_names), label_names, device)
-        load_weights(model, Path(weights))
+        load_weights(model, saved.folder)
         model.eval()
         cache = TokenCache(load_tokenizer(ctx.model_path), settings.model.max_length)
         return cls(model, cache, label_names, settings.train.precision, device)

@@ -20,6 +20,7 @@ from specrun.errors import AnalysisError, StoreError, did_you_mean
 from specrun.metrics import MetricRef
 from specrun.plugins.api import ResultTable, RunInfo
 from specrun.store.db import Store, now
+from specrun.store.runs import artifact_path
 
 if TYPE_CHECKING:
     import duckdb
@@ -102,10 +103,11 @@ _RUN_COLUMNS = """
 """
 
 
-def _run_info(row: tuple, role: str = "run") -> RunInfo:
+def _run_info(store: Store, row: tuple, role: str = "run") -> RunInfo:
     from specrun.spec.load import describe_sweep
 
     run_id, experiment, status, seed, method, config, sweep, eval_set, error, weights = row
+    weights = artifact_path(store, weights)
     config = json.loads(config) if config else {}
     sweep = json.loads(sweep) if sweep else {}
     label = describe_sweep(method or "?", sweep)
@@ -121,12 +123,12 @@ def scope(store: Store, experiment: str, include_sources: bool = False) -> tuple
     with store.read() as db:
         planned = [r[0] for r in db.execute("SELECT run_id FROM current_runs WHERE experiment = ? ORDER BY run_id", [experiment]).fetchall()]
         rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id IN (SELECT unnest(?)) ORDER BY r.run_id", [planned]).fetchall()
-        runs = [_run_info(row) for row in rows]
+        runs = [_run_info(store, row) for row in rows]
         sources: list[RunInfo] = []
         if include_sources:
             wanted = sorted({s for r in runs if r.status == "completed" and (s := r.config.get("model", {}).get("init_from"))})
             rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id IN (SELECT unnest(?)) ORDER BY r.run_id", [wanted]).fetchall()
-            sources = [_run_info(row, role="source") for row in rows if row[2] == "completed"]
+            sources = [_run_info(store, row, role="source") for row in rows if row[2] == "completed"]
     runs = _short_labels(runs)
     found = {r.run_id for r in runs}
     never = [RunInfo(run_id, experiment, "not run", 0, "", {}, {}, "", "", "run") for run_id in planned if run_id not in found]

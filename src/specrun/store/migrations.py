@@ -256,3 +256,32 @@ def m009_app_predictions(db):
             PRIMARY KEY (request_id, run_id, position)
         )
     """)
+
+
+@migration
+def m010_relative_artifact_paths(db):
+    """Artifact paths relative to the store's folder, so that a store moved together with its
+    ``specrun-artifacts/`` folder still finds its weights. A path under the store's folder becomes
+    relative; so does one into a ``specrun-artifacts/<run_id>/`` folder elsewhere that no longer exists
+    when the store's own folder holds that file (a store moved before this upgrade). Other paths (a
+    ``SPECRUN_ARTIFACTS`` folder of its own) stay absolute."""
+    from pathlib import Path
+
+    found = db.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    if not found or not found[0]:
+        return
+    folder = Path(found[0]).resolve().parent
+    rows = db.execute("SELECT DISTINCT run_id, path FROM artifacts WHERE path IS NOT NULL").fetchall()
+    for run_id, path in rows:
+        old = Path(path)
+        if not old.is_absolute():
+            continue
+        new = None
+        if old.resolve().is_relative_to(folder):
+            new = old.resolve().relative_to(folder)
+        elif old.parent.name == run_id and old.parent.parent.name == "specrun-artifacts" and not old.exists():
+            moved = Path("specrun-artifacts") / run_id / old.name
+            if (folder / moved).exists():
+                new = moved
+        if new is not None:
+            db.execute("UPDATE artifacts SET path = ? WHERE run_id = ? AND path = ?", [new.as_posix(), run_id, path])

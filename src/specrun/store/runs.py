@@ -12,6 +12,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -160,7 +161,7 @@ def complete(store: Store, run_id: str, record: RunRecord) -> None:
             db.register("_examples", examples)
             db.execute("INSERT INTO train_examples SELECT * FROM _examples")
         for a in record.artifacts:
-            db.execute("INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?)", [run_id, a.kind, a.path, a.sha256, a.bytes, now()])
+            db.execute("INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?)", [run_id, a.kind, stored_path(store, a.path), a.sha256, a.bytes, now()])
         _insert_scores(db, record.teacher_scores)
         if record.environment:
             db.execute(
@@ -216,9 +217,30 @@ def teacher_scores(store: Store, teacher_run_id: str) -> dict[tuple[str, str], f
     return {(r[0], r[1]): r[2] for r in rows}
 
 
+def store_folder(store: Store) -> Path:
+    """The folder relative artifact paths start from: the store's own."""
+    return store.path.resolve().parent
+
+
+def stored_path(store: Store, path: str) -> str:
+    """An artifact's path as the store records it: relative to the store's folder when the file lies
+    under it (so a folder moved with its store and ``specrun-artifacts/`` still works), else absolute."""
+    absolute = Path(path).resolve()
+    folder = store_folder(store)
+    return absolute.relative_to(folder).as_posix() if absolute.is_relative_to(folder) else str(absolute)
+
+
+def artifact_path(store: Store, stored: str | None) -> str | None:
+    """The one place a recorded artifact path is resolved: a relative path starts at the store's folder."""
+    if stored is None:
+        return None
+    path = Path(stored)
+    return str(path if path.is_absolute() else store_folder(store) / path)
+
+
 @dataclass
 class StoredWeights:
-    """A run's saved weights as the store knows them."""
+    """A run's saved weights as the store knows them (``path``: the weights file, resolved)."""
 
     run_id: str
     status: str
@@ -240,7 +262,7 @@ def run_weights(store: Store, run_id: str, prefix: bool = False) -> StoredWeight
         if row is None:
             raise StoreError(f"no run {run_id!r} in {store.path}")
         weights = db.execute("SELECT path FROM artifacts WHERE run_id = ? AND kind = 'weights'", [row[0]]).fetchone()
-    return StoredWeights(row[0], row[1], json.loads(row[2]), weights[0] if weights else None)
+    return StoredWeights(row[0], row[1], json.loads(row[2]), artifact_path(store, weights[0]) if weights else None)
 
 
 def completed_weights(store: Store, run_id: str, what: str = "model.init_from") -> StoredWeights:

@@ -36,6 +36,10 @@ class MethodReport:
     counts: tuple[int, int]
 
 
+#: How far a saved run loaded with plain peft/transformers may stray from the trained model (as specrun's own reload).
+PLAIN_TOLERANCE = 1e-6
+
+
 def check_method(
     registry: Registry,
     name: str,
@@ -55,16 +59,20 @@ def check_method(
     - ``steps`` steps at ``learning_rate`` lower the training loss by 10% or more;
     - only trainable tensors change (frozen weights and buffers stay), the classifier head trains, and
       at least half of the trainable tensors change;
-    - the run saved as the runner saves it and rebuilt with ``build`` predicts the same.
+    - the run saved as the runner saves it and rebuilt with ``build`` predicts the same; and its folder,
+      loaded with plain peft or transformers (``specrun.runner.export.load_plain``: for a method whose
+      model is a ``PeftModel`` or a ``PreTrainedModel`` over a base that is not quantized), predicts the
+      same too (confidences within ``PLAIN_TOLERANCE``).
 
     ``model_dir`` is the backbone (the ``tuned_model_dir`` fixture: a tiny BERT that learned features,
     so methods that train little on top of it can still lower the loss); ``workdir`` an empty folder."""
     import torch
 
-    from specrun.runner.artifacts import WEIGHTS, load_weights, save_run
+    from specrun.runner.artifacts import load_weights, quantized_bits, save_run
     from specrun.runner.data import Encoded, TokenCache, prepare_run_data
     from specrun.runner.evaluate import evaluate
     from specrun.runner.execute import build_model
+    from specrun.runner.export import load_plain
     from specrun.runner.modeling import count_parameters, load_tokenizer
     from specrun.runner.train import train_model
     from specrun.testing.toy import single_thread
@@ -109,13 +117,21 @@ def check_method(
 
         expected = evaluate(model, dev, len(labels), 64, precision, device)
         folder = workdir / "saved-run"
-        save_run(model, folder, {"run_id": "contract", "config": config, "label_names": labels})
+        save_run(model, folder, {"run_id": "contract", "config": config, "label_names": labels}, tokenizer=cache.tokenizer,
+                 max_length=config["model"]["max_length"])
         reloaded, _ = build_model(config, registry, len(labels), labels, device)
-        load_weights(reloaded, folder / WEIGHTS)
+        load_weights(reloaded, folder)
         got = evaluate(reloaded, dev, len(labels), 64, precision, device)
+        # a quantized base loaded plainly runs bitsandbytes' inference kernels, not the trained path: not compared
+        plain = load_plain(folder) if not quantized_bits(model) else None
+        plain_got = evaluate(plain, dev, len(labels), 64, precision, device) if plain is not None else None
     assert (got.prediction == expected.prediction).all(), f"{name}: the saved and rebuilt model predicts other labels"
     assert max(abs(a - b) for a, b in zip(got.confidence, expected.confidence)) <= 1e-6, \
         f"{name}: the saved and rebuilt model predicts other confidences"
+    if plain_got is not None:
+        assert (plain_got.prediction == expected.prediction).all(), f"{name}: the saved folder, loaded with plain peft/transformers, predicts other labels"
+        assert max(abs(a - b) for a, b in zip(plain_got.confidence, expected.confidence)) <= PLAIN_TOLERANCE, \
+            f"{name}: the saved folder, loaded with plain peft/transformers, predicts other confidences"
     return MethodReport(loss_before, loss_after, trainable, changed, counts)
 
 

@@ -1,0 +1,1 @@
+"""specrun-tensorboard: TensorBoard event files for every run specrun trains (see ``plugin``)."""
