@@ -32,6 +32,8 @@ def store(two_runs, tmp_path):
 
     mine = tmp_path / "store.duckdb"
     shutil.copy(two_runs, mine)
+    # artifact paths are relative to the store's folder: the copy sees the same weights through a link
+    (tmp_path / "artifacts").symlink_to(two_runs.parent / "artifacts", target_is_directory=True)
     return Store(mine)
 
 
@@ -165,7 +167,7 @@ def test_uploads_keep_quoted_commas_and_read_every_format(tmp_path):
 
 @pytest.mark.parametrize("name, content, message", [
     ("empty.csv", "", "empty.csv: the file is empty"),
-    ("header.csv", "text,label\n", "header.csv: no rows under the header"),
+    ("header.csv", "text,label\n", "header.csv: no rows"),
     ("cols.csv", "review,label\nfine,1\n", "cols.csv: needs a 'text' column; columns are ['review', 'label']"),
     ("latin.csv", "text\ncaf\xe9 cr\xe8me\n".encode("latin-1"), "latin.csv:2: not UTF-8 text (byte 0xe9"),
     ("unquoted.csv", "text,label\nan utterly gorgeous, heartfelt film,1\n", "unquoted.csv:2: 3 field(s), but the header has 2"),
