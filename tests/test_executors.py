@@ -77,9 +77,6 @@ class Elsewhere:
         self.sizes[-1] = (self.sizes[-1][0], len(blob))
         return pickle.loads(blob)
 
-    def in_flight(self):
-        return self.inner.in_flight()
-
     def cancel(self):
         self.inner.cancel()
 

@@ -10,7 +10,6 @@ and their checkpoints (``train.checkpoint_every``) stay for the next apply to re
 from __future__ import annotations
 
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,8 +89,6 @@ class Driver:
             progress.concurrent = True
         self.done: dict[str, Outcome] = {}
         self.running: dict[str, _Node] = {}
-        #: Seconds the driver spent writing each record (the single writer's cost per run).
-        self.write_seconds: list[float] = []
 
     # --- the walk ----------------------------------------------------------------------------------
 
@@ -128,7 +125,7 @@ class Driver:
         return left
 
     def _show_pool(self, pending: list[_Node]) -> None:
-        if self.progress is not None and hasattr(self.progress, "pool") and self.executor.name != "local":
+        if self.progress is not None and self.executor.name != "local":
             self.progress.pool(queued=len(pending), running=len(self.running), done=len(self.done))
 
     def _start(self, node: _Node) -> None:
@@ -206,7 +203,6 @@ class Driver:
     def _finish(self, record: RunRecord) -> None:
         node = self.running.pop(record.run_id)
         run, task = node.run, node.task
-        started = time.perf_counter()
         if task.kind == "evaluate":
             outcome = self._finish_evaluation(node, record)
         elif record.status == "completed":
@@ -221,7 +217,6 @@ class Driver:
         else:
             store_runs.fail(self.store, run.run_id, record.error or "failed", scores=record.teacher_scores)
             outcome = Outcome(run, "failed", record.message or record.error)
-        self.write_seconds.append(time.perf_counter() - started)
         notify(self.registry, "on_run_end", task=task, record=record)
         self._outcome(node, outcome)
 

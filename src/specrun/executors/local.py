@@ -27,9 +27,6 @@ class LocalExecutor:
     def submit(self, task: RunTask) -> None:
         self.queue.append(task)
 
-    def in_flight(self) -> list[str]:
-        return [t.run_id for t in self.queue]
-
     def _on_step(self, report) -> None:
         stop_if_terminated()
         if self.progress:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from specrun.errors import UsageError
 from specrun.runner.task import RunRecord, RunTask
@@ -66,14 +67,18 @@ class RayExecutor:
         self.shares_artifacts = address is None or bool(os.environ.get("SPECRUN_ARTIFACTS"))
         self.remote = self.ray.remote(max_retries=0)(_run_task)
         self.refs: dict[object, str] = {}
+        self._capacity, self._capacity_at = 1, float("-inf")
 
     def capacity(self) -> int:
-        """How many runs fit the cluster at once."""
-        resources = self.ray.cluster_resources()
-        fits = int(resources.get("CPU", 1) // self.cpus_per_run)
-        if self.gpus_per_run:
-            fits = min(fits, int(resources.get("GPU", 0) // self.gpus_per_run))
-        return max(fits, 1)
+        """How many runs fit the cluster at once; asked of Ray at most every 10 s (a cluster may grow)."""
+        now = time.monotonic()
+        if now - self._capacity_at >= 10:
+            resources = self.ray.cluster_resources()
+            fits = int(resources.get("CPU", 1) // self.cpus_per_run)
+            if self.gpus_per_run:
+                fits = min(fits, int(resources.get("GPU", 0) // self.gpus_per_run))
+            self._capacity, self._capacity_at = max(fits, 1), now
+        return self._capacity
 
     def free_slots(self) -> int:
         return self.capacity() - len(self.refs)
@@ -82,9 +87,6 @@ class RayExecutor:
         task.threads = task.threads or max(1, int(self.cpus_per_run))
         ref = self.remote.options(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, name=f"specrun:{task.run_id}").remote(task)
         self.refs[ref] = task.run_id
-
-    def in_flight(self) -> list[str]:
-        return list(self.refs.values())
 
     def next_finished(self) -> RunRecord:
         ray = self.ray
