@@ -280,3 +280,13 @@ def test_sigterm_to_a_ray_apply_records_its_runs_in_flight_as_interrupted(write_
     assert "Traceback" not in rest
     statuses = dict(rows(store, "SELECT run_id, status FROM runs"))
     assert statuses == {p.run_id: "interrupted" for p in planned}
+
+
+def test_a_run_asking_more_than_the_cluster_has_is_refused(ray_instance, write_spec, cli, tmp_path):
+    spec = write_spec(name="toobig", train="max_steps = 2")
+    store = tmp_path / "big.duckdb"
+    code, _, err = cli("apply", str(spec), "--store", str(store), "--executor", "ray", "--gpus-per-run", "1")
+    assert code == 2 and "--gpus-per-run 1: the Ray cluster has 0 GPUs in all" in err, err
+    code, _, err = cli("apply", str(spec), "--store", str(store), "--executor", "ray", "--cpus-per-run", "3")
+    assert code == 2 and "--cpus-per-run 3: the Ray cluster has 2 CPUs in all" in err, err
+    assert not store.exists()  # refused before anything was written

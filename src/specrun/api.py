@@ -114,15 +114,16 @@ def apply(
         log.warning("run %s cannot run on this machine and will be recorded as failed: %s", run_id, why)
     if found.to_train:
         _check_artifacts_folder(store.path)
-    record_apply(store, loaded, overrides or [], [p.run_id for p in planned])
-    log.info(f"{loaded.experiment}: {len(planned)} run(s) → {store.path}")
-    with ApplyProgress(len(planned), every=every) if progress else contextlib.nullcontext() as bars:
-        runner = _executor(executor, registry, bars, ray_address, cpus_per_run, gpus_per_run)
-        try:
+    runner = _executor(executor, registry, ray_address, cpus_per_run, gpus_per_run)  # a cluster that cannot run them: before any write
+    try:
+        record_apply(store, loaded, overrides or [], [p.run_id for p in planned])
+        log.info(f"{loaded.experiment}: {len(planned)} run(s) → {store.path}")
+        with ApplyProgress(len(planned), every=every) if progress else contextlib.nullcontext() as bars:
+            runner.progress = bars
             driver = Driver(store, registry, str(spec), runner, progress=bars, fail_fast=fail_fast, force=force)
             outcomes = driver.run_all(planned)
-        finally:
-            runner.close()
+    finally:
+        runner.close()
     result = ApplyResult(loaded.experiment, store.path, outcomes)
     counts = result.counts
     if progress:
@@ -196,14 +197,14 @@ def _plan(spec: Path, overrides: list[str] | None, profile: str | None):
     return loaded, planned, registry, skipped
 
 
-def _executor(name: str, registry, progress, ray_address, cpus_per_run: float, gpus_per_run: float):
+def _executor(name: str, registry, ray_address, cpus_per_run: float, gpus_per_run: float):
     if name == "ray":
         from specrun.executors.ray import RayExecutor
 
         return RayExecutor(ray_address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
     from specrun.executors.local import LocalExecutor
 
-    return LocalExecutor(registry, progress=progress)
+    return LocalExecutor(registry)
 
 
 def _analyze_and_report(loaded, registry, store, variant: bool) -> bool:

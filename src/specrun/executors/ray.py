@@ -43,6 +43,7 @@ def _run_task(task: RunTask) -> RunRecord:
 
 class RayExecutor:
     name = "ray"
+    progress = None  # set by the driver; workers report no steps, the driver shows the pool
 
     def __init__(self, address: str | None = None, cpus_per_run: float = 1, gpus_per_run: float = 0, num_cpus: int | None = None):
         if cpus_per_run <= 0 or gpus_per_run < 0:
@@ -68,6 +69,16 @@ class RayExecutor:
         self.remote = self.ray.remote(max_retries=0)(_run_task)
         self.refs: dict[object, str] = {}
         self._capacity, self._capacity_at = 1, float("-inf")
+        self._check_fits()
+
+    def _check_fits(self) -> None:
+        """A run asking for more than the whole cluster has would wait forever: refuse it up front."""
+        resources = self.ray.cluster_resources()
+        for flag, wanted, kind in (("--cpus-per-run", self.cpus_per_run, "CPU"), ("--gpus-per-run", self.gpus_per_run, "GPU")):
+            have = resources.get(kind, 0)
+            if wanted > have:
+                self.close()
+                raise UsageError(f"{flag} {wanted:g}: the Ray cluster has {have:g} {kind}s in all, so no run could ever start")
 
     def capacity(self) -> int:
         """How many runs fit the cluster at once; asked of Ray at most every 10 s (a cluster may grow)."""
