@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="stop after this many batches (default: one epoch)")
     args = parser.parse_args(argv)
     os.environ.setdefault("SPECRUN_DATA_DIR", "/work/shared/data")
-    from specrun.runner.modeling import quiet_libraries
+    from specrun.logs import quiet_libraries
 
     quiet_libraries()
     import numpy as np
@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     from specrun.plugins.api import DataContext
     from specrun.plugins.datasets.glue import BUILTIN_DATASETS
     from specrun.runner.data import Encoded, TokenCache, train_batches
-    from specrun.runner.modeling import cpu_training_speedups, freeze_frozen_linears_to_bf16
+    from specrun.runner.cpu_speedups import cpu_training_speedups
+    from specrun.runner.modeling import freeze_frozen_linears_to_bf16
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -158,6 +158,7 @@ def built_study(tmp_path_factory, tiny_model_dir):
     store = folder / "store.duckdb"
     with pytest.MonkeyPatch.context() as env:  # before the per-test `isolated` fixture: set what it would
         env.setenv("SPECRUN_ARTIFACTS", str(folder / "artifacts"))
+        env.setenv("SPECRUN_CACHE_DIR", str(folder / "cache"))
         env.setenv("SPECRUN_DATA_DIR", str(SHARED_DATA))
         env.setenv("SPECRUN_DISABLE_PLUGIN_AUTOLOAD", "1")
         env.setenv("HF_HUB_OFFLINE", "1")

@@ -169,7 +169,7 @@ def _check_artifacts_folder(store: Path) -> None:
     be made or written, would fail every run after it trained (a file even crashed the failure's cleanup)."""
     import os
 
-    from specrun.runner.artifacts import artifacts_root
+    from specrun.store.db import artifacts_root
 
     if not os.access(store.resolve().parent, os.W_OK):
         return  # the store's own folder is read-only: recording the apply fails first, with the store's message

@@ -103,7 +103,7 @@ def plan(
 ):
     """Print the runs SPEC expands into, which the store already holds and which will fail; checks every run's data and model; trains nothing."""
     from specrun.console import print_rows
-    from specrun.runner.artifacts import artifacts_root
+    from specrun.store.db import artifacts_root
     from specrun.runner.checkpoint import saved_step
     from specrun.driver.preflight import preflight
     from specrun.store import Store
@@ -111,10 +111,11 @@ def plan(
 
     _check_format(fmt)
     loaded, planned, registry, skipped = api._plan(spec, set_, profile)
-    found = preflight(planned, registry, Store(store))
+    db = Store(store)
+    found = preflight(planned, registry, db)
     required = {d.run_id: d for p in planned for d in _all_dependencies(p)}
-    known = statuses(Store(store), [p.run_id for p in planned] + list(required))
-    evaluated = evaluations(Store(store), [p.run_id for p in planned])
+    known = statuses(db, [p.run_id for p in planned] + list(required))
+    evaluated = evaluations(db, [p.run_id for p in planned])
 
     def status(run) -> str:
         reason = found.reason(run.run_id)
@@ -162,15 +163,21 @@ def validate(spec: Annotated[Path, typer.Argument(help="the experiment's TOML sp
     typer.echo(f"{spec}: ok ({'; '.join(checked)})")
 
 
+#: Rows ``specrun runs`` shows in a table unless --limit says otherwise.
+RUNS_TABLE_LIMIT = 50
+
+
 @app.command()
 def runs(
     store: StoreOpt = DEFAULT_STORE,
     experiment: Annotated[Optional[str], typer.Option(help="only this experiment's runs (those of its latest apply without --set)")] = None,
     status: Annotated[Optional[Status], typer.Option(help="only runs with this status")] = None,
     history: Annotated[bool, typer.Option("--history", help="with --experiment: also runs of its earlier applies")] = False,
+    limit: Annotated[Optional[int], typer.Option(
+        min=0, help="show the last N runs (default: 50 in a table, all in csv/json/markdown; 0: all)")] = None,
     fmt: FormatOpt = "table",
 ):
-    """List the runs in the store with their main results."""
+    """List the runs in the store with their main results (the most recently finished last)."""
     from specrun.console import print_rows
     from specrun.store import Store
     from specrun.store.runs import list_runs
@@ -178,6 +185,11 @@ def runs(
     if history and experiment is None:
         raise UsageError("--history goes with --experiment NAME (without --experiment, runs lists every run in the store)")
     columns, rows = list_runs(Store(store), experiment, status, history)
+    if limit is None:
+        limit = RUNS_TABLE_LIMIT if fmt == "table" else 0
+    if limit and len(rows) > limit:
+        log.info(f"the last {limit} of {len(rows)} runs (--limit 0 shows all; --experiment or --status narrow them down)")
+        rows = rows[-limit:]
     print_rows(columns, rows, fmt)
 
 

@@ -19,7 +19,7 @@ from specrun.interrupts import sigterm_as_interrupt
 from specrun.logs import quiet_libraries
 from specrun.plugins.lifecycle import notify
 from specrun.plugins.registry import Registry
-from specrun.runner.artifacts import artifacts_root
+from specrun.store.db import artifacts_root
 from specrun.runner.plan import PlannedRun
 from specrun.runner.task import RunRecord, RunTask
 from specrun.store import runs as store_runs

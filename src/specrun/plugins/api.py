@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict
 from specrun.metrics import MetricRef
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
 
     from specrun.examples import Dataset, Examples
@@ -133,6 +135,12 @@ class DatasetSource(Plugin):
 
     def load(self, options: PluginOptions, ctx: DataContext) -> Dataset:
         raise NotImplementedError
+
+    def files(self, options: PluginOptions, ctx: DataContext) -> list[Path] | None:
+        """The local files ``load`` reads, when it reads nothing else (optional). With them, specrun keeps
+        the parsed dataset in its cache (``specrun.cache``) and later commands skip ``load`` while
+        every file keeps its contents. None (the default): ``load`` runs every time."""
+        return None
 
 
 class ModelSource(Plugin):

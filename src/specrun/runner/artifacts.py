@@ -49,12 +49,6 @@ FORMAT_WEIGHTS = {"specrun": WEIGHTS, "peft": PEFT_WEIGHTS, "transformers": MODE
 KEEP = ("checkpoint.pt", "checkpoint.json")
 
 
-def artifacts_root(store_path: Path) -> Path:
-    """Where runs save weights: ``SPECRUN_ARTIFACTS``, else ``specrun-artifacts/`` beside the store."""
-    env = os.environ.get("SPECRUN_ARTIFACTS")
-    return Path(env) if env else store_path.resolve().parent / "specrun-artifacts"
-
-
 def trainable_state(model: torch.nn.Module, also: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
     """The parameters that train, and those named in ``also`` (frozen ones a transfer loaded)."""
     return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad or n in also}

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from specrun.spec.schema import duration_seconds
 
@@ -89,6 +88,8 @@ class Checkpoints:
         """Write ``tensors`` (nested dicts and lists of tensors, as ``state_dict``s are) and ``meta``
         (plain values; numpy arrays allowed) atomically."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        import torch
+
         _write_atomically(self.path, lambda f: torch.save({"format": FORMAT, "meta": json.dumps(_plain(meta)), "tensors": tensors}, f))
         summary = json.dumps({"step": meta.get("step"), "steps": meta.get("steps")}).encode()
         _write_atomically(self.path.with_name(SUMMARY), lambda f: f.write(summary))
@@ -99,6 +100,8 @@ class Checkpoints:
         if not self.path.is_file():
             return None
         try:
+            import torch
+
             saved = torch.load(self.path, map_location="cpu", weights_only=True)
             if saved.get("format") != FORMAT:
                 raise ValueError(f"format {saved.get('format')!r}, this specrun writes {FORMAT}")
@@ -121,6 +124,8 @@ def rng_states(**generators: np.random.Generator | None) -> dict[str, Any]:
 
 
 def rng_tensors() -> dict[str, Any]:
+    import torch
+
     states = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state_all()
@@ -134,6 +139,8 @@ def restore_rngs(states: dict[str, Any], tensors: dict[str, Any], **generators: 
     for name, g in generators.items():
         if g is not None and name in states["generators"]:
             g.bit_generator.state = states["generators"][name]
+    import torch
+
     torch.set_rng_state(tensors["torch"])
     if "cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(tensors["cuda"])

@@ -11,16 +11,20 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
+import specrun
+from specrun import cache
 from specrun.errors import DataError, did_you_mean
 from specrun.examples import Dataset, Examples
 from specrun.plugins.api import DataContext, TransformContext
 from specrun.plugins.registry import Registry
 from specrun.spec.schema import DataSpec, PluginRef, RunSettings
+
+if TYPE_CHECKING:  # imported where tensors are made: planning reads data without torch
+    import torch
 
 
 @dataclass
@@ -39,11 +43,25 @@ def data_dir() -> str | None:
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(name: str, options_json: str, data_dir_: str | None, spec_dir: str | None, registry: Registry) -> Dataset:
+    """Loaded once per process; parsed once per set of files for sources that name them (``specrun.cache``)."""
     source = registry.get("dataset", name)
     options = source.Options.model_validate(json.loads(options_json))
-    dataset = source.load(options, DataContext(data_dir=data_dir_, spec_dir=spec_dir))
+    ctx = DataContext(data_dir=data_dir_, spec_dir=spec_dir)
+    files = source.files(options, ctx)
+    signature = cache.file_signature(files) if files else None
+    key = {"dataset": name, "version": registry.code_version("dataset", name), "specrun": specrun.__version__,
+           "options": options_json, "files": signature}
+    if signature is not None:
+        dataset = cache.get("datasets", key)
+        if isinstance(dataset, Dataset):
+            return dataset
+    dataset = source.load(options, ctx)
     if not dataset.splits:
         raise DataError(f"dataset {name!r} has no splits")
+    if signature is not None and signature == cache.file_signature(files):  # unchanged while it was read
+        for examples in dataset.splits.values():
+            examples.fingerprint  # computed once, kept with the entry
+        cache.put("datasets", key, dataset)
     return dataset
 
 
@@ -220,6 +238,8 @@ class Encoded:
 
     def collate(self, index: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
         """Pad the examples at ``index`` to their longest (dynamic padding)."""
+        import torch
+
         width = int(self.lengths[index].max())
         input_ids = np.full((len(index), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(index), width), dtype=np.int64)

@@ -19,7 +19,8 @@ from specrun.runner.data import Encoded, train_batches
 from specrun.runner.task import MetricRow
 from specrun.spec.schema import TrainSpec
 from specrun.runner.evaluate import Evaluation, evaluate
-from specrun.runner.modeling import autocast, cpu_training_speedups
+from specrun.runner.cpu_speedups import cpu_training_speedups
+from specrun.runner.modeling import autocast
 
 log = logging.getLogger("specrun.train")
 

@@ -47,6 +47,12 @@ def default_store_path() -> Path:
     return Path(os.environ.get("SPECRUN_STORE", DEFAULT_STORE))
 
 
+def artifacts_root(store_path: Path) -> Path:
+    """Where runs save weights: ``SPECRUN_ARTIFACTS``, else ``specrun-artifacts/`` beside the store."""
+    env = os.environ.get("SPECRUN_ARTIFACTS")
+    return Path(env) if env else Path(store_path).resolve().parent / "specrun-artifacts"
+
+
 def now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -112,6 +118,16 @@ class Store:
         self.path = Path(path) if path is not None else default_store_path()
         self.timeout = timeout if timeout is not None else _env_seconds("SPECRUN_STORE_TIMEOUT", 300)
         self.read_timeout = read_timeout if read_timeout is not None else _env_seconds("SPECRUN_STORE_READ_TIMEOUT", 10)
+
+    #: The file's state when a read last found it intact and fully migrated (see ``read``).
+    _checked: tuple | None = None
+
+    def _file_state(self) -> tuple | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return stat.st_size, stat.st_mtime_ns, Path(f"{self.path}.wal").exists()
 
     def _connect(self, read_only: bool, timeout: float, config: dict | None = None) -> duckdb.DuckDBPyConnection:
         start = time.monotonic()
@@ -259,9 +275,14 @@ class Store:
         config = {} if allow_files else {"enable_external_access": False}
         db = self._connect(read_only=True, timeout=self.read_timeout, config=config)
         try:
-            with _store_faults(self.path):
-                self._check_intact(db)
-                pending = self.pending_migrations(db)
+            seen = self._file_state()
+            if seen is not None and seen == self._checked:  # checked by an earlier read, and untouched since
+                pending = []
+            else:
+                with _store_faults(self.path):
+                    self._check_intact(db)
+                    pending = self.pending_migrations(db)
+                self._checked = None if pending else seen
             if pending:
                 log.info("store %s: applying migrations %s", self.path, ", ".join(pending))
                 _close(db)

@@ -24,12 +24,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def specrun_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """An isolated specrun: its store and artifacts under ``tmp_path``, no installed plugins leaking in
+    """An isolated specrun: its store, artifacts and cache under ``tmp_path``, no installed plugins leaking in
     (``SPECRUN_DISABLE_PLUGIN_AUTOLOAD``), offline, and a process registry rebuilt for the test."""
     from specrun.plugins import set_registry
 
     monkeypatch.setenv("SPECRUN_STORE", str(tmp_path / "store.duckdb"))
     monkeypatch.setenv("SPECRUN_ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("SPECRUN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("SPECRUN_DISABLE_PLUGIN_AUTOLOAD", "1")
     monkeypatch.delenv("SPECRUN_DISABLE_PLUGINS", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -49,6 +49,12 @@ class PublicDataset(DatasetSource):
         splits = self._load_local(Path(ctx.data_dir)) if ctx.data_dir else self._load_hub()
         return Dataset(self.name, self.label_names, splits)
 
+    def files(self, options: NoOptions, ctx: DataContext) -> list[Path] | None:
+        if not ctx.data_dir:
+            return None  # from the hub, through datasets' own cache
+        folder = Path(ctx.data_dir) / self.layout.folder
+        return [folder / file for file in self.layout.files.values()]
+
     def _load_local(self, data_dir: Path) -> dict[str, Examples]:
         lay = self.layout
         folder = data_dir / lay.folder

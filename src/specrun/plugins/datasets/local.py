@@ -59,9 +59,15 @@ class LocalFiles(DatasetSource):
     description = "your own labelled CSV/TSV/JSONL/parquet files (data.options: files, columns)"
     Options = LocalOptions
 
-    def load(self, options: LocalOptions, ctx: DataContext) -> Dataset:
+    def files(self, options: LocalOptions, ctx: DataContext) -> list[Path]:
+        return list(self._paths(options, ctx).values())
+
+    def _paths(self, options: LocalOptions, ctx: DataContext) -> dict[str, Path]:
         base = Path(ctx.spec_dir) if ctx.spec_dir else Path.cwd()
-        paths = {split: (base / p).resolve() if not Path(p).is_absolute() else Path(p) for split, p in options.files.items()}
+        return {split: (base / p).resolve() if not Path(p).is_absolute() else Path(p) for split, p in options.files.items()}
+
+    def load(self, options: LocalOptions, ctx: DataContext) -> Dataset:
+        paths = self._paths(options, ctx)
         rows = {split: read_rows(path, options.format) for split, path in paths.items()}
         columns = (options.text_column, options.label_column, options.text_pair_column, options.id_column)
         for split_rows in rows.values():
