@@ -75,22 +75,33 @@ def model_bytes(model: torch.nn.Module) -> int:
     return total
 
 
+#: Latency probes: batch-size-1 forward passes over the first evaluation examples, after warm-ups, until
+#: either ``LATENCY_MAX`` examples or ``LATENCY_BUDGET_S`` seconds (but at least ``LATENCY_MIN`` examples).
+#: A mean and median settle within a few dozen examples; more would only add to every run's wall time.
+LATENCY_WARMUP, LATENCY_MIN, LATENCY_MAX, LATENCY_BUDGET_S = 2, 12, 32, 0.5
+
+
 @torch.inference_mode()
-def latency(model: torch.nn.Module, data: Encoded, precision: str, device: torch.device, n: int = 64) -> dict[str, float]:
-    """Per-example inference latency at batch size 1 over the first ``n`` examples (after 3 warm-ups)."""
+def latency(model: torch.nn.Module, data: Encoded, precision: str, device: torch.device,
+            n: int = LATENCY_MAX, budget_s: float = LATENCY_BUDGET_S) -> dict[str, float]:
+    """Per-example inference latency at batch size 1 over the first examples of ``data`` (see the
+    constants above); ``latency_examples`` says how many were timed."""
     was_training = model.training
     model.eval()
     count = min(n, len(data))
-    times = []
-    for i in range(count + 3):
+    times: list[float] = []
+    started = time.perf_counter()
+    for i in range(count + LATENCY_WARMUP):
         batch = data.collate(np.array([i % len(data)]), device)
         t0 = time.perf_counter()
         with autocast(precision, device):
             model(**batch)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        if i >= 3:
+        if i >= LATENCY_WARMUP:
             times.append((time.perf_counter() - t0) * 1000)
+            if len(times) >= LATENCY_MIN and time.perf_counter() - started > budget_s:
+                break
     if was_training:
         model.train()
     if not times:
@@ -100,6 +111,7 @@ def latency(model: torch.nn.Module, data: Encoded, precision: str, device: torch
         "latency_ms_mean": float(arr.mean()),
         "latency_ms_p50": float(np.percentile(arr, 50)),
         "latency_ms_p95": float(np.percentile(arr, 95)),
+        "latency_examples": float(len(arr)),
     }
 
 

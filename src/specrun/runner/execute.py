@@ -30,6 +30,7 @@ from specrun.runner.costs import PeakMemory, latency, model_bytes
 from specrun.runner.data import Encoded, TokenCache, prepare_run_data
 from specrun.runner.evaluate import evaluate
 from specrun.runner.modeling import (
+    bitsandbytes_unless_loaded,
     check_precision,
     count_parameters,
     freeze_frozen_linears_to_bf16,
@@ -93,7 +94,12 @@ def build_model(settings: RunSettings | dict, registry: Registry, num_labels: in
         label_names=label_names,
         max_length=settings.model.max_length,
     )
-    model = method.build(options, ctx)
+    try:
+        with bitsandbytes_unless_loaded():
+            model = method.build(options, ctx)
+    except ImportError:  # a method that imports bitsandbytes itself, without its check having loaded it
+        seed_everything(settings.seed)
+        model = method.build(options, ctx)
     if precision == "bf16" and method.prefers_frozen_bf16(options):
         freeze_frozen_linears_to_bf16(model)
     if not getattr(model, "is_loaded_in_4bit", False) and not getattr(model, "is_loaded_in_8bit", False):

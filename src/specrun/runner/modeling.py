@@ -59,6 +59,26 @@ def load_tokenizer(model_path: str):
         raise DataError(f"cannot load the tokenizer of {model_path!r}: {type(exc).__name__}: {exc}") from None
 
 
+@contextlib.contextmanager
+def bitsandbytes_unless_loaded():
+    """While building a model: keep bitsandbytes out unless something (a quantized method's ``check``)
+    has imported it already. peft imports it whenever it is installed, to offer its quantized layers,
+    and that import costs seconds (it pulls in torch's compiler stack); a run that quantizes nothing
+    never uses it. Inside the block ``import bitsandbytes`` raises ImportError and peft's
+    availability checks (``importlib.util.find_spec``) answer no; afterwards it imports as usual."""
+    import sys
+
+    if "bitsandbytes" in sys.modules:
+        yield
+        return
+    sys.modules["bitsandbytes"] = None  # the import system's "not importable" marker
+    try:
+        yield
+    finally:
+        if sys.modules.get("bitsandbytes", 0) is None:
+            del sys.modules["bitsandbytes"]
+
+
 def quiet_load():
     """Around ``from_pretrained``: transformers prints a load report on stdout."""
     return contextlib.redirect_stdout(io.StringIO())
