@@ -184,15 +184,17 @@ def summary_rows(results: dict) -> list[tuple[str, ...]]:
         if "share" in e:
             rows.append(("2", f"W1 useful FLOP/s / bf16 matmul peak, {threads}t", goal_text("2", ""), f"{100 * e['share']:.1f}%",
                          verdict("2", e["share"]), fmt([100 * s for s in e["share_per_round"]], "{:.1f}%"),
-                         f"peak {e['peak']['flops_per_second'] / 1e9:.1f} GFLOP/s ({e['peak']['shape']}); "
-                         f"{e['rounds'][0]['epoch_flops'] / 1e12:.3f} TFLOP/epoch (seed 0)"))
+                         (f"peak {e['peak']['flops_per_second'] / 1e9:.1f} GFLOP/s ({e['peak']['shape']}); "
+                          f"{e['rounds'][0]['epoch_flops'] / 1e12:.3f} TFLOP/epoch (seed 0)")))
     if "end_to_end" in results:
         e = results["end_to_end"]
         s = [r["specrun"]["wall"] for r in e["rounds"]]
         t = [r["trainer_script"]["wall"] for r in e["rounds"]]
         rows.append(("3", f"W1 end to end: trainer script wall / specrun apply wall, {e['threads']}t", goal_text("3"), f"{e['ratio']:.2f}x",
                      verdict("3", e["ratio"]), fmt(e["per_round"]),
-                     f"median wall specrun {statistics.median(s):.1f} s, trainer script {statistics.median(t):.1f} s"))
+                     (f"median wall specrun {statistics.median(s):.1f} s, trainer script {statistics.median(t):.1f} s; dev acc "
+                      f"{statistics.mean(r['specrun']['accuracy'] for r in e['rounds']):.4f} / "
+                      f"{statistics.mean(r['trainer_script']['accuracy'] for r in e['rounds']):.4f}")))
     if "sweep" in results:
         e = results["sweep"]
         last = e["rounds"][-1]

@@ -59,7 +59,7 @@ def run(work, folder: Path, rounds: int, threads: int | None = None, log=print) 
         torch.set_num_threads(threads)
     settings = work.planned[0].settings
     device = torch.device("cpu")
-    model, ctx = build_model(settings, work.registry, len(work.label_names), work.label_names, device)
+    model, _ = build_model(settings, work.registry, len(work.label_names), work.label_names, device)
     model.eval()
     tokenizer = load_tokenizer(resolve_model(work.planned[0].config["model"]["name"], work.registry))
     encoded = Encoded.build(work.dev, TokenCache(tokenizer, work.max_length))

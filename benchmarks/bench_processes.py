@@ -8,13 +8,15 @@
 
 The store is also read for where an apply's time went (``timeline``): start-up and planning (launch to the
 apply's row), checks before the first run, each run's span (training, evaluation, the rest: data, model,
-tokenizing, latency probe, saving, recording), gaps between runs, and the tail (analyses, exit).
+tokenizing, latency probe, saving, recording), gaps between runs, and the tail (the last record's commit,
+analyses, interpreter exit).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -257,9 +259,10 @@ def cli_latency(folder: Path, repeats: int, spec: Path, store: Path, log=print) 
     environ = env(None)
     names = list(commands)
     times: dict[str, list[float]] = {n: [] for n in names}
-    for _ in range(1):  # warm-up: the page cache of every library these load
-        for name in names:
-            timed(commands[name], environ, cwd=folder)
+    for name in names:  # warm-up: the page cache of every library these load
+        _, done, _ = timed(commands[name], environ, cwd=folder)
+        if name.startswith("specrun plan") and ("cached" not in done.stdout or re.search(r"\bnew\b|will (fail|rerun|resume)", done.stdout)):
+            log(f"  warning: {name} does not show every run as cached:\n{done.stdout[-2000:]}")
     for r in range(repeats):
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
