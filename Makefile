@@ -25,8 +25,11 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# every performance target of issue 13 in one run (benchmarks/README.md); ~15-25 min on an idle machine.
+# `make bench BENCH_ARGS=--quick` is the smoke test; any bench_all.py option goes in BENCH_ARGS.
+BENCH_ARGS ?= --json benchmarks/results-all.json
 bench: install
-	$(BIN)/python benchmarks/bench_trainer.py
+	$(BIN)/python benchmarks/bench_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) specrun.duckdb specrun-artifacts .pytest_cache

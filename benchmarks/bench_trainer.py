@@ -45,12 +45,15 @@ LORA = {"r": 16, "alpha": 32, "dropout": 0.1, "targets": ["query", "value"]}
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def spec_text(train_examples: int, max_length: int, seed: int) -> str:
-    """The workload as a specrun spec: only the workload is set, every other train key is a default."""
+def spec_text(train_examples: int, max_length: int, seed: int, *, name: str = "bench-trainer",
+              seeds: list[int] | None = None, max_eval_examples: int | None = None) -> str:
+    """The workload as a specrun spec: only the workload is set, every other train key is a default.
+    ``seeds`` replaces ``[seed]`` (a sweep over seeds); ``max_eval_examples`` shortens the dev set (smoke tests)."""
+    eval_limit = f"max_eval_examples = {max_eval_examples}\n" if max_eval_examples else ""
     return f"""
 [experiment]
-name = "bench-trainer"
-seeds = [{seed}]
+name = "{name}"
+seeds = {json.dumps(seeds if seeds is not None else [seed])}
 
 [model]
 name = "{MODEL}"
@@ -59,7 +62,7 @@ max_length = {max_length}
 [data]
 dataset = "glue/sst2"
 max_train_examples = {train_examples}
-
+{eval_limit}
 [method]
 name = "lora"
 rank = {LORA["r"]}
@@ -78,7 +81,7 @@ warmup_ratio = {WARMUP_RATIO}
 class Workload:
     """The spec on disk, its planned run, and the exact examples that run trains and evaluates on."""
 
-    def __init__(self, folder: Path, train_examples: int, max_length: int, seed: int):
+    def __init__(self, folder: Path, train_examples: int, max_length: int, seed: int, max_eval_examples: int | None = None):
         from specrun.plugins import get_registry
         from specrun.runner.data import prepare_run_data
         from specrun.runner.plan import plan_runs
@@ -86,7 +89,7 @@ class Workload:
 
         self.max_length, self.seed = max_length, seed
         self.spec_path = folder / f"bench-{seed}.toml"
-        self.spec_path.write_text(spec_text(train_examples, max_length, seed))
+        self.spec_path.write_text(spec_text(train_examples, max_length, seed, max_eval_examples=max_eval_examples))
         self.registry = get_registry()
         self.planned = plan_runs(load_spec(self.spec_path, [], self.registry), self.registry)
         assert len(self.planned) == 1
@@ -94,6 +97,7 @@ class Workload:
         self.train_cfg = config["train"]
         data = prepare_run_data(self.planned[0].settings, self.registry, str(folder))
         self.train, self.dev = data.train, data.eval_sets[data.primary_eval]
+        self.label_names = data.dataset.label_names
         self.steps = -(-len(self.train) // BATCH_SIZE)
 
 
