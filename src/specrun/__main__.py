@@ -1,5 +1,5 @@
 """``python -m specrun`` is the ``specrun`` command."""
 
-from specrun.cli import main
+from specrun.cli import entry
 
-main()
+entry()

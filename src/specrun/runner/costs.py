@@ -78,7 +78,7 @@ def model_bytes(model: torch.nn.Module) -> int:
 #: Latency probes: batch-size-1 forward passes over the first evaluation examples, after warm-ups, until
 #: either ``LATENCY_MAX`` examples or ``LATENCY_BUDGET_S`` seconds (but at least ``LATENCY_MIN`` examples).
 #: A mean and median settle within a few dozen examples; more would only add to every run's wall time.
-LATENCY_WARMUP, LATENCY_MIN, LATENCY_MAX, LATENCY_BUDGET_S = 2, 12, 32, 0.5
+LATENCY_WARMUP, LATENCY_MIN, LATENCY_MAX, LATENCY_BUDGET_S = 2, 12, 32, 0.3
 
 
 @torch.inference_mode()
