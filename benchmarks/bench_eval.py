@@ -50,7 +50,7 @@ def run(work, folder: Path, rounds: int, threads: int | None = None, log=print) 
     import numpy as np
     import torch
 
-    from specrun.runner.data import Encoded, TokenCache
+    from specrun.runner.batching import Encoded, TokenCache
     from specrun.runner.evaluate import evaluate
     from specrun.runner.execute import build_model
     from specrun.runner.modeling import load_tokenizer, resolve_model

@@ -155,7 +155,7 @@ def w1_flop_model(work) -> FlopModel:
 def real_lengths(work, examples=None) -> np.ndarray:
     """Token counts (special tokens included, padding excluded) of the workload's training examples, as
     specrun tokenizes them."""
-    from specrun.runner.data import Encoded, TokenCache
+    from specrun.runner.batching import Encoded, TokenCache
     from specrun.runner.modeling import load_tokenizer, resolve_model
 
     tokenizer = load_tokenizer(resolve_model(work.planned[0].config["model"]["name"], work.registry))

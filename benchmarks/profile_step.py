@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from specrun.plugins import get_registry
     from specrun.runner.cpu_speedups import cpu_training_speedups
-    from specrun.runner.data import Encoded, TokenCache, prepare_run_data, train_batches
+    from specrun.runner.batching import Encoded, TokenCache, train_batches
+    from specrun.runner.data import prepare_run_data
     from specrun.runner.execute import build_model
     from specrun.runner.modeling import load_tokenizer
     from specrun.spec.schema import RunSettings

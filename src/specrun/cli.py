@@ -107,15 +107,12 @@ def plan(
     from specrun.runner.checkpoint import saved_step
     from specrun.driver.preflight import preflight
     from specrun.store import Store
-    from specrun.store.runs import evaluations, statuses
 
     _check_format(fmt)
     loaded, planned, registry, skipped = api._plan(spec, set_, profile)
-    db = Store(store)
-    found = preflight(planned, registry, db)
+    found = preflight(planned, registry, Store(store))  # it reads every run's status (dependencies too) once
     required = {d.run_id: d for p in planned for d in _all_dependencies(p)}
-    known = statuses(db, [p.run_id for p in planned] + list(required))
-    evaluated = evaluations(db, [p.run_id for p in planned])
+    known, evaluated = found.statuses, found.evaluated
 
     def status(run) -> str:
         reason = found.reason(run.run_id)

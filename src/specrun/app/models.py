@@ -147,7 +147,7 @@ def _release(predictor: Any) -> None:
     cache = getattr(predictor, "cache", None)
     if cache is None:
         return
-    from specrun.runner.data import TokenCache
+    from specrun.runner.batching import TokenCache
 
     TokenCache._caches.pop((id(cache.tokenizer), cache.max_length), None)
     cache.cache.clear()

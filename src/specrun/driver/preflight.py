@@ -51,6 +51,9 @@ class Preflight:
     unavailable: dict[str, str] = field(default_factory=dict)
     #: The runs that would train (not completed, or forced), dependencies included.
     to_train: list[str] = field(default_factory=list)
+    #: What the store held when checked: each run's status, and the evaluation sets of completed runs.
+    statuses: dict[str, str] = field(default_factory=dict)
+    evaluated: dict[str, dict] = field(default_factory=dict)
 
     def reason(self, run_id: str) -> str | None:
         """Why run ``run_id`` will fail, or None."""
@@ -78,7 +81,7 @@ def preflight(planned: list[PlannedRun], registry: Registry, store: Store, force
     runs = _with_dependencies(planned)
     known = statuses(store, [r.run_id for r in runs])
     evaluated = evaluations(store, [r.run_id for r in runs if known.get(r.run_id) == "completed"])
-    found = Preflight()
+    found = Preflight(statuses=known, evaluated=evaluated)
     for run in runs:
         if known.get(run.run_id) == "completed" and not force:
             new, changed = run.eval_sets_to_add(evaluated.get(run.run_id, {}))

@@ -16,11 +16,13 @@ import pickle
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 
 from specrun.spec.schema import duration_seconds
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("specrun.checkpoint")
 
@@ -115,6 +117,8 @@ class Checkpoints:
 
 def rng_states(**generators: np.random.Generator | None) -> dict[str, Any]:
     """The global generators (python, numpy, torch, CUDA) and the named numpy ``generators``."""
+    import numpy as np
+
     version, internal, gauss = random.getstate()
     return {
         "python": [version, list(internal), gauss],
@@ -133,14 +137,15 @@ def rng_tensors() -> dict[str, Any]:
 
 
 def restore_rngs(states: dict[str, Any], tensors: dict[str, Any], **generators: np.random.Generator | None) -> None:
+    import numpy as np
+    import torch
+
     version, internal, gauss = states["python"]
     random.setstate((version, tuple(internal), gauss))
     np.random.set_state(tuple(states["numpy"]))
     for name, g in generators.items():
         if g is not None and name in states["generators"]:
             g.bit_generator.state = states["generators"][name]
-    import torch
-
     torch.set_rng_state(tensors["torch"])
     if "cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(tensors["cuda"])
@@ -148,6 +153,8 @@ def restore_rngs(states: dict[str, Any], tensors: dict[str, Any], **generators: 
 
 def _plain(value: Any) -> Any:
     """``value`` as JSON can hold it: numpy arrays and scalars marked so that they come back as such."""
+    import numpy as np
+
     if isinstance(value, np.ndarray):
         return {"__ndarray__": value.tolist(), "dtype": str(value.dtype)}
     if isinstance(value, np.generic):
@@ -160,6 +167,8 @@ def _plain(value: Any) -> Any:
 
 
 def _restore_arrays(value: Any) -> Any:
+    import numpy as np
+
     if isinstance(value, dict):
         if "__ndarray__" in value:
             return np.array(value["__ndarray__"], dtype=value["dtype"])

@@ -11,7 +11,7 @@ import numpy as np
 import psutil
 import torch
 
-from specrun.runner.data import Encoded
+from specrun.runner.batching import Encoded
 from specrun.runner.modeling import autocast
 
 

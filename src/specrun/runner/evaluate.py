@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from specrun.runner.data import Encoded, eval_batches
+from specrun.runner.batching import Encoded, eval_batches
 from specrun.runner.modeling import autocast
 
 

@@ -27,7 +27,8 @@ from specrun.plugins.registry import Registry, get_registry, plugin_packages
 from specrun.runner import artifacts
 from specrun.runner.checkpoint import Checkpoints, checkpoint_path, remove_checkpoint
 from specrun.runner.costs import PeakMemory, latency, model_bytes
-from specrun.runner.data import Encoded, TokenCache, prepare_run_data
+from specrun.runner.batching import Encoded, TokenCache
+from specrun.runner.data import prepare_run_data
 from specrun.runner.evaluate import evaluate
 from specrun.runner.modeling import (
     bitsandbytes_unless_loaded,

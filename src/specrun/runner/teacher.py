@@ -14,7 +14,7 @@ from pathlib import Path
 from specrun.errors import DataError
 from specrun.examples import Examples
 from specrun.plugins.registry import Registry
-from specrun.runner.data import Encoded
+from specrun.runner.batching import Encoded
 from specrun.runner.evaluate import evaluate
 from specrun.runner.task import ScoreRow, TeacherSource
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from specrun.runner.checkpoint import Checkpoints, restore_rngs, rng_states, rng_tensors
 from specrun.errors import TrainingError
-from specrun.runner.data import Encoded, train_batches
+from specrun.runner.batching import Encoded, train_batches
 from specrun.runner.task import MetricRow
 from specrun.spec.schema import TrainSpec
 from specrun.runner.evaluate import Evaluation, evaluate

@@ -69,7 +69,8 @@ def check_method(
     import torch
 
     from specrun.runner.artifacts import load_weights, quantized_bits, save_run
-    from specrun.runner.data import Encoded, TokenCache, prepare_run_data
+    from specrun.runner.batching import Encoded, TokenCache
+    from specrun.runner.data import prepare_run_data
     from specrun.runner.evaluate import evaluate
     from specrun.runner.execute import build_model
     from specrun.runner.export import load_plain
