@@ -445,15 +445,31 @@ def export(
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
+def _plugin_commands_possible() -> bool:
+    """Whether a plugin could add commands, asked without loading the plugins (the light commands never
+    need them): built-ins add none, so only entry-point plugins or a registry installed in-process can."""
+    registry = sys.modules.get("specrun.plugins.registry")
+    if registry is not None:
+        return registry.commands_possible()
+    import importlib.metadata
+    import os
+
+    from specrun.hookspecs import AUTOLOAD_ENV, ENTRY_POINT_GROUP
+
+    return not os.environ.get(AUTOLOAD_ENV) and bool(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into a message and exit code 2."""
     from specrun.console import err
     from specrun.logs import configure
 
     configure()  # the defaults, for errors raised before the options are read
-    from specrun.plugins.commands import add_plugin_commands, restore_own_commands
+    plugin_commands = _plugin_commands_possible()
+    if plugin_commands:
+        from specrun.plugins.commands import add_plugin_commands
 
-    add_plugin_commands(app)
+        add_plugin_commands(app)
     try:
         code = app(standalone_mode=False)
     except SpecrunError as exc:
@@ -468,7 +484,10 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     finally:
-        restore_own_commands(app)
+        if plugin_commands:
+            from specrun.plugins.commands import restore_own_commands
+
+            restore_own_commands(app)
     if code == 130:  # typer turns Ctrl-C into exit code 130
         err.print("interrupted: a run in progress is recorded as interrupted and reruns on the next apply")
     sys.exit(code if isinstance(code, int) else 0)

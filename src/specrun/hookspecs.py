@@ -23,6 +23,10 @@ import pluggy
 hookspec = pluggy.HookspecMarker("specrun")
 hookimpl = pluggy.HookimplMarker("specrun")
 
+#: The entry-point group third-party plugins are found in, and the variable that turns their loading off.
+ENTRY_POINT_GROUP = "specrun"
+AUTOLOAD_ENV = "SPECRUN_DISABLE_PLUGIN_AUTOLOAD"
+
 
 @hookspec
 def register_methods(register):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from specrun.plugins.registry import LoadProblem, get_plugin_manager, source_of
+from specrun.plugins.registry import LoadProblem, commands_possible, get_plugin_manager, source_of
 
 log = logging.getLogger("specrun.plugins")
 
@@ -25,6 +25,8 @@ def add_plugin_commands(app) -> None:
     problems.clear()
     taken = {name for info in own_commands for name in _command_names(info)}
     taken |= {name for info in own_groups for name in _group_names(info)}
+    if not commands_possible():
+        return
     pm, _ = get_plugin_manager()
     for impl in pm.hook.register_commands.get_hookimpls():
         source = source_of(pm, impl.plugin)

@@ -15,9 +15,9 @@ import pluggy
 
 from specrun import hookspecs
 from specrun.errors import PluginError, did_you_mean
+from specrun.hookspecs import AUTOLOAD_ENV, ENTRY_POINT_GROUP  # noqa: F401  (re-exported: tests and docs use them here)
 from specrun.plugins.api import KIND_BASES, Plugin
 
-ENTRY_POINT_GROUP = "specrun"
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_./-]*$")
 
 def builtin_modules() -> list[str]:
@@ -228,7 +228,6 @@ def _validate_tables(plugin: object, origin: str) -> None:
 BUILTIN = "builtin"
 #: Comma-separated entry points, packages or plugin names not to load.
 DISABLE_ENV = "SPECRUN_DISABLE_PLUGINS"
-AUTOLOAD_ENV = "SPECRUN_DISABLE_PLUGIN_AUTOLOAD"
 
 
 def disabled_names() -> set[str]:
@@ -422,6 +421,19 @@ def get_plugin_manager() -> tuple[pluggy.PluginManager, list[LoadProblem]]:
     if _MANAGER is None:
         _MANAGER = make_plugin_manager()
     return _MANAGER
+
+
+def commands_possible() -> bool:
+    """Whether any loaded plugin could add commands: built-ins add none, so only a registry installed
+    in-process (tests, notebooks) or entry-point plugins can. Asking costs a scan of the installed
+    packages' entry points, not the import of every plugin (which the light commands skip)."""
+    if _DEFAULT is not None and _DEFAULT.manager is not None:
+        return True
+    if _MANAGER is not None:
+        return True
+    if os.environ.get(AUTOLOAD_ENV):
+        return False
+    return bool(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
 def get_registry() -> Registry:
