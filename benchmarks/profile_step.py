@@ -15,6 +15,9 @@ import argparse
 import os
 import re
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from collections import defaultdict
 
 GROUPS = [  # first match wins
@@ -58,11 +61,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from bench_trainer import BATCH_SIZE, LEARNING_RATE, LORA, MODEL  # the W1 workload, defined once
+
     settings = RunSettings.of({
-        "model": {"name": "sentence-transformers/all-MiniLM-L6-v2", "max_length": 128},
+        "model": {"name": MODEL, "max_length": 128},
         "data": {"dataset": "glue/sst2", "max_train_examples": 2000},
-        "method": {"name": "lora", "rank": 16, "alpha": 32, "dropout": 0.1, "target_modules": ["query", "value"]},
-        "train": {"batch_size": 32, "learning_rate": 2e-3},
+        "method": {"name": "lora", "rank": LORA["r"], "alpha": LORA["alpha"], "dropout": LORA["dropout"],
+                   "target_modules": LORA["targets"]},
+        "train": {"batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE},
         "seed": 0,
     })
     registry = get_registry()
@@ -70,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     cpu = torch.device("cpu")
     model, ctx = build_model(settings, registry, data.dataset.num_labels, data.dataset.label_names, cpu)
     train = Encoded.build(data.train, TokenCache(load_tokenizer(ctx.model_path), 128))
-    batches = train_batches(train.lengths, 32, np.random.default_rng(0), True)
+    batches = train_batches(train.lengths, BATCH_SIZE, np.random.default_rng(0), True)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=2e-3, fused=True)
+    optimizer = torch.optim.AdamW(params, lr=LEARNING_RATE, fused=True)
     model.train()
 
     def step(index):

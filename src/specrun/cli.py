@@ -451,12 +451,9 @@ def _plugin_commands_possible() -> bool:
     registry = sys.modules.get("specrun.plugins.registry")
     if registry is not None:
         return registry.commands_possible()
-    import importlib.metadata
-    import os
+    from specrun.hookspecs import entry_point_plugins_installed
 
-    from specrun.hookspecs import AUTOLOAD_ENV, ENTRY_POINT_GROUP
-
-    return not os.environ.get(AUTOLOAD_ENV) and bool(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    return entry_point_plugins_installed()
 
 
 def main() -> None:

@@ -28,6 +28,14 @@ ENTRY_POINT_GROUP = "specrun"
 AUTOLOAD_ENV = "SPECRUN_DISABLE_PLUGIN_AUTOLOAD"
 
 
+def entry_point_plugins_installed() -> bool:
+    """Whether any entry-point plugin would load (a scan of installed packages, no plugin imported)."""
+    import importlib.metadata
+    import os
+
+    return not os.environ.get(AUTOLOAD_ENV) and bool(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
 @hookspec
 def register_methods(register):
     """Register fine-tuning methods: call ``register(method)`` with ``MethodPlugin`` instances.

@@ -431,9 +431,7 @@ def commands_possible() -> bool:
         return True
     if _MANAGER is not None:
         return True
-    if os.environ.get(AUTOLOAD_ENV):
-        return False
-    return bool(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    return hookspecs.entry_point_plugins_installed()
 
 
 def get_registry() -> Registry:
