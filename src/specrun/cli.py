@@ -30,7 +30,7 @@ Format = Literal["table", "csv", "json", "markdown"]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="output format")]
 #: Run statuses (``runs.status``) and plugin kinds (``registry.HOOK_FOR_KIND``; a test keeps them equal).
 Status = Literal["running", "completed", "failed", "interrupted", "skipped"]
-Kind = Literal["method", "dataset", "model_source", "transform", "analysis"]
+Kind = Literal["method", "dataset", "model_source", "transform", "analysis", "task"]
 DEFAULT_STORE = Path("specrun.duckdb")
 FORMATS = ("table", "csv", "json", "markdown")
 

@@ -94,11 +94,14 @@ class Examples:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A named dataset: its label names (index = label id) and its labelled splits."""
+    """A named dataset: its label names (index = label id) and its labelled splits (``Examples``, or
+    another task's examples such as ``QAExamples``); ``description`` says where the splits come from
+    when that is more than the source's name (recorded on each run, ``runs.environment.data``)."""
 
     name: str
     label_names: tuple[str, ...]
     splits: Mapping[str, Examples] = field(default_factory=dict)
+    description: str = ""
 
     @property
     def num_labels(self) -> int:

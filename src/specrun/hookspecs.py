@@ -9,7 +9,7 @@ a working example. Third-party plugins are modules exposed through the ``specrun
 
 and implement hooks with ``@specrun.hookimpl``. Plugin objects are described in
 ``specrun.plugins.api`` (``MethodPlugin``, ``DatasetSource``, ``ModelSource``, ``TransformPlugin``,
-``AnalysisPlugin``). Names must be unique across all installed plugins: a plugin whose name is taken
+``AnalysisPlugin``, ``TaskPlugin``). Names must be unique across all installed plugins: a plugin whose name is taken
 (by a built-in or an earlier plugin), that is malformed, or whose hook raises is skipped with a warning
 naming both origins, and the rest of specrun keeps working (``specrun plugins --check`` fails on it).
 ``register_commands`` adds commands to the command line rather than plugins to the registry;
@@ -81,6 +81,17 @@ def register_analyses(register):
     the experiment's stored runs at the end of ``specrun apply`` and on ``specrun analyze``: each writes
     the result tables it declares (``AnalysisPlugin.tables``) and contributes a section of figures,
     each defined by SQL over those tables, to ``specrun report``.
+    """
+
+
+@hookspec
+def register_tasks(register):
+    """Register tasks: call ``register(task)`` with ``TaskPlugin`` instances.
+
+    Called once when the plugin registry is built. A spec picks one with ``[task] name = "..."``
+    (default ``classification``). The task decides how examples become model inputs, which
+    ``AutoModelFor...`` head is built, how outputs become predictions, which metrics are computed and
+    what a stored prediction row holds; it refuses the methods, transforms and analyses it cannot serve.
     """
 
 

@@ -58,9 +58,20 @@ class BuildContext:
     label_names: tuple[str, ...] = ()
     #: ``model.max_length``: the longest tokenized input the model will see (0 when unknown).
     max_length: int = 0
+    #: The run's task (a ``TaskPlugin``) and its validated options; None: classification.
+    task: Any = None
+    task_options: Any = None
+
+    @property
+    def task_name(self) -> str:
+        return self.task.name if self.task is not None else "classification"
 
     def load_backbone(self, **kwargs: Any) -> torch.nn.Module:
-        """Load the pretrained model with a fresh classification head (``from_pretrained`` kwargs pass through)."""
+        """Load the pretrained model with a fresh head for the run's task (``AutoModelForSequenceClassification``
+        for classification, ``AutoModelForQuestionAnswering`` for extractive QA...); ``from_pretrained``
+        kwargs pass through."""
+        if self.task is not None:
+            return self.task.load_model(self, **kwargs)
         from specrun.runner.modeling import load_classifier
 
         return load_classifier(self.model_path, self.num_labels, self.label_names, **kwargs)
@@ -184,6 +195,9 @@ class TransformPlugin(Plugin):
 
     #: Where it applies when the spec entry sets no ``on``.
     applies_to: ClassVar[Literal["train", "eval", "both"]] = "train"
+    #: The tasks whose examples it maps (``Examples`` are classification's); a spec of another task that
+    #: lists it is refused at validate. None: any task.
+    tasks: ClassVar[tuple[str, ...] | None] = ("classification",)
 
     def apply(self, examples: Examples, options: PluginOptions, ctx: TransformContext) -> Examples:
         raise NotImplementedError
@@ -272,7 +286,7 @@ class SpecFacts:
 
 #: specrun's own tables and views: no analysis may name a result table so.
 RESERVED_TABLES = frozenset({
-    "runs", "experiment_runs", "metrics", "predictions", "artifacts", "train_examples", "example_scores",
+    "runs", "experiment_runs", "metrics", "predictions", "qa_predictions", "artifacts", "train_examples", "example_scores",
     "evaluations", "applies", "apply_runs", "current_runs", "run_summary", "analyses",
 })
 
@@ -378,10 +392,108 @@ class AnalysisPlugin(Plugin):
         ]
 
 
+# --- tasks ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class TaskContext:
+    """What a task's ``encode`` and ``evaluate`` get about the run."""
+
+    tokenizer: Any
+    max_length: int
+    options: PluginOptions
+    #: The dataset's label names (classification; empty for tasks without labels).
+    label_names: tuple[str, ...] = ()
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+
+@dataclass
+class TaskEvaluation:
+    """One evaluation set's metrics and the prediction rows behind them.
+
+    ``rows`` are columns of the store table the task writes (``TaskPlugin.prediction_table``), one row
+    per example, without ``run_id`` and ``split`` (the runner adds those)."""
+
+    metrics: dict[str, float]
+    rows: dict[str, list]
+    seconds: float = 0.0
+
+
+class TaskPlugin(Plugin):
+    """A task: how examples become model inputs, which ``AutoModelFor...`` head is built, how outputs
+    become predictions, which metrics are computed and what a stored prediction row holds.
+
+    ``encode`` returns *features*: an object with ``__len__``, ``lengths`` (a numpy array of token
+    counts, one per feature) and ``collate(index, device) -> dict`` of model inputs; the training loop
+    batches them, and hands them back to ``loss`` and ``evaluate``. A feature may be an example
+    (classification) or a window of one (extractive QA's overflowing windows).
+    """
+
+    #: The evaluation metrics, the first one the headline (it picks the best evaluation when training has
+    #: no early stopping); ``loss`` and ``n_examples`` should be among them.
+    metrics: ClassVar[tuple[str, ...]] = ()
+    #: The running training metric recorded next to the training loss (split ``train``).
+    train_metric: ClassVar[str] = "accuracy"
+    #: The store table its prediction rows go to: ``predictions`` (classification-shaped) or ``qa_predictions``.
+    prediction_table: ClassVar[str] = "predictions"
+    #: The ``transformers`` auto class of its head, for messages and docs.
+    auto_model: ClassVar[str] = ""
+    #: Built-in plugins it cannot serve, by kind then name, with the reason (refused at validate/plan).
+    refused: ClassVar[dict[str, dict[str, str]]] = {}
+
+    def refuse(self, kind: str, plugin: Plugin, options: PluginOptions) -> str | None:
+        """Why this task cannot use ``plugin`` (a method, transform or analysis), or None when it can.
+        Default: ``refused``, then the plugin's own ``tasks`` (the task names it serves, if it says)."""
+        reason = self.refused.get(kind, {}).get(plugin.name)
+        if reason:
+            return reason
+        serves = getattr(plugin, "tasks", None)
+        if serves is not None and self.name not in serves:
+            return f"it serves the tasks {', '.join(serves)} only"
+        return None
+
+    def examples_problem(self, examples: Any) -> str | None:
+        """Why a dataset's split (``Examples``, ``QAExamples``...) is not this task's kind of example, or None."""
+        return None
+
+    def check_examples(self, examples: Any, label_names: tuple[str, ...], what: str, key: str) -> None:
+        """Raise ``specrun.errors.DataError`` (with ``key``) when the training examples cannot train this
+        task (e.g. a single class). ``what`` describes them for the message. Default: anything goes."""
+
+    def load_model(self, ctx: BuildContext, **kwargs: Any) -> torch.nn.Module:
+        """The pretrained model at ``ctx.model_path`` with a fresh head for this task."""
+        raise NotImplementedError
+
+    def encode(self, examples: Any, ctx: TaskContext, training: bool) -> Any:
+        """Tokenized features of ``examples`` (see the class docstring). ``training``: features for the
+        training loop (a task may drop or count what cannot train, never silently: see ``skipped``)."""
+        raise NotImplementedError
+
+    def skipped(self, features: Any) -> dict[str, int]:
+        """{reason: count} of the examples ``encode`` left out of ``features`` (recorded on the run)."""
+        return {}
+
+    def loss(self, model: torch.nn.Module, features: Any, index: Any, batch: dict, precision: str,
+             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean loss, number right as a tensor, for the running ``train_metric``) of one training batch:
+        ``batch`` is ``features.collate(index, device)``; run the forward pass under
+        ``specrun.runner.modeling.autocast(precision, device)``."""
+        raise NotImplementedError
+
+    def evaluate(self, model: torch.nn.Module, features: Any, ctx: TaskContext, batch_size: int, precision: str,
+                 device: torch.device) -> TaskEvaluation:
+        """Metrics (``metrics``) and prediction rows of one evaluation set."""
+        raise NotImplementedError
+
+
 KIND_BASES: dict[str, type[Plugin]] = {
     "method": MethodPlugin,
     "dataset": DatasetSource,
     "model_source": ModelSource,
     "transform": TransformPlugin,
     "analysis": AnalysisPlugin,
+    "task": TaskPlugin,
 }

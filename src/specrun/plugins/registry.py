@@ -22,9 +22,9 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_./-]*$")
 
 def builtin_modules() -> list[str]:
     """Built-in plugin modules (each package lists its own), registered through the same hooks third parties use."""
-    from specrun.plugins import analyses, datasets, methods, models, transforms
+    from specrun.plugins import analyses, datasets, methods, models, tasks, transforms
 
-    return [m for package in (models, datasets, methods, transforms, analyses) for m in package.MODULES]
+    return [m for package in (models, datasets, methods, transforms, analyses, tasks) for m in package.MODULES]
 
 HOOK_FOR_KIND = {
     "method": "register_methods",
@@ -32,6 +32,7 @@ HOOK_FOR_KIND = {
     "model_source": "register_model_sources",
     "transform": "register_transforms",
     "analysis": "register_analyses",
+    "task": "register_tasks",
 }
 
 

@@ -134,9 +134,19 @@ def prepare_run_data(settings: RunSettings | dict, registry: Registry, spec_dir:
     """
     if isinstance(settings, dict):
         settings = RunSettings.of(settings)
+    from specrun.plugins.tasks import task_of
+
     data, seed = settings.data, settings.seed
+    task, _ = task_of(settings, registry)
     dataset = load_dataset(data, registry, spec_dir)
     train = split_examples(dataset, data.train_split, "train_split")
+    wrong = task.examples_problem(train)
+    if wrong:
+        raise DataError(f"dataset {data.dataset!r}: {wrong}", key="data.dataset")
+
+    def _require_classes(examples, dataset, key: str, what: str) -> None:
+        task.check_examples(examples, dataset.label_names, what, key)
+
     _require_classes(train, dataset, "data.train_split", f"split {data.train_split!r}")
     if data.max_train_examples and data.max_train_examples < len(train):
         import numpy as np  # here: planning reads data without numpy
@@ -162,19 +172,6 @@ def prepare_run_data(settings: RunSettings | dict, registry: Registry, spec_dir:
         if len(eval_sets[name]) == 0:
             raise DataError(f"evaluation set {name!r} is empty after its transforms")
     return RunData(dataset=dataset, train=train, eval_sets=eval_sets, primary_eval=primary)
-
-
-def _require_classes(train: Examples, dataset: Dataset, key: str, what: str) -> None:
-    """A training set with a single class teaches nothing but that class: refuse it (an empty one is
-    allowed, see ``TransformPlugin``)."""
-    present = set(train.label)
-    if len(present) == 1:
-        (label,) = present
-        raise DataError(
-            f"{what} holds only the class {dataset.label_names[label]!r} ({len(train)} examples); "
-            "a classifier needs examples of two classes or more",
-            key=key,
-        )
 
 
 def _limit(examples: Examples, n: int | None) -> Examples:

@@ -27,9 +27,8 @@ from specrun.plugins.registry import Registry, get_registry, plugin_packages
 from specrun.runner import artifacts
 from specrun.runner.checkpoint import Checkpoints, checkpoint_path, remove_checkpoint
 from specrun.runner.costs import PeakMemory, latency, model_bytes
-from specrun.runner.batching import Encoded, TokenCache
+from specrun.runner.batching import TokenCache
 from specrun.runner.data import prepare_run_data
-from specrun.runner.evaluate import evaluate
 from specrun.runner.modeling import (
     bitsandbytes_unless_loaded,
     check_precision,
@@ -80,6 +79,9 @@ def build_model(settings: RunSettings | dict, registry: Registry, num_labels: in
     in bf16 where that helps."""
     if isinstance(settings, dict):
         settings = RunSettings.of(settings)
+    from specrun.plugins.tasks import task_of
+
+    task, task_options = task_of(settings, registry)
     method = registry.get("method", settings.method.name)
     options = method.Options.model_validate(settings.method_options())
     precision = settings.train.precision
@@ -94,6 +96,8 @@ def build_model(settings: RunSettings | dict, registry: Registry, num_labels: in
         seed=settings.seed,
         label_names=label_names,
         max_length=settings.model.max_length,
+        task=task,
+        task_options=task_options,
     )
     try:
         with bitsandbytes_unless_loaded():
@@ -134,30 +138,47 @@ def _no_phase(name: str) -> None:
 
 
 def evaluate_sets(
-    record: RunRecord, model, task: RunTask, data, evals: dict, step: int, device, known: dict | None = None, on_phase=_no_phase
+    record: RunRecord, model, task: RunTask, data, evals: dict, step: int, device, known: dict | None = None, on_phase=_no_phase,
+    run_task=None,
 ) -> dict[str, float]:
-    """Evaluate ``model`` on each of ``evals`` (name -> Encoded) into ``record``: final metrics at ``step``,
-    per-example predictions, and for named evaluation sets their definitions. Returns seconds per set."""
+    """Evaluate ``model`` on each of ``evals`` (name -> the task's features) into ``record``: final metrics
+    at ``step``, per-example prediction rows (the task's table), and for named evaluation sets their
+    definitions. ``run_task``: (task plugin, its TaskContext). Returns seconds per set."""
     train_cfg = task.settings.train
-    predictions = record.predictions or {k: [] for k in ("split", "example_id", "label", "prediction", "confidence", "loss")}
+    plugin, tctx = run_task
+    record.prediction_table = plugin.prediction_table
+    predictions = record.predictions or {}
     seconds = {}
     for name, enc in evals.items():
         ev = (known or {}).get(name)
         if ev is None:
             on_phase(f"evaluating {name}")
-            ev = evaluate(model, enc, data.dataset.num_labels, train_cfg.eval_batch_size, train_cfg.precision, device)
+            ev = plugin.evaluate(model, enc, tctx, train_cfg.eval_batch_size, train_cfg.precision, device)
         seconds[name] = ev.seconds
         record.metrics += [MetricRow(step, None, name, k, v, final=True) for k, v in ev.metrics.items()]
-        predictions["split"] += [name] * len(enc)
-        predictions["example_id"] += list(data.eval_sets[name].ids)
-        predictions["label"] += enc.labels.tolist()
-        predictions["prediction"] += ev.prediction.tolist()
-        predictions["confidence"] += ev.confidence.tolist()
-        predictions["loss"] += ev.loss.tolist()
+        rows = {"split": [name] * len(data.eval_sets[name])}
+        if plugin.prediction_table == "predictions":
+            rows["example_id"] = list(data.eval_sets[name].ids)
+        rows.update(ev.rows)
+        for column, values in rows.items():
+            predictions.setdefault(column, []).extend(values)
+        skipped = plugin.skipped(enc)
+        record.metrics += [MetricRow(step, None, name, f"skipped_{reason}", float(n), final=True) for reason, n in skipped.items()]
+        if skipped:
+            record.environment.setdefault("data", {}).setdefault("skipped", {})[name] = skipped
         if name in task.eval_sets:
             record.evaluations.append((name, task.eval_sets[name]))
     record.predictions = predictions
     return seconds
+
+
+def task_runtime(settings: RunSettings, registry: Registry, tokenizer, label_names: tuple[str, ...]):
+    """(the run's task plugin, its TaskContext)."""
+    from specrun.plugins.api import TaskContext
+    from specrun.plugins.tasks import task_of
+
+    plugin, options = task_of(settings, registry)
+    return plugin, TaskContext(tokenizer, settings.model.max_length, options, tuple(label_names))
 
 
 def execute(
@@ -220,8 +241,9 @@ def _evaluate_stored(task: RunTask, registry: Registry, on_phase) -> RunRecord:
     predictor = Predictor.from_weights(task.config, Path(task.weights), registry)
     on_phase("loading data")
     data = prepare_run_data(task.settings, registry, task.spec_dir, scores=teacher_scorer(task.teachers, registry, record.teacher_scores))
-    evals = {n: Encoded.build(data.eval_sets[n], predictor.cache) for n in task.evaluate_sets}
-    evaluate_sets(record, predictor.model, task, data, evals, task.step, predictor.device, on_phase=on_phase)
+    plugin, tctx = task_runtime(task.settings, registry, predictor.cache.tokenizer, data.dataset.label_names)
+    evals = {n: plugin.encode(data.eval_sets[n], tctx, training=False) for n in task.evaluate_sets}
+    evaluate_sets(record, predictor.model, task, data, evals, task.step, predictor.device, on_phase=on_phase, run_task=(plugin, tctx))
     return record
 
 
@@ -249,27 +271,37 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
 
     on_phase("tokenizing")
     cache = TokenCache(load_tokenizer(ctx.model_path), settings.model.max_length)
-    train = Encoded.build(data.train, cache)
-    evals = {name: Encoded.build(ex, cache) for name, ex in data.eval_sets.items()}
+    plugin, tctx = task_runtime(settings, registry, cache.tokenizer, data.dataset.label_names)
+    train = plugin.encode(data.train, tctx, training=True)
+    evals = {name: plugin.encode(ex, tctx, training=False) for name, ex in data.eval_sets.items()}
+    skipped = plugin.skipped(train)
+    data_info = {"dataset": settings.data.dataset, "task": plugin.name}
+    if data.dataset.description:
+        data_info["description"] = data.dataset.description
+    if skipped:
+        data_info["skipped"] = {"train": skipped}
+    record.environment["data"] = data_info
 
     trainable, total = count_parameters(model)
     with PeakMemory(device) as memory:
         outcome = train_model(
             model, train, evals[data.primary_eval], data.primary_eval, num_labels, train_cfg, settings.seed, device,
-            on_step=on_step, on_phase=on_phase, checkpoints=checkpoints,
+            on_step=on_step, on_phase=on_phase, checkpoints=checkpoints, task=plugin, task_ctx=tctx,
         )
 
     record.train_seconds, record.resumed_from = outcome.train_seconds, outcome.resumed_from
     record.metrics = [MetricRow(r.step, r.epoch, r.split, r.name, r.value, final=False) for r in outcome.rows]
     final_step = outcome.steps
     seconds = evaluate_sets(
-        record, model, task, data, evals, final_step, device, known={data.primary_eval: outcome.final_eval}, on_phase=on_phase
+        record, model, task, data, evals, final_step, device, known={data.primary_eval: outcome.final_eval}, on_phase=on_phase,
+        run_task=(plugin, tctx),
     )
+    record.metrics += [MetricRow(final_step, None, "train", f"skipped_{reason}", float(n), final=True) for reason, n in skipped.items()]
     primary_seconds = seconds.get(data.primary_eval, 0.0)
 
     primary = evals[data.primary_eval]
     folder = artifacts_dir / task.run_id
-    meta = {"run_id": task.run_id, "config": task.config, "label_names": data.dataset.label_names}
+    meta = {"run_id": task.run_id, "config": task.config, "label_names": data.dataset.label_names, "task": plugin.name}
     on_phase("saving")
     saved = artifacts.save_run(
         model, folder, meta, also=frozenset(transfer.frozen) if transfer else frozenset(), tokenizer=cache.tokenizer,
@@ -283,11 +315,11 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
         "trainable_pct": 100.0 * trainable / total if total else 0.0,
         "train_seconds": outcome.train_seconds,
         "train_steps": outcome.steps,
-        "train_examples": len(train),
+        "train_examples": len(data.train) - sum(skipped.values()),
         "samples_per_second": outcome.samples_seen / outcome.train_seconds if outcome.train_seconds else 0.0,
         "peak_memory_mb": memory.peak_bytes / 2**20,
         "model_memory_mb": model_bytes(model) / 2**20,
-        "eval_examples_per_second": len(primary) / primary_seconds if primary_seconds else 0.0,
+        "eval_examples_per_second": len(data.eval_sets[data.primary_eval]) / primary_seconds if primary_seconds else 0.0,
         "artifact_bytes": saved.trained_bytes(),
     }
     if outcome.time_to_best is not None:

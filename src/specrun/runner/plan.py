@@ -88,6 +88,8 @@ def code_versions(config: dict, registry: Registry) -> dict[str, str]:
     plugins[f"dataset:{config['data']['dataset']}"] = ("dataset", config["data"]["dataset"])
     for _, ref in transform_entries(config):
         plugins[f"transform:{ref['name']}"] = ("transform", ref["name"])
+    if config.get("task"):  # only a run with a task other than classification names one: the others keep their ids
+        plugins[f"task:{config['task']['name']}"] = ("task", config["task"]["name"])
     versions = {key: registry.code_version(*plugin) for key, plugin in sorted(plugins.items())}
     versions["specrun"] = ".".join(specrun.__version__.split(".")[:2])
     versions["runner"] = RUNNER_VERSION
@@ -105,13 +107,21 @@ def _named_splits(config: dict, registry: Registry) -> dict[str, str]:
 
 def split_problems(config: dict, registry: Registry, spec_dir: str | None) -> list[DataError]:
     """Every split a run names that its dataset lacks or cannot slice (all of them, not the first)."""
+    from specrun.plugins.tasks import task_of
+
     dataset = load_dataset(config["data"], registry, spec_dir)
+    task, _ = task_of(config, registry)
     problems = []
     for key, name in sorted(_named_splits(config, registry).items()):
         try:
-            split_examples(dataset, name, key)
+            examples = split_examples(dataset, name, key)
         except DataError as exc:
             problems.append(exc)
+            continue
+        wrong = task.examples_problem(examples)
+        if wrong:
+            problems.append(DataError(f"dataset {config['data']['dataset']!r}: {wrong}", key="data.dataset"))
+            break
     return problems
 
 

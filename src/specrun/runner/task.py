@@ -117,11 +117,14 @@ class RunRecord:
     error: str | None = None
     message: str | None = None
     metrics: list[MetricRow] = field(default_factory=list)
-    #: Columns of the predictions table (split, example_id, label, prediction, confidence, loss).
+    #: Columns of the run's prediction table (``prediction_table``, as the run's task says): ``predictions``
+    #: (split, example_id, label, prediction, confidence, loss) or ``qa_predictions`` (split, question_id,
+    #: prediction_text, score, exact_match, f1, answers).
     predictions: dict[str, list] = field(default_factory=dict, repr=False)
+    prediction_table: str = "predictions"
     artifacts: list[ArtifactFile] = field(default_factory=list)
-    #: The training examples in training order: (ids, labels).
-    train_examples: tuple[list[str], list[int]] = ((), ())
+    #: The training examples in training order: (ids, labels); a label is None for tasks without labels.
+    train_examples: tuple[list[str], list[int | None]] = ((), ())
     train_seconds: float | None = None
     evaluations: list[tuple[str, EvalSetDefinition]] = field(default_factory=list)
     #: What ``model.init_from`` loaded (a ``runner.artifacts.Transfer``), for runs that start from another.

@@ -8,19 +8,17 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from specrun.runner.checkpoint import Checkpoints, restore_rngs, rng_states, rng_tensors
 from specrun.errors import TrainingError
 from specrun.runner.batching import Encoded, train_batches
 from specrun.runner.task import MetricRow
 from specrun.spec.schema import TrainSpec
-from specrun.runner.evaluate import Evaluation, evaluate
 from specrun.runner.cpu_speedups import cpu_training_speedups
-from specrun.runner.modeling import autocast
 
 log = logging.getLogger("specrun.train")
 
@@ -33,8 +31,9 @@ class TrainOutcome:
     samples_seen: int = 0
     time_to_best: float | None = None
     best_step: int | None = None
-    #: The last evaluation of the primary eval set, if it was of the final weights (saves re-evaluating).
-    final_eval: Evaluation | None = None
+    #: The last evaluation of the primary eval set, if it was of the final weights (saves re-evaluating):
+    #: a ``TaskEvaluation`` of the run's task.
+    final_eval: Any = None
     #: The step a checkpoint let this run resume from (None: trained from the start).
     resumed_from: int | None = None
 
@@ -108,16 +107,31 @@ def train_model(
     on_step: Callable[[StepReport], None] | None = None,
     on_phase: Callable[[str], None] | None = None,
     checkpoints: Checkpoints | None = None,
+    task: Any = None,
+    task_ctx: Any = None,
 ) -> TrainOutcome:
     """Train ``model`` in place (``train``: the run's train settings, or that section of its config
     tree); returns the metric history and timings. With ``checkpoints``, resumes from the last one saved
-    for this run (if it fits) and saves new ones as they fall due."""
+    for this run (if it fits) and saves new ones as they fall due. ``task`` (a ``TaskPlugin``) and
+    ``task_ctx`` (its ``TaskContext``) compute the loss and evaluate; by default classification with
+    ``num_labels`` labels, on ``data`` and ``eval_data`` as ``Encoded``."""
     if isinstance(train, dict):
         train = TrainSpec.model_validate(train)
+    if task is None:
+        task, task_ctx = default_task(num_labels)
     loop = _Loop(model, data, eval_data, eval_name, num_labels, train, seed, device, on_step, on_phase)
+    loop.task, loop.task_ctx = task, task_ctx
     if loop.steps:
         loop.run(checkpoints)
     return loop.outcome
+
+
+def default_task(num_labels: int):
+    """The classification task and a context for ``num_labels`` labels (callers that pass ``Encoded``)."""
+    from specrun.plugins.api import NoOptions, TaskContext
+    from specrun.plugins.tasks.classification import Classification
+
+    return Classification(), TaskContext(None, 0, NoOptions(), tuple(str(i) for i in range(num_labels)))
 
 
 class _Loop:
@@ -193,10 +207,7 @@ class _Loop:
         """One optimizer step on the batch ``index`` (and an evaluation when one is due); returns whether
         training is over."""
         batch = self.data.collate(index, self.device)
-        labels = torch.from_numpy(self.data.labels[index]).to(self.device)
-        with autocast(self.train.precision, self.device):
-            logits = self.model(**batch).logits
-        loss = F.cross_entropy(logits.float(), labels)
+        loss, right = self.task.loss(self.model, self.data, index, batch, self.train.precision, self.device)
         loss.backward()
         if self.train.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.params, self.train.max_grad_norm)
@@ -206,7 +217,7 @@ class _Loop:
         self.step += 1
         self.outcome.samples_seen += len(index)
         self.running_loss += loss.detach() * len(index)
-        self.running_correct += (logits.detach().argmax(-1) == labels).sum()
+        self.running_correct += right
         self.running_n += len(index)
         if self.on_step:
             self.on_step(StepReport(
@@ -235,7 +246,7 @@ class _Loop:
         # the training batches since the last evaluation (with dropout on): a running view, not a re-evaluation
         outcome.rows += [
             MetricRow(step, epoch, "train", "loss", train_loss),
-            MetricRow(step, epoch, "train", "accuracy", float(self.running_correct) / max(self.running_n, 1)),
+            MetricRow(step, epoch, "train", self.task.train_metric, float(self.running_correct) / max(self.running_n, 1)),
             MetricRow(step, epoch, "train", "learning_rate", float(self.scheduler.get_last_lr()[0])),
             MetricRow(step, epoch, "train", "seconds", self.elapsed()),
         ]
@@ -244,13 +255,14 @@ class _Loop:
         self.running_n = 0
         self.evaluations += 1
         t0 = time.perf_counter()
-        ev = evaluate(self.model, self.eval_data, self.num_labels, self.train.eval_batch_size, self.train.precision, self.device)
+        ev = self.task.evaluate(self.model, self.eval_data, self.task_ctx, self.train.eval_batch_size, self.train.precision, self.device)
         self.eval_seconds += time.perf_counter() - t0
         outcome.rows += [MetricRow(step, epoch, self.eval_name, k, v) for k, v in ev.metrics.items()]
         outcome.final_eval = ev
         if not self.stopping:
-            if outcome.best_step is None or _better(ev.metrics["accuracy"], self.best_value, "max"):
-                self.best_value = ev.metrics["accuracy"]
+            headline = self.task.metrics[0]
+            if outcome.best_step is None or _better(ev.metrics[headline], self.best_value, "max"):
+                self.best_value = ev.metrics[headline]
                 outcome.best_step, outcome.time_to_best = step, self.elapsed()
             return False
         value = ev.metrics.get(self.stopping.metric)

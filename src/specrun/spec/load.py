@@ -285,13 +285,41 @@ def _resolve_plugins(raw: dict, registry: Registry) -> tuple[dict, list[tuple[tu
     Works on the raw tree, not on a validated ``Spec``, so that plugin problems are reported in the
     same pass as schema problems elsewhere in the spec."""
     problems: list[tuple[tuple, str]] = []
-    resolved: dict[str, Any] = {"method": {}, "data_options": {}, "transforms": [], "eval_sets": {}, "analyses": []}
+    resolved: dict[str, Any] = {"method": {}, "data_options": {}, "transforms": [], "eval_sets": {}, "analyses": [], "task": None}
+
+    task_ref = _ref(raw.get("task"))
+    task = task_options = None
+    if task_ref:
+        opts, p = _plugin_options(registry, "task", task_ref[0], task_ref[1], ("task",))
+        problems += p
+        if not p:
+            task = registry.get("task", task_ref[0])
+            task_options = task.Options.model_validate(opts)
+            resolved["task"] = {"name": task_ref[0], **opts}
+            max_length = _table(raw, "model").get("max_length", 128)
+            check = getattr(task, "check", None)
+            if check is not None and isinstance(max_length, int):
+                problems += [(("task", key), message) for key, message in check(task_options, max_length)]
+    if task is None:
+        from specrun.plugins.tasks import DEFAULT_TASK
+
+        if registry.entries.get("task", {}).get(DEFAULT_TASK) is not None:
+            task = registry.get("task", DEFAULT_TASK)
+            task_options = task.Options()
+
+    def refused(kind: str, name: str, loc: tuple) -> None:
+        if task is None or name not in registry.entries[kind]:
+            return
+        reason = task.refuse(kind, registry.get(kind, name), task_options)
+        if reason:
+            problems.append((loc, f"the task {task.name!r} cannot use the {kind} {name!r}: {reason}"))
 
     method = _ref(raw.get("method"))
     if method:
         opts, p = _plugin_options(registry, "method", method[0], method[1], ("method",))
         problems += p
         resolved["method"] = {"name": method[0], **(opts or {})}
+        refused("method", method[0], ("method", "name"))
 
     data = _table(raw, "data")
     if isinstance(data.get("dataset"), str):
@@ -315,6 +343,7 @@ def _resolve_plugins(raw: dict, registry: Registry) -> tuple[dict, list[tuple[tu
                 on = registry.get("transform", name).applies_to
             if on not in (None, "train", "eval", "both"):
                 problems.append(((*loc, i, "on"), f"must be 'train', 'eval' or 'both', not {on!r}"))
+            refused("transform", name, (*loc, i, "name"))
             out.append({"name": name, "on": on, **(opts or {})})
         return out
 
@@ -337,6 +366,7 @@ def _resolve_plugins(raw: dict, registry: Registry) -> tuple[dict, list[tuple[tu
         ids.setdefault(str(entry_id), i)
         opts, p = _plugin_options(registry, "analysis", name, options, ("analyses", i))
         problems += p
+        refused("analysis", name, ("analyses", i, "name"))
         resolved["analyses"].append({"id": entry_id, "name": name, "options": opts or {}})
     return resolved, problems
 
@@ -395,7 +425,11 @@ def _cross_field_problems(raw: dict, registry: Registry) -> list[tuple[tuple, st
     """Checks across the keys of a section, made on every section that is valid by itself."""
     problems = _eval_set_name_problems(raw, registry)
     train = _section(raw, "train", TrainSpec)
-    if train is not None and train.early_stopping is not None:
+    task = _task_plugin(raw, registry)
+    if train is not None and train.early_stopping is not None and task is not None and train.early_stopping.metric not in task.metrics:
+        problems.append((("train", "early_stopping", "metric"), f"the task {task.name!r} computes {', '.join(m for m in task.metrics if m != 'n_examples')}; "
+                         f"not {train.early_stopping.metric!r}"))
+    elif train is not None and train.early_stopping is not None:
         stopping = train.early_stopping
         if stopping.metric == "loss" and stopping.mode == "max":
             problems.append((("train", "early_stopping", "mode"), "the loss is minimised: early stopping on 'loss' needs mode = \"min\""))
@@ -407,6 +441,16 @@ def _cross_field_problems(raw: dict, registry: Registry) -> list[tuple[tuple, st
         elif not isinstance(raw["stages"][name], dict):
             problems.append((("stages", name), "a stage is a table of spec tables to merge over this spec ([stages.<name>.data], ...)"))
     return problems
+
+
+def _task_plugin(raw: dict, registry: Registry):
+    """The task plugin a raw spec names (the default when none), or None when it names none that exists."""
+    from specrun.plugins.tasks import DEFAULT_TASK
+
+    ref = _ref(raw.get("task"))
+    name = ref[0] if ref else DEFAULT_TASK
+    entry = registry.entries.get("task", {}).get(name)
+    return entry.plugin if entry is not None else None
 
 
 def validate_config(raw: dict, registry: Registry) -> tuple[Spec | None, dict, list[tuple[tuple, str]]]:
@@ -435,13 +479,19 @@ def run_config(spec: Spec, resolved: dict, seed: int) -> dict[str, Any]:
     data["transforms"] = resolved["transforms"]
     for name, transforms in resolved["eval_sets"].items():
         data["eval_sets"][name]["transforms"] = transforms
-    return {
+    config = {
         "model": spec.model.model_dump(mode="json"),
         "data": data,
         "method": resolved["method"],
         "train": spec.train.model_dump(mode="json"),
         "seed": seed,
     }
+    from specrun.plugins.tasks import DEFAULT_TASK
+
+    task = resolved.get("task")
+    if task and task["name"] != DEFAULT_TASK:  # classification stays implicit: configs (and run ids) of earlier specs hold
+        config["task"] = task
+    return config
 
 
 # --- loading -------------------------------------------------------------------------------------

@@ -13,8 +13,9 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 #: Seeds feed numpy's legacy seeding, which takes 32-bit unsigned integers.
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
-#: The metrics every evaluation produces (``runner.evaluate``): what early stopping can watch.
-EVAL_METRICS = ("accuracy", "f1", "f1_macro", "loss")
+#: The metrics evaluations produce (``runner.evaluate``; each task its own: classification accuracy, f1,
+#: f1_macro, loss; extractive_qa f1, exact_match, loss): what early stopping can watch.
+EVAL_METRICS = ("accuracy", "f1", "f1_macro", "loss", "exact_match")
 
 
 #: Long runs save a checkpoint this often unless ``train.checkpoint_every`` says otherwise; a run
@@ -162,6 +163,7 @@ class Constraints(Section):
 
 class Spec(Section):
     experiment: Experiment
+    task: PluginRef | None = Field(None, description="the task: [task] name = \"extractive_qa\" (default: classification)")
     model: ModelSpec = Field(default_factory=ModelSpec)
     data: DataSpec
     method: PluginRef
@@ -190,6 +192,8 @@ class RunSettings(BaseModel):
     method: PluginRef
     train: TrainSpec
     seed: Seed
+    #: Absent for classification (the default), so that configs written before tasks keep their ids.
+    task: PluginRef | None = None
 
     @classmethod
     def of(cls, config: dict[str, Any]) -> RunSettings:

@@ -285,3 +285,24 @@ def m010_relative_artifact_paths(db):
                 new = moved
         if new is not None:
             db.execute("UPDATE artifacts SET path = ? WHERE run_id = ? AND path = ?", [new.as_posix(), run_id, path])
+
+
+@migration
+def m011_qa_predictions(db):
+    """Per-question predictions of extractive-QA runs (``[task] name = "extractive_qa"``): keyed by the
+    question's own id from the data; the predicted answer text, its score (the softmax of its start+end
+    logit over the n-best candidate spans; 0 for the empty answer), its SQuAD v1.1 exact match and F1
+    against the reference answers (a JSON list of their texts). Classification runs keep writing
+    ``predictions``."""
+    db.execute("""
+        CREATE TABLE qa_predictions (
+            run_id VARCHAR,
+            split VARCHAR,
+            question_id VARCHAR,
+            prediction_text VARCHAR,
+            score DOUBLE,
+            exact_match DOUBLE,
+            f1 DOUBLE,
+            answers JSON
+        )
+    """)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # the run boundary's types; the store reads their fields only
     from specrun.runner.task import RunRecord, ScoreRow
 
 HOST = socket.gethostname()
-RESULT_TABLES = ("metrics", "predictions", "artifacts", "train_examples", "evaluations", "transfers")
+RESULT_TABLES = ("metrics", "predictions", "qa_predictions", "artifacts", "train_examples", "evaluations", "transfers")
 
 
 def _alive(pid: int | None, host: str | None, started_at) -> bool:
@@ -152,7 +152,21 @@ def _insert_evaluation_results(db, run_id: str, record: RunRecord) -> None:
         "final": ("BOOLEAN", [bool(m.final) for m in rows]),
     })
     preds = record.predictions or {}
-    if preds.get("split"):
+    table = getattr(record, "prediction_table", "predictions")
+    if preds.get("split") and table == "qa_predictions":
+        _insert_columns(db, "qa_predictions", {
+            "run_id": ("VARCHAR", [run_id] * len(preds["split"])),
+            "split": ("VARCHAR", list(preds["split"])),
+            "question_id": ("VARCHAR", [str(i) for i in preds["question_id"]]),
+            "prediction_text": ("VARCHAR", [str(x) for x in preds["prediction_text"]]),
+            "score": ("DOUBLE", [float(x) for x in preds["score"]]),
+            "exact_match": ("DOUBLE", [float(x) for x in preds["exact_match"]]),
+            "f1": ("DOUBLE", [float(x) for x in preds["f1"]]),
+            "answers": ("VARCHAR", [str(x) for x in preds["answers"]]),
+        })
+    elif preds.get("split") and table != "predictions":
+        raise ValueError(f"no prediction table {table!r} in the store (predictions, qa_predictions)")
+    elif preds.get("split"):
         _insert_columns(db, "predictions", {
             "run_id": ("VARCHAR", [run_id] * len(preds["split"])),
             "split": ("VARCHAR", list(preds["split"])),
@@ -176,7 +190,7 @@ def complete(store: Store, run_id: str, record: RunRecord) -> None:
             "run_id": ("VARCHAR", [run_id] * len(ids)),
             "position": ("BIGINT", list(range(len(ids)))),
             "example_id": ("VARCHAR", [str(i) for i in ids]),
-            "label": ("BIGINT", [int(x) for x in labels]),
+            "label": ("BIGINT", [None if x is None else int(x) for x in labels]),
         })
         for a in record.artifacts:
             db.execute("INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?)", [run_id, a.kind, stored_path(store, a.path), a.sha256, a.bytes, now()])

@@ -1,4 +1,5 @@
-"""Built-in ``local`` dataset: your own CSV, TSV, JSONL or parquet files with named columns."""
+"""Built-in ``local`` dataset: your own CSV, TSV, JSONL or parquet files with named columns; or, with
+``format = "squad"`` (or ``.json`` files), SQuAD v1.1-format JSON files for the ``extractive_qa`` task."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from specrun.plugins.datasets.files import Rows, check_label_value, read_rows, r
 
 class LocalOptions(PluginOptions):
     files: dict[str, str] = Field(description="split name -> file path (relative paths are relative to the spec)")
-    format: Literal["csv", "tsv", "jsonl", "parquet"] | None = Field(None, description="default: from the extension")
+    format: Literal["csv", "tsv", "jsonl", "parquet", "squad"] | None = Field(
+        None, description="default: from the extension ('.json': squad, SQuAD v1.1-format question answering)")
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
@@ -68,6 +70,11 @@ class LocalFiles(DatasetSource):
 
     def load(self, options: LocalOptions, ctx: DataContext) -> Dataset:
         paths = self._paths(options, ctx)
+        if options.format == "squad" or (options.format is None and paths and all(p.suffix == ".json" for p in paths.values())):
+            from specrun.plugins.tasks.qa_data import read_squad, to_examples
+
+            splits = {split: to_examples(read_squad(path)) for split, path in paths.items()}
+            return Dataset("local", (), splits, description="SQuAD-format files: " + ", ".join(f"{s}={p.name}" for s, p in paths.items()))
         rows = {split: read_rows(path, options.format) for split, path in paths.items()}
         columns = (options.text_column, options.label_column, options.text_pair_column, options.id_column)
         for split_rows in rows.values():
