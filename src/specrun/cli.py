@@ -349,12 +349,16 @@ def predict(
     run_id: Annotated[str, typer.Argument(help="a completed run's id")],
     texts: Annotated[Optional[list[str]], typer.Argument(help="texts to classify")] = None,
     file: Annotated[
-        Optional[Path], typer.Option("--file", help="a CSV/TSV/JSONL file with a 'text' column (and 'text_pair'; with 'label': accuracy and F1)")
+        Optional[Path], typer.Option("--file", help="a CSV/TSV/JSONL file with a 'text' column (and 'text_pair'; with 'label': accuracy and F1); "
+                                     "for a QA run 'question' and 'context' columns (with 'answers': EM and F1)")
     ] = None,
+    question: Annotated[Optional[str], typer.Option("--question", help="extractive-QA runs: the question (with --context)")] = None,
+    context: Annotated[Optional[str], typer.Option("--context", help="extractive-QA runs: the text to find the answer in")] = None,
     store: StoreOpt = DEFAULT_STORE,
     fmt: FormatOpt = "table",
 ):
-    """Load a stored run and print label, confidence and latency for each text."""
+    """Load a stored run and print label, confidence and latency for each text (classification), or the
+    answer, its score and latency for each question (extractive QA: --question and --context, or --file)."""
     from specrun.console import out, print_rows
     from specrun.driver.models import load_predictor
     from specrun.plugins import get_registry
@@ -365,6 +369,19 @@ def predict(
     if not re.fullmatch(r"[0-9a-fA-F]+", run_id):  # a prefix is matched with LIKE: '' or '%' picked any run
         raise UsageError(f"{run_id!r} is not a run id: run ids are hexadecimal, e.g. 0f3a61f22496 or a prefix of one (specrun runs lists them)")
     run_id = run_id.lower()
+    if question is not None or context is not None:
+        if texts:
+            raise UsageError("give either texts to classify or --question and --context, not both")
+        if not (question or "").strip() or not (context or "").strip():
+            raise UsageError("--question and --context go together, and neither may be empty")
+    predictor = None
+    if question is not None or (file is not None and not texts):
+        predictor = load_predictor(Store(store), run_id)
+        if predictor.task_name == "extractive_qa":
+            _predict_qa(predictor, question, context, file, fmt)
+            return
+        if question is not None:
+            raise UsageError(f"run {run_id} is a run of task {predictor.task_name!r}: --question and --context are for extractive_qa runs; give texts")
     for number, text in enumerate(texts or [], start=1):
         if not text.strip():
             raise UsageError(f"text {number} is empty; give a text to classify")
@@ -374,7 +391,7 @@ def predict(
         items += given.items
     if not items:
         raise UsageError("give texts to classify, or --file")
-    predictor = load_predictor(Store(store), run_id)
+    predictor = predictor or load_predictor(Store(store), run_id)
     expected = label_ids(given, predictor.label_names) if given is not None and given.labels is not None else None
     rows = predictor.predict(items)
     if expected is None:
@@ -389,6 +406,40 @@ def predict(
     if fmt == "table":
         out.print(summary, markup=False, highlight=False)
     else:  # keep csv and json output machine-readable
+        log.info(summary)
+
+
+def _predict_qa(predictor, question: str | None, context: str | None, file: Path | None, fmt: str) -> None:
+    """``predict`` on an extractive-QA run: each question's answer, score and latency; with a file's
+    'answers' column, each one's EM and F1 and the file's means (SQuAD v1.1)."""
+    from specrun.console import out, print_rows
+    from specrun.plugins.tasks.squad_metric import question_scores
+    from specrun.runner.predict import read_questions
+
+    items = [(question, context)] if question is not None else []
+    given = read_questions(file) if file is not None else None
+    if given is not None:
+        items += given.items
+    answered = predictor.answer(items)
+    references = ([None] * (len(items) - len(given.answers)) + given.answers) if given is not None and given.answers is not None else None
+    if references is None:
+        print_rows(["question", "answer", "start", "score", "latency_ms"],
+                   [(a.question, a.answer, a.start, a.score, a.latency_ms) for a in answered], fmt)
+        return
+    rows, em, f1 = [], [], []
+    for a, refs in zip(answered, references):
+        e, f = question_scores(a.answer, refs) if refs else (None, None)
+        if refs:
+            em.append(e)
+            f1.append(f)
+        rows.append((a.question, a.answer, " | ".join(refs or []) or None, a.score, e, f, a.latency_ms))
+    print_rows(["question", "answer", "expected", "score", "exact_match", "f1", "latency_ms"], rows, fmt)
+    latency = sum(a.latency_ms for a in answered) / len(answered)
+    summary = (f"{file}: {len(em)} questions with answers: exact_match {sum(em) / len(em):.4g}, f1 {sum(f1) / len(f1):.4g}, "
+               f"latency_ms_mean {latency:.4g}")
+    if fmt == "table":
+        out.print(summary, markup=False, highlight=False)
+    else:
         log.info(summary)
 
 

@@ -83,6 +83,11 @@ class Evaluation:
             raise UsageError("pick a model first")
         for model in stored_models(self.store):
             if model.run_id == run_id:
+                from specrun.plugins.tasks import DEFAULT_TASK, task_name
+
+                if task_name(model.config) != DEFAULT_TASK:
+                    raise UsageError(f"run {run_id} is a run of task {task_name(model.config)!r}: the app classifies texts and has no view for "
+                                     f"that task yet; answer questions with `specrun predict {run_id} --question ... --context ...`")
                 return model
         raise StoreError(f"run {run_id} is no longer a completed run with weights in {self.store.path}; reload the model list")
 

@@ -264,6 +264,11 @@ def _windows(tok, examples, kept: list[int], max_length: int, stride: int) -> di
 def postprocess(features: QAFeatures, starts: list, ends: list, n_best: int, max_answer_length: int) -> list[tuple[str, float]]:
     """(answer text, score) per question: the best valid span over all its windows (see the module
     docstring); ("", 0.0) for a question with no window or no valid span."""
+    return [(text, score) for text, score, _ in best_spans(features, starts, ends, n_best, max_answer_length)]
+
+
+def best_spans(features: QAFeatures, starts: list, ends: list, n_best: int, max_answer_length: int) -> list[tuple[str, float, int]]:
+    """(answer text, score, its first character in the context; -1 for none) per question."""
     examples = features.examples
     by_example: dict[int, list[int]] = {}
     for f, i in enumerate(features.example_index):
@@ -283,7 +288,7 @@ def postprocess(features: QAFeatures, starts: list, ends: list, n_best: int, max
                         continue
                     candidates.append((float(sl[s] + el[e]), offsets[s][0], offsets[e][1]))
         if not candidates:
-            answers.append(("", 0.0))
+            answers.append(("", 0.0, -1))
             continue
         candidates.sort(key=lambda c: -c[0])
         candidates = candidates[:n_best]
@@ -291,7 +296,7 @@ def postprocess(features: QAFeatures, starts: list, ends: list, n_best: int, max
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         best = candidates[0]
-        answers.append((examples.context[i][best[1]:best[2]], float(probs[0])))
+        answers.append((examples.context[i][best[1]:best[2]], float(probs[0]), best[1]))
     return answers
 
 
