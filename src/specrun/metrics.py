@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 from specrun.errors import did_you_mean
 
-#: Computed on every evaluation set (split = the set's name).
-EVAL_METRICS = ("accuracy", "f1", "f1_macro", "loss", "n_examples")
+#: Computed on every evaluation set (split = the set's name), by the run's task: classification records
+#: accuracy, f1, f1_macro, loss, n_examples; extractive_qa f1, exact_match, loss, n_examples.
+EVAL_METRICS = ("accuracy", "f1", "f1_macro", "loss", "n_examples", "exact_match")
 #: Recorded at each evaluation during training (split = ``train``): the running loss and accuracy of the
 #: training batches since the previous evaluation, the learning rate, and the training seconds so far.
 TRAIN_METRICS = ("loss", "accuracy", "learning_rate", "seconds")

@@ -364,6 +364,13 @@ class AnalysisContext:
 
         return predictions(self.connection, self.runs if runs is None else runs, split)
 
+    def qa_predictions(self, split: str | None = None, runs: list[RunInfo] | None = None):
+        """Per-question rows of extractive-QA runs on ``split`` (default: each run's primary evaluation set)
+        as a polars DataFrame: ``run_id, split, question_id, prediction_text, score, exact_match, f1``."""
+        from specrun.store.analyses import qa_predictions
+
+        return qa_predictions(self.connection, self.runs if runs is None else runs, split)
+
 
 class AnalysisPlugin(Plugin):
     """An analysis over finished runs: reads the store, writes tidy result tables, draws report figures."""

@@ -196,6 +196,20 @@ def predictions(db: duckdb.DuckDBPyConnection, runs: list[RunInfo], split: str |
     )
 
 
+def qa_predictions(db: duckdb.DuckDBPyConnection, runs: list[RunInfo], split: str | None = None) -> pl.DataFrame:
+    """Per-question rows of extractive-QA runs (``qa_predictions``) on ``split`` (default: each run's primary set)."""
+    ids, splits = _run_splits(runs, lambda r: split or r.eval_set)
+    return query_frame(
+        db,
+        """
+        SELECT p.run_id, p.split, p.question_id, p.prediction_text, p.score, p.exact_match, p.f1 FROM qa_predictions p
+        JOIN (SELECT unnest(?) AS run_id, unnest(?) AS split) w ON p.run_id = w.run_id AND p.split = w.split
+        ORDER BY p.run_id, p.question_id
+        """,
+        [ids, splits],
+    )
+
+
 _RECORD_COLUMNS = "experiment, analysis, name, options, run_ids, inputs_sha256, status, error, result_tables, computed_at, seconds"
 
 

@@ -9,12 +9,15 @@ from typing import Literal
 from pydantic import Field
 
 from specrun.analysis.common import MINE, ResamplingOptions, by_config, metric_problems
+from specrun.errors import AnalysisError
 from specrun.hookspecs import hookimpl
 from specrun.metrics import MetricRef
 from specrun.plugins.api import AnalysisPlugin, Figure, ResultTable
 
 #: Metrics that per-example predictions determine (so a run's own CI can be bootstrapped).
 FROM_PREDICTIONS = ("accuracy", "f1")
+#: The same for extractive-QA runs (``qa_predictions``: the mean over questions of EM or F1).
+QA_FROM_PREDICTIONS = ("exact_match", "f1")
 
 
 class BootstrapOptions(ResamplingOptions):
@@ -65,14 +68,24 @@ class BootstrapCI(AnalysisPlugin):
             if key in done:
                 continue
             done.add(key)
-            known = values if metric == ref else ctx.final_metric(metric)
+            try:
+                known = values if metric == ref else ctx.final_metric(metric)
+            except AnalysisError:  # e.g. accuracy, which extractive-QA runs do not record
+                continue
             split = metric.split if metric.split not in (None, "cost") else None
             frame = ctx.predictions(split) if metric.name in FROM_PREDICTIONS else None
+            qa = ctx.qa_predictions(split) if metric.name in QA_FROM_PREDICTIONS else None
             for run in ctx.runs:
                 if run.run_id not in known:
                     continue
                 low = high = n = None
-                if frame is not None:
+                answered = qa.filter(qa["run_id"] == run.run_id) if qa is not None else None
+                if answered is not None and answered.height:  # extractive QA: the mean of per-question EM or F1
+                    values = answered[metric.name].to_numpy().astype(float)
+                    n = len(values)
+                    low, high = bootstrap_interval((values,), accuracy_statistic, options.confidence, options.n_resamples,
+                                                   options.method, options.seed)
+                elif frame is not None:
                     mine = frame.filter(frame["run_id"] == run.run_id)
                     labels, predicted = mine["label"].to_numpy(), mine["prediction"].to_numpy()
                     n = len(labels)

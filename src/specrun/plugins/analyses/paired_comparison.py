@@ -8,6 +8,9 @@ examples both were evaluated on. With several seeds, the per-example difference 
 seeds before resampling, and McNemar counts every (seed, example) pair: the seeds' runs are treated
 as independent evaluations of the same examples, which they are not entirely, so read its p-value as
 approximate when n_seeds > 1.
+
+On extractive-QA runs (``qa_predictions``) an example is a question and "right" means an exact match
+(SQuAD v1.1): the accuracy columns are exact-match rates.
 """
 
 from __future__ import annotations
@@ -72,12 +75,18 @@ class PairedComparison(AnalysisPlugin):
         arms = {}
         for name in names:
             frame = ctx.predictions(name)
+            qa = None
             for config, runs in by_config(ctx.runs).items():
                 seeds = {}
                 for run in runs:
                     mine = frame.filter(frame["run_id"] == run.run_id)
                     if mine.height:
                         seeds[run.seed] = dict(zip(mine["example_id"].to_list(), (mine["label"] == mine["prediction"]).to_list()))
+                        continue
+                    qa = ctx.qa_predictions(name) if qa is None else qa  # extractive QA: right = exact match
+                    answered = qa.filter(qa["run_id"] == run.run_id)
+                    if answered.height:
+                        seeds[run.seed] = dict(zip(answered["question_id"].to_list(), (answered["exact_match"] == 1.0).to_list()))
                 if seeds:
                     label = config if len(names) == 1 else f"{config} @ {name or runs[0].eval_set}"
                     arms[label] = {"config": config, "eval_set": name or runs[0].eval_set, "seeds": seeds,
