@@ -15,7 +15,8 @@ Installed with specrun as a pytest plugin (entry point ``pytest11``), so these f
 - ``specrun_env``: what each of them uses: its own store and artifacts under ``tmp_path``, no
   installed plugins leaking in, offline.
 
-The contracts themselves are functions: ``check_method``, ``check_transform``, ``check_dataset``.
+The contracts themselves are functions: ``check_method``, ``check_transform``, ``check_dataset``,
+``check_task`` (``specrun.testing.tasks``; ``specrun.testing.qa`` writes a toy SQuAD-format task).
 """
 
 from specrun.testing.contracts import (
@@ -28,6 +29,7 @@ from specrun.testing.contracts import (
     transform_context,
 )
 from specrun.testing.registry import registry_with
+from specrun.testing.tasks import TaskReport, check_task
 from specrun.testing.toy import (
     SpecResult,
     make_tiny_model,
@@ -41,7 +43,7 @@ from specrun.testing.toy import (
 )
 
 __all__ = [
-    "MethodReport", "SpecResult", "check_dataset", "check_method", "check_transform", "is_head", "make_tiny_model",
+    "MethodReport", "SpecResult", "TaskReport", "check_dataset", "check_method", "check_task", "check_transform", "is_head", "make_tiny_model",
     "make_tuned_model", "registry_with", "run_cli", "run_spec", "sample_examples", "single_thread", "toy_rows",
     "toy_spec", "transform_context", "write_toy_data",
 ]

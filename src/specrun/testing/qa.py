@@ -10,7 +10,7 @@ OBJECTS = ["car", "house", "boat", "door", "bike", "kite", "lamp", "chair", "cup
 COLORS = ["red", "blue", "green", "yellow", "black", "white", "orange", "purple", "brown", "pink"]
 
 
-def toy_squad(n_articles: int, seed: int, sentences: int = 4) -> dict:
+def toy_squad(n_articles: int, seed: int, sentences: int = 8) -> dict:
     """A SQuAD v1.1 tree: articles of paragraphs like "the car is red . the boat is blue ...", each with a
     question per object ("what color is the car ?") answered by its colour; some answers repeated as a
     second reference in upper case (normalisation makes them equal)."""

@@ -1,0 +1,293 @@
+"""Tasks as plugins (issue 20): the SQuAD v1.1 metric against hand-computed cases, SQuAD files and their bad
+input, the task contract on both built-in tasks, an extractive-QA run end to end (stored per-question
+rows that give back the headline, predict, analyses), refusals, and run ids that did not move."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from specrun.errors import DataError
+from specrun.plugins.tasks.qa_data import read_squad, split_by_article, to_examples
+from specrun.plugins.tasks.squad_metric import exact_match_score, f1_score, normalize_answer, question_scores, squad_scores
+from specrun.testing.qa import qa_spec, toy_squad, write_toy_squad
+
+from conftest import SHARED_DATA
+
+# --- the metric (official evaluate-v1.1.py logic), on cases computed by hand --------------------------
+
+
+def test_normalisation_lowers_and_strips_punctuation_articles_and_whitespace():
+    assert normalize_answer("The  Eiffel-Tower!") == "eiffeltower"
+    assert normalize_answer("  an apple, A pear and THE plum. ") == "apple pear and plum"
+    assert normalize_answer("theory") == "theory"  # "the" inside a word stays
+    assert normalize_answer("a") == ""
+
+
+def test_exact_match_and_f1_by_hand():
+    assert exact_match_score("the Denver Broncos", "Denver Broncos!") == 1.0
+    assert exact_match_score("Denver", "Denver Broncos") == 0.0
+    # prediction "denver broncos team" vs "denver broncos": 2 common, P = 2/3, R = 1, F1 = 0.8
+    assert f1_score("Denver Broncos team", "the Denver Broncos") == pytest.approx(0.8)
+    # repeated tokens count with multiplicity: "x y y" vs "y z": common 1 ("y" once), P = 1/3, R = 1/2, F1 = 0.4
+    assert f1_score("x y y", "y z") == pytest.approx(0.4)
+    assert f1_score("y y", "y y z") == pytest.approx(0.8)  # common 2, P = 1, R = 2/3
+    assert f1_score("nothing shared", "other words") == 0.0
+
+
+def test_the_maximum_over_references_and_the_empty_prediction():
+    em, f1 = question_scores("Broncos", ["Denver Broncos", "the Broncos", "Carolina"])
+    assert em == 1.0 and f1 == 1.0  # "the Broncos" normalises to "broncos"
+    em, f1 = question_scores("Santa Clara California", ["Levi's Stadium", "Santa Clara"])
+    assert em == 0.0 and f1 == pytest.approx(0.8)  # P = 2/3, R = 1
+    assert question_scores("", ["Denver"]) == (0.0, 0.0)
+    assert question_scores("the", ["a"]) == (1.0, 0.0)  # v1.1: equal after normalisation, but no token in common
+    scores = squad_scores(["Denver Broncos", "", "Santa Clara California"], [["Denver Broncos"], ["x"], ["Santa Clara"]])
+    assert scores["exact_match"] == pytest.approx(1 / 3)
+    assert scores["f1"] == pytest.approx((1 + 0 + 0.8) / 3)
+
+
+# --- SQuAD files --------------------------------------------------------------------------------------
+
+
+def _write(tmp_path, tree, name="bad.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(tree))
+    return path
+
+
+def test_squad_files_are_checked_with_the_place_of_each_problem(tmp_path):
+    good = toy_squad(1, seed=0)
+    assert len(to_examples(read_squad(_write(tmp_path, good, "good.json")))) == 3 * 8
+
+    wrong_start = json.loads(json.dumps(good))
+    wrong_start["data"][0]["paragraphs"][1]["qas"][2]["answers"][0]["answer_start"] += 1
+    with pytest.raises(DataError, match=r"data\[0\]\.paragraphs\[1\]\.qas\[2\].*answers\[0\]: answer_start \d+ does not point at"):
+        read_squad(_write(tmp_path, wrong_start))
+
+    empty = json.loads(json.dumps(good))
+    empty["data"][0]["paragraphs"][0]["context"] = "  "
+    with pytest.raises(DataError, match=r"paragraphs\[0\]\.context: the context is empty"):
+        read_squad(_write(tmp_path, empty))
+
+    missing = json.loads(json.dumps(good))
+    del missing["data"][0]["paragraphs"][2]["qas"][0]["question"]
+    with pytest.raises(DataError, match=r"paragraphs\[2\]\.qas\[0\] \(id .*\): missing field 'question'"):
+        read_squad(_write(tmp_path, missing))
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "squad" / "dev-v1.1.json").is_file(), reason="needs ../shared/data/squad")
+def test_the_dev_file_splits_by_article_deterministically():
+    articles = read_squad(SHARED_DATA / "squad" / "dev-v1.1.json")
+    assert (len(articles), sum(len(a.rows) for a in articles)) == (48, 10570)
+    train, held_out = split_by_article(articles, 0.25)
+    assert len(held_out) == 12 and len(train) == 36
+    assert not {a.title for a in train} & {a.title for a in held_out}
+    assert [a.title for a in split_by_article(articles, 0.25)[1]] == [a.title for a in held_out]
+    train_contexts = {r[2] for a in train for r in a.rows}
+    assert not any(r[2] in train_contexts for a in held_out for r in a.rows)  # no shared paragraph
+
+
+# --- the task contract ----------------------------------------------------------------------------------
+
+
+def test_extractive_qa_passes_the_task_contract(specrun_registry, tiny_model_dir, tmp_path):
+    from specrun.testing import check_task
+
+    data = write_toy_squad(tmp_path / "squad")
+    report = check_task(specrun_registry, "extractive_qa", {"doc_stride": 8}, model_dir=tiny_model_dir, workdir=tmp_path / "qa",
+                        data={"dataset": "local", "options": {"files": {"train": str(data / "train.json"), "validation": str(data / "dev.json")}}},
+                        max_length=32)
+    assert report.n_train_features > 288  # contexts longer than a window: several windows per question
+    assert report.metrics_after["f1"] > report.metrics_before["f1"]
+
+
+def test_classification_passes_the_task_contract(specrun_registry, tuned_model_dir, toy_data, tmp_path):
+    from specrun.testing import check_task
+
+    report = check_task(specrun_registry, "classification", model_dir=tuned_model_dir, workdir=tmp_path / "cls", max_length=32,
+                        data={"dataset": "local", "options": {"files": {"train": str(toy_data / "train.tsv"), "validation": str(toy_data / "dev.tsv")}}},
+                        learning_rate=1e-3)
+    assert set(report.metrics_after) >= {"accuracy", "f1", "loss"}
+
+
+def test_qa_windows_map_answers_to_their_tokens(specrun_registry, tiny_model_dir, tmp_path):
+    """Each window that holds the answer points at the tokens whose characters are the answer; the
+    others point at [CLS]."""
+    from specrun.plugins.api import TaskContext
+    from specrun.plugins.tasks.qa_data import QAExamples
+    from specrun.runner.modeling import load_tokenizer
+
+    task = specrun_registry.get("task", "extractive_qa")
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    context = " ".join(f"the {o} is {c} ." for o, c in zip(["car", "boat", "door", "hat", "cup", "lamp"], ["red", "blue", "green", "pink", "white", "brown"]))
+    start = context.index("white")
+    examples = QAExamples(("q1",), ("what color is the cup ?",), (context,), ((("white", start),),), ("t",))
+    ctx = TaskContext(tokenizer, 24, task.Options(doc_stride=6), ())
+    features = task.encode(examples, ctx, training=True)
+    assert len(features) > 1
+    holding = [f for f in range(len(features)) if features.start_positions[f] != 0]
+    assert holding and len(holding) < len(features)
+    for f in holding:
+        s, e = features.start_positions[f], features.end_positions[f]
+        assert context[features.offsets[f][s][0]:features.offsets[f][e][1]] == "white"
+
+
+def test_questions_that_cannot_be_used_are_counted_not_dropped(specrun_registry, tiny_model_dir):
+    from specrun.plugins.api import TaskContext
+    from specrun.plugins.tasks.qa_data import QAExamples
+    from specrun.runner.modeling import load_tokenizer
+
+    task = specrun_registry.get("task", "extractive_qa")
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    long_answer = " ".join(["word"] * 30)
+    context = f"short . {long_answer} . end"
+    examples = QAExamples(
+        ("ok", "long-question", "long-answer"),
+        ("what is short ?", " ".join(["why"] * 40) + " ?", "what is long ?"),
+        ("short . end", "short . end", context),
+        ((("short", 0),), (("short", 0),), ((long_answer, context.index(long_answer)),)),
+        ("t", "t", "t"),
+    )
+    ctx = TaskContext(tokenizer, 24, task.Options(doc_stride=4), ())
+    train = task.encode(examples, ctx, training=True)
+    assert task.skipped(train) == {"question_too_long": 1, "answer_in_no_window": 1}
+    assert set(train.example_index.tolist()) == {0}
+    evaluation = task.encode(examples, ctx, training=False)
+    assert task.skipped(evaluation) == {"question_too_long": 1}
+    assert evaluation.unanswered == (1,)  # answered with the empty answer: scored 0, never left out of the mean
+
+
+# --- an extractive-QA run end to end --------------------------------------------------------------------
+
+
+def test_a_qa_run_stores_per_question_rows_that_give_back_its_headline(specrun_registry, tiny_model_dir, tmp_path):
+    from specrun.testing.toy import run_cli, run_spec
+
+    data = write_toy_squad(tmp_path / "squad")
+    extra = """
+[sweep]
+method = [{ name = "full" }, { name = "bitfit" }]
+
+[[analyses]]
+name = "paired_comparison"
+
+[[analyses]]
+name = "bootstrap_ci"
+metric = "f1"
+"""
+    result = run_spec(qa_spec(tiny_model_dir, data, extra=extra, train="max_steps = 20"), tmp_path)
+    assert [r["status"] for r in result.runs] == ["completed", "completed"]
+    for run in result.runs:
+        headline = {r["name"]: r["value"] for r in result.sql(
+            "SELECT name, value FROM metrics WHERE run_id = ? AND final AND split = 'validation'", [run["run_id"]])}
+        stored = result.sql("SELECT avg(exact_match) AS em, avg(f1) AS f1, count(*) AS n, count(DISTINCT question_id) AS ids "
+                            "FROM qa_predictions WHERE run_id = ? AND split = 'validation'", [run["run_id"]])[0]
+        assert stored["n"] == stored["ids"] == headline["n_examples"] == 72
+        assert stored["em"] == pytest.approx(headline["exact_match"], abs=1e-12)
+        assert stored["f1"] == pytest.approx(headline["f1"], abs=1e-12)
+        rows = result.sql("SELECT question_id, prediction_text, exact_match, f1, answers FROM qa_predictions WHERE run_id = ?", [run["run_id"]])
+        for row in rows:  # each row's EM and F1 are the official ones of its text against its references
+            assert (row["exact_match"], row["f1"]) == pytest.approx(question_scores(row["prediction_text"], json.loads(row["answers"])))
+        assert {r["question_id"] for r in rows} == {f"s2a{a}p{p}q{q}" for a in range(3) for p in range(3) for q in range(8)}
+        data_info = json.loads(result.sql("SELECT environment->'data' AS d FROM runs WHERE run_id = ?", [run["run_id"]])[0]["d"])
+        assert data_info["task"] == "extractive_qa"
+        assert result.sql("SELECT count(*) AS n FROM predictions WHERE run_id = ?", [run["run_id"]])[0]["n"] == 0
+    pairs = result.sql("SELECT n_examples, accuracy_a, accuracy_b FROM paired_comparison")
+    assert len(pairs) == 1 and pairs[0]["n_examples"] == 72
+    cis = result.sql("SELECT metric, value, ci_low, ci_high, n_examples FROM bootstrap_ci_runs WHERE metric = 'f1'")
+    assert len(cis) == 2 and all(r["ci_low"] <= r["value"] <= r["ci_high"] and r["n_examples"] == 72 for r in cis)
+
+    run_id = result.runs[0]["run_id"]
+    store = str(result.store)
+    code, out, err = run_cli("predict", run_id, "--question", "what color is the car ?", "--context", "the boat is red . the car is blue .",
+                             "--store", store, "-f", "json")
+    assert code == 0, err
+    (answer,) = json.loads(out)
+    assert answer["answer"] in "the boat is red . the car is blue ." and 0.0 <= answer["score"] <= 1.0 and answer["latency_ms"] > 0
+    questions = tmp_path / "questions.csv"
+    questions.write_text('question,context,answers\nwhat color is the car ?,the car is blue .,"[""blue""]"\n')
+    code, out, err = run_cli("predict", run_id, "--file", str(questions), "--store", store)
+    assert code == 0, err
+    assert "1 questions with answers: exact_match" in out and "latency_ms_mean" in out
+    code, out, err = run_cli("predict", run_id, "a text to classify", "--store", store)
+    assert code == 2 and "task is 'extractive_qa'" in err
+    code, out, err = run_cli("export", run_id, "-o", str(tmp_path / "exported"), "--store", store)
+    assert code == 2 and "run of task 'extractive_qa'" in err and "export writes sequence-classification models only" in err
+
+
+def test_the_app_refuses_qa_runs_with_a_message(specrun_registry, tiny_model_dir, tmp_path):
+    from specrun.app.service import Evaluation
+    from specrun.errors import UsageError
+    from specrun.store import Store
+    from specrun.testing.toy import run_spec
+
+    data = write_toy_squad(tmp_path / "squad", train_articles=2, dev_articles=1)
+    result = run_spec(qa_spec(tiny_model_dir, data, train="max_steps = 2"), tmp_path)
+    service = Evaluation(Store(result.store))
+    with pytest.raises(UsageError, match="run of task 'extractive_qa': the app classifies texts"):
+        service.classify(result.runs[0]["run_id"], "some text")
+
+
+# --- refusals, and run ids that did not move -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("method, key", [('name = "lora"\nrank = 4', "method.name"), ('name = "prompt_tuning"', "method.name")])
+def test_methods_a_task_cannot_serve_are_refused_at_validate(method, key, specrun_registry, tiny_model_dir, tmp_path):
+    from specrun.testing.toy import run_cli
+
+    data = write_toy_squad(tmp_path / "squad", train_articles=1, dev_articles=1)
+    spec = tmp_path / "qa.toml"
+    spec.write_text(qa_spec(tiny_model_dir, data, method=method))
+    code, out, err = run_cli("validate", str(spec))
+    assert code == 2
+    assert f"qa.toml:{spec.read_text().splitlines().index('[method]') + 2}" in err and key in err
+    assert "the task 'extractive_qa' cannot use the method" in err
+
+
+def test_transforms_datasets_and_options_a_task_cannot_serve_are_refused(specrun_registry, tiny_model_dir, toy_data, tmp_path):
+    from specrun.testing.toy import run_cli
+
+    data = write_toy_squad(tmp_path / "squad", train_articles=1, dev_articles=1)
+    spec = tmp_path / "qa.toml"
+    text = qa_spec(tiny_model_dir, data).replace('dataset = "local"', 'dataset = "local"\ntransforms = [{ name = "label_noise", rate = 0.1 }]')
+    spec.write_text(text)
+    code, _, err = run_cli("validate", str(spec))
+    assert code == 2 and "data.transforms.0.name" in err and "cannot use the transform 'label_noise'" in err
+
+    spec.write_text(qa_spec(tiny_model_dir, data, task="doc_stride = 64"))
+    code, _, err = run_cli("validate", str(spec))
+    assert code == 2 and "task.doc_stride" in err
+
+    spec.write_text(qa_spec(tiny_model_dir, data).replace(str(data / "train.json"), str(toy_data / "train.tsv"))
+                    .replace(str(data / "dev.json"), str(toy_data / "dev.tsv")))
+    code, _, err = run_cli("plan", str(spec), "--store", str(tmp_path / "s.duckdb"))
+    assert code == 2 and "data.dataset" in err and "extractive_qa needs questions with contexts and answers" in err
+
+    spec.write_text(qa_spec(tiny_model_dir, data).replace('[task]\nname = "extractive_qa"\ndoc_stride = 8', ""))
+    code, _, err = run_cli("plan", str(spec), "--store", str(tmp_path / "s.duckdb"))
+    assert code == 2 and "data.dataset" in err and "set [task] to the task they are for" in err
+
+
+def test_classification_stays_implicit_so_run_ids_do_not_move(specrun_registry, write_spec, tmp_path, tiny_model_dir):
+    from specrun.runner.plan import plan_runs
+    from specrun.spec.load import load_spec
+
+    plain = write_spec(method='name = "full"')
+    text = plain.read_text()
+    explicit = tmp_path / "explicit.toml"
+    explicit.write_text(text.replace("[model]", '[task]\nname = "classification"\n\n[model]'))
+    runs = plan_runs(load_spec(plain, registry=specrun_registry), specrun_registry)
+    again = plan_runs(load_spec(explicit, registry=specrun_registry), specrun_registry)
+    assert [r.run_id for r in runs] == [r.run_id for r in again]
+    for run in runs:  # the identity is what it was before tasks existed: no task key, no task code version
+        assert "task" not in run.config and set(run.identity) == {"config", "data", "code"}
+        assert not any(k.startswith("task:") for k in run.identity["code"])
+
+    data = write_toy_squad(tmp_path / "squad", train_articles=1, dev_articles=1)
+    qa = tmp_path / "qa.toml"
+    qa.write_text(qa_spec(tiny_model_dir, data))
+    (qa_run,) = plan_runs(load_spec(qa, registry=specrun_registry), specrun_registry)
+    assert qa_run.config["task"] == {"name": "extractive_qa", "doc_stride": 8, "max_answer_length": 30, "n_best": 20}
+    assert "task:extractive_qa" in qa_run.identity["code"]
