@@ -483,10 +483,10 @@ class TaskPlugin(Plugin):
         """{reason: count} of the examples ``encode`` left out of ``features`` (recorded on the run)."""
         return {}
 
-    def loss(self, model: torch.nn.Module, features: Any, index: Any, batch: dict, precision: str,
+    def loss(self, model: torch.nn.Module, features: Any, index: Any, batch: dict, ctx: TaskContext, precision: str,
              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean loss, number right as a tensor, for the running ``train_metric``) of one training batch:
-        ``batch`` is ``features.collate(index, device)``; run the forward pass under
+        ``batch`` is ``features.collate(index, device)``, ``ctx.options`` the task's options; run the forward pass under
         ``specrun.runner.modeling.autocast(precision, device)``."""
         raise NotImplementedError
 

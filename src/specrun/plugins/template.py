@@ -19,6 +19,7 @@ DESCRIPTIONS = {
     "transform": "drops random words from every text, anew for each seed",
     "analysis": "mean and range of a metric per configuration, over seeds",
     "model_source": "loads models kept in a folder by a short name",
+    "task": "sequence classification trained with a label-smoothed loss",
 }
 #: How a spec uses each kind, for the package's README.
 USAGE = {
@@ -27,6 +28,7 @@ USAGE = {
     "transform": '[data]\ndataset = "glue/sst2"\ntransforms = [{ name = "__NAME__", rate = 0.1 }]',
     "analysis": '[[analyses]]\nname = "__NAME__"\nmetric = "f1"',
     "model_source": '[model]\nname = "__NAME__:my-bert"   # $__ENV__/my-bert',
+    "task": '[task]\nname = "__NAME__"\nsmoothing = 0.1',
 }
 
 

@@ -207,7 +207,7 @@ class _Loop:
         """One optimizer step on the batch ``index`` (and an evaluation when one is due); returns whether
         training is over."""
         batch = self.data.collate(index, self.device)
-        loss, right = self.task.loss(self.model, self.data, index, batch, self.train.precision, self.device)
+        loss, right = self.task.loss(self.model, self.data, index, batch, self.task_ctx, self.train.precision, self.device)
         loss.backward()
         if self.train.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.params, self.train.max_grad_norm)

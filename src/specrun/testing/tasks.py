@@ -109,7 +109,7 @@ def check_task(
                 total = 0.0
                 for start in range(0, len(train), 64):
                     idx = np.arange(start, min(start + 64, len(train)))
-                    loss, _ = task.loss(model, train, idx, train.collate(idx, device), "fp32", device)
+                    loss, _ = task.loss(model, train, idx, train.collate(idx, device), tctx, "fp32", device)
                     total += float(loss) * len(idx)
             return total / len(train)
 

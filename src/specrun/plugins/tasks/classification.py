@@ -54,7 +54,7 @@ class Classification(TaskPlugin):
 
         return Encoded.build(examples, TokenCache(ctx.tokenizer, ctx.max_length))
 
-    def loss(self, model, features, index, batch, precision, device):
+    def loss(self, model, features, index, batch, ctx, precision, device):
         import torch
         import torch.nn.functional as F
 

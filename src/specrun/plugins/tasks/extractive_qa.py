@@ -149,7 +149,7 @@ class ExtractiveQA(TaskPlugin):
 
     # --- training --------------------------------------------------------------------------------
 
-    def loss(self, model, features: QAFeatures, index, batch, precision, device):
+    def loss(self, model, features: QAFeatures, index, batch, ctx, precision, device):
         import torch
 
         from specrun.runner.modeling import autocast
