@@ -18,6 +18,7 @@ from specrun.errors import PluginError
 from specrun.examples import Dataset, Examples
 from specrun.plugins import api
 from specrun.plugins.registry import HOOK_FOR_KIND, build_registry, make_plugin_manager
+from specrun.plugins.tasks.classification import Classification
 from specrun.testing import registry_with
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,8 +82,16 @@ class Count(api.AnalysisPlugin):
         return {"test_count": [{"runs": len(ctx.run_ids)}]}
 
 
+class Smoothed(Classification):
+    name = "test-smoothed"
+
+
 class ThirdParty:
     """A plugin module the way a third party writes one: hook implementations only."""
+
+    @hookimpl
+    def register_tasks(self, register):
+        register(Smoothed())
 
     @hookimpl
     def register_methods(self, register):
@@ -115,6 +124,8 @@ def test_third_party_plugin_registers_every_kind():
     runs = [api.RunInfo(r, "e", "completed", 0, "lora", {}, {}, "validation", "lora") for r in ("a", "b")]
     assert registry.get("analysis", "test-count").run(None, api.AnalysisContext(None, "e", runs)) == {"test_count": [{"runs": 2}]}
     assert registry.entries["transform"]["test-upper"].origin != "builtin"
+    assert registry.get("task", "test-smoothed").metrics[0] == "accuracy"
+    assert registry.entries["task"]["test-smoothed"].origin != "builtin"
 
 
 class Dup:
@@ -377,7 +388,7 @@ def test_colliding_and_raising_plugins_are_skipped_and_other_specs_work(installe
     set_registry(None)
     code, out, err = cli("plugins", "--check")
     assert code == 1
-    assert "error: 32 plugins loaded; 3 failed to load (the warnings above say which and what to do)" in err
+    assert "error: 35 plugins loaded; 3 failed to load (the warnings above say which and what to do)" in err
 
 
 def run_rows(query: str) -> list[tuple]:
@@ -411,7 +422,7 @@ def test_disable_plugins_by_package_entry_point_or_name(installed, write_spec, c
     monkeypatch.setenv("SPECRUN_DISABLE_PLUGINS", "specrun-clash, specrun_raises,bitfit")
     code, out, err = cli("plugins", "--check")
     assert code == 0, err
-    assert "warning" not in err and "29 plugins loaded; none failed" in out  # the 30 built-ins less bitfit
+    assert "warning" not in err and "32 plugins loaded; none failed" in out  # the 33 built-ins less bitfit
     code, _, err = cli("validate", str(write_spec(method='name = "bitfit"')))
     assert code == 2 and "method.name: method 'bitfit' is disabled by SPECRUN_DISABLE_PLUGINS" in err
     monkeypatch.setenv("SPECRUN_DISABLE_PLUGINS", "specrun-clsh")
