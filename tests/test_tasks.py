@@ -233,7 +233,7 @@ def test_the_app_refuses_qa_runs_with_a_message(specrun_registry, tiny_model_dir
 # --- refusals, and run ids that did not move -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("method, key", [('name = "lora"\nrank = 4', "method.name"), ('name = "prompt_tuning"', "method.name")])
+@pytest.mark.parametrize("method, key", [(m, "method.name") for m in ('name = "lora"\nrank = 4', 'name = "prompt_tuning"', 'name = "ia3"', 'name = "qlora"')])
 def test_methods_a_task_cannot_serve_are_refused_at_validate(method, key, specrun_registry, tiny_model_dir, tmp_path):
     from specrun.testing.toy import run_cli
 
@@ -291,3 +291,28 @@ def test_classification_stays_implicit_so_run_ids_do_not_move(specrun_registry, 
     (qa_run,) = plan_runs(load_spec(qa, registry=specrun_registry), specrun_registry)
     assert qa_run.config["task"] == {"name": "extractive_qa", "doc_stride": 8, "max_answer_length": 30, "n_best": 20}
     assert "task:extractive_qa" in qa_run.identity["code"]
+
+
+def test_analyses_asking_for_a_metric_the_task_does_not_record_are_refused(specrun_registry, tiny_model_dir, tmp_path):
+    from specrun.testing.toy import run_cli
+
+    data = write_toy_squad(tmp_path / "squad", train_articles=1, dev_articles=1)
+    spec = tmp_path / "qa.toml"
+    spec.write_text(qa_spec(tiny_model_dir, data, extra='[[analyses]]\nname = "bootstrap_ci"\nmetric = "accuracy"'))
+    code, _, err = run_cli("validate", str(spec))
+    assert code == 2 and "analyses.0.metric" in err and "records no metric 'accuracy'" in err
+    spec.write_text(qa_spec(tiny_model_dir, data, extra='[[analyses]]\nname = "bootstrap_ci"\nmetric = "exact_match"'))
+    code, _, err = run_cli("validate", str(spec))
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("method", [{"name": "bitfit"}, {"name": "freeze", "layers": 1}, {"name": "head_only"}])
+def test_methods_that_serve_extractive_qa_pass_its_contract(method, specrun_registry, tiny_model_dir, tmp_path):
+    """The QA head (qa_outputs) trains under each method that keeps the model a plain transformers one."""
+    from specrun.testing import check_task
+
+    data = write_toy_squad(tmp_path / "squad", train_articles=6, dev_articles=1)
+    report = check_task(specrun_registry, "extractive_qa", {"doc_stride": 8}, model_dir=tiny_model_dir, workdir=tmp_path / "qa",
+                        data={"dataset": "local", "options": {"files": {"train": str(data / "train.json"), "validation": str(data / "dev.json")}}},
+                        max_length=32, method=method, steps=30, learning_rate=1e-2)
+    assert report.loss_after < 0.9 * report.loss_before

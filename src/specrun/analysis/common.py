@@ -28,10 +28,31 @@ def metric_problems(facts: SpecFacts, **metrics: str | None) -> list[tuple[str, 
     for option, text in metrics.items():
         if text is None:
             continue
-        problem = MetricRef.parse(text).problem(facts.eval_sets)
+        ref = MetricRef.parse(text)
+        problem = ref.problem(facts.eval_sets) or _task_metric_problem(facts, ref)
         if problem:
             problems.append((option, problem))
     return problems
+
+
+def _task_metric_problem(facts: SpecFacts, ref: MetricRef) -> str | None:
+    """Why no run's task records the evaluation metric ``ref`` (accuracy on extractive QA...), or None."""
+    if ref.split == "cost" or ref.name == "n_examples" or not facts.configs:
+        return None
+    from specrun.plugins import get_registry
+    from specrun.plugins.tasks import task_name
+
+    registry = get_registry()
+    names = sorted({task_name(c) for c in facts.configs})
+    computed = set()
+    for name in names:
+        entry = registry.entries.get("task", {}).get(name)
+        if entry is None:
+            return None  # an unknown task is reported at task.name
+        computed |= set(entry.plugin.metrics)
+    if ref.name in computed:
+        return None
+    return f"the runs' task ({', '.join(names)}) records no metric {ref.name!r}; it records {', '.join(sorted(computed))}"
 
 
 def key_problems(facts: SpecFacts, **keys: str | None) -> list[tuple[str, str]]:

@@ -42,9 +42,10 @@ def check_task(
     max_length: int = 64,
     steps: int = 40,
     learning_rate: float = 3e-3,
+    method: dict[str, Any] | None = None,
 ) -> TaskReport:
     """Train the task ``name`` (with ``options``) on ``data`` (a spec's ``[data]`` table as a dict, e.g.
-    ``{"dataset": "local", "options": {...}}``) with the ``full`` method on ``model_dir`` (``tiny_model_dir``),
+    ``{"dataset": "local", "options": {...}}``) with ``method`` (a ``[method]`` table; default ``full``) on ``model_dir`` (``tiny_model_dir``),
     through the runner's own code, and check:
 
     - it is a ``TaskPlugin`` whose ``metrics`` name its headline first; a spec naming it validates;
@@ -77,7 +78,7 @@ def check_task(
         "[model]", f"name = {json.dumps(str(model_dir))}", f"max_length = {max_length}",
         "[data]", *(f"{k} = {_toml(v)}" for k, v in data.items() if not isinstance(v, dict)),
         *(line for k, v in data.items() if isinstance(v, dict) for line in (f"[data.{k}]", *(f"{kk} = {_toml(vv)}" for kk, vv in v.items()))),
-        '[method]\nname = "full"',
+        "[method]", *(f"{k} = {_toml(v)}" for k, v in (method or {"name": "full"}).items()),
         "[train]", f"max_steps = {steps}", "batch_size = 16", 'precision = "fp32"', f"learning_rate = {learning_rate}",
     ])
     workdir.mkdir(parents=True, exist_ok=True)
