@@ -158,7 +158,8 @@ def sql(query: str, store: str | os.PathLike | None = None, allow_files: bool = 
 
 
 def load_run(run_id: str, store: str | os.PathLike | None = None) -> Predictor:
-    """A stored run's trained model, ready to ``predict([(text, pair_or_None), ...])``."""
+    """A stored run's trained model, ready to ``predict([(text, pair_or_None), ...])`` (classification) or
+    ``answer([(question, context), ...])`` (an extractive-QA run)."""
     from specrun.driver.models import load_predictor
 
     return load_predictor(_store(store), run_id)
