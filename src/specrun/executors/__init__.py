@@ -15,7 +15,7 @@ import os
 from typing import Protocol
 
 from specrun.errors import UsageError
-from specrun.runner.task import RunRecord, RunTask
+from specrun.core.task import RunRecord, RunTask
 
 EXECUTORS = ("local", "ray")
 

@@ -6,7 +6,7 @@ from collections import deque
 
 from specrun.interrupts import stop_if_terminated
 from specrun.plugins.registry import Registry
-from specrun.runner.task import RunRecord, RunTask
+from specrun.core.task import RunRecord, RunTask
 
 
 class LocalExecutor:

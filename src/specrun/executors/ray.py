@@ -16,7 +16,7 @@ import os
 import time
 
 from specrun.errors import UsageError
-from specrun.runner.task import RunRecord, RunTask
+from specrun.core.task import RunRecord, RunTask
 
 log = logging.getLogger("specrun.executors.ray")
 

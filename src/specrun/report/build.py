@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import specrun
+from specrun.version import __version__
 from specrun.analysis.engine import AnalysisEntry
 from specrun.analysis.targets import Target
 from specrun.errors import UsageError
@@ -169,7 +169,7 @@ def build_report(store: Store, registry: Registry, targets: list[Target], out: P
     env = jinja2.Environment(loader=jinja2.PackageLoader("specrun.report", "templates"), autoescape=True)
     html = env.get_template("report.html.j2").render(
         title=title or "specrun report: " + ", ".join(t.experiment for t in targets),
-        version=specrun.__version__,
+        version=__version__,
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         store=str(store.path),
         parts=parts,

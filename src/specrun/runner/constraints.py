@@ -36,7 +36,7 @@ def trainable_counts(planned: list[PlannedRun], registry: Registry) -> dict[str,
     import torch
 
     from specrun.runner.data import load_dataset
-    from specrun.runner.execute import build_model
+    from specrun.runner.build import build_model
     from specrun.runner.modeling import count_parameters
 
     counts: dict[str, int] = {}

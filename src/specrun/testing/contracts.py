@@ -72,7 +72,7 @@ def check_method(
     from specrun.runner.batching import Encoded, TokenCache
     from specrun.runner.data import prepare_run_data
     from specrun.runner.evaluate import evaluate
-    from specrun.runner.execute import build_model
+    from specrun.runner.build import build_model
     from specrun.runner.export import load_plain
     from specrun.runner.modeling import count_parameters, load_tokenizer
     from specrun.runner.train import train_model
