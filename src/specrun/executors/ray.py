@@ -15,8 +15,8 @@ import logging
 import os
 import time
 
-from specrun.errors import UsageError
 from specrun.core.task import RunRecord, RunTask
+from specrun.errors import UsageError
 
 log = logging.getLogger("specrun.executors.ray")
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from specrun.version import __version__
 from specrun.errors import UsageError
 from specrun.plugins.api import table_prefix
 from specrun.plugins.registry import HOOK_FOR_KIND, NAME_PATTERN
+from specrun.version import __version__
 
 #: What each kind's template does, for the package's description.
 DESCRIPTIONS = {

@@ -16,7 +16,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from specrun.version import __version__
 from specrun.analysis.engine import AnalysisEntry
 from specrun.analysis.targets import Target
 from specrun.errors import UsageError
@@ -24,6 +23,7 @@ from specrun.plugins.api import Figure
 from specrun.plugins.registry import Registry
 from specrun.store import analyses as store_analyses
 from specrun.store.db import Store
+from specrun.version import __version__
 
 #: Rows a table figure shows; the SQL under it gives them all.
 MAX_TABLE_ROWS = 200

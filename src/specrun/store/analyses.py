@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from specrun.core.results import ResultTable, RunInfo
 from specrun.errors import AnalysisError, StoreError, did_you_mean
 from specrun.metrics import MetricRef
-from specrun.core.results import ResultTable, RunInfo
 from specrun.store.db import Store, now
 from specrun.store.runs import artifact_path
 
