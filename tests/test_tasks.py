@@ -9,8 +9,8 @@ import json
 import pytest
 
 from specrun.errors import DataError
-from specrun.plugins.tasks.qa_data import read_squad, split_by_article, to_examples
-from specrun.plugins.tasks.squad_metric import exact_match_score, f1_score, normalize_answer, question_scores, squad_scores
+from specrun.core.qa import read_squad, split_by_article, to_examples
+from specrun.core.squad import exact_match_score, f1_score, normalize_answer, question_scores, squad_scores
 from specrun.testing.qa import qa_spec, toy_squad, write_toy_squad
 
 from conftest import SHARED_DATA
@@ -116,7 +116,7 @@ def test_qa_windows_map_answers_to_their_tokens(specrun_registry, tiny_model_dir
     """Each window that holds the answer points at the tokens whose characters are the answer; the
     others point at [CLS]."""
     from specrun.plugins.api import TaskContext
-    from specrun.plugins.tasks.qa_data import QAExamples
+    from specrun.core.qa import QAExamples
     from specrun.runner.modeling import load_tokenizer
 
     task = specrun_registry.get("task", "extractive_qa")
@@ -136,7 +136,7 @@ def test_qa_windows_map_answers_to_their_tokens(specrun_registry, tiny_model_dir
 
 def test_questions_that_cannot_be_used_are_counted_not_dropped(specrun_registry, tiny_model_dir):
     from specrun.plugins.api import TaskContext
-    from specrun.plugins.tasks.qa_data import QAExamples
+    from specrun.core.qa import QAExamples
     from specrun.runner.modeling import load_tokenizer
 
     task = specrun_registry.get("task", "extractive_qa")

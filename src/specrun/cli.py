@@ -413,7 +413,7 @@ def _predict_qa(predictor, question: str | None, context: str | None, file: Path
     """``predict`` on an extractive-QA run: each question's answer, score and latency; with a file's
     'answers' column, each one's EM and F1 and the file's means (SQuAD v1.1)."""
     from specrun.console import out, print_rows
-    from specrun.plugins.tasks.squad_metric import question_scores
+    from specrun.core.squad import question_scores
     from specrun.runner.predict import read_questions
 
     items = [(question, context)] if question is not None else []

@@ -40,7 +40,7 @@ def _task_metric_problem(facts: SpecFacts, ref: MetricRef) -> str | None:
     if ref.split == "cost" or ref.name == "n_examples" or not facts.configs:
         return None
     from specrun.plugins import get_registry
-    from specrun.plugins.tasks import task_name
+    from specrun.core.tasks import task_name
 
     registry = get_registry()
     names = sorted({task_name(c) for c in facts.configs})

@@ -83,7 +83,7 @@ class Evaluation:
             raise UsageError("pick a model first")
         for model in stored_models(self.store):
             if model.run_id == run_id:
-                from specrun.plugins.tasks import DEFAULT_TASK, task_name
+                from specrun.core.tasks import DEFAULT_TASK, task_name
 
                 if task_name(model.config) != DEFAULT_TASK:
                     raise UsageError(f"run {run_id} is a run of task {task_name(model.config)!r}: the app classifies texts and has no view for "
@@ -158,7 +158,7 @@ class Evaluation:
         """An experiment's configurations (runs differing only in seed, averaged) with accuracy, the
         cost and whether each is on the Pareto front (no other reaches at least its accuracy at no more cost)."""
         from specrun.analysis.stats import pareto_front
-        from specrun.spec.load import describe_configs
+        from specrun.spec.labels import describe_configs
 
         if cost not in COSTS:
             raise UsageError(f"cost must be one of {', '.join(COSTS)}, not {cost!r}")

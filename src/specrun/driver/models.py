@@ -38,7 +38,7 @@ def export_run(store: Store, run_id: str, out: Path, merge: bool = False, regist
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{out} exists and is not an empty folder: give a new folder to export into")
     stored = _completed(store, run_id, "be exported")
-    from specrun.plugins.tasks import DEFAULT_TASK, task_name
+    from specrun.core.tasks import DEFAULT_TASK, task_name
 
     if task_name(stored.config) != DEFAULT_TASK:
         raise UsageError(f"run {stored.run_id} is a run of task {task_name(stored.config)!r}: export writes sequence-classification models "

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from specrun.datafiles import Rows, json_kind, read_rows
 from specrun.errors import DataError, StoreError
 from specrun.examples import Examples
 from specrun.logs import quiet_libraries
 from specrun.plugins import get_registry
-from specrun.plugins.datasets.files import Rows, json_kind, read_rows
 from specrun.plugins.registry import Registry
 from specrun.runner.artifacts import META, load_weights, read_run
 from specrun.runner.batching import Encoded, TokenCache
-from specrun.runner.execute import build_model
+from specrun.runner.build import build_model
 from specrun.runner.modeling import autocast, load_tokenizer, pick_device
 from specrun.spec.schema import RunSettings
 
@@ -162,7 +162,7 @@ class Predictor:
         folder or weights file, any format) loaded; the label names come from the ``run.json`` beside them."""
         quiet_libraries()
         from specrun.plugins.api import TaskContext
-        from specrun.plugins.tasks import DEFAULT_TASK, task_of
+        from specrun.core.tasks import DEFAULT_TASK, task_of
 
         registry = registry or get_registry()
         saved = read_run(weights)  # StoreError when the weights are not where the store says
@@ -189,8 +189,7 @@ class Predictor:
         """Each (question, context) answered on its own: every window of the context at batch size 1,
         then the n-best span post-processing the run's evaluation uses. A question too long for
         ``model.max_length`` is a DataError."""
-        from specrun.plugins.tasks.extractive_qa import best_spans
-        from specrun.plugins.tasks.qa_data import QAExamples
+        from specrun.core.qa import QAExamples
 
         self.require_task("extractive_qa", "answering questions")
         options = self.task_ctx.options
@@ -209,7 +208,7 @@ class Predictor:
                     output = self.model(**batch)
                 starts.append(output.start_logits[0].float().cpu().numpy())
                 ends.append(output.end_logits[0].float().cpu().numpy())
-            ((text, score, start),) = best_spans(features, starts, ends, options.n_best, options.max_answer_length)
+            ((text, score, start),) = self.task.best_spans(features, starts, ends, options)
             out.append(Answered(question, context, text, start, score, (time.perf_counter() - t0) * 1000))
         return out
 

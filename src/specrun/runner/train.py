@@ -16,7 +16,7 @@ import torch
 from specrun.runner.checkpoint import Checkpoints, restore_rngs, rng_states, rng_tensors
 from specrun.errors import TrainingError
 from specrun.runner.batching import Encoded, train_batches
-from specrun.runner.task import MetricRow
+from specrun.core.task import MetricRow
 from specrun.spec.schema import TrainSpec
 from specrun.runner.cpu_speedups import cpu_training_speedups
 
@@ -128,10 +128,12 @@ def train_model(
 
 def default_task(num_labels: int):
     """The classification task and a context for ``num_labels`` labels (callers that pass ``Encoded``)."""
+    from specrun.core.tasks import DEFAULT_TASK
+    from specrun.plugins import get_registry
     from specrun.plugins.api import NoOptions, TaskContext
-    from specrun.plugins.tasks.classification import Classification
 
-    return Classification(), TaskContext(None, 0, NoOptions(), tuple(str(i) for i in range(num_labels)))
+    task = get_registry().get("task", DEFAULT_TASK)
+    return task, TaskContext(None, 0, NoOptions(), tuple(str(i) for i in range(num_labels)))
 
 
 class _Loop:

@@ -12,7 +12,7 @@ from specrun.errors import DataError
 from specrun.examples import Dataset
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import DataContext, DatasetSource, PluginOptions
-from specrun.plugins.datasets.files import Rows, check_label_value, read_rows, require_columns, rows_to_examples
+from specrun.datafiles import Rows, check_label_value, read_rows, require_columns, rows_to_examples
 
 
 class LocalOptions(PluginOptions):
@@ -71,7 +71,7 @@ class LocalFiles(DatasetSource):
     def load(self, options: LocalOptions, ctx: DataContext) -> Dataset:
         paths = self._paths(options, ctx)
         if options.format == "squad" or (options.format is None and paths and all(p.suffix == ".json" for p in paths.values())):
-            from specrun.plugins.tasks.qa_data import read_squad, to_examples
+            from specrun.core.qa import read_squad, to_examples
 
             splits = {split: to_examples(read_squad(path)) for split, path in paths.items()}
             return Dataset("local", (), splits, description="SQuAD-format files: " + ", ".join(f"{s}={p.name}" for s, p in paths.items()))

@@ -34,7 +34,7 @@ from pydantic import Field
 from specrun.errors import DataError
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import PluginOptions, TaskContext, TaskEvaluation, TaskPlugin
-from specrun.plugins.tasks.squad_metric import question_scores
+from specrun.core.squad import question_scores
 from specrun.runner.batching import Encoded
 
 _PEFT_WRAPPER = ("it wraps the model in peft's sequence-classification wrapper, which would leave the QA head "
@@ -79,7 +79,7 @@ class ExtractiveQA(TaskPlugin):
     }
 
     def examples_problem(self, examples) -> str | None:
-        from specrun.plugins.tasks.qa_data import QAExamples
+        from specrun.core.qa import QAExamples
 
         if not isinstance(examples, QAExamples):
             return ("extractive_qa needs questions with contexts and answers (dataset \"squad\", or \"local\" with SQuAD-format "
@@ -194,6 +194,11 @@ class ExtractiveQA(TaskPlugin):
             model.train()
         answers = postprocess(features, starts, ends, ctx.options.n_best, ctx.options.max_answer_length)
         return self.scored(features.examples, answers, float(losses.mean()) if len(losses) else 0.0, time.perf_counter() - began)
+
+    def best_spans(self, features: QAFeatures, starts: list, ends: list, options: QAOptions) -> list[tuple[str, float, int]]:
+        """(answer text, score, first character in the context; -1 for none) per question of ``features``,
+        from each window's start and end logits (``predict`` and the app use it)."""
+        return best_spans(features, starts, ends, options.n_best, options.max_answer_length)
 
     def scored(self, examples, answers: list[tuple[str, float]], loss: float, seconds: float = 0.0) -> TaskEvaluation:
         """Metrics and rows of ``answers`` ((text, score) per question of ``examples``)."""
