@@ -89,6 +89,20 @@ def test_the_dev_file_splits_by_article_deterministically():
     assert not any(r[2] in train_contexts for a in held_out for r in a.rows)  # no shared paragraph
 
 
+
+@pytest.mark.skipif(not (SHARED_DATA / "squad" / "dev-v1.1.json").is_file(), reason="needs ../shared/data/squad")
+def test_the_squad_source_reads_the_local_dev_file_and_describes_its_split(registry):
+    from specrun.plugins.api import DataContext
+
+    source = registry.get("dataset", "squad")
+    dataset = source.load(source.Options(), DataContext(data_dir=str(SHARED_DATA)))
+    assert {name: len(split) for name, split in dataset.splits.items()} == {"train": 8686, "validation": 1884}
+    assert "split by article: 12 of 48 articles (1884 questions) for validation" in dataset.description
+    assert not set(dataset.splits["train"].title) & set(dataset.splits["validation"].title)
+    with pytest.raises(DataError, match="source = 'local' needs"):
+        source.load(source.Options(source="local"), DataContext(data_dir=None))
+
+
 # --- the task contract ----------------------------------------------------------------------------------
 
 
