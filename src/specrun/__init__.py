@@ -4,7 +4,9 @@ The Python API (``specrun.apply``, ``specrun.runs``, ``specrun.sql``, ``specrun.
 ``specrun.api`` and is imported on first use, so ``import specrun`` stays light.
 """
 
-__version__ = "0.1.0"
+#: The one place specrun's version is written: pyproject.toml reads it (``dynamic = ["version"]``), and so do
+#: ``specrun --version``, run identities and reports.
+__version__ = "0.2.0"
 
 from specrun.hookspecs import hookimpl  # noqa: E402  (the decorator plugin authors import)
 

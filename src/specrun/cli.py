@@ -37,14 +37,9 @@ FORMATS = ("table", "csv", "json", "markdown")
 
 def _version(value: bool) -> None:
     if value:
-        from importlib.metadata import PackageNotFoundError, version
+        from specrun import __version__  # the one place it is written (pyproject.toml reads it at build time)
 
-        try:
-            typer.echo(f"specrun {version('specrun')}")
-        except PackageNotFoundError:  # running from a source tree that is not installed
-            from specrun import __version__
-
-            typer.echo(f"specrun {__version__}")
+        typer.echo(f"specrun {__version__}")
         raise typer.Exit()
 
 

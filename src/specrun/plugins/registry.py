@@ -457,6 +457,10 @@ def set_registry(registry: Registry | None) -> None:
 def module_version(module: ModuleType | object) -> str:
     """The version of the distribution that ships ``module`` (for run identities), or 'local'."""
     top = type(module).__module__.split(".")[0] if not isinstance(module, ModuleType) else module.__name__.split(".")[0]
+    if top == "specrun":  # its source says, even where an editable install's metadata is from an older release
+        from specrun import __version__
+
+        return __version__
     try:
         return importlib.metadata.version(top)
     except importlib.metadata.PackageNotFoundError:
