@@ -293,6 +293,9 @@ def plugins(
 
         failed = len(registry.load_errors) + len(command_problems)
         loaded = f"{len(registry.all())} plugins loaded"
+        if registry.deprecations:  # they work: not a failure, but CI should show what to change
+            loaded += (f"; {len(registry.deprecations)} use{'s' if len(registry.deprecations) == 1 else ''} a deprecated form "
+                       "of the plugin API (the warnings above say what to change)")
         if failed:
             raise typer.Exit(_fail(f"{loaded}; {failed} failed to load (the warnings above say which and what to do)"))
         out.print(f"{loaded}; none failed", markup=False, highlight=False)

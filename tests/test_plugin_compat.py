@@ -1,0 +1,141 @@
+"""A plugin package written against the previous release's plugin API keeps working: installed with pip
+from tests/plugins_0_1/, it passes ``validate``, ``apply`` and ``analyze`` with a deprecation warning
+that says what to change, and its results are right."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from specrun.errors import SpecrunDeprecationWarning
+from specrun.plugins import api
+
+PACKAGE = Path(__file__).resolve().parent / "plugins_0_1" / "specrun-seed-spread"
+WARNING = ("warning: analysis 'seed-spread' from specrun-seed-spread 0.1.0 is written against plugin API 0.1 (it declares no "
+           "result tables), deprecated since specrun 0.2 and removed in 0.4")
+ADVICE = "tables = (ResultTable('seed_spread', {column: DuckDB type}),) and return {'seed_spread': rows} from run()"
+
+
+@pytest.fixture
+def seed_spread_installed(tmp_path, monkeypatch):
+    """The package pip-installed into a folder on sys.path (built from a copy: the repository stays clean),
+    with entry-point plugins loaded again; forgotten afterwards."""
+    from specrun.plugins import set_registry
+
+    source, site = tmp_path / "src-copy", tmp_path / "site"
+    shutil.copytree(PACKAGE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--quiet",
+                             "--target", str(site), str(source)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("SPECRUN_DISABLE_PLUGIN_AUTOLOAD", "")
+    set_registry(None)
+    yield
+    set_registry(None)
+    for name in [m for m in sys.modules if m.startswith("specrun_seed_spread")]:
+        sys.modules.pop(name)
+
+
+def sql(cli, store, query):
+    code, out, err = cli("sql", query, "--store", str(store), "-f", "json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_a_0_1_analysis_package_validates_applies_and_analyzes_with_a_deprecation_warning(seed_spread_installed, write_spec, cli):
+    from specrun.plugins import set_registry
+
+    code, out, err = cli("plugins", "--check")
+    assert code == 0, err
+    assert err.count(WARNING) == 1 and ADVICE in err and "docs/plugins.md#changes-for-plugin-authors" in err
+    assert "1 uses a deprecated form of the plugin API (the warnings above say what to change); none failed" in out
+
+    spec = write_spec(train="max_steps = 3", extra='[[analyses]]\nname = "seed-spread"\n')
+    spec.write_text(spec.read_text().replace("seeds = [0]", "seeds = [0, 1]"))
+    for command in ("validate", "apply"):
+        set_registry(None)  # each command is a process of its own: it loads the plugins and warns again, once
+        code, _, err = cli(command, str(spec))
+        assert code == 0, err
+        assert err.count(WARNING) == 1, err
+    assert "seed-spread: computed over 2 runs" in err
+
+    store = Path(__import__("os").environ["SPECRUN_STORE"])
+    accuracy = sql(cli, store, "SELECT m.value FROM metrics m JOIN runs r USING (run_id) "
+                               "WHERE m.final AND m.name = 'accuracy' AND m.split = r.eval_set ORDER BY r.seed")
+    values = [r["value"] for r in accuracy]
+    assert len(values) == 2
+    rows = sql(cli, store, "SELECT key, item, value FROM seed_spread WHERE experiment = 'toy' AND analysis = 'seed-spread' ORDER BY key, item")
+    assert [(r["key"], r["item"]) for r in rows] == [("analysis", 0), ("runs", 0)]
+    table, count = (json.loads(r["value"]) for r in rows)
+    assert count == 2
+    assert table["method"] == "lora" and table["runs"] == 2 and table["metric"] == "accuracy"
+    assert table["mean"] == pytest.approx(sum(values) / 2)
+    assert table["spread"] == pytest.approx(max(values) - min(values))
+
+    set_registry(None)
+    code, _, err = cli("analyze", str(spec))
+    assert code == 0, err
+    assert err.count(WARNING) == 1 and "seed-spread: cached" in err
+    set_registry(None)
+    code, _, err = cli("analyze", "toy", "--only", "seed-spread", "--force")
+    assert code == 0 and "seed-spread: computed over 2 runs" in err, err
+    assert sql(cli, store, "SELECT key, item, value FROM seed_spread ORDER BY key, item") == rows
+
+
+def test_its_0_1_context_takes_run_ids_with_a_deprecation_warning(study, monkeypatch):
+    """``AnalysisContext(connection, experiment, run_ids)``, as the package's helper builds it, works on a
+    real store: its ``run_ids`` are the ones given, its ``runs`` read from the store."""
+    import duckdb
+
+    monkeypatch.syspath_prepend(str(PACKAGE / "src"))
+    from specrun_seed_spread.plugin import spread_of
+
+    _, store = study
+    with duckdb.connect(str(store), read_only=True) as db:
+        ids = [r[0] for r in db.execute("SELECT run_id FROM runs ORDER BY run_id").fetchall()]
+        with pytest.warns(SpecrunDeprecationWarning, match=r"AnalysisContext\(connection, experiment, run_ids\) is the plugin API 0.1 form.*pass runs="):
+            result = spread_of(db, "study", ids)
+        assert result["runs"] == 4 and [r["runs"] for r in result["analysis"]] == [4]
+        with pytest.warns(SpecrunDeprecationWarning):
+            ctx = api.AnalysisContext(db, "study", run_ids=ids[:2])
+        assert ctx.run_ids == ids[:2]
+        assert [r.run_id for r in ctx.runs] == ids[:2] and all(r.method == "lora" and r.status == "completed" for r in ctx.runs)
+        assert all(r.weights and Path(r.weights).exists() for r in ctx.runs)  # relative artifact paths resolved at the store
+        assert ctx.final_metric("accuracy").keys() == set(ids[:2])
+    sys.modules.pop("specrun_seed_spread.plugin", None)
+    sys.modules.pop("specrun_seed_spread", None)
+
+
+def test_the_authors_own_tests_hear_of_the_deprecation(monkeypatch):
+    from specrun.testing import registry_with
+
+    monkeypatch.syspath_prepend(str(PACKAGE / "src"))
+    with pytest.warns(SpecrunDeprecationWarning) as caught:
+        registry = registry_with("specrun_seed_spread.plugin")
+    [message] = [str(w.message) for w in caught if issubclass(w.category, SpecrunDeprecationWarning)]
+    assert "analysis 'seed-spread' from specrun_seed_spread.plugin is written against plugin API 0.1" in message and ADVICE in message
+    [table] = registry.get("analysis", "seed-spread").tables
+    assert (table.name, table.columns) == ("seed_spread", api.LEGACY_RESULT_COLUMNS)
+    with warnings.catch_warnings():  # a second registry from the same module warns again (the plugin is marked, not fixed)
+        warnings.simplefilter("error", SpecrunDeprecationWarning)
+        with pytest.raises(SpecrunDeprecationWarning):
+            registry_with("specrun_seed_spread.plugin")
+    sys.modules.pop("specrun_seed_spread.plugin", None)
+    sys.modules.pop("specrun_seed_spread", None)
+
+
+def test_current_plugins_use_no_deprecated_form():
+    from specrun.testing import registry_with
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SpecrunDeprecationWarning)
+        registry = registry_with()
+    assert registry.deprecations == []
+    assert api.PLUGIN_API_VERSION == "0.2" and api.OLDEST_SUPPORTED_API == "0.1"
+    assert all(hasattr(api, name) for name in api.__all__)
