@@ -178,6 +178,13 @@ class ModelSource(Plugin):
     def resolve(self, model_name: str) -> str | None:
         raise NotImplementedError
 
+    def portable_name(self, model_name: str) -> str | None:
+        """The name another machine loads this model by, written into a saved adapter folder
+        (``base_model_name_or_path`` of ``adapter_config.json``), when it is not ``model_name`` itself:
+        e.g. the hub id of a model this source serves from a local copy. Asked only of the source whose
+        ``resolve`` answers for ``model_name``. Default None: ``model_name`` as the spec wrote it."""
+        return None
+
 
 # --- transforms ----------------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from specrun.runner.modeling import (
     freeze_frozen_linears_to_bf16,
     load_tokenizer,
     pick_device,
+    portable_model_name,
     resolve_model,
 )
 from specrun.runner.plan import _version
@@ -273,7 +274,7 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
     on_phase("saving")
     saved = artifacts.save_run(
         model, folder, meta, also=frozenset(transfer.frozen) if transfer else frozenset(), tokenizer=cache.tokenizer,
-        max_length=settings.model.max_length,
+        max_length=settings.model.max_length, base_model=portable_model_name(settings.model.name, registry),
     )
     record.artifacts = [ArtifactFile(*row) for row in saved.artifact_rows()]
     record.transfer = transfer
