@@ -46,8 +46,9 @@ def test_a_fresh_install_of_the_source_carries_the_version(tmp_path):
 
 def test_changelog_names_this_release_first_with_breaking_changes_first():
     text = (REPO / "CHANGELOG.md").read_text()
-    releases = re.findall(r"^## \[([^\]]+)\]", text, flags=re.M)
+    releases = [r for r in re.findall(r"^## \[([^\]]+)\]", text, flags=re.M) if r != "Unreleased"]
     assert releases[:2] == [specrun.__version__, "0.1.0"]
+    assert re.search(rf"^## \[{re.escape(specrun.__version__)}\] - \d{{4}}-\d{{2}}-\d{{2}}$", text, flags=re.M)
     section = text.split(f"## [{specrun.__version__}]")[1].split("\n## [")[0]
     headings = re.findall(r"^### (.+)$", section, flags=re.M)
     assert headings[0] == "Breaking changes" and set(headings) <= {"Breaking changes", "Deprecated", "Added", "Changed", "Fixed"}
