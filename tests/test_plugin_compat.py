@@ -87,6 +87,13 @@ def test_a_0_1_analysis_package_validates_applies_and_analyzes_with_a_deprecatio
     assert code == 0 and "seed-spread: computed over 2 runs" in err, err
     assert sql(cli, store, "SELECT key, item, value FROM seed_spread ORDER BY key, item") == rows
 
+    set_registry(None)
+    html = spec.parent / "report.html"
+    code, _, err = cli("report", "toy", "-o", str(html), "--no-analyze")
+    assert code == 0, err
+    text = html.read_text()
+    assert "seed-spread" in text and "FROM seed_spread WHERE" in text and "spread" in text and "This analysis failed" not in text
+
 
 def test_its_0_1_context_takes_run_ids_with_a_deprecation_warning(study, monkeypatch):
     """``AnalysisContext(connection, experiment, run_ids)``, as the package's helper builds it, works on a
