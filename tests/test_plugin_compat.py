@@ -118,6 +118,14 @@ def test_its_0_1_context_takes_run_ids_with_a_deprecation_warning(study, monkeyp
     sys.modules.pop("specrun_seed_spread.plugin", None)
     sys.modules.pop("specrun_seed_spread", None)
 
+    from specrun.errors import AnalysisError
+
+    with pytest.warns(SpecrunDeprecationWarning):
+        bare = api.AnalysisContext(None, "e", ["a", "b"])  # as 0.1's own tests built one: no store at all
+    assert bare.run_ids == ["a", "b"]
+    with pytest.raises(AnalysisError, match="given run ids and no store connection"):
+        bare.runs
+
 
 def test_the_authors_own_tests_hear_of_the_deprecation(monkeypatch):
     from specrun.testing import registry_with
