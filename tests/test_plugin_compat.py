@@ -154,3 +154,45 @@ def test_current_plugins_use_no_deprecated_form():
     assert registry.deprecations == []
     assert api.PLUGIN_API_VERSION == "0.2" and api.OLDEST_SUPPORTED_API == "0.1"
     assert all(hasattr(api, name) for name in api.__all__)
+
+
+def test_ported_as_the_notes_say_it_passes_the_contract_and_agrees_with_its_0_1_self(tmp_path, monkeypatch):
+    """The migration notes followed: tables declared, rows returned under the table's name. On one
+    hand-made store the ported analysis passes check_analysis, and its rows are what the 0.1 form stored as JSON."""
+    from specrun import hookimpl
+    from specrun.analysis.engine import AnalysisEntry, run_analyses
+    from specrun.plugins.api import ResultTable
+    from specrun.store.analyses import query_frame
+    from specrun.testing import HandRun, analysis_store, check_analysis, registry_with
+
+    monkeypatch.syspath_prepend(str(PACKAGE / "src"))
+    from specrun_seed_spread.plugin import SeedSpread
+
+    class Ported(SeedSpread):
+        name = "seed-spread-2"
+        tables = (ResultTable("seed_spread_2", {"method": "VARCHAR", "metric": "VARCHAR", "runs": "INTEGER", "mean": "DOUBLE",
+                                                 "min": "DOUBLE", "max": "DOUBLE", "spread": "DOUBLE"}),)
+
+        def run(self, options, ctx):
+            return {"seed_spread_2": super().run(options, ctx)["analysis"]}
+
+    class Both:
+        @hookimpl
+        def register_analyses(self, register):
+            register(Ported())
+
+    runs = [HandRun(method=m, seed=s, metrics={"accuracy": a}) for m, values in (("full", (0.8, 0.9)), ("lora", (0.7, 0.75, 0.8)))
+            for s, a in enumerate(values)]
+    store = analysis_store(tmp_path / "s.duckdb", runs)
+    with pytest.warns(SpecrunDeprecationWarning):
+        registry = registry_with(Both(), "specrun_seed_spread.plugin")
+    ported = check_analysis(registry, "seed-spread-2", store=store)["seed_spread_2"]
+    assert ported["method"].to_list() == ["full", "lora"] and ported["runs"].to_list() == [2, 3]
+    assert ported["spread"].to_list() == pytest.approx([0.1, 0.1])
+    [outcome] = run_analyses(store, registry, "exp", [AnalysisEntry("seed-spread", "seed-spread", {"metric": "accuracy"})])
+    assert outcome.status == "computed", outcome.error
+    with store.read() as db:
+        stored = query_frame(db, "SELECT value FROM seed_spread WHERE key = 'analysis' ORDER BY item")
+    assert [json.loads(v) for v in stored["value"]] == ported.to_dicts()  # the same numbers, to the last bit
+    sys.modules.pop("specrun_seed_spread.plugin", None)
+    sys.modules.pop("specrun_seed_spread", None)
