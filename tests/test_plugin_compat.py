@@ -4,10 +4,12 @@ that says what to change, and its results are right."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
 import sys
+import tomllib
 import warnings
 from pathlib import Path
 
@@ -30,9 +32,18 @@ def seed_spread_installed(tmp_path, monkeypatch):
 
     source, site = tmp_path / "src-copy", tmp_path / "site"
     shutil.copytree(PACKAGE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    result = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--quiet",
-                             "--target", str(site), str(source)], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    if importlib.util.find_spec("setuptools") is not None:  # offline: pip builds it with this environment's setuptools
+        result = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--quiet",
+                                 "--target", str(site), str(source)], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+    else:  # no build backend here: the metadata a wheel would install, from the package's own pyproject.toml
+        project = tomllib.loads((source / "pyproject.toml").read_text())["project"]
+        info = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
+        entry_points = project["entry-points"]["specrun"]
+        (info / "entry_points.txt").write_text("[specrun]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items()))
+        shutil.copytree(source / "src" / "specrun_seed_spread", site / "specrun_seed_spread")
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("SPECRUN_DISABLE_PLUGIN_AUTOLOAD", "")
     set_registry(None)

@@ -11,6 +11,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 import specrun
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,8 +30,21 @@ def test_version_command_prints_it(cli):
     assert code == 0 and out.strip() == f"specrun {specrun.__version__}"
 
 
+def test_setuptools_reads_the_version_from_the_source():
+    """How the build computes ``dynamic = ["version"]``: setuptools' own reader of ``attr:`` versions."""
+    from setuptools.config.expand import read_attr
+
+    assert read_attr("specrun.__version__", package_dir={"": "src"}, root_dir=str(REPO)) == specrun.__version__
+
+
 def test_a_fresh_install_of_the_source_carries_the_version(tmp_path):
-    """What ``pip install -e .`` would record (pip's own metadata build, on a copy of the source)."""
+    """What ``pip install -e .`` would record (pip's own metadata build, on a copy of the source). Offline,
+    pip builds with this environment's setuptools, which must read pyproject's SPDX ``license`` (77+); a
+    fresh virtual environment of Python 3.11 has 65, and ``pip install -e .`` builds in isolation instead."""
+    import setuptools
+
+    if int(setuptools.__version__.split(".")[0]) < 77:
+        pytest.skip(f"setuptools {setuptools.__version__} here cannot build pyproject.toml without build isolation (needs 77+)")
     source = tmp_path / "specrun-src"
     shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("pyproject.toml", "README.md"):
