@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from specrun.errors import SpecrunDeprecationWarning
+from specrun.errors import AnalysisError, SpecrunDeprecationWarning
 from specrun.metrics import MetricRef
 
 if TYPE_CHECKING:
@@ -379,8 +379,6 @@ class AnalysisContext:
     def runs(self) -> list[RunInfo]:
         if self._runs is None:  # the 0.1 form: run ids only; their details come from the store
             if self.connection is None:
-                from specrun.errors import AnalysisError
-
                 raise AnalysisError("this AnalysisContext was given run ids and no store connection: its runs are unknown")
             from specrun.store.analyses import run_infos
 
