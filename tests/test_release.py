@@ -1,4 +1,4 @@
-"""The release: one version, written in src/specrun/__init__.py, is what a fresh install's metadata
+"""The release: one version, written in src/specrun/version.py, is what a fresh install's metadata
 says and what ``specrun --version`` prints; CHANGELOG.md names it."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_the_version_is_written_once_and_pyproject_reads_it():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
-    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "specrun.__version__"}
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "specrun.version.__version__"}
     assert specrun.__version__ == "0.2.0"
 
 
@@ -34,7 +34,7 @@ def test_setuptools_reads_the_version_from_the_source():
     """How the build computes ``dynamic = ["version"]``: setuptools' own reader of ``attr:`` versions."""
     from setuptools.config.expand import read_attr
 
-    assert read_attr("specrun.__version__", package_dir={"": "src"}, root_dir=str(REPO)) == specrun.__version__
+    assert read_attr("specrun.version.__version__", package_dir={"": "src"}, root_dir=str(REPO)) == specrun.__version__
 
 
 def test_a_fresh_install_of_the_source_carries_the_version(tmp_path):

@@ -4,11 +4,8 @@ The Python API (``specrun.apply``, ``specrun.runs``, ``specrun.sql``, ``specrun.
 ``specrun.api`` and is imported on first use, so ``import specrun`` stays light.
 """
 
-#: The one place specrun's version is written: pyproject.toml reads it (``dynamic = ["version"]``), and so do
-#: ``specrun --version``, run identities and reports.
-__version__ = "0.2.0"
-
-from specrun.hookspecs import hookimpl  # noqa: E402  (the decorator plugin authors import)
+from specrun.hookspecs import hookimpl  # the decorator plugin authors import
+from specrun.version import __version__
 
 _API = ("apply", "runs", "sql", "load_run", "ApplyResult")
 

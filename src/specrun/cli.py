@@ -37,7 +37,7 @@ FORMATS = ("table", "csv", "json", "markdown")
 
 def _version(value: bool) -> None:
     if value:
-        from specrun import __version__  # the one place it is written (pyproject.toml reads it at build time)
+        from specrun.version import __version__  # the one place it is written (pyproject.toml reads it at build time)
 
         typer.echo(f"specrun {__version__}")
         raise typer.Exit()
