@@ -207,3 +207,32 @@ def test_ported_as_the_notes_say_it_passes_the_contract_and_agrees_with_its_0_1_
     assert [json.loads(v) for v in stored["value"]] == ported.to_dicts()  # the same numbers, to the last bit
     sys.modules.pop("specrun_seed_spread.plugin", None)
     sys.modules.pop("specrun_seed_spread", None)
+
+
+def test_a_0_1_analysis_that_cannot_be_honoured_fails_at_plugins_check_not_after_training(write_spec, cli):
+    """Its results would go to a table named after it: under a name that is specrun's own table, or
+    another analysis's, it is refused when the plugins load, and a spec that uses it fails validation."""
+    from specrun import hookimpl
+    from specrun.plugins import set_registry
+    from specrun.plugins.api import AnalysisPlugin
+    from specrun.plugins.registry import build_registry, make_plugin_manager
+
+    class Runs(AnalysisPlugin):
+        name = "runs"
+
+        def run(self, options, ctx):
+            return {"analysis": []}
+
+    class Module:
+        @hookimpl
+        def register_analyses(self, register):
+            register(Runs())
+
+    registry = build_registry(*make_plugin_manager([Module()], entry_points=False))
+    [problem] = registry.load_errors
+    assert ("result table 'runs' is one of specrun's own tables: a plugin API 0.1 analysis (it declares no result tables) "
+            "cannot be honoured under this name") in str(problem) and "declare its tables instead" in str(problem)
+    assert registry.deprecations == []
+    set_registry(registry)
+    code, _, err = cli("validate", str(write_spec(train="max_steps = 2", extra='[[analyses]]\nname = "runs"\n')))
+    assert code == 2 and "analyses.0.name: analysis 'runs' is not available: it comes from a plugin that failed to load" in err, err

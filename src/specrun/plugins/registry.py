@@ -366,9 +366,16 @@ class _Loader:
     def register(self, kind: str, plugin: object, source: _Source, added: list[str]) -> None:
         deprecated = _adapt_legacy(kind, plugin, source.origin)
         try:
-            _validate_plugin(kind, plugin, source.origin)
-            if kind == "analysis":
-                _check_table_clash(self.registry, plugin, source.origin)
+            try:
+                _validate_plugin(kind, plugin, source.origin)
+                if kind == "analysis":
+                    _check_table_clash(self.registry, plugin, source.origin)
+            except PluginError as exc:
+                if deprecated is None:
+                    raise
+                raise PluginError(f"{exc}: a plugin API 0.1 analysis (it declares no result tables) cannot be honoured under this "
+                                  f"name, whose table specrun would write its results to; declare its tables instead "
+                                  f"(see {CHANGES_DOC})") from None
         except PluginError as exc:
             if source.builtin or self.strict:
                 raise
