@@ -120,7 +120,7 @@ SPEC_CASES = [
     spec_case("batch-size-zero", ["{spec}:20: train.batch_size: Input should be greater than or equal to 1"], edit={"batch_size = 16": "batch_size = 0"}),
     spec_case("eval-every-zero", ['{spec}:23: train.eval_every: must be "epoch" or a number of steps (1 or more), not 0'], append="eval_every = 0\n"),
     spec_case("eval-every-word", ["{spec}:23: train.eval_every: must be \"epoch\" or a number of steps (1 or more), not 'epok'"], append='eval_every = "epok"\n'),
-    spec_case("early-stopping-metric", ["{spec}:23: train.early_stopping.metric: Input should be 'accuracy', 'f1', 'f1_macro' or 'loss'"],
+    spec_case("early-stopping-metric", ["{spec}:23: train.early_stopping.metric: Input should be 'accuracy', 'f1', 'f1_macro', 'loss' or 'exact_match'"],
               append='early_stopping = { metric = "precision" }\n'),
     spec_case("early-stopping-mode", ['{spec}:23: train.early_stopping.mode: the loss is minimised: early stopping on \'loss\' needs mode = "min"'],
               append='early_stopping = { metric = "loss" }\n'),
