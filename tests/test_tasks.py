@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import SHARED_DATA
 
-from specrun.errors import DataError
 from specrun.core.qa import read_squad, split_by_article, to_examples
 from specrun.core.squad import exact_match_score, f1_score, normalize_answer, question_scores, squad_scores
+from specrun.errors import DataError
 from specrun.testing.qa import qa_spec, toy_squad, write_toy_squad
-
-from conftest import SHARED_DATA
 
 # --- the metric (official evaluate-v1.1.py logic), on cases computed by hand --------------------------
 
@@ -129,8 +128,8 @@ def test_classification_passes_the_task_contract(specrun_registry, tuned_model_d
 def test_qa_windows_map_answers_to_their_tokens(specrun_registry, tiny_model_dir, tmp_path):
     """Each window that holds the answer points at the tokens whose characters are the answer; the
     others point at [CLS]."""
-    from specrun.plugins.api import TaskContext
     from specrun.core.qa import QAExamples
+    from specrun.plugins.api import TaskContext
     from specrun.runner.modeling import load_tokenizer
 
     task = specrun_registry.get("task", "extractive_qa")
@@ -149,8 +148,8 @@ def test_qa_windows_map_answers_to_their_tokens(specrun_registry, tiny_model_dir
 
 
 def test_questions_that_cannot_be_used_are_counted_not_dropped(specrun_registry, tiny_model_dir):
-    from specrun.plugins.api import TaskContext
     from specrun.core.qa import QAExamples
+    from specrun.plugins.api import TaskContext
     from specrun.runner.modeling import load_tokenizer
 
     task = specrun_registry.get("task", "extractive_qa")
@@ -254,7 +253,7 @@ def test_methods_a_task_cannot_serve_are_refused_at_validate(method, key, specru
     data = write_toy_squad(tmp_path / "squad", train_articles=1, dev_articles=1)
     spec = tmp_path / "qa.toml"
     spec.write_text(qa_spec(tiny_model_dir, data, method=method))
-    code, out, err = run_cli("validate", str(spec))
+    code, _, err = run_cli("validate", str(spec))
     assert code == 2
     assert f"qa.toml:{spec.read_text().splitlines().index('[method]') + 2}" in err and key in err
     assert "the task 'extractive_qa' cannot use the method" in err

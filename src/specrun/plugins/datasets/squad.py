@@ -16,11 +16,11 @@ from typing import Literal
 
 from pydantic import Field
 
+from specrun.core.qa import Answer, QAExamples, read_squad, split_by_article, to_examples
 from specrun.errors import DataError
 from specrun.examples import Dataset
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import DataContext, DatasetSource, PluginOptions
-from specrun.core.qa import Answer, QAExamples, read_squad, split_by_article, to_examples
 
 DEV_FILE = Path("squad") / "dev-v1.1.json"
 

@@ -27,14 +27,15 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 from pydantic import Field
 
+from specrun.core.squad import question_scores
 from specrun.errors import DataError
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import PluginOptions, TaskContext, TaskEvaluation, TaskPlugin
-from specrun.core.squad import question_scores
 from specrun.runner.batching import Encoded
 
 _PEFT_WRAPPER = ("it wraps the model in peft's sequence-classification wrapper, which would leave the QA head "
@@ -71,7 +72,7 @@ class ExtractiveQA(TaskPlugin):
     train_metric = "span_accuracy"
     prediction_table = "qa_predictions"
     auto_model = "AutoModelForQuestionAnswering"
-    refused = {
+    refused: ClassVar[dict[str, dict[str, str]]] = {
         "method": {
             "lora": _PEFT_WRAPPER, "qlora": _PEFT_WRAPPER, "ia3": _PEFT_WRAPPER,
             "prompt_tuning": "peft's prompt tuning has no question-answering model type to wrap a QA head",
