@@ -225,6 +225,10 @@ class RunInfo:
     #: before those formats, ``trained.safetensors``); ``specrun.runner.artifacts.read_run(weights)`` reads
     #: any of them, with the trained tensors by parameter name.
     weights: str | None = None
+    #: What tells its configuration apart from the experiment's others: {dimension: readable value}, e.g.
+    #: ``{"placement": "attn-q", "init_from": "from source"}`` (a stage run: ``{"stage": "source", ...}``);
+    #: ``config_label`` is these joined. Keys swept together make one dimension (``specrun.spec.labels``).
+    factors: dict[str, str] = field(default_factory=dict)
 
     def value(self, dotted: str) -> Any:
         """The config value at a dotted key (``method.rank``, ``data.transforms.0.k``); KeyError if absent."""

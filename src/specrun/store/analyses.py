@@ -111,37 +111,54 @@ def _run_info(store: Store, row: tuple, role: str = "run") -> RunInfo:
     config = json.loads(config) if config else {}
     sweep = json.loads(sweep) if sweep else {}
     label = describe_sweep(method or "?", sweep)
-    if role != "run":
-        label = f"{experiment}: {label}"
     return RunInfo(run_id, experiment, status, seed, method, config, sweep, eval_set, label, role, error, weights)
 
 
 def scope(store: Store, experiment: str, include_sources: bool = False) -> tuple[list[RunInfo], list[RunInfo]]:
     """The experiment's runs as its latest apply defined them: (completed, left out). Runs the apply
     planned but never started are left out with status ``not run``. With ``include_sources``, the
-    completed runs that the experiment's runs start from (``model.init_from``) join the first list."""
+    completed runs that the experiment's runs start from (``model.init_from``) join the first list.
+    Runs come in the order of their configurations (sweep order), then seed; each is labelled by the
+    keys that vary across the experiment (``specrun.spec.labels``), a stage run by its stage and the
+    keys that vary among its stage's runs."""
     with store.read() as db:
         planned = [r[0] for r in db.execute("SELECT run_id FROM current_runs WHERE experiment = ? ORDER BY run_id", [experiment]).fetchall()]
-        rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id IN (SELECT unnest(?)) ORDER BY r.run_id", [planned]).fetchall()
+        rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id IN (SELECT unnest(?)) ORDER BY r.created_at, r.run_id", [planned]).fetchall()
         runs = [_run_info(store, row) for row in rows]
         sources: list[RunInfo] = []
         if include_sources:
             wanted = sorted({s for r in runs if r.status == "completed" and (s := r.config.get("model", {}).get("init_from"))})
-            rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id IN (SELECT unnest(?)) ORDER BY r.run_id", [wanted]).fetchall()
+            rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id IN (SELECT unnest(?)) ORDER BY r.created_at, r.run_id", [wanted]).fetchall()
             sources = [_run_info(store, row, role="source") for row in rows if row[2] == "completed"]
-    runs = _short_labels(runs)
+    runs, sources = label_runs(runs, sources)
     found = {r.run_id for r in runs}
     never = [RunInfo(run_id, experiment, "not run", 0, "", {}, {}, "", "", "run") for run_id in planned if run_id not in found]
     completed = [r for r in runs if r.status == "completed"]
     return completed + sources, [r for r in runs if r.status != "completed"] + never
 
 
-def _short_labels(runs: list[RunInfo]) -> list[RunInfo]:
-    """The runs with configuration labels that name only what tells the experiment's configurations apart."""
-    from specrun.spec.load import describe_configs
+def label_runs(runs: list[RunInfo], sources: list[RunInfo] = ()) -> tuple[list[RunInfo], list[RunInfo]]:
+    """The runs (and the stage runs they start from) with their factors and configuration labels, in
+    configuration order (sweep order), then seed."""
+    from specrun.spec.labels import design, label, stage_factors
 
-    labels = describe_configs([(r.method or "?", r.sweep) for r in runs])
-    return [dataclasses.replace(r, config_label=label) for r, label in zip(runs, labels)]
+    dims, factors, orders = design([(r.method or "?", r.sweep) for r in runs])
+    labelled = []
+    for run, mine, order in zip(runs, factors, orders):
+        text = label(mine) or run.method or "?"
+        labelled.append((order, run.seed, dataclasses.replace(run, config_label=text, factors=mine)))
+    labelled.sort(key=lambda item: (item[0], item[1]))
+    out_sources = []
+    by_stage: dict[str, list[RunInfo]] = {}
+    for source in sources:
+        by_stage.setdefault(source.experiment, []).append(source)
+    experiments = {r.experiment for r in runs}
+    for name, group in by_stage.items():
+        stage = next((name.removeprefix(e + ".") for e in experiments if name.startswith(e + ".")), name)
+        for source, mine in zip(group, stage_factors(dims, [s.config for s in group])):
+            text = f"{stage}: {label(mine)}" if mine else stage
+            out_sources.append(dataclasses.replace(source, config_label=text, factors={"stage": stage, **mine}))
+    return [r for _, _, r in labelled], out_sources
 
 
 def input_stamps(store: Store, run_ids: list[str]) -> list[tuple]:
