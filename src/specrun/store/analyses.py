@@ -334,3 +334,41 @@ def new_record(experiment: str, analysis: str, name: str, options: dict, run_ids
 def check_readable(store: Store) -> None:
     if not store.path.exists():
         raise StoreError(f"no store at {store.path} (run `specrun apply` first, or pass --store)")
+
+
+def sweep_columns(db: duckdb.DuckDBPyConnection, experiment: str) -> list[tuple[str, str]]:
+    """(column name, SQL expression over ``runs r``) for each key that varies across the experiment's current
+    runs, in sweep order: what the runs table shows instead of the sweep as JSON. Values read as labels
+    show them (``from pretrained`` for an empty ``model.init_from``)."""
+    from specrun.spec.labels import design
+    from specrun.spec.load import sweep_assignments
+
+    rows = db.execute("SELECT r.method, r.sweep FROM runs r WHERE r.run_id IN (SELECT run_id FROM current_runs WHERE experiment = ?) "
+                      "ORDER BY r.created_at, r.run_id", [experiment]).fetchall()
+    points = [(method or "?", json.loads(sweep) if sweep else {}) for method, sweep in rows]
+    dims = design(points)[0]
+    columns = []
+    for dim in dims:
+        key = dim.keys[0]
+        expression = None
+        for _, sweep in points:
+            for entry, value in sweep.items():
+                try:
+                    together = [dotted for dotted, _ in sweep_assignments(entry, value)]
+                except TypeError:
+                    continue
+                if key in together:
+                    path = '$."' + entry.replace("'", "''").replace('"', '\\"') + '"' + (f"[{together.index(key)}]" if len(together) > 1 else "")
+                    expression = f"json_extract_string(r.sweep, '{path}')"
+                    break
+            if expression:
+                break
+        if key == "method":
+            expression = "r.method"
+        if expression is None:
+            continue
+        if dim.name == "init_from":
+            expression = (f"CASE WHEN coalesce({expression}, '') = '' THEN 'from pretrained' "
+                          f"ELSE 'from ' || regexp_replace({expression}, '^stage:', '') END")
+        columns.append((dim.name, expression))
+    return columns
