@@ -31,14 +31,13 @@ MAX_TABLE_ROWS = 200
 def run_table(columns: list[tuple[str, str]]) -> Figure:
     """The runs table: each swept key (``store.analyses.sweep_columns``) as a column of its own."""
     swept = "".join(f'{expression} AS "{name}", ' for name, expression in columns)
-    order = "".join(f'"{name}", ' for name, _ in columns)
     return Figure(
         "Runs",
         f"SELECT s.run_id, {swept}s.seed, s.status, s.method, round(s.accuracy, 4) AS accuracy, round(s.f1, 4) AS f1,\n"
         "       round(s.train_seconds, 1) AS train_seconds, regexp_extract(r.error, '^[^\\n]*') AS error\n"
         "FROM run_summary s JOIN runs r USING (run_id)\n"
         "WHERE s.run_id IN (SELECT run_id FROM current_runs WHERE experiment = $experiment)\n"
-        f"ORDER BY {order}s.seed, r.created_at, s.run_id",
+        "ORDER BY r.created_at, s.run_id",
         caption="accuracy and f1 on the primary evaluation set, final weights; one column per key the sweep varies.",
     )
 LEFT_OUT = Figure(

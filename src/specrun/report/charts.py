@@ -117,6 +117,11 @@ def _columns(panels: int) -> int:
     return 2 if panels <= 4 else 3 if panels <= 9 else 4
 
 
+def _header(width: int) -> Any:
+    """Panel titles that break at ", " into lines (a label of several keys stays whole, not cut mid-word)."""
+    return _alt().Header(labelLimit=width, labelFontSize=11, labelExpr="split(datum.label, ', ')")
+
+
 def _legend() -> Any:
     return _alt().Legend(labelLimit=360, orient="bottom", columns=1)
 
@@ -141,7 +146,7 @@ def curves(rows: list[dict], x: str, y: str, color: str | None, dash: str | None
             if dash:
                 enc["color"] = alt.Color(f"{dash}:N", title=dash.replace("_", " "), legend=_legend())
             chart = alt.Chart().mark_line(point=alt.OverlayMarkDef(size=14)).encode(**enc).properties(width=width, height=130)
-            block = chart.facet(facet=alt.Facet(f"{color}:N", title=None, sort=None, header=alt.Header(labelLimit=width, labelFontSize=11)),
+            block = chart.facet(facet=alt.Facet(f"{color}:N", title=None, sort=None, header=_header(width)),
                                 columns=columns, data=_data(rows))
             return block.transform_filter(alt.FieldEqualPredicate(field=facet, equal=where)) if where is not None else block
 
@@ -153,7 +158,7 @@ def curves(rows: list[dict], x: str, y: str, color: str | None, dash: str | None
             x=alt.X(f"{x}:{x_type}", title=x_title), y=alt.Y(f"{y}:Q", title=None, scale=alt.Scale(zero=False)), tooltip=tooltip,
             **({"color": alt.Color(f"{dash}:N", legend=_legend())} if dash else {}),
         ).properties(width=width, height=130).facet(
-            facet=alt.Facet(f"{color}:N", title=None, sort=None, header=alt.Header(labelLimit=width, labelFontSize=11)), columns=columns)
+            facet=alt.Facet(f"{color}:N", title=None, sort=None, header=_header(width)), columns=columns)
     enc = {
         "x": alt.X(f"{x}:{x_type}", title=x_title),
         "y": alt.Y(f"{y}:Q", title=None, scale=alt.Scale(zero=False)),
@@ -170,7 +175,7 @@ def curves(rows: list[dict], x: str, y: str, color: str | None, dash: str | None
         columns = min(_columns(panels), 3)
         width = 340 if columns == 2 else 240
         return (chart.properties(width=width, height=200 if columns > 2 else 240)
-                .facet(facet=alt.Facet(f"{facet}:N", title=None, sort=None, header=alt.Header(labelLimit=width)), columns=columns)
+                .facet(facet=alt.Facet(f"{facet}:N", title=None, sort=None, header=_header(width)), columns=columns)
                 .resolve_scale(y="independent"))
     return chart.properties(width=WIDTH, height=300)
 
