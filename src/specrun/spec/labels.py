@@ -41,6 +41,8 @@ def readable(key: str, value: Any) -> str:
             return "from pretrained"
         text = str(value)
         return f"from {text.removeprefix('stage:')}" if text.startswith("stage:") else f"from {_short(text)}"
+    if isinstance(value, list) and all(isinstance(item, dict) and "name" in item for item in value):
+        return "+".join(str(item["name"]) for item in value) or "none"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if value is None:
@@ -123,11 +125,16 @@ def design(points: list[tuple[str, dict[str, Any]]]) -> tuple[list[Dimension], l
     for values in flat:
         for d in dims:
             firsts[d.name].setdefault(_key(values.get(d.keys[0])), len(firsts[d.name]))
+    # a dimension whose readable values would coincide (two configurations of one transform) shows them in full
+    full = {d.name for d in dims if len({readable(d.keys[0], v.get(d.keys[0])) for v in flat}) < len({_key(v.get(d.keys[0])) for v in flat})}
     for values in flat:
         mine, order = {}, []
         for d in dims:
             value = values.get(d.keys[0])
-            mine[d.name] = value if d.name == "method" and table_method else readable(d.keys[0], value)
+            if d.name == "method" and table_method:
+                mine[d.name] = value
+            else:
+                mine[d.name] = _short(value) if d.name in full else readable(d.keys[0], value)
             order.append((0, float(value), "") if isinstance(value, int | float) and not isinstance(value, bool)
                          else (1, firsts[d.name][_key(value)], ""))
         factors.append(mine)
