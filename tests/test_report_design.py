@@ -235,3 +235,17 @@ def _encodings(spec):
     elif isinstance(spec, list):
         for item in spec:
             yield from _encodings(item)
+
+
+def test_a_headline_or_design_key_the_spec_does_not_have_is_a_located_error(cli, tmp_path):
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "specs" / "transfer_mrpc.toml").read_text()
+    assert 'headline = "transfer"' in text and 'vary = "init_from"' in text
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace('headline = "transfer"', 'headline = "tranfser"').replace('vary = "init_from"', 'vary = "init_frm"'))
+    code, _, err = cli("validate", str(bad))
+    assert code == 2, err
+    lines = text.splitlines()
+    assert f"bad.toml:{lines.index(next(l for l in lines if l.startswith('vary = '))) + 1}: analyses.1.vary: 'init_frm' is not a swept key" in err
+    assert f"bad.toml:{lines.index(next(l for l in lines if l.startswith('headline = '))) + 1}: report.headline: no analysis 'tranfser' (did you mean 'transfer'?)" in err
