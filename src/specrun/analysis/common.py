@@ -26,6 +26,23 @@ def by_config(runs: Iterable[RunInfo]) -> dict[str, list[RunInfo]]:
     return {label: sorted(group, key=lambda r: r.seed) for label, group in groups.items()}
 
 
+def mean_of_present(values: Iterable[float | None]) -> float | None:
+    """The mean of the values that exist (None when none does)."""
+    found = [v for v in values if v is not None]
+    return sum(found) / len(found) if found else None
+
+
+def correct_by_seed(frame, runs: Iterable[RunInfo]) -> dict[int, dict[str, bool]]:
+    """{seed: {example id: whether the run got it right}} of ``runs`` from a predictions frame
+    (``ctx.predictions(...)``): what paired tests compare, example by example."""
+    out = {}
+    for run in runs:
+        mine = frame.filter(frame["run_id"] == run.run_id)
+        if mine.height:
+            out[run.seed] = dict(zip(mine["example_id"].to_list(), (mine["label"] == mine["prediction"]).to_list()))
+    return out
+
+
 def metric_problems(facts: SpecFacts, **metrics: str | None) -> list[tuple[str, str]]:
     """(option, message) for each metric option that can name no metric a run of this spec records."""
     problems = []

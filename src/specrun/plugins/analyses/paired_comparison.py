@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from specrun.analysis.common import MINE, ResamplingOptions, by_config, design_problems, resolve_design
+from specrun.analysis.common import MINE, ResamplingOptions, by_config, correct_by_seed, design_problems, resolve_design
 from specrun.errors import AnalysisError
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import AnalysisPlugin, Figure, ResultTable
@@ -100,12 +100,7 @@ class PairedComparison(AnalysisPlugin):
         arms = {}
         for config, runs in by_config(r for r in ctx.runs if r.role == "run").items():
             for name in names:
-                frame = ctx.predictions(name)
-                seeds = {}
-                for run in runs:
-                    mine = frame.filter(frame["run_id"] == run.run_id)
-                    if mine.height:
-                        seeds[run.seed] = dict(zip(mine["example_id"].to_list(), (mine["label"] == mine["prediction"]).to_list()))
+                seeds = correct_by_seed(ctx.predictions(name), runs)
                 if seeds:
                     eval_set = name or runs[0].eval_set
                     label = config if len(names) == 1 else f"{config} @ {eval_set}"

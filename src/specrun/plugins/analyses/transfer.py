@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from specrun.analysis.common import MINE, ResamplingOptions, metric_problems
+from specrun.analysis.common import MINE, ResamplingOptions, correct_by_seed, mean_of_present
 from specrun.errors import AnalysisError
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import AnalysisPlugin, Figure, ResultTable
@@ -108,21 +108,21 @@ class Transfer(AnalysisPlugin):
         paired = PairedComparison()
         rows = []
         for key, members in groups.items():
-            arm_t = {"seeds": _correct(frame, [m[0] for m in members]), "dataset": ""}
-            arm_s = {"seeds": _correct(frame, [m[1] for m in members]), "dataset": ""}
+            arm_t = {"seeds": correct_by_seed(frame, [m[0] for m in members]), "dataset": ""}
+            arm_s = {"seeds": correct_by_seed(frame, [m[1] for m in members]), "dataset": ""}
             test = paired._pair(options, "transfer", arm_t, "scratch", arm_s)  # the same paired test as paired_comparison
             found = [m[2] for m in members if m[2] is not None]
             rows.append({
                 "configuration": key or members[0][0].config_label, "transfer_config": members[0][0].config_label,
                 "scratch_config": members[0][1].config_label, "n_seeds": len(members),
                 "n_examples": test["n_examples"] if test else None,
-                "transfer": _mean(accuracy.get(m[0].run_id) for m in members), "scratch": _mean(accuracy.get(m[1].run_id) for m in members),
-                "gain": test["diff"] if test else _mean(_minus(accuracy.get(m[0].run_id), accuracy.get(m[1].run_id)) for m in members),
+                "transfer": mean_of_present(accuracy.get(m[0].run_id) for m in members), "scratch": mean_of_present(accuracy.get(m[1].run_id) for m in members),
+                "gain": test["diff"] if test else mean_of_present(_minus(accuracy.get(m[0].run_id), accuracy.get(m[1].run_id)) for m in members),
                 "ci_low": test["ci_low"] if test else None, "ci_high": test["ci_high"] if test else None,
                 "p_value": test["p_value"] if test else None,
                 "source_config": found[0].config_label if found else None,
-                "source_score": _mean(source_score.get(s.run_id) for s in found),
-                "source_stable_rank": _mean(ranks.get(s.run_id) for s in found),
+                "source_score": mean_of_present(source_score.get(s.run_id) for s in found),
+                "source_stable_rank": mean_of_present(ranks.get(s.run_id) for s in found),
             })
         tested = [r for r in rows if r["p_value"] is not None]
         for row, adjusted in zip(tested, adjust_pvalues([r["p_value"] for r in tested], "holm")):
@@ -183,32 +183,17 @@ def _init_from_config(config: dict) -> str:
     return (config.get("model") or {}).get("init_from") or ""
 
 
-def _correct(frame, runs) -> dict[int, dict]:
-    """{seed: {example id: correct}} of ``runs`` from the predictions ``frame``."""
-    out = {}
-    for run in runs:
-        mine = frame.filter(frame["run_id"] == run.run_id)
-        if mine.height:
-            out[run.seed] = dict(zip(mine["example_id"].to_list(), (mine["label"] == mine["prediction"]).to_list()))
-    return out
-
-
 def _stable_rank(run) -> float | None:
     """The mean stable rank of a run's LoRA updates (None: no saved LoRA adapters)."""
-    from specrun.plugins.analyses.lora_svd import LoraSvd, LoraSvdOptions, _mean
+    from specrun.plugins.analyses.lora_svd import LoraSvd, LoraSvdOptions
 
     if not run.weights:
         return None
-    return _mean(m["stable_rank"] for m in LoraSvd()._run_modules(run, LoraSvdOptions(), []))
+    return mean_of_present(m["stable_rank"] for m in LoraSvd()._run_modules(run, LoraSvdOptions(), []))
 
 
 def _minus(a, b):
     return None if a is None or b is None else a - b
-
-
-def _mean(values) -> float | None:
-    found = [v for v in values if v is not None]
-    return sum(found) / len(found) if found else None
 
 
 @hookimpl
