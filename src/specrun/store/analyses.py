@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from specrun.core.results import ResultTable, RunInfo
 from specrun.errors import AnalysisError, StoreError, did_you_mean
 from specrun.metrics import MetricRef
-from specrun.plugins.api import ResultTable, RunInfo
 from specrun.store.db import Store, now
 from specrun.store.runs import artifact_path
 
@@ -104,7 +104,7 @@ _RUN_COLUMNS = """
 
 
 def _run_info(store: Store, row: tuple, role: str = "run") -> RunInfo:
-    from specrun.spec.load import describe_sweep
+    from specrun.spec.labels import describe_sweep
 
     run_id, experiment, status, seed, method, config, sweep, eval_set, error, weights = row
     weights = artifact_path(store, weights)
@@ -341,7 +341,7 @@ def sweep_columns(db: duckdb.DuckDBPyConnection, experiment: str) -> list[tuple[
     runs, in sweep order: what the runs table shows instead of the sweep as JSON. Values read as labels
     show them (``from pretrained`` for an empty ``model.init_from``)."""
     from specrun.spec.labels import design
-    from specrun.spec.load import sweep_assignments
+    from specrun.spec.labels import sweep_assignments
 
     rows = db.execute("SELECT r.method, r.sweep FROM runs r WHERE r.run_id IN (SELECT run_id FROM current_runs WHERE experiment = ?) "
                       "ORDER BY r.created_at, r.run_id", [experiment]).fetchall()
