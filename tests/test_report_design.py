@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
+from test_report import figures, inline_data, same
 
 from specrun.analysis.engine import AnalysisEntry, run_analyses
 from specrun.analysis.targets import Target
@@ -20,7 +21,6 @@ from specrun.plugins.registry import get_registry
 from specrun.report.build import build_report
 from specrun.spec.schema import ReportSpec
 from specrun.store.db import Store
-from test_report import figures, inline_data, same
 
 PLACEMENTS = ["attn-q", "attn-v", "attn-qkv", "attn-full", "ffn-only", "full-model"]
 RANKS = [4, 8]

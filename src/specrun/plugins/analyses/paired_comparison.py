@@ -19,12 +19,18 @@ approximate when n_seeds > 1.
 from __future__ import annotations
 
 import json
-from itertools import combinations
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from specrun.analysis.common import MINE, ResamplingOptions, by_config, correct_by_seed, design_problems, resolve_design
+from specrun.analysis.common import (
+    MINE,
+    ResamplingOptions,
+    by_config,
+    correct_by_seed,
+    design_problems,
+    resolve_design,
+)
 from specrun.errors import AnalysisError
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import AnalysisPlugin, Figure, ResultTable

@@ -15,7 +15,12 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from specrun.analysis.common import MINE, ResamplingOptions, correct_by_seed, mean_of_present
+from specrun.analysis.common import (
+    MINE,
+    ResamplingOptions,
+    correct_by_seed,
+    mean_of_present,
+)
 from specrun.errors import AnalysisError
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import AnalysisPlugin, Figure, ResultTable
@@ -59,8 +64,8 @@ class Transfer(AnalysisPlugin):
         if not any(_init_from_config(c) for c in spec.configs):
             problems.append(("name", "no run of this spec starts from another run (model.init_from): there is no transfer to measure"))
         if not any(not _init_from_config(c) for c in spec.configs):
-            problems.append(("name", "every run of this spec starts from another run: sweep model.init_from against \"\" "
-                                     "(the pretrained model) to have runs to compare with"))
+            problems.append(("name", ("every run of this spec starts from another run: sweep model.init_from against \"\" "
+                                      "(the pretrained model) to have runs to compare with")))
         return problems
 
     def run(self, options, ctx):
