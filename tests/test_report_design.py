@@ -104,7 +104,7 @@ def study_store(tmp_path_factory):
 ENTRIES = [
     AnalysisEntry("transfer", "transfer", {}),
     AnalysisEntry("paired_comparison", "paired_comparison", {"vary": "init_from"}),
-    AnalysisEntry("bootstrap_ci", "bootstrap_ci", {}),
+    AnalysisEntry("bootstrap_ci", "bootstrap_ci", {"vary": "init_from", "n_resamples": 500}),
     AnalysisEntry("learning_curves", "learning_curves", {}),
     AnalysisEntry("lora_svd", "lora_svd", {}),
 ]
@@ -180,6 +180,17 @@ def test_transfer_matches_each_run_with_its_run_from_the_pretrained_model(report
     assert attn_q["source_stable_rank"] == pytest.approx(spectral)
     correlation = rows(store, "SELECT n, distinct_x, pearson_r, pearson_low, spearman_rho, spearman_low, note FROM transfer_correlation")[0]
     assert correlation["n"] == 12 and correlation["pearson_low"] is not None and correlation["spearman_rho"] is not None
+
+
+def test_bootstrap_ci_differences_follow_the_design_and_pair_seeds(report):
+    store, _ = report
+    diffs = rows(store, "SELECT a, b, grp, design, n, diff FROM bootstrap_ci_diffs WHERE experiment = 'design'")
+    assert len(diffs) == 12 and {(r["design"], r["n"]) for r in diffs} == {("init_from within each placement, rank", 2)}
+    runs = {r["config"]: r for r in rows(store, "SELECT config, list(value ORDER BY seed) AS v FROM bootstrap_ci_runs "
+                                                "WHERE experiment = 'design' AND metric = 'accuracy' GROUP BY config")}
+    for d in diffs:
+        assert d["a"] == f"{d['grp']}, from source" and d["b"] == f"{d['grp']}, from pretrained"
+        assert d["diff"] == pytest.approx(np.mean(np.array(runs[d["a"]]["v"]) - np.array(runs[d["b"]]["v"])))
 
 
 def test_a_correlation_over_too_few_distinct_values_says_so():
