@@ -123,7 +123,8 @@ def run_infos(db: duckdb.DuckDBPyConnection, run_ids: list[str]) -> list[RunInfo
     store = Store(Path(row[0])) if row and row[0] else Store(Path("store.duckdb"))
     rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id IN (SELECT unnest(?))", [list(run_ids)]).fetchall()
     found = {r[0]: _run_info(store, r) for r in rows}
-    return _short_labels([found[i] for i in run_ids if i in found])
+    labelled = {r.run_id: r for r in label_runs([found[i] for i in run_ids if i in found])[0]}
+    return [labelled[i] for i in run_ids if i in labelled]
 
 
 def scope(store: Store, experiment: str, include_sources: bool = False) -> tuple[list[RunInfo], list[RunInfo]]:
