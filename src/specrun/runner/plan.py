@@ -100,6 +100,8 @@ def _named_splits(config: dict, registry: Registry) -> dict[str, str]:
     """{spec key under data: split name} for every split a run reads."""
     data = config["data"]
     named = {"train_split": data["train_split"], "eval_split": eval_split_name(data, registry)}
+    if config["train"].get("select_on"):  # the split early stopping selects on
+        named["train.select_on"] = config["train"]["select_on"]
     return named | {f"eval_sets.{n}.split": es["split"] for n, es in data["eval_sets"].items() if es.get("split")}
 
 
@@ -127,8 +129,9 @@ NOT_IDENTITY_TRAIN_KEYS = ("checkpoint_every",)
 
 def training_view(config: dict) -> dict:
     """``config`` without its named evaluation sets and the train keys that do not change results
-    (``checkpoint_every``): what determines the trained weights (the primary evaluation split stays,
-    since it picks the best checkpoint under early stopping)."""
+    (``checkpoint_every``): what determines the trained weights (the primary evaluation split stays: it
+    picked the best checkpoint under early stopping before ``train.select_on`` existed, and removing it
+    now would change every run's id)."""
     train = {k: v for k, v in config["train"].items() if k not in NOT_IDENTITY_TRAIN_KEYS}
     return {**config, "data": {**config["data"], "eval_sets": {}}, "train": train}
 
@@ -237,6 +240,10 @@ def plan_one(run: RunConfig, loaded: LoadedSpec, registry: Registry, depth: int 
     }
     if inputs:  # only when present, so that other runs keep their ids
         identity["inputs"] = inputs
+    train = trained["train"]
+    if train.get("scheduler") == "constant" and train.get("warmup_ratio"):
+        # a constant schedule has warmed up since this key: such runs no longer compute what they did
+        identity["schedule"] = "constant_with_warmup"
     return PlannedRun(
         run_id=run_id_for(identity),
         experiment=run.experiment or loaded.experiment,

@@ -19,7 +19,7 @@ from specrun.plugins.api import SpecFacts
 from specrun.plugins.registry import Registry, get_registry
 from specrun.spec.locate import locate, split_key
 from specrun.spec.compose import Composed, Source, compose
-from specrun.spec.schema import RUN_SECTIONS, Spec, TrainSpec
+from specrun.spec.schema import SELECTION_KEYS, RUN_SECTIONS, Spec, TrainSpec
 from specrun.spec.stages import dependency_refs, fixed_seed, sets_key, stage_name, stage_tree
 
 Problem = tuple[str, "int | None", str]
@@ -364,7 +364,7 @@ def _section(raw: dict, name: str, model: type[BaseModel]) -> BaseModel | None:
 
 
 #: Metric splits the store uses besides evaluation sets: an evaluation set of that name would mix with them.
-_RESERVED_SET_NAMES = {"train": "training metrics", "cost": "cost metrics"}
+_RESERVED_SET_NAMES = {"train": "training metrics", "cost": "cost metrics", "selection": "selection-set metrics (early stopping)"}
 
 
 def _eval_set_name_problems(raw: dict, registry: Registry) -> list[tuple[tuple, str]]:
@@ -391,6 +391,67 @@ def _eval_set_name_problems(raw: dict, registry: Registry) -> list[tuple[tuple, 
     return problems
 
 
+def _train_problems(train: TrainSpec) -> list[tuple[tuple, str]]:
+    """Train settings that contradict each other or that the chosen schedule cannot honour."""
+    problems = []
+    if train.max_steps is not None and train.min_steps > train.max_steps:
+        problems.append((("train", "min_steps"), f"min_steps = {train.min_steps} is more than max_steps = {train.max_steps}: "
+                         "a run cannot do both; lower min_steps or raise max_steps (or leave one out)"))
+    if train.power is not None and train.scheduler != "polynomial":
+        problems.append((("train", "power"), f"only the polynomial schedule takes a power; scheduler = {train.scheduler!r} "
+                         "would ignore it: set scheduler = \"polynomial\" or leave power out"))
+    return problems
+
+
+def split_base(name: str) -> str:
+    """The split a split name or slice reads: ``test`` for ``test[:1000]``."""
+    return name.split("[", 1)[0].strip()
+
+
+def reported_splits(data: dict, registry: Registry) -> dict[str, str]:
+    """{spec key: split} for every split whose numbers a run reports: the primary evaluation split and the
+    named evaluation sets'."""
+    primary = data.get("eval_split")
+    if not isinstance(primary, str) or not primary:
+        try:
+            primary = registry.get("dataset", data.get("dataset")).eval_split
+        except Exception:  # an unknown dataset is reported at data.dataset
+            return {}
+    found = {"data.eval_split": primary}
+    sets = data.get("eval_sets") if isinstance(data.get("eval_sets"), dict) else {}
+    for name, entry in sets.items():
+        split = entry.get("split") if isinstance(entry, dict) else None
+        found[f"data.eval_sets.{name}.split"] = split if isinstance(split, str) and split else primary
+    return found
+
+
+def _selection_problems(raw: dict, train: TrainSpec, registry: Registry) -> list[tuple[tuple, str]]:
+    """Selection (early stopping and its best-weight restore) never evaluates a reported split unless the
+    spec says so; the selection keys say something only when training selects."""
+    defaults = {k: TrainSpec.model_fields[k].default for k in SELECTION_KEYS}
+    given = [k for k in SELECTION_KEYS if getattr(train, k) != defaults[k]]
+    if train.early_stopping is None:
+        return [(("train", k), "only early stopping selects weights by evaluating; without train.early_stopping this key does nothing: "
+                 "leave it out") for k in given]
+    problems = []
+    carved = [k for k in ("select_fraction", "select_max_examples") if k in given]
+    if train.select_on is not None or train.allow_selection_on_reported:
+        problems += [(("train", k), "applies to the selection set carved from the training split, which a spec with "
+                      "train.select_on or train.allow_selection_on_reported does not use: leave it out") for k in carved]
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    if train.select_on is None or train.allow_selection_on_reported:
+        return problems
+    for key, split in reported_splits(data, registry).items():
+        if split_base(split) == split_base(train.select_on):
+            problems.append((("train", "select_on"), f"early stopping would select on {train.select_on!r}, examples of split "
+                             f"{split_base(split)!r} whose numbers the run reports ({key} = {split!r}): the reported numbers "
+                             "would be optimistic. Leave select_on out (a selection set is carved from the training split), name "
+                             "a split the run does not report, or set train.allow_selection_on_reported = true to accept it "
+                             "(the report marks those numbers selected-on)"))
+            break
+    return problems
+
+
 def _cross_field_problems(raw: dict, registry: Registry) -> list[tuple[tuple, str]]:
     """Checks across the keys of a section, made on every section that is valid by itself."""
     problems = _eval_set_name_problems(raw, registry)
@@ -401,6 +462,9 @@ def _cross_field_problems(raw: dict, registry: Registry) -> list[tuple[tuple, st
             problems.append((("train", "early_stopping", "mode"), "the loss is minimised: early stopping on 'loss' needs mode = \"min\""))
         elif stopping.metric != "loss" and stopping.mode == "min":
             problems.append((("train", "early_stopping", "mode"), f"{stopping.metric} is maximised: early stopping on it needs mode = \"max\""))
+    if train is not None:
+        problems += _train_problems(train)
+        problems += _selection_problems(raw, train, registry)
     for name in raw.get("stages", {}) if isinstance(raw.get("stages"), dict) else {}:
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]*$", name):
             problems.append((("stages", name), "a stage is named with letters, digits, _ and -"))

@@ -1,0 +1,114 @@
+"""Issue 22, "no optimistic numbers": selection never touches the reported split, schedules do what
+their names say, conflicting settings are errors, statistics respect seeds, memory figures carry their
+kind, and ``few_shot k = 0`` is named for what it is."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from specrun.runner.data import SELECTION_SEED, stratified_indices
+from specrun.runner.train import _scheduler
+from specrun.spec.schema import TrainSpec
+from specrun.testing import toy_spec
+from specrun.testing.toy import run_spec
+
+
+# --- schedules ---------------------------------------------------------------------------------------
+
+
+def _rates(train: TrainSpec, steps: int) -> list[float]:
+    """The learning rate each optimizer step uses (base rate 1.0)."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = _scheduler(optimizer, train, steps)
+    rates = []
+    for _ in range(steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+STEPS, WARMUP = 20, 4  # warmup_ratio 0.2 of 20 steps
+
+
+def _after_warmup(step: int, decay) -> float:
+    if step < WARMUP:
+        return step / WARMUP
+    return decay((step - WARMUP) / (STEPS - WARMUP))
+
+
+EXPECTED = {
+    "linear": lambda s: _after_warmup(s, lambda p: 1 - p),
+    "cosine": lambda s: _after_warmup(s, lambda p: 0.5 * (1 + math.cos(math.pi * p))),
+    "constant": lambda s: _after_warmup(s, lambda p: 1.0),
+    "polynomial": lambda s: _after_warmup(s, lambda p: (1 - p) ** 2),
+}
+
+
+@pytest.mark.parametrize("scheduler", sorted(EXPECTED))
+def test_every_schedule_warms_up_then_follows_its_name(scheduler):
+    train = TrainSpec(scheduler=scheduler, warmup_ratio=0.2, power=2.0 if scheduler == "polynomial" else None)
+    rates = _rates(train, STEPS)
+    expected = [EXPECTED[scheduler](s) for s in range(STEPS)]
+    assert rates == pytest.approx(expected, abs=1e-9), scheduler
+    assert rates[0] == 0.0  # the warm-up starts from zero, whatever the schedule (constant used to skip it)
+
+
+def test_constant_without_warmup_is_constant_and_polynomial_defaults_to_power_one():
+    assert _rates(TrainSpec(scheduler="constant"), 10) == [1.0] * 10
+    linear = _rates(TrainSpec(scheduler="linear", warmup_ratio=0.1), 30)
+    assert _rates(TrainSpec(scheduler="polynomial", warmup_ratio=0.1), 30) == pytest.approx(linear, abs=1e-9)
+
+
+def test_keys_added_for_this_issue_stay_out_of_configs_that_do_not_use_them():
+    """Run ids hash the config tree: a spec that neither early-stops nor sets a power keeps its ids."""
+    dumped = TrainSpec(warmup_ratio=0.06).model_dump(mode="json")
+    assert not {"power", "select_on", "select_fraction", "select_max_examples", "allow_selection_on_reported"} & set(dumped)
+    selecting = TrainSpec(early_stopping={"metric": "accuracy"}).model_dump(mode="json")
+    assert selecting["select_on"] is None and selecting["select_fraction"] == 0.1
+
+
+# --- selection ---------------------------------------------------------------------------------------
+
+
+def test_the_carved_selection_set_is_stratified_and_deterministic():
+    labels = [0] * 80 + [1] * 20
+    chosen = stratified_indices(labels, 10, SELECTION_SEED)
+    assert chosen == stratified_indices(labels, 10, SELECTION_SEED) and chosen == sorted(set(chosen))
+    assert sum(labels[i] for i in chosen) == 2 and len(chosen) == 10  # 8 of class 0, 2 of class 1
+
+
+EARLY = 'eval_every = 2\nmax_steps = 12\nearly_stopping = { metric = "accuracy", patience = 50 }'
+
+
+def _history(result, split: str) -> dict[int, float]:
+    rows = result.sql("SELECT step, value FROM metrics WHERE split = ? AND name = 'accuracy' AND NOT final ORDER BY step", [split])
+    return {r["step"]: r["value"] for r in rows}
+
+
+def test_early_stopping_selects_on_a_set_carved_from_training_not_on_the_reported_split(tmp_path, tiny_model_dir, toy_data):
+    spec = toy_spec(method='name = "lora"\nrank = 4', train=EARLY, data_options=None)
+    result = run_spec(spec, tmp_path, model_dir=tiny_model_dir, toy_data=toy_data)
+    final = {(r["split"], r["name"]): r["value"] for r in result.sql("SELECT split, name, value FROM metrics WHERE final")}
+    # 10% of the 240 training examples, held out of training (stratified), recorded on the run
+    assert final[("selection", "examples")] == 24 and final[("selection", "on_reported_split")] == 0
+    assert final[("cost", "train_examples")] == 216
+    held = result.sql("SELECT count(*) AS n FROM train_examples")[0]["n"]
+    assert held == 216
+    selection, reported = _history(result, "selection"), _history(result, "validation")
+    assert sorted(selection) == sorted(reported) == list(range(2, 13, 2))
+    # the weights kept are those of the best selection-set evaluation (the first, on ties)
+    best = max(selection, key=lambda step: (selection[step], -step))
+    assert final[("validation", "accuracy")] == pytest.approx(reported[best])
+
+
+def test_selecting_on_the_reported_split_is_explicit_and_marked(tmp_path, tiny_model_dir, toy_data):
+    spec = toy_spec(method='name = "lora"\nrank = 4', train=EARLY + "\nallow_selection_on_reported = true")
+    result = run_spec(spec, tmp_path, model_dir=tiny_model_dir, toy_data=toy_data)
+    final = {(r["split"], r["name"]): r["value"] for r in result.sql("SELECT split, name, value FROM metrics WHERE final")}
+    assert final[("selection", "on_reported_split")] == 1 and final[("selection", "examples")] == 80
+    assert final[("cost", "train_examples")] == 240  # nothing held out
+    assert not _history(result, "selection")
