@@ -112,3 +112,46 @@ def test_selecting_on_the_reported_split_is_explicit_and_marked(tmp_path, tiny_m
     assert final[("selection", "on_reported_split")] == 1 and final[("selection", "examples")] == 80
     assert final[("cost", "train_examples")] == 240  # nothing held out
     assert not _history(result, "selection")
+
+
+# --- paired tests that respect seeds ---------------------------------------------------------------
+
+
+def _outcomes(per_seed: list[tuple[list[int], list[int]]], n: int = 100):
+    """(a, b) correctness, seeds × examples: for each seed, the examples only a gets right and only b does."""
+    import numpy as np
+
+    a, b = np.zeros((len(per_seed), n)), np.zeros((len(per_seed), n))
+    for s, (only_a, only_b) in enumerate(per_seed):
+        a[s, only_a] = 1
+        b[s, only_b] = 1
+    return a, b
+
+
+def test_the_paired_test_counts_an_example_once_however_many_seeds_agree_on_it():
+    from specrun.analysis.stats import mcnemar_p, paired_seeds_p, pooled_mcnemar_p
+
+    one = _outcomes([(list(range(6)), [6])])
+    assert paired_seeds_p(*one) == pooled_mcnemar_p(*one) == mcnemar_p(6, 1) == pytest.approx(0.125)
+    # three seeds that make the same mistakes: no more evidence about the examples than one seed
+    three = _outcomes([(list(range(6)), [6])] * 3)
+    assert paired_seeds_p(*three) == pytest.approx(0.125)
+    assert pooled_mcnemar_p(*three) < 0.002 < 0.05  # the old pooling: "significant" from the same 7 examples
+    # seeds that disagree: an example counts for the configuration that is right on it more often
+    mixed = _outcomes([([0, 1, 2], [3]), ([0, 1], [3, 4]), ([0, 5], [3])])
+    # mean differences: examples 0, 1, 2, 5 favour a; 3 and 4 favour b
+    assert paired_seeds_p(*mixed) == pytest.approx(mcnemar_p(4, 2))
+    assert paired_seeds_p(*mixed) >= pooled_mcnemar_p(*mixed)
+
+
+def test_paired_comparison_uses_the_seed_respecting_test(monkeypatch):
+    import numpy as np
+
+    from specrun.plugins.analyses.paired_comparison import PairedComparison, PairedOptions
+
+    a, b = _outcomes([(list(range(6)), [6])] * 3, n=20)
+    arm = lambda m: {"config": "x", "eval_set": "validation", "dataset": "d", "seeds": {s: dict(enumerate(map(bool, m[s]))) for s in range(3)}}  # noqa: E731
+    row = PairedComparison()._pair(PairedOptions(), "a", arm(a), "b", arm(b))
+    assert row["n_seeds"] == 3 and row["only_a_right"] == 18 and row["only_b_right"] == 3
+    assert row["p_value"] == pytest.approx(0.125)
+    assert np.isclose(row["diff"], 0.25)
