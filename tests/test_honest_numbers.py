@@ -155,3 +155,53 @@ def test_paired_comparison_uses_the_seed_respecting_test(monkeypatch):
     assert row["n_seeds"] == 3 and row["only_a_right"] == 18 and row["only_b_right"] == 3
     assert row["p_value"] == pytest.approx(0.125)
     assert np.isclose(row["diff"], 0.25)
+
+
+# --- memory figures carry their kind -----------------------------------------------------------------
+
+
+def test_runs_record_their_memory_kind_and_the_pareto_front_never_mixes_kinds(study, cli):
+    import json
+
+    import duckdb
+
+    spec, store = study
+    with duckdb.connect(str(store)) as db:
+        kinds = db.execute("SELECT DISTINCT memory_kind FROM runs WHERE status = 'completed'").fetchall()
+        assert kinds == [("cpu_rss_growth",)]
+        # two configurations: the more accurate one also uses less memory, so on one axis it alone is on the front
+        acc = db.execute("""SELECT json_extract_string(r.sweep, '$."data.max_train_examples"') AS config, avg(m.value) AS a
+                            FROM runs r JOIN metrics m USING (run_id) WHERE m.final AND m.split = 'validation' AND m.name = 'accuracy'
+                            GROUP BY 1 ORDER BY a DESC, config""").fetchall()
+        best, other = acc[0][0], acc[-1][0]
+        assert best != other
+        for config, mb in ((best, 10.0), (other, 500.0)):
+            db.execute("""UPDATE metrics SET value = ? WHERE split = 'cost' AND name = 'peak_memory_mb' AND run_id IN
+                          (SELECT run_id FROM runs WHERE json_extract_string(sweep, '$."data.max_train_examples"') = ?)""", [mb, config])
+        # the other configuration's runs measured on a GPU: an allocator peak, not comparable with RSS growth
+        db.execute("""UPDATE runs SET memory_kind = 'cuda_allocated_peak'
+                      WHERE json_extract_string(sweep, '$."data.max_train_examples"') = ?""", [other])
+    code, _, err = cli("analyze", "study", "--store", str(store), "--only", "efficiency", "--force")
+    assert code == 0, err
+    code, out, err = cli("sql", "SELECT config, on_front, memory_kind FROM efficiency_pareto WHERE cost_metric = 'peak_memory_mb' ORDER BY config",
+                         "--store", str(store), "-f", "json")
+    rows = json.loads(out)
+    assert len(rows) == 2 and all(r["on_front"] for r in rows)  # each alone among its kind
+    assert {r["memory_kind"] for r in rows} == {"cpu_rss_growth", "cuda_allocated_peak"}
+
+
+def test_m011_gives_earlier_runs_the_memory_kind_of_their_device(tmp_path):
+    import duckdb
+
+    from specrun.store import Store
+    from test_migrate import _old_store
+
+    path = tmp_path / "old.duckdb"
+    _old_store(path, "m010_relative_artifact_paths")
+    with duckdb.connect(str(path)) as db:
+        db.execute("""INSERT INTO runs (run_id, status, environment) VALUES
+            ('cpu', 'completed', '{"device": "cpu"}'), ('gpu', 'completed', '{"device": "cuda:0"}'), ('none', 'failed', NULL)""")
+        db.execute("INSERT INTO metrics VALUES ('cpu', 1, NULL, 'cost', 'peak_memory_mb', 1.0, true), ('gpu', 1, NULL, 'cost', 'peak_memory_mb', 2.0, true)")
+    with Store(path).read() as db:
+        kinds = dict(db.execute("SELECT run_id, memory_kind FROM runs").fetchall())
+    assert kinds == {"cpu": "cpu_rss_growth", "gpu": "cuda_allocated_peak", "none": None}

@@ -263,6 +263,7 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
         )
 
     record.train_seconds, record.resumed_from = outcome.train_seconds, outcome.resumed_from
+    record.memory_kind = memory.kind
     record.metrics = [MetricRow(r.step, r.epoch, r.split, r.name, r.value, final=False) for r in outcome.rows]
     final_step = outcome.steps
     seconds = evaluate_sets(
@@ -288,7 +289,7 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
         "train_steps": outcome.steps,
         "train_examples": len(train),
         "samples_per_second": outcome.samples_seen / outcome.train_seconds if outcome.train_seconds else 0.0,
-        "peak_memory_mb": memory.peak_bytes / 2**20,
+        "peak_memory_mb": memory.peak_bytes / 2**20,  # of memory.kind (recorded on the run)
         "model_memory_mb": model_bytes(model) / 2**20,
         "eval_examples_per_second": len(primary) / primary_seconds if primary_seconds else 0.0,
         "artifact_bytes": saved.trained_bytes(),

@@ -188,6 +188,8 @@ def complete(store: Store, run_id: str, record: RunRecord) -> None:
             )
         if record.transfer is not None:
             _insert_transfer(db, run_id, record.transfer)
+        if record.memory_kind is not None:
+            db.execute("UPDATE runs SET memory_kind = ? WHERE run_id = ?", [record.memory_kind, run_id])
         if record.resumed_from is not None:
             db.execute(
                 "UPDATE runs SET environment = json_merge_patch(environment, ?) WHERE run_id = ?",
