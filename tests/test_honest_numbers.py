@@ -205,3 +205,12 @@ def test_m011_gives_earlier_runs_the_memory_kind_of_their_device(tmp_path):
     with Store(path).read() as db:
         kinds = dict(db.execute("SELECT run_id, memory_kind FROM runs").fetchall())
     assert kinds == {"cpu": "cpu_rss_growth", "gpu": "cuda_allocated_peak", "none": None}
+
+
+# --- few_shot k = 0 ----------------------------------------------------------------------------------
+
+
+def test_few_shot_k_zero_is_named_a_random_head_not_a_zero_shot_baseline(registry):
+    plugin = registry.get("transform", "few_shot")
+    for text in (plugin.description, plugin.Options.model_fields["k"].description):
+        assert "randomly initialised head" in text and "not a zero-shot" in text
