@@ -103,6 +103,7 @@ def test_early_stopping_selects_on_a_set_carved_from_training_not_on_the_reporte
     # the weights kept are those of the best selection-set evaluation (the first, on ties)
     best = max(selection, key=lambda step: (selection[step], -step))
     assert final[("validation", "accuracy")] == pytest.approx(reported[best])
+    assert "Selected-on numbers" not in _report(result, tmp_path)
 
 
 def test_selecting_on_the_reported_split_is_explicit_and_marked(tmp_path, tiny_model_dir, toy_data):
@@ -112,6 +113,17 @@ def test_selecting_on_the_reported_split_is_explicit_and_marked(tmp_path, tiny_m
     assert final[("selection", "on_reported_split")] == 1 and final[("selection", "examples")] == 80
     assert final[("cost", "train_examples")] == 240  # nothing held out
     assert not _history(result, "selection")
+    page = _report(result, tmp_path)
+    assert "Selected-on numbers: 1 run(s) picked their weights (early stopping) on the evaluation split they report" in page
+
+
+def _report(result, tmp_path) -> str:
+    from specrun.testing.toy import run_cli
+
+    out = tmp_path / "report.html"
+    code, _, err = run_cli("report", result.experiment, "--store", str(result.store), "-o", str(out), "--no-analyze")
+    assert code == 0, err
+    return out.read_text()
 
 
 # --- paired tests that respect seeds ---------------------------------------------------------------
