@@ -63,6 +63,20 @@ def test_constant_without_warmup_is_constant_and_polynomial_defaults_to_power_on
     assert _rates(TrainSpec(scheduler="polynomial", warmup_ratio=0.1), 30) == pytest.approx(linear, abs=1e-9)
 
 
+def test_a_constant_schedule_that_now_warms_up_gets_a_new_identity(write_spec, registry):
+    """Runs trained with scheduler = "constant" and a warm-up before it was honoured computed something
+    else: the store must not serve them for the same spec now. Other schedules keep their ids."""
+    from specrun.runner.plan import plan_runs
+    from specrun.spec.load import load_spec
+
+    def identity(train: str) -> dict:
+        return plan_runs(load_spec(write_spec(train=train), registry=registry), registry)[0].identity
+
+    assert identity('max_steps = 4\nscheduler = "constant"\nwarmup_ratio = 0.25')["schedule"] == "constant_with_warmup"
+    assert "schedule" not in identity('max_steps = 4\nscheduler = "constant"')
+    assert "schedule" not in identity('max_steps = 4\nwarmup_ratio = 0.25')
+
+
 def test_keys_added_for_this_issue_stay_out_of_configs_that_do_not_use_them():
     """Run ids hash the config tree: a spec that neither early-stops nor sets a power keeps its ids."""
     dumped = TrainSpec(warmup_ratio=0.06).model_dump(mode="json")
