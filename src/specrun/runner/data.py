@@ -226,7 +226,8 @@ def _selection(settings: RunSettings, dataset: Dataset, train: Examples, unused:
         return primary, None, {"source": "reported", "split": primary, "reported": True}, train
     if t.select_on is not None:
         examples = split_examples(dataset, t.select_on, "train.select_on")
-        return SELECTION_SET, examples, {"source": "split", "split": t.select_on, "reported": split_base(t.select_on) == split_base(primary)}, train
+        reported = {split_base(primary), *(split_base(s.split or primary) for s in settings.data.eval_sets.values())}
+        return SELECTION_SET, examples, {"source": "split", "split": t.select_on, "reported": split_base(t.select_on) in reported}, train
     size = min(t.select_max_examples, max(len(dataset.label_names), round(t.select_fraction * len(train))))
     info = {"source": "carved", "split": settings.data.train_split, "seed": SELECTION_SEED, "fraction": t.select_fraction, "reported": False}
     if unused is not None and len(unused) >= size:

@@ -239,7 +239,7 @@ def selected_on_reported(db: duckdb.DuckDBPyConnection, experiment: str) -> int:
         "  OR (coalesce(json_type(json_extract(r.config, '$.train.early_stopping')), 'NULL') <> 'NULL'"
         "      AND json_extract(r.config, '$.train.select_fraction') IS NULL))",
         [experiment],
-    ).fetchone()[0]
+    ).fetchall()[0][0]  # fetched whole: a connection with an unfinished result serves no other query
 
 
 def latest_environment(db: duckdb.DuckDBPyConnection, experiment: str) -> dict | None:
