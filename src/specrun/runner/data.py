@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 
-import specrun
+from specrun.version import __version__
 from specrun import cache
 from specrun.errors import DataError, did_you_mean
 from specrun.examples import Dataset, Examples
@@ -60,7 +60,7 @@ def _load_cached(name: str, options_json: str, data_dir_: str | None, spec_dir: 
     ctx = DataContext(data_dir=data_dir_, spec_dir=spec_dir)
     files = source.files(options, ctx)
     signature = cache.file_signature(files) if files else None
-    key = {"dataset": name, "version": registry.code_version("dataset", name), "specrun": specrun.__version__,
+    key = {"dataset": name, "version": registry.code_version("dataset", name), "specrun": __version__,
            "options": options_json, "files": signature}
     if signature is not None:
         dataset = cache.get("datasets", key)
@@ -120,12 +120,14 @@ def stratified_indices(labels, size: int, seed: int) -> list[int]:
     remainder), drawn at random within each label with ``seed``; in increasing order."""
     import numpy as np
 
-    from specrun.plugins.transforms.common import proportional_quotas
-
     by_label: dict[int, list[int]] = {}
     for position, label in enumerate(labels):
         by_label.setdefault(label, []).append(position)
-    quotas = proportional_quotas(size, {label: len(p) for label, p in by_label.items()})
+    total = len(labels)
+    exact = {label: size * len(p) / total for label, p in by_label.items()} if total else {}
+    quotas = {label: int(x) for label, x in exact.items()}
+    for label in sorted(exact, key=lambda label: (-(exact[label] - quotas[label]), label))[: size - sum(quotas.values())]:
+        quotas[label] += 1  # largest remainder; ties to the smaller label
     rng = np.random.default_rng(seed)
     chosen: list[int] = []
     for label in sorted(by_label):
