@@ -9,8 +9,6 @@ import math
 import pytest
 import torch
 
-from specrun.runner.data import SELECTION_SEED, stratified_indices
-from specrun.runner.train import _scheduler
 from specrun.spec.schema import TrainSpec
 from specrun.testing import toy_spec
 from specrun.testing.toy import run_spec
@@ -21,6 +19,8 @@ from specrun.testing.toy import run_spec
 
 def _rates(train: TrainSpec, steps: int) -> list[float]:
     """The learning rate each optimizer step uses (base rate 1.0)."""
+    from specrun.runner.train import _scheduler
+
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     scheduler = _scheduler(optimizer, train, steps)
     rates = []
@@ -89,6 +89,8 @@ def test_keys_added_for_this_issue_stay_out_of_configs_that_do_not_use_them():
 
 
 def test_the_carved_selection_set_is_stratified_and_deterministic():
+    from specrun.runner.data import SELECTION_SEED, stratified_indices
+
     labels = [0] * 80 + [1] * 20
     chosen = stratified_indices(labels, 10, SELECTION_SEED)
     assert chosen == stratified_indices(labels, 10, SELECTION_SEED) and chosen == sorted(set(chosen))
