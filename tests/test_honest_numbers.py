@@ -13,7 +13,6 @@ from specrun.spec.schema import TrainSpec
 from specrun.testing import toy_spec
 from specrun.testing.toy import run_spec
 
-
 # --- schedules ---------------------------------------------------------------------------------------
 
 
@@ -74,13 +73,15 @@ def test_a_constant_schedule_that_now_warms_up_gets_a_new_identity(write_spec, r
 
     assert identity('max_steps = 4\nscheduler = "constant"\nwarmup_ratio = 0.25')["schedule"] == "constant_with_warmup"
     assert "schedule" not in identity('max_steps = 4\nscheduler = "constant"')
-    assert "schedule" not in identity('max_steps = 4\nwarmup_ratio = 0.25')
+    assert "schedule" not in identity("max_steps = 4\nwarmup_ratio = 0.25")
 
 
 def test_keys_added_for_this_issue_stay_out_of_configs_that_do_not_use_them():
     """Run ids hash the config tree: a spec that neither early-stops nor sets a power keeps its ids."""
     dumped = TrainSpec(warmup_ratio=0.06).model_dump(mode="json")
-    assert not {"power", "select_on", "select_fraction", "select_max_examples", "allow_selection_on_reported"} & set(dumped)
+    assert not {"power", "select_on", "select_fraction", "select_max_examples", "allow_selection_on_reported"} & set(
+        dumped
+    )
     selecting = TrainSpec(early_stopping={"metric": "accuracy"}).model_dump(mode="json")
     assert selecting["select_on"] is None and selecting["select_fraction"] == 0.1
 
@@ -101,14 +102,20 @@ EARLY = 'eval_every = 2\nmax_steps = 12\nearly_stopping = { metric = "accuracy",
 
 
 def _history(result, split: str) -> dict[int, float]:
-    rows = result.sql("SELECT step, value FROM metrics WHERE split = ? AND name = 'accuracy' AND NOT final ORDER BY step", [split])
+    rows = result.sql(
+        "SELECT step, value FROM metrics WHERE split = ? AND name = 'accuracy' AND NOT final ORDER BY step", [split]
+    )
     return {r["step"]: r["value"] for r in rows}
 
 
-def test_early_stopping_selects_on_a_set_carved_from_training_not_on_the_reported_split(tmp_path, tiny_model_dir, toy_data):
+def test_early_stopping_selects_on_a_set_carved_from_training_not_on_the_reported_split(
+    tmp_path, tiny_model_dir, toy_data
+):
     spec = toy_spec(method='name = "lora"\nrank = 4', train=EARLY, data_options=None)
     result = run_spec(spec, tmp_path, model_dir=tiny_model_dir, toy_data=toy_data)
-    final = {(r["split"], r["name"]): r["value"] for r in result.sql("SELECT split, name, value FROM metrics WHERE final")}
+    final = {
+        (r["split"], r["name"]): r["value"] for r in result.sql("SELECT split, name, value FROM metrics WHERE final")
+    }
     # 10% of the 240 training examples, held out of training (stratified), recorded on the run
     assert final[("selection", "examples")] == 24 and final[("selection", "on_reported_split")] == 0
     assert final[("cost", "train_examples")] == 216
@@ -125,12 +132,17 @@ def test_early_stopping_selects_on_a_set_carved_from_training_not_on_the_reporte
 def test_selecting_on_the_reported_split_is_explicit_and_marked(tmp_path, tiny_model_dir, toy_data):
     spec = toy_spec(method='name = "lora"\nrank = 4', train=EARLY + "\nallow_selection_on_reported = true")
     result = run_spec(spec, tmp_path, model_dir=tiny_model_dir, toy_data=toy_data)
-    final = {(r["split"], r["name"]): r["value"] for r in result.sql("SELECT split, name, value FROM metrics WHERE final")}
+    final = {
+        (r["split"], r["name"]): r["value"] for r in result.sql("SELECT split, name, value FROM metrics WHERE final")
+    }
     assert final[("selection", "on_reported_split")] == 1 and final[("selection", "examples")] == 80
     assert final[("cost", "train_examples")] == 240  # nothing held out
     assert not _history(result, "selection")
     page = _report(result, tmp_path)
-    assert "Selected-on numbers: 1 run(s) picked their weights (early stopping) on the evaluation split they report" in page
+    assert (
+        "Selected-on numbers: 1 run(s) picked their weights (early stopping) on the evaluation split they report"
+        in page
+    )
 
 
 def _report(result, tmp_path) -> str:
@@ -178,7 +190,15 @@ def test_paired_comparison_uses_the_seed_respecting_test(monkeypatch):
     from specrun.plugins.analyses.paired_comparison import PairedComparison, PairedOptions
 
     a, b = _outcomes([(list(range(6)), [6])] * 3, n=20)
-    arm = lambda m: {"config": "x", "eval_set": "validation", "dataset": "d", "seeds": {s: dict(enumerate(map(bool, m[s]))) for s in range(3)}}  # noqa: E731
+
+    def arm(m):
+        return {
+            "config": "x",
+            "eval_set": "validation",
+            "dataset": "d",
+            "seeds": {s: dict(enumerate(map(bool, m[s]))) for s in range(3)},
+        }
+
     row = PairedComparison()._pair(PairedOptions(), "a", arm(a), "b", arm(b))
     assert row["n_seeds"] == 3 and row["only_a_right"] == 18 and row["only_b_right"] == 3
     assert row["p_value"] == pytest.approx(0.125)
@@ -193,7 +213,7 @@ def test_runs_record_their_memory_kind_and_the_pareto_front_never_mixes_kinds(st
 
     import duckdb
 
-    spec, store = study
+    _, store = study
     with duckdb.connect(str(store)) as db:
         kinds = db.execute("SELECT DISTINCT memory_kind FROM runs WHERE status = 'completed'").fetchall()
         assert kinds == [("cpu_rss_growth",)]
@@ -204,15 +224,27 @@ def test_runs_record_their_memory_kind_and_the_pareto_front_never_mixes_kinds(st
         best, other = acc[0][0], acc[-1][0]
         assert best != other
         for config, mb in ((best, 10.0), (other, 500.0)):
-            db.execute("""UPDATE metrics SET value = ? WHERE split = 'cost' AND name = 'peak_memory_mb' AND run_id IN
-                          (SELECT run_id FROM runs WHERE json_extract_string(sweep, '$."data.max_train_examples"') = ?)""", [mb, config])
+            db.execute(
+                """UPDATE metrics SET value = ? WHERE split = 'cost' AND name = 'peak_memory_mb' AND run_id IN
+                          (SELECT run_id FROM runs WHERE json_extract_string(sweep, '$."data.max_train_examples"') = ?)""",
+                [mb, config],
+            )
         # the other configuration's runs measured on a GPU: an allocator peak, not comparable with RSS growth
-        db.execute("""UPDATE runs SET memory_kind = 'cuda_allocated_peak'
-                      WHERE json_extract_string(sweep, '$."data.max_train_examples"') = ?""", [other])
+        db.execute(
+            """UPDATE runs SET memory_kind = 'cuda_allocated_peak'
+                      WHERE json_extract_string(sweep, '$."data.max_train_examples"') = ?""",
+            [other],
+        )
     code, _, err = cli("analyze", "study", "--store", str(store), "--only", "efficiency", "--force")
     assert code == 0, err
-    code, out, err = cli("sql", "SELECT config, on_front, memory_kind FROM efficiency_pareto WHERE cost_metric = 'peak_memory_mb' ORDER BY config",
-                         "--store", str(store), "-f", "json")
+    code, out, err = cli(
+        "sql",
+        "SELECT config, on_front, memory_kind FROM efficiency_pareto WHERE cost_metric = 'peak_memory_mb' ORDER BY config",
+        "--store",
+        str(store),
+        "-f",
+        "json",
+    )
     rows = json.loads(out)
     assert len(rows) == 2 and all(r["on_front"] for r in rows)  # each alone among its kind
     assert {r["memory_kind"] for r in rows} == {"cpu_rss_growth", "cuda_allocated_peak"}
@@ -220,16 +252,18 @@ def test_runs_record_their_memory_kind_and_the_pareto_front_never_mixes_kinds(st
 
 def test_m011_gives_earlier_runs_the_memory_kind_of_their_device(tmp_path):
     import duckdb
+    from test_migrate import _old_store
 
     from specrun.store import Store
-    from test_migrate import _old_store
 
     path = tmp_path / "old.duckdb"
     _old_store(path, "m010_relative_artifact_paths")
     with duckdb.connect(str(path)) as db:
         db.execute("""INSERT INTO runs (run_id, status, environment) VALUES
             ('cpu', 'completed', '{"device": "cpu"}'), ('gpu', 'completed', '{"device": "cuda:0"}'), ('none', 'failed', NULL)""")
-        db.execute("INSERT INTO metrics VALUES ('cpu', 1, NULL, 'cost', 'peak_memory_mb', 1.0, true), ('gpu', 1, NULL, 'cost', 'peak_memory_mb', 2.0, true)")
+        db.execute(
+            "INSERT INTO metrics VALUES ('cpu', 1, NULL, 'cost', 'peak_memory_mb', 1.0, true), ('gpu', 1, NULL, 'cost', 'peak_memory_mb', 2.0, true)"
+        )
     with Store(path).read() as db:
         kinds = dict(db.execute("SELECT run_id, memory_kind FROM runs").fetchall())
     assert kinds == {"cpu": "cpu_rss_growth", "gpu": "cuda_allocated_peak", "none": None}
