@@ -15,7 +15,7 @@ from specrun.plugins.registry import Registry
 from specrun.runner.data import eval_split_name, load_dataset, split_examples
 from specrun.runner.task import EvalSetDefinition as EvalSetPlan
 from specrun.spec.schema import RunSettings
-from specrun.spec.load import LoadedSpec, RunConfig
+from specrun.spec.load import LoadedSpec, Origin, RunConfig
 from specrun.spec.stages import dependency_refs, stage_name, transform_entries
 
 
@@ -34,6 +34,22 @@ class PlannedRun:
     #: Named evaluation sets (``data.eval_sets``) by name: their definition and its fingerprint. They are
     #: not part of the run's identity: a completed run is evaluated on a new one without retraining.
     eval_sets: dict[str, EvalSetPlan] = field(default_factory=dict, repr=False)
+    #: Where the run's values come from (spec files, --set items), to locate problems found later.
+    origin: Origin | None = field(default=None, repr=False, compare=False)
+
+    def locate(self, key: str, message: str) -> tuple:
+        """A problem about dotted ``key`` of this run, as SpecError takes it: at the line its value comes from."""
+        if self.origin is None:
+            from specrun.spec.locate import locate
+
+            line = None
+            if self.spec_path:
+                try:
+                    line = locate(Path(self.spec_path).read_text(encoding="utf-8"), key.split("."))
+                except OSError:
+                    pass
+            return (key, line, message)
+        return self.origin.locate(key, message, self.sweep_values)
 
     @property
     def settings(self) -> RunSettings:
@@ -217,9 +233,13 @@ def plan_one(run: RunConfig, loaded: LoadedSpec, registry: Registry, depth: int 
     if depth >= MAX_DEPTH:
         raise SpecError(str(loaded.path), [("stages", None, f"stages and source specs nest deeper than {MAX_DEPTH} levels")])
     spec_dir = str(Path(loaded.path).resolve().parent)
-    problems = split_problems(run.config, registry, spec_dir)
+    try:
+        problems = split_problems(run.config, registry, spec_dir)
+    except DataError as exc:
+        problems = [exc]
     if problems:
-        raise SpecError(str(loaded.path), [loaded.locate(e.key, e.message) for e in problems])
+        raise SpecError(str(loaded.path), [loaded.locate(e.key, e.message, run.sweep_values) if e.key else ("", None, e.message)
+                                           for e in problems])
     try:
         dependencies = resolve_dependencies(run, loaded, registry, depth)  # before training_view: it rewrites references to run ids
         trained = training_view(run.config)
@@ -229,7 +249,7 @@ def plan_one(run: RunConfig, loaded: LoadedSpec, registry: Registry, depth: int 
     except DataError as exc:  # name the spec's file and line too
         if exc.key is None:
             raise
-        raise SpecError(str(loaded.path), [loaded.locate(exc.key, exc.message)]) from None
+        raise SpecError(str(loaded.path), [loaded.locate(exc.key, exc.message, run.sweep_values)]) from None
     identity = {
         "config": trained,
         "data": fingerprint,
@@ -248,6 +268,7 @@ def plan_one(run: RunConfig, loaded: LoadedSpec, registry: Registry, depth: int 
         spec_path=str(loaded.path),
         dependencies=dependencies,
         eval_sets=eval_sets,
+        origin=loaded.origin(),
     )
 
 

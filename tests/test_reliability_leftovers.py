@@ -1,0 +1,79 @@
+"""The reliability leftovers of issues 22 and 25: each a located error (file, line, key; exit 2, no
+traceback) or correct behaviour."""
+
+from pathlib import Path
+
+from specrun.spec.locate import locate
+
+
+def assert_clean_error(code, err, *needles):
+    assert code == 2, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+
+
+def line_of(path: Path, *key: str) -> int:
+    line = locate(path.read_text(), key)
+    assert line is not None
+    return line
+
+
+# --- a. values from a sweep, --set or a base are located where they come from ---------------------
+
+
+def test_problem_with_a_sweep_value_points_at_the_sweep_entry(write_spec, cli):
+    spec = write_spec(extra='[sweep]\n"data.max_train_examples" = [100, 1]\n')
+    code, _, err = cli("plan", str(spec))
+    line = line_of(spec, "sweep", "data.max_train_examples")
+    assert_clean_error(code, err, f"{spec}:{line}: data.max_train_examples: (from sweep data.max_train_examples = 1)", "only the class")
+
+
+def test_problem_with_a_set_value_names_the_set_item_and_the_line_it_overrides(write_spec, cli):
+    spec = write_spec(train="epochs = 2\nmax_steps = 3")
+    code, _, err = cli("plan", str(spec), "--set", "data.train_split=trian")
+    assert_clean_error(code, err, f"{spec}: data.train_split: (from --set data.train_split=trian)", "no split 'trian'")
+    code, _, err = cli("validate", str(spec), "--set", "train.max_steps=0")
+    line = line_of(spec, "train", "max_steps")
+    assert_clean_error(code, err, f"{spec}:{line}: train.max_steps: (from --set train.max_steps=0)")
+    # found by the checks before training (the data), not by validation
+    spec = write_spec(extra="", train="epochs = 1").read_text().replace('eval_split = "validation"', 'eval_split = "validation"\nmax_train_examples = 200')
+    path = Path(write_spec(spec))
+    code, _, err = cli("plan", str(path), "--set", "data.max_train_examples=1")
+    line = line_of(path, "data", "max_train_examples")
+    assert_clean_error(code, err, f"{path}:{line}: data.max_train_examples: (from --set data.max_train_examples=1)", "only the class")
+
+
+def test_problem_with_a_base_value_points_at_the_base_file(write_spec, cli, tmp_path):
+    base = write_spec(name="base")
+    base.write_text(base.read_text().replace("train.tsv", "nope.tsv"))
+    child = tmp_path / "child.toml"
+    child.write_text('extends = "base.toml"\n\n[experiment]\nname = "child"\n')
+    code, _, err = cli("plan", str(child))
+    line = line_of(base, "data", "options", "files")
+    assert_clean_error(code, err, f"{base}:{line}: data.options.files.train: data file not found", "nope.tsv")
+
+
+# --- j. a dataset plugin's error about one of its options is located at that option -------------
+
+
+def test_dataset_option_error_is_located_at_the_option(write_spec, cli):
+    spec = write_spec()
+    spec.write_text(spec.read_text().replace("[data.options]\n", '[data.options]\ntext_column = "texte"\n'))
+    code, _, err = cli("plan", str(spec))
+    line = line_of(spec, "data", "options", "text_column")
+    assert_clean_error(code, err, f"{spec}:{line}: data.options.text_column:", "texte")
+    code, _, err = cli("plan", str(spec), "--set", "data.options.text_column=txt")
+    assert_clean_error(code, err, f"{spec}:{line}: data.options.text_column: (from --set data.options.text_column=txt)")
+
+
+def test_dataset_plugin_error_with_an_option_key(tmp_path):
+    from specrun.errors import DataError
+    from specrun.runner.data import option_key
+
+    assert option_key("files.train", "x", {"files": {"train": "a"}}) == "data.options.files.train"
+    assert option_key("data.options.files", "x", {}) == "data.options.files"
+    assert option_key(None, "data file not found: /d/a.tsv", {"files": {"train": "/d/a.tsv"}, "format": "tsv"}) == "data.options.files.train"
+    assert option_key(None, "cannot read", {"format": "tsv"}) == "data.options"
+    assert option_key(None, "cannot read", {}) == "data.dataset"
+    assert DataError("m", key="data.options.x").key == "data.options.x"
