@@ -77,3 +77,22 @@ def test_dataset_plugin_error_with_an_option_key(tmp_path):
     assert option_key(None, "cannot read", {"format": "tsv"}) == "data.options"
     assert option_key(None, "cannot read", {}) == "data.dataset"
     assert DataError("m", key="data.options.x").key == "data.options.x"
+
+
+# --- g. a spec whose runs start from itself is a cycle naming the key -------------------------------
+
+
+def test_spec_that_starts_from_itself_is_a_cycle(write_spec, cli, tmp_path):
+    spec = write_spec(name="selfref")
+    spec.write_text(spec.read_text().replace('max_length = 32', 'max_length = 32\ninit_from = "selfref.toml"'))
+    code, _, err = cli("plan", str(spec))
+    line = line_of(spec, "model", "init_from")
+    assert_clean_error(code, err, f"{spec}:{line}: model.init_from: init_from specs refer to each other in a cycle: selfref.toml → selfref.toml")
+    assert "deeper" not in err
+    # a longer cycle, through another spec's stage
+    other = write_spec(name="other")
+    other.write_text(other.read_text().replace('max_length = 32', 'max_length = 32\ninit_from = "stage:s"') + '\n[stages.s]\nmodel = { init_from = "selfref.toml" }\n')
+    spec.write_text(spec.read_text().replace('init_from = "selfref.toml"', 'init_from = "other.toml"'))
+    code, _, err = cli("plan", str(spec))
+    assert_clean_error(code, err, "model.init_from: init_from specs refer to each other in a cycle: selfref.toml → other.toml → selfref.toml")
+    assert "deeper" not in err
