@@ -96,3 +96,18 @@ def test_spec_that_starts_from_itself_is_a_cycle(write_spec, cli, tmp_path):
     code, _, err = cli("plan", str(spec))
     assert_clean_error(code, err, "model.init_from: init_from specs refer to each other in a cycle: selfref.toml → other.toml → selfref.toml")
     assert "deeper" not in err
+
+
+# --- b. a LoRA rank beyond the adapted matrices' size fails at plan, located ------------------------
+
+
+def test_lora_rank_beyond_the_hidden_size_fails_at_plan(write_spec, cli):
+    spec = write_spec(method='name = "lora"\nrank = 33')  # the tiny model's hidden size is 32
+    code, _, err = cli("plan", str(spec))
+    line = line_of(spec, "method", "rank")
+    assert_clean_error(code, err, f"{spec}:{line}: method.rank: rank 33 exceeds the smaller dimension", "(32×32)", "use a rank of 32 or less")
+    code, _, err = cli("plan", str(spec), "--set", "method.rank=32")
+    assert code == 0, err
+    # the feed-forward output (64 -> 32) bounds the rank by 32 as well
+    code, _, err = cli("plan", str(spec), "--set", 'method.target_modules=["intermediate.dense"]')
+    assert_clean_error(code, err, "method.rank", "intermediate.dense (32×64)")
