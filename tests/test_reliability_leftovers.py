@@ -111,3 +111,38 @@ def test_lora_rank_beyond_the_hidden_size_fails_at_plan(write_spec, cli):
     # the feed-forward output (64 -> 32) bounds the rank by 32 as well
     code, _, err = cli("plan", str(spec), "--set", 'method.target_modules=["intermediate.dense"]')
     assert_clean_error(code, err, "method.rank", "intermediate.dense (32×64)")
+
+
+# --- c. mixed JSON label types make no extra classes ------------------------------------------------
+
+
+def _jsonl_spec(write_spec, tmp_path, odd_label):
+    import json
+
+    rows = [{"text": f"good film {i}" if i % 2 else f"bad film {i}", "label": i % 2} for i in range(20)]
+    rows[7]["label"] = odd_label
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:8] if r["label"] in (0, 1)))
+    spec = write_spec()
+    text = spec.read_text()
+    start = text.index("files = ")
+    end = text.index("\n", start)
+    spec.write_text(text[:start] + f'files = {{ train = "{tmp_path / "train.jsonl"}", validation = "{tmp_path / "dev.jsonl"}" }}' + text[end:])
+    return spec
+
+
+def test_mixed_json_label_types_are_a_located_data_error(write_spec, cli, tmp_path):
+    train = tmp_path / "train.jsonl"
+    for odd, needle in [(1.5, "is the number 1.5"), (True, "is the JSON true"), ("pos", "is the name 'pos'")]:
+        spec = _jsonl_spec(write_spec, tmp_path, odd)
+        code, _, err = cli("plan", str(spec))
+        assert_clean_error(code, err, f"{train}:8: the label in column 'label' {needle}", "data.options.files")
+    # a whole number written as a float is the same class as the integer
+    spec = _jsonl_spec(write_spec, tmp_path, 1.0)
+    code, _, err = cli("plan", str(spec))
+    assert code == 0, err
+    from specrun.plugins.datasets.local import LocalFiles, LocalOptions
+    from specrun.plugins.api import DataContext
+
+    dataset = LocalFiles().load(LocalOptions(files={"train": str(train), "validation": str(tmp_path / "dev.jsonl")}), DataContext(None, None))
+    assert list(dataset.label_names) == ["0", "1"]

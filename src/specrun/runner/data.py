@@ -81,9 +81,11 @@ def option_key(key: str | None, message: str, options: dict) -> str:
     for path, value in _leaves(options, ()):
         if not isinstance(value, str) or len(value) < 2 or value not in message:
             continue
-        # "no column 'texte'; columns are ['text', 'label']": the first value quoted is the one at fault
+        # "train.jsonl:8: the label ...": a problem in one row of a file is about the file; "no column
+        # 'texte'; columns are ['text', 'label']": otherwise the first value quoted is the one at fault
+        in_row = re.match(rf"{re.escape(value)}:\d+:", message) is not None
         quoted = [i for i in (message.find(f"'{value}'"), message.find(f'"{value}"')) if i >= 0]
-        score = (bool(quoted), -min(quoted, default=0), len(value))
+        score = (in_row, bool(quoted), -min(quoted, default=0), len(value))
         if best is None or score > best[1]:
             best = (path, score)
     if best is not None:
