@@ -146,3 +146,22 @@ def test_mixed_json_label_types_are_a_located_data_error(write_spec, cli, tmp_pa
 
     dataset = LocalFiles().load(LocalOptions(files={"train": str(train), "validation": str(tmp_path / "dev.jsonl")}), DataContext(None, None))
     assert list(dataset.label_names) == ["0", "1"]
+
+
+# --- d. a truncated model.safetensors in a local model folder is caught by plan ---------------------
+
+
+def test_truncated_safetensors_is_caught_by_plan(write_spec, cli, tiny_model_dir, tmp_path):
+    import os
+    import shutil
+
+    folder = tmp_path / "truncated-model"
+    shutil.copytree(tiny_model_dir, folder)
+    weights = folder / "model.safetensors"
+    os.truncate(weights, weights.stat().st_size - 100)
+    spec = write_spec()
+    code, _, err = cli("plan", str(spec), "--set", f'model.name="{folder}"')
+    assert_clean_error(code, err, "model.name", f"{weights}: truncated")
+    os.truncate(weights, 5)  # not even a header
+    code, _, err = cli("plan", str(spec), "--set", f'model.name="{folder}"')
+    assert_clean_error(code, err, "model.name", f"{weights}: truncated")
