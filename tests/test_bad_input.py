@@ -107,7 +107,7 @@ SPEC_CASES = [
     spec_case("experiment-name-pattern", ["{spec}:2: experiment.name: String should match pattern"], edit={'name = "bad"': 'name = "my exp"'}),
     spec_case("no-seeds", ["{spec}:3: experiment.seeds: List should have at least 1 item"], edit={"seeds = [0]": "seeds = []"}),
     spec_case("negative-seed", ["{spec}:3: experiment.seeds.1: Input should be greater than or equal to 0"], edit={"seeds = [0]": "seeds = [0, -1]"}),
-    spec_case("seed-beyond-32-bits", ["{spec}:3: experiment.seeds.0: Input should be less than or equal to 4294967295"], edit={"seeds = [0]": "seeds = [4294967296]"}),
+    spec_case("seed-beyond-32-bits", ["{spec}:3: experiment.seeds.0: Input should be less than or equal to 2147483647"], edit={"seeds = [0]": "seeds = [2147483648]"}),
     spec_case("seed-not-int", ["{spec}:3: experiment.seeds.0: Input should be a valid integer"], edit={"seeds = [0]": 'seeds = ["zero"]'}),
     spec_case("unknown-section", ["{spec}:23: trian: unknown key 'trian' (did you mean 'train'?)"], append="[trian]\nepochs = 1\n"),
     spec_case("unknown-train-key", ["{spec}:23: train.epoch: unknown key 'epoch' (did you mean 'epochs'?)"], append="epoch = 1\n"),

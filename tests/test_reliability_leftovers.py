@@ -165,3 +165,23 @@ def test_truncated_safetensors_is_caught_by_plan(write_spec, cli, tiny_model_dir
     os.truncate(weights, 5)  # not even a header
     code, _, err = cli("plan", str(spec), "--set", f'model.name="{folder}"')
     assert_clean_error(code, err, "model.name", f"{weights}: truncated")
+
+
+# --- f. integers beyond what the store's columns hold are refused by validation ---------------------
+
+
+def test_integers_beyond_the_store_columns_are_refused_by_validation(write_spec, cli, tmp_path):
+    import os
+
+    spec = write_spec()
+    store = Path(os.environ["SPECRUN_STORE"])
+    code, _, err = cli("apply", str(spec), "--set", "train.max_steps=1000000000000")
+    assert_clean_error(code, err, "train.max_steps: (from --set train.max_steps=1000000000000)", "more than the store can record")
+    code, _, err = cli("apply", str(spec), "--set", "experiment.seeds=[3000000000]")
+    assert_clean_error(code, err, "experiment.seeds.0", "less than or equal to 2147483647")
+    code, _, err = cli("validate", str(spec), "--set", "method.rank=100000000000000000000")
+    assert_clean_error(code, err, "method.rank", "beyond a 64-bit integer")
+    sweep = write_spec(extra='[sweep]\n"train.eval_every" = [2, 4000000000]\n')
+    code, _, err = cli("validate", str(sweep))
+    assert_clean_error(code, err, f"{sweep}:{line_of(sweep, 'sweep', 'train.eval_every')}: sweep.train.eval_every", "more than the store can record")
+    assert not store.exists()  # nothing was written

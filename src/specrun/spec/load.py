@@ -456,9 +456,41 @@ def _eval_set_name_problems(raw: dict, registry: Registry) -> list[tuple[tuple, 
     return problems
 
 
+#: The largest integers the store's columns hold: a step (metrics.step, a signed 32-bit INTEGER) and
+#: any other integer (a 64-bit BIGINT, and DuckDB's JSON integers).
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+#: Train keys that count steps: the store records steps as 32-bit integers.
+STEP_KEYS = ("max_steps", "min_steps", "eval_every", "checkpoint_every")
+
+
+def _integer_range_problems(raw: dict) -> list[tuple[tuple, str]]:
+    """Integers the store cannot hold: refused here rather than when an apply writes them (a DuckDB
+    conversion error after the run had started)."""
+    problems = []
+    train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
+    for key in STEP_KEYS:
+        value = train.get(key)
+        if type(value) is int and value > INT32_MAX:
+            problems.append((("train", key), f"{value} steps is more than the store can record (steps are 32-bit integers, at most {INT32_MAX})"))
+
+    def walk(node: Any, loc: tuple) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, (*loc, k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, (*loc, i))
+        elif type(node) is int and abs(node) > INT64_MAX:
+            problems.append((loc, f"{node} is beyond a 64-bit integer (at most {INT64_MAX}), the largest the store holds"))
+
+    walk(raw, ())
+    return problems
+
+
 def _cross_field_problems(raw: dict, registry: Registry) -> list[tuple[tuple, str]]:
     """Checks across the keys of a section, made on every section that is valid by itself."""
-    problems = _eval_set_name_problems(raw, registry)
+    problems = _eval_set_name_problems(raw, registry) + _integer_range_problems(raw)
     train = _section(raw, "train", TrainSpec)
     if train is not None and train.early_stopping is not None:
         stopping = train.early_stopping
