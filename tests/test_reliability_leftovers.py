@@ -185,3 +185,19 @@ def test_integers_beyond_the_store_columns_are_refused_by_validation(write_spec,
     code, _, err = cli("validate", str(sweep))
     assert_clean_error(code, err, f"{sweep}:{line_of(sweep, 'sweep', 'train.eval_every')}: sweep.train.eval_every", "more than the store can record")
     assert not store.exists()  # nothing was written
+
+
+# --- k. analyze --only X, then a plain analyze: X is cached -----------------------------------------
+
+
+def test_analyze_only_then_plain_analyze_reports_it_cached(write_spec, cli):
+    spec = write_spec(train="max_steps = 2", extra='[[analyses]]\nname = "bootstrap_ci"\n\n[[analyses]]\nname = "efficiency"\n')
+    code, _, err = cli("apply", str(spec))
+    assert code == 0, err
+    code, _, err = cli("analyze", str(spec), "--only", "efficiency", "--force")
+    assert code == 0 and "efficiency: computed" in err, err
+    code, _, err = cli("analyze", str(spec))
+    assert code == 0, err
+    assert "efficiency: cached" in err and "bootstrap_ci: cached" in err, err
+    code, _, err = cli("analyze", str(spec), "--only", "efficiency")
+    assert code == 0 and "efficiency: cached" in err, err
