@@ -201,3 +201,59 @@ def test_analyze_only_then_plain_analyze_reports_it_cached(write_spec, cli):
     assert "efficiency: cached" in err and "bootstrap_ci: cached" in err, err
     code, _, err = cli("analyze", str(spec), "--only", "efficiency")
     assert code == 0 and "efficiency: cached" in err, err
+
+
+# --- i. an existing store whose folder cannot hold DuckDB's write-ahead log --------------------------
+
+
+def _in_read_only_folder(folder: Path, store: Path, args: list[str], env: dict) -> tuple[int, str]:
+    """Run specrun with ``folder`` read-only but ``store`` (inside it) writable: chmod for a normal user;
+    for root, a read-only bind mount of the folder with a writable bind mount of the store file on top
+    (in a private mount namespace)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    command = [sys.executable, "-m", "specrun", *args]
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        finally:
+            folder.chmod(0o755)
+        return result.returncode, result.stderr
+    if shutil.which("unshare") is None:
+        pytest.skip("running as root without unshare: cannot make a folder read-only")
+    writable = folder.parent / "writable-store.duckdb"
+    shutil.move(store, writable)
+    store.touch()
+    script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && mount --bind "$1" "$2" && shift 2 && exec "$@"'
+    try:
+        result = subprocess.run(["unshare", "-m", "sh", "-c", script, str(folder), str(writable), str(store), *command],
+                                capture_output=True, text=True, env=env, timeout=300)
+    finally:
+        shutil.move(writable, store)
+    if "mount:" in result.stderr or "unshare:" in result.stderr:
+        pytest.skip(f"cannot make a read-only mount here: {result.stderr.strip()}")
+    return result.returncode, result.stderr
+
+
+def test_store_in_a_folder_without_room_for_the_write_ahead_log(write_spec, cli, tmp_path):
+    import hashlib
+    import os
+
+    folder = tmp_path / "stores"
+    folder.mkdir()
+    store = folder / "s.duckdb"
+    spec = write_spec(train="max_steps = 1")
+    code, _, err = cli("apply", str(spec), "--store", str(store))
+    assert code == 0, err
+    before = hashlib.sha256(store.read_bytes()).hexdigest()
+    code, err = _in_read_only_folder(folder, store, ["apply", str(spec), "--store", str(store), "--force"], dict(os.environ))
+    assert_clean_error(code, err, f"cannot write store {store}: DuckDB keeps a write-ahead log (s.duckdb.wal)", f"in {folder}",
+                       "Make that folder writable")
+    assert err.count("error") == 1, err
+    assert hashlib.sha256(store.read_bytes()).hexdigest() == before
