@@ -257,3 +257,66 @@ def test_store_in_a_folder_without_room_for_the_write_ahead_log(write_spec, cli,
                        "Make that folder writable")
     assert err.count("error") == 1, err
     assert hashlib.sha256(store.read_bytes()).hexdigest() == before
+
+
+# --- e. a second, overlapping apply waits for the runs another apply holds ---------------------------
+
+
+def test_overlapping_apply_waits_for_the_other_then_takes_the_run_as_it_was_left(write_spec, cli, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import duckdb
+
+    from specrun.store.runs import HOST
+
+    spec = write_spec(train="max_steps = 2")
+    store = tmp_path / "overlap.duckdb"
+    code, _, err = cli("apply", str(spec), "--store", str(store))
+    assert code == 0, err
+    (run_id,) = duckdb.connect(str(store), read_only=True).execute("SELECT run_id FROM runs").fetchone()
+
+    def hold(pid: int, status: str = "running") -> None:
+        """What another apply's claim leaves in the store: the run 'running' in a live process."""
+        db = duckdb.connect(str(store))
+        db.execute("UPDATE runs SET status = ?, pid = ?, host = ?, started_at = now()::TIMESTAMP WHERE run_id = ?",
+                   [status, pid, HOST, run_id])
+        db.close()
+
+    def second_apply(release) -> tuple[int, str]:
+        log = tmp_path / "second.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "specrun", "apply", str(spec), "--store", str(store)], stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while "being trained by another apply" not in log.read_text():
+            assert proc.poll() is None, log.read_text()  # it must wait, not finish with the run skipped
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        time.sleep(1.5)
+        assert proc.poll() is None, log.read_text()  # still waiting
+        release()
+        return proc.wait(timeout=300), log.read_text()
+
+    holder = subprocess.Popen(["sleep", "300"])
+    try:
+        hold(holder.pid)
+
+        def other_finishes():
+            db = duckdb.connect(str(store))
+            db.execute("UPDATE runs SET status = 'completed' WHERE run_id = ?", [run_id])
+            db.close()
+
+        code, out = second_apply(other_finishes)
+        assert code == 0, out
+        assert f"PID {holder.pid} on {HOST}" in out and "cached" in out and "skipped" not in out, out
+
+        hold(holder.pid)  # the other apply dies with the run unfinished: this one trains it
+        code, out = second_apply(lambda: (holder.kill(), holder.wait()))
+        assert code == 0, out
+        assert "1 completed" in out and "skipped" not in out, out
+    finally:
+        holder.kill()
+    status = duckdb.connect(str(store), read_only=True).execute("SELECT status, pid FROM runs").fetchone()
+    assert status[0] == "completed" and status[1] != os.getpid()

@@ -59,7 +59,7 @@ class ApplyResult:
     @property
     def ok(self) -> bool:
         """No run failed, was skipped or interrupted, and no analysis failed."""
-        return not (set(self.counts) & {"failed", "skipped", "interrupted"}) and not self.analyses_failed
+        return not (set(self.counts) & {"failed", "skipped", "interrupted", "busy"}) and not self.analyses_failed
 
     @property
     def runs(self) -> polars.DataFrame:
