@@ -320,3 +320,60 @@ def test_overlapping_apply_waits_for_the_other_then_takes_the_run_as_it_was_left
         holder.kill()
     status = duckdb.connect(str(store), read_only=True).execute("SELECT status, pid FROM runs").fetchone()
     assert status[0] == "completed" and status[1] != os.getpid()
+
+
+# --- h. a Ctrl-C after the training loop is never lost ----------------------------------------------
+
+
+class _LostCtrlC:
+    """A Ctrl-C that arrives while garbage collection runs a finalizer: Python drops an exception raised
+    there (it prints "Exception ignored"), which is how a Ctrl-C during evaluation or saving went unnoticed."""
+
+    def __del__(self):
+        import signal
+
+        signal.raise_signal(signal.SIGINT)
+
+
+def _ctrl_c_in_a_finalizer():
+    _LostCtrlC()  # freed at once: its __del__ runs here
+
+
+def _statuses(store):
+    import duckdb
+
+    with duckdb.connect(str(store), read_only=True) as db:
+        return db.execute("SELECT status FROM runs").fetchall()
+
+
+def test_ctrl_c_while_saving_records_the_run_interrupted(write_spec, cli, monkeypatch, tmp_path):
+    from specrun.runner import artifacts
+
+    save_run = artifacts.save_run
+
+    def saving(*args, **kwargs):
+        _ctrl_c_in_a_finalizer()
+        return save_run(*args, **kwargs)
+
+    monkeypatch.setattr(artifacts, "save_run", saving)
+    store = tmp_path / "ctrl-c.duckdb"
+    code, _, err = cli("apply", str(write_spec(train="max_steps = 2")), "--store", str(store))
+    assert code == 130, err
+    assert "interrupted" in err
+    assert _statuses(store) == [("interrupted",)]
+
+
+def test_ctrl_c_while_recording_exits_130_after_recording_atomically(write_spec, cli, monkeypatch, tmp_path):
+    from specrun.store import runs as store_runs
+
+    complete = store_runs.complete
+
+    def recording(*args, **kwargs):
+        complete(*args, **kwargs)
+        _ctrl_c_in_a_finalizer()
+
+    monkeypatch.setattr(store_runs, "complete", recording)
+    store = tmp_path / "ctrl-c.duckdb"
+    code, _, err = cli("apply", str(write_spec(train="max_steps = 2")), "--store", str(store))
+    assert code == 130, err
+    assert _statuses(store) == [("completed",)]  # recorded whole before the command stopped

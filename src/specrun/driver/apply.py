@@ -18,7 +18,7 @@ from pathlib import Path
 
 from specrun.errors import SpecrunError
 from specrun.executors import Executor
-from specrun.interrupts import sigterm_as_interrupt
+from specrun.interrupts import sigterm_as_interrupt, stop_if_terminated
 from specrun.logs import quiet_libraries
 from specrun.plugins.lifecycle import notify
 from specrun.plugins.registry import Registry
@@ -121,6 +121,7 @@ class Driver:
                         break
                     self._show_pool(pending)
                     self._finish(self.executor.next_finished())
+                stop_if_terminated()  # a Ctrl-C lost in a finalizer while the last run finished: not exit code 0
             except KeyboardInterrupt:
                 self._interrupted()
                 raise
@@ -231,8 +232,9 @@ class Driver:
     # --- records -----------------------------------------------------------------------------------
 
     def _finish(self, record: RunRecord) -> None:
-        node = self.running.pop(record.run_id)
+        node = self.running[record.run_id]  # still running (recorded as interrupted on Ctrl-C) until recorded
         run, task = node.run, node.task
+        stop_if_terminated()  # a Ctrl-C that landed after training (evaluating, saving) and was lost there
         if task.kind == "evaluate":
             outcome = self._finish_evaluation(node, record)
         elif record.status == "completed":
@@ -247,6 +249,7 @@ class Driver:
         else:
             store_runs.fail(self.store, run.run_id, record.error or "failed", scores=record.teacher_scores)
             outcome = Outcome(run, "failed", record.message or record.error)
+        self.running.pop(record.run_id, None)
         notify(self.registry, "on_run_end", task=task, record=record)
         self._outcome(node, outcome)
 
