@@ -377,3 +377,11 @@ def test_ctrl_c_while_recording_exits_130_after_recording_atomically(write_spec,
     code, _, err = cli("apply", str(write_spec(train="max_steps = 2")), "--store", str(store))
     assert code == 130, err
     assert _statuses(store) == [("completed",)]  # recorded whole before the command stopped
+
+
+def test_problem_with_a_stage_value_points_at_the_stage_table(write_spec, cli):
+    spec = write_spec(extra='[stages.source]\ndata = { max_train_examples = 1 }\n')
+    spec.write_text(spec.read_text().replace('max_length = 32', 'max_length = 32\ninit_from = "stage:source"'))
+    code, _, err = cli("plan", str(spec))
+    line = line_of(spec, "stages", "source", "data")
+    assert_clean_error(code, err, f"{spec}:{line}: data.max_train_examples:", "only the class")

@@ -36,6 +36,8 @@ class PlannedRun:
     eval_sets: dict[str, EvalSetPlan] = field(default_factory=dict, repr=False)
     #: Where the run's values come from (spec files, --set items), to locate problems found later.
     origin: Origin | None = field(default=None, repr=False, compare=False)
+    #: The stage of the spec this run is of (``[stages.NAME]``), for locating; None for the spec's own runs.
+    stage: str | None = None
 
     def locate(self, key: str, message: str) -> tuple:
         """A problem about dotted ``key`` of this run, as SpecError takes it: at the line its value comes from."""
@@ -49,7 +51,7 @@ class PlannedRun:
                 except OSError:
                     pass
             return (key, line, message)
-        return self.origin.locate(key, message, self.sweep_values)
+        return self.origin.locate(key, message, self.sweep_values, self.stage)
 
     @property
     def settings(self) -> RunSettings:
@@ -224,7 +226,7 @@ def resolve_dependencies(run: RunConfig, loaded: LoadedSpec, registry: Registry,
                 raise DataError(f"no spec file {ref!r} (looked for {path.resolve()}; relative paths are relative to this spec's folder)", key=dotted)
             if path.resolve() in chain:
                 cycle = " → ".join(p.name for p in (*chain[chain.index(path.resolve()):], path.resolve()))
-                raise SpecError(str(loaded.path), [loaded.locate(dotted, f"{what} specs refer to each other in a cycle: {cycle}", run.sweep_values)])
+                raise SpecError(str(loaded.path), [loaded.locate(dotted, f"{what} specs refer to each other in a cycle: {cycle}", run.sweep_values, run.stage)])
             dependency = _plan_single(ref, spec_dir, registry, depth, what, chain)
         else:
             continue
@@ -243,7 +245,7 @@ def plan_one(run: RunConfig, loaded: LoadedSpec, registry: Registry, depth: int 
     except DataError as exc:
         problems = [exc]
     if problems:
-        raise SpecError(str(loaded.path), [loaded.locate(e.key, e.message, run.sweep_values) if e.key else ("", None, e.message)
+        raise SpecError(str(loaded.path), [loaded.locate(e.key, e.message, run.sweep_values, run.stage) if e.key else ("", None, e.message)
                                            for e in problems])
     try:
         dependencies = resolve_dependencies(run, loaded, registry, depth, chain)  # before training_view: it rewrites references to run ids
@@ -254,7 +256,7 @@ def plan_one(run: RunConfig, loaded: LoadedSpec, registry: Registry, depth: int 
     except DataError as exc:  # name the spec's file and line too
         if exc.key is None:
             raise
-        raise SpecError(str(loaded.path), [loaded.locate(exc.key, exc.message, run.sweep_values)]) from None
+        raise SpecError(str(loaded.path), [loaded.locate(exc.key, exc.message, run.sweep_values, run.stage)]) from None
     identity = {
         "config": trained,
         "data": fingerprint,
@@ -274,6 +276,7 @@ def plan_one(run: RunConfig, loaded: LoadedSpec, registry: Registry, depth: int 
         dependencies=dependencies,
         eval_sets=eval_sets,
         origin=loaded.origin(),
+        stage=run.stage,
     )
 
 

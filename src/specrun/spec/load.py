@@ -36,6 +36,8 @@ class RunConfig:
     stages: dict[str, RunConfig] = field(default_factory=dict)
     #: The experiment a stage run belongs to (``<experiment>.<stage>``); None for the spec's own runs.
     experiment: str | None = None
+    #: The stage a stage run is of (its name in ``[stages.NAME]``); None for the spec's own runs.
+    stage: str | None = None
 
 
 @dataclass
@@ -62,11 +64,11 @@ class LoadedSpec:
     #: ``--set`` items applied on top of ``tree``, by the key each sets (as given, ``key=value``).
     overrides: dict[str, str] = field(default_factory=dict)
 
-    def locate(self, key: str, message: str, sweep_values: dict[str, Any] | None = None) -> tuple:
+    def locate(self, key: str, message: str, sweep_values: dict[str, Any] | None = None, stage: str | None = None) -> tuple:
         """A problem about dotted ``key`` as SpecError takes it, located where its value comes from: the
-        sweep entry (for a run's ``sweep_values``), the ``--set`` item, or the file (spec, base, profile)
-        that sets the key."""
-        return self.origin().locate(key, message, sweep_values)
+        sweep entry (for a run's ``sweep_values``), the ``--set`` item, the stage's table (for a run of
+        ``stage``), or the file (spec, base, profile) that sets the key."""
+        return self.origin().locate(key, message, sweep_values, stage)
 
     def origin(self) -> Origin:
         composed = self.composed or Composed(self.raw, [Source(Path(self.path), self.text)])
@@ -85,9 +87,13 @@ class Origin:
     #: The spec's tree before ``--set`` (which keys the files set).
     tree: dict[str, Any] = field(default_factory=dict)
 
-    def locate(self, key: str | tuple | list, message: str, sweep_values: dict[str, Any] | None = None) -> tuple:
+    def locate(self, key: str | tuple | list, message: str, sweep_values: dict[str, Any] | None = None, stage: str | None = None) -> tuple:
         loc = tuple(split_key(key)) if isinstance(key, str) else tuple(str(p) for p in key)
         name = dotted(loc)
+        stages = self.tree.get("stages") if isinstance(self.tree.get("stages"), dict) else {}
+        if stage in stages and isinstance(stages[stage], dict) and sets_key(self.tree, stage, loc):
+            located = self.locate(("stages", stage, *loc), message, sweep_values)
+            return (name, *located[1:])
         for sweep_key, value in (sweep_values or {}).items():
             for target, item in _assignments(sweep_key, value):
                 parts = tuple(split_key(target))
@@ -736,7 +742,7 @@ def resolve_stages(config: dict, tree: dict, seed: int, registry: Registry, chai
         stage_config = run_config(sub, resolved, stage_seed)
         nested, nested_problems = resolve_stages(stage_config, tree, stage_seed, registry, (*chain, name))
         problems += nested_problems
-        found[name] = RunConfig(stage_config, stage_seed, {}, nested, experiment=sub.experiment.name)
+        found[name] = RunConfig(stage_config, stage_seed, {}, nested, experiment=sub.experiment.name, stage=name)
     return found, problems
 
 
