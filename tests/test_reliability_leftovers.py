@@ -141,8 +141,8 @@ def test_mixed_json_label_types_are_a_located_data_error(write_spec, cli, tmp_pa
     spec = _jsonl_spec(write_spec, tmp_path, 1.0)
     code, _, err = cli("plan", str(spec))
     assert code == 0, err
-    from specrun.plugins.datasets.local import LocalFiles, LocalOptions
     from specrun.plugins.api import DataContext
+    from specrun.plugins.datasets.local import LocalFiles, LocalOptions
 
     dataset = LocalFiles().load(LocalOptions(files={"train": str(train), "validation": str(tmp_path / "dev.jsonl")}), DataContext(None, None))
     assert list(dataset.label_names) == ["0", "1"]
@@ -221,7 +221,7 @@ def _in_read_only_folder(folder: Path, store: Path, args: list[str], env: dict) 
     if os.geteuid() != 0:
         folder.chmod(0o555)
         try:
-            result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+            result = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=300)
         finally:
             folder.chmod(0o755)
         return result.returncode, result.stderr
@@ -233,7 +233,7 @@ def _in_read_only_folder(folder: Path, store: Path, args: list[str], env: dict) 
     script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && mount --bind "$1" "$2" && shift 2 && exec "$@"'
     try:
         result = subprocess.run(["unshare", "-m", "sh", "-c", script, str(folder), str(writable), str(store), *command],
-                                capture_output=True, text=True, env=env, timeout=300)
+                                check=False, capture_output=True, text=True, env=env, timeout=300)
     finally:
         shutil.move(writable, store)
     if "mount:" in result.stderr or "unshare:" in result.stderr:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,13 +214,13 @@ def check_label_value(rows: Rows, n: int, raw, column: str) -> None:
     if isinstance(raw, bool):
         raise DataError(f"{rows.where(n)}: the label in column {column!r} is the JSON {str(raw).lower()}; a label is a name or an "
                         f"integer id (write \"{str(raw).lower()}\" in quotes to use it as a name)")
-    if isinstance(raw, float) and not (raw == raw and raw.is_integer()):
+    if isinstance(raw, float) and not (math.isfinite(raw) and raw.is_integer()):
         raise DataError(f"{rows.where(n)}: the label in column {column!r} is the number {raw!r}; a label is a name or an integer id")
 
 
 def label_key(raw) -> str:
     """A label as text: ``1.0`` (a whole number read as a float) is the id ``1``."""
-    if isinstance(raw, float) and raw == raw and raw.is_integer():
+    if isinstance(raw, float) and math.isfinite(raw) and raw.is_integer():
         return str(int(raw))
     return "" if raw is None else str(raw).strip()
 

@@ -117,7 +117,7 @@ class ModelInfo:
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """``{module name: (in_features, out_features)}`` of the classifier's linear layers, from a copy
         built on the meta device: no weights are loaded."""
-        from specrun.runner.modeling import linear_shapes
+        from specrun.core.models import linear_shapes
 
         return dict(linear_shapes(self.path))
 

@@ -6,7 +6,7 @@ import contextlib
 import functools
 from typing import TYPE_CHECKING
 
-from specrun.core.models import load_classifier, load_config, module_names, quiet_load  # noqa: F401  (re-exported)
+from specrun.core.models import linear_shapes, load_classifier, load_config, module_names, quiet_load  # noqa: F401  (re-exported)
 from specrun.errors import DataError, MethodUnavailable
 from specrun.plugins.registry import Registry
 
@@ -53,19 +53,6 @@ def load_base(name: str, registry: Registry | None = None, **kwargs):
         path = name
     with quiet_load():
         return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
-
-
-@functools.lru_cache(maxsize=8)
-def linear_shapes(model_path: str) -> dict[str, tuple[int, int]]:
-    """``{name: (in_features, out_features)}`` of the sequence classifier's linear layers, from a copy
-    built on the meta device (no weights)."""
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    with torch.device("meta"):
-        model = AutoModelForSequenceClassification.from_config(load_config(model_path))
-    return {name: (module.in_features, module.out_features) for name, module in model.named_modules()
-            if isinstance(module, torch.nn.Linear)}
 
 
 @functools.lru_cache(maxsize=8)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from specrun.errors import PluginError, SpecError, did_you_mean
 from specrun.plugins.api import SpecFacts
 from specrun.plugins.registry import Registry, get_registry
-from specrun.spec.locate import locate, split_key
+from specrun.spec.locate import split_key
 from specrun.spec.compose import Composed, Source, compose, toml_problem  # noqa: F401  (toml_problem: re-exported)
 from specrun.spec.labels import _short, describe_configs, describe_sweep, sweep_assignments  # noqa: F401  (re-exported)
 from specrun.spec.schema import RUN_SECTIONS, Spec, TrainSpec
