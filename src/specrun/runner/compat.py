@@ -63,13 +63,13 @@ def _check_folder(name: str, path: str) -> None:
     if not any((folder / f).is_file() for f in _WEIGHT_FILES):
         raise ConfigError(f"no model weights in {str(folder)!r} (no {' or '.join(_WEIGHT_FILES[::2])}); save the model there "
                           "with save_pretrained", key="model.name")
+    if not any((folder / f).is_file() for f in _TOKENIZER_FILES) and not any(folder.glob("*.model")):
+        raise ConfigError(f"no tokenizer in {str(folder)!r} (no {', '.join(_TOKENIZER_FILES)} or sentencepiece *.model): every word "
+                          "would become [UNK]; save the tokenizer there too (tokenizer.save_pretrained)", key="model.name")
     for weights in sorted(folder.glob("*.safetensors")):
         why = safetensors_problem(weights)
         if why:
             raise ConfigError(f"{weights}: {why}; save the model again (save_pretrained) or copy the file whole", key="model.name")
-    if not any((folder / f).is_file() for f in _TOKENIZER_FILES) and not any(folder.glob("*.model")):
-        raise ConfigError(f"no tokenizer in {str(folder)!r} (no {', '.join(_TOKENIZER_FILES)} or sentencepiece *.model): every word "
-                          "would become [UNK]; save the tokenizer there too (tokenizer.save_pretrained)", key="model.name")
 
 
 def safetensors_problem(path: Path) -> str | None:
