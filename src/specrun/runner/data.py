@@ -79,7 +79,44 @@ def _load_cached(name: str, options_json: str, data_dir_: str | None, spec_dir: 
 def load_dataset(data: dict | DataSpec, registry: Registry, spec_dir: str | None = None) -> Dataset:
     """The dataset ``data`` (a run's ``data`` section, typed or as a tree) names, loaded once per process."""
     name, options = (data["dataset"], data["options"]) if isinstance(data, dict) else (data.dataset, data.options)
-    return _load_cached(name, json.dumps(options, sort_keys=True), data_dir(), spec_dir, registry)
+    try:
+        return _load_cached(name, json.dumps(options, sort_keys=True), data_dir(), spec_dir, registry)
+    except DataError as exc:
+        raise DataError(exc.message, key=option_key(exc.key, exc.message, options)) from None
+
+
+def option_key(key: str | None, message: str, options: dict) -> str:
+    """The spec key a dataset plugin's error is about, so that it is reported at that option's line: the
+    plugin's own ``key`` (an option, ``files.train``, or a whole spec key, ``data.options.files``); else
+    the option whose value (a path, a column name) the message names; else ``data.options`` (or
+    ``data.dataset`` for a dataset without options)."""
+    if key:
+        return key if key.split(".")[0] == "data" else f"data.options.{key}"
+    best = None
+    for path, value in _leaves(options, ()):
+        if not isinstance(value, str) or len(value) < 2 or value not in message:
+            continue
+        # "train.jsonl:8: the label ...": a problem in one row of a file is about the file; "no column
+        # 'texte'; columns are ['text', 'label']": otherwise the first value quoted is the one at fault
+        in_row = re.match(rf"{re.escape(value)}:\d+:", message) is not None
+        quoted = [i for i in (message.find(f"'{value}'"), message.find(f'"{value}"')) if i >= 0]
+        score = (in_row, bool(quoted), -min(quoted, default=0), len(value))
+        if best is None or score > best[1]:
+            best = (path, score)
+    if best is not None:
+        return ".".join(("data", "options", *best[0]))
+    return "data.options" if options else "data.dataset"
+
+
+def _leaves(node, path: tuple):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, (*path, str(k)))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _leaves(v, (*path, str(i)))
+    else:
+        yield path, node
 
 
 def eval_split_name(data: dict | DataSpec, registry: Registry) -> str:

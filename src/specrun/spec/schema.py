@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serial
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
-#: Seeds feed numpy's legacy seeding, which takes 32-bit unsigned integers.
-Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+#: Seeds feed numpy's legacy seeding (32-bit unsigned integers) and the store's runs.seed (a signed
+#: 32-bit INTEGER): the smaller range of the two.
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 #: The metrics every evaluation produces (``runner.evaluate``): what early stopping can watch.
 EVAL_METRICS = ("accuracy", "f1", "f1_macro", "loss")

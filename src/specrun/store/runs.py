@@ -51,6 +51,18 @@ def reap_interrupted(store: Store) -> list[str]:
     return dead
 
 
+def held_elsewhere(store: Store, run_ids: list[str]) -> dict[str, str]:
+    """Of ``run_ids``, those another live process has claimed (status 'running'), each with who holds it
+    ('PID 123 on host')."""
+    if not run_ids:
+        return {}
+    with store.read() as db:
+        rows = db.execute("SELECT run_id, pid, host, started_at FROM runs WHERE status = 'running' AND run_id IN "
+                          f"({', '.join('?' * len(run_ids))})", list(run_ids)).fetchall()
+    return {run_id: f"PID {pid} on {host}" for run_id, pid, host, started in rows
+            if _alive(pid, host, _utc(started)) and not (pid == os.getpid() and host == HOST)}
+
+
 def _utc(ts):
     from datetime import timezone
 
