@@ -11,9 +11,9 @@ result says how many and which correction.
 
 Runs are paired by seed: configuration A's seed-0 run against B's seed-0 run, and so on, over the
 examples both were evaluated on. With several seeds, the per-example difference is averaged over
-seeds before resampling, and McNemar counts every (seed, example) pair: the seeds' runs are treated
-as independent evaluations of the same examples, which they are not entirely, so read its p-value as
-approximate when n_seeds > 1.
+seeds before resampling, and the test takes the example as its unit (``stats.paired_seeds_p``: an exact
+sign test of the seed-averaged differences, McNemar's exact test with one seed); ``only_a_right`` and
+``only_b_right`` still count (seed, example) pairs, as a description.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class PairedComparison(AnalysisPlugin):
             "only_a_right": "INTEGER", "only_b_right": "INTEGER", "p_value": "DOUBLE", "p_adjusted": "DOUBLE", "significant": "BOOLEAN",
             "design": "VARCHAR", "n_tests": "INTEGER", "correction": "VARCHAR",
         }, "one row per pair of arms the design compares: accuracy of each on their common examples, the difference a − b with a paired "
-           "bootstrap CI, McNemar's test; n_tests pairs share the correction"),
+           "bootstrap CI, the paired test over examples; n_tests pairs share the correction"),
         ResultTable("paired_comparison_ranking", {
             "arm": "VARCHAR", "config": "VARCHAR", "eval_set": "VARCHAR", "accuracy": "DOUBLE", "n_seeds": "INTEGER",
             "rank": "INTEGER", "significantly_better_than": "INTEGER", "beats": "VARCHAR",
@@ -118,7 +118,7 @@ class PairedComparison(AnalysisPlugin):
     def _pair(self, options, a: str, arm_a: dict, b: str, arm_b: dict) -> dict | None:
         import numpy as np
 
-        from specrun.analysis.stats import bootstrap_interval, mcnemar_p
+        from specrun.analysis.stats import bootstrap_interval, paired_seeds_p
 
         seeds = sorted(set(arm_a["seeds"]) & set(arm_b["seeds"]))
         if not seeds or arm_a["dataset"] != arm_b["dataset"]:  # example ids of different datasets name different examples
@@ -134,7 +134,7 @@ class PairedComparison(AnalysisPlugin):
         return {
             "a": a, "b": b, "n_seeds": len(seeds), "n_examples": len(examples), "accuracy_a": float(ca.mean()),
             "accuracy_b": float(cb.mean()), "diff": float(d.mean()), "ci_low": low, "ci_high": high,
-            "only_a_right": only_a, "only_b_right": only_b, "p_value": mcnemar_p(only_a, only_b),
+            "only_a_right": only_a, "only_b_right": only_b, "p_value": paired_seeds_p(ca, cb),
         }
 
     def _ranking(self, arms: dict, pairs: list[dict]) -> list[dict]:
@@ -169,7 +169,8 @@ class PairedComparison(AnalysisPlugin):
                 lambda rows: charts.interval_dots(rows, "diff", "ci_low", "ci_high", "pair", f"accuracy difference ({level} CI)",
                                                   color="significant", tooltip=["pair", "a", "b", "diff", "ci_low", "ci_high", "p_adjusted", "n_tests"],
                                                   reference=0.0),
-                caption=f"Red: significant at α = {options.alpha} after {options.correction} adjustment over the pairs tested (McNemar's exact test).",
+                caption=f"Red: significant at α = {options.alpha} after {options.correction} adjustment over the pairs tested "
+                        "(exact sign test over examples, seeds averaged: McNemar's with one seed).",
             ),
             Figure("Ranking", f"SELECT rank, arm, round(accuracy, 4) AS accuracy, n_seeds, significantly_better_than, beats\n"
                               f"FROM paired_comparison_ranking WHERE {MINE} ORDER BY rank, accuracy DESC",

@@ -5,7 +5,7 @@ Each transferred run (a run of the experiment whose ``model.init_from`` is set) 
 from the pretrained model that has the same values of every other swept key and the same seed: the
 keys swept together with ``model.init_from`` (its training recipe) are what the comparison is about.
 Per configuration (e.g. per placement): both arms' accuracy, the gain with a paired bootstrap CI over
-the evaluation examples and McNemar's p-value (the paired test ``paired_comparison`` uses), the source
+the evaluation examples and the p-value of the paired test ``paired_comparison`` uses (``stats.paired_seeds_p``), the source
 run's score on its own task and its LoRA adapters' mean stable rank; across configurations, the
 correlation of the gain with the source's stable rank (and a note when too few distinct values leave
 no interval).
@@ -47,7 +47,7 @@ class Transfer(AnalysisPlugin):
             "ci_high": "DOUBLE", "p_value": "DOUBLE", "p_adjusted": "DOUBLE", "significant": "BOOLEAN", "source_config": "VARCHAR",
             "source_score": "DOUBLE", "source_stable_rank": "DOUBLE", "n_tests": "INTEGER",
         }, "one row per configuration the transfer is matched on: accuracy transferred and from the pretrained model, the gain with a "
-           "paired bootstrap CI over examples, McNemar's p (Holm over the n_tests configurations), the source's own score and stable rank"),
+           "paired bootstrap CI over examples, the paired test's p (Holm over the n_tests configurations), the source's own score and stable rank"),
         ResultTable("transfer_runs", {
             "configuration": "VARCHAR", "seed": "INTEGER", "transfer_run": "VARCHAR", "scratch_run": "VARCHAR", "source_run": "VARCHAR",
             "transfer": "DOUBLE", "scratch": "DOUBLE", "gain": "DOUBLE", "source_score": "DOUBLE", "source_stable_rank": "DOUBLE",
@@ -161,7 +161,7 @@ class Transfer(AnalysisPlugin):
                 "       round(source_score, 4) AS source_score, round(source_stable_rank, 3) AS source_stable_rank, n_seeds, n_tests\n"
                 f"FROM transfer WHERE {MINE} ORDER BY gain DESC",
                 caption=f"transfer, scratch: accuracy of the transferred run and of the run from the pretrained model (mean over seeds); "
-                        f"gain = transfer − scratch with a {level} paired bootstrap CI over the evaluation examples; p_adjusted: McNemar, "
+                        f"gain = transfer − scratch with a {level} paired bootstrap CI over the evaluation examples; p_adjusted: the paired sign test over examples (McNemar's with one seed), "
                         f"Holm over the n_tests configurations; source_score: the source run's {options.source_metric} on its own task.",
             ),
             Figure(
