@@ -53,10 +53,14 @@ def module_names(model_path: str) -> list[str]:
 def load_tokenizer(model_path: str):
     from transformers import AutoTokenizer
 
+    from specrun.runner.roles import ensure_pad_token
+
     try:
-        return AutoTokenizer.from_pretrained(model_path)
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
     except Exception as exc:
         raise DataError(f"cannot load the tokenizer of {model_path!r}: {type(exc).__name__}: {exc}") from None
+    ensure_pad_token(tokenizer)  # decoders: their end-of-sequence token, padded on the right
+    return tokenizer
 
 
 @contextlib.contextmanager
@@ -88,7 +92,13 @@ def load_classifier(model_path: str, num_labels: int, label_names: tuple[str, ..
     """``AutoModelForSequenceClassification`` with a new head of ``num_labels`` outputs."""
     from transformers import AutoModelForSequenceClassification
 
+    from specrun.runner.roles import pad_kwargs
+
     names = list(label_names) or [str(i) for i in range(num_labels)]
+    try:
+        kwargs = {**pad_kwargs(load_config(model_path), lambda: load_tokenizer(model_path)), **kwargs}
+    except OSError as exc:
+        raise DataError(f"cannot load model {model_path!r}: {exc}") from None
     with quiet_load():
         try:
             return AutoModelForSequenceClassification.from_pretrained(
