@@ -32,6 +32,23 @@ def label_config(label_names: tuple[str, ...] | list[str]) -> dict:
     return {"num_labels": len(names), "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
 
 
+def pad_config(base_path: str, folder: Path) -> dict:
+    """``from_pretrained`` kwargs giving a decoder base model the pad token its run padded with (the
+    tokenizer saved in ``folder``, else the base model's with specrun's rule: its pad token, else its
+    end-of-sequence token): without one, its classifier cannot find the last token of a padded batch."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from specrun.runner.modeling import load_tokenizer
+    from specrun.runner.roles import pad_kwargs
+
+    def tokenizer():
+        if (Path(folder) / "tokenizer_config.json").is_file():
+            return AutoTokenizer.from_pretrained(str(folder))
+        return load_tokenizer(base_path)
+
+    return pad_kwargs(AutoConfig.from_pretrained(base_path), tokenizer)
+
+
 def load_plain(path: Path | str, device: str = "cpu"):
     """A run's saved folder loaded as someone without specrun loads it: a transformers folder with
     ``AutoModelForSequenceClassification.from_pretrained(folder)``; an adapter folder with
@@ -48,7 +65,7 @@ def load_plain(path: Path | str, device: str = "cpu"):
     from peft import PeftConfig, PeftModel
 
     base_path = PeftConfig.from_pretrained(str(saved.folder)).base_model_name_or_path
-    kwargs = label_config(saved.meta["label_names"])
+    kwargs = label_config(saved.meta["label_names"]) | pad_config(base_path, saved.folder)
     if saved.meta.get("quantization"):
         from transformers import BitsAndBytesConfig
 
@@ -75,6 +92,8 @@ class Exported:
     max_difference: float | None = None
     note: str = ""
     run_id: str = ""
+    #: A decoder's pad token id, which an adapter folder's base model needs (None: not needed).
+    pad_token_id: int | None = None
 
     def how_to_load(self) -> str:
         if self.kind != "adapter":
@@ -82,8 +101,9 @@ class Exported:
                     f"pipeline('text-classification', model={str(self.folder)!r})"
                     + (" (with peft installed)" if self.kind == "model+adapter" else ""))
         labels = label_config(self.label_names)
+        pad = f", pad_token_id={self.pad_token_id}" if self.pad_token_id is not None else ""
         return (f"AutoPeftModelForSequenceClassification.from_pretrained({str(self.folder)!r}, num_labels={labels['num_labels']}, "
-                f"id2label={labels['id2label']}, label2id={labels['label2id']}) (peft; it loads the base model {self.base_model!r})")
+                f"id2label={labels['id2label']}, label2id={labels['label2id']}{pad}) (peft; it loads the base model {self.base_model!r})")
 
 
 def export_model(config: dict, weights: Path, out: Path, merge: bool, registry: Registry) -> Exported:
@@ -106,6 +126,8 @@ def export_model(config: dict, weights: Path, out: Path, merge: bool, registry: 
     try:
         exported = _write(model, staging, merge, method, labels, base_path)
         artifacts.save_tokenizer(predictor.cache.tokenizer, staging, max_length)
+        if exported.kind == "adapter" and base_path:
+            exported.pad_token_id = pad_config(base_path, staging).get("pad_token_id")
         meta = artifacts.read_run(weights).meta
         exported.run_id = str(meta.get("run_id", ""))
         (staging / artifacts.META).write_text(json.dumps(
@@ -187,7 +209,9 @@ def _check(folder: Path, kind: str, reference: torch.Tensor, labels: tuple[str, 
         if kind == "adapter":
             from peft import AutoPeftModelForSequenceClassification
 
-            loaded = AutoPeftModelForSequenceClassification.from_pretrained(str(folder), **label_config(labels)).eval()
+            base_path = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path", "")
+            kwargs = label_config(labels) | (pad_config(base_path, folder) if base_path else {})
+            loaded = AutoPeftModelForSequenceClassification.from_pretrained(str(folder), **kwargs).eval()
         else:
             loaded = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
         tokenizer = AutoTokenizer.from_pretrained(str(folder))

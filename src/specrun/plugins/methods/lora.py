@@ -32,7 +32,8 @@ class LoraAdapterOptions(PluginOptions):
     alpha: float = Field(16, gt=0, description="scaling numerator: updates are scaled by alpha / rank")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout on the adapter's input")
     placement: Literal["attn-q", "attn-v", "attn-qv", "attn-qkv", "attn-full", "ffn-only", "full-model"] | None = Field(
-        None, description="where adapters go (default attn-qv); or give target_modules"
+        None, description="where adapters go (default attn-qv; attn-qkv on architectures with a fused query/key/value "
+        "projection: GPT-2, GPT-NeoX); or give target_modules"
     )
     target_modules: list[str] | None = Field(None, description="module-name suffixes to adapt, instead of a placement")
     train: Literal["all", "head"] = Field(
@@ -64,7 +65,14 @@ class LoraAdapterOptions(PluginOptions):
             return self.target_modules
         if roles is None:
             raise SpecrunError(f"placement {self.placement or 'attn-qv'!r} needs the model's role map")
-        return roles.regex(PLACEMENTS[self.placement or "attn-qv"])
+        return roles.regex(PLACEMENTS[self.placement_for(roles)])
+
+    def placement_for(self, roles: RoleMap) -> str:
+        """The placement on this architecture: the one given, else attn-qv (attn-qkv where query, key and
+        value are one fused projection)."""
+        if self.placement:
+            return self.placement
+        return "attn-qv" if roles.supports("attn-qv") is None else "attn-qkv"
 
 
 class LoraOptions(LoraAdapterOptions):
@@ -80,8 +88,8 @@ def check_targets(options: LoraAdapterOptions, model: ModelInfo) -> None:
     model (peft would fail when building it)."""
     names = model.module_names()
     if not options.target_modules:
-        placement = options.placement or "attn-qv"
-        roles = role_map(model.config, key="method.placement", what=f"lora placement {placement!r}")
+        roles = role_map(model.config, key="method.placement", what=f"lora placement {options.placement or 'attn-qv'!r}")
+        placement = options.placement_for(roles)
         why = roles.supports(placement)
         if why:
             usable = [p for p in PLACEMENTS if roles.supports(p) is None]

@@ -27,11 +27,23 @@ class PromptTuningOptions(PluginOptions):
         return self
 
 
-def prompt_config(options: PromptTuningOptions, model_path: str):
+def prompt_config(options: PromptTuningOptions, model_path: str, backbone=None):
     from peft import PromptTuningConfig, PromptTuningInit, TaskType
 
+    from specrun.plugins.methods.parts import roles_of
+
     text = options.init == "text"
+    shape = {}
+    if backbone is not None:
+        # the prompt lives in the input embeddings' space (narrower than the layers on ALBERT and ELECTRA)
+        config = backbone.config
+        shape = dict(token_dim=backbone.get_input_embeddings().embedding_dim, num_layers=config.num_hidden_layers,
+                     num_attention_heads=config.num_attention_heads)
+        roles = roles_of(backbone)
+        if roles is not None:
+            shape["modules_to_save"] = list(roles.head)
     return PromptTuningConfig(
+        **shape,
         task_type=TaskType.SEQ_CLS,
         num_virtual_tokens=options.num_virtual_tokens,
         prompt_tuning_init=PromptTuningInit.TEXT if text else PromptTuningInit.RANDOM,
@@ -55,7 +67,7 @@ class PromptTuning(MethodPlugin):
         backbone = ctx.load_backbone()
         _check_decoder(backbone.config, ctx.model_path)
         _check_positions(options, backbone.config, ctx.max_length)
-        return get_peft_model(backbone, prompt_config(options, ctx.model_path))
+        return get_peft_model(backbone, prompt_config(options, ctx.model_path, backbone))
 
 
 def _check_decoder(config, name: str) -> None:
