@@ -18,7 +18,7 @@ import pytest
 from specrun.errors import ConfigError
 from specrun.plugins.api import ModelInfo
 from specrun.runner.roles import PLACEMENTS, ROLE_MAPS, role_map_for
-from specrun.testing.architectures import ARCHITECTURES, DECODERS, make_arch_model, make_tokenizer, tiny_config
+from specrun.testing.architectures import ARCHITECTURES, DECODERS, make_tokenizer, tiny_config
 
 # --- role maps: the modules of layer 0 each role names, written out ---------------------------------
 
@@ -124,19 +124,6 @@ def test_role_map_names_the_modules_each_placement_adapts(arch):
 
 
 # --- tiny models and the method contract -------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def arch_model(tmp_path_factory):
-    """``arch_model(model_type)``: the folder of the tiny tuned backbone of that architecture (built once)."""
-    built: dict[str, Path] = {}
-
-    def get(arch: str) -> Path:
-        if arch not in built:
-            built[arch] = make_arch_model(arch, tmp_path_factory.mktemp(f"tiny-{arch}"))
-        return built[arch]
-
-    return get
 
 
 def _plain(name: str) -> str:

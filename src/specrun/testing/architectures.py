@@ -137,9 +137,7 @@ def make_arch_model(model_type: str, folder: Path, steps: int = 80, lr: float = 
     if loss.item() >= 0.4:
         raise AssertionError(f"the tiny {model_type} did not learn the toy task (last loss {loss.item():.3f})")
     if model_type in DECODERS:  # saved as the hub has them: no pad token in the config (nor the tokenizer, but Qwen2's)
-        if model_type != "qwen2":
-            tokenizer.pad_token = None
         model.config.pad_token_id = None
     model.base_model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    make_tokenizer(model_type).save_pretrained(folder)  # a fresh one: padding above left a pad token in this one
     return folder
