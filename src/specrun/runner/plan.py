@@ -217,7 +217,12 @@ def plan_one(run: RunConfig, loaded: LoadedSpec, registry: Registry, depth: int 
     if depth >= MAX_DEPTH:
         raise SpecError(str(loaded.path), [("stages", None, f"stages and source specs nest deeper than {MAX_DEPTH} levels")])
     spec_dir = str(Path(loaded.path).resolve().parent)
-    problems = split_problems(run.config, registry, spec_dir)
+    try:
+        problems = split_problems(run.config, registry, spec_dir)
+    except DataError as exc:  # the dataset itself (e.g. a column its options name): the spec's file and line
+        if exc.key is None:
+            raise
+        raise SpecError(str(loaded.path), [loaded.locate(exc.key, exc.message)]) from None
     if problems:
         raise SpecError(str(loaded.path), [loaded.locate(e.key, e.message) for e in problems])
     try:
