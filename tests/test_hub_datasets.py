@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from specrun.errors import DataError
-from specrun.testing import check_dataset
+from specrun.testing import check_dataset, transform_context
 from specrun.testing.toy import toy_rows, toy_spec
 
 
@@ -69,12 +69,14 @@ def test_a_spec_trains_on_a_saved_dataset_and_reports_bad_columns_with_file_and_
     assert "toy.toml:14: data.options.text: hub:" in bad.stderr and "its columns are sentence, stars, sentiment, mood" in bad.stderr
 
 
-def test_imdb_reads_the_shared_copy(registry):
+def test_imdb_keeps_its_br_tags_for_the_clean_transform_and_evaluates_on_test(registry):
     from conftest import SHARED_DATA
+    from specrun.plugins.api import DataContext
 
-    if not (SHARED_DATA / "imdb" / "test_5k.csv").is_file():
-        pytest.skip("no shared IMDb copy on this machine")
-    ds = check_dataset(registry, "imdb", data_dir=SHARED_DATA)
-    assert ds.label_names == ("neg", "pos") and {k: len(v) for k, v in ds.splits.items()} == {"train": 10000, "test": 5000}
+    source = registry.get("dataset", "imdb")
+    ds = source.load(source.Options(), DataContext(str(SHARED_DATA)))
     assert any("<br />" in t for t in ds.splits["train"].text[:200])  # kept: the clean transform strips them when asked
-    assert registry.get("dataset", "imdb").eval_split == "test"
+    assert source.eval_split == "test"
+    clean = registry.get("transform", "clean")
+    cleaned = clean.apply(ds.splits["train"].select(list(range(200))), clean.Options(), transform_context())
+    assert not any("<br" in t for t in cleaned.text)
