@@ -236,3 +236,37 @@ def test_method_on_architecture(arch, case, arch_model, specrun_registry, tmp_pa
         report = check_method(specrun_registry, method, options, model_dir=folder, workdir=tmp_path,
                               trains=predicate(arch, method, options), learning_rate=lr, steps=12)
     assert report.loss_after < report.loss_before
+
+
+# --- what users see ----------------------------------------------------------------------------------
+
+
+def test_plugins_lora_lists_the_placements_of_each_architecture(specrun_cli):
+    code, out, err = specrun_cli("plugins", "lora")
+    assert code == 0, err
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 4}
+    assert {"BERT", "RoBERTa", "DistilBERT", "ALBERT", "DeBERTa-v2", "ELECTRA", "GPT-2", "GPT-Neo", "GPT-NeoX", "Llama", "Qwen2",
+            "Mistral"} <= set(rows)
+    placements, refused = (cell.strip() for cell in rows["GPT-2"].split("│")[3:5])
+    assert placements == "attn-qkv, attn-full, ffn-only, full-model" and refused == "attn-q, attn-v, attn-qv"
+    assert rows["GPT-Neo"].split("│")[4].strip() == "-"
+
+
+@pytest.mark.parametrize("arch, method, key, words", [
+    ("roberta", 'name = "head_only"\ntrain_pooler = true', "method.train_pooler", ["(RoBERTa)", "has no pooler"]),
+    ("gpt2", 'name = "lora"\nplacement = "attn-v"', "method.placement", ["GPT-2 computes query, key and value in one fused",
+                                                                        "its placements are attn-qkv, attn-full, ffn-only, full-model"]),
+    ("distilbert", 'name = "bitfit"\nsubset = "query-ffn"', None, None),  # DistilBERT's q_lin and ffn.lin1 biases: it works
+], ids=["roberta-train_pooler", "gpt2-attn-v", "distilbert-query-ffn"])
+def test_plan_refuses_what_an_architecture_lacks_with_file_line_and_key(arch, method, key, words, arch_model, run_spec):
+    from specrun.testing.toy import toy_spec
+
+    result = run_spec(toy_spec(model=str(arch_model(arch)), method=method), check=False, command="plan")
+    if key is None:
+        assert result.exit_code == 0, result.stderr
+        return
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    line = next(n for n, text in enumerate(toy_spec(method=method).splitlines(), 1) if text.startswith(key.split(".")[1]))
+    assert f"toy.toml:{line}: {key}: " in result.stderr
+    for w in words:
+        assert w in result.stderr
