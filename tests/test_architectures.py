@@ -17,7 +17,7 @@ import pytest
 
 from specrun.errors import ConfigError
 from specrun.plugins.api import ModelInfo
-from specrun.runner.roles import PLACEMENTS, ROLE_MAPS, role_map_for
+from specrun.core.roles import PLACEMENTS, ROLE_MAPS, role_map_for
 from specrun.testing.architectures import ARCHITECTURES, DECODERS, make_tokenizer, tiny_config
 
 # --- role maps: the modules of layer 0 each role names, written out ---------------------------------

@@ -34,7 +34,7 @@ def test_batches_pad_with_the_end_of_sequence_token_not_id_0(arch_model):
 
 
 def test_a_tokenizer_without_pad_or_eos_is_a_clear_error():
-    from specrun.runner.roles import ensure_pad_token
+    from specrun.core.roles import ensure_pad_token
 
     class Bare:
         pad_token_id = None

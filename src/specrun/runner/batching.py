@@ -94,7 +94,7 @@ def _pad_id(tokenizer) -> int:
     """The id batches are padded with: the tokenizer's pad token (``load_tokenizer`` gives decoders their
     end-of-sequence token), never a made-up id that is a real word."""
     if tokenizer.pad_token_id is None:
-        from specrun.runner.roles import ensure_pad_token
+        from specrun.core.roles import ensure_pad_token
 
         ensure_pad_token(tokenizer)
     return tokenizer.pad_token_id

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 from typing import TYPE_CHECKING
 
+from specrun.core.models import load_classifier, load_config, load_tokenizer, module_names, quiet_load  # noqa: F401  (re-exported)
 from specrun.errors import DataError, MethodUnavailable
 from specrun.plugins.registry import Registry
 
@@ -27,40 +27,32 @@ def resolve_model(name: str, registry: Registry) -> str:
     raise DataError(f"no model source could resolve model {name!r}")
 
 
-@functools.lru_cache(maxsize=16)
-def load_config(model_path: str):
-    """The transformers config of the model at ``model_path`` (a folder or a hub id); OSError if none."""
-    from transformers import AutoConfig
+def portable_model_name(name: str, registry: Registry) -> str:
+    """The name a saved run gives its base model so that it loads elsewhere: the spec's ``model.name``,
+    or what the model source that resolves it calls it (``ModelSource.portable_name``), e.g. the hub id
+    of the MiniLM bundled in a package rather than a folder inside one environment."""
+    for source in registry.model_sources():
+        if source.resolve(name):
+            return source.portable_name(name) or name
+    return name
 
-    try:
-        return AutoConfig.from_pretrained(model_path)
-    except ValueError as exc:  # e.g. a config.json without a known model_type
-        raise OSError(str(exc)) from None
 
-
-@functools.lru_cache(maxsize=8)
-def module_names(model_path: str) -> list[str]:
-    """Module names of the sequence classifier for ``model_path``, built on the meta device (no weights)."""
-    import torch
+def load_base(name: str, registry: Registry | None = None, **kwargs):
+    """``AutoModelForSequenceClassification.from_pretrained`` of the base model a saved adapter folder
+    names (``kwargs`` pass through): through specrun's model sources, so a hub id served from a local
+    copy loads offline here as it loads from the hub elsewhere."""
     from transformers import AutoModelForSequenceClassification
 
-    with torch.device("meta"):
-        model = AutoModelForSequenceClassification.from_config(load_config(model_path))
-    return [name for name, _ in model.named_modules()]
+    if registry is None:
+        from specrun.plugins.registry import get_registry
 
-
-@functools.lru_cache(maxsize=8)
-def load_tokenizer(model_path: str):
-    from transformers import AutoTokenizer
-
-    from specrun.runner.roles import ensure_pad_token
-
+        registry = get_registry()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-    except Exception as exc:
-        raise DataError(f"cannot load the tokenizer of {model_path!r}: {type(exc).__name__}: {exc}") from None
-    ensure_pad_token(tokenizer)  # decoders: their end-of-sequence token, padded on the right
-    return tokenizer
+        path = resolve_model(name, registry)
+    except DataError:
+        path = name
+    with quiet_load():
+        return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
 
 
 @contextlib.contextmanager
@@ -81,35 +73,6 @@ def bitsandbytes_unless_loaded():
     finally:
         if sys.modules.get("bitsandbytes", 0) is None:
             del sys.modules["bitsandbytes"]
-
-
-def quiet_load():
-    """Around ``from_pretrained``: transformers prints a load report on stdout."""
-    return contextlib.redirect_stdout(io.StringIO())
-
-
-def load_classifier(model_path: str, num_labels: int, label_names: tuple[str, ...] = (), **kwargs):
-    """``AutoModelForSequenceClassification`` with a new head of ``num_labels`` outputs."""
-    from transformers import AutoModelForSequenceClassification
-
-    from specrun.runner.roles import pad_kwargs
-
-    names = list(label_names) or [str(i) for i in range(num_labels)]
-    try:
-        kwargs = {**pad_kwargs(load_config(model_path), lambda: load_tokenizer(model_path)), **kwargs}
-    except OSError as exc:
-        raise DataError(f"cannot load model {model_path!r}: {exc}") from None
-    with quiet_load():
-        try:
-            return AutoModelForSequenceClassification.from_pretrained(
-                model_path,
-                num_labels=num_labels,
-                id2label=dict(enumerate(names)),
-                label2id={n: i for i, n in enumerate(names)},
-                **kwargs,
-            )
-        except OSError as exc:
-            raise DataError(f"cannot load model {model_path!r}: {exc}") from None
 
 
 def pick_device(requested: str) -> torch.device:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from specrun.core.results import ResultTable, RunInfo
 from specrun.errors import AnalysisError, StoreError, did_you_mean
 from specrun.metrics import MetricRef
-from specrun.plugins.api import ResultTable, RunInfo
 from specrun.store.db import Store, now
 from specrun.store.runs import artifact_path
 
@@ -104,7 +104,7 @@ _RUN_COLUMNS = """
 
 
 def _run_info(store: Store, row: tuple, role: str = "run") -> RunInfo:
-    from specrun.spec.load import describe_sweep
+    from specrun.spec.labels import describe_sweep
 
     run_id, experiment, status, seed, method, config, sweep, eval_set, error, weights = row
     weights = artifact_path(store, weights)
@@ -114,6 +114,18 @@ def _run_info(store: Store, row: tuple, role: str = "run") -> RunInfo:
     if role != "run":
         label = f"{experiment}: {label}"
     return RunInfo(run_id, experiment, status, seed, method, config, sweep, eval_set, label, role, error, weights)
+
+
+def run_infos(db: duckdb.DuckDBPyConnection, run_ids: list[str]) -> list[RunInfo]:
+    """The runs ``run_ids`` as ``RunInfo``, read on an open connection to a store file, in the order
+    given (ids the store lacks are left out). For the 0.1 form of ``AnalysisContext`` (run ids only)."""
+    from pathlib import Path
+
+    row = db.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    store = Store(Path(row[0])) if row and row[0] else Store(Path("store.duckdb"))
+    rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id IN (SELECT unnest(?))", [list(run_ids)]).fetchall()
+    found = {r[0]: _run_info(store, r) for r in rows}
+    return _short_labels([found[i] for i in run_ids if i in found])
 
 
 def scope(store: Store, experiment: str, include_sources: bool = False) -> tuple[list[RunInfo], list[RunInfo]]:
@@ -138,7 +150,7 @@ def scope(store: Store, experiment: str, include_sources: bool = False) -> tuple
 
 def _short_labels(runs: list[RunInfo]) -> list[RunInfo]:
     """The runs with configuration labels that name only what tells the experiment's configurations apart."""
-    from specrun.spec.load import describe_configs
+    from specrun.spec.labels import describe_configs
 
     labels = describe_configs([(r.method or "?", r.sweep) for r in runs])
     return [dataclasses.replace(r, config_label=label) for r, label in zip(runs, labels)]

@@ -21,7 +21,7 @@ from specrun.errors import StoreError, UsageError, did_you_mean
 from specrun.store.db import Store, now
 
 if TYPE_CHECKING:  # the run boundary's types; the store reads their fields only
-    from specrun.runner.task import RunRecord, ScoreRow
+    from specrun.core.task import RunRecord, ScoreRow
 
 HOST = socket.gethostname()
 RESULT_TABLES = ("metrics", "predictions", "artifacts", "train_examples", "evaluations", "transfers")

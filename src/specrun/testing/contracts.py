@@ -75,9 +75,9 @@ def check_method(
 
     from specrun.runner.artifacts import load_weights, quantized_bits, save_run
     from specrun.runner.batching import Encoded, TokenCache
+    from specrun.runner.build import build_model
     from specrun.runner.data import prepare_run_data
     from specrun.runner.evaluate import evaluate
-    from specrun.runner.execute import build_model
     from specrun.runner.export import load_plain
     from specrun.runner.modeling import count_parameters, load_tokenizer
     from specrun.runner.train import train_model
@@ -129,7 +129,7 @@ def check_method(
         load_weights(reloaded, folder)
         got = evaluate(reloaded, dev, len(labels), 64, precision, device)
         # a quantized base loaded plainly runs bitsandbytes' inference kernels, not the trained path: not compared
-        plain = load_plain(folder) if not quantized_bits(model) else None
+        plain = load_plain(folder, registry=registry) if not quantized_bits(model) else None
         plain_got = evaluate(plain, dev, len(labels), 64, precision, device) if plain is not None else None
     assert (got.prediction == expected.prediction).all(), f"{name}: the saved and rebuilt model predicts other labels"
     assert max(abs(a - b) for a, b in zip(got.confidence, expected.confidence)) <= 1e-6, \

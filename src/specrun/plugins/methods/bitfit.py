@@ -35,7 +35,8 @@ class BitFit(MethodPlugin):
     Options = BitFitOptions
 
     def check_model(self, options: BitFitOptions, model: ModelInfo) -> None:
-        from specrun.runner.roles import parameter_names, role_map_for
+        from specrun.core.models import parameter_names
+        from specrun.core.roles import role_map_for
 
         names = parameter_names(model.path)
         if options.subset == "all":

@@ -26,7 +26,7 @@ class HeadOnly(MethodPlugin):
     def check_model(self, options: HeadOnlyOptions, model: ModelInfo) -> None:
         if not options.train_pooler:
             return
-        from specrun.runner.roles import role_map_for
+        from specrun.core.roles import role_map_for
 
         roles = role_map_for(getattr(model.config, "model_type", None))
         if roles is not None and roles.pooler is None:
@@ -34,7 +34,7 @@ class HeadOnly(MethodPlugin):
             raise ConfigError(f"train_pooler = true, but {describe(model)} has no pooler{why}; set train_pooler = false",
                               key="method.train_pooler")
         if roles is None:
-            from specrun.runner.roles import parameter_names
+            from specrun.core.models import parameter_names
 
             if not any(".pooler." in n for n in parameter_names(model.path)):
                 raise ConfigError(f"train_pooler = true, but {describe(model)} has no pooler; set train_pooler = false",

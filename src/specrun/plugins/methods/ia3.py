@@ -7,7 +7,7 @@ from pydantic import Field
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import BuildContext, MethodPlugin, ModelInfo, PluginOptions
 from specrun.plugins.methods.parts import required_roles, roles_of
-from specrun.runner.roles import RoleMap, check_resolves
+from specrun.core.roles import RoleMap, check_resolves
 
 
 class IA3Options(PluginOptions):

@@ -15,7 +15,7 @@ from pydantic import Field, model_serializer, model_validator
 from specrun.errors import ConfigError, MethodUnavailable, SpecrunError
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import BuildContext, MethodPlugin, ModelInfo, PluginOptions
-from specrun.runner.roles import PLACEMENTS, ROLE_MAPS, RoleMap, check_resolves, role_map, role_map_for
+from specrun.core.roles import PLACEMENTS, ROLE_MAPS, RoleMap, check_resolves, role_map, role_map_for
 
 if TYPE_CHECKING:
     import torch

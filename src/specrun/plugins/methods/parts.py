@@ -1,7 +1,7 @@
 """Finding the parts of a transformers sequence classifier that the methods select.
 
 Not a plugin: the built-in methods share these helpers. They address the model through its roles
-(``specrun.runner.roles``: query, value, FFN, layers, embeddings, pooler, head), resolved per
+(``specrun.core.roles``: query, value, FFN, layers, embeddings, pooler, head), resolved per
 architecture in one place, so BERT, RoBERTa, DistilBERT, ALBERT, DeBERTa-v2, ELECTRA, GPT-2, GPT-Neo,
 GPT-NeoX and Llama-style classifiers all work, and a method that cannot do what it says on one of
 them is refused before anything trains.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from specrun.errors import SpecrunError
-from specrun.runner.roles import RoleMap, arch_name, role_map, role_map_for
+from specrun.core.roles import RoleMap, arch_name, role_map, role_map_for
 
 if TYPE_CHECKING:  # imported where a model is built: listing plugins and adding commands stay fast
     import torch

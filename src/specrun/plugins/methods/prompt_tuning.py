@@ -73,7 +73,7 @@ class PromptTuning(MethodPlugin):
 def _check_decoder(config, name: str) -> None:
     """peft hands a decoder the soft prompt and the text as embeddings only; its classifier then cannot
     see where the padding starts and pools the last position, a pad token in all but the longest input."""
-    from specrun.runner.roles import role_map_for
+    from specrun.core.roles import role_map_for
 
     roles = role_map_for(getattr(config, "model_type", None))
     if roles is not None and roles.decoder:

@@ -13,7 +13,6 @@ from a copy of the model built on the meta device.
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass, field
 
@@ -242,20 +241,7 @@ def arch_name(config) -> str:
     return found.name if found else repr(getattr(config, "model_type", "?"))
 
 
-# --- the classifier's names, without its weights -------------------------------------------------
-
-
-@functools.lru_cache(maxsize=8)
-def parameter_names(model_path: str) -> tuple[str, ...]:
-    """Parameter names of the sequence classifier for ``model_path``, built on the meta device."""
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    from specrun.runner.modeling import load_config
-
-    with torch.device("meta"):
-        model = AutoModelForSequenceClassification.from_config(load_config(model_path))
-    return tuple(name for name, _ in model.named_parameters())
+# --- checking a map against a model --------------------------------------------------------------
 
 
 def check_resolves(roles: RoleMap, module_names: list[str], wanted: tuple[str, ...], key: str) -> list[str]:

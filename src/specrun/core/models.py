@@ -1,0 +1,93 @@
+"""Loading a pretrained transformers classifier: its config, the model with a fresh head, its module names.
+
+Below the plugin API (``BuildContext.load_backbone`` and ``ModelInfo.module_names`` call these) and the
+runner (``specrun.runner.modeling`` re-exports them). torch and transformers are imported inside the
+functions: planning and validating must not pay for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+
+from specrun.errors import DataError
+
+
+@functools.lru_cache(maxsize=16)
+def load_config(model_path: str):
+    """The transformers config of the model at ``model_path`` (a folder or a hub id); OSError if none."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(model_path)
+    except ValueError as exc:  # e.g. a config.json without a known model_type
+        raise OSError(str(exc)) from None
+
+
+@functools.lru_cache(maxsize=8)
+def module_names(model_path: str) -> list[str]:
+    """Module names of the sequence classifier for ``model_path``, built on the meta device (no weights)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(load_config(model_path))
+    return [name for name, _ in model.named_modules()]
+
+
+@functools.lru_cache(maxsize=8)
+def parameter_names(model_path: str) -> tuple[str, ...]:
+    """Parameter names of the sequence classifier for ``model_path``, built on the meta device (no weights)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(load_config(model_path))
+    return tuple(name for name, _ in model.named_parameters())
+
+
+def quiet_load():
+    """Around ``from_pretrained``: transformers prints a load report on stdout."""
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+@functools.lru_cache(maxsize=8)
+def load_tokenizer(model_path: str):
+    """The tokenizer of the model at ``model_path``, with a pad token: its own, else its end-of-sequence
+    token (decoders), padding on the right (``core.roles.ensure_pad_token``)."""
+    from transformers import AutoTokenizer
+
+    from specrun.core.roles import ensure_pad_token
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    except Exception as exc:
+        raise DataError(f"cannot load the tokenizer of {model_path!r}: {type(exc).__name__}: {exc}") from None
+    ensure_pad_token(tokenizer)
+    return tokenizer
+
+
+def load_classifier(model_path: str, num_labels: int, label_names: tuple[str, ...] = (), **kwargs):
+    """``AutoModelForSequenceClassification`` with a new head of ``num_labels`` outputs; a decoder's
+    config gets the pad token its batches are padded with (``core.roles.pad_kwargs``)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from specrun.core.roles import pad_kwargs
+
+    names = list(label_names) or [str(i) for i in range(num_labels)]
+    try:
+        kwargs = {**pad_kwargs(load_config(model_path), lambda: load_tokenizer(model_path)), **kwargs}
+    except OSError as exc:
+        raise DataError(f"cannot load model {model_path!r}: {exc}") from None
+    with quiet_load():
+        try:
+            return AutoModelForSequenceClassification.from_pretrained(
+                model_path,
+                num_labels=num_labels,
+                id2label=dict(enumerate(names)),
+                label2id={n: i for i, n in enumerate(names)},
+                **kwargs,
+            )
+        except OSError as exc:
+            raise DataError(f"cannot load model {model_path!r}: {exc}") from None
