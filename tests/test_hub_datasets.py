@@ -71,6 +71,7 @@ def test_a_spec_trains_on_a_saved_dataset_and_reports_bad_columns_with_file_and_
 
 def test_imdb_keeps_its_br_tags_for_the_clean_transform_and_evaluates_on_test(registry):
     from conftest import SHARED_DATA
+
     from specrun.plugins.api import DataContext
 
     source = registry.get("dataset", "imdb")

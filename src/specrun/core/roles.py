@@ -146,11 +146,11 @@ def _bert_like(name: str, model_types: tuple[str, ...], prefix: str, pooler: boo
     )
 
 
-_LLAMA = dict(
-    decoder=True, layer=r"model\.layers\.\d+", layer_list="model.layers",
-    query="self_attn.q_proj", key="self_attn.k_proj", value="self_attn.v_proj", attn_out="self_attn.o_proj",
-    ffn_in=("mlp.gate_proj", "mlp.up_proj"), ffn_out="mlp.down_proj", embeddings=("model.embed_tokens",), head=("score",),
-)
+_LLAMA = {
+    "decoder": True, "layer": r"model\.layers\.\d+", "layer_list": "model.layers",
+    "query": "self_attn.q_proj", "key": "self_attn.k_proj", "value": "self_attn.v_proj", "attn_out": "self_attn.o_proj",
+    "ffn_in": ("mlp.gate_proj", "mlp.up_proj"), "ffn_out": "mlp.down_proj", "embeddings": ("model.embed_tokens",), "head": ("score",),
+}
 
 ROLE_MAPS: tuple[RoleMap, ...] = (
     _bert_like("BERT", ("bert",), "bert", pooler=True),

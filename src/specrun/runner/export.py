@@ -125,9 +125,8 @@ def export_model(config: dict, weights: Path, out: Path, merge: bool, registry: 
     model plain transformers loads, with its tokenizer and labels; with ``merge``, adapters merged into
     the weights. Refuses (UsageError) a merge the method does not allow. The folder is written aside and
     moved into place once it loads and predicts what the run's model predicts."""
-    from specrun.runner.predict import Predictor
-
     from specrun.runner.modeling import portable_model_name
+    from specrun.runner.predict import Predictor
 
     fp32 = copy.deepcopy(config)
     fp32.setdefault("train", {}).update(precision="fp32", device="cpu")  # weights kept (and merged) at full precision

@@ -77,10 +77,10 @@ def tiny_config(model_type: str, tokenizer):
     import transformers as t
 
     vocab = len(tokenizer)
-    size = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    size = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64}
     if model_type in DECODERS:
         eos = tokenizer.eos_token_id
-        ids = dict(vocab_size=vocab, bos_token_id=eos, eos_token_id=eos)
+        ids = {"vocab_size": vocab, "bos_token_id": eos, "eos_token_id": eos}
         if model_type == "gpt2":
             return t.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, **ids)
         if model_type == "gpt_neo":
@@ -90,7 +90,7 @@ def tiny_config(model_type: str, tokenizer):
             return t.GPTNeoXConfig(**size, **ids)
         kinds = {"llama": t.LlamaConfig, "qwen2": t.Qwen2Config, "mistral": t.MistralConfig}
         return kinds[model_type](num_key_value_heads=1, **size, **ids)
-    ids = dict(vocab_size=vocab, pad_token_id=tokenizer.pad_token_id)
+    ids = {"vocab_size": vocab, "pad_token_id": tokenizer.pad_token_id}
     if model_type == "bert":
         return t.BertConfig(**size, **ids)
     if model_type in ("roberta", "xlm-roberta"):

@@ -112,7 +112,7 @@ class HubDataset(DatasetSource):
                 loaded = datasets.load_dataset(self.target, options.config, revision=options.revision)
         except DataError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  (any failure of datasets: a located message, not a traceback)
             raise DataError(f"could not load {self.name} ({type(exc).__name__}: {exc})") from None
         return loaded
 

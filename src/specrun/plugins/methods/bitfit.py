@@ -9,7 +9,13 @@ from pydantic import Field
 from specrun.errors import ConfigError
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import BuildContext, MethodPlugin, ModelInfo, PluginOptions
-from specrun.plugins.methods.parts import describe, is_head, required_roles, roles_of, train_only
+from specrun.plugins.methods.parts import (
+    describe,
+    is_head,
+    required_roles,
+    roles_of,
+    train_only,
+)
 
 #: The paper's strongest small subset: the query bias and the FFN's first (intermediate) bias.
 QUERY_FFN = ("query", "ffn_in")

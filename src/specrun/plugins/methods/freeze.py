@@ -9,7 +9,13 @@ from pydantic import Field, model_validator
 from specrun.errors import ConfigError, SpecrunError
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import BuildContext, MethodPlugin, ModelInfo, PluginOptions
-from specrun.plugins.methods.parts import describe, encoder_layers, required_roles, roles_of, train_only
+from specrun.plugins.methods.parts import (
+    describe,
+    encoder_layers,
+    required_roles,
+    roles_of,
+    train_only,
+)
 
 
 class FreezeOptions(PluginOptions):

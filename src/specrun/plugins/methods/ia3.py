@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from specrun.core.roles import RoleMap, check_resolves
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import BuildContext, MethodPlugin, ModelInfo, PluginOptions
 from specrun.plugins.methods.parts import required_roles, roles_of
-from specrun.core.roles import RoleMap, check_resolves
 
 
 class IA3Options(PluginOptions):

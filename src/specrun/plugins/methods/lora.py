@@ -12,10 +12,17 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_serializer, model_validator
 
+from specrun.core.roles import (
+    PLACEMENTS,
+    ROLE_MAPS,
+    RoleMap,
+    check_resolves,
+    role_map,
+    role_map_for,
+)
 from specrun.errors import ConfigError, MethodUnavailable, SpecrunError
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import BuildContext, MethodPlugin, ModelInfo, PluginOptions
-from specrun.core.roles import PLACEMENTS, ROLE_MAPS, RoleMap, check_resolves, role_map, role_map_for
 
 if TYPE_CHECKING:
     import torch

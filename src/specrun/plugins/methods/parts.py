@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from specrun.errors import SpecrunError
 from specrun.core.roles import RoleMap, arch_name, role_map, role_map_for
+from specrun.errors import SpecrunError
 
 if TYPE_CHECKING:  # imported where a model is built: listing plugins and adding commands stay fast
     import torch

@@ -37,8 +37,8 @@ def prompt_config(options: PromptTuningOptions, model_path: str, backbone=None):
     if backbone is not None:
         # the prompt lives in the input embeddings' space (narrower than the layers on ALBERT and ELECTRA)
         config = backbone.config
-        shape = dict(token_dim=backbone.get_input_embeddings().embedding_dim, num_layers=config.num_hidden_layers,
-                     num_attention_heads=config.num_attention_heads)
+        shape = {"token_dim": backbone.get_input_embeddings().embedding_dim, "num_layers": config.num_hidden_layers,
+                     "num_attention_heads": config.num_attention_heads}
         roles = roles_of(backbone)
         if roles is not None:
             shape["modules_to_save"] = list(roles.head)
