@@ -153,7 +153,7 @@ class Registry:
     def code_version(self, kind: str, name: str) -> str:
         """The version of a plugin that enters the ids of the runs using it.
 
-        A built-in keeps ``<specrun version>/<plugin version>``; any other plugin gives its own ``version``
+        A built-in keeps ``<specrun results version>/<plugin version>`` (``specrun.version.RESULTS_VERSION``); any other plugin gives its own ``version``
         attribute when it sets one, else the version of the package that ships it. So a release of a
         package changes the runs of the plugins whose ``version`` it bumps, and of those that set none."""
         entry = self.entry(kind, name)
@@ -506,10 +506,11 @@ def set_registry(registry: Registry | None) -> None:
 def module_version(module: ModuleType | object) -> str:
     """The version of the distribution that ships ``module`` (for run identities), or 'local'."""
     top = type(module).__module__.split(".")[0] if not isinstance(module, ModuleType) else module.__name__.split(".")[0]
-    if top == "specrun":  # its source says, even where an editable install's metadata is from an older release
-        from specrun.version import __version__
+    if top == "specrun":  # its source says (an editable install's metadata may be an older release's): the
+        # results version, not the release, so that upgrading keeps the runs a store holds (specrun.version)
+        from specrun.version import RESULTS_VERSION
 
-        return __version__
+        return RESULTS_VERSION
     try:
         return importlib.metadata.version(top)
     except importlib.metadata.PackageNotFoundError:
