@@ -275,3 +275,16 @@ def test_plan_refuses_what_an_architecture_lacks_with_file_line_and_key(arch, me
     assert f"toy.toml:{line}: {key}: " in result.stderr
     for w in words:
         assert w in result.stderr
+
+
+@pytest.mark.parametrize("arch", ["gpt_neo", "llama"])
+def test_8bit_lora_on_decoders(arch, arch_model, specrun_registry, tmp_path):
+    """LoRA over an 8-bit decoder behaves as over an 8-bit encoder (tests/test_methods.py): the contract holds."""
+    from specrun.testing.contracts import check_method
+    from specrun.testing.toy import single_thread
+
+    options = {"rank": 4, "quantize": "8bit"}
+    with single_thread():
+        report = check_method(specrun_registry, "lora", options, model_dir=arch_model(arch), workdir=tmp_path,
+                              trains=predicate(arch, "lora", options), learning_rate=1e-2, precision="bf16", steps=12)
+    assert report.loss_after < report.loss_before
