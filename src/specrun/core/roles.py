@@ -154,7 +154,7 @@ _LLAMA = {
 
 ROLE_MAPS: tuple[RoleMap, ...] = (
     _bert_like("BERT", ("bert",), "bert", pooler=True),
-    _bert_like("RoBERTa", ("roberta", "xlm-roberta"), "roberta", pooler=False,
+    _bert_like("RoBERTa", ("roberta", "xlm-roberta", "camembert"), "roberta", pooler=False,
                note="no pooler: the classification head's own dense + tanh layer over <s> trains as part of the head"),
     _bert_like("ELECTRA", ("electra",), "electra", pooler=False, embeddings=("electra.embeddings", "electra.embeddings_project"),
                note="no pooler: the classification head's dense layer over [CLS] trains as part of the head"),

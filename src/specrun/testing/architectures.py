@@ -93,8 +93,8 @@ def tiny_config(model_type: str, tokenizer):
     ids = {"vocab_size": vocab, "pad_token_id": tokenizer.pad_token_id}
     if model_type == "bert":
         return t.BertConfig(**size, **ids)
-    if model_type in ("roberta", "xlm-roberta"):
-        kind = t.RobertaConfig if model_type == "roberta" else t.XLMRobertaConfig
+    if model_type in ("roberta", "xlm-roberta", "camembert"):
+        kind = {"roberta": t.RobertaConfig, "xlm-roberta": t.XLMRobertaConfig, "camembert": t.CamembertConfig}[model_type]
         return kind(**{**size, "max_position_embeddings": 66}, type_vocab_size=1, **ids)
     if model_type == "distilbert":
         return t.DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64, **ids)
