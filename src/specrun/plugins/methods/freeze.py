@@ -50,7 +50,8 @@ class Freeze(MethodPlugin):
             raise ConfigError(f"{describe(model)}: {roles.note}, so there are no lowest layers to freeze on their own", key=key)
         layers = getattr(model.config, "num_hidden_layers", None)
         if options.layers is not None and layers is not None and options.layers > layers:
-            raise ConfigError(f"{options.layers} layers to freeze, but {model.name!r} has {layers} layers", key="method.layers")
+            kind = "decoder" if roles.decoder else "encoder"
+            raise ConfigError(f"{options.layers} layers to freeze, but {model.name!r} has {layers} {kind} layers", key="method.layers")
 
     def build(self, options: FreezeOptions, ctx: BuildContext):
         model = ctx.load_backbone()
