@@ -27,12 +27,22 @@ from specrun.testing.architectures import (
 
 # --- role maps: the modules of layer 0 each role names, written out ---------------------------------
 
-_BERT = {"query": "encoder.layer.0.attention.self.query", "key": "encoder.layer.0.attention.self.key",
-         "value": "encoder.layer.0.attention.self.value", "attn_out": "encoder.layer.0.attention.output.dense",
-         "ffn_in": "encoder.layer.0.intermediate.dense", "ffn_out": "encoder.layer.0.output.dense"}
-_LLAMA = {"query": "model.layers.0.self_attn.q_proj", "key": "model.layers.0.self_attn.k_proj",
-          "value": "model.layers.0.self_attn.v_proj", "attn_out": "model.layers.0.self_attn.o_proj",
-          "ffn_in": ["model.layers.0.mlp.gate_proj", "model.layers.0.mlp.up_proj"], "ffn_out": "model.layers.0.mlp.down_proj"}
+_BERT = {
+    "query": "encoder.layer.0.attention.self.query",
+    "key": "encoder.layer.0.attention.self.key",
+    "value": "encoder.layer.0.attention.self.value",
+    "attn_out": "encoder.layer.0.attention.output.dense",
+    "ffn_in": "encoder.layer.0.intermediate.dense",
+    "ffn_out": "encoder.layer.0.output.dense",
+}
+_LLAMA = {
+    "query": "model.layers.0.self_attn.q_proj",
+    "key": "model.layers.0.self_attn.k_proj",
+    "value": "model.layers.0.self_attn.v_proj",
+    "attn_out": "model.layers.0.self_attn.o_proj",
+    "ffn_in": ["model.layers.0.mlp.gate_proj", "model.layers.0.mlp.up_proj"],
+    "ffn_out": "model.layers.0.mlp.down_proj",
+}
 _ALBERT = "albert.encoder.albert_layer_groups.0.albert_layers.0."
 _NEO = "transformer.h.0.attn.attention."
 
@@ -43,21 +53,53 @@ LAYER0: dict[str, dict] = {
     "xlm-roberta": {k: f"roberta.{v}" for k, v in _BERT.items()},
     "camembert": {k: f"roberta.{v}" for k, v in _BERT.items()},
     "electra": {k: f"electra.{v}" for k, v in _BERT.items()},
-    "distilbert": {"query": "distilbert.transformer.layer.0.attention.q_lin", "key": "distilbert.transformer.layer.0.attention.k_lin",
-                   "value": "distilbert.transformer.layer.0.attention.v_lin", "attn_out": "distilbert.transformer.layer.0.attention.out_lin",
-                   "ffn_in": "distilbert.transformer.layer.0.ffn.lin1", "ffn_out": "distilbert.transformer.layer.0.ffn.lin2"},
-    "albert": {"query": _ALBERT + "attention.query", "key": _ALBERT + "attention.key", "value": _ALBERT + "attention.value",
-               "attn_out": _ALBERT + "attention.dense", "ffn_in": _ALBERT + "ffn", "ffn_out": _ALBERT + "ffn_output"},
-    "deberta-v2": {"query": "deberta.encoder.layer.0.attention.self.query_proj", "key": "deberta.encoder.layer.0.attention.self.key_proj",
-                   "value": "deberta.encoder.layer.0.attention.self.value_proj", "attn_out": "deberta.encoder.layer.0.attention.output.dense",
-                   "ffn_in": "deberta.encoder.layer.0.intermediate.dense", "ffn_out": "deberta.encoder.layer.0.output.dense"},
-    "gpt2": {"qkv": "transformer.h.0.attn.c_attn", "attn_out": "transformer.h.0.attn.c_proj",
-             "ffn_in": "transformer.h.0.mlp.c_fc", "ffn_out": "transformer.h.0.mlp.c_proj"},
-    "gpt_neo": {"query": _NEO + "q_proj", "key": _NEO + "k_proj", "value": _NEO + "v_proj", "attn_out": _NEO + "out_proj",
-                "ffn_in": "transformer.h.0.mlp.c_fc", "ffn_out": "transformer.h.0.mlp.c_proj"},
-    "gpt_neox": {"qkv": "gpt_neox.layers.0.attention.query_key_value", "attn_out": "gpt_neox.layers.0.attention.dense",
-                 "ffn_in": "gpt_neox.layers.0.mlp.dense_h_to_4h", "ffn_out": "gpt_neox.layers.0.mlp.dense_4h_to_h"},
-    "llama": _LLAMA, "qwen2": _LLAMA, "mistral": _LLAMA,
+    "distilbert": {
+        "query": "distilbert.transformer.layer.0.attention.q_lin",
+        "key": "distilbert.transformer.layer.0.attention.k_lin",
+        "value": "distilbert.transformer.layer.0.attention.v_lin",
+        "attn_out": "distilbert.transformer.layer.0.attention.out_lin",
+        "ffn_in": "distilbert.transformer.layer.0.ffn.lin1",
+        "ffn_out": "distilbert.transformer.layer.0.ffn.lin2",
+    },
+    "albert": {
+        "query": _ALBERT + "attention.query",
+        "key": _ALBERT + "attention.key",
+        "value": _ALBERT + "attention.value",
+        "attn_out": _ALBERT + "attention.dense",
+        "ffn_in": _ALBERT + "ffn",
+        "ffn_out": _ALBERT + "ffn_output",
+    },
+    "deberta-v2": {
+        "query": "deberta.encoder.layer.0.attention.self.query_proj",
+        "key": "deberta.encoder.layer.0.attention.self.key_proj",
+        "value": "deberta.encoder.layer.0.attention.self.value_proj",
+        "attn_out": "deberta.encoder.layer.0.attention.output.dense",
+        "ffn_in": "deberta.encoder.layer.0.intermediate.dense",
+        "ffn_out": "deberta.encoder.layer.0.output.dense",
+    },
+    "gpt2": {
+        "qkv": "transformer.h.0.attn.c_attn",
+        "attn_out": "transformer.h.0.attn.c_proj",
+        "ffn_in": "transformer.h.0.mlp.c_fc",
+        "ffn_out": "transformer.h.0.mlp.c_proj",
+    },
+    "gpt_neo": {
+        "query": _NEO + "q_proj",
+        "key": _NEO + "k_proj",
+        "value": _NEO + "v_proj",
+        "attn_out": _NEO + "out_proj",
+        "ffn_in": "transformer.h.0.mlp.c_fc",
+        "ffn_out": "transformer.h.0.mlp.c_proj",
+    },
+    "gpt_neox": {
+        "qkv": "gpt_neox.layers.0.attention.query_key_value",
+        "attn_out": "gpt_neox.layers.0.attention.dense",
+        "ffn_in": "gpt_neox.layers.0.mlp.dense_h_to_4h",
+        "ffn_out": "gpt_neox.layers.0.mlp.dense_4h_to_h",
+    },
+    "llama": _LLAMA,
+    "qwen2": _LLAMA,
+    "mistral": _LLAMA,
 }
 #: architecture -> (layer list, pooler, head modules)
 WHOLE: dict[str, tuple] = {
@@ -69,9 +111,12 @@ WHOLE: dict[str, tuple] = {
     "distilbert": ("distilbert.transformer.layer", None, ("pre_classifier", "classifier")),
     "albert": (None, "albert.pooler", ("classifier",)),
     "deberta-v2": ("deberta.encoder.layer", None, ("pooler", "classifier")),
-    "gpt2": ("transformer.h", None, ("score",)), "gpt_neo": ("transformer.h", None, ("score",)),
+    "gpt2": ("transformer.h", None, ("score",)),
+    "gpt_neo": ("transformer.h", None, ("score",)),
     "gpt_neox": ("gpt_neox.layers", None, ("score",)),
-    "llama": ("model.layers", None, ("score",)), "qwen2": ("model.layers", None, ("score",)), "mistral": ("model.layers", None, ("score",)),
+    "llama": ("model.layers", None, ("score",)),
+    "qwen2": ("model.layers", None, ("score",)),
+    "mistral": ("model.layers", None, ("score",)),
 }
 
 
@@ -107,7 +152,9 @@ MAP_ONLY = ("camembert",)
 
 
 def test_every_architecture_has_a_map_and_a_tiny_model():
-    assert {t for m in ROLE_MAPS for t in m.model_types} == set(ARCHITECTURES) | set(MAP_ONLY) == set(LAYER0) == set(WHOLE)
+    assert (
+        {t for m in ROLE_MAPS for t in m.model_types} == set(ARCHITECTURES) | set(MAP_ONLY) == set(LAYER0) == set(WHOLE)
+    )
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES + MAP_ONLY)
@@ -141,7 +188,7 @@ def _plain(name: str) -> str:
     """A peft parameter name as the classifier's own: prefix and trained copies stripped."""
     for prefix in ("base_model.model.", "base_model."):  # LoRA and IA3; prompt tuning
         if name.startswith(prefix):
-            name = name[len(prefix):]
+            name = name[len(prefix) :]
             break
     return name.replace(".modules_to_save.default", "")
 
@@ -166,7 +213,7 @@ def predicate(arch: str, method: str, options: dict):
         return lambda n: head(n) or ((".lora_A." in n or ".lora_B." in n) and _module(n, ".lora_") in adapted)
     if method == "ia3":
         attention = ("query", "key", "value") if roles.qkv else ("key", "value")
-        adapted = set(roles.modules(attention + ("ffn_out",), names))
+        adapted = set(roles.modules((*attention, "ffn_out"), names))
         return lambda n: head(n) or (".ia3_l." in n and _module(n, ".ia3_l") in adapted)
     if method == "bitfit":
         if options.get("subset") == "query-ffn":
@@ -244,8 +291,16 @@ def test_method_on_architecture(arch, case, arch_model, specrun_registry, tmp_pa
         return
     plugin.check_model(validated, model_info(arch, folder))
     with single_thread():
-        report = check_method(specrun_registry, method, options, model_dir=folder, workdir=tmp_path,
-                              trains=predicate(arch, method, options), learning_rate=lr, steps=12)
+        report = check_method(
+            specrun_registry,
+            method,
+            options,
+            model_dir=folder,
+            workdir=tmp_path,
+            trains=predicate(arch, method, options),
+            learning_rate=lr,
+            steps=12,
+        )
     assert report.loss_after < report.loss_before
 
 
@@ -256,19 +311,47 @@ def test_plugins_lora_lists_the_placements_of_each_architecture(specrun_cli):
     code, out, err = specrun_cli("plugins", "lora")
     assert code == 0, err
     rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 4}
-    assert {"BERT", "RoBERTa", "DistilBERT", "ALBERT", "DeBERTa-v2", "ELECTRA", "GPT-2", "GPT-Neo", "GPT-NeoX", "Llama", "Qwen2",
-            "Mistral"} <= set(rows)
+    assert {
+        "BERT",
+        "RoBERTa",
+        "DistilBERT",
+        "ALBERT",
+        "DeBERTa-v2",
+        "ELECTRA",
+        "GPT-2",
+        "GPT-Neo",
+        "GPT-NeoX",
+        "Llama",
+        "Qwen2",
+        "Mistral",
+    } <= set(rows)
     placements, refused = (cell.strip() for cell in rows["GPT-2"].split("│")[3:5])
     assert placements == "attn-qkv, attn-full, ffn-only, full-model" and refused == "attn-q, attn-v, attn-qv"
     assert rows["GPT-Neo"].split("│")[4].strip() == "-"
 
 
-@pytest.mark.parametrize("arch, method, key, words", [
-    ("roberta", 'name = "head_only"\ntrain_pooler = true', "method.train_pooler", ["(RoBERTa)", "has no pooler"]),
-    ("gpt2", 'name = "lora"\nplacement = "attn-v"', "method.placement", ["GPT-2 computes query, key and value in one fused",
-                                                                        "its placements are attn-qkv, attn-full, ffn-only, full-model"]),
-    ("distilbert", 'name = "bitfit"\nsubset = "query-ffn"', None, None),  # DistilBERT's q_lin and ffn.lin1 biases: it works
-], ids=["roberta-train_pooler", "gpt2-attn-v", "distilbert-query-ffn"])
+@pytest.mark.parametrize(
+    "arch, method, key, words",
+    [
+        ("roberta", 'name = "head_only"\ntrain_pooler = true', "method.train_pooler", ["(RoBERTa)", "has no pooler"]),
+        (
+            "gpt2",
+            'name = "lora"\nplacement = "attn-v"',
+            "method.placement",
+            [
+                "GPT-2 computes query, key and value in one fused",
+                "its placements are attn-qkv, attn-full, ffn-only, full-model",
+            ],
+        ),
+        (
+            "distilbert",
+            'name = "bitfit"\nsubset = "query-ffn"',
+            None,
+            None,
+        ),  # DistilBERT's q_lin and ffn.lin1 biases: it works
+    ],
+    ids=["roberta-train_pooler", "gpt2-attn-v", "distilbert-query-ffn"],
+)
 def test_plan_refuses_what_an_architecture_lacks_with_file_line_and_key(arch, method, key, words, arch_model, run_spec):
     from specrun.testing.toy import toy_spec
 
@@ -277,7 +360,9 @@ def test_plan_refuses_what_an_architecture_lacks_with_file_line_and_key(arch, me
         assert result.exit_code == 0, result.stderr
         return
     assert result.exit_code == 2 and "Traceback" not in result.stderr
-    line = next(n for n, text in enumerate(toy_spec(method=method).splitlines(), 1) if text.startswith(key.split(".")[1]))
+    line = next(
+        n for n, text in enumerate(toy_spec(method=method).splitlines(), 1) if text.startswith(key.split(".")[1])
+    )
     assert f"toy.toml:{line}: {key}: " in result.stderr
     for w in words:
         assert w in result.stderr
@@ -291,6 +376,15 @@ def test_8bit_lora_on_decoders(arch, arch_model, specrun_registry, tmp_path):
 
     options = {"rank": 4, "quantize": "8bit"}
     with single_thread():
-        report = check_method(specrun_registry, "lora", options, model_dir=arch_model(arch), workdir=tmp_path,
-                              trains=predicate(arch, "lora", options), learning_rate=1e-2, precision="bf16", steps=12)
+        report = check_method(
+            specrun_registry,
+            "lora",
+            options,
+            model_dir=arch_model(arch),
+            workdir=tmp_path,
+            trains=predicate(arch, "lora", options),
+            learning_rate=1e-2,
+            precision="bf16",
+            steps=12,
+        )
     assert report.loss_after < report.loss_before

@@ -26,7 +26,9 @@ def test_batches_pad_with_the_end_of_sequence_token_not_id_0(arch_model):
     tokenizer = load_tokenizer(folder)
     assert tokenizer.pad_token == tokenizer.eos_token == "<eos>" and tokenizer.pad_token_id != 0
     assert tokenizer.padding_side == "right"
-    enc = Encoded.build(Examples.from_columns(["a", "b"], ["good", "the movie was really good"], [1, 1]), TokenCache(tokenizer, 16))
+    enc = Encoded.build(
+        Examples.from_columns(["a", "b"], ["good", "the movie was really good"], [1, 1]), TokenCache(tokenizer, 16)
+    )
     batch = enc.collate(np.array([0, 1]), __import__("torch").device("cpu"))
     short = batch["input_ids"][0].tolist()
     assert short[1:] == [tokenizer.eos_token_id] * (len(short) - 1) and 0 not in short[1:]
@@ -51,16 +53,27 @@ def _runs(store: Path) -> list[tuple]:
 
 
 @pytest.mark.parametrize("arch", ["gpt_neo", "llama"])
-@pytest.mark.parametrize("method", ['name = "lora"\nrank = 4', 'name = "qlora"\nrank = 4\ncompute_dtype = "fp32"'], ids=["lora", "qlora"])
+@pytest.mark.parametrize(
+    "method", ['name = "lora"\nrank = 4', 'name = "qlora"\nrank = 4\ncompute_dtype = "fp32"'], ids=["lora", "qlora"]
+)
 def test_decoders_train_predict_and_export_to_a_pipeline(arch, method, arch_model, run_spec, specrun_cli, tmp_path):
     from transformers import AutoTokenizer, pipeline
 
     model = arch_model(arch)
-    result = run_spec(toy_spec(method=method, model=str(model), train="max_steps = 30").replace("learning_rate = 1e-3", "learning_rate = 0.02"))
+    result = run_spec(
+        toy_spec(method=method, model=str(model), train="max_steps = 30").replace(
+            "learning_rate = 1e-3", "learning_rate = 0.02"
+        )
+    )
     [(run_id, status, environment)] = _runs(result.store)
     assert status == "completed", result.stderr
     padding = json.loads(environment)["padding"]
-    assert padding == {"pad_token": "<eos>", "pad_token_id": padding["pad_token_id"], "padding_side": "right", "pad_from": "eos"}
+    assert padding == {
+        "pad_token": "<eos>",
+        "pad_token_id": padding["pad_token_id"],
+        "padding_side": "right",
+        "pad_from": "eos",
+    }
 
     code, out, err = specrun_cli("predict", run_id, *TEXTS, "-f", "json", "--store", str(result.store))
     assert code == 0, err
@@ -77,9 +90,15 @@ def test_decoders_train_predict_and_export_to_a_pipeline(arch, method, arch_mode
         assert kind == "adapter" and "pad_token_id=" in out
         labels = json.loads((folder / "run.json").read_text())["label_names"]
         loaded = AutoPeftModelForSequenceClassification.from_pretrained(
-            str(folder), num_labels=2, id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
-            pad_token_id=padding["pad_token_id"])
-        classify = pipeline("text-classification", model=loaded, tokenizer=AutoTokenizer.from_pretrained(str(model)), device="cpu")
+            str(folder),
+            num_labels=2,
+            id2label=dict(enumerate(labels)),
+            label2id={n: i for i, n in enumerate(labels)},
+            pad_token_id=padding["pad_token_id"],
+        )
+        classify = pipeline(
+            "text-classification", model=loaded, tokenizer=AutoTokenizer.from_pretrained(str(model)), device="cpu"
+        )
     else:
         assert kind == "model+adapter"
         classify = pipeline("text-classification", model=str(folder), device="cpu")

@@ -80,8 +80,10 @@ class RoleMap:
         qkv = {"query", "key", "value"}
         wanted = set(roles)
         if self.qkv and wanted & qkv and not qkv <= wanted:
-            return (f"{self.name} computes query, key and value in one fused projection ({self.qkv}): "
-                    f"it cannot adapt {', '.join(sorted(wanted & qkv, key=LAYER_ROLES.index))} alone")
+            return (
+                f"{self.name} computes query, key and value in one fused projection ({self.qkv}): "
+                f"it cannot adapt {', '.join(sorted(wanted & qkv, key=LAYER_ROLES.index))} alone"
+            )
         lacking = [r for r in roles if not self.relative(r) and not (r in qkv and self.qkv)]
         if lacking:
             return f"{self.name} has no {' or '.join(lacking)} module"
@@ -123,7 +125,7 @@ class RoleMap:
         prefix = self.layer_list + "."
         if not parameter.startswith(prefix):
             return None
-        index = parameter[len(prefix):].split(".", 1)[0]
+        index = parameter[len(prefix) :].split(".", 1)[0]
         return int(index) if index.isdigit() else None
 
     def supports(self, placement: str) -> str | None:
@@ -137,72 +139,144 @@ def _under(parameter: str, modules: tuple[str, ...]) -> bool:
 
 def _bert_like(name: str, model_types: tuple[str, ...], prefix: str, pooler: bool, **kw) -> RoleMap:
     return RoleMap(
-        name=name, model_types=model_types, decoder=False,
-        layer=rf"{prefix}\.encoder\.layer\.\d+", layer_list=f"{prefix}.encoder.layer",
-        query="attention.self.query", key="attention.self.key", value="attention.self.value",
-        attn_out="attention.output.dense", ffn_in=("intermediate.dense",), ffn_out="output.dense",
+        name=name,
+        model_types=model_types,
+        decoder=False,
+        layer=rf"{prefix}\.encoder\.layer\.\d+",
+        layer_list=f"{prefix}.encoder.layer",
+        query="attention.self.query",
+        key="attention.self.key",
+        value="attention.self.value",
+        attn_out="attention.output.dense",
+        ffn_in=("intermediate.dense",),
+        ffn_out="output.dense",
         embeddings=kw.pop("embeddings", (f"{prefix}.embeddings",)),
-        pooler=f"{prefix}.pooler" if pooler else None, **kw,
+        pooler=f"{prefix}.pooler" if pooler else None,
+        **kw,
     )
 
 
 _LLAMA = {
-    "decoder": True, "layer": r"model\.layers\.\d+", "layer_list": "model.layers",
-    "query": "self_attn.q_proj", "key": "self_attn.k_proj", "value": "self_attn.v_proj", "attn_out": "self_attn.o_proj",
-    "ffn_in": ("mlp.gate_proj", "mlp.up_proj"), "ffn_out": "mlp.down_proj", "embeddings": ("model.embed_tokens",), "head": ("score",),
+    "decoder": True,
+    "layer": r"model\.layers\.\d+",
+    "layer_list": "model.layers",
+    "query": "self_attn.q_proj",
+    "key": "self_attn.k_proj",
+    "value": "self_attn.v_proj",
+    "attn_out": "self_attn.o_proj",
+    "ffn_in": ("mlp.gate_proj", "mlp.up_proj"),
+    "ffn_out": "mlp.down_proj",
+    "embeddings": ("model.embed_tokens",),
+    "head": ("score",),
 }
 
 ROLE_MAPS: tuple[RoleMap, ...] = (
     _bert_like("BERT", ("bert",), "bert", pooler=True),
-    _bert_like("RoBERTa", ("roberta", "xlm-roberta", "camembert"), "roberta", pooler=False,
-               note="no pooler: the classification head's own dense + tanh layer over <s> trains as part of the head"),
-    _bert_like("ELECTRA", ("electra",), "electra", pooler=False, embeddings=("electra.embeddings", "electra.embeddings_project"),
-               note="no pooler: the classification head's dense layer over [CLS] trains as part of the head"),
+    _bert_like(
+        "RoBERTa",
+        ("roberta", "xlm-roberta", "camembert"),
+        "roberta",
+        pooler=False,
+        note="no pooler: the classification head's own dense + tanh layer over <s> trains as part of the head",
+    ),
+    _bert_like(
+        "ELECTRA",
+        ("electra",),
+        "electra",
+        pooler=False,
+        embeddings=("electra.embeddings", "electra.embeddings_project"),
+        note="no pooler: the classification head's dense layer over [CLS] trains as part of the head",
+    ),
     RoleMap(
-        name="DistilBERT", model_types=("distilbert",), decoder=False,
-        layer=r"distilbert\.transformer\.layer\.\d+", layer_list="distilbert.transformer.layer",
-        query="attention.q_lin", key="attention.k_lin", value="attention.v_lin", attn_out="attention.out_lin",
-        ffn_in=("ffn.lin1",), ffn_out="ffn.lin2", embeddings=("distilbert.embeddings",),
+        name="DistilBERT",
+        model_types=("distilbert",),
+        decoder=False,
+        layer=r"distilbert\.transformer\.layer\.\d+",
+        layer_list="distilbert.transformer.layer",
+        query="attention.q_lin",
+        key="attention.k_lin",
+        value="attention.v_lin",
+        attn_out="attention.out_lin",
+        ffn_in=("ffn.lin1",),
+        ffn_out="ffn.lin2",
+        embeddings=("distilbert.embeddings",),
         head=("pre_classifier", "classifier"),
         note="no pooler: the head's pre_classifier (dense over [CLS]) trains as part of the head",
     ),
     RoleMap(
-        name="ALBERT", model_types=("albert",), decoder=False,
-        layer=r"albert\.encoder\.albert_layer_groups\.\d+\.albert_layers\.\d+", layer_list=None,
-        query="attention.query", key="attention.key", value="attention.value", attn_out="attention.dense",
-        ffn_in=("ffn",), ffn_out="ffn_output",
-        embeddings=("albert.embeddings", "albert.encoder.embedding_hidden_mapping_in"), pooler="albert.pooler",
+        name="ALBERT",
+        model_types=("albert",),
+        decoder=False,
+        layer=r"albert\.encoder\.albert_layer_groups\.\d+\.albert_layers\.\d+",
+        layer_list=None,
+        query="attention.query",
+        key="attention.key",
+        value="attention.value",
+        attn_out="attention.dense",
+        ffn_in=("ffn",),
+        ffn_out="ffn_output",
+        embeddings=("albert.embeddings", "albert.encoder.embedding_hidden_mapping_in"),
+        pooler="albert.pooler",
         note="every layer shares one set of weights: an adapter on a role adapts all layers at once",
     ),
     RoleMap(
-        name="DeBERTa-v2", model_types=("deberta-v2",), decoder=False,
-        layer=r"deberta\.encoder\.layer\.\d+", layer_list="deberta.encoder.layer",
-        query="attention.self.query_proj", key="attention.self.key_proj", value="attention.self.value_proj",
-        attn_out="attention.output.dense", ffn_in=("intermediate.dense",), ffn_out="output.dense",
+        name="DeBERTa-v2",
+        model_types=("deberta-v2",),
+        decoder=False,
+        layer=r"deberta\.encoder\.layer\.\d+",
+        layer_list="deberta.encoder.layer",
+        query="attention.self.query_proj",
+        key="attention.self.key_proj",
+        value="attention.self.value_proj",
+        attn_out="attention.output.dense",
+        ffn_in=("intermediate.dense",),
+        ffn_out="output.dense",
         embeddings=("deberta.embeddings", "deberta.encoder.rel_embeddings", "deberta.encoder.LayerNorm"),
         head=("pooler", "classifier"),
         note="its context pooler is created with the classifier (not in the checkpoints): it trains as part of the head",
     ),
     RoleMap(
-        name="GPT-2", model_types=("gpt2",), decoder=True,
-        layer=r"transformer\.h\.\d+", layer_list="transformer.h",
-        qkv="attn.c_attn", attn_out="attn.c_proj", ffn_in=("mlp.c_fc",), ffn_out="mlp.c_proj",
-        embeddings=("transformer.wte", "transformer.wpe"), head=("score",),
+        name="GPT-2",
+        model_types=("gpt2",),
+        decoder=True,
+        layer=r"transformer\.h\.\d+",
+        layer_list="transformer.h",
+        qkv="attn.c_attn",
+        attn_out="attn.c_proj",
+        ffn_in=("mlp.c_fc",),
+        ffn_out="mlp.c_proj",
+        embeddings=("transformer.wte", "transformer.wpe"),
+        head=("score",),
         note="query, key and value are one fused projection (attn.c_attn)",
     ),
     RoleMap(
-        name="GPT-Neo", model_types=("gpt_neo",), decoder=True,
-        layer=r"transformer\.h\.\d+", layer_list="transformer.h",
-        query="attn.attention.q_proj", key="attn.attention.k_proj", value="attn.attention.v_proj",
-        attn_out="attn.attention.out_proj", ffn_in=("mlp.c_fc",), ffn_out="mlp.c_proj",
-        embeddings=("transformer.wte", "transformer.wpe"), head=("score",),
+        name="GPT-Neo",
+        model_types=("gpt_neo",),
+        decoder=True,
+        layer=r"transformer\.h\.\d+",
+        layer_list="transformer.h",
+        query="attn.attention.q_proj",
+        key="attn.attention.k_proj",
+        value="attn.attention.v_proj",
+        attn_out="attn.attention.out_proj",
+        ffn_in=("mlp.c_fc",),
+        ffn_out="mlp.c_proj",
+        embeddings=("transformer.wte", "transformer.wpe"),
+        head=("score",),
         note="query, key and value projections have no bias",
     ),
     RoleMap(
-        name="GPT-NeoX", model_types=("gpt_neox",), decoder=True,
-        layer=r"gpt_neox\.layers\.\d+", layer_list="gpt_neox.layers",
-        qkv="attention.query_key_value", attn_out="attention.dense", ffn_in=("mlp.dense_h_to_4h",), ffn_out="mlp.dense_4h_to_h",
-        embeddings=("gpt_neox.embed_in",), head=("score",),
+        name="GPT-NeoX",
+        model_types=("gpt_neox",),
+        decoder=True,
+        layer=r"gpt_neox\.layers\.\d+",
+        layer_list="gpt_neox.layers",
+        qkv="attention.query_key_value",
+        attn_out="attention.dense",
+        ffn_in=("mlp.dense_h_to_4h",),
+        ffn_out="mlp.dense_4h_to_h",
+        embeddings=("gpt_neox.embed_in",),
+        head=("score",),
         note="Pythia; query, key and value are one fused projection (attention.query_key_value)",
     ),
     RoleMap(name="Llama", model_types=("llama",), note="no bias terms", **_LLAMA),
@@ -251,8 +325,10 @@ def check_resolves(roles: RoleMap, module_names: list[str], wanted: tuple[str, .
     for role in wanted:
         names = roles.modules((role,), module_names)
         if not names:
-            raise ConfigError(f"{roles.name}: role {role!r} ({', '.join(roles.relatives((role,)))}) matches no module of this model",
-                              key=key)
+            raise ConfigError(
+                f"{roles.name}: role {role!r} ({', '.join(roles.relatives((role,)))}) matches no module of this model",
+                key=key,
+            )
         found += [n for n in names if n not in found]
     return found
 
@@ -273,8 +349,10 @@ def ensure_pad_token(tokenizer) -> str:
         tokenizer.pad_token = tokenizer.eos_token
         source = "eos"
     else:
-        raise DataError(f"the tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has neither a pad token nor an "
-                        "end-of-sequence token to pad batches with")
+        raise DataError(
+            f"the tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has neither a pad token nor an "
+            "end-of-sequence token to pad batches with"
+        )
     tokenizer.padding_side = "right"
     tokenizer._specrun_pad_from = source
     return source
@@ -289,12 +367,20 @@ def pad_kwargs(config, tokenizer) -> dict:
     if not decoder and getattr(config, "pad_token_id", None) is not None:
         return {}
     pad = (tokenizer() if callable(tokenizer) else tokenizer).pad_token_id
-    if pad is not None and (decoder or getattr(config, "pad_token_id", None) is None) and getattr(config, "pad_token_id", None) != pad:
+    if (
+        pad is not None
+        and (decoder or getattr(config, "pad_token_id", None) is None)
+        and getattr(config, "pad_token_id", None) != pad
+    ):
         return {"pad_token_id": pad}
     return {}
 
 
 def padding_info(tokenizer) -> dict:
     """What a run records about padding (``runs.environment``'s ``padding``)."""
-    return {"pad_token": tokenizer.pad_token, "pad_token_id": tokenizer.pad_token_id,
-            "padding_side": "right", "pad_from": getattr(tokenizer, "_specrun_pad_from", "tokenizer")}
+    return {
+        "pad_token": tokenizer.pad_token,
+        "pad_token_id": tokenizer.pad_token_id,
+        "padding_side": "right",
+        "pad_from": getattr(tokenizer, "_specrun_pad_from", "tokenizer"),
+    }

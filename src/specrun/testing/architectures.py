@@ -12,8 +12,21 @@ from __future__ import annotations
 from pathlib import Path
 
 #: The architectures (``config.model_type``) of the tiny models, one per role map entry.
-ARCHITECTURES = ("bert", "roberta", "xlm-roberta", "distilbert", "albert", "deberta-v2", "electra",
-                 "gpt2", "gpt_neo", "gpt_neox", "llama", "qwen2", "mistral")
+ARCHITECTURES = (
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "distilbert",
+    "albert",
+    "deberta-v2",
+    "electra",
+    "gpt2",
+    "gpt_neo",
+    "gpt_neox",
+    "llama",
+    "qwen2",
+    "mistral",
+)
 DECODERS = ("gpt2", "gpt_neo", "gpt_neox", "llama", "qwen2", "mistral")
 
 ENCODER_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -47,14 +60,22 @@ def make_tokenizer(model_type: str):
     tok.train_from_iterator(corpus(), trainers.WordLevelTrainer(special_tokens=specials))
     inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if model_type in WITH_TOKEN_TYPES else [])
     if decoder:
-        return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>", bos_token="<eos>",
-                                       model_input_names=inputs)
+        return PreTrainedTokenizerFast(
+            tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>", bos_token="<eos>", model_input_names=inputs
+        )
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
     )
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]", model_input_names=inputs)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_input_names=inputs,
+    )
 
 
 def _byte_level_tokenizer():
@@ -66,10 +87,18 @@ def _byte_level_tokenizer():
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(corpus(), trainers.BpeTrainer(special_tokens=["<|endoftext|>"], vocab_size=400,
-                                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-                                   model_input_names=["input_ids", "attention_mask"])
+    tok.train_from_iterator(
+        corpus(),
+        trainers.BpeTrainer(
+            special_tokens=["<|endoftext|>"], vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        model_input_names=["input_ids", "attention_mask"],
+    )
 
 
 def tiny_config(model_type: str, tokenizer):
@@ -77,15 +106,29 @@ def tiny_config(model_type: str, tokenizer):
     import transformers as t
 
     vocab = len(tokenizer)
-    size = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64}
+    size = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 64,
+    }
     if model_type in DECODERS:
         eos = tokenizer.eos_token_id
         ids = {"vocab_size": vocab, "bos_token_id": eos, "eos_token_id": eos}
         if model_type == "gpt2":
             return t.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, **ids)
         if model_type == "gpt_neo":
-            return t.GPTNeoConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_position_embeddings=64,
-                                  attention_types=[[["global", "local"], 1]], window_size=16, **ids)
+            return t.GPTNeoConfig(
+                hidden_size=32,
+                num_layers=2,
+                num_heads=2,
+                intermediate_size=64,
+                max_position_embeddings=64,
+                attention_types=[[["global", "local"], 1]],
+                window_size=16,
+                **ids,
+            )
         if model_type == "gpt_neox":
             return t.GPTNeoXConfig(**size, **ids)
         kinds = {"llama": t.LlamaConfig, "qwen2": t.Qwen2Config, "mistral": t.MistralConfig}
@@ -94,7 +137,9 @@ def tiny_config(model_type: str, tokenizer):
     if model_type == "bert":
         return t.BertConfig(**size, **ids)
     if model_type in ("roberta", "xlm-roberta", "camembert"):
-        kind = {"roberta": t.RobertaConfig, "xlm-roberta": t.XLMRobertaConfig, "camembert": t.CamembertConfig}[model_type]
+        kind = {"roberta": t.RobertaConfig, "xlm-roberta": t.XLMRobertaConfig, "camembert": t.CamembertConfig}[
+            model_type
+        ]
         return kind(**{**size, "max_position_embeddings": 66}, type_vocab_size=1, **ids)
     if model_type == "distilbert":
         return t.DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64, **ids)
@@ -103,8 +148,16 @@ def tiny_config(model_type: str, tokenizer):
     if model_type == "electra":
         return t.ElectraConfig(embedding_size=16, **size, **ids)
     if model_type == "deberta-v2":  # as DeBERTa-v3: relative attention, no absolute positions
-        return t.DebertaV2Config(**size, **ids, relative_attention=True, position_buckets=16, pos_att_type=["p2c", "c2p"],
-                                 position_biased_input=False, norm_rel_ebd="layer_norm", type_vocab_size=0)
+        return t.DebertaV2Config(
+            **size,
+            **ids,
+            relative_attention=True,
+            position_buckets=16,
+            pos_att_type=["p2c", "c2p"],
+            position_biased_input=False,
+            norm_rel_ebd="layer_norm",
+            type_vocab_size=0,
+        )
     raise ValueError(f"no tiny config for {model_type!r}")
 
 

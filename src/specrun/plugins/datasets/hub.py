@@ -45,7 +45,7 @@ class HubDataset(DatasetSource):
             self.name = f"{PREFIX}{target}"
 
     def bound(self, name: str) -> HubDataset:
-        return HubDataset(name[len(PREFIX):])
+        return HubDataset(name[len(PREFIX) :])
 
     def _folder(self, ctx: DataContext) -> Path | None:
         target = self.target or ""
@@ -60,20 +60,26 @@ class HubDataset(DatasetSource):
 
     def load(self, options: HubOptions, ctx: DataContext) -> Dataset:
         if not self.target:
-            raise DataError("give the dataset as dataset = 'hub:OWNER/NAME' (or 'hub:/path/to/a/save_to_disk/folder')",
-                              key="data.dataset")
+            raise DataError(
+                "give the dataset as dataset = 'hub:OWNER/NAME' (or 'hub:/path/to/a/save_to_disk/folder')",
+                key="data.dataset",
+            )
         loaded = self._load(options, ctx)
         available = sorted(loaded)
         missing = [s for s in options.splits if s not in loaded]
         if missing:
-            raise DataError(f"{self.name} has no split {', '.join(map(repr, missing))}; its splits are {', '.join(available)}",
-                              key="data.options.splits")
+            raise DataError(
+                f"{self.name} has no split {', '.join(map(repr, missing))}; its splits are {', '.join(available)}",
+                key="data.options.splits",
+            )
         first = loaded[options.splits[0]]
         columns = list(first.column_names)
         for key, column in (("text", options.text), ("text_pair", options.text_pair), ("label", options.label)):
             if column is not None and column not in columns:
-                raise DataError(f"{self.name} has no column {column!r}; its columns are {', '.join(columns)}",
-                                  key=f"data.options.{key}")
+                raise DataError(
+                    f"{self.name} has no column {column!r}; its columns are {', '.join(columns)}",
+                    key=f"data.options.{key}",
+                )
         label_names = _label_names(self.name, loaded, options)
         index = {n: i for i, n in enumerate(label_names)}
         splits = {}
@@ -83,15 +89,19 @@ class HubDataset(DatasetSource):
                 labels = list(part[options.label])
                 unlabelled = [n for n, y in enumerate(labels) if not 0 <= y < len(label_names)]
                 if unlabelled:
-                    raise DataError(f"{self.name}, split {split!r}: {len(unlabelled)} rows have no label (e.g. row {unlabelled[0]}: "
-                                    f"{labels[unlabelled[0]]}); it cannot be trained or evaluated on")
+                    raise DataError(
+                        f"{self.name}, split {split!r}: {len(unlabelled)} rows have no label (e.g. row {unlabelled[0]}: "
+                        f"{labels[unlabelled[0]]}); it cannot be trained or evaluated on"
+                    )
             else:
                 labels = [index[str(v)] for v in part[options.label]]
             texts = part[options.text]
             pairs = part[options.text_pair] if options.text_pair else None
             for n, text in enumerate(texts):
                 if not isinstance(text, str) or not text.strip():
-                    raise DataError(f"{self.name}, split {split!r}, row {n}: the {options.text!r} value is empty or not a string")
+                    raise DataError(
+                        f"{self.name}, split {split!r}, row {n}: the {options.text!r} value is empty or not a string"
+                    )
             splits[split] = Examples.from_columns(range(len(part)), texts, labels, pairs)
         return Dataset(self.name, tuple(label_names), splits)
 
@@ -112,7 +122,7 @@ class HubDataset(DatasetSource):
                 loaded = datasets.load_dataset(self.target, options.config, revision=options.revision)
         except DataError:
             raise
-        except Exception as exc:  # noqa: BLE001  (any failure of datasets: a located message, not a traceback)
+        except Exception as exc:
             raise DataError(f"could not load {self.name} ({type(exc).__name__}: {exc})") from None
         return loaded
 
@@ -131,13 +141,19 @@ def _label_names(name: str, loaded, options: HubOptions) -> list[str]:
         return list(feature.names)
     dtype = getattr(feature, "dtype", "?")
     if not (dtype.startswith("int") or dtype in ("string", "large_string", "bool")):
-        raise DataError(f"{name}: the label column {options.label!r} holds {dtype} values, not classes; "
-                          f"give a column of class labels, integers or strings (its columns are {', '.join(first.column_names)})",
-                          key="data.options.label")
-    values = sorted({str(v) for split in options.splits for v in loaded[split][options.label]},
-                    key=lambda v: (not v.lstrip("-").isdigit(), int(v) if v.lstrip("-").isdigit() else 0, v))
+        raise DataError(
+            f"{name}: the label column {options.label!r} holds {dtype} values, not classes; "
+            f"give a column of class labels, integers or strings (its columns are {', '.join(first.column_names)})",
+            key="data.options.label",
+        )
+    values = sorted(
+        {str(v) for split in options.splits for v in loaded[split][options.label]},
+        key=lambda v: (not v.lstrip("-").isdigit(), int(v) if v.lstrip("-").isdigit() else 0, v),
+    )
     if len(values) < 2:
-        raise DataError(f"{name}: the label column {options.label!r} holds {len(values)} class; a classifier needs two or more")
+        raise DataError(
+            f"{name}: the label column {options.label!r} holds {len(values)} class; a classifier needs two or more"
+        )
     return values
 
 
