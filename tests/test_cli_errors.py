@@ -52,7 +52,7 @@ def test_bad_set(write_spec, cli):
     code, _, err = cli("apply", str(write_spec()), "--set", "train.epochs")
     assert_clean_error(code, err, "expected KEY=VALUE")
     code, _, err = cli("apply", str(write_spec()), "--set", "train.batch_size=0")
-    assert_clean_error(code, err, "train.batch_size", "(from --set)")
+    assert_clean_error(code, err, "toy.toml:21: train.batch_size", "(from --set train.batch_size=0)")
 
 
 def test_missing_data_file_names_path(write_spec, cli, tmp_path):

@@ -29,6 +29,7 @@ from specrun.runner.build import build_model, seed_everything  # noqa: F401  (re
 from specrun.runner.data import prepare_run_data
 from specrun.runner.modeling import count_parameters, load_tokenizer, pick_device, portable_model_name
 from specrun.runner.plan import _version
+from specrun.core.roles import padding_info
 from specrun.core.task import ArtifactFile, MetricRow, RunRecord, RunTask
 from specrun.runner.teacher import teacher_scorer
 from specrun.runner.train import StepReport, train_model
@@ -217,9 +218,13 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
 
     on_phase("tokenizing")
     cache = TokenCache(load_tokenizer(ctx.model_path), settings.model.max_length)
+    record.environment["padding"] = padding_info(cache.tokenizer)  # decoders: which token pads, on which side
     plugin, tctx = task_runtime(settings, registry, cache.tokenizer, data.dataset.label_names)
     train = plugin.encode(data.train, tctx, training=True)
     evals = {name: plugin.encode(ex, tctx, training=False) for name, ex in data.eval_sets.items()}
+    selection = None
+    if data.selection_name is not None:
+        selection = (data.selection_name, plugin.encode(data.selection, tctx, training=False) if data.selection is not None else None)
     skipped = plugin.skipped(train)
     data_info = {"dataset": settings.data.dataset, "task": plugin.name}
     if data.dataset.description:
@@ -232,10 +237,11 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
     with PeakMemory(device) as memory:
         outcome = train_model(
             model, train, evals[data.primary_eval], data.primary_eval, num_labels, train_cfg, settings.seed, device,
-            on_step=on_step, on_phase=on_phase, checkpoints=checkpoints, task=plugin, task_ctx=tctx,
+            on_step=on_step, on_phase=on_phase, checkpoints=checkpoints, selection=selection, task=plugin, task_ctx=tctx,
         )
 
     record.train_seconds, record.resumed_from = outcome.train_seconds, outcome.resumed_from
+    record.memory_kind = memory.kind
     record.metrics = [MetricRow(r.step, r.epoch, r.split, r.name, r.value, final=False) for r in outcome.rows]
     final_step = outcome.steps
     seconds = evaluate_sets(
@@ -263,7 +269,7 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
         "train_steps": outcome.steps,
         "train_examples": len(data.train) - sum(skipped.values()),
         "samples_per_second": outcome.samples_seen / outcome.train_seconds if outcome.train_seconds else 0.0,
-        "peak_memory_mb": memory.peak_bytes / 2**20,
+        "peak_memory_mb": memory.peak_bytes / 2**20,  # of memory.kind (recorded on the run)
         "model_memory_mb": model_bytes(model) / 2**20,
         "eval_examples_per_second": len(data.eval_sets[data.primary_eval]) / primary_seconds if primary_seconds else 0.0,
         "artifact_bytes": saved.trained_bytes(),
@@ -274,5 +280,12 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
         on_phase("measuring latency")
         costs.update(latency(model, primary, train_cfg.precision, device))
     record.metrics += [MetricRow(final_step, None, "cost", k, float(v), final=True) for k, v in costs.items()]
+    if data.selection_info is not None:  # what early stopping selected on: its size, and whether it is reported
+        info = data.selection_info
+        size = len(data.selection) if data.selection is not None else len(primary)
+        record.metrics += [
+            MetricRow(final_step, None, "selection", "examples", float(size), final=True),
+            MetricRow(final_step, None, "selection", "on_reported_split", float(bool(info.get("reported"))), final=True),
+        ]
     record.train_examples = (list(data.train.ids), list(data.train.label))
     return record

@@ -288,7 +288,22 @@ def m010_relative_artifact_paths(db):
 
 
 @migration
-def m011_qa_predictions(db):
+def m011_memory_kind(db):
+    """What each run's ``peak_memory_mb`` measures (``runs.memory_kind``): ``cpu_rss_growth`` (the
+    process's resident memory growth, sampled) or ``cuda_allocated_peak`` (torch's allocator peak on the
+    device). The two are not comparable. Runs recorded before are given the kind of the device their
+    environment names."""
+    db.execute("ALTER TABLE runs ADD COLUMN memory_kind VARCHAR")
+    db.execute("""
+        UPDATE runs SET memory_kind = CASE WHEN json_extract_string(environment, '$.device') LIKE 'cuda%' THEN 'cuda_allocated_peak'
+                                           ELSE 'cpu_rss_growth' END
+        WHERE json_extract_string(environment, '$.device') IS NOT NULL
+          AND run_id IN (SELECT run_id FROM metrics WHERE split = 'cost' AND name = 'peak_memory_mb')
+    """)
+
+
+@migration
+def m012_qa_predictions(db):
     """Per-question predictions of extractive-QA runs (``[task] name = "extractive_qa"``): keyed by the
     question's own id from the data; the predicted answer text, its score (the softmax of its start+end
     logit over the n-best candidate spans; 0 for the empty answer), its SQuAD v1.1 exact match and F1
