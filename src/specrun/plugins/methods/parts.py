@@ -34,10 +34,16 @@ def is_head(model: torch.nn.Module, name: str) -> bool:
     """Whether parameter ``name`` belongs to the task head: its architecture's head modules (e.g.
     ``classifier``; ``pre_classifier`` + ``classifier`` on DistilBERT; ``score`` on decoders); for an
     architecture without a role map, anything outside the pretrained backbone."""
+    if name.startswith(QA_HEAD + "."):  # the extractive-QA head (*ForQuestionAnswering), on every architecture
+        return True
     roles = roles_of(model)
     if roles is not None:
         return roles.in_head(name)
     return not name.startswith(model.base_model_prefix + ".")
+
+
+#: The head transformers' ``*ForQuestionAnswering`` models put on the backbone (start/end logits).
+QA_HEAD = "qa_outputs"
 
 
 def describe(model: ModelInfo) -> str:
