@@ -260,6 +260,7 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
         )
 
     record.train_seconds, record.resumed_from = outcome.train_seconds, outcome.resumed_from
+    record.skipped_steps = outcome.skipped_steps
     record.metrics = [MetricRow(r.step, r.epoch, r.split, r.name, r.value, final=False) for r in outcome.rows]
     final_step = outcome.steps
     seconds = evaluate_sets(

@@ -285,3 +285,11 @@ def m010_relative_artifact_paths(db):
                 new = moved
         if new is not None:
             db.execute("UPDATE artifacts SET path = ? WHERE run_id = ? AND path = ?", [new.as_posix(), run_id, path])
+
+
+@migration
+def m011_skipped_steps(db):
+    """``runs.skipped_steps``: optimizer steps an fp16 run skipped because its gradient scaler found
+    inf/NaN gradients (0 for bf16 and fp32 runs, which need no loss scaling). NULL for runs recorded
+    before this migration: not counted then (fp16 trained without a scaler)."""
+    db.execute("ALTER TABLE runs ADD COLUMN skipped_steps INTEGER")

@@ -194,8 +194,8 @@ def complete(store: Store, run_id: str, record: RunRecord) -> None:
                 [json.dumps({"resumed_from_step": record.resumed_from}), run_id],
             )
         db.execute(
-            "UPDATE runs SET status = 'completed', finished_at = ?, train_seconds = ?, error = NULL WHERE run_id = ?",
-            [now(), record.train_seconds, run_id],
+            "UPDATE runs SET status = 'completed', finished_at = ?, train_seconds = ?, skipped_steps = ?, error = NULL WHERE run_id = ?",
+            [now(), record.train_seconds, record.skipped_steps, run_id],
         )
 
 
