@@ -34,6 +34,9 @@ def main() -> None:
     parser.add_argument("--minilm", action="store_true", help="MiniLM on SST-2 instead of the tiny random BERT")
     parser.add_argument("--method", default="lora", help="method name (lora, full, ...)")
     parser.add_argument("--steps", type=int, default=6, help="max_steps per run")
+    parser.add_argument("--dataset", default="glue/sst2", help="with --minilm: the dataset (glue/mrpc: sentence pairs)")
+    parser.add_argument("--max-length", type=int, default=64, help="with --minilm: model.max_length")
+    parser.add_argument("--train-examples", type=int, default=400, help="with --minilm: data.max_train_examples")
     parser.add_argument("--noise", action="store_true", help="a noised evaluation set per run (new texts each run)")
     parser.add_argument("--json", type=Path, help="write the RSS series here")
     args = parser.parse_args()
@@ -49,8 +52,9 @@ def main() -> None:
     from specrun.testing.toy import make_tiny_model, write_toy_data
 
     if args.minilm:
-        model, data = "sentence-transformers/all-MiniLM-L6-v2", 'dataset = "glue/sst2"\nmax_train_examples = 400\nmax_eval_examples = 200'
-        max_length = 64
+        model = "sentence-transformers/all-MiniLM-L6-v2"
+        data = f'dataset = "{args.dataset}"\nmax_train_examples = {args.train_examples}\nmax_eval_examples = 200'
+        max_length = args.max_length
     else:
         model = str(make_tiny_model(work / "tiny"))
         toy = write_toy_data(work / "toy")
