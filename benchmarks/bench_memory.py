@@ -38,6 +38,13 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=64, help="with --minilm: model.max_length")
     parser.add_argument("--train-examples", type=int, default=400, help="with --minilm: data.max_train_examples")
     parser.add_argument("--noise", action="store_true", help="a noised evaluation set per run (new texts each run)")
+    parser.add_argument("--precision", default="fp32", help="train.precision (specrun's default is bf16)")
+    parser.add_argument("--transfer", action="store_true",
+                        help="transfer runs as specs/transfer_mrpc.toml: per seed a LoRA source stage, then a head trained over its frozen adapters")
+    parser.add_argument("--spec", type=Path, help="apply this spec instead (with --set and --profile); e.g. specs/transfer_mrpc.toml")
+    parser.add_argument("--set", action="append", default=[], help="an override for --spec (repeatable)")
+    parser.add_argument("--profile", help="a profile of --spec")
+    parser.add_argument("--every", action="store_true", help="print the RSS after every run")
     parser.add_argument("--json", type=Path, help="write the RSS series here")
     args = parser.parse_args()
 
@@ -64,30 +71,38 @@ def main() -> None:
     noisy = ('\n[data.eval_sets.noisy]\ntransforms = [{ name = "noise", mode = "replace", char_rate = 0.1, seed = 5 }]\n'
              if args.noise else "")
     rates = [round(1e-3 * (1 + i / args.runs), 8) for i in range(args.runs)]
+    seeds, sweep, init, method = "[0]", f'"train.learning_rate" = {json.dumps(rates)}', "", f'name = "{args.method}"'
+    if args.transfer:  # two runs per seed: the source, then the run that starts from it
+        seeds, sweep, init = json.dumps(list(range(args.runs // 2))), "", 'init_from = "stage:source"'
+        method = 'name = "lora"\ntrain = "head"'
+        sweep = '[stages.source]\nmethod = { train = "all" }\n'
     spec = work / "sweep.toml"
     spec.write_text(f"""[experiment]
 name = "memory"
-seeds = [0]
+seeds = {seeds}
 
 [model]
 name = "{model}"
 max_length = {max_length}
+{init}
 
 [data]
 {data}
 {noisy}
 [method]
-name = "{args.method}"
+{method}
 
 [train]
 batch_size = 16
-precision = "fp32"
+precision = "{args.precision}"
 max_steps = {args.steps}
 
-[sweep]
-"train.learning_rate" = {json.dumps(rates)}
+{"" if args.transfer else "[sweep]"}
+{sweep}
 """)
 
+    if args.spec:
+        spec = args.spec
     series: list[float] = []
     real_execute = execute_module.execute
 
@@ -96,14 +111,14 @@ max_steps = {args.steps}
         gc.collect()
         series.append(rss_mb())
         n = len(series)
-        if n in (1, 5) or n % 5 == 0 or n == args.runs:
+        if args.every or n in (1, 5) or n % 5 == 0 or n == args.runs:
             print(f"run {n:3d}: rss {series[-1]:8.1f} MB", file=sys.stderr, flush=True)
         return record
 
     execute_module.execute = measured  # the local executor imports it at each run
     print(f"before: rss {rss_mb():.1f} MB", file=sys.stderr)
     t0 = time.perf_counter()
-    result = api.apply(spec, store=work / "store.duckdb", progress=False)
+    result = api.apply(spec, overrides=args.set or None, profile=args.profile, store=work / "store.duckdb", progress=False)
     assert result.ok, result.counts
     wall = time.perf_counter() - t0
     base = series[4] if len(series) >= 5 else series[0]
