@@ -22,7 +22,9 @@ demo: install
 	$(BIN)/specrun apply specs/quickstart.toml
 	$(BIN)/specrun sql "SELECT run_id, method, seed, round(accuracy, 4) AS accuracy, round(f1, 4) AS f1, round(train_seconds, 1) AS train_s FROM run_summary WHERE run_id IN (SELECT run_id FROM current_runs WHERE experiment = 'quickstart') ORDER BY seed"
 
+# the import contracts first (docs/architecture.md: the layers), then the tests
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 # every performance target of issue 13 in one run (benchmarks/README.md); ~15-25 min on an idle machine.

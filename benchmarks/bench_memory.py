@@ -54,8 +54,8 @@ def main() -> None:
     os.environ["SPECRUN_ARTIFACTS"] = str(work / "artifacts")
     os.environ.setdefault("SPECRUN_CACHE_DIR", str(work / "cache"))
 
-    import specrun.api as api
     import specrun.runner.execute as execute_module
+    from specrun import api
     from specrun.testing.toy import make_tiny_model, write_toy_data
 
     if args.minilm:

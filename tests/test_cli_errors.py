@@ -121,6 +121,35 @@ def test_library_warnings_are_hidden_unless_verbose_and_ours_always_show():
     assert [str(w.message) for w in caught] == ["ours", "advisory again"]
 
 
+def test_library_log_records_go_to_the_debug_log_only(capsys):
+    """A library's log chatter (kernels' offline trust note, printed by logging's last-resort handler on
+    every apply that imports bitsandbytes) reaches neither stdout nor stderr unless -v; with -v it is a
+    debug note naming the library. A library's error still shows, as a warning."""
+    import io
+    import logging
+
+    from rich.console import Console
+
+    from specrun import console, logs
+
+    note = "Skipping publisher trust check for 'kernels-community/x' because Hugging Face Hub is in offline mode."
+    verbose_err, old_err = io.StringIO(), console.err
+    try:
+        logs.configure()
+        logging.getLogger("kernels._internals.hf_hub").warning(note)
+        logging.getLogger("transformers.modeling_utils").error("weights could not be read")
+        quiet = capsys.readouterr()
+        console.err = Console(file=verbose_err, soft_wrap=True, markup=False, highlight=False, width=400)
+        logs.configure(verbose=True)
+        logging.getLogger("kernels._internals.hf_hub").warning(note)
+    finally:
+        console.err = old_err
+        logs.configure()
+    assert note not in quiet.out + quiet.err
+    assert "weights could not be read" in quiet.err and "weights could not be read" not in quiet.out
+    assert f"debug: [kernels._internals.hf_hub] {note}" in verbose_err.getvalue()
+
+
 def test_quiet_hides_notes_and_verbose_is_accepted(cli, write_spec, tmp_path):
     spec = write_spec(train="max_steps = 1")
     assert cli("apply", str(spec))[0] == 0

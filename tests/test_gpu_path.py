@@ -12,7 +12,12 @@ import torch
 
 from specrun.errors import MethodUnavailable
 from specrun.runner.batching import Encoded, TokenCache
-from specrun.runner.modeling import check_precision, load_classifier, load_tokenizer, pick_device
+from specrun.runner.modeling import (
+    check_precision,
+    load_classifier,
+    load_tokenizer,
+    pick_device,
+)
 from specrun.runner.train import gradient_scaler, train_model
 from specrun.spec.schema import TrainSpec
 from specrun.testing.contracts import sample_examples

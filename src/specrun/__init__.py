@@ -4,9 +4,8 @@ The Python API (``specrun.apply``, ``specrun.runs``, ``specrun.sql``, ``specrun.
 ``specrun.api`` and is imported on first use, so ``import specrun`` stays light.
 """
 
-__version__ = "0.1.0"
-
-from specrun.hookspecs import hookimpl  # noqa: E402  (the decorator plugin authors import)
+from specrun.hookspecs import hookimpl  # the decorator plugin authors import
+from specrun.version import __version__
 
 _API = ("apply", "runs", "sql", "load_run", "ApplyResult")
 

@@ -94,7 +94,7 @@ def apply(
     from specrun.driver.apply import Driver
     from specrun.driver.preflight import check_runs
     from specrun.executors import executor_name
-    from specrun.logs import quiet_libraries
+    from specrun.logs import is_quiet, quiet_libraries
     from specrun.store.runs import record_apply
 
     quiet_libraries()
@@ -118,7 +118,7 @@ def apply(
     try:
         record_apply(store, loaded, overrides or [], [p.run_id for p in planned])
         log.info(f"{loaded.experiment}: {len(planned)} run(s) → {store.path}")
-        with ApplyProgress(len(planned), every=every) if progress else contextlib.nullcontext() as bars:
+        with ApplyProgress(len(planned), quiet=is_quiet(), every=every) if progress else contextlib.nullcontext() as bars:
             runner.progress = bars
             driver = Driver(store, registry, str(spec), runner, progress=bars, fail_fast=fail_fast, force=force)
             outcomes = driver.run_all(planned)

@@ -172,11 +172,8 @@ class ApplyProgress:
     ends, and while it runs a line every ``SPECRUN_PROGRESS_EVERY`` seconds (default 30) naming its phase,
     step, loss, learning rate, samples/s and ETA. ``quiet`` (``-q``): each run's result line only."""
 
-    def __init__(self, total_runs: int, quiet: bool | None = None, every: float | None = None):
-        if quiet is None:
-            from specrun.logs import is_quiet
-
-            quiet = is_quiet()
+    def __init__(self, total_runs: int, quiet: bool = False, every: float | None = None):
+        # the caller passes ``specrun.logs.is_quiet()``: the console sits below the log settings
         self.quiet = quiet
         self.live = err.is_terminal and not quiet
         self.every = progress_every() if every is None else every

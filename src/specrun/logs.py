@@ -9,11 +9,27 @@ import os
 import warnings
 
 #: Libraries whose advisory warnings and log reports are noise in normal use.
-LIBRARIES = ("transformers", "peft", "bitsandbytes", "accelerate", "datasets", "huggingface_hub", "fsspec", "torch", "tokenizers")
+LIBRARIES = (
+    "transformers", "peft", "bitsandbytes", "accelerate", "datasets", "huggingface_hub", "fsspec", "torch",
+    "tokenizers", "kernels",
+)
 _LIBRARY_MODULES = rf"({'|'.join(LIBRARIES)})(\..*)?$"
 _PREFIX = {logging.DEBUG: "debug: ", logging.WARNING: "warning: ", logging.ERROR: "error: ", logging.CRITICAL: "error: "}
 _verbose = False
 _quiet = False
+
+
+class _LibraryHandler(logging.Handler):
+    """Hands a library's log records to specrun's debug log: shown with ``-v`` (prefixed with the library's
+    name), never on stdout and never through logging's last-resort handler (which printed kernels' "Skipping
+    publisher trust check ..." on every apply that imports bitsandbytes). A library's errors show as warnings."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = logging.WARNING if record.levelno >= logging.ERROR else logging.DEBUG
+            logging.getLogger("specrun.libraries").log(level, "[%s] %s", record.name, record.getMessage())
+        except Exception:  # logging must never take a command down
+            self.handleError(record)
 
 
 class _ConsoleHandler(logging.Handler):
@@ -58,4 +74,8 @@ def quiet_libraries() -> None:
         os.environ.setdefault("DATASETS_VERBOSITY", "error")
     warnings.filterwarnings("once" if _verbose else "ignore", module=_LIBRARY_MODULES)
     for name in LIBRARIES:
-        logging.getLogger(name).setLevel(logging.WARNING if _verbose else logging.ERROR)
+        library_logger = logging.getLogger(name)
+        library_logger.setLevel(logging.INFO if _verbose else logging.ERROR)
+        if not any(isinstance(h, _LibraryHandler) for h in library_logger.handlers):
+            library_logger.addHandler(_LibraryHandler())
+        library_logger.propagate = False

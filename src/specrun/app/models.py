@@ -37,7 +37,7 @@ def number(value: float | None, digits: int = 4) -> str:
 
 def hyperparameters(model: StoredModel, limit: int = 5) -> str:
     """The method's options, the learning rate and any other swept value: ``rank=4 alpha=16 dropout=0.1 lr=0.05``."""
-    from specrun.spec.load import sweep_assignments
+    from specrun.spec.labels import sweep_assignments
 
     parts = [f"{k}={_short(v)}" for k, v in model.config.get("method", {}).items()
              if k != "name" and v is not None and not isinstance(v, (dict, list))]

@@ -153,7 +153,7 @@ class Evaluation:
         """An experiment's configurations (runs differing only in seed, averaged) with accuracy, the
         cost and whether each is on the Pareto front (no other reaches at least its accuracy at no more cost)."""
         from specrun.analysis.stats import pareto_front
-        from specrun.spec.load import describe_configs
+        from specrun.spec.labels import describe_configs
 
         if cost not in COSTS:
             raise UsageError(f"cost must be one of {', '.join(COSTS)}, not {cost!r}")

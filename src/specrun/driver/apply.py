@@ -21,7 +21,7 @@ from specrun.plugins.lifecycle import notify
 from specrun.plugins.registry import Registry
 from specrun.store.db import artifacts_root
 from specrun.runner.plan import PlannedRun
-from specrun.runner.task import RunRecord, RunTask
+from specrun.core.task import RunRecord, RunTask
 from specrun.store import runs as store_runs
 from specrun.store.db import Store
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from specrun.core.task import RunTask, TeacherSource
 from specrun.runner.data import data_dir
 from specrun.runner.plan import PlannedRun
-from specrun.runner.task import RunTask, TeacherSource
 from specrun.spec.stages import transform_entries
 from specrun.store import runs as store_runs
 from specrun.store.db import Store

@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 from typing import Protocol
 
+from specrun.core.task import RunRecord, RunTask
 from specrun.errors import UsageError
-from specrun.runner.task import RunRecord, RunTask
 
 EXECUTORS = ("local", "ray")
 

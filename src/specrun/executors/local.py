@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import deque
 
+from specrun.core.task import RunRecord, RunTask
 from specrun.interrupts import stop_if_terminated
 from specrun.plugins.registry import Registry
-from specrun.runner.task import RunRecord, RunTask
 
 
 class LocalExecutor:

@@ -15,8 +15,8 @@ import logging
 import os
 import time
 
+from specrun.core.task import RunRecord, RunTask
 from specrun.errors import UsageError
-from specrun.runner.task import RunRecord, RunTask
 
 log = logging.getLogger("specrun.executors.ray")
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from specrun.core.results import ResultTable, RunInfo, config_value  # noqa: F401  (part of the plugin API)
 from specrun.metrics import MetricRef
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ class BuildContext:
 
     def load_backbone(self, **kwargs: Any) -> torch.nn.Module:
         """Load the pretrained model with a fresh classification head (``from_pretrained`` kwargs pass through)."""
-        from specrun.runner.modeling import load_classifier
+        from specrun.core.models import load_classifier
 
         return load_classifier(self.model_path, self.num_labels, self.label_names, **kwargs)
 
@@ -83,7 +84,7 @@ class ModelInfo:
     def module_names(self) -> list[str]:
         """The names of the classifier's modules (``bert.encoder.layer.0.attention.self.query``, ...),
         from a copy built on the meta device: no weights are loaded."""
-        from specrun.runner.modeling import module_names
+        from specrun.core.models import module_names
 
         return module_names(self.path)
 
@@ -202,49 +203,6 @@ class TransformPlugin(Plugin):
 
 
 @dataclass(frozen=True)
-class RunInfo:
-    """One run an analysis reads, as the store holds it."""
-
-    run_id: str
-    experiment: str
-    status: str
-    seed: int
-    method: str
-    config: dict[str, Any]
-    #: The run's sweep values, e.g. ``{"method.rank": 8}``.
-    sweep: dict[str, Any]
-    #: The primary evaluation set (the dataset's evaluation split).
-    eval_set: str
-    #: The configuration (sweep point) without the seed, e.g. ``lora rank=8``: runs that differ only in
-    #: their seed share it. Analyses group by it.
-    config_label: str
-    #: ``run`` for the experiment's own runs; ``source`` for a run they start from (``model.init_from``).
-    role: str = "run"
-    error: str | None = None
-    #: The saved weights file, if any (``adapter_model.safetensors``, ``model.safetensors`` or, for runs saved
-    #: before those formats, ``trained.safetensors``); ``specrun.runner.artifacts.read_run(weights)`` reads
-    #: any of them, with the trained tensors by parameter name.
-    weights: str | None = None
-
-    def value(self, dotted: str) -> Any:
-        """The config value at a dotted key (``method.rank``, ``data.transforms.0.k``); KeyError if absent."""
-        return config_value(self.config, dotted)
-
-
-def config_value(config: dict[str, Any], dotted: str) -> Any:
-    """The value at a dotted key in a run config, through tables and list indices; KeyError if absent."""
-    node: Any = config
-    for part in dotted.split("."):
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, dict) and part in node:
-            node = node[part]
-        else:
-            raise KeyError(dotted)
-    return node
-
-
-@dataclass(frozen=True)
 class SpecFacts:
     """What an analysis can check its options against when the spec is validated, before anything runs."""
 
@@ -280,21 +238,6 @@ RESERVED_TABLES = frozenset({
 def table_prefix(analysis_name: str) -> str:
     """How an analysis's name starts its result tables' names: ``/ . -`` become ``_``."""
     return re.sub(r"[/.-]", "_", analysis_name)
-
-
-@dataclass(frozen=True)
-class ResultTable:
-    """A table an analysis writes into the store.
-
-    ``name`` is the analysis's name (``/ . -`` written as ``_``) or that name followed by ``_`` and a
-    suffix. specrun adds two leading columns, ``experiment`` and ``analysis`` (the entry's id), and keeps
-    one set of rows per experiment and analysis: a recomputation replaces them. ``columns`` maps each
-    column to its DuckDB type (``VARCHAR``, ``DOUBLE``, ``INTEGER``, ``BOOLEAN``, ``JSON``...).
-    """
-
-    name: str
-    columns: dict[str, str]
-    description: str = ""
 
 
 @dataclass

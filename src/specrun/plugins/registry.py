@@ -20,11 +20,20 @@ from specrun.plugins.api import KIND_BASES, Plugin
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_./-]*$")
 
+#: The built-in plugin packages; each lists its plugin modules in ``MODULES``. The host loads them by name,
+#: as it loads entry-point plugins: nothing below the built-ins imports one (docs/architecture.md).
+BUILTIN_PACKAGES = (
+    "specrun.plugins.models",
+    "specrun.plugins.datasets",
+    "specrun.plugins.methods",
+    "specrun.plugins.transforms",
+    "specrun.plugins.analyses",
+)
+
+
 def builtin_modules() -> list[str]:
     """Built-in plugin modules (each package lists its own), registered through the same hooks third parties use."""
-    from specrun.plugins import analyses, datasets, methods, models, transforms
-
-    return [m for package in (models, datasets, methods, transforms, analyses) for m in package.MODULES]
+    return [m for package in BUILTIN_PACKAGES for m in importlib.import_module(package).MODULES]
 
 HOOK_FOR_KIND = {
     "method": "register_methods",

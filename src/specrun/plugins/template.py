@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import specrun
 from specrun.errors import UsageError
 from specrun.plugins.api import table_prefix
 from specrun.plugins.registry import HOOK_FOR_KIND, NAME_PATTERN
+from specrun.version import __version__
 
 #: What each kind's template does, for the package's description.
 DESCRIPTIONS = {
@@ -62,7 +62,7 @@ def write_package(kind: str, name: str, folder: Path | None = None) -> Written:
         "__ENV__": module.upper() + "_DIR",
         "__KIND_TEXT__": kind.replace("_", " "),
         "__DESCRIPTION__": DESCRIPTIONS[kind],
-        "__SPECRUN__": ".".join(specrun.__version__.split(".")[:2]),
+        "__SPECRUN__": ".".join(__version__.split(".")[:2]),
     }
     fills["__SPEC_USAGE__"] = _fill(USAGE[kind], fills)
     files = {

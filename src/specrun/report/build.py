@@ -16,7 +16,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import specrun
 from specrun.analysis.engine import AnalysisEntry
 from specrun.analysis.targets import Target
 from specrun.errors import UsageError
@@ -24,6 +23,7 @@ from specrun.plugins.api import Figure
 from specrun.plugins.registry import Registry
 from specrun.store import analyses as store_analyses
 from specrun.store.db import Store
+from specrun.version import __version__
 
 #: Rows a table figure shows; the SQL under it gives them all.
 MAX_TABLE_ROWS = 200
@@ -169,7 +169,7 @@ def build_report(store: Store, registry: Registry, targets: list[Target], out: P
     env = jinja2.Environment(loader=jinja2.PackageLoader("specrun.report", "templates"), autoescape=True)
     html = env.get_template("report.html.j2").render(
         title=title or "specrun report: " + ", ".join(t.experiment for t in targets),
-        version=specrun.__version__,
+        version=__version__,
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         store=str(store.path),
         parts=parts,

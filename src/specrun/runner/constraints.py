@@ -35,8 +35,8 @@ def trainable_counts(planned: list[PlannedRun], registry: Registry) -> dict[str,
     """{run id: trainable parameters} of each run's model, built once per configuration (seeds share one)."""
     import torch
 
+    from specrun.runner.build import build_model
     from specrun.runner.data import load_dataset
-    from specrun.runner.execute import build_model
     from specrun.runner.modeling import count_parameters
 
     counts: dict[str, int] = {}

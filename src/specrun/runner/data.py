@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 
-import specrun
+from specrun.version import __version__
 from specrun import cache
 from specrun.errors import DataError, did_you_mean
 from specrun.examples import Dataset, Examples
@@ -45,7 +45,7 @@ def _load_cached(name: str, options_json: str, data_dir_: str | None, spec_dir: 
     ctx = DataContext(data_dir=data_dir_, spec_dir=spec_dir)
     files = source.files(options, ctx)
     signature = cache.file_signature(files) if files else None
-    key = {"dataset": name, "version": registry.code_version("dataset", name), "specrun": specrun.__version__,
+    key = {"dataset": name, "version": registry.code_version("dataset", name), "specrun": __version__,
            "options": options_json, "files": signature}
     if signature is not None:
         dataset = cache.get("datasets", key)

@@ -1,6 +1,6 @@
 """Executing one run: ``execute(task) -> record``. Data, model, training, evaluation, costs, artifacts.
 
-Nothing here touches the store: the task carries everything the run needs (``runner.task``), the
+Nothing here touches the store: the task carries everything the run needs (``core.task``), the
 record everything it produced, and the driver writes it. A run's own failure is a record with status
 'failed'; Ctrl-C and SIGTERM (KeyboardInterrupt) propagate, leaving the run's checkpoint to resume from.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import platform
-import random
 import shutil
 import socket
 import subprocess
@@ -17,46 +16,31 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
-import specrun
+from specrun.version import __version__
 from specrun.errors import ConfigError, SpecrunError
-from specrun.plugins.api import BuildContext
 from specrun.plugins.registry import Registry, get_registry, plugin_packages
 from specrun.runner import artifacts
 from specrun.runner.checkpoint import Checkpoints, checkpoint_path, remove_checkpoint
 from specrun.runner.costs import PeakMemory, latency, model_bytes
 from specrun.runner.batching import Encoded, TokenCache
+from specrun.runner.build import build_model, seed_everything  # noqa: F401  (re-exported: tests and benchmarks use them here)
 from specrun.runner.data import prepare_run_data
 from specrun.runner.evaluate import evaluate
-from specrun.runner.modeling import (
-    bitsandbytes_unless_loaded,
-    check_precision,
-    count_parameters,
-    freeze_frozen_linears_to_bf16,
-    load_tokenizer,
-    pick_device,
-    resolve_model,
-)
+from specrun.runner.modeling import count_parameters, load_tokenizer, pick_device
 from specrun.runner.plan import _version
-from specrun.runner.task import ArtifactFile, MetricRow, RunRecord, RunTask
+from specrun.core.task import ArtifactFile, MetricRow, RunRecord, RunTask
 from specrun.runner.teacher import teacher_scorer
 from specrun.runner.train import StepReport, train_model
 from specrun.spec.schema import RunSettings
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def environment_info(device: torch.device, spec_dir: str | None, config: dict | None = None, registry: Registry | None = None) -> dict:
     """Where and with what a run executes: recorded in ``runs.environment``. With the run's config, its
     ``plugins`` are the plugin packages the run uses; without, every plugin package loaded."""
     info = {
-        "specrun": specrun.__version__,
+        "specrun": __version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": str(device),
@@ -73,39 +57,6 @@ def environment_info(device: torch.device, spec_dir: str | None, config: dict | 
     except (OSError, subprocess.SubprocessError):
         info["git_commit"] = None
     return info
-
-
-def build_model(settings: RunSettings | dict, registry: Registry, num_labels: int, label_names: tuple[str, ...], device: torch.device):
-    """The method's model for ``settings`` (or a run's config tree), seeded, on ``device``; frozen weights
-    in bf16 where that helps."""
-    if isinstance(settings, dict):
-        settings = RunSettings.of(settings)
-    method = registry.get("method", settings.method.name)
-    options = method.Options.model_validate(settings.method_options())
-    precision = settings.train.precision
-    check_precision(precision, device)
-    method.check(options, device, precision)
-    seed_everything(settings.seed)
-    ctx = BuildContext(
-        model_path=resolve_model(settings.model.name, registry),
-        num_labels=num_labels,
-        device=device,
-        precision=precision,
-        seed=settings.seed,
-        label_names=label_names,
-        max_length=settings.model.max_length,
-    )
-    try:
-        with bitsandbytes_unless_loaded():
-            model = method.build(options, ctx)
-    except ImportError:  # a method that imports bitsandbytes itself, without its check having loaded it
-        seed_everything(settings.seed)
-        model = method.build(options, ctx)
-    if precision == "bf16" and method.prefers_frozen_bf16(options):
-        freeze_frozen_linears_to_bf16(model)
-    if not getattr(model, "is_loaded_in_4bit", False) and not getattr(model, "is_loaded_in_8bit", False):
-        model.to(device)
-    return model, ctx
 
 
 #: Below this share of a source's trained tensors (head excluded) finding a place, a transfer is refused.

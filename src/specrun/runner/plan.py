@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import specrun
+from specrun.version import __version__
 from specrun.errors import DataError, SpecError, SpecrunError
 from specrun.plugins.registry import Registry
 from specrun.runner.data import eval_split_name, load_dataset, split_examples
-from specrun.runner.task import EvalSetDefinition as EvalSetPlan
+from specrun.core.task import EvalSetDefinition as EvalSetPlan
 from specrun.spec.schema import RunSettings
 from specrun.spec.load import LoadedSpec, RunConfig
 from specrun.spec.stages import dependency_refs, stage_name, transform_entries
@@ -69,7 +69,7 @@ class PlannedRun:
 
         ``lora(rank=8,quantize=8bit) learning_rate=0.001 seed=0`` for a sweep point that sets the whole
         method table and the learning rate together."""
-        from specrun.spec.load import describe_sweep
+        from specrun.spec.labels import describe_sweep
 
         return f"{describe_sweep(self.method, self.sweep_values)} seed={self.seed}"
 
@@ -93,7 +93,7 @@ def code_versions(config: dict, registry: Registry) -> dict[str, str]:
     for _, ref in transform_entries(config):
         plugins[f"transform:{ref['name']}"] = ("transform", ref["name"])
     versions = {key: registry.code_version(*plugin) for key, plugin in sorted(plugins.items())}
-    versions["specrun"] = ".".join(specrun.__version__.split(".")[:2])
+    versions["specrun"] = ".".join(__version__.split(".")[:2])
     versions["runner"] = RUNNER_VERSION
     for lib in ("torch", "transformers", "peft"):
         versions[lib] = _version(lib)
@@ -131,7 +131,7 @@ def hub_revision(repo_id: str) -> str | None:
         from huggingface_hub import try_to_load_from_cache
 
         found = try_to_load_from_cache(repo_id, "config.json")
-    except Exception:  # not a valid repo id, no cache
+    except (ValueError, OSError):  # not a valid repo id (HFValidationError), an unreadable cache
         return None
     return Path(found).parent.name if isinstance(found, str) else None
 

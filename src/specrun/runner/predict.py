@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from specrun.datafiles import Rows, json_kind, read_rows
 from specrun.errors import DataError, StoreError
 from specrun.examples import Examples
 from specrun.logs import quiet_libraries
 from specrun.plugins import get_registry
-from specrun.plugins.datasets.files import Rows, json_kind, read_rows
 from specrun.plugins.registry import Registry
 from specrun.runner.artifacts import META, load_weights, read_run
 from specrun.runner.batching import Encoded, TokenCache
-from specrun.runner.execute import build_model
+from specrun.runner.build import build_model
 from specrun.runner.modeling import autocast, load_tokenizer, pick_device
 from specrun.spec.schema import RunSettings
 

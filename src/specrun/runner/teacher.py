@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from specrun.core.task import ScoreRow, TeacherSource
 from specrun.errors import DataError
 from specrun.examples import Examples
 from specrun.plugins.registry import Registry
 from specrun.runner.batching import Encoded
 from specrun.runner.evaluate import evaluate
-from specrun.runner.task import ScoreRow, TeacherSource
 
 
 def text_hash(text: str, pair: str | None) -> str:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from specrun.runner.checkpoint import Checkpoints, restore_rngs, rng_states, rng_tensors
 from specrun.errors import TrainingError
 from specrun.runner.batching import Encoded, train_batches
-from specrun.runner.task import MetricRow
+from specrun.core.task import MetricRow
 from specrun.spec.schema import TrainSpec
 from specrun.runner.evaluate import Evaluation, evaluate
 from specrun.runner.cpu_speedups import cpu_training_speedups

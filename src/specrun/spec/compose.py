@@ -14,6 +14,7 @@ from.
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,8 +90,6 @@ def _other_plugin(base: dict, override: dict, key: str) -> bool:
 
 
 def _toml(path: Path, text: str) -> dict:
-    from specrun.spec.load import toml_problem
-
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -142,3 +141,12 @@ def compose(path: str | Path, text: str, profile: str | None = None) -> Composed
     if isinstance(experiment, dict) and isinstance(experiment.get("name"), str) and not named:
         experiment["name"] = f"{experiment['name']}-{profile}"
     return composed
+
+
+def toml_problem(exc: tomllib.TOMLDecodeError) -> tuple[str, int | None, str]:
+    """A TOML syntax error as a located problem (key, line, message)."""
+    message = str(exc)
+    match = re.search(r"\(at line (\d+), column (\d+)\)", message)
+    line = int(match.group(1)) if match else None
+    message = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
+    return ("", line, f"TOML syntax error: {message}")

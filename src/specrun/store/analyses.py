@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from specrun.core.results import ResultTable, RunInfo
 from specrun.errors import AnalysisError, StoreError, did_you_mean
 from specrun.metrics import MetricRef
-from specrun.plugins.api import ResultTable, RunInfo
 from specrun.store.db import Store, now
 from specrun.store.runs import artifact_path
 
@@ -104,7 +104,7 @@ _RUN_COLUMNS = """
 
 
 def _run_info(store: Store, row: tuple, role: str = "run") -> RunInfo:
-    from specrun.spec.load import describe_sweep
+    from specrun.spec.labels import describe_sweep
 
     run_id, experiment, status, seed, method, config, sweep, eval_set, error, weights = row
     weights = artifact_path(store, weights)
@@ -138,7 +138,7 @@ def scope(store: Store, experiment: str, include_sources: bool = False) -> tuple
 
 def _short_labels(runs: list[RunInfo]) -> list[RunInfo]:
     """The runs with configuration labels that name only what tells the experiment's configurations apart."""
-    from specrun.spec.load import describe_configs
+    from specrun.spec.labels import describe_configs
 
     labels = describe_configs([(r.method or "?", r.sweep) for r in runs])
     return [dataclasses.replace(r, config_label=label) for r, label in zip(runs, labels)]

@@ -21,7 +21,7 @@ from specrun.errors import StoreError, UsageError, did_you_mean
 from specrun.store.db import Store, now
 
 if TYPE_CHECKING:  # the run boundary's types; the store reads their fields only
-    from specrun.runner.task import RunRecord, ScoreRow
+    from specrun.core.task import RunRecord, ScoreRow
 
 HOST = socket.gethostname()
 RESULT_TABLES = ("metrics", "predictions", "artifacts", "train_examples", "evaluations", "transfers")
@@ -122,11 +122,10 @@ def claim(store: Store, run: Any, spec_path: str, environment: dict, force: bool
         if row is not None:
             status, pid, host, started, recorded = row
             recorded = json.loads(recorded) if recorded else None
-            if status == "completed" and not force:
-                if not stale_inputs(recorded, inputs):
-                    if recorded is None and inputs:  # a run from before fingerprints: today's inputs from now on
-                        db.execute("UPDATE runs SET inputs_fingerprint = ? WHERE run_id = ?", [json.dumps(inputs), run.run_id])
-                    return "cached"
+            if status == "completed" and not force and not stale_inputs(recorded, inputs):  # stale: trains again
+                if recorded is None and inputs:  # a run from before fingerprints: today's inputs from now on
+                    db.execute("UPDATE runs SET inputs_fingerprint = ? WHERE run_id = ?", [json.dumps(inputs), run.run_id])
+                return "cached"
             if status == "running" and _alive(pid, host, _utc(started)) and pid != os.getpid():
                 return "busy"
         values = dict(

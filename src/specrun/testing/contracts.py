@@ -70,9 +70,9 @@ def check_method(
 
     from specrun.runner.artifacts import load_weights, quantized_bits, save_run
     from specrun.runner.batching import Encoded, TokenCache
+    from specrun.runner.build import build_model
     from specrun.runner.data import prepare_run_data
     from specrun.runner.evaluate import evaluate
-    from specrun.runner.execute import build_model
     from specrun.runner.export import load_plain
     from specrun.runner.modeling import count_parameters, load_tokenizer
     from specrun.runner.train import train_model

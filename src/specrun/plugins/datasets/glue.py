@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from specrun.datafiles import read_rows, rows_to_examples
 from specrun.errors import DataError
 from specrun.examples import Dataset, Examples
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import DataContext, DatasetSource, NoOptions
-from specrun.plugins.datasets.files import read_rows, rows_to_examples
 
 
 @dataclass(frozen=True)

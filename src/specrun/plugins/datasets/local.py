@@ -11,7 +11,7 @@ from specrun.errors import DataError
 from specrun.examples import Dataset
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import DataContext, DatasetSource, PluginOptions
-from specrun.plugins.datasets.files import Rows, check_label_value, read_rows, require_columns, rows_to_examples
+from specrun.datafiles import Rows, check_label_value, read_rows, require_columns, rows_to_examples
 
 
 class LocalOptions(PluginOptions):

@@ -41,7 +41,7 @@ class QLoRA(MethodPlugin):
     Options = QLoraOptions
 
     def check(self, options: QLoraOptions, device: torch.device, precision: str) -> None:
-        from specrun.runner.modeling import gpu_supports_bf16
+        from specrun.core.models import gpu_supports_bf16
 
         check_kbit(self.name, 4, device)
         if options.compute_dtype == "bf16" and device.type == "cuda" and not gpu_supports_bf16(device):

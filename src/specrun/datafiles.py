@@ -1,4 +1,4 @@
-"""Reading labelled rows from TSV/CSV/JSONL/parquet files into ``Examples`` (shared by dataset sources).
+"""Reading labelled rows from TSV/CSV/JSONL/parquet files into ``Examples`` (shared by the dataset sources and ``predict``).
 
 Every problem names the file and the line (or, for parquet, the row) it is on: a row that does not fit
 the header, a quote that never closes, a null or empty text, a label outside the label names.
