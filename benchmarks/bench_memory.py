@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--spec", type=Path, help="apply this spec instead (with --set and --profile); e.g. specs/transfer_mrpc.toml")
     parser.add_argument("--set", action="append", default=[], help="an override for --spec (repeatable)")
     parser.add_argument("--profile", help="a profile of --spec")
+    parser.add_argument("--trim", action="store_true", help="glibc malloc_trim(0) after each run, before measuring (is the growth freed memory the allocator keeps?)")
     parser.add_argument("--every", action="store_true", help="print the RSS after every run")
     parser.add_argument("--json", type=Path, help="write the RSS series here")
     args = parser.parse_args()
@@ -109,10 +110,17 @@ max_steps = {args.steps}
     def measured(*a, **kw):
         record = real_execute(*a, **kw)
         gc.collect()
+        if args.trim:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
         series.append(rss_mb())
         n = len(series)
         if args.every or n in (1, 5) or n % 5 == 0 or n == args.runs:
-            print(f"run {n:3d}: rss {series[-1]:8.1f} MB", file=sys.stderr, flush=True)
+            task = a[0] if a else kw.get("task")
+            what = f"  {task.config['data']['dataset']} {task.config['method'].get('placement', '')} " \
+                   f"{'transfer' if task.config['model'].get('init_from') else ''}" if task is not None else ""
+            print(f"run {n:3d}: rss {series[-1]:8.1f} MB{what}", file=sys.stderr, flush=True)
         return record
 
     execute_module.execute = measured  # the local executor imports it at each run
