@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from specrun.errors import AnalysisError, PluginError, SpecrunError, did_you_mean
 from specrun.plugins.api import AnalysisContext, AnalysisPlugin, ResultTable
-from specrun.plugins.registry import Registry, module_version
+from specrun.plugins.registry import Registry, is_legacy_analysis, module_version
 from specrun.store import analyses as store_analyses
 from specrun.store.db import Store
 
@@ -77,13 +78,23 @@ def inputs_sha256(plugin: AnalysisPlugin, entry: AnalysisEntry, stamps: list[tup
 
 
 def run_analyses(store: Store, registry: Registry, experiment: str, entries: list[AnalysisEntry], force: bool = False,
-                 on_done=None) -> list[AnalysisOutcome]:
+                 on_done=None, declared: list[AnalysisEntry] | None = None) -> list[AnalysisOutcome]:
     """Compute each entry in order (cached ones are skipped unless ``force``); one failing entry does
-    not stop the others. ``on_done(outcome)`` is called after each."""
+    not stop the others. ``on_done(outcome)`` is called after each.
+
+    ``declared``: all the spec's entries, when ``entries`` is a selection of them (``--only``). An
+    entry's inputs include those of the entries declared before it, whether or not they run now, so
+    that ``--only X`` and a plain ``analyze`` agree on whether X is current."""
     store_analyses.require_experiment(store, experiment)
     cached = store_analyses.records(store, experiment)
     outcomes, earlier = [], []
-    for entry in entries:
+    declared = list(declared) if declared else list(entries)
+    last = max((i for i, e in enumerate(declared) if e in entries), default=-1)
+    sequence = declared[: last + 1] + [e for e in entries if e not in declared]
+    for entry in sequence:
+        if entry not in entries:  # declared before one that runs: its inputs count for those after it
+            earlier.append(_inputs(store, registry, experiment, entry, earlier)[0])
+            continue
         outcome, sha = _run_one(store, registry, experiment, entry, cached.get(entry.id), earlier, force)
         earlier.append(sha)
         outcomes.append(outcome)
@@ -92,13 +103,19 @@ def run_analyses(store: Store, registry: Registry, experiment: str, entries: lis
     return outcomes
 
 
-def _run_one(store, registry, experiment, entry, record, earlier, force) -> tuple[AnalysisOutcome, str]:
-    start = time.perf_counter()
+def _inputs(store, registry, experiment, entry, earlier) -> tuple[str, list, list]:
+    """An entry's inputs hash (with those of the entries before it, ``earlier``), its runs and left-out runs."""
     plugin = registry.get("analysis", entry.name)
     runs, left_out = store_analyses.scope(store, experiment, plugin.include_sources)
     stamps = store_analyses.input_stamps(store, [r.run_id for r in runs + left_out])
     stamps += [(r.run_id, r.status) for r in left_out if r.status == "not run"]
-    sha = inputs_sha256(plugin, entry, stamps, earlier)
+    return inputs_sha256(plugin, entry, stamps, earlier), runs, left_out
+
+
+def _run_one(store, registry, experiment, entry, record, earlier, force) -> tuple[AnalysisOutcome, str]:
+    start = time.perf_counter()
+    plugin = registry.get("analysis", entry.name)
+    sha, runs, left_out = _inputs(store, registry, experiment, entry, earlier)
     counts = {"runs": len(runs), "left_out": len(left_out)}
     tables = list(plugin.tables)
     if record and record.status == "completed" and record.inputs_sha256 == sha and not force and store_analyses.tables_current(store, tables):
@@ -130,6 +147,9 @@ def _frames(plugin: AnalysisPlugin, result: dict[str, Any]) -> dict[str, pl.Data
     declared: dict[str, ResultTable] = {t.name: t for t in plugin.tables}
     if not isinstance(result, dict):
         raise PluginError(f"analysis {plugin.name!r} returned {type(result).__name__}; expected {{table name: rows}}")
+    if is_legacy_analysis(plugin):  # plugin API 0.1: any dict, kept as JSON in the one table it was given
+        [table] = plugin.tables
+        return {table.name: pl.DataFrame(legacy_rows(result), schema={"key": pl.Utf8, "item": pl.Int64, "value": pl.Utf8})}
     frames = {}
     for name, rows in result.items():
         if name not in declared:
@@ -143,3 +163,32 @@ def _frames(plugin: AnalysisPlugin, result: dict[str, Any]) -> dict[str, pl.Data
                                   + "; ".join(filter(None, [missing and f"missing columns {missing}", extra and f"undeclared columns {extra}"])))
         frames[name] = frame
     return frames
+
+
+def legacy_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """What a plugin API 0.1 analysis returned, as rows of ``LEGACY_RESULT_COLUMNS``: one per item of each
+    key's value (a list's items, a DataFrame's rows; a single value is item 0), the item as JSON (non-finite
+    numbers as null)."""
+    import polars as pl
+
+    rows = []
+    for key, value in result.items():
+        if isinstance(value, pl.DataFrame):
+            value = value.to_dicts()
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        for index, item in enumerate(items):
+            rows.append({"key": str(key), "item": index, "value": json.dumps(_plain(item), default=str, allow_nan=False)})
+    return rows
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars as Python numbers and non-finite floats as None, for JSON."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "shape", None) == ():
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -116,6 +116,18 @@ def _run_info(store: Store, row: tuple, role: str = "run") -> RunInfo:
     return RunInfo(run_id, experiment, status, seed, method, config, sweep, eval_set, label, role, error, weights)
 
 
+def run_infos(db: duckdb.DuckDBPyConnection, run_ids: list[str]) -> list[RunInfo]:
+    """The runs ``run_ids`` as ``RunInfo``, read on an open connection to a store file, in the order
+    given (ids the store lacks are left out). For the 0.1 form of ``AnalysisContext`` (run ids only)."""
+    from pathlib import Path
+
+    row = db.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    store = Store(Path(row[0])) if row and row[0] else Store(Path("store.duckdb"))
+    rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id IN (SELECT unnest(?))", [list(run_ids)]).fetchall()
+    found = {r[0]: _run_info(store, r) for r in rows}
+    return _short_labels([found[i] for i in run_ids if i in found])
+
+
 def scope(store: Store, experiment: str, include_sources: bool = False) -> tuple[list[RunInfo], list[RunInfo]]:
     """The experiment's runs as its latest apply defined them: (completed, left out). Runs the apply
     planned but never started are left out with status ``not run``. With ``include_sources``, the
@@ -224,6 +236,22 @@ def status_counts(db: duckdb.DuckDBPyConnection, experiment: str) -> list[tuple[
         "WHERE c.experiment = ? GROUP BY 1 ORDER BY 1",
         [experiment],
     ).fetchall()
+
+
+def selected_on_reported(db: duckdb.DuckDBPyConnection, experiment: str) -> int:
+    """How many of the experiment's completed runs picked their weights (early stopping) on a split they
+    report: those that said so (``train.allow_selection_on_reported``: final metric
+    ``selection.on_reported_split`` = 1), and those that early-stopped before specrun carved a selection set
+    (their config has early stopping but no ``select_fraction``)."""
+    return db.execute(
+        "SELECT count(*) FROM runs r WHERE r.status = 'completed' "
+        "AND r.run_id IN (SELECT run_id FROM current_runs WHERE experiment = ?) AND ("
+        "  EXISTS (SELECT 1 FROM metrics m WHERE m.run_id = r.run_id AND m.final AND m.split = 'selection' "
+        "          AND m.name = 'on_reported_split' AND m.value = 1)"
+        "  OR (coalesce(json_type(json_extract(r.config, '$.train.early_stopping')), 'NULL') <> 'NULL'"
+        "      AND json_extract(r.config, '$.train.select_fraction') IS NULL))",
+        [experiment],
+    ).fetchall()[0][0]  # fetched whole: a connection with an unfinished result serves no other query
 
 
 def latest_environment(db: duckdb.DuckDBPyConnection, experiment: str) -> dict | None:

@@ -288,7 +288,22 @@ def m010_relative_artifact_paths(db):
 
 
 @migration
-def m011_skipped_steps(db):
+def m011_memory_kind(db):
+    """What each run's ``peak_memory_mb`` measures (``runs.memory_kind``): ``cpu_rss_growth`` (the
+    process's resident memory growth, sampled) or ``cuda_allocated_peak`` (torch's allocator peak on the
+    device). The two are not comparable. Runs recorded before are given the kind of the device their
+    environment names."""
+    db.execute("ALTER TABLE runs ADD COLUMN memory_kind VARCHAR")
+    db.execute("""
+        UPDATE runs SET memory_kind = CASE WHEN json_extract_string(environment, '$.device') LIKE 'cuda%' THEN 'cuda_allocated_peak'
+                                           ELSE 'cpu_rss_growth' END
+        WHERE json_extract_string(environment, '$.device') IS NOT NULL
+          AND run_id IN (SELECT run_id FROM metrics WHERE split = 'cost' AND name = 'peak_memory_mb')
+    """)
+
+
+@migration
+def m012_skipped_steps(db):
     """``runs.skipped_steps``: optimizer steps an fp16 run skipped because its gradient scaler found
     inf/NaN gradients (0 for bf16 and fp32 runs, which need no loss scaling). NULL for runs recorded
     before this migration: not counted then (fp16 trained without a scaler)."""
@@ -296,7 +311,7 @@ def m011_skipped_steps(db):
 
 
 @migration
-def m012_inputs_fingerprint(db):
+def m013_inputs_fingerprint(db):
     """``runs.inputs_fingerprint``: what shapes a run's result but is not in its id (which hashes the
     model's name, so ids of existing runs stay as they are): the content hash of a local model folder,
     the hub commit a hub model resolved to, the bitsandbytes version of quantized runs. A completed run
