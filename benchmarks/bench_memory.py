@@ -118,8 +118,11 @@ max_steps = {args.steps}
         n = len(series)
         if args.every or n in (1, 5) or n % 5 == 0 or n == args.runs:
             task = a[0] if a else kw.get("task")
-            what = f"  {task.config['data']['dataset']} {task.config['method'].get('placement', '')} " \
-                   f"{'transfer' if task.config['model'].get('init_from') else ''}" if task is not None else ""
+            what = ""
+            if task is not None:
+                method = task.config["method"]
+                what = f"  {task.config['data']['dataset']} {method['name']} {method.get('placement') or ''}"
+                what += " transfer" if task.config["model"].get("init_from") else ""
             print(f"run {n:3d}: rss {series[-1]:8.1f} MB{what}", file=sys.stderr, flush=True)
         return record
 
