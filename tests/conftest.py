@@ -93,6 +93,7 @@ name = "bootstrap_ci"
 [[analyses]]
 name = "paired_comparison"
 eval_sets = ["validation", "noisy"]
+pairs = "all"
 
 [[analyses]]
 name = "efficiency"

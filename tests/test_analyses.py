@@ -46,7 +46,7 @@ def test_bootstrap_means_are_the_runs_metric_averaged_over_seeds(study, cli):
         GROUP BY c.config ORDER BY c.config""")
     assert [(r["config"], r["n"]) for r in mine] == [(r["config"], r["n"]) for r in direct]
     assert [r["mean"] for r in mine] == pytest.approx([r["mean"] for r in direct])
-    assert [r["config"] for r in mine] == ["lora max_train_examples=120", "lora max_train_examples=240"]
+    assert [r["config"] for r in mine] == ["max_train_examples=120", "max_train_examples=240"]
     for r in mine:
         assert r["ci_low"] <= r["mean"] <= r["ci_high"]
     runs = sql(cli, store, "SELECT metric, value, ci_low, ci_high, n_examples FROM bootstrap_ci_runs WHERE experiment = 'study' AND ci_low IS NOT NULL")
@@ -58,14 +58,15 @@ def test_paired_comparison_counts_disagreements_from_the_predictions(study, cli)
     spec, store = study
     pairs = sql(cli, store, "SELECT * FROM paired_comparison WHERE experiment = 'study'")
     assert len(pairs) == 6  # 2 configurations × 2 evaluation sets = 4 arms
-    row = next(r for r in pairs if r["a"].endswith("@ noisy") and r["b"].endswith("@ validation") and r["a"].split(" @ ")[0] == r["b"].split(" @ ")[0])
+    assert {(r["n_tests"], r["correction"]) for r in pairs} == {(6, "holm")}
+    row = next(r for r in pairs if r["a"].endswith("@ validation") and r["b"].endswith("@ noisy") and r["a"].split(" @ ")[0] == r["b"].split(" @ ")[0])
     config = row["a"].split(" @ ")[0]
     counts = sql(cli, store, f"""
         SELECT sum(CASE WHEN n.prediction = n.label AND v.prediction <> v.label THEN 1 ELSE 0 END) AS only_a,
                sum(CASE WHEN n.prediction <> n.label AND v.prediction = v.label THEN 1 ELSE 0 END) AS only_b
         FROM predictions v JOIN predictions n ON n.run_id = v.run_id AND n.example_id = v.example_id AND n.split = 'noisy'
         WHERE v.split = 'validation' AND v.run_id IN (SELECT run_id FROM bootstrap_ci_runs WHERE experiment = 'study' AND config = '{config}')""")[0]
-    assert (row["only_a_right"], row["only_b_right"]) == (counts["only_a"], counts["only_b"])
+    assert (row["only_b_right"], row["only_a_right"]) == (counts["only_a"], counts["only_b"])  # a: validation, b: noisy
     assert row["n_seeds"] == 2 and row["n_examples"] == 80
     assert row["ci_low"] <= row["diff"] <= row["ci_high"]
     ranking = sql(cli, store, "SELECT rank, significantly_better_than FROM paired_comparison_ranking WHERE experiment = 'study'")

@@ -124,6 +124,19 @@ def test_app_in_chromium(served, two_runs, chromium, tmp_path):  # noqa: F811 - 
         try:
             page.goto(url)
             assert "2 trained models" in _text(page, "#intro", "trained model")
+            # the models table's headers stay readable: no header is broken inside a word ("accura|cy")
+            lines = page.evaluate("""() => [...document.querySelectorAll('#models-table th')].map(th => {
+                const walker = document.createTreeWalker(th, NodeFilter.SHOW_TEXT);
+                let text = '', most = 0;
+                for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+                    if (!node.textContent.trim()) continue;
+                    const range = document.createRange(); range.selectNodeContents(node);
+                    const tops = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)));
+                    if (tops.size > most) { most = tops.size; text = node.textContent.trim(); }
+                }
+                return [text, most];
+            })""")
+            assert len(lines) >= 13 and all(n <= len(text.split()) for text, n in lines if text), lines
 
             # pick the full fine-tuning run (the one that learned the toy task)
             page.locator("#picker input").click()

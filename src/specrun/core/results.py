@@ -6,7 +6,7 @@ three. Plugin authors import them from ``specrun.plugins.api``, which re-exports
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -34,6 +34,10 @@ class RunInfo:
     #: before those formats, ``trained.safetensors``); ``specrun.runner.artifacts.read_run(weights)`` reads
     #: any of them, with the trained tensors by parameter name.
     weights: str | None = None
+    #: What tells its configuration apart from the experiment's others: {dimension: readable value}, e.g.
+    #: ``{"placement": "attn-q", "init_from": "from source"}`` (a stage run: ``{"stage": "source", ...}``);
+    #: ``config_label`` is these joined. Keys swept together make one dimension (``specrun.spec.labels``).
+    factors: dict[str, str] = field(default_factory=dict)
 
     def value(self, dotted: str) -> Any:
         """The config value at a dotted key (``method.rank``, ``data.transforms.0.k``); KeyError if absent."""

@@ -28,15 +28,18 @@ from specrun.version import __version__
 #: Rows a table figure shows; the SQL under it gives them all.
 MAX_TABLE_ROWS = 200
 
-RUN_TABLE = Figure(
-    "Runs",
-    "SELECT s.run_id, s.status, s.method, s.seed, s.sweep, round(s.accuracy, 4) AS accuracy, round(s.f1, 4) AS f1,\n"
-    "       round(s.train_seconds, 1) AS train_seconds, regexp_extract(r.error, '^[^\\n]*') AS error\n"
-    "FROM run_summary s JOIN runs r USING (run_id)\n"
-    "WHERE s.run_id IN (SELECT run_id FROM current_runs WHERE experiment = $experiment)\n"
-    "ORDER BY r.created_at, s.run_id",
-    caption="accuracy and f1 on the primary evaluation set, final weights.",
-)
+def run_table(columns: list[tuple[str, str]]) -> Figure:
+    """The runs table: each swept key (``store.analyses.sweep_columns``) as a column of its own."""
+    swept = "".join(f'{expression} AS "{name}", ' for name, expression in columns)
+    return Figure(
+        "Runs",
+        f"SELECT s.run_id, {swept}s.seed, s.status, s.method, round(s.accuracy, 4) AS accuracy, round(s.f1, 4) AS f1,\n"
+        "       round(s.train_seconds, 1) AS train_seconds, regexp_extract(r.error, '^[^\\n]*') AS error\n"
+        "FROM run_summary s JOIN runs r USING (run_id)\n"
+        "WHERE s.run_id IN (SELECT run_id FROM current_runs WHERE experiment = $experiment)\n"
+        "ORDER BY r.created_at, s.run_id",
+        caption="accuracy and f1 on the primary evaluation set, final weights; one column per key the sweep varies.",
+    )
 LEFT_OUT = Figure(
     "Left out",
     "SELECT c.run_id, coalesce(r.status, 'not run') AS status, r.method, r.seed, regexp_extract(r.error, '^[^\\n]*') AS error\n"
@@ -166,6 +169,7 @@ def build_report(store: Store, registry: Registry, targets: list[Target], out: P
         for target in targets:
             parts.append(_experiment(db, registry, target, renderer, summary))
     summary.charts, summary.tables = renderer.summary_charts, renderer.summary_tables
+    summary.problems = list(dict.fromkeys(summary.problems))  # a headline's problem is its section's
     env = jinja2.Environment(loader=jinja2.PackageLoader("specrun.report", "templates"), autoescape=True)
     html = env.get_template("report.html.j2").render(
         title=title or "specrun report: " + ", ".join(t.experiment for t in targets),
@@ -200,6 +204,11 @@ def _experiment(db, registry: Registry, target: Target, renderer: _Renderer, sum
     records = store_analyses.records_in(db, target.experiment)
     entries = {e.id: e for e in target.entries}
     wanted = target.sections if target.sections is not None else list(entries)
+    headline_id = target.report.headline if target.report else None
+    headline = None
+    if headline_id in entries:
+        headline = _section(registry, entries[headline_id], records.get(headline_id), params, renderer, summary, target.experiment,
+                            headline=True)
     sections = [_section(registry, entries[i], records.get(i), params, renderer, summary, target.experiment) for i in wanted if i in entries]
     return {
         "name": target.experiment,
@@ -210,7 +219,8 @@ def _experiment(db, registry: Registry, target: Target, renderer: _Renderer, sum
         "applied_at": target.applied_at,
         "counts": counts,
         "notes": target.notes + _selection_notes(db, target.experiment),
-        "run_table": renderer.figure(RUN_TABLE, params),
+        "headline": headline,
+        "run_table": renderer.figure(run_table(store_analyses.sweep_columns(db, target.experiment)), params),
         "left_out": renderer.figure(LEFT_OUT, params) if left_out else None,
         "left_out_count": left_out,
         "environment": json.dumps(environment, indent=2) if environment else "(no completed run)",
@@ -229,7 +239,9 @@ def _selection_notes(db, experiment: str) -> list[str]:
 
 
 def _section(registry: Registry, entry: AnalysisEntry, record, params: dict, renderer: _Renderer, summary: ReportSummary,
-             experiment: str) -> dict[str, Any]:
+             experiment: str, headline: bool = False) -> dict[str, Any]:
+    """One analysis's figures; the ``headline`` (the spec's ``report.headline``) is its first table and its
+    first chart, shown before everything else."""
     plugin = registry.get("analysis", entry.name)
     section = {"id": entry.id, "name": entry.name, "description": plugin.description, "anchor": _anchor("an", experiment, entry.id),
                "figures": [], "error": None}
@@ -246,7 +258,11 @@ def _section(registry: Registry, entry: AnalysisEntry, record, params: dict, ren
         summary.problems.append(f"{experiment}: analysis {entry.id!r} failed: {section['error']}")
         return section
     options = plugin.Options.model_validate(entry.options)
-    for figure in plugin.figures(options):
+    figures = plugin.figures(options)
+    if headline:
+        section["full_anchor"], section["anchor"] = section["anchor"], _anchor("headline", experiment, entry.id)
+        figures = [f for f in (next((f for f in figures if f.chart is None), None), next((f for f in figures if f.chart), None)) if f]
+    for figure in figures:
         rendered = renderer.figure(figure, {**params, "analysis": entry.id})
         if rendered.kind == "error":
             summary.problems.append(f"{experiment}: analysis {entry.id!r}, figure {figure.title!r}: {rendered.error}")

@@ -41,9 +41,10 @@ def interval_dots(rows: list[dict], value: str, low: str, high: str, category: s
     alt = _alt()
     base = alt.Chart(_data(rows)).encode(
         y=alt.Y(f"{category}:N", sort=alt.EncodingSortField(field=value, order="descending"), title=None,
-                axis=alt.Axis(labelLimit=420)),
+                axis=alt.Axis(labelLimit=420)),  # a longer label ends in "…": its full text is in the tooltip and the table below
     )
-    encode_color = {"color": alt.Color(f"{color}:N")} if color else {}
+    encode_color = {"color": alt.Color(f"{color}:N", scale=alt.Scale(domain=[True, False], range=["#d62728", "#1f77b4"]))
+                    if color and all(isinstance(r.get(color), bool) for r in rows) else alt.Color(f"{color}:N")} if color else {}
     bars = base.mark_rule(strokeWidth=2).encode(x=alt.X(f"{low}:Q", title=title, scale=alt.Scale(zero=False)), x2=f"{high}:Q", **encode_color)
     points = base.mark_point(filled=True, size=70).encode(
         x=alt.X(f"{value}:Q", scale=alt.Scale(zero=False)), tooltip=tips(rows, tooltip or [category, value, low, high]), **encode_color
@@ -108,23 +109,87 @@ def scatter(rows: list[dict], x: str, y: str, label: str, x_title: str, y_title:
     return alt.layer(*layers).properties(width=WIDTH, height=340)
 
 
-def curves(rows: list[dict], x: str, y: str, color: str, dash: str | None, facet: str | None, x_title: str,
+#: More categories than this are not told apart by colour: they get panels of their own (small multiples).
+MAX_COLORS = 8
+
+
+def _columns(panels: int) -> int:
+    return 2 if panels <= 4 else 3 if panels <= 9 else 4
+
+
+def _header(width: int) -> Any:
+    """Panel titles that break at ", " into lines (a label of several keys stays whole, not cut mid-word)."""
+    return _alt().Header(labelLimit=width, labelFontSize=11, labelExpr="split(datum.label, ', ')")
+
+
+def _legend() -> Any:
+    return _alt().Legend(labelLimit=360, orient="bottom", columns=1)
+
+
+def curves(rows: list[dict], x: str, y: str, color: str | None, dash: str | None, facet: str | None, x_title: str,
            tooltip: list[str] | None = None, x_type: str = "Q"):
     """Lines of ``y`` over ``x``, one per ``color`` (× ``dash``) group, in one panel per ``facet`` value
-    (two per row) with its own y scale: learning curves, train (dashed) against evaluation."""
+    with its own y scale: learning curves, train (dashed) against evaluation. With more than
+    ``MAX_COLORS`` colour groups, colour no longer tells them apart: each group gets a panel of its own
+    (small multiples, titled by its full name), within one block per ``facet`` value, and ``dash`` takes
+    the colour."""
     alt = _alt()
+    tooltip = tips(rows, tooltip or [c for c in (color, x, y) if c])
+    if color and len({r.get(color) for r in rows}) > MAX_COLORS:
+        panels = len({r.get(color) for r in rows})
+        columns = _columns(panels)
+        width = max(150, (WIDTH + 200) // columns - 30)
+
+        def panel(where: str | None):
+            enc = {"x": alt.X(f"{x}:{x_type}", title=x_title), "y": alt.Y(f"{y}:Q", title=None, scale=alt.Scale(zero=False)),
+                   "tooltip": tooltip}
+            if dash:
+                enc["color"] = alt.Color(f"{dash}:N", title=dash.replace("_", " "), legend=_legend())
+            chart = alt.Chart().mark_line(point=alt.OverlayMarkDef(size=14)).encode(**enc).properties(width=width, height=130)
+            block = chart.facet(facet=alt.Facet(f"{color}:N", title=None, sort=None, header=_header(width)),
+                                columns=columns, data=_data(rows))
+            return block.transform_filter(alt.FieldEqualPredicate(field=facet, equal=where)) if where is not None else block
+
+        if facet:
+            values = list(dict.fromkeys(r.get(facet) for r in rows))
+            blocks = [panel(v).properties(title=alt.TitleParams(f"{facet}: {v}", anchor="start")) for v in values]
+            return alt.vconcat(*blocks)
+        return alt.Chart(_data(rows)).mark_line(point=alt.OverlayMarkDef(size=14)).encode(
+            x=alt.X(f"{x}:{x_type}", title=x_title), y=alt.Y(f"{y}:Q", title=None, scale=alt.Scale(zero=False)), tooltip=tooltip,
+            **({"color": alt.Color(f"{dash}:N", legend=_legend())} if dash else {}),
+        ).properties(width=width, height=130).facet(
+            facet=alt.Facet(f"{color}:N", title=None, sort=None, header=_header(width)), columns=columns)
     enc = {
         "x": alt.X(f"{x}:{x_type}", title=x_title),
         "y": alt.Y(f"{y}:Q", title=None, scale=alt.Scale(zero=False)),
-        "color": alt.Color(f"{color}:N", legend=alt.Legend(labelLimit=360, orient="bottom", columns=1)),
-        "tooltip": tips(rows, tooltip or [color, x, y]),
+        "tooltip": tooltip,
     }
+    if color:
+        enc["color"] = alt.Color(f"{color}:N", sort=None, legend=_legend())
     if dash:
         enc["strokeDash"] = alt.StrokeDash(f"{dash}:N", title=dash.replace("_", " "),
                                            legend=alt.Legend(symbolType="stroke", symbolStrokeWidth=2, symbolSize=400, symbolStrokeColor="#555"))
     chart = alt.Chart(_data(rows)).mark_line(point=alt.OverlayMarkDef(size=20)).encode(**enc)
     if facet:
-        return (chart.properties(width=340, height=240)
-                .facet(facet=alt.Facet(f"{facet}:N", title=None, header=alt.Header(labelLimit=340)), columns=2)
+        panels = len({r.get(facet) for r in rows})
+        columns = min(_columns(panels), 3)
+        width = 340 if columns == 2 else 240
+        return (chart.properties(width=width, height=200 if columns > 2 else 240)
+                .facet(facet=alt.Facet(f"{facet}:N", title=None, sort=None, header=_header(width)), columns=columns)
                 .resolve_scale(y="independent"))
     return chart.properties(width=WIDTH, height=300)
+
+
+def interval_scatter(rows: list[dict], x: str, y: str, low: str, high: str, label: str, x_title: str, y_title: str,
+                     reference: float | None = None, tooltip: list[str] | None = None):
+    """A point per row at (``x``, ``y``) with a vertical bar from ``low`` to ``high`` and its ``label``
+    beside it (full text on hover): e.g. a transfer gain with its CI against the source's stable rank."""
+    alt = _alt()
+    base = alt.Chart(_data(rows)).encode(x=alt.X(f"{x}:Q", title=x_title, scale=alt.Scale(zero=False)))
+    bars = base.mark_rule(strokeWidth=2, color="#1f77b4").encode(y=alt.Y(f"{low}:Q", title=y_title, scale=alt.Scale(zero=False)), y2=f"{high}:Q")
+    points = base.mark_point(filled=True, size=80, color="#1f77b4").encode(y=f"{y}:Q", tooltip=tips(rows, tooltip or [label, x, y, low, high]))
+    text = base.mark_text(align="left", dx=7, dy=-6, fontSize=10, limit=220).encode(y=f"{y}:Q", text=f"{label}:N")
+    layers = [bars, points, text]
+    if reference is not None:
+        layers.insert(0, alt.Chart(alt.Data(values=[{"y": reference}])).mark_rule(color="#999", strokeDash=[4, 4]).encode(y="y:Q"))
+    return alt.layer(*layers).properties(width=WIDTH, height=340)

@@ -619,6 +619,12 @@ def check_analyses(spec: Spec, entries: list[dict], runs: list[RunConfig], regis
     for i, wanted in enumerate(spec.report.sections or [] if spec.report else []):
         if wanted not in ids:
             problems.append((("report", "sections", i), f"no analysis {wanted!r}{did_you_mean(wanted, ids)}; the spec's analyses: {', '.join(ids) or 'none'}"))
+    headline = spec.report.headline if spec.report else None
+    if headline is not None:
+        if headline not in ids:
+            problems.append((("report", "headline"), f"no analysis {headline!r}{did_you_mean(headline, ids)}; the spec's analyses: {', '.join(ids) or 'none'}"))
+        elif spec.report.sections is not None and headline not in spec.report.sections:
+            problems.append((("report", "headline"), f"{headline!r} is not among report.sections ({', '.join(spec.report.sections)}): add it there"))
     return problems
 
 

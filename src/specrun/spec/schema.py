@@ -192,6 +192,7 @@ class ReportSpec(Section):
     path: str | None = Field(None, description="write the report here at the end of every apply (relative to the current directory)")
     title: str | None = Field(None, description="the report's title (default: 'specrun report: <experiment>')")
     sections: list[str] | None = Field(None, description="the analyses to show, by id, in this order (default: all, as listed)")
+    headline: str | None = Field(None, description="the analysis (by id) that answers the study's question: the report opens with its table and chart, before the runs and the other analyses")
     compare: list[str] = Field(default_factory=list, description="other experiments in the store shown after this one")
     png: str | None = Field(None, description="also export every chart as PNG and SVG into this folder")
 

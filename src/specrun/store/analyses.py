@@ -111,8 +111,6 @@ def _run_info(store: Store, row: tuple, role: str = "run") -> RunInfo:
     config = json.loads(config) if config else {}
     sweep = json.loads(sweep) if sweep else {}
     label = describe_sweep(method or "?", sweep)
-    if role != "run":
-        label = f"{experiment}: {label}"
     return RunInfo(run_id, experiment, status, seed, method, config, sweep, eval_set, label, role, error, weights)
 
 
@@ -125,35 +123,55 @@ def run_infos(db: duckdb.DuckDBPyConnection, run_ids: list[str]) -> list[RunInfo
     store = Store(Path(row[0])) if row and row[0] else Store(Path("store.duckdb"))
     rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id IN (SELECT unnest(?))", [list(run_ids)]).fetchall()
     found = {r[0]: _run_info(store, r) for r in rows}
-    return _short_labels([found[i] for i in run_ids if i in found])
+    labelled = {r.run_id: r for r in label_runs([found[i] for i in run_ids if i in found])[0]}
+    return [labelled[i] for i in run_ids if i in labelled]
 
 
 def scope(store: Store, experiment: str, include_sources: bool = False) -> tuple[list[RunInfo], list[RunInfo]]:
     """The experiment's runs as its latest apply defined them: (completed, left out). Runs the apply
     planned but never started are left out with status ``not run``. With ``include_sources``, the
-    completed runs that the experiment's runs start from (``model.init_from``) join the first list."""
+    completed runs that the experiment's runs start from (``model.init_from``) join the first list.
+    Runs come in the order of their configurations (sweep order), then seed; each is labelled by the
+    keys that vary across the experiment (``specrun.spec.labels``), a stage run by its stage and the
+    keys that vary among its stage's runs."""
     with store.read() as db:
         planned = [r[0] for r in db.execute("SELECT run_id FROM current_runs WHERE experiment = ? ORDER BY run_id", [experiment]).fetchall()]
-        rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id IN (SELECT unnest(?)) ORDER BY r.run_id", [planned]).fetchall()
+        rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id IN (SELECT unnest(?)) ORDER BY r.created_at, r.run_id", [planned]).fetchall()
         runs = [_run_info(store, row) for row in rows]
         sources: list[RunInfo] = []
         if include_sources:
             wanted = sorted({s for r in runs if r.status == "completed" and (s := r.config.get("model", {}).get("init_from"))})
-            rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id IN (SELECT unnest(?)) ORDER BY r.run_id", [wanted]).fetchall()
+            rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id IN (SELECT unnest(?)) ORDER BY r.created_at, r.run_id", [wanted]).fetchall()
             sources = [_run_info(store, row, role="source") for row in rows if row[2] == "completed"]
-    runs = _short_labels(runs)
+    runs, sources = label_runs(runs, sources)
     found = {r.run_id for r in runs}
     never = [RunInfo(run_id, experiment, "not run", 0, "", {}, {}, "", "", "run") for run_id in planned if run_id not in found]
     completed = [r for r in runs if r.status == "completed"]
     return completed + sources, [r for r in runs if r.status != "completed"] + never
 
 
-def _short_labels(runs: list[RunInfo]) -> list[RunInfo]:
-    """The runs with configuration labels that name only what tells the experiment's configurations apart."""
-    from specrun.spec.labels import describe_configs
+def label_runs(runs: list[RunInfo], sources: list[RunInfo] = ()) -> tuple[list[RunInfo], list[RunInfo]]:
+    """The runs (and the stage runs they start from) with their factors and configuration labels, in
+    configuration order (sweep order), then seed."""
+    from specrun.spec.labels import design, label, stage_factors
 
-    labels = describe_configs([(r.method or "?", r.sweep) for r in runs])
-    return [dataclasses.replace(r, config_label=label) for r, label in zip(runs, labels)]
+    dims, factors, orders = design([(r.method or "?", r.sweep) for r in runs])
+    labelled = []
+    for run, mine, order in zip(runs, factors, orders):
+        text = label(mine) or run.method or "?"
+        labelled.append((order, run.seed, dataclasses.replace(run, config_label=text, factors=mine)))
+    labelled.sort(key=lambda item: (item[0], item[1]))
+    out_sources = []
+    by_stage: dict[str, list[RunInfo]] = {}
+    for source in sources:
+        by_stage.setdefault(source.experiment, []).append(source)
+    experiments = {r.experiment for r in runs}
+    for name, group in by_stage.items():
+        stage = next((name.removeprefix(e + ".") for e in experiments if name.startswith(e + ".")), name)
+        for source, mine in zip(group, stage_factors(dims, [s.config for s in group])):
+            text = f"{stage}: {label(mine)}" if mine else stage
+            out_sources.append(dataclasses.replace(source, config_label=text, factors={"stage": stage, **mine}))
+    return [r for _, _, r in labelled], out_sources
 
 
 def input_stamps(store: Store, run_ids: list[str]) -> list[tuple]:
@@ -345,3 +363,41 @@ def new_record(experiment: str, analysis: str, name: str, options: dict, run_ids
 def check_readable(store: Store) -> None:
     if not store.path.exists():
         raise StoreError(f"no store at {store.path} (run `specrun apply` first, or pass --store)")
+
+
+def sweep_columns(db: duckdb.DuckDBPyConnection, experiment: str) -> list[tuple[str, str]]:
+    """(column name, SQL expression over ``runs r``) for each key that varies across the experiment's current
+    runs, in sweep order: what the runs table shows instead of the sweep as JSON. Values read as labels
+    show them (``from pretrained`` for an empty ``model.init_from``)."""
+    from specrun.spec.labels import design
+    from specrun.spec.labels import sweep_assignments
+
+    rows = db.execute("SELECT r.method, r.sweep FROM runs r WHERE r.run_id IN (SELECT run_id FROM current_runs WHERE experiment = ?) "
+                      "ORDER BY r.created_at, r.run_id", [experiment]).fetchall()
+    points = [(method or "?", json.loads(sweep) if sweep else {}) for method, sweep in rows]
+    dims = design(points)[0]
+    columns = []
+    for dim in dims:
+        key = dim.keys[0]
+        expression = None
+        for _, sweep in points:
+            for entry, value in sweep.items():
+                try:
+                    together = [dotted for dotted, _ in sweep_assignments(entry, value)]
+                except TypeError:
+                    continue
+                if key in together:
+                    path = '$."' + entry.replace("'", "''").replace('"', '\\"') + '"' + (f"[{together.index(key)}]" if len(together) > 1 else "")
+                    expression = f"json_extract_string(r.sweep, '{path}')"
+                    break
+            if expression:
+                break
+        if key == "method":
+            expression = "r.method"
+        if expression is None:
+            continue
+        if dim.name == "init_from":
+            expression = (f"CASE WHEN coalesce({expression}, '') = '' THEN 'from pretrained' "
+                          f"ELSE 'from ' || regexp_replace({expression}, '^stage:', '') END")
+        columns.append((dim.name, expression))
+    return columns

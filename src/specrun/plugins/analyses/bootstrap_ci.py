@@ -4,11 +4,18 @@ per-example predictions (how much the number would move on another sample of the
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from specrun.analysis.common import MINE, ResamplingOptions, by_config, metric_problems
+from specrun.analysis.common import (
+    MINE,
+    ResamplingOptions,
+    by_config,
+    design_problems,
+    metric_problems,
+    resolve_design,
+)
 from specrun.hookspecs import hookimpl
 from specrun.metrics import MetricRef
 from specrun.plugins.api import AnalysisPlugin, Figure, ResultTable
@@ -21,12 +28,21 @@ class BootstrapOptions(ResamplingOptions):
     metric: str = Field("accuracy", description="the final metric to summarize per configuration: accuracy, f1, noisy.accuracy, cost.train_seconds, ...")
     method: Literal["percentile", "basic", "BCa"] = Field("percentile", description="scipy.stats.bootstrap's interval method")
     per_run: bool = Field(True, description="also each run's accuracy and F1 CI from its per-example predictions")
+    vary: str | None = Field(None, description="also the metric's difference between the values of this swept key within each group of the other keys, paired by seed")
+    baseline: dict[str, Any] | None = Field(None, description="also each configuration's difference from the baseline configuration of its group, paired by seed")
+
+    @model_validator(mode="after")
+    def _one_design(self):
+        if self.vary is not None and self.baseline is not None:
+            raise ValueError("give vary or baseline, not both")
+        return self
 
 
 class BootstrapCI(AnalysisPlugin):
     name = "bootstrap_ci"
     description = "mean ± bootstrap CI of a metric over seeds per configuration; per-run CIs from per-example predictions"
     Options = BootstrapOptions
+    version = "2"
     tables = (
         ResultTable("bootstrap_ci", {
             "config": "VARCHAR", "metric": "VARCHAR", "n": "INTEGER", "mean": "DOUBLE", "sd": "DOUBLE", "min": "DOUBLE",
@@ -36,10 +52,14 @@ class BootstrapCI(AnalysisPlugin):
             "run_id": "VARCHAR", "config": "VARCHAR", "seed": "INTEGER", "eval_set": "VARCHAR", "metric": "VARCHAR",
             "value": "DOUBLE", "ci_low": "DOUBLE", "ci_high": "DOUBLE", "n_examples": "INTEGER",
         }, "one row per run and metric: the run's value with a bootstrap CI over its evaluation examples (NULL for metrics predictions do not determine)"),
+        ResultTable("bootstrap_ci_diffs", {
+            "a": "VARCHAR", "b": "VARCHAR", "grp": "VARCHAR", "design": "VARCHAR", "metric": "VARCHAR", "n": "INTEGER",
+            "diff": "DOUBLE", "ci_low": "DOUBLE", "ci_high": "DOUBLE", "confidence": "DOUBLE",
+        }, "with vary or baseline: one row per pair of configurations the design names: the mean over shared seeds of a − b, with a bootstrap CI over those seeds"),
     )
 
     def check(self, options, spec):
-        return metric_problems(spec, metric=options.metric)
+        return metric_problems(spec, metric=options.metric) + design_problems(spec, options.vary, options.baseline)
 
     def run(self, options, ctx):
         from specrun.analysis.stats import summarize
@@ -53,10 +73,36 @@ class BootstrapCI(AnalysisPlugin):
                 continue
             summary = summarize(seen, options.confidence, options.n_resamples, options.method, options.seed)
             configs.append({"config": label, "metric": str(ref), **summary, "confidence": options.confidence})
-        return {"bootstrap_ci": configs, "bootstrap_ci_runs": self._per_run(options, ctx, ref, values)}
+        return {"bootstrap_ci": configs, "bootstrap_ci_runs": self._per_run(options, ctx, ref, values),
+                "bootstrap_ci_diffs": self._differences(options, ctx, ref, values)}
+
+    def _differences(self, options, ctx, ref, values) -> list[dict]:
+        """The design's pairs of configurations (``vary`` or ``baseline``): a − b per shared seed, summarized."""
+        from specrun.analysis.stats import summarize
+
+        if options.vary is None and options.baseline is None:
+            return []
+        groups = by_config(r for r in ctx.runs if r.role == "run")
+        design = resolve_design({label: runs[0].factors for label, runs in groups.items()}, options.vary, options.baseline, "design",
+                                [r for r in ctx.runs if r.role == "run"])
+        rows = []
+        for a, b, group in design.pairs:
+            seeds_a = {r.seed: values[r.run_id] for r in groups[a] if r.run_id in values}
+            seeds_b = {r.seed: values[r.run_id] for r in groups[b] if r.run_id in values}
+            shared = sorted(set(seeds_a) & set(seeds_b))
+            if not shared:
+                continue
+            summary = summarize([seeds_a[s] - seeds_b[s] for s in shared], options.confidence, options.n_resamples, options.method, options.seed)
+            rows.append({"a": a, "b": b, "grp": group, "design": design.text, "metric": str(ref), "n": len(shared), "diff": summary["mean"],
+                         "ci_low": summary["ci_low"], "ci_high": summary["ci_high"], "confidence": options.confidence})
+        return rows
 
     def _per_run(self, options, ctx, ref, values):
-        from specrun.analysis.stats import accuracy_statistic, bootstrap_interval, f1_statistic
+        from specrun.analysis.stats import (
+            accuracy_statistic,
+            bootstrap_interval,
+            f1_statistic,
+        )
 
         metrics = [ref] + ([MetricRef(ref.split if ref.split != "cost" else None, m) for m in FROM_PREDICTIONS] if options.per_run else [])
         rows, done = [], set()
@@ -116,6 +162,11 @@ class BootstrapCI(AnalysisPlugin):
                                                   tooltip=["run", "metric", "value", "ci_low", "ci_high"]),
                 caption="Resampling the evaluation examples of one run: the spread a different test sample would give.",
             ),
+            *([Figure(f"{metric}: differences by design (a − b, paired by seed)",
+                      "SELECT a, b, design, n, round(diff, 4) AS diff, round(ci_low, 4) AS ci_low, round(ci_high, 4) AS ci_high\n"
+                      f"FROM bootstrap_ci_diffs WHERE {MINE} ORDER BY diff DESC",
+                      caption="n: the seeds both configurations ran; the interval resamples the per-seed differences (none for one seed).")]
+              if options.vary is not None or options.baseline is not None else []),
         ]
 
 

@@ -43,12 +43,13 @@ class Correlation(AnalysisPlugin):
     name = "correlation"
     description = "one per-run quantity against another (e.g. source stable rank vs transfer gain): Pearson and Spearman with CIs"
     Options = CorrelationOptions
+    version = "2"
     tables = (
         ResultTable("correlation", {
             "x": "VARCHAR", "y": "VARCHAR", "n": "INTEGER", "pearson_r": "DOUBLE", "pearson_low": "DOUBLE", "pearson_high": "DOUBLE",
             "pearson_p": "DOUBLE", "spearman_rho": "DOUBLE", "spearman_low": "DOUBLE", "spearman_high": "DOUBLE", "spearman_p": "DOUBLE",
-            "confidence": "DOUBLE",
-        }, "one row: the two coefficients over the runs that have both quantities"),
+            "confidence": "DOUBLE", "distinct_x": "INTEGER", "distinct_y": "INTEGER", "note": "VARCHAR",
+        }, "one row: the two coefficients over the runs that have both quantities; note: why an interval is missing"),
         ResultTable("correlation_points", {
             "run_id": "VARCHAR", "config": "VARCHAR", "seed": "INTEGER", "x": "DOUBLE", "y": "DOUBLE",
         }, "one row per run with both quantities"),
@@ -65,10 +66,7 @@ class Correlation(AnalysisPlugin):
         return problems
 
     def run(self, options, ctx):
-        import numpy as np
-        from scipy import stats
-
-        from specrun.analysis.stats import bootstrap_interval
+        from specrun.analysis.correlate import correlate
 
         xs, ys = self._quantity(ctx, options.x), self._quantity(ctx, options.y)
         points = [
@@ -77,18 +75,10 @@ class Correlation(AnalysisPlugin):
         ]
         if len(points) < 3:
             raise AnalysisError(f"needs at least 3 runs with both {options.x!r} and {options.y!r}; found {len(points)}")
-        x, y = np.array([p["x"] for p in points]), np.array([p["y"] for p in points])
-        row = {"x": options.x, "y": options.y, "n": len(points), "confidence": options.confidence}
-        if np.ptp(x) == 0 or np.ptp(y) == 0:
-            raise AnalysisError(f"{options.x if np.ptp(x) == 0 else options.y!r} is the same for every run: no correlation to measure")
-        pearson = stats.pearsonr(x, y)
-        interval = pearson.confidence_interval(confidence_level=options.confidence)
-        spearman = stats.spearmanr(x, y)
-        low, high = bootstrap_interval((x, y), lambda a, b: stats.spearmanr(a, b).statistic, options.confidence,
-                                       options.n_resamples, "percentile", options.seed, paired=True, vectorized=False)
-        row |= {"pearson_r": float(pearson.statistic), "pearson_low": float(interval.low), "pearson_high": float(interval.high),
-                "pearson_p": float(pearson.pvalue), "spearman_rho": float(spearman.statistic), "spearman_low": low,
-                "spearman_high": high, "spearman_p": float(spearman.pvalue)}
+        x, y = [p["x"] for p in points], [p["y"] for p in points]
+        if len(set(x)) == 1 or len(set(y)) == 1:
+            raise AnalysisError(f"{options.x if len(set(x)) == 1 else options.y!r} is the same for every run: no correlation to measure")
+        row = {"x": options.x, "y": options.y, **correlate(x, y, options.confidence, options.n_resamples, options.seed)}
         return {"correlation": [row], "correlation_points": points}
 
     def _quantity(self, ctx, text: str) -> dict[str, float]:
@@ -128,7 +118,8 @@ class Correlation(AnalysisPlugin):
             ),
             Figure("Coefficients", "SELECT n, round(pearson_r, 3) AS pearson_r, round(pearson_low, 3) AS pearson_low,\n"
                                    "       round(pearson_high, 3) AS pearson_high, pearson_p, round(spearman_rho, 3) AS spearman_rho,\n"
-                                   "       round(spearman_low, 3) AS spearman_low, round(spearman_high, 3) AS spearman_high, spearman_p\n"
+                                   "       round(spearman_low, 3) AS spearman_low, round(spearman_high, 3) AS spearman_high, spearman_p,\n"
+                                   "       distinct_x, distinct_y, note\n"
                                    f"FROM correlation WHERE {MINE}",
                    caption="Pearson: Fisher-z interval; Spearman: bootstrap over runs. Runs of one configuration are not independent of each other."),
         ]

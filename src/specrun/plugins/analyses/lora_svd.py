@@ -14,7 +14,7 @@ import re
 
 from pydantic import Field
 
-from specrun.analysis.common import MINE
+from specrun.analysis.common import MINE, mean_of_present
 from specrun.errors import AnalysisError
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import AnalysisPlugin, Figure, PluginOptions, ResultTable
@@ -59,9 +59,9 @@ class LoraSvd(AnalysisPlugin):
             modules += found
             runs.append({
                 "run_id": run.run_id, "role": run.role, "config": run.config_label, "seed": run.seed, "modules": len(found),
-                "mean_stable_rank": _mean(m["stable_rank"] for m in found),
-                "mean_effective_rank": _mean(m["effective_rank"] for m in found),
-                "mean_frobenius_norm": _mean(m["frobenius_norm"] for m in found),
+                "mean_stable_rank": mean_of_present(m["stable_rank"] for m in found),
+                "mean_effective_rank": mean_of_present(m["effective_rank"] for m in found),
+                "mean_frobenius_norm": mean_of_present(m["frobenius_norm"] for m in found),
                 "max_spectral_norm": max(m["spectral_norm"] for m in found),
             })
         if not runs:
@@ -136,12 +136,6 @@ class LoraSvd(AnalysisPlugin):
                                  "       round(spectral_norm, 4) AS spectral_norm, round(stable_rank, 3) AS stable_rank, round(effective_rank, 3) AS effective_rank\n"
                                  f"FROM lora_svd WHERE {MINE} ORDER BY config, seed, layer, module_type"),
         ]
-
-
-def _mean(values) -> float | None:
-    """The mean of the values that exist (a module whose update is exactly zero has no rank)."""
-    found = [v for v in values if v is not None]
-    return sum(found) / len(found) if found else None
 
 
 @hookimpl
