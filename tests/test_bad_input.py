@@ -135,7 +135,7 @@ SPEC_CASES = [
     spec_case("select-on-without-early-stopping", ["{spec}:23: train.select_on: only early stopping selects weights by evaluating"], append='select_on = "train"\n'),
     spec_case("warmup-ratio", ["{spec}:23: train.warmup_ratio: Input should be less than 1"], append="warmup_ratio = 1.5\n"),
     spec_case("max-grad-norm-inf", ["{spec}:23: train.max_grad_norm: Input should be a finite number"], append="max_grad_norm = inf\n"),
-    spec_case("device-typo", ["{spec}:23: train.device: Input should be 'auto', 'cpu' or 'cuda'"], append='device = "gpu"\n'),
+    spec_case("device-typo", ["{spec}:23: train.device: Input should be 'auto', 'cpu', 'cuda' or 'cuda:N' (N: a GPU's number, e.g. 'cuda:1'), not 'gpu'"], append='device = "gpu"\n'),
     spec_case("max-length-small", ["{spec}:7: model.max_length: Input should be greater than or equal to 8"], edit={"max_length = 32": "max_length = 4"}),
     spec_case("model-name-empty", ["{spec}:6: model.name: String should have at least 1 character"], edit={'name = "{model}"': 'name = ""'}),
     spec_case("method-typo", ["{spec}:16: method.name: unknown method 'loar' (did you mean 'lora'?)"], edit={'name = "lora"': 'name = "loar"'}),

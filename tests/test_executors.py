@@ -128,9 +128,10 @@ def test_executor_options_are_checked(write_spec, cli, tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def ray_instance():
-    """One local Ray instance (2 CPUs) for this module's tests; `apply --executor ray` joins it."""
+    """One local Ray instance (2 CPUs, no GPU whatever the machine has) for this module's tests; `apply
+    --executor ray` joins it."""
     ray = pytest.importorskip("ray", reason="the ray extra is installed by the dev extra")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
              object_store_memory=256 * 2**20, runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
     yield ray
     ray.shutdown()

@@ -114,6 +114,8 @@ def plan(
         if reason:
             return f"will fail: {reason}"
         state = known.get(run.run_id)
+        if run.run_id in found.stale:
+            return f"stale: will retrain ({' and '.join(found.stale[run.run_id])} changed since it trained)"
         if state == "completed":
             new_sets, _ = run.eval_sets_to_add(evaluated.get(run.run_id, {}))
             return f"cached, will evaluate on {', '.join(new_sets)}" if new_sets else "cached"

@@ -10,8 +10,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+from typing import TYPE_CHECKING
 
 from specrun.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @functools.lru_cache(maxsize=16)
@@ -104,3 +108,15 @@ def load_classifier(model_path: str, num_labels: int, label_names: tuple[str, ..
             )
         except OSError as exc:
             raise DataError(f"cannot load model {model_path!r}: {exc}") from None
+
+
+def gpu_supports_bf16(device: torch.device) -> bool:
+    """Whether the GPU computes in bf16 natively: compute capability 8.0 (Ampere) or later, or ROCm.
+    (``torch.cuda.is_bf16_supported()`` also answers yes for older GPUs that only emulate bf16, many
+    times slower, and only for the current device.)"""
+    import torch
+
+    if torch.version.hip:
+        return True
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return torch.cuda.get_device_properties(index).major >= 8

@@ -131,6 +131,8 @@ class RunRecord:
     transfer: Any = None
     #: The step training resumed from (a checkpoint of an interrupted attempt); None: trained from the start.
     resumed_from: int | None = None
+    #: Optimizer steps skipped for inf/NaN gradients (fp16's gradient scaler); None when not counted.
+    skipped_steps: int | None = None
     teacher_scores: list[ScoreRow] = field(default_factory=list, repr=False)
     #: Where and how it ran: host, process, threads, library versions (merged into ``runs.environment``).
     environment: dict[str, Any] = field(default_factory=dict)

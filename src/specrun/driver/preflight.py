@@ -20,7 +20,7 @@ from specrun.runner.compat import check_run_model
 from specrun.runner.data import prepare_run_data
 from specrun.runner.plan import PlannedRun
 from specrun.store.db import Store
-from specrun.store.runs import different_definition, evaluations, statuses
+from specrun.store.runs import INPUT_NAMES, different_definition, evaluations, recorded_inputs, stale_inputs, statuses
 
 
 class _ScoresPending(Exception):
@@ -53,6 +53,9 @@ class Preflight:
     #: What the store held when checked: each run's status, and the evaluation sets of completed runs.
     statuses: dict[str, str] = field(default_factory=dict)
     evaluated: dict[str, dict] = field(default_factory=dict)
+    #: Completed runs whose inputs changed since they trained (``runs.inputs_fingerprint``): {run_id:
+    #: what changed}. They train again.
+    stale: dict[str, list[str]] = field(default_factory=dict)
 
     def add(self, run: PlannedRun, key: str | None, message: str) -> None:
         """Record a problem of ``run`` about spec ``key``, located where the run's value of it comes from."""
@@ -90,8 +93,12 @@ def preflight(planned: list[PlannedRun], registry: Registry, store: Store, force
     known = statuses(store, [r.run_id for r in runs])
     evaluated = evaluations(store, [r.run_id for r in runs if known.get(r.run_id) == "completed"])
     found = Preflight(statuses=known, evaluated=evaluated)
+    recorded = recorded_inputs(store, [r.run_id for r in runs if known.get(r.run_id) == "completed"])
     for run in runs:
-        if known.get(run.run_id) == "completed" and not force:
+        changed_inputs = stale_inputs(recorded.get(run.run_id), run.inputs)
+        if changed_inputs:
+            found.stale[run.run_id] = [INPUT_NAMES.get(k, k) for k in changed_inputs]
+        if known.get(run.run_id) == "completed" and not force and not changed_inputs:
             new, changed = run.eval_sets_to_add(evaluated.get(run.run_id, {}))
             for name in changed:
                 message = f"these runs were {different_definition([name])}"

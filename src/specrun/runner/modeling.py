@@ -6,7 +6,15 @@ import contextlib
 import functools
 from typing import TYPE_CHECKING
 
-from specrun.core.models import linear_shapes, load_classifier, load_config, load_tokenizer, module_names, quiet_load  # noqa: F401  (re-exported)
+from specrun.core.models import (  # noqa: F401  (re-exported)
+    gpu_supports_bf16,
+    linear_shapes,
+    load_classifier,
+    load_config,
+    load_tokenizer,
+    module_names,
+    quiet_load,
+)
 from specrun.errors import DataError, MethodUnavailable
 from specrun.plugins.registry import Registry
 
@@ -76,23 +84,43 @@ def bitsandbytes_unless_loaded():
 
 
 def pick_device(requested: str) -> torch.device:
+    """The device ``train.device`` names: 'auto' (the first GPU if there is one, else the CPU), 'cpu',
+    'cuda' (the current GPU) or 'cuda:N' (GPU N). MethodUnavailable when this machine has no such GPU."""
     import torch
 
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise MethodUnavailable("train.device = 'cuda' but no CUDA device is available")
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise MethodUnavailable(f"train.device = {requested!r} but no CUDA device is available")
+        device = torch.device(requested)
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise MethodUnavailable(
+                f"train.device = {requested!r} but this machine has {count} CUDA device{'s' if count != 1 else ''} "
+                f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})"
+            )
+        return device
     return torch.device(requested)
 
 
 def check_precision(precision: str, device: torch.device) -> None:
     """Fail before training when the device cannot compute in the requested precision."""
-    import torch
-
     if precision == "fp16" and device.type == "cpu":
         raise MethodUnavailable("precision 'fp16' needs a CUDA device (this machine trains on the CPU; use bf16 or fp32)")
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise MethodUnavailable("precision 'bf16' is not supported by this GPU; use fp16 or fp32")
+    if precision == "bf16" and device.type == "cuda" and not gpu_supports_bf16(device):
+        import torch
+
+        name = torch.cuda.get_device_name(device)
+        raise MethodUnavailable(f"precision 'bf16' is not supported by this GPU ({name}: bf16 needs compute capability 8.0 or later); use fp16 or fp32")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on a CUDA device (before reading a clock); nothing on the CPU."""
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
 
 
 def autocast(precision: str, device: torch.device):

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from specrun.version import RESULTS_VERSION
-from specrun.errors import DataError, SpecError
+from specrun.errors import DataError, SpecError, SpecrunError
 from specrun.plugins.registry import Registry
 from specrun.runner.data import eval_split_name, load_dataset, split_examples
 from specrun.core.task import EvalSetDefinition as EvalSetPlan
@@ -52,6 +52,10 @@ class PlannedRun:
                     pass
             return (key, line, message)
         return self.origin.locate(key, message, self.sweep_values, self.stage)
+    #: What else shapes the result but is not in the run id (which hashes the model's name): the model's
+    #: files or hub revision, and the numerics libraries of its method (``inputs_fingerprint``). Recorded
+    #: on the run; a completed run recorded with other inputs is stale and trains again.
+    inputs: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def settings(self) -> RunSettings:
@@ -114,6 +118,75 @@ def code_versions(config: dict, registry: Registry) -> dict[str, str]:
     for lib in ("torch", "transformers", "peft"):
         versions[lib] = _version(lib)
     return versions
+
+
+#: Files of a model folder that do not change what ``from_pretrained`` loads.
+_NOT_MODEL_FILES = ("README.md", "README", "LICENSE", "LICENSE.txt")
+
+
+def model_folder_digest(folder: str | Path) -> str:
+    """A content hash of a local model folder: the names, sizes and SHA-256 of its files (weights, config,
+    tokenizer; not dot-files or its README). Hashing reads every byte, so the result is kept in
+    ``specrun.cache`` under the files' names, sizes and modification times: a folder left alone costs
+    a ``stat`` per file after its first hash; a re-saved one is hashed again."""
+    from specrun import cache
+
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.name not in _NOT_MODEL_FILES)
+    stats = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    key = {"folder": str(folder.resolve()), "files": stats}
+    found = cache.get("model-digests", key)
+    if isinstance(found, str):
+        return found
+    signature = cache.file_signature(files) or []
+    digest = hashlib.sha256(json.dumps([[Path(path).name, size, sha] for path, size, sha in signature]).encode()).hexdigest()[:16]
+    cache.put("model-digests", key, digest)
+    return digest
+
+
+def hub_revision(repo_id: str) -> str | None:
+    """The commit of the hub model ``repo_id`` that loading it offline gets: the snapshot folder its
+    config.json is cached in (None when it is not cached)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except (ValueError, OSError):  # not a valid repo id (HFValidationError), an unreadable cache
+        return None
+    return Path(found).parent.name if isinstance(found, str) else None
+
+
+def _quantized(config: dict) -> bool:
+    method = config["method"]
+    return method["name"] == "qlora" or bool(method.get("quantize"))
+
+
+def inputs_fingerprint(config: dict, registry: Registry) -> dict[str, Any]:
+    """What changes a run's result besides its config, data and code versions (``PlannedRun.inputs``):
+    the content hash of a local model folder (``model_files``) or the hub commit a hub model resolves to
+    here (``model_revision``, when it is in the HF cache), and for quantized runs the bitsandbytes
+    version (its kernels compute the result). Empty when none of them can be known."""
+    from specrun.runner.modeling import resolve_model
+
+    found: dict[str, Any] = {}
+    try:
+        path = resolve_model(config["model"]["name"], registry)
+    except SpecrunError:
+        path = None
+    if path is not None:
+        folder = Path(path).expanduser()
+        if folder.is_dir():
+            try:
+                found["model_files"] = model_folder_digest(folder)
+            except OSError:
+                pass
+        else:
+            revision = hub_revision(path)
+            if revision:
+                found["model_revision"] = revision
+    if _quantized(config):
+        found["bitsandbytes"] = _version("bitsandbytes")
+    return found
 
 
 def _named_splits(config: dict, registry: Registry) -> dict[str, str]:
@@ -294,6 +367,7 @@ def plan_one(run: RunConfig, loaded: LoadedSpec, registry: Registry, depth: int 
         eval_sets=eval_sets,
         origin=loaded.origin(),
         stage=run.stage,
+        inputs=inputs_fingerprint(trained, registry),
     )
 
 

@@ -19,6 +19,7 @@ from specrun.runner.batching import Encoded, train_batches
 from specrun.core.task import MetricRow
 from specrun.spec.schema import TrainSpec
 from specrun.runner.cpu_speedups import cpu_training_speedups
+from specrun.runner.modeling import synchronize
 
 log = logging.getLogger("specrun.train")
 
@@ -36,6 +37,8 @@ class TrainOutcome:
     final_eval: Any = None
     #: The step a checkpoint let this run resume from (None: trained from the start).
     resumed_from: int | None = None
+    #: Optimizer steps skipped because the fp16 gradient scaler found inf/NaN gradients (0 otherwise).
+    skipped_steps: int = 0
 
 
 @dataclass
@@ -97,6 +100,14 @@ def _scheduler(optimizer, train: TrainSpec, steps: int):
     elif name == "polynomial":
         options = {"power": train.power or 1.0, "lr_end": 0.0}
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=max(steps, 1), scheduler_specific_kwargs=options)
+
+
+def gradient_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
+    """fp16 trains with loss scaling (a disabled scaler, a no-op, for bf16 and fp32): the loss is
+    multiplied before ``backward`` so that small gradients do not underflow to zero in fp16, the
+    gradients are unscaled before clipping and the update, and a step whose gradients hold inf or NaN
+    is skipped and the scale lowered, as ``torch.amp`` and the Trainer do."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
 def _better(value: float, best: float | None, mode: str) -> bool:
@@ -163,6 +174,7 @@ class _Loop:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = _optimizer(model, train)
         self.scheduler = _scheduler(self.optimizer, train, self.steps)
+        self.scaler = gradient_scaler(train.precision, device)
         self.stopping = train.early_stopping
         self.per_epoch = max(1, math.ceil(len(data) / train.batch_size))
         self.eval_every = self.per_epoch if train.eval_every == "epoch" else int(train.eval_every)
@@ -216,8 +228,13 @@ class _Loop:
                         param.copy_(self.best_state[name])
             self.outcome.final_eval = None
 
-    def elapsed(self) -> float:
-        """Seconds spent training (earlier attempts included), evaluations excluded."""
+    def elapsed(self, sync: bool = True) -> float:
+        """Seconds spent training (earlier attempts included), evaluations excluded. On a GPU, waits for
+        the work queued so far first (``sync``): kernels run asynchronously, and a clock read without
+        waiting would miss the ones still queued. Progress reports pass ``sync=False`` (an estimate that
+        costs no wait per step)."""
+        if sync:
+            synchronize(self.device)
         return time.perf_counter() - self.start - self.eval_seconds
 
     def train_step(self, index: np.ndarray) -> bool:
@@ -225,11 +242,14 @@ class _Loop:
         training is over."""
         batch = self.data.collate(index, self.device)
         loss, right = self.task.loss(self.model, self.data, index, batch, self.task_ctx, self.train.precision, self.device)
-        loss.backward()
-        if self.train.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.params, self.train.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
+        if self.scaler.is_enabled():
+            self.scaled_step(loss)
+        else:
+            loss.backward()
+            if self.train.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(self.params, self.train.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.outcome.samples_seen += len(index)
@@ -238,7 +258,7 @@ class _Loop:
         self.running_n += len(index)
         if self.on_step:
             self.on_step(StepReport(
-                self.step, self.steps, self.outcome.samples_seen, self.elapsed(), self.scheduler.get_last_lr()[0],
+                self.step, self.steps, self.outcome.samples_seen, self.elapsed(sync=False), self.scheduler.get_last_lr()[0],
                 self.running_loss, self.running_n, self.evaluations,
             ))
         last = self.step >= self.steps
@@ -247,6 +267,23 @@ class _Loop:
             if not last:
                 self.phase("training")
         return last
+
+    def scaled_step(self, loss: torch.Tensor) -> None:
+        """fp16: backward on the scaled loss, unscale, clip, and step unless the gradients hold inf/NaN
+        (then the scaler lowers its scale, the step is skipped and counted, and so is the scheduler's:
+        the learning rate follows the updates made). Reading the scale waits for the device once a step."""
+        scaler = self.scaler
+        scaler.scale(loss).backward()
+        scaler.unscale_(self.optimizer)
+        if self.train.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.params, self.train.max_grad_norm)
+        before = scaler.get_scale()
+        scaler.step(self.optimizer)
+        scaler.update()
+        if scaler.get_scale() < before:  # the scaler found inf/NaN gradients: the optimizer did not step
+            self.outcome.skipped_steps += 1
+        else:
+            self.scheduler.step()
 
     def evaluate(self) -> bool:
         """Record the training view since the last evaluation and evaluate the primary eval set; returns
@@ -273,7 +310,7 @@ class _Loop:
         self.evaluations += 1
         t0 = time.perf_counter()
         ev = self.task.evaluate(self.model, self.eval_data, self.task_ctx, self.train.eval_batch_size, self.train.precision, self.device)
-        self.eval_seconds += time.perf_counter() - t0
+        self.eval_seconds += time.perf_counter() - t0  # evaluate reads its results back: the device is done
         outcome.rows += [MetricRow(step, epoch, self.eval_name, k, v) for k, v in ev.metrics.items()]
         outcome.final_eval = ev
         if self.stopping and self.select_data is not None:  # selection reads its own set, never the reported one
@@ -314,6 +351,7 @@ class _Loop:
             "scheduler": self.scheduler.state_dict(),
             "best_state": {n: cpu(t) for n, t in self.best_state.items()} if self.best_state is not None else None,
             "running": {"loss": cpu(self.running_loss), "correct": cpu(self.running_correct)},
+            "scaler": self.scaler.state_dict(),
             "rng": rng_tensors(),
         }
         outcome = self.outcome
@@ -329,6 +367,7 @@ class _Loop:
             "train_seconds": self.elapsed(),
             "rows": [asdict(r) for r in outcome.rows],
             "samples_seen": outcome.samples_seen,
+            "skipped_steps": outcome.skipped_steps,
             "best_step": outcome.best_step,
             "time_to_best": outcome.time_to_best,
             "rng": rng_states(data=self.rng, dropout=self.dropout_rng),
@@ -355,6 +394,8 @@ class _Loop:
             self.best_state = {n: t.to(self.device) for n, t in tensors["best_state"].items()}
         self.running_loss.copy_(tensors["running"]["loss"])
         self.running_correct.copy_(tensors["running"]["correct"])
+        if tensors.get("scaler"):  # checkpoints saved before fp16 loss scaling have none
+            self.scaler.load_state_dict(tensors["scaler"])
         restore_rngs(meta["rng"], tensors["rng"], data=self.rng, dropout=self.dropout_rng)
         self.step, self.epoch_rng, self.batch_in_epoch = meta["step"], meta["epoch_rng"], meta["batch_in_epoch"]
         self.best_value, self.bad_evals, self.running_n = meta["best_value"], meta["bad_evals"], meta["running_n"]
@@ -362,6 +403,7 @@ class _Loop:
         outcome = self.outcome
         outcome.rows = [MetricRow(**r) for r in meta["rows"]]
         outcome.samples_seen, outcome.best_step, outcome.time_to_best = meta["samples_seen"], meta["best_step"], meta["time_to_best"]
+        outcome.skipped_steps = meta.get("skipped_steps", 0)
         outcome.resumed_from = self.step
         log.info("resuming from step %d of %d (checkpoint %s)", self.step, self.steps, checkpoints.path)
         return True

@@ -125,7 +125,7 @@ class TrainSpec(Section):
     group_by_length: bool = True
     eval_every: Literal["epoch"] | int = Field("epoch", description="'epoch' or a number of steps")
     early_stopping: EarlyStopping | None = None
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = Field("auto", description="'auto' (a GPU if there is one), 'cpu', 'cuda' or 'cuda:N' (GPU number N)")
     select_on: str | None = Field(
         None,
         description="the split (or slice) early stopping and best-weight restore evaluate; default: a selection set carved "
@@ -152,6 +152,13 @@ class TrainSpec(Section):
         if value == "epoch" or (type(value) is int and value >= 1):
             return value
         raise ValueError(f'must be "epoch" or a number of steps (1 or more), not {value!r}')
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device(cls, value: Any) -> Any:
+        if value in ("auto", "cpu", "cuda") or (isinstance(value, str) and re.fullmatch(r"cuda:\d+", value)):
+            return value
+        raise ValueError(f"Input should be 'auto', 'cpu', 'cuda' or 'cuda:N' (N: a GPU's number, e.g. 'cuda:1'), not {value!r}")
 
     @field_validator("checkpoint_every", mode="before")
     @classmethod

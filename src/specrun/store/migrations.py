@@ -303,7 +303,26 @@ def m011_memory_kind(db):
 
 
 @migration
-def m012_qa_predictions(db):
+def m012_skipped_steps(db):
+    """``runs.skipped_steps``: optimizer steps an fp16 run skipped because its gradient scaler found
+    inf/NaN gradients (0 for bf16 and fp32 runs, which need no loss scaling). NULL for runs recorded
+    before this migration: not counted then (fp16 trained without a scaler)."""
+    db.execute("ALTER TABLE runs ADD COLUMN skipped_steps INTEGER")
+
+
+@migration
+def m013_inputs_fingerprint(db):
+    """``runs.inputs_fingerprint``: what shapes a run's result but is not in its id (which hashes the
+    model's name, so ids of existing runs stay as they are): the content hash of a local model folder,
+    the hub commit a hub model resolved to, the bitsandbytes version of quantized runs. A completed run
+    whose recorded fingerprint differs from the planned one is stale: ``plan`` says so and ``apply``
+    trains it again. Runs recorded before this migration have NULL: they stay cached (their inputs
+    cannot be known), and the next apply that finds one cached records the current fingerprint."""
+    db.execute("ALTER TABLE runs ADD COLUMN inputs_fingerprint JSON")
+
+
+@migration
+def m014_qa_predictions(db):
     """Per-question predictions of extractive-QA runs (``[task] name = "extractive_qa"``): keyed by the
     question's own id from the data; the predicted answer text, its score (the softmax of its start+end
     logit over the n-best candidate spans; 0 for the empty answer), its SQuAD v1.1 exact match and F1

@@ -69,6 +69,29 @@ def _utc(ts):
     return ts.replace(tzinfo=timezone.utc) if ts is not None else None
 
 
+def stale_inputs(recorded: dict | None, planned: dict) -> list[str]:
+    """The inputs that differ between a completed run's recorded fingerprint and the planned one (empty:
+    still valid). A run recorded without a fingerprint (before migration m013) is taken as made from
+    today's inputs; so is an input the run did not record (it could not be known then)."""
+    if not recorded:
+        return []
+    return sorted(k for k, v in planned.items() if k in recorded and recorded[k] != v)
+
+
+#: How ``plan`` names each input that made a run stale.
+INPUT_NAMES = {"model_files": "the model folder's files", "model_revision": "the hub model's revision", "bitsandbytes": "the bitsandbytes version"}
+
+
+def recorded_inputs(store: Store, run_ids: list[str]) -> dict[str, dict]:
+    """{run_id: inputs fingerprint} of the runs that recorded one (``runs.inputs_fingerprint``)."""
+    if not store.path.exists() or not run_ids:
+        return {}
+    with store.read() as db:
+        rows = db.execute("SELECT run_id, inputs_fingerprint FROM runs WHERE run_id IN (SELECT unnest(?)) AND inputs_fingerprint IS NOT NULL",
+                          [run_ids]).fetchall()
+    return {run_id: json.loads(value) for run_id, value in rows}
+
+
 def statuses(store: Store, run_ids: list[str]) -> dict[str, str]:
     if not store.path.exists() or not run_ids:
         return {}
@@ -106,10 +129,14 @@ def claim(store: Store, run: Any, spec_path: str, environment: dict, force: bool
             "INSERT INTO experiment_runs VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [run.experiment, run.run_id, spec_path, now()],
         )
-        row = db.execute("SELECT status, pid, host, started_at FROM runs WHERE run_id = ?", [run.run_id]).fetchone()
+        row = db.execute("SELECT status, pid, host, started_at, inputs_fingerprint FROM runs WHERE run_id = ?", [run.run_id]).fetchone()
+        inputs = getattr(run, "inputs", None) or {}
         if row is not None:
-            status, pid, host, started = row
-            if status == "completed" and not force:
+            status, pid, host, started, recorded = row
+            recorded = json.loads(recorded) if recorded else None
+            if status == "completed" and not force and not stale_inputs(recorded, inputs):  # stale: trains again
+                if recorded is None and inputs:  # a run from before fingerprints: today's inputs from now on
+                    db.execute("UPDATE runs SET inputs_fingerprint = ? WHERE run_id = ?", [json.dumps(inputs), run.run_id])
                 return "cached"
             if status == "running" and _alive(pid, host, _utc(started)) and pid != os.getpid():
                 return "busy"
@@ -119,6 +146,7 @@ def claim(store: Store, run: Any, spec_path: str, environment: dict, force: bool
             config=json.dumps(run.config), sweep=json.dumps(run.sweep_values),
             started_at=now(), finished_at=None, train_seconds=None, error=None,
             environment=json.dumps(environment), host=HOST, pid=os.getpid(),
+            inputs_fingerprint=json.dumps(inputs),
         )
         if row is None:
             db.execute(
@@ -222,8 +250,8 @@ def complete(store: Store, run_id: str, record: RunRecord) -> None:
                 [json.dumps({"resumed_from_step": record.resumed_from}), run_id],
             )
         db.execute(
-            "UPDATE runs SET status = 'completed', finished_at = ?, train_seconds = ?, error = NULL WHERE run_id = ?",
-            [now(), record.train_seconds, run_id],
+            "UPDATE runs SET status = 'completed', finished_at = ?, train_seconds = ?, skipped_steps = ?, error = NULL WHERE run_id = ?",
+            [now(), record.train_seconds, record.skipped_steps, run_id],
         )
 
 

@@ -49,10 +49,10 @@ class QLoRA(MethodPlugin):
     Options = QLoraOptions
 
     def check(self, options: QLoraOptions, device: torch.device, precision: str) -> None:
-        import torch
+        from specrun.core.models import gpu_supports_bf16
 
         check_kbit(self.name, 4, device)
-        if options.compute_dtype == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        if options.compute_dtype == "bf16" and device.type == "cuda" and not gpu_supports_bf16(device):
             raise MethodUnavailable("qlora: compute_dtype 'bf16' is not supported by this GPU; use compute_dtype = 'fp32'")
 
     def check_model(self, options: QLoraOptions, model: ModelInfo) -> None:
