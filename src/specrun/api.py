@@ -86,10 +86,12 @@ def apply(
     cpus_per_run: float = 1,
     gpus_per_run: float = 0,
     progress: bool = True,
+    track: list[str] | None = None,
 ) -> ApplyResult:
     """``specrun apply``: train every run of ``spec`` the store does not hold completed, record the
     results, then run the spec's analyses and write its report (not for an apply with ``overrides``,
-    which is a variant). ``executor``: 'local' (default, or ``SPECRUN_EXECUTOR``) or 'ray'."""
+    which is a variant). ``executor``: 'local' (default, or ``SPECRUN_EXECUTOR``) or 'ray'. ``track``:
+    built-in trackers to log the runs to live, besides the spec's ``[tracking] trackers``."""
     from specrun.console import ApplyProgress, err, progress_every
     from specrun.driver.apply import Driver
     from specrun.driver.preflight import check_runs
@@ -114,15 +116,24 @@ def apply(
         log.warning("run %s cannot run on this machine and will be recorded as failed: %s", run_id, why)
     if found.to_train:
         _check_artifacts_folder(store.path)
+    from specrun.tracking import open_trackers, tracker_names
+
+    tracking = loaded.spec.tracking
+    names = tracker_names(tracking, track)  # an unknown tracker or a missing extra: refused before anything runs
     runner = _executor(executor, registry, ray_address, cpus_per_run, gpus_per_run)  # a cluster that cannot run them: before any write
+    trackers = None
     try:
+        trackers = open_trackers(names, tracking, store.path)
         record_apply(store, loaded, overrides or [], [p.run_id for p in planned])
         log.info(f"{loaded.experiment}: {len(planned)} run(s) → {store.path}")
         with ApplyProgress(len(planned), quiet=is_quiet(), every=every) if progress else contextlib.nullcontext() as bars:
             runner.progress = bars
-            driver = Driver(store, registry, str(spec), runner, progress=bars, fail_fast=fail_fast, force=force)
+            driver = Driver(store, registry, str(spec), runner, progress=bars, fail_fast=fail_fast, force=force,
+                            trackers=trackers, track_every=tracking.every)
             outcomes = driver.run_all(planned)
     finally:
+        if trackers is not None:
+            trackers.close()
         runner.close()
     result = ApplyResult(loaded.experiment, store.path, outcomes)
     counts = result.counts

@@ -82,12 +82,15 @@ def apply(
         "--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray instance)", show_default=False)] = None,
     cpus_per_run: Annotated[float, typer.Option("--cpus-per-run", help="with --executor ray: CPUs per run (torch threads follow)")] = 1,
     gpus_per_run: Annotated[float, typer.Option("--gpus-per-run", help="with --executor ray: GPUs per run")] = 0,
+    track: Annotated[list[str] | None, typer.Option(
+        "--track", help="log every run live to this built-in tracker (mlflow, tensorboard; repeatable), besides the spec's [tracking] trackers",
+        show_default=False)] = None,
 ):
     """Run every run of SPEC that the store does not hold completed (an interrupted one resumes from its
     last checkpoint), and record the results."""
     result = api.apply(
         spec, overrides=set_, store=store, profile=profile, executor=executor, force=force, fail_fast=fail_fast,
-        ray_address=ray_address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, progress=True,
+        ray_address=ray_address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, progress=True, track=track,
     )
     if not result.ok:
         raise typer.Exit(1)

@@ -102,6 +102,9 @@ class RunTask:
     weights: str | None = None
     evaluate_sets: list[str] = field(default_factory=list)
     step: int = 0
+    #: Live tracking: report the training loss every this many optimizer steps, and each evaluation, as
+    #: the run goes (0: neither; the driver sets it when a plugin or tracker listens). Not part of the identity.
+    track_every: int = 0
 
 
 RecordStatus = Literal["completed", "evaluated", "failed", "interrupted"]

@@ -24,8 +24,13 @@ from specrun.runner.plan import PlannedRun
 from specrun.core.task import RunRecord, RunTask
 from specrun.store import runs as store_runs
 from specrun.store.db import Store
+from specrun.tracking import Trackers
 
 from specrun.driver import tasks
+
+
+#: The live report events (``runner.train``) and the hooks that hear them.
+LIVE_HOOKS = {"window": "on_train_window", "evaluation": "on_evaluation"}
 
 
 @dataclass
@@ -73,7 +78,8 @@ class Driver:
 
     def __init__(
         self, store: Store, registry: Registry, spec_path: str, executor: Executor, progress=None,
-        fail_fast: bool = False, force: bool = False, threads: int | None = None,
+        fail_fast: bool = False, force: bool = False, threads: int | None = None, trackers: Trackers | None = None,
+        track_every: int = 10,
     ):
         self.store = store
         self.registry = registry
@@ -89,6 +95,12 @@ class Driver:
             progress.concurrent = True
         self.done: dict[str, Outcome] = {}
         self.running: dict[str, _Node] = {}
+        #: Live tracking: the built-in trackers named, and whether any plugin implements the live hooks.
+        self.trackers = trackers or Trackers([])
+        pm = registry.manager
+        hears = pm is not None and any(getattr(pm.hook, h).get_hookimpls() for h in LIVE_HOOKS.values())
+        self.track_every = track_every if (hears or self.trackers) else 0
+        executor.on_event = self._live
 
     # --- the walk ----------------------------------------------------------------------------------
 
@@ -180,8 +192,18 @@ class Driver:
         self.running[task.run_id] = node
         if self.progress:
             self.progress.run_started(node.run, required=node.required, action=action)
+        task.track_every = self.track_every if task.kind == "train" else 0
         notify(self.registry, "on_run_start", task=task)
+        self.trackers.call("run_start", task)
         self.executor.submit(task)
+
+    def _live(self, run_id: str, event: str, step: int, metrics: list) -> None:
+        """A run in flight reported its training (``runner.train``): the live hooks and trackers hear it."""
+        node = self.running.get(run_id)
+        if node is None or node.task is None:
+            return
+        notify(self.registry, LIVE_HOOKS[event], task=node.task, step=step, metrics=metrics)
+        self.trackers.call(event, node.task, step, metrics)
 
     def _environment(self, run: PlannedRun) -> dict:
         """What the driver knows of where a run executes; the worker adds its own (device, threads, host)."""
@@ -218,6 +240,7 @@ class Driver:
             store_runs.fail(self.store, run.run_id, record.error or "failed", scores=record.teacher_scores)
             outcome = Outcome(run, "failed", record.message or record.error)
         notify(self.registry, "on_run_end", task=task, record=record)
+        self.trackers.call("run_end", task, record)
         self._outcome(node, outcome)
 
     def _finish_evaluation(self, node: _Node, record: RunRecord) -> Outcome:
@@ -265,5 +288,7 @@ class Driver:
                 if node.task is not None and node.task.kind == "train":
                     store_runs.fail(self.store, run_id, error, status="interrupted")
                 if node.task is not None:
-                    notify(self.registry, "on_run_end", task=node.task, record=RunRecord(run_id, status="interrupted", error=error, message=error))
+                    record = RunRecord(run_id, status="interrupted", error=error, message=error)
+                    notify(self.registry, "on_run_end", task=node.task, record=record)
+                    self.trackers.call("run_end", node.task, record)
             self.running.clear()

@@ -116,10 +116,12 @@ def execute(
     registry: Registry | None = None,
     on_step: Callable[[StepReport], None] | None = None,
     on_phase: Callable[[str], None] = _no_phase,
+    on_metrics: Callable[[str, int, list[MetricRow]], None] | None = None,
 ) -> RunRecord:
     """Carry out ``task`` and return its record. A failure of the run itself (bad data, a method that
     cannot build, a library error) is a record with status 'failed' and the error; the checkpoint is
-    then removed. KeyboardInterrupt (Ctrl-C, SIGTERM) propagates and the checkpoint stays."""
+    then removed. ``on_metrics(event, step, rows)`` hears training live (``task.track_every``; see
+    ``runner.train.train_model``). KeyboardInterrupt (Ctrl-C, SIGTERM) propagates and the checkpoint stays."""
     if registry is None:
         from specrun.plugins import get_registry
 
@@ -133,7 +135,7 @@ def execute(
         if task.kind == "evaluate":
             record = _evaluate_stored(task, registry, on_phase)
         else:
-            record = _train(task, registry, artifacts_dir, on_step, on_phase)
+            record = _train(task, registry, artifacts_dir, on_step, on_phase, on_metrics)
     except KeyboardInterrupt:
         raise
     except SpecrunError as exc:
@@ -176,7 +178,7 @@ def _evaluate_stored(task: RunTask, registry: Registry, on_phase) -> RunRecord:
     return record
 
 
-def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_phase) -> RunRecord:
+def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_phase, on_metrics=None) -> RunRecord:
     """Train and evaluate; with ``task.resume``, training goes on from the run's last checkpoint in
     ``artifacts_dir`` if it has one (an interrupted or killed attempt); without, it starts over."""
     settings = task.settings
@@ -207,7 +209,7 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
     with PeakMemory(device) as memory:
         outcome = train_model(
             model, train, evals[data.primary_eval], data.primary_eval, num_labels, train_cfg, settings.seed, device,
-            on_step=on_step, on_phase=on_phase, checkpoints=checkpoints,
+            on_step=on_step, on_phase=on_phase, checkpoints=checkpoints, on_metrics=on_metrics, track_every=task.track_every,
         )
 
     record.train_seconds, record.resumed_from = outcome.train_seconds, outcome.resumed_from

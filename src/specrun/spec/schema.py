@@ -160,6 +160,19 @@ class Constraints(Section):
     on_violation: Literal["error", "skip"] = Field("error", description="'error': refuse the spec; 'skip': leave the runs over budget out")
 
 
+#: The built-in trackers ``[tracking] trackers`` and ``apply --track`` may name (``specrun.tracking``).
+TRACKERS = ("mlflow", "tensorboard")
+
+
+class TrackingSpec(Section):
+    """Live experiment tracking: never part of a run's identity."""
+
+    trackers: list[Literal[TRACKERS]] = Field(default_factory=list, description="built-in trackers to log every run to (each an extra)")
+    every: int = Field(10, ge=1, description="report the training loss to trackers and plugins every N optimizer steps")
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<store folder>/mlflow.db)")
+    tensorboard_dir: str | None = Field(None, description="TensorBoard event folder (default: <store folder>/tensorboard)")
+
+
 class Spec(Section):
     experiment: Experiment
     model: ModelSpec = Field(default_factory=ModelSpec)
@@ -173,6 +186,7 @@ class Spec(Section):
     )
     constraints: Constraints | None = None
     report: ReportSpec | None = None
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
 
 
 #: The sections that make up one run's identity (the rest describes the experiment as a whole).
