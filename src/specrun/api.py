@@ -118,19 +118,36 @@ def apply(
         _check_artifacts_folder(store.path)
     from specrun.tracking import open_trackers, tracker_names
 
-    tracking = loaded.spec.tracking
+    tracking, search = loaded.spec.tracking, loaded.spec.search
+    if search is not None:
+        from specrun.driver.search import import_optuna
+
+        import_optuna()  # a missing extra: refused before anything is written
+        if executor != "local":
+            raise UsageError("a [search] runs its trials one after the other on the local executor; --executor ray is not supported for it yet")
     names = tracker_names(tracking, track)  # an unknown tracker or a missing extra: refused before anything runs
     runner = _executor(executor, registry, ray_address, cpus_per_run, gpus_per_run)  # a cluster that cannot run them: before any write
     trackers = None
     try:
         trackers = open_trackers(names, tracking, store.path)
-        record_apply(store, loaded, overrides or [], [p.run_id for p in planned])
-        log.info(f"{loaded.experiment}: {len(planned)} run(s) → {store.path}")
-        with ApplyProgress(len(planned), quiet=is_quiet(), every=every) if progress else contextlib.nullcontext() as bars:
+        apply_id = record_apply(store, loaded, overrides or [], [] if search else [p.run_id for p in planned])
+        total = search.n_trials * len(loaded.spec.experiment.seeds) if search else len(planned)
+        log.info(f"{loaded.experiment}: " + (f"a search of {search.n_trials} trial(s)" if search else f"{len(planned)} run(s)") + f" → {store.path}")
+        with ApplyProgress(total, quiet=is_quiet(), every=every) if progress else contextlib.nullcontext() as bars:
             runner.progress = bars
             driver = Driver(store, registry, str(spec), runner, progress=bars, fail_fast=fail_fast, force=force,
                             trackers=trackers, track_every=tracking.every)
-            outcomes = driver.run_all(planned)
+            if search is not None:
+                from specrun.driver.search import Search
+
+                driver.keep_pruned = True
+                if search.pruner != "none" and not driver.track_every:  # the pruner hears each evaluation
+                    driver.track_every = tracking.every
+                searching = Search(loaded, registry, store, driver, apply_id)
+                searching.run(train=True)
+                outcomes = list(searching.outcomes.values())
+            else:
+                outcomes = driver.run_all(planned)
     finally:
         if trackers is not None:
             trackers.close()

@@ -23,6 +23,7 @@ from specrun.store.db import artifacts_root
 from specrun.runner.plan import PlannedRun
 from specrun.core.task import RunRecord, RunTask
 from specrun.store import runs as store_runs
+from specrun.store import search as store_search
 from specrun.store.db import Store
 from specrun.tracking import Trackers
 
@@ -36,7 +37,7 @@ LIVE_HOOKS = {"window": "on_train_window", "evaluation": "on_evaluation"}
 @dataclass
 class Outcome:
     run: PlannedRun
-    status: str  # completed | cached | evaluated (cached, evaluated on new eval sets) | failed | skipped (a required run failed) | busy | interrupted
+    status: str  # completed | cached | evaluated (cached, evaluated on new eval sets) | failed | skipped (a required run failed) | busy | interrupted | pruned
     error: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -101,6 +102,9 @@ class Driver:
         hears = pm is not None and any(getattr(pm.hook, h).get_hookimpls() for h in LIVE_HOOKS.values())
         self.track_every = track_every if (hears or self.trackers) else 0
         executor.on_event = self._live
+        #: A search's: keep its pruned runs (not rerun them), and watch its runs' live reports (may raise StopRun).
+        self.keep_pruned = False
+        self.watch = None
 
     # --- the walk ----------------------------------------------------------------------------------
 
@@ -150,7 +154,7 @@ class Driver:
                     store_runs.fail(self.store, run.run_id, error, status="skipped")
                 self._outcome(node, Outcome(run, "skipped", error))
                 return
-        claim = store_runs.claim(self.store, run, run.spec_path or self.spec_path, self._environment(run), self.force)
+        claim = store_runs.claim(self.store, run, run.spec_path or self.spec_path, self._environment(run), self.force, self.keep_pruned)
         spec_dir = run.spec_dir or self.spec_dir
         if claim == "cached":
             self._start_evaluation(node, spec_dir)
@@ -204,6 +208,8 @@ class Driver:
             return
         notify(self.registry, LIVE_HOOKS[event], task=node.task, step=step, metrics=metrics)
         self.trackers.call(event, node.task, step, metrics)
+        if self.watch is not None:
+            self.watch(node.run, event, step, metrics)
 
     def _environment(self, run: PlannedRun) -> dict:
         """What the driver knows of where a run executes; the worker adds its own (device, threads, host)."""
@@ -233,6 +239,9 @@ class Driver:
             self._receive_files(record)
             store_runs.complete(self.store, run.run_id, record)
             outcome = Outcome(run, "completed", metrics=summary_metrics(record, run.eval_set))
+        elif record.status == "pruned":
+            store_search.prune(self.store, run.run_id, record)
+            outcome = Outcome(run, "pruned", record.message)
         elif record.status == "interrupted":
             store_runs.fail(self.store, run.run_id, record.error or "interrupted", status="interrupted", scores=record.teacher_scores)
             outcome = Outcome(run, "interrupted", record.message or record.error)

@@ -30,7 +30,7 @@ from specrun.runner.data import prepare_run_data
 from specrun.runner.evaluate import evaluate
 from specrun.runner.modeling import count_parameters, load_tokenizer, pick_device
 from specrun.runner.plan import _version
-from specrun.core.task import ArtifactFile, MetricRow, RunRecord, RunTask
+from specrun.core.task import ArtifactFile, MetricRow, RunRecord, RunTask, StopRun
 from specrun.runner.teacher import teacher_scorer
 from specrun.runner.train import StepReport, train_model
 from specrun.spec.schema import RunSettings
@@ -138,6 +138,10 @@ def execute(
             record = _train(task, registry, artifacts_dir, on_step, on_phase, on_metrics)
     except KeyboardInterrupt:
         raise
+    except StopRun as stop:  # pruned at an evaluation: the curve so far, no weights
+        remove_checkpoint(artifacts_dir, task.run_id)
+        return RunRecord(task.run_id, status="pruned", message=stop.reason, error=stop.reason, metrics=stop.rows,
+                         train_seconds=stop.train_seconds, pruned_step=stop.step)
     except SpecrunError as exc:
         return _failed(task, artifacts_dir, f"{type(exc).__name__}: {exc}", str(exc))
     except Exception as exc:  # a bug or a library failure: keep the traceback in the store

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from specrun.runner.checkpoint import Checkpoints, restore_rngs, rng_states, rng_tensors
 from specrun.errors import TrainingError
 from specrun.runner.batching import Encoded, train_batches
-from specrun.core.task import MetricRow
+from specrun.core.task import MetricRow, StopRun
 from specrun.spec.schema import TrainSpec
 from specrun.runner.evaluate import Evaluation, evaluate
 from specrun.runner.cpu_speedups import cpu_training_speedups
@@ -123,7 +123,11 @@ def train_model(
     if on_metrics and track_every:
         loop.on_metrics, loop.track_every = on_metrics, track_every
     if loop.steps:
-        loop.run(checkpoints)
+        try:
+            loop.run(checkpoints)
+        except StopRun as stop:  # a pruner stopped it after an evaluation: what it has so far goes with it
+            stop.rows, stop.step, stop.train_seconds = list(loop.outcome.rows), loop.step, loop.elapsed()
+            raise
     return loop.outcome
 
 

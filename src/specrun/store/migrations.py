@@ -285,3 +285,24 @@ def m010_relative_artifact_paths(db):
                 new = moved
         if new is not None:
             db.execute("UPDATE artifacts SET path = ? WHERE run_id = ? AND path = ?", [new.as_posix(), run_id, path])
+
+
+@migration
+def m011_search(db):
+    """Adaptive search (issue 24): a run a search's pruner stopped is 'pruned' with the step it stopped
+    at (``runs.pruned_step``; its metrics are the learning curve so far), and each search trial's
+    configuration, runs and outcome (``search_trials``)."""
+    db.execute("ALTER TABLE runs ADD COLUMN pruned_step BIGINT")
+    db.execute("""
+        CREATE TABLE search_trials (
+            experiment VARCHAR NOT NULL,
+            trial INTEGER NOT NULL,
+            run_id VARCHAR NOT NULL,
+            seed BIGINT,
+            params JSON,
+            state VARCHAR,
+            value DOUBLE,
+            recorded_at TIMESTAMP,
+            PRIMARY KEY (experiment, trial, run_id)
+        )
+    """)
