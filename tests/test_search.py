@@ -2,8 +2,11 @@
 trains nothing, an interrupted search resumes with the suggestions it would have made."""
 
 import json
+import re
 
 import pytest
+
+from specrun import hookimpl
 
 pytest.importorskip("optuna", reason="the search extra is installed by the dev extra")
 
@@ -61,3 +64,73 @@ def test_a_search_with_a_pruner_trains_trials_as_runs_and_a_reapply_trains_nothi
     assert "completed" not in err.split("summary:")[1] and "cached" in err, err
     assert sql(cli, store, "SELECT sum(attempts) AS n FROM runs")[0]["n"] == len(runs), "the re-apply trained nothing"
     assert sql(cli, store, TRIALS) == trials
+
+
+class StopAtRun:
+    """A plugin that presses Ctrl-C at the first evaluation of the ``n``-th run that trains."""
+
+    def __init__(self, n):
+        self.n, self.started = n, []
+
+    @hookimpl
+    def on_run_start(self, task):
+        self.started.append(task.run_id)
+
+    @hookimpl
+    def on_evaluation(self, task, step, metrics):
+        if len(self.started) == self.n:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_search_resumes_with_the_suggestions_it_would_have_made(write_spec, cli, tmp_path):
+    from specrun.plugins import set_registry
+    from specrun.testing import registry_with
+
+    spec = search_spec(write_spec, n=5, sampler="tpe", pruner="median")
+    whole, resumed = tmp_path / "whole.duckdb", tmp_path / "resumed.duckdb"
+    assert cli("apply", str(spec), "--store", str(whole))[0] == 0
+    expected = [(t["trial"], t["run_id"], t["params"], t["state"]) for t in sql(cli, whole, TRIALS)]
+
+    stop = StopAtRun(3)
+    set_registry(registry_with(stop))
+    code, _, err = cli("apply", str(spec), "--store", str(resumed))
+    assert code != 0 and len(stop.started) == 3, err
+    assert [t["trial"] for t in sql(cli, resumed, TRIALS)] == [0, 1]
+    assert sql(cli, resumed, f"SELECT status FROM runs WHERE run_id = '{stop.started[-1]}'") == [{"status": "interrupted"}]
+    code, out, err = cli("plan", str(spec), "--store", str(resumed))
+    assert code == 0 and "5 trials: 2 finished" in out + err, out + err
+
+    set_registry(registry_with())
+    code, _, err = cli("apply", str(spec), "--store", str(resumed))
+    assert code == 0, err
+    assert [(t["trial"], t["run_id"], t["params"], t["state"]) for t in sql(cli, resumed, TRIALS)] == expected
+    trained_twice = sql(cli, resumed, "SELECT run_id FROM runs WHERE attempts > 1")
+    assert trained_twice == [{"run_id": stop.started[-1]}], "only the interrupted run trained again; the finished trials were told from the store"
+
+
+def test_validate_locates_errors_in_the_search_space(write_spec, cli):
+    space = """
+[search]
+n_trials = 4
+metric = "precision"
+
+[search.space]
+"train.learning_rate" = { type = "float", low = 0, high = 1e-2, log = true }
+"train.batch_size" = { type = "int", low = 16, high = 8 }
+"method.rnk" = { type = "int", low = 2, high = 8 }
+"experiment.name" = { type = "categorical", choices = ["a", "b"] }
+"method.alpha" = { type = "categorical", choices = [8, "wide"] }
+"""
+    spec = write_spec(train="max_steps = 2", extra=space)
+    code, _, err = cli("validate", str(spec))
+    lines = {m.group(1): line for line in err.splitlines() if (m := re.search(r"\.toml:\d+: ([\w.]+):", line))}
+    assert code == 2 and "Traceback" not in err, err
+    text = spec.read_text().splitlines()
+    at = lambda key: next(i + 1 for i, line in enumerate(text) if line.startswith(key))  # noqa: E731
+    assert f"toy.toml:{at('metric')}:" in lines["search.metric"] and "'accuracy'" in lines["search.metric"]
+    assert "log = true needs low above 0" in lines["search.space.train.learning_rate"]
+    assert "empty range: low 16 is not below high 8" in lines["search.space.train.batch_size"]
+    rnk = at('"method.rnk"')
+    assert f"toy.toml:{rnk}:" in lines["search.space.method.rnk"] and "did you mean 'rank'" in lines["search.space.method.rnk"]
+    assert "can only search keys under model, data, method, train" in lines["search.space.experiment.name"]
+    assert "value 'wide': method.alpha" in lines["search.space.method.alpha"]

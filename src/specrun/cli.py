@@ -96,6 +96,23 @@ def apply(
         raise typer.Exit(1)
 
 
+def _plan_search(loaded, registry, store, fmt: str) -> None:
+    """``plan`` of a spec with ``[search]``: its trials replayed from the store, as far as the store holds them finished."""
+    from specrun.console import print_rows
+    from specrun.driver.search import Search
+
+    search = loaded.spec.search
+    trials = Search(loaded, registry, store).run(train=False)
+    rows = [(t.number, t.state, "" if t.value is None else round(t.value, 6), json.dumps(t.params) if t.params else "",
+             " ".join(r.run_id for r in t.runs)) for t in trials]
+    print_rows(["trial", "state", "value", "params", "run_ids"], rows, fmt,
+               title=f"{loaded.experiment}: a search of {search.n_trials} trial(s) ({search.sampler}, pruner {search.pruner})")
+    count = {s: sum(t.state == s for t in trials) for s in ("complete", "pruned", "failed", "left")}
+    log.info(f"search: {search.n_trials} trials: {count['complete'] + count['pruned'] + count['failed']} finished "
+             f"({count['complete']} complete, {count['pruned']} pruned, {count['failed']} failed), {count['left']} left; "
+             f"objective: the mean {search.metric} over {len(loaded.spec.experiment.seeds)} seed(s), {search.direction}d")
+
+
 @app.command()
 def plan(
     spec: Annotated[Path, typer.Argument(help="the experiment's TOML spec")],
@@ -113,6 +130,9 @@ def plan(
 
     _check_format(fmt)
     loaded, planned, registry, skipped = api._plan(spec, set_, profile)
+    if loaded.spec.search is not None:
+        _plan_search(loaded, registry, Store(store), fmt)
+        return
     found = preflight(planned, registry, Store(store))  # it reads every run's status (dependencies too) once
     required = {d.run_id: d for p in planned for d in _all_dependencies(p)}
     known, evaluated = found.statuses, found.evaluated
@@ -157,7 +177,8 @@ def validate(spec: Annotated[Path, typer.Argument(help="the experiment's TOML sp
 
     registry = get_registry()
     loaded = load_spec(spec, set_ or [], registry, profile)
-    checked = [f"{len(loaded.runs)} run(s)"]
+    search = loaded.spec.search
+    checked = [f"a search of {search.n_trials} trial(s) × {len(loaded.runs)} seed(s)" if search else f"{len(loaded.runs)} run(s)"]
     for name in (loaded.composed.profiles if profile is None else []):
         checked.append(f"profile {name}: {len(load_spec(spec, set_ or [], registry, name).runs)} run(s)")
     typer.echo(f"{spec}: ok ({'; '.join(checked)})")

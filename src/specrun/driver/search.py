@@ -152,9 +152,9 @@ class Search:
                 self._train(trial, ot)
                 results = self._results(trial)
             self._tell(trial, ot, results)
-            log.info(f"[trial {number}] {trial.state}" + (f" {self.search.metric}={trial.value:.4g}" if trial.value is not None else "")
-                     + f" {describe_params(trial.params)}")
             if train:
+                log.info(f"[trial {number}] {trial.state}" + (f" {self.search.metric}={trial.value:.4g}" if trial.value is not None else "")
+                         + f" {describe_params(trial.params)}")
                 store_search.record_trial(self.store, self.loaded.experiment, number, [
                     (r.run_id, r.seed, trial.params, trial.state, trial.value) for r in trial.runs])
                 if self.apply_id and trial.state == "complete":
@@ -164,6 +164,8 @@ class Search:
         return self.trials
 
     def _results(self, trial: Trial) -> dict:
+        if not self.store.path.exists():  # plan before the first apply: nothing is finished
+            return {r.run_id: {"status": None, "final": None, "curve": []} for r in trial.runs}
         split = trial.runs[0].eval_set
         return store_search.run_results(self.store, [r.run_id for r in trial.runs], split, self.search.metric)
 
