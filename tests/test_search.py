@@ -24,8 +24,8 @@ metric = "accuracy"
 """
 
 
-def search_spec(write_spec, n=6, sampler="tpe", pruner="median"):
-    return write_spec(train="max_steps = 6\neval_every = 2", extra=SEARCH.format(n=n, sampler=sampler, pruner=pruner))
+def search_spec(write_spec, n=6, sampler="tpe", pruner="median", extra=""):
+    return write_spec(train="max_steps = 6\neval_every = 2", extra=SEARCH.format(n=n, sampler=sampler, pruner=pruner) + extra)
 
 
 def sql(cli, store, query):
@@ -38,10 +38,11 @@ TRIALS = "SELECT trial, run_id, state, value, params FROM search_trials ORDER BY
 
 
 def test_a_search_with_a_pruner_trains_trials_as_runs_and_a_reapply_trains_nothing(write_spec, cli, tmp_path):
-    spec, store = search_spec(write_spec), tmp_path / "s.duckdb"
+    spec, store = search_spec(write_spec, extra='\n[[analyses]]\nname = "optimization"\n'), tmp_path / "s.duckdb"
     code, _, err = cli("apply", str(spec), "--store", str(store))
     assert code == 0, err
     trials = sql(cli, store, TRIALS)
+    check_optimization_analysis(cli, store, trials)
     assert [t["trial"] for t in trials] == list(range(6))
     runs = {r["run_id"]: r for r in sql(cli, store, "SELECT run_id, status, pruned_step, sweep FROM runs")}
     assert {t["run_id"] for t in trials} == set(runs), "every trial is a run of the store"
@@ -134,3 +135,18 @@ metric = "precision"
     assert f"toy.toml:{rnk}:" in lines["search.space.method.rnk"] and "did you mean 'rank'" in lines["search.space.method.rnk"]
     assert "can only search keys under model, data, method, train" in lines["search.space.experiment.name"]
     assert "value 'wide': method.alpha" in lines["search.space.method.alpha"]
+
+
+def check_optimization_analysis(cli, store, trials):
+    """The optimization analysis's tables agree with the trials the search stored."""
+    rows = sql(cli, store, "SELECT trial, state, value, best_so_far, pruned_step FROM optimization_trials ORDER BY trial")
+    assert [(r["trial"], r["state"], r["value"]) for r in rows] == [(t["trial"], t["state"], t["value"]) for t in trials]
+    values = [t["value"] for t in trials]
+    assert [r["best_so_far"] for r in rows] == [max((v for v in values[:i + 1] if v is not None), default=None) for i in range(len(values))]
+    importance = sql(cli, store, "SELECT param, importance FROM optimization_importance")
+    assert {r["param"] for r in importance} <= {"train.learning_rate", "method.rank"} and importance
+    assert sum(r["importance"] for r in importance) == pytest.approx(1.0)
+    marks = sql(cli, store, "SELECT trial, step FROM optimization_curves WHERE pruned_here ORDER BY trial")
+    assert marks == [{"trial": r["trial"], "step": r["pruned_step"]} for r in rows if r["state"] == "pruned"]
+    complete = [t for t in trials if t["state"] == "complete"]
+    assert sql(cli, store, "SELECT count(DISTINCT trial) AS n FROM optimization_slices")[0]["n"] == len(complete)

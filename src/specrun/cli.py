@@ -103,9 +103,9 @@ def _plan_search(loaded, registry, store, fmt: str) -> None:
 
     search = loaded.spec.search
     trials = Search(loaded, registry, store).run(train=False)
-    rows = [(t.number, t.state, "" if t.value is None else round(t.value, 6), json.dumps(t.params) if t.params else "",
-             " ".join(r.run_id for r in t.runs)) for t in trials]
-    print_rows(["trial", "state", "value", "params", "run_ids"], rows, fmt,
+    rows = [(t.number, "new" if t.state == "left" else t.state, "" if t.value is None else round(t.value, 6),
+             json.dumps(t.params) if t.params else "", " ".join(r.run_id for r in t.runs)) for t in trials]
+    print_rows(["trial", "status", "value", "params", "run_ids"], rows, fmt,
                title=f"{loaded.experiment}: a search of {search.n_trials} trial(s) ({search.sampler}, pruner {search.pruner})")
     count = {s: sum(t.state == s for t in trials) for s in ("complete", "pruned", "failed", "left")}
     log.info(f"search: {search.n_trials} trials: {count['complete'] + count['pruned'] + count['failed']} finished "
@@ -130,7 +130,12 @@ def plan(
 
     _check_format(fmt)
     loaded, planned, registry, skipped = api._plan(spec, set_, profile)
-    if loaded.spec.search is not None:
+    if loaded.spec.search is not None:  # the spec's runs at its own values stand for the trials' data and model checks
+        found = preflight(planned, registry, Store(store))
+        for run in planned:
+            if found.reason(run.run_id):
+                log.warning(f"the search's trials will fail: {found.reason(run.run_id)}")
+                break
         _plan_search(loaded, registry, Store(store), fmt)
         return
     found = preflight(planned, registry, Store(store))  # it reads every run's status (dependencies too) once
@@ -180,7 +185,9 @@ def validate(spec: Annotated[Path, typer.Argument(help="the experiment's TOML sp
     search = loaded.spec.search
     checked = [f"a search of {search.n_trials} trial(s) × {len(loaded.runs)} seed(s)" if search else f"{len(loaded.runs)} run(s)"]
     for name in (loaded.composed.profiles if profile is None else []):
-        checked.append(f"profile {name}: {len(load_spec(spec, set_ or [], registry, name).runs)} run(s)")
+        other = load_spec(spec, set_ or [], registry, name)
+        found = other.spec.search
+        checked.append(f"profile {name}: " + (f"a search of {found.n_trials} trial(s) × {len(other.runs)} seed(s)" if found else f"{len(other.runs)} run(s)"))
     typer.echo(f"{spec}: ok ({'; '.join(checked)})")
 
 
