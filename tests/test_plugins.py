@@ -423,13 +423,15 @@ def test_disable_plugins_by_package_entry_point_or_name(installed, write_spec, c
 
 def test_plugin_versions_in_run_ids(installed, write_spec, registry):
     """A plugin's own ``version`` enters run ids (a new package release leaves its runs cached); one
-    without falls back to its package's version; built-ins keep <specrun version>/<plugin version>."""
+    without falls back to its package's version; built-ins keep <specrun results version>/<plugin version>,
+    so a specrun release that keeps results (specrun.version.RESULTS_VERSION) keeps a store's runs cached."""
     from specrun.plugins.registry import module_version
+    from specrun.version import RESULTS_VERSION
     from specrun.runner.plan import plan_runs
     from specrun.spec.load import load_spec
 
     lora = registry.get("method", "lora")
-    assert registry.code_version("method", "lora") == f"{module_version(lora)}/{lora.version}" == f"{specrun.__version__}/1"
+    assert registry.code_version("method", "lora") == f"{module_version(lora)}/{lora.version}" == f"{RESULTS_VERSION}/1"
 
     def planned(version: str) -> tuple[dict, dict]:
         installed("specrun-clash", "specrun_clash", CLASH, version)

@@ -37,14 +37,9 @@ FORMATS = ("table", "csv", "json", "markdown")
 
 def _version(value: bool) -> None:
     if value:
-        from importlib.metadata import PackageNotFoundError, version
+        from specrun.version import __version__  # the one place it is written (pyproject.toml reads it at build time)
 
-        try:
-            typer.echo(f"specrun {version('specrun')}")
-        except PackageNotFoundError:  # running from a source tree that is not installed
-            from specrun import __version__
-
-            typer.echo(f"specrun {__version__}")
+        typer.echo(f"specrun {__version__}")
         raise typer.Exit()
 
 
@@ -329,6 +324,9 @@ def plugins(
 
         failed = len(registry.load_errors) + len(command_problems)
         loaded = f"{len(registry.all())} plugins loaded"
+        if registry.deprecations:  # they work: not a failure, but CI should show what to change
+            loaded += (f"; {len(registry.deprecations)} use{'s' if len(registry.deprecations) == 1 else ''} a deprecated form "
+                       "of the plugin API (the warnings above say what to change)")
         if failed:
             raise typer.Exit(_fail(f"{loaded}; {failed} failed to load (the warnings above say which and what to do)"))
         out.print(f"{loaded}; none failed", markup=False, highlight=False)

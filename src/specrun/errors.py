@@ -80,3 +80,10 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 class AnalysisError(SpecrunError):
     """An analysis that cannot answer its question from the runs the store holds (e.g. a metric no run
     recorded). Reported by the analysis's name; the other analyses and the report still complete."""
+
+
+class SpecrunDeprecationWarning(DeprecationWarning):
+    """A form specrun still accepts but will stop accepting (a plugin written against an older plugin API,
+    an old call): the message names the form, what to write instead and the release that removes it.
+    specrun shows it once per plugin as a ``warning:`` line; ``specrun.testing.registry_with`` issues it
+    as a Python warning in the plugin's own tests. Policy: docs/plugins.md#the-plugin-api-and-its-versions."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from specrun.errors import AnalysisError, PluginError, SpecrunError, did_you_mean
 from specrun.plugins.api import AnalysisContext, AnalysisPlugin, ResultTable
-from specrun.plugins.registry import Registry, module_version
+from specrun.plugins.registry import Registry, is_legacy_analysis, module_version
 from specrun.store import analyses as store_analyses
 from specrun.store.db import Store
 
@@ -130,6 +131,9 @@ def _frames(plugin: AnalysisPlugin, result: dict[str, Any]) -> dict[str, pl.Data
     declared: dict[str, ResultTable] = {t.name: t for t in plugin.tables}
     if not isinstance(result, dict):
         raise PluginError(f"analysis {plugin.name!r} returned {type(result).__name__}; expected {{table name: rows}}")
+    if is_legacy_analysis(plugin):  # plugin API 0.1: any dict, kept as JSON in the one table it was given
+        [table] = plugin.tables
+        return {table.name: pl.DataFrame(legacy_rows(result), schema={"key": pl.Utf8, "item": pl.Int64, "value": pl.Utf8})}
     frames = {}
     for name, rows in result.items():
         if name not in declared:
@@ -143,3 +147,32 @@ def _frames(plugin: AnalysisPlugin, result: dict[str, Any]) -> dict[str, pl.Data
                                   + "; ".join(filter(None, [missing and f"missing columns {missing}", extra and f"undeclared columns {extra}"])))
         frames[name] = frame
     return frames
+
+
+def legacy_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """What a plugin API 0.1 analysis returned, as rows of ``LEGACY_RESULT_COLUMNS``: one per item of each
+    key's value (a list's items, a DataFrame's rows; a single value is item 0), the item as JSON (non-finite
+    numbers as null)."""
+    import polars as pl
+
+    rows = []
+    for key, value in result.items():
+        if isinstance(value, pl.DataFrame):
+            value = value.to_dicts()
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        for index, item in enumerate(items):
+            rows.append({"key": str(key), "item": index, "value": json.dumps(_plain(item), default=str, allow_nan=False)})
+    return rows
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars as Python numbers and non-finite floats as None, for JSON."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "shape", None) == ():
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -2,11 +2,16 @@
 
 ``Options`` is a pydantic model with ``extra="forbid"`` (subclass ``PluginOptions``): the spec's
 section for the plugin is validated against it, so a typo fails before anything trains.
+
+This module is the plugin API, versioned as ``PLUGIN_API_VERSION``: the names in ``__all__`` (and
+the hooks of ``specrun.hookspecs``) are public. What may change in a minor release, and how long a
+deprecated form keeps working: docs/plugins.md, "The plugin API and its versions".
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -14,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict
 
 from specrun.core.results import ResultTable, RunInfo, config_value  # noqa: F401  (part of the plugin API)
+from specrun.errors import AnalysisError, SpecrunDeprecationWarning
 from specrun.metrics import MetricRef
 
 if TYPE_CHECKING:
@@ -22,6 +28,26 @@ if TYPE_CHECKING:
     import torch
 
     from specrun.examples import Dataset, Examples
+
+
+#: The plugin API's version (``MAJOR.MINOR``). A minor release may add to the API, and may deprecate a
+#: form; a deprecated form keeps working, with a ``SpecrunDeprecationWarning`` that says what to write
+#: instead, for two minor releases after the one that deprecates it.
+PLUGIN_API_VERSION = "0.2"
+#: The oldest plugin API whose forms still work here (each with a ``SpecrunDeprecationWarning``).
+OLDEST_SUPPORTED_API = "0.1"
+#: Where the migration notes are.
+CHANGES_DOC = "docs/plugins.md#changes-for-plugin-authors"
+
+__all__ = [
+    "PLUGIN_API_VERSION", "OLDEST_SUPPORTED_API", "SpecrunDeprecationWarning",
+    "Plugin", "PluginOptions", "NoOptions",
+    "MethodPlugin", "BuildContext", "ModelInfo",
+    "DatasetSource", "DataContext", "ModelSource",
+    "TransformPlugin", "TransformContext",
+    "AnalysisPlugin", "AnalysisContext", "RunInfo", "SpecFacts", "ResultTable", "Figure", "config_value", "table_prefix",
+    "RESERVED_TABLES", "KIND_BASES",
+]
 
 
 class PluginOptions(BaseModel):
@@ -153,6 +179,13 @@ class ModelSource(Plugin):
     def resolve(self, model_name: str) -> str | None:
         raise NotImplementedError
 
+    def portable_name(self, model_name: str) -> str | None:
+        """The name another machine loads this model by, written into a saved adapter folder
+        (``base_model_name_or_path`` of ``adapter_config.json``), when it is not ``model_name`` itself:
+        e.g. the hub id of a model this source serves from a local copy. Asked only of the source whose
+        ``resolve`` answers for ``model_name``. Default None: ``model_name`` as the spec wrote it."""
+        return None
+
 
 # --- transforms ----------------------------------------------------------------------------------
 
@@ -260,21 +293,55 @@ class AnalysisContext:
 
     ``runs`` are the experiment's completed runs (plus, for analyses that ask, the runs they start
     from); ``left_out`` the ones that are not completed (failed, interrupted, running or never run).
+
+    ``AnalysisContext(connection, experiment, run_ids=[...])`` (or run ids in place of ``runs``) is the
+    0.1 form, deprecated: it still works, with a ``SpecrunDeprecationWarning``, and ``runs`` are then
+    read from the store on first use.
     """
 
-    def __init__(self, connection: Any, experiment: str, runs: list[RunInfo], left_out: list[RunInfo] = (), analysis: str = ""):
+    def __init__(self, connection: Any, experiment: str, runs: list[RunInfo] = (), left_out: list[RunInfo] = (), analysis: str = "",
+                 *, run_ids: list[str] | None = None):
         self.connection = connection
         self.experiment = experiment
-        self.runs = list(runs)
         self.left_out = list(left_out)
         self.analysis = analysis
+        given = list(runs)
+        if run_ids is not None or (given and all(isinstance(r, str) for r in given)):
+            warnings.warn(
+                "AnalysisContext(connection, experiment, run_ids) is the plugin API 0.1 form, deprecated since specrun 0.2 and "
+                "removed in 0.4: pass runs=[RunInfo, ...] (specrun.testing.analysis_context(store, experiment) builds a "
+                f"context from a store); see {CHANGES_DOC}",
+                SpecrunDeprecationWarning, stacklevel=2,
+            )
+            self._run_ids: list[str] | None = [str(r) for r in (run_ids if run_ids is not None else given)]
+            self._runs: list[RunInfo] | None = None
+        else:
+            self._run_ids, self._runs = None, given
+
+    @property
+    def runs(self) -> list[RunInfo]:
+        if self._runs is None:  # the 0.1 form: run ids only; their details come from the store
+            if self.connection is None:
+                raise AnalysisError("this AnalysisContext was given run ids and no store connection: its runs are unknown")
+            from specrun.store.analyses import run_infos
+
+            self._runs = run_infos(self.connection, self._run_ids or [])
+        return self._runs
+
+    @runs.setter
+    def runs(self, value: list[RunInfo]) -> None:
+        self._runs, self._run_ids = list(value), None
 
     @property
     def run_ids(self) -> list[str]:
+        if self._runs is None and self._run_ids is not None:
+            return list(self._run_ids)
         return [r.run_id for r in self.runs]
 
     def sql(self, query: str, params: dict[str, Any] | list | None = None):
-        """Run a read-only query; returns a polars DataFrame."""
+        """Run a read-only query; returns a polars DataFrame. Parameters are DuckDB's: ``?`` placeholders
+        with a list (``ctx.sql("SELECT * FROM runs WHERE run_id IN (SELECT unnest(?))", [ctx.run_ids])``), or
+        ``$name`` placeholders with a dict (``ctx.sql("... WHERE experiment = $e", {"e": ctx.experiment})``)."""
         from specrun.store.analyses import query_frame
 
         return query_frame(self.connection, query, params)
@@ -294,8 +361,20 @@ class AnalysisContext:
         return predictions(self.connection, self.runs if runs is None else runs, split)
 
 
+#: The columns of the one table an analysis written against plugin API 0.1 (one that declares no
+#: ``tables``) has its results stored in, a row per returned item: ``key`` is the key of the dict ``run``
+#: returned, ``item`` the position in its value (a list's items, a DataFrame's rows; 0 for a single
+#: value), ``value`` the item as JSON. Deprecated with that form.
+LEGACY_RESULT_COLUMNS = {"key": "VARCHAR", "item": "INTEGER", "value": "JSON"}
+
+
 class AnalysisPlugin(Plugin):
-    """An analysis over finished runs: reads the store, writes tidy result tables, draws report figures."""
+    """An analysis over finished runs: reads the store, writes tidy result tables, draws report figures.
+
+    An analysis that declares no ``tables`` is written against plugin API 0.1: it still runs (with a
+    ``SpecrunDeprecationWarning``), and what ``run`` returns is stored as JSON in one table named after
+    it, with the columns ``LEGACY_RESULT_COLUMNS``.
+    """
 
     #: The tables ``run`` fills (see ``ResultTable``).
     tables: ClassVar[tuple[ResultTable, ...]] = ()

@@ -14,9 +14,9 @@ from types import ModuleType
 import pluggy
 
 from specrun import hookspecs
-from specrun.errors import PluginError, did_you_mean
+from specrun.errors import PluginError, SpecrunDeprecationWarning, did_you_mean
 from specrun.hookspecs import AUTOLOAD_ENV, ENTRY_POINT_GROUP  # noqa: F401  (re-exported: tests and docs use them here)
-from specrun.plugins.api import KIND_BASES, Plugin
+from specrun.plugins.api import CHANGES_DOC, KIND_BASES, LEGACY_RESULT_COLUMNS, AnalysisPlugin, Plugin, ResultTable, table_prefix
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_./-]*$")
 
@@ -99,6 +99,9 @@ class Registry:
     disabled_entry_points: list[LoadProblem] = field(default_factory=list)
     #: Notes that are not failures (a ``SPECRUN_DISABLE_PLUGINS`` name that matches nothing).
     notes: list[str] = field(default_factory=list)
+    #: Plugins that use a deprecated form of the plugin API: one ``SpecrunDeprecationWarning`` per plugin,
+    #: saying what to write instead. They work; ``get_registry`` shows each once as a warning.
+    deprecations: list[SpecrunDeprecationWarning] = field(default_factory=list)
     #: The plugin manager it was built from (its ``register_commands`` hooks add CLI commands).
     manager: pluggy.PluginManager | None = field(default=None, repr=False)
 
@@ -146,7 +149,7 @@ class Registry:
     def code_version(self, kind: str, name: str) -> str:
         """The version of a plugin that enters the ids of the runs using it.
 
-        A built-in keeps ``<specrun version>/<plugin version>``; any other plugin gives its own ``version``
+        A built-in keeps ``<specrun results version>/<plugin version>`` (``specrun.version.RESULTS_VERSION``); any other plugin gives its own ``version``
         attribute when it sets one, else the version of the package that ships it. So a release of a
         package changes the runs of the plugins whose ``version`` it bumps, and of those that set none."""
         entry = self.entry(kind, name)
@@ -212,6 +215,29 @@ def _validate_plugin(kind: str, plugin: object, origin: str) -> None:
 
 
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def is_legacy_analysis(plugin: object) -> bool:
+    """Whether an analysis is written against plugin API 0.1: it declares no result tables."""
+    return isinstance(plugin, AnalysisPlugin) and (getattr(plugin, "_plugin_api", None) == "0.1" or not plugin.tables)
+
+
+def _adapt_legacy(kind: str, plugin: object, origin: str) -> SpecrunDeprecationWarning | None:
+    """Let a plugin written against an older plugin API work, and say what its author should change.
+
+    An analysis of plugin API 0.1 declares no ``tables`` and returns a dict of anything: it gets one
+    table named after it (``LEGACY_RESULT_COLUMNS``), where the engine stores what it returns as JSON."""
+    if kind != "analysis" or not is_legacy_analysis(plugin) or not isinstance(getattr(plugin, "name", None), str):
+        return None
+    prefix = table_prefix(plugin.name)
+    plugin._plugin_api = "0.1"
+    plugin.tables = (ResultTable(prefix, dict(LEGACY_RESULT_COLUMNS), "what run() returned, as JSON (plugin API 0.1)"),)
+    return SpecrunDeprecationWarning(
+        f"analysis {plugin.name!r} from {origin} is written against plugin API 0.1 (it declares no result tables), deprecated "
+        f"since specrun 0.2 and removed in 0.4: it runs, and what its run() returns is stored as JSON in table {prefix!r} "
+        f"(columns key, item, value). Declare its tables instead: tables = (ResultTable({prefix!r}, {{column: DuckDB type}}),) "
+        f"and return {{{prefix!r}: rows}} from run(); see {CHANGES_DOC}"
+    )
 
 
 def _validate_tables(plugin: object, origin: str) -> None:
@@ -338,10 +364,18 @@ class _Loader:
                       source, added)
 
     def register(self, kind: str, plugin: object, source: _Source, added: list[str]) -> None:
+        deprecated = _adapt_legacy(kind, plugin, source.origin)
         try:
-            _validate_plugin(kind, plugin, source.origin)
-            if kind == "analysis":
-                _check_table_clash(self.registry, plugin, source.origin)
+            try:
+                _validate_plugin(kind, plugin, source.origin)
+                if kind == "analysis":
+                    _check_table_clash(self.registry, plugin, source.origin)
+            except PluginError as exc:
+                if deprecated is None:
+                    raise
+                raise PluginError(f"{exc}: a plugin API 0.1 analysis (it declares no result tables) cannot be honoured under this "
+                                  f"name, whose table specrun would write its results to; declare its tables instead "
+                                  f"(see {CHANGES_DOC})") from None
         except PluginError as exc:
             if source.builtin or self.strict:
                 raise
@@ -366,6 +400,8 @@ class _Loader:
             return
         self.registry.entries[kind][plugin.name] = Entry(kind, plugin, source.origin, source.package, source.version)
         added.append(plugin.name)
+        if deprecated is not None:
+            self.registry.deprecations.append(deprecated)
         _trace(f"  registered {what}")
 
     def skip(self, message: str, source: _Source, names: list[str], plugin: str | None = None) -> None:
@@ -450,7 +486,7 @@ def get_registry() -> Registry:
     if _DEFAULT is None:
         pm, errors = get_plugin_manager()
         _DEFAULT = build_registry(pm, errors)
-        for problem in [*_DEFAULT.load_errors, *_DEFAULT.notes]:
+        for problem in [*_DEFAULT.load_errors, *_DEFAULT.notes, *_DEFAULT.deprecations]:
             log.warning("%s", problem)
     return _DEFAULT
 
@@ -466,6 +502,11 @@ def set_registry(registry: Registry | None) -> None:
 def module_version(module: ModuleType | object) -> str:
     """The version of the distribution that ships ``module`` (for run identities), or 'local'."""
     top = type(module).__module__.split(".")[0] if not isinstance(module, ModuleType) else module.__name__.split(".")[0]
+    if top == "specrun":  # its source says (an editable install's metadata may be an older release's): the
+        # results version, not the release, so that upgrading keeps the runs a store holds (specrun.version)
+        from specrun.version import RESULTS_VERSION
+
+        return RESULTS_VERSION
     try:
         return importlib.metadata.version(top)
     except importlib.metadata.PackageNotFoundError:

@@ -97,12 +97,14 @@ _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I1
 
 
 def save_run(
-    model: torch.nn.Module, folder: Path, meta: dict, also: frozenset[str] = frozenset(), tokenizer=None, max_length: int | None = None
+    model: torch.nn.Module, folder: Path, meta: dict, also: frozenset[str] = frozenset(), tokenizer=None, max_length: int | None = None,
+    base_model: str | None = None,
 ) -> SavedRun:
     """Save ``model``'s trained weights (and the frozen ones in ``also``) into ``folder`` in the most
     portable format it allows, with ``run.json``. ``tokenizer`` joins a transformers folder, its
-    ``model_max_length`` set to ``max_length`` (the run truncates there). Replaces what the folder held,
-    except a checkpoint."""
+    ``model_max_length`` set to ``max_length`` (the run truncates there). ``base_model`` is the name an
+    adapter folder gives its base model (``runner.modeling.portable_model_name``; default: the path it
+    was loaded from). Replaces what the folder held, except a checkpoint."""
     trained = trainable_state(model, also)
     folder.mkdir(parents=True, exist_ok=True)
     staging = folder / ".saving"
@@ -110,6 +112,8 @@ def save_run(
     staging.mkdir()
     try:
         fmt, tensors = _save_portable(model, trained, staging, tokenizer, max_length)
+        if fmt == "peft" and base_model:
+            name_base_model(staging, base_model)
         if fmt is None:
             fmt, tensors = "specrun", {name: name for name in trained}
             save_file(trained, str(staging / WEIGHTS))
@@ -148,6 +152,15 @@ def _save_portable(model, trained: dict[str, torch.Tensor], folder: Path, tokeni
     for path in list(folder.iterdir()):
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     return None, {}
+
+
+def name_base_model(folder: Path, base_model: str) -> None:
+    """Write ``base_model`` as the base model of the adapter folder ``folder`` (peft writes the path the
+    base was loaded from, which may lie inside one environment)."""
+    path = folder / "adapter_config.json"
+    config = json.loads(path.read_text())
+    config["base_model_name_or_path"] = base_model
+    path.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
 def save_tokenizer(tokenizer, folder: Path, max_length: int | None) -> None:

@@ -28,7 +28,7 @@ from specrun.runner.batching import Encoded, TokenCache
 from specrun.runner.build import build_model, seed_everything  # noqa: F401  (re-exported: tests and benchmarks use them here)
 from specrun.runner.data import prepare_run_data
 from specrun.runner.evaluate import evaluate
-from specrun.runner.modeling import count_parameters, load_tokenizer, pick_device
+from specrun.runner.modeling import count_parameters, load_tokenizer, pick_device, portable_model_name
 from specrun.runner.plan import _version
 from specrun.core.task import ArtifactFile, MetricRow, RunRecord, RunTask, StopRun
 from specrun.runner.teacher import teacher_scorer
@@ -230,7 +230,7 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
     on_phase("saving")
     saved = artifacts.save_run(
         model, folder, meta, also=frozenset(transfer.frozen) if transfer else frozenset(), tokenizer=cache.tokenizer,
-        max_length=settings.model.max_length,
+        max_length=settings.model.max_length, base_model=portable_model_name(settings.model.name, registry),
     )
     record.artifacts = [ArtifactFile(*row) for row in saved.artifact_rows()]
     record.transfer = transfer

@@ -32,13 +32,17 @@ def label_config(label_names: tuple[str, ...] | list[str]) -> dict:
     return {"num_labels": len(names), "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
 
 
-def load_plain(path: Path | str, device: str = "cpu"):
+def load_plain(path: Path | str, device: str = "cpu", registry: Registry | None = None):
     """A run's saved folder loaded as someone without specrun loads it: a transformers folder with
     ``AutoModelForSequenceClassification.from_pretrained(folder)``; an adapter folder with
     ``PeftModel.from_pretrained`` over the base model its ``adapter_config.json`` names, given the run's
     labels (and, for a quantized base, its bitsandbytes config from ``run.json``). None for
-    ``trained.safetensors`` (specrun's own format: only specrun reloads it)."""
+    ``trained.safetensors`` (specrun's own format: only specrun reloads it). The base model's name is
+    found through specrun's model sources (``runner.modeling.load_base``): a hub id that a source serves
+    from a local copy loads offline here, as it loads from the hub on a machine without specrun."""
     from transformers import AutoModelForSequenceClassification
+
+    from specrun.runner.modeling import load_base
 
     saved = artifacts.read_run(path)
     if saved.format == "transformers":
@@ -53,7 +57,7 @@ def load_plain(path: Path | str, device: str = "cpu"):
         from transformers import BitsAndBytesConfig
 
         kwargs.update(quantization_config=BitsAndBytesConfig.from_dict(saved.meta["quantization"]), device_map={"": device})
-    base = AutoModelForSequenceClassification.from_pretrained(base_path, **kwargs)
+    base = load_base(base_path, registry, **kwargs)
     model = PeftModel.from_pretrained(base, str(saved.folder))
     return model.eval() if saved.meta.get("quantization") else model.to(device).eval()
 
@@ -93,6 +97,8 @@ def export_model(config: dict, weights: Path, out: Path, merge: bool, registry: 
     moved into place once it loads and predicts what the run's model predicts."""
     from specrun.runner.predict import Predictor
 
+    from specrun.runner.modeling import portable_model_name
+
     fp32 = copy.deepcopy(config)
     fp32.setdefault("train", {}).update(precision="fp32", device="cpu")  # weights kept (and merged) at full precision
     predictor = Predictor.from_weights(fp32, weights, registry)
@@ -100,18 +106,20 @@ def export_model(config: dict, weights: Path, out: Path, merge: bool, registry: 
     method = str(config.get("method", {}).get("name", "?"))
     max_length = predictor.cache.max_length
     base_path = getattr(getattr(_base(model), "config", None), "_name_or_path", "") or ""
-    reference = _probabilities(model, predictor.cache.tokenizer, max_length)
+    model_name = config.get("model", {}).get("name")
+    base_name = portable_model_name(model_name, registry) if model_name and registry is not None else base_path
+    reference = _predicted(predictor)  # what `specrun predict` shows for the probes (its code path, at fp32)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        exported = _write(model, staging, merge, method, labels, base_path)
+        exported = _write(model, staging, merge, method, labels, base_path, base_name)
         artifacts.save_tokenizer(predictor.cache.tokenizer, staging, max_length)
         meta = artifacts.read_run(weights).meta
         exported.run_id = str(meta.get("run_id", ""))
         (staging / artifacts.META).write_text(json.dumps(
             {k: meta[k] for k in ("run_id", "config", "label_names") if k in meta} | {"export": exported.kind}, indent=2, default=str))
         if not (exported.kind == "adapter" and artifacts.quantized_bits(model)):  # a quantized base: bitsandbytes' kernels
-            exported.max_difference = _check(staging, exported.kind, reference, labels, max_length)
+            exported.max_difference = _check(staging, exported.kind, reference, labels, max_length, registry)
         if out.exists():
             out.rmdir()  # empty: the caller checked
         staging.replace(out)
@@ -125,9 +133,10 @@ def _base(model):
     return model.get_base_model() if artifacts.is_peft_model(model) else model
 
 
-def _write(model, folder: Path, merge: bool, method: str, labels: tuple[str, ...], base_path: str) -> Exported:
-    """Save ``model`` into ``folder`` as the export's kind requires; returns what was written."""
-    exported = Exported(folder, "model", method, base_path, labels)
+def _write(model, folder: Path, merge: bool, method: str, labels: tuple[str, ...], base_path: str, base_name: str) -> Exported:
+    """Save ``model`` into ``folder`` as the export's kind requires; returns what was written. ``base_path``
+    is where the base model loads from here, ``base_name`` the name an adapter folder gives it."""
+    exported = Exported(folder, "model", method, base_name or base_path, labels)
     if artifacts.is_peft_model(model):
         why_not = _cannot_merge(model, method)
         if merge:
@@ -146,6 +155,8 @@ def _write(model, folder: Path, merge: bool, method: str, labels: tuple[str, ...
             load_classifier(base_path, len(labels), labels).save_pretrained(str(folder))
             model.save_pretrained(str(folder), save_embedding_layers=False)
             exported.kind = "model+adapter"
+        if base_name:
+            artifacts.name_base_model(folder, base_name)
         (folder / "README.md").unlink(missing_ok=True)
         return exported
     if not artifacts.is_plain_transformers(model):
@@ -169,25 +180,34 @@ def _cannot_merge(model, method: str) -> str | None:
     return None
 
 
+def _predicted(predictor) -> torch.Tensor:
+    """The class probabilities ``specrun predict`` shows for the probe sentences (``Predictor.classify``)."""
+    rows = predictor.classify([(text, None) for text in PROBES])
+    return torch.tensor([[row.probabilities[name] for name in predictor.label_names] for row in rows])
+
+
 @torch.inference_mode()
 def _probabilities(model, tokenizer, max_length: int) -> torch.Tensor:
     inputs = tokenizer(PROBES, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
     return model(**inputs).logits.float().softmax(-1)
 
 
-def _check(folder: Path, kind: str, reference: torch.Tensor, labels: tuple[str, ...], max_length: int) -> float:
-    """Load ``folder`` as ``how_to_load`` says (transformers; peft for an adapter folder) and compare its
-    predictions with ``reference``; returns the largest probability difference. SpecrunError when it
-    predicts otherwise (a bug, not a user error)."""
+def _check(folder: Path, kind: str, reference: torch.Tensor, labels: tuple[str, ...], max_length: int,
+           registry: Registry | None = None) -> float:
+    """Load ``folder`` as ``how_to_load`` says (transformers; peft for an adapter folder, over the base model
+    its ``adapter_config.json`` names, found through the model sources as ``load_plain`` does) and compare
+    its predictions with ``reference`` (what ``specrun predict`` shows); returns the largest probability
+    difference. SpecrunError when it predicts otherwise (a bug, not a user error)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from specrun.runner.modeling import quiet_load
+    from specrun.runner.modeling import load_base, quiet_load
 
     with quiet_load():
         if kind == "adapter":
-            from peft import AutoPeftModelForSequenceClassification
+            from peft import PeftConfig, PeftModel
 
-            loaded = AutoPeftModelForSequenceClassification.from_pretrained(str(folder), **label_config(labels)).eval()
+            base = load_base(PeftConfig.from_pretrained(str(folder)).base_model_name_or_path, registry, **label_config(labels))
+            loaded = PeftModel.from_pretrained(base, str(folder)).eval()
         else:
             loaded = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
         tokenizer = AutoTokenizer.from_pretrained(str(folder))

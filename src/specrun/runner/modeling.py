@@ -27,6 +27,34 @@ def resolve_model(name: str, registry: Registry) -> str:
     raise DataError(f"no model source could resolve model {name!r}")
 
 
+def portable_model_name(name: str, registry: Registry) -> str:
+    """The name a saved run gives its base model so that it loads elsewhere: the spec's ``model.name``,
+    or what the model source that resolves it calls it (``ModelSource.portable_name``), e.g. the hub id
+    of the MiniLM bundled in a package rather than a folder inside one environment."""
+    for source in registry.model_sources():
+        if source.resolve(name):
+            return source.portable_name(name) or name
+    return name
+
+
+def load_base(name: str, registry: Registry | None = None, **kwargs):
+    """``AutoModelForSequenceClassification.from_pretrained`` of the base model a saved adapter folder
+    names (``kwargs`` pass through): through specrun's model sources, so a hub id served from a local
+    copy loads offline here as it loads from the hub elsewhere."""
+    from transformers import AutoModelForSequenceClassification
+
+    if registry is None:
+        from specrun.plugins.registry import get_registry
+
+        registry = get_registry()
+    try:
+        path = resolve_model(name, registry)
+    except DataError:
+        path = name
+    with quiet_load():
+        return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+
+
 @functools.lru_cache(maxsize=8)
 def load_tokenizer(model_path: str):
     from transformers import AutoTokenizer

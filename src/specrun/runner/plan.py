@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from specrun.version import __version__
+from specrun.version import RESULTS_VERSION
 from specrun.errors import DataError, SpecError
 from specrun.plugins.registry import Registry
 from specrun.runner.data import eval_split_name, load_dataset, split_examples
@@ -89,7 +89,7 @@ def code_versions(config: dict, registry: Registry) -> dict[str, str]:
     for _, ref in transform_entries(config):
         plugins[f"transform:{ref['name']}"] = ("transform", ref["name"])
     versions = {key: registry.code_version(*plugin) for key, plugin in sorted(plugins.items())}
-    versions["specrun"] = ".".join(__version__.split(".")[:2])
+    versions["specrun"] = ".".join(RESULTS_VERSION.split(".")[:2])
     versions["runner"] = RUNNER_VERSION
     for lib in ("torch", "transformers", "peft"):
         versions[lib] = _version(lib)

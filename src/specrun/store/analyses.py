@@ -116,6 +116,18 @@ def _run_info(store: Store, row: tuple, role: str = "run") -> RunInfo:
     return RunInfo(run_id, experiment, status, seed, method, config, sweep, eval_set, label, role, error, weights)
 
 
+def run_infos(db: duckdb.DuckDBPyConnection, run_ids: list[str]) -> list[RunInfo]:
+    """The runs ``run_ids`` as ``RunInfo``, read on an open connection to a store file, in the order
+    given (ids the store lacks are left out). For the 0.1 form of ``AnalysisContext`` (run ids only)."""
+    from pathlib import Path
+
+    row = db.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    store = Store(Path(row[0])) if row and row[0] else Store(Path("store.duckdb"))
+    rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id IN (SELECT unnest(?))", [list(run_ids)]).fetchall()
+    found = {r[0]: _run_info(store, r) for r in rows}
+    return _short_labels([found[i] for i in run_ids if i in found])
+
+
 def scope(store: Store, experiment: str, include_sources: bool = False) -> tuple[list[RunInfo], list[RunInfo]]:
     """The experiment's runs as its latest apply defined them: (completed, left out). Runs the apply
     planned but never started are left out with status ``not run``. With ``include_sources``, the

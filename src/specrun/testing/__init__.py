@@ -15,9 +15,12 @@ Installed with specrun as a pytest plugin (entry point ``pytest11``), so these f
 - ``specrun_env``: what each of them uses: its own store and artifacts under ``tmp_path``, no
   installed plugins leaking in, offline.
 
-The contracts themselves are functions: ``check_method``, ``check_transform``, ``check_dataset``.
+The contracts themselves are functions: ``check_method``, ``check_transform``, ``check_dataset``,
+``check_analysis``. An analysis is tested on a small store made by hand, without training:
+``analysis_store(path, [HandRun(...), ...])``, and ``analysis_context(store)`` for calling ``run`` directly.
 """
 
+from specrun.testing.analysis import HandRun, analysis_context, analysis_store, check_analysis, spec_facts
 from specrun.testing.contracts import (
     MethodReport,
     check_dataset,
@@ -41,6 +44,7 @@ from specrun.testing.toy import (
 )
 
 __all__ = [
+    "HandRun", "analysis_context", "analysis_store", "check_analysis", "spec_facts",
     "MethodReport", "SpecResult", "check_dataset", "check_method", "check_transform", "is_head", "make_tiny_model",
     "make_tuned_model", "registry_with", "run_cli", "run_spec", "sample_examples", "single_thread", "toy_rows",
     "toy_spec", "transform_context", "write_toy_data",

