@@ -377,7 +377,7 @@ def test_colliding_and_raising_plugins_are_skipped_and_other_specs_work(installe
     set_registry(None)
     code, out, err = cli("plugins", "--check")
     assert code == 1
-    assert "error: 32 plugins loaded; 3 failed to load (the warnings above say which and what to do)" in err
+    assert "error: 33 plugins loaded; 3 failed to load (the warnings above say which and what to do)" in err
 
 
 def run_rows(query: str) -> list[tuple]:

@@ -29,7 +29,7 @@ ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="apply the 
 Format = Literal["table", "csv", "json", "markdown"]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="output format")]
 #: Run statuses (``runs.status``) and plugin kinds (``registry.HOOK_FOR_KIND``; a test keeps them equal).
-Status = Literal["running", "completed", "failed", "interrupted", "skipped"]
+Status = Literal["running", "completed", "failed", "interrupted", "skipped", "pruned"]
 Kind = Literal["method", "dataset", "model_source", "transform", "analysis"]
 DEFAULT_STORE = Path("specrun.duckdb")
 FORMATS = ("table", "csv", "json", "markdown")

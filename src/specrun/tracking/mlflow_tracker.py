@@ -84,10 +84,11 @@ class MlflowTracker(Tracker):
             for folder in sorted(folders):
                 if folder.is_dir():
                     self.client.log_artifacts(run_id, str(folder))
+            self.client.set_tag(run_id, "specrun.status", record.status)
             if record.status != "completed" and record.status != "evaluated":
                 self.client.set_tag(run_id, "specrun.error", (record.message or record.error or "")[:MAX_PARAM])
         finally:
             self.runs.pop(task.run_id, None)
             self.logged.pop(task.run_id, None)
-            status = "FINISHED" if record.status in ("completed", "evaluated") else "KILLED" if record.status == "interrupted" else "FAILED"
+            status = "FINISHED" if record.status in ("completed", "evaluated") else "KILLED" if record.status in ("interrupted", "pruned") else "FAILED"
             self.client.set_terminated(run_id, status)
