@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export SPECRUN_DATA_DIR ?= $(abspath ../shared/data)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test lint bench clean
 
 $(BIN)/specrun: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,9 +23,17 @@ demo: install
 	$(BIN)/specrun sql "SELECT run_id, method, seed, round(accuracy, 4) AS accuracy, round(f1, 4) AS f1, round(train_seconds, 1) AS train_s FROM run_summary WHERE run_id IN (SELECT run_id FROM current_runs WHERE experiment = 'quickstart') ORDER BY seed"
 
 # the import contracts first (docs/architecture.md: the layers), then the tests
+# the layers (import-linter contracts), lint and format (ruff), then the suite
 test: install
 	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
+
+# fix what ruff can fix and format the code (what `make test` checks)
+lint: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # every performance target of issue 13 in one run (benchmarks/README.md); ~15-25 min on an idle machine.
 # `make bench BENCH_ARGS=--quick` is the smoke test; any bench_all.py option goes in BENCH_ARGS.

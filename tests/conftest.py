@@ -15,6 +15,15 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
 
 os.environ.setdefault("SPECRUN_DISABLE_PLUGIN_AUTOLOAD", "")  # tests decide per test (see `registry`)
+os.environ["SPECRUN_STRICT_WARNINGS"] = "1"  # commands run in-process keep the suite's warnings policy (specrun.logs)
+
+
+def pytest_configure(config):
+    """The known library deprecations (specrun.logs, each with its reason) are the only ones allowed."""
+    from specrun.logs import KNOWN_LIBRARY_DEPRECATIONS
+
+    for message, category, module, _reason in KNOWN_LIBRARY_DEPRECATIONS:
+        config.addinivalue_line("filterwarnings", f"ignore:{message}:{category.__name__}:{module}")
 
 
 @pytest.fixture(autouse=True)

@@ -52,7 +52,7 @@ def test_bad_set(write_spec, cli):
     code, _, err = cli("apply", str(write_spec()), "--set", "train.epochs")
     assert_clean_error(code, err, "expected KEY=VALUE")
     code, _, err = cli("apply", str(write_spec()), "--set", "train.batch_size=0")
-    assert_clean_error(code, err, "train.batch_size", "(from --set)")
+    assert_clean_error(code, err, "toy.toml:21: train.batch_size", "(from --set train.batch_size=0)")
 
 
 def test_missing_data_file_names_path(write_spec, cli, tmp_path):
@@ -168,3 +168,30 @@ def test_snapshot_is_a_readable_copy(cli, write_spec, tmp_path):
     code, out, _ = cli("runs", "--store", str(tmp_path / "copy.duckdb"), "-f", "json")
     code2, out2, _ = cli("runs", "-f", "json")
     assert code == code2 == 0 and out == out2
+
+
+def test_deprecations_from_specrun_and_its_libraries_fail_the_suite():
+    """The warnings policy (pyproject.toml, specrun.logs): a DeprecationWarning or FutureWarning raised from
+    specrun's code or inside transformers, peft or datasets is an error, also after a command has quieted
+    the libraries in-process; the known exceptions pass; specrun's own deprecations for plugin authors show."""
+    import warnings
+
+    from specrun import logs
+    from specrun.errors import SpecrunDeprecationWarning
+
+    def warn(message, category, module):
+        warnings.warn_explicit(message, category, "somewhere.py", 1, module=module)
+
+    try:
+        logs.configure()  # what every command does: library warnings hidden
+        for module in ("specrun.runner.train", "transformers.modeling_utils", "peft.tuners.lora.model", "datasets.load"):
+            for category in (DeprecationWarning, FutureWarning):
+                with pytest.raises(category):
+                    warn("this will be removed", category, module)
+        message, category, module, _ = logs.KNOWN_LIBRARY_DEPRECATIONS[0]
+        warn(message.replace("\\", "") + " and will be removed in v6.", category, module.replace("\\", ""))
+        with pytest.warns(SpecrunDeprecationWarning):
+            warn("write tables = [...] instead", SpecrunDeprecationWarning, "specrun.plugins.registry")
+        warn("advisory", UserWarning, "transformers.modeling_utils")  # library advice: hidden, not an error
+    finally:
+        logs.configure()

@@ -88,7 +88,8 @@ def test_set_overrides_and_errors(tmp_path, registry):
     assert loaded.runs[0].config["method"]["rank"] == 4
     assert [r.seed for r in loaded.runs] == [3]
     found, text = problems(tmp_path, BASE, registry, ["train.epochs=-1"])
-    assert found[0][0] == "train.epochs" and found[0][1] is None and "(from --set)" in found[0][2]
+    # at the line the --set item overrides, naming the item
+    assert found[0][0] == "train.epochs" and found[0][1] == locate(BASE, ["train", "epochs"]) and "(from --set train.epochs=-1)" in found[0][2]
     with pytest.raises(SpecError):
         parse_override("train.epochs")
 

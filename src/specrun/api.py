@@ -59,7 +59,7 @@ class ApplyResult:
     @property
     def ok(self) -> bool:
         """No run failed, was skipped or interrupted, and no analysis failed."""
-        return not (set(self.counts) & {"failed", "skipped", "interrupted"}) and not self.analyses_failed
+        return not (set(self.counts) & {"failed", "skipped", "interrupted", "busy"}) and not self.analyses_failed
 
     @property
     def runs(self) -> polars.DataFrame:
@@ -257,6 +257,7 @@ def _analyze_and_report(loaded, registry, store, variant: bool) -> bool:
 
 
 def _run_analyses(store, registry, target, entries, force: bool) -> bool:
+    """Run ``entries`` (the target's, or a selection of them) over the target's runs; whether any failed."""
     from specrun.analysis.engine import run_analyses
     from specrun.console import analysis_line
 
@@ -267,7 +268,7 @@ def _run_analyses(store, registry, target, entries, force: bool) -> bool:
     def done(outcome) -> None:
         (log.warning if outcome.status == "failed" else log.info)(analysis_line(outcome))
 
-    outcomes = run_analyses(store, registry, target.experiment, entries, force=force, on_done=done)
+    outcomes = run_analyses(store, registry, target.experiment, entries, force=force, on_done=done, declared=target.entries)
     return any(o.status == "failed" for o in outcomes)
 
 

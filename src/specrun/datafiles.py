@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,14 +206,48 @@ def json_kind(value) -> str:
 
 
 def check_label_value(rows: Rows, n: int, raw, column: str) -> None:
-    """A label is a name or an id: a JSON list or object is neither (its str() would become a class of its own)."""
+    """A label is a name or an id: a JSON list or object is neither (its str() would become a class of its
+    own), nor is a JSON true/false or a fractional number (``1.5`` next to ``0`` and ``1`` would make a
+    third class)."""
     if isinstance(raw, (list, dict)):
         raise DataError(f"{rows.where(n)}: the label in column {column!r} is {json_kind(raw)}; a label is a name or an integer id")
+    if isinstance(raw, bool):
+        raise DataError(f"{rows.where(n)}: the label in column {column!r} is the JSON {str(raw).lower()}; a label is a name or an "
+                        f"integer id (write \"{str(raw).lower()}\" in quotes to use it as a name)")
+    if isinstance(raw, float) and not (math.isfinite(raw) and raw.is_integer()):
+        raise DataError(f"{rows.where(n)}: the label in column {column!r} is the number {raw!r}; a label is a name or an integer id")
+
+
+def label_key(raw) -> str:
+    """A label as text: ``1.0`` (a whole number read as a float) is the id ``1``."""
+    if isinstance(raw, float) and math.isfinite(raw) and raw.is_integer():
+        return str(int(raw))
+    return "" if raw is None else str(raw).strip()
+
+
+def check_label_kinds(rows: Rows, column: str, kinds: dict[str, tuple[Rows, int]]) -> None:
+    """Typed labels (JSON, parquet) of one column are all integer ids or all names: ``0``/``1`` next to
+    ``"pos"`` would become three classes. ``kinds`` collects the first row of each kind across splits."""
+    for n, row in enumerate(rows.rows):
+        raw = row.get(column)
+        if raw is None or isinstance(raw, (list, dict, bool)):
+            continue
+        kind = "integer id" if isinstance(raw, (int, float)) else ("name" if not label_key(raw).lstrip("-").isdigit() else None)
+        if kind is None or kind in kinds:
+            continue
+        kinds[kind] = (rows, n)
+        if len(kinds) > 1:
+            first_rows, first = kinds["integer id" if kind == "name" else "name"]
+            raise DataError(
+                f"{rows.where(n)}: the label in column {column!r} is {'the name' if kind == 'name' else 'the integer id'} {raw!r}, but "
+                f"{first_rows.where(first)} has {'an integer id' if kind == 'name' else 'a name'}: labels of one column are all "
+                "integer ids or all names (mixing them makes extra classes)"
+            )
 
 
 def _label(rows: Rows, n: int, raw, column: str, index: dict[str, int], label_names: Sequence[str]) -> int:
     check_label_value(rows, n, raw, column)
-    key = "" if raw is None else str(raw).strip()
+    key = label_key(raw)
     if key in index:
         return index[key]
     if key.lstrip("-").isdigit() and 0 <= int(key) < len(label_names):

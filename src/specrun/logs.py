@@ -14,6 +14,20 @@ LIBRARIES = (
     "tokenizers", "kernels",
 )
 _LIBRARY_MODULES = rf"({'|'.join(LIBRARIES)})(\..*)?$"
+#: Deprecations the libraries raise inside their own code, which specrun cannot change: each with why it
+#: is allowed. The test suite (``SPECRUN_STRICT_WARNINGS=1``, set by tests/conftest.py) fails on every
+#: other DeprecationWarning or FutureWarning raised from specrun's code or inside transformers, peft or
+#: datasets. Entries: (message regex, category, module regex of where it is raised, reason).
+KNOWN_LIBRARY_DEPRECATIONS: tuple[tuple[str, type[Warning], str, str], ...] = (
+    (
+        r"`is_gradient_checkpointing` is deprecated",
+        FutureWarning,
+        r"transformers\.modeling_utils",
+        "peft's PeftModel.__init__ reads the deprecated property (peft/peft_model.py); not a call of specrun's",
+    ),
+)
+#: The libraries whose deprecations the strict mode turns into errors (beside specrun's own).
+STRICT_LIBRARIES = ("transformers", "peft", "datasets")
 _PREFIX = {logging.DEBUG: "debug: ", logging.WARNING: "warning: ", logging.ERROR: "error: ", logging.CRITICAL: "error: "}
 _verbose = False
 _quiet = False
@@ -73,9 +87,25 @@ def quiet_libraries() -> None:
         os.environ.setdefault("HF_HUB_VERBOSITY", "error")
         os.environ.setdefault("DATASETS_VERBOSITY", "error")
     warnings.filterwarnings("once" if _verbose else "ignore", module=_LIBRARY_MODULES)
+    if os.environ.get("SPECRUN_STRICT_WARNINGS") == "1":
+        strict_warnings()
     for name in LIBRARIES:
         library_logger = logging.getLogger(name)
         library_logger.setLevel(logging.INFO if _verbose else logging.ERROR)
         if not any(isinstance(h, _LibraryHandler) for h in library_logger.handlers):
             library_logger.addHandler(_LibraryHandler())
         library_logger.propagate = False
+
+
+def strict_warnings() -> None:
+    """Turn deprecations raised from specrun's code or inside transformers, peft and datasets into errors,
+    except the known ones above (the test suite's policy: the next breaking change in a library fails a
+    test instead of arriving unannounced). Filters put in later win, so the exceptions go in last."""
+    modules = rf"(specrun|{'|'.join(STRICT_LIBRARIES)})(\..*)?$"
+    for category in (DeprecationWarning, FutureWarning):
+        warnings.filterwarnings("error", category=category, module=modules)
+    from specrun.errors import SpecrunDeprecationWarning
+
+    warnings.filterwarnings("default", category=SpecrunDeprecationWarning)  # specrun's own, for plugin authors
+    for message, category, module, _reason in KNOWN_LIBRARY_DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)

@@ -78,13 +78,23 @@ def inputs_sha256(plugin: AnalysisPlugin, entry: AnalysisEntry, stamps: list[tup
 
 
 def run_analyses(store: Store, registry: Registry, experiment: str, entries: list[AnalysisEntry], force: bool = False,
-                 on_done=None) -> list[AnalysisOutcome]:
+                 on_done=None, declared: list[AnalysisEntry] | None = None) -> list[AnalysisOutcome]:
     """Compute each entry in order (cached ones are skipped unless ``force``); one failing entry does
-    not stop the others. ``on_done(outcome)`` is called after each."""
+    not stop the others. ``on_done(outcome)`` is called after each.
+
+    ``declared``: all the spec's entries, when ``entries`` is a selection of them (``--only``). An
+    entry's inputs include those of the entries declared before it, whether or not they run now, so
+    that ``--only X`` and a plain ``analyze`` agree on whether X is current."""
     store_analyses.require_experiment(store, experiment)
     cached = store_analyses.records(store, experiment)
     outcomes, earlier = [], []
-    for entry in entries:
+    declared = list(declared) if declared else list(entries)
+    last = max((i for i, e in enumerate(declared) if e in entries), default=-1)
+    sequence = declared[: last + 1] + [e for e in entries if e not in declared]
+    for entry in sequence:
+        if entry not in entries:  # declared before one that runs: its inputs count for those after it
+            earlier.append(_inputs(store, registry, experiment, entry, earlier)[0])
+            continue
         outcome, sha = _run_one(store, registry, experiment, entry, cached.get(entry.id), earlier, force)
         earlier.append(sha)
         outcomes.append(outcome)
@@ -93,13 +103,19 @@ def run_analyses(store: Store, registry: Registry, experiment: str, entries: lis
     return outcomes
 
 
-def _run_one(store, registry, experiment, entry, record, earlier, force) -> tuple[AnalysisOutcome, str]:
-    start = time.perf_counter()
+def _inputs(store, registry, experiment, entry, earlier) -> tuple[str, list, list]:
+    """An entry's inputs hash (with those of the entries before it, ``earlier``), its runs and left-out runs."""
     plugin = registry.get("analysis", entry.name)
     runs, left_out = store_analyses.scope(store, experiment, plugin.include_sources)
     stamps = store_analyses.input_stamps(store, [r.run_id for r in runs + left_out])
     stamps += [(r.run_id, r.status) for r in left_out if r.status == "not run"]
-    sha = inputs_sha256(plugin, entry, stamps, earlier)
+    return inputs_sha256(plugin, entry, stamps, earlier), runs, left_out
+
+
+def _run_one(store, registry, experiment, entry, record, earlier, force) -> tuple[AnalysisOutcome, str]:
+    start = time.perf_counter()
+    plugin = registry.get("analysis", entry.name)
+    sha, runs, left_out = _inputs(store, registry, experiment, entry, earlier)
     counts = {"runs": len(runs), "left_out": len(left_out)}
     tables = list(plugin.tables)
     if record and record.status == "completed" and record.inputs_sha256 == sha and not force and store_analyses.tables_current(store, tables):

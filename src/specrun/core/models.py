@@ -36,6 +36,19 @@ def module_names(model_path: str) -> list[str]:
     return [name for name, _ in model.named_modules()]
 
 
+@functools.lru_cache(maxsize=8)
+def linear_shapes(model_path: str) -> dict[str, tuple[int, int]]:
+    """``{name: (in_features, out_features)}`` of the sequence classifier's linear layers, from a copy
+    built on the meta device (no weights)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(load_config(model_path))
+    return {name: (module.in_features, module.out_features) for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear)}
+
+
 def quiet_load():
     """Around ``from_pretrained``: transformers prints a load report on stdout."""
     return contextlib.redirect_stdout(io.StringIO())

@@ -147,6 +147,8 @@ class RunRecord:
     teacher_scores: list[ScoreRow] = field(default_factory=list, repr=False)
     #: Where and how it ran: host, process, threads, library versions (merged into ``runs.environment``).
     environment: dict[str, Any] = field(default_factory=dict)
+    #: What its ``peak_memory_mb`` measures (``runner.costs.MEMORY_KINDS``; ``runs.memory_kind``).
+    memory_kind: str | None = None
     #: The files of the run's artifact folder by name, when the task asked for them back
     #: (``return_artifacts``): the driver writes them into its own artifact folder.
     files: dict[str, bytes] = field(default_factory=dict, repr=False)

@@ -1,7 +1,8 @@
 """Applying planned runs: the driver's walk over the dependency graph.
 
-For each run, once the runs it needs are done: claim it in the store (skip it if completed, or running
-in another live process), build its task, hand the task to the executor, and when its record comes back
+For each run, once the runs it needs are done: claim it in the store (skip it if completed; wait for it
+when another live process — a second, overlapping apply — is running it, then take it as that process left
+it: completed, or to train again), build its task, hand the task to the executor, and when its record comes back
 write everything in one transaction. A run that fails is recorded as failed and the others go on (its
 dependants are skipped, with the reason); Ctrl-C or SIGTERM records the runs in flight as interrupted,
 and their checkpoints (``train.checkpoint_every``) stay for the next apply to resume from.
@@ -9,13 +10,15 @@ and their checkpoints (``train.checkpoint_every``) stay for the next apply to re
 
 from __future__ import annotations
 
+import logging
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from specrun.errors import SpecrunError
 from specrun.executors import Executor
-from specrun.interrupts import sigterm_as_interrupt
+from specrun.interrupts import sigterm_as_interrupt, stop_if_terminated
 from specrun.logs import quiet_libraries
 from specrun.plugins.lifecycle import notify
 from specrun.plugins.registry import Registry
@@ -28,6 +31,11 @@ from specrun.store.db import Store
 from specrun.tracking import Trackers
 
 from specrun.driver import tasks
+
+log = logging.getLogger("specrun.driver")
+
+#: How often a run another process holds is looked at again (seconds).
+BUSY_POLL_S = 1.0
 
 
 #: The live report events (``runner.train``) and the hooks that hear them.
@@ -96,6 +104,8 @@ class Driver:
             progress.concurrent = True
         self.done: dict[str, Outcome] = {}
         self.running: dict[str, _Node] = {}
+        #: Runs another live process holds (an overlapping apply): waited for once nothing else can run.
+        self.busy: list[_Node] = []
         #: Live tracking: the built-in trackers named, and whether any plugin implements the live hooks.
         self.trackers = trackers or Trackers([])
         pm = registry.manager
@@ -118,12 +128,16 @@ class Driver:
                 while True:
                     if not self.stopping:
                         pending = self._start_ready(pending)
+                    if not self.running and self.busy and not self.stopping:
+                        pending = self._wait_for_busy() + pending
+                        continue
                     if not self.running:
                         if pending and not self.stopping:  # cannot happen with an acyclic plan
                             raise RuntimeError(f"runs wait on dependencies that never ran: {[n.run.run_id for n in pending]}")
                         break
                     self._show_pool(pending)
                     self._finish(self.executor.next_finished())
+                stop_if_terminated()  # a Ctrl-C lost in a finalizer while the last run finished: not exit code 0
             except KeyboardInterrupt:
                 self._interrupted()
                 raise
@@ -139,6 +153,17 @@ class Driver:
                 continue
             self._start(node)
         return left
+
+    def _wait_for_busy(self) -> list[_Node]:
+        """Wait until another process releases at least one of the runs it holds (finished, failed or
+        gone); those runs go back to be claimed again: a completed one is then cached, any other trains here."""
+        while True:
+            held = store_runs.held_elsewhere(self.store, [n.run.run_id for n in self.busy])
+            free = [n for n in self.busy if n.run.run_id not in held]
+            if free:
+                self.busy = [n for n in self.busy if n.run.run_id in held]
+                return free
+            time.sleep(BUSY_POLL_S)
 
     def _show_pool(self, pending: list[_Node]) -> None:
         if self.progress is not None and self.executor.name != "local":
@@ -158,6 +183,12 @@ class Driver:
         spec_dir = run.spec_dir or self.spec_dir
         if claim == "cached":
             self._start_evaluation(node, spec_dir)
+            return
+        if claim == "busy":
+            holder = store_runs.held_elsewhere(self.store, [run.run_id]).get(run.run_id, "another process")
+            log.warning(f"run {run.run_id} ({run.label()}) is being trained by another apply ({holder}) on {self.store.path}: "
+                        "waiting for it to finish (Ctrl-C stops waiting; the other apply goes on)")
+            self.busy.append(node)
             return
         if claim != "claimed":
             self._outcome(node, Outcome(run, claim))
@@ -229,8 +260,9 @@ class Driver:
     # --- records -----------------------------------------------------------------------------------
 
     def _finish(self, record: RunRecord) -> None:
-        node = self.running.pop(record.run_id)
+        node = self.running[record.run_id]  # still running (recorded as interrupted on Ctrl-C) until recorded
         run, task = node.run, node.task
+        stop_if_terminated()  # a Ctrl-C that landed after training (evaluating, saving) and was lost there
         if task.kind == "evaluate":
             outcome = self._finish_evaluation(node, record)
         elif record.status == "completed":
@@ -248,6 +280,7 @@ class Driver:
         else:
             store_runs.fail(self.store, run.run_id, record.error or "failed", scores=record.teacher_scores)
             outcome = Outcome(run, "failed", record.message or record.error)
+        self.running.pop(record.run_id, None)
         notify(self.registry, "on_run_end", task=task, record=record)
         self.trackers.call("run_end", task, record)
         self._outcome(node, outcome)

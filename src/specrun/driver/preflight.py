@@ -13,14 +13,12 @@ teacher that is itself planned has no scores yet; one named by run id must be co
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from specrun.errors import DataError, KeyedError, MethodUnavailable, SpecrunError
 from specrun.plugins.registry import Registry
 from specrun.runner.compat import check_run_model
 from specrun.runner.data import prepare_run_data
 from specrun.runner.plan import PlannedRun
-from specrun.spec.locate import locate
 from specrun.store.db import Store
 from specrun.store.runs import different_definition, evaluations, statuses
 
@@ -47,6 +45,7 @@ class Preflight:
     """What the checks before training found: problems that refuse the apply (grouped by spec file,
     key and message, with the runs they hit), and runs that cannot run on this machine (with why)."""
 
+    #: (where: "file:line", key, message) -> the runs it hits; located where the value comes from.
     problems: dict[tuple[str, str | None, str], list[PlannedRun]] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
     #: The runs that would train (not completed, or forced), dependencies included.
@@ -54,6 +53,15 @@ class Preflight:
     #: What the store held when checked: each run's status, and the evaluation sets of completed runs.
     statuses: dict[str, str] = field(default_factory=dict)
     evaluated: dict[str, dict] = field(default_factory=dict)
+
+    def add(self, run: PlannedRun, key: str | None, message: str) -> None:
+        """Record a problem of ``run`` about spec ``key``, located where the run's value of it comes from."""
+        where = run.spec_path or "<spec>"
+        if key:
+            key, line, message, *file = run.locate(key, message)
+            where = file[0] if file and file[0] else where
+            where = f"{where}:{line}" if line else where
+        self.problems.setdefault((where, key, message), []).append(run)
 
     def reason(self, run_id: str) -> str | None:
         """Why run ``run_id`` will fail, or None."""
@@ -68,7 +76,7 @@ class Preflight:
         """One error listing every problem (None when there is none); also when no run that would
         train can run on this machine."""
         if self.problems:
-            return DataError("\n".join(_render(path, key, message, failing) for (path, key, message), failing in self.problems.items()))
+            return DataError("\n".join(_render(where, key, message, failing) for (where, key, message), failing in self.problems.items()))
         if self.to_train and all(run_id in self.unavailable for run_id in self.to_train):
             reasons = sorted(set(self.unavailable.values()))
             return MethodUnavailable(f"no run of this apply can run on this machine: {'; '.join(reasons)}")
@@ -87,7 +95,7 @@ def preflight(planned: list[PlannedRun], registry: Registry, store: Store, force
             new, changed = run.eval_sets_to_add(evaluated.get(run.run_id, {}))
             for name in changed:
                 message = f"these runs were {different_definition([name])}"
-                found.problems.setdefault((run.spec_path, f"data.eval_sets.{name}", message), []).append(run)
+                found.add(run, f"data.eval_sets.{name}", message)
             if not new:
                 continue  # nothing to do for this run
             checks = [_check_one]  # evaluated with its stored weights: the model loaded before
@@ -98,7 +106,7 @@ def preflight(planned: list[PlannedRun], registry: Registry, store: Store, force
             try:
                 check(run, registry, store, found)
             except KeyedError as exc:
-                found.problems.setdefault((run.spec_path, exc.key, exc.message), []).append(run)
+                found.add(run, exc.key, exc.message)
     return found
 
 
@@ -141,14 +149,7 @@ def _check_one(run: PlannedRun, registry: Registry, store: Store, found: Preflig
         pass
 
 
-def _render(path: str, key: str | None, message: str, failing: list[PlannedRun]) -> str:
-    line = None
-    if key and path:
-        try:
-            line = locate(Path(path).read_text(encoding="utf-8"), key.split("."))
-        except OSError:
-            pass
-    where = f"{path}:{line}" if line else path or "<spec>"
+def _render(where: str, key: str | None, message: str, failing: list[PlannedRun]) -> str:
     which = ", ".join(f"{r.run_id} ({r.label()})" for r in failing[:3])
     if len(failing) > 3:
         which += f" and {len(failing) - 3} more"

@@ -114,6 +114,13 @@ class ModelInfo:
 
         return module_names(self.path)
 
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """``{module name: (in_features, out_features)}`` of the classifier's linear layers, from a copy
+        built on the meta device: no weights are loaded."""
+        from specrun.core.models import linear_shapes
+
+        return dict(linear_shapes(self.path))
+
 
 class MethodPlugin(Plugin):
     """A fine-tuning method: builds the trainable model from a pretrained backbone.

@@ -209,13 +209,23 @@ def _experiment(db, registry: Registry, target: Target, renderer: _Renderer, sum
         "spec_text": target.spec_text,
         "applied_at": target.applied_at,
         "counts": counts,
-        "notes": target.notes,
+        "notes": target.notes + _selection_notes(db, target.experiment),
         "run_table": renderer.figure(RUN_TABLE, params),
         "left_out": renderer.figure(LEFT_OUT, params) if left_out else None,
         "left_out_count": left_out,
         "environment": json.dumps(environment, indent=2) if environment else "(no completed run)",
         "sections": sections,
     }
+
+
+def _selection_notes(db, experiment: str) -> list[str]:
+    """A warning when some of the experiment's numbers were selected on the split they report."""
+    n = store_analyses.selected_on_reported(db, experiment)
+    if not n:
+        return []
+    return [f"Selected-on numbers: {n} run(s) picked their weights (early stopping) on the evaluation split they report, so their "
+            "reported numbers are optimistic (train.allow_selection_on_reported, or run before specrun carved a selection set "
+            "from the training split)."]
 
 
 def _section(registry: Registry, entry: AnalysisEntry, record, params: dict, renderer: _Renderer, summary: ReportSummary,

@@ -66,6 +66,41 @@ def _check_folder(name: str, path: str) -> None:
     if not any((folder / f).is_file() for f in _TOKENIZER_FILES) and not any(folder.glob("*.model")):
         raise ConfigError(f"no tokenizer in {str(folder)!r} (no {', '.join(_TOKENIZER_FILES)} or sentencepiece *.model): every word "
                           "would become [UNK]; save the tokenizer there too (tokenizer.save_pretrained)", key="model.name")
+    for weights in sorted(folder.glob("*.safetensors")):
+        why = safetensors_problem(weights)
+        if why:
+            raise ConfigError(f"{weights}: {why}; save the model again (save_pretrained) or copy the file whole", key="model.name")
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why the safetensors file at ``path`` cannot be loaded whole (cheap: its header and size only), or
+    None: a truncated copy (an interrupted download or save) passes a check for the file's presence and
+    fails only when a run loads the model."""
+    import json
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            head = handle.read(8)
+            if len(head) < 8:
+                return f"truncated: {size} bytes, too short for a safetensors header"
+            (length,) = struct.unpack("<Q", head)
+            if length > size - 8:
+                return f"truncated: its header says {length} bytes of header, the file holds {size - 8} after the first 8"
+            header = json.loads(handle.read(length))
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    except (ValueError, UnicodeDecodeError):
+        return "not a safetensors file (its header is not JSON)"
+    if not isinstance(header, dict):
+        return "not a safetensors file (its header is not a JSON object)"
+    ends = [entry["data_offsets"][1] for key, entry in header.items()
+            if key != "__metadata__" and isinstance(entry, dict) and isinstance(entry.get("data_offsets"), list) and len(entry["data_offsets"]) == 2]
+    expected = 8 + length + max(ends, default=0)
+    if size < expected:
+        return f"truncated: {size} bytes, but its tensors need {expected}"
+    return None
 
 
 def model_info(name: str, registry: Registry, max_length: int, init_from: str | None = None) -> ModelInfo:

@@ -15,6 +15,14 @@ from specrun.runner.batching import Encoded
 from specrun.runner.modeling import autocast
 
 
+#: What a run's ``peak_memory_mb`` measures (``runs.memory_kind``): figures of different kinds are not
+#: comparable, so no analysis puts them on one axis.
+MEMORY_KINDS = {
+    "cpu_rss_growth": "CPU: growth of the process's resident memory over its size when training started, sampled",
+    "cuda_allocated_peak": "CUDA: the peak of memory allocated by torch's caching allocator on the device during training",
+}
+
+
 class PeakMemory:
     """Peak memory while the block runs: RSS growth over its start on CPU (sampled), CUDA peak on GPU."""
 
@@ -23,6 +31,11 @@ class PeakMemory:
         self.interval = interval
         self.peak_bytes = 0
         self._stop = threading.Event()
+
+    @property
+    def kind(self) -> str:
+        """Which of ``MEMORY_KINDS`` ``peak_bytes`` is."""
+        return "cuda_allocated_peak" if self.device.type == "cuda" else "cpu_rss_growth"
 
     def __enter__(self):
         if self.device.type == "cuda":

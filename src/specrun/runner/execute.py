@@ -208,15 +208,20 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
     cache = TokenCache(load_tokenizer(ctx.model_path), settings.model.max_length)
     train = Encoded.build(data.train, cache)
     evals = {name: Encoded.build(ex, cache) for name, ex in data.eval_sets.items()}
+    selection = None
+    if data.selection_name is not None:
+        selection = (data.selection_name, Encoded.build(data.selection, cache) if data.selection is not None else None)
 
     trainable, total = count_parameters(model)
     with PeakMemory(device) as memory:
         outcome = train_model(
             model, train, evals[data.primary_eval], data.primary_eval, num_labels, train_cfg, settings.seed, device,
-            on_step=on_step, on_phase=on_phase, checkpoints=checkpoints, on_metrics=on_metrics, track_every=task.track_every,
+            on_step=on_step, on_phase=on_phase, checkpoints=checkpoints, selection=selection, on_metrics=on_metrics,
+            track_every=task.track_every,
         )
 
     record.train_seconds, record.resumed_from = outcome.train_seconds, outcome.resumed_from
+    record.memory_kind = memory.kind
     record.metrics = [MetricRow(r.step, r.epoch, r.split, r.name, r.value, final=False) for r in outcome.rows]
     final_step = outcome.steps
     seconds = evaluate_sets(
@@ -242,7 +247,7 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
         "train_steps": outcome.steps,
         "train_examples": len(train),
         "samples_per_second": outcome.samples_seen / outcome.train_seconds if outcome.train_seconds else 0.0,
-        "peak_memory_mb": memory.peak_bytes / 2**20,
+        "peak_memory_mb": memory.peak_bytes / 2**20,  # of memory.kind (recorded on the run)
         "model_memory_mb": model_bytes(model) / 2**20,
         "eval_examples_per_second": len(primary) / primary_seconds if primary_seconds else 0.0,
         "artifact_bytes": saved.trained_bytes(),
@@ -253,5 +258,12 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
         on_phase("measuring latency")
         costs.update(latency(model, primary, train_cfg.precision, device))
     record.metrics += [MetricRow(final_step, None, "cost", k, float(v), final=True) for k, v in costs.items()]
+    if data.selection_info is not None:  # what early stopping selected on: its size, and whether it is reported
+        info = data.selection_info
+        size = len(data.selection) if data.selection is not None else len(primary)
+        record.metrics += [
+            MetricRow(final_step, None, "selection", "examples", float(size), final=True),
+            MetricRow(final_step, None, "selection", "on_reported_split", float(bool(info.get("reported"))), final=True),
+        ]
     record.train_examples = (list(data.train.ids), list(data.train.label))
     return record

@@ -6,7 +6,7 @@ import contextlib
 import functools
 from typing import TYPE_CHECKING
 
-from specrun.core.models import load_classifier, load_config, module_names, quiet_load  # noqa: F401  (re-exported)
+from specrun.core.models import linear_shapes, load_classifier, load_config, module_names, quiet_load  # noqa: F401  (re-exported)
 from specrun.errors import DataError, MethodUnavailable
 from specrun.plugins.registry import Registry
 

@@ -15,7 +15,7 @@ from specrun.plugins.registry import Registry
 from specrun.runner.data import eval_split_name, load_dataset, split_examples
 from specrun.core.task import EvalSetDefinition as EvalSetPlan
 from specrun.spec.schema import RunSettings
-from specrun.spec.load import LoadedSpec, RunConfig
+from specrun.spec.load import LoadedSpec, Origin, RunConfig
 from specrun.spec.stages import dependency_refs, stage_name, transform_entries
 
 
@@ -34,6 +34,24 @@ class PlannedRun:
     #: Named evaluation sets (``data.eval_sets``) by name: their definition and its fingerprint. They are
     #: not part of the run's identity: a completed run is evaluated on a new one without retraining.
     eval_sets: dict[str, EvalSetPlan] = field(default_factory=dict, repr=False)
+    #: Where the run's values come from (spec files, --set items), to locate problems found later.
+    origin: Origin | None = field(default=None, repr=False, compare=False)
+    #: The stage of the spec this run is of (``[stages.NAME]``), for locating; None for the spec's own runs.
+    stage: str | None = None
+
+    def locate(self, key: str, message: str) -> tuple:
+        """A problem about dotted ``key`` of this run, as SpecError takes it: at the line its value comes from."""
+        if self.origin is None:
+            from specrun.spec.locate import locate
+
+            line = None
+            if self.spec_path:
+                try:
+                    line = locate(Path(self.spec_path).read_text(encoding="utf-8"), key.split("."))
+                except OSError:
+                    pass
+            return (key, line, message)
+        return self.origin.locate(key, message, self.sweep_values, self.stage)
 
     @property
     def settings(self) -> RunSettings:
@@ -100,6 +118,8 @@ def _named_splits(config: dict, registry: Registry) -> dict[str, str]:
     """{spec key under data: split name} for every split a run reads."""
     data = config["data"]
     named = {"train_split": data["train_split"], "eval_split": eval_split_name(data, registry)}
+    if config["train"].get("select_on"):  # the split early stopping selects on
+        named["train.select_on"] = config["train"]["select_on"]
     return named | {f"eval_sets.{n}.split": es["split"] for n, es in data["eval_sets"].items() if es.get("split")}
 
 
@@ -127,8 +147,9 @@ NOT_IDENTITY_TRAIN_KEYS = ("checkpoint_every",)
 
 def training_view(config: dict) -> dict:
     """``config`` without its named evaluation sets and the train keys that do not change results
-    (``checkpoint_every``): what determines the trained weights (the primary evaluation split stays,
-    since it picks the best checkpoint under early stopping)."""
+    (``checkpoint_every``): what determines the trained weights (the primary evaluation split stays: it
+    picked the best checkpoint under early stopping before ``train.select_on`` existed, and removing it
+    now would change every run's id)."""
     train = {k: v for k, v in config["train"].items() if k not in NOT_IDENTITY_TRAIN_KEYS}
     return {**config, "data": {**config["data"], "eval_sets": {}}, "train": train}
 
@@ -175,36 +196,41 @@ def run_id_for(identity: dict) -> str:
 MAX_DEPTH = 4
 
 
-def _plan_single(ref: str, spec_dir: str, registry: Registry, depth: int, what: str) -> PlannedRun:
-    """Plan the spec at ``ref`` (relative to ``spec_dir``), which must expand to exactly one run."""
+def _plan_single(ref: str, spec_dir: str, registry: Registry, depth: int, what: str, chain: tuple[Path, ...] = ()) -> PlannedRun:
+    """Plan the spec at ``ref`` (relative to ``spec_dir``), which must expand to exactly one run;
+    ``chain``: the specs that led here (a spec met again is a cycle, reported by the caller)."""
     from specrun.spec.load import load_spec
 
     if depth >= MAX_DEPTH:
-        raise SpecError(ref, [("", None, f"{what} specs nest deeper than {MAX_DEPTH} levels (a cycle?)")])
+        raise SpecError(ref, [("", None, f"{what} specs nest deeper than {MAX_DEPTH} levels")])
     path = Path(ref) if Path(ref).is_absolute() else Path(spec_dir) / ref
-    runs = plan_runs(load_spec(path, registry=registry), registry, depth + 1)
+    runs = plan_runs(load_spec(path, registry=registry), registry, depth + 1, chain)
     if len(runs) != 1:
         raise SpecError(str(path), [("", None, f"a {what} spec must expand to exactly one run, not {len(runs)}")])
     return runs[0]
 
 
-def resolve_dependencies(run: RunConfig, loaded: LoadedSpec, registry: Registry, depth: int) -> list[PlannedRun]:
+def resolve_dependencies(run: RunConfig, loaded: LoadedSpec, registry: Registry, depth: int, chain: tuple[Path, ...] = ()) -> list[PlannedRun]:
     """Runs this run needs first: the stage (``stage:NAME``) or spec (``.toml``) named by
     ``model.init_from`` (transfer) and by any transform's ``teacher`` option. Each reference is replaced
     in the run's config by its run's id, so the dependency's identity is part of this run's; a value that
     is already a run id is left as it is."""
     spec_dir = str(Path(loaded.path).resolve().parent)
+    chain = chain if chain and chain[-1] == Path(loaded.path).resolve() else (*chain, Path(loaded.path).resolve())
     needed = []
     for holder, key, what, dotted in dependency_refs(run.config):
         ref = holder.get(key)
         stage = stage_name(ref)
         if stage is not None:
-            dependency = plan_one(run.stages[stage], loaded, registry, depth + 1)
+            dependency = plan_one(run.stages[stage], loaded, registry, depth + 1, chain)
         elif isinstance(ref, str) and ref.endswith(".toml"):
             path = Path(ref) if Path(ref).is_absolute() else Path(spec_dir) / ref
             if not path.is_file():
                 raise DataError(f"no spec file {ref!r} (looked for {path.resolve()}; relative paths are relative to this spec's folder)", key=dotted)
-            dependency = _plan_single(ref, spec_dir, registry, depth, what)
+            if path.resolve() in chain:
+                cycle = " → ".join(p.name for p in (*chain[chain.index(path.resolve()):], path.resolve()))
+                raise SpecError(str(loaded.path), [loaded.locate(dotted, f"{what} specs refer to each other in a cycle: {cycle}", run.sweep_values, run.stage)])
+            dependency = _plan_single(ref, spec_dir, registry, depth, what, chain)
         else:
             continue
         holder[key] = dependency.run_id
@@ -212,16 +238,20 @@ def resolve_dependencies(run: RunConfig, loaded: LoadedSpec, registry: Registry,
     return needed
 
 
-def plan_one(run: RunConfig, loaded: LoadedSpec, registry: Registry, depth: int = 0) -> PlannedRun:
+def plan_one(run: RunConfig, loaded: LoadedSpec, registry: Registry, depth: int = 0, chain: tuple[Path, ...] = ()) -> PlannedRun:
     """One run of ``loaded`` (or of one of its stages) with its content-hash id and the runs it needs first."""
     if depth >= MAX_DEPTH:
         raise SpecError(str(loaded.path), [("stages", None, f"stages and source specs nest deeper than {MAX_DEPTH} levels")])
     spec_dir = str(Path(loaded.path).resolve().parent)
-    problems = split_problems(run.config, registry, spec_dir)
-    if problems:
-        raise SpecError(str(loaded.path), [loaded.locate(e.key, e.message) for e in problems])
     try:
-        dependencies = resolve_dependencies(run, loaded, registry, depth)  # before training_view: it rewrites references to run ids
+        problems = split_problems(run.config, registry, spec_dir)
+    except DataError as exc:
+        problems = [exc]
+    if problems:
+        raise SpecError(str(loaded.path), [loaded.locate(e.key, e.message, run.sweep_values, run.stage) if e.key else ("", None, e.message)
+                                           for e in problems])
+    try:
+        dependencies = resolve_dependencies(run, loaded, registry, depth, chain)  # before training_view: it rewrites references to run ids
         trained = training_view(run.config)
         inputs = transform_inputs(trained, registry, spec_dir)
         eval_sets = eval_set_plans(run.config, registry, spec_dir)
@@ -229,7 +259,7 @@ def plan_one(run: RunConfig, loaded: LoadedSpec, registry: Registry, depth: int 
     except DataError as exc:  # name the spec's file and line too
         if exc.key is None:
             raise
-        raise SpecError(str(loaded.path), [loaded.locate(exc.key, exc.message)]) from None
+        raise SpecError(str(loaded.path), [loaded.locate(exc.key, exc.message, run.sweep_values, run.stage)]) from None
     identity = {
         "config": trained,
         "data": fingerprint,
@@ -237,6 +267,10 @@ def plan_one(run: RunConfig, loaded: LoadedSpec, registry: Registry, depth: int 
     }
     if inputs:  # only when present, so that other runs keep their ids
         identity["inputs"] = inputs
+    train = trained["train"]
+    if train.get("scheduler") == "constant" and train.get("warmup_ratio"):
+        # a constant schedule has warmed up since this key: such runs no longer compute what they did
+        identity["schedule"] = "constant_with_warmup"
     return PlannedRun(
         run_id=run_id_for(identity),
         experiment=run.experiment or loaded.experiment,
@@ -248,11 +282,13 @@ def plan_one(run: RunConfig, loaded: LoadedSpec, registry: Registry, depth: int 
         spec_path=str(loaded.path),
         dependencies=dependencies,
         eval_sets=eval_sets,
+        origin=loaded.origin(),
+        stage=run.stage,
     )
 
 
-def plan_runs(loaded: LoadedSpec, registry: Registry, depth: int = 0) -> list[PlannedRun]:
-    planned = [plan_one(run, loaded, registry, depth) for run in loaded.runs]
+def plan_runs(loaded: LoadedSpec, registry: Registry, depth: int = 0, chain: tuple[Path, ...] = ()) -> list[PlannedRun]:
+    planned = [plan_one(run, loaded, registry, depth, chain) for run in loaded.runs]
     seen: dict[str, PlannedRun] = {}
     unique = []
     for p in planned:  # identical sweep points (e.g. a swept key a method ignores) train once

@@ -86,10 +86,18 @@ def _optimizer(model: torch.nn.Module, train: TrainSpec) -> torch.optim.Optimize
 
 
 def _scheduler(optimizer, train: TrainSpec, steps: int):
+    """The learning-rate schedule ``train.scheduler`` names, with its warm-up: every schedule warms up
+    linearly over ``warmup_ratio`` of the steps, then holds (constant) or decays to 0 (linear, cosine,
+    polynomial with ``power``)."""
     from transformers import get_scheduler
 
     warmup = int(train.warmup_ratio * steps)
-    return get_scheduler(train.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=max(steps, 1))
+    name, options = train.scheduler, {}
+    if name == "constant" and warmup:  # transformers' "constant" takes no warm-up steps: its warm-up variant does
+        name = "constant_with_warmup"
+    elif name == "polynomial":
+        options = {"power": train.power or 1.0, "lr_end": 0.0}
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=max(steps, 1), scheduler_specific_kwargs=options)
 
 
 def _better(value: float, best: float | None, mode: str) -> bool:
@@ -110,16 +118,21 @@ def train_model(
     checkpoints: Checkpoints | None = None,
     on_metrics: Callable[[str, int, list[MetricRow]], None] | None = None,
     track_every: int = 0,
+    selection: tuple[str, Encoded | None] | None = None,
 ) -> TrainOutcome:
     """Train ``model`` in place (``train``: the run's train settings, or that section of its config
     tree); returns the metric history and timings. With ``checkpoints``, resumes from the last one saved
-    for this run (if it fits) and saves new ones as they fall due. ``on_metrics(event, step, rows)``
-    hears the run live: event 'window' every ``track_every`` optimizer steps (the training loss over the
-    window and the learning rate), 'evaluation' after each evaluation (its rows, as recorded); neither
-    when ``track_every`` is 0."""
+    for this run (if it fits) and saves new ones as they fall due. ``selection`` is what early stopping
+    evaluates: (name, examples) of a set of its own, or (``eval_name``, None) to select on the primary
+    evaluation set; without it, early stopping (if any) selects on the primary set. ``on_metrics(event,
+    step, rows)`` hears the run live: event 'window' every ``track_every`` optimizer steps (the training
+    loss over the window and the learning rate), 'evaluation' after each evaluation (its rows, as
+    recorded); neither when ``track_every`` is 0."""
     if isinstance(train, dict):
         train = TrainSpec.model_validate(train)
     loop = _Loop(model, data, eval_data, eval_name, num_labels, train, seed, device, on_step, on_phase)
+    if selection is not None and selection[1] is not None:
+        loop.select_name, loop.select_data = selection
     if on_metrics and track_every:
         loop.on_metrics, loop.track_every = on_metrics, track_every
     if loop.steps:
@@ -161,6 +174,8 @@ class _Loop:
         self.trained_before = 0.0  # training seconds of the attempts before a resume
         self.evaluations = 0
         self.start = self.eval_seconds = 0.0
+        self.select_name: str | None = None  # a selection set of its own (else early stopping reads the primary set)
+        self.select_data: Encoded | None = None
         self.on_metrics, self.track_every = None, 0  # live tracking (train_model sets them)
         self.window_mark: tuple | None = None
 
@@ -275,6 +290,11 @@ class _Loop:
         self.eval_seconds += time.perf_counter() - t0
         outcome.rows += [MetricRow(step, epoch, self.eval_name, k, v) for k, v in ev.metrics.items()]
         outcome.final_eval = ev
+        if self.stopping and self.select_data is not None:  # selection reads its own set, never the reported one
+            t0 = time.perf_counter()
+            ev = evaluate(self.model, self.select_data, self.num_labels, self.train.eval_batch_size, self.train.precision, self.device)
+            self.eval_seconds += time.perf_counter() - t0
+            outcome.rows += [MetricRow(step, epoch, self.select_name, k, v) for k, v in ev.metrics.items()]
         if self.on_metrics:
             self.on_metrics("evaluation", step, [r for r in outcome.rows if r.step == step])
         if not self.stopping:

@@ -16,10 +16,10 @@ from pydantic import BaseModel, ValidationError
 from specrun.errors import PluginError, SpecError, did_you_mean
 from specrun.plugins.api import SpecFacts
 from specrun.plugins.registry import Registry, get_registry
-from specrun.spec.locate import locate, split_key
+from specrun.spec.locate import split_key
 from specrun.spec.compose import Composed, Source, compose, toml_problem  # noqa: F401  (toml_problem: re-exported)
 from specrun.spec.labels import _short, describe_configs, describe_sweep, sweep_assignments  # noqa: F401  (re-exported)
-from specrun.spec.schema import RUN_SECTIONS, SearchParam, Spec, TrainSpec
+from specrun.spec.schema import RUN_SECTIONS, SELECTION_KEYS, SearchParam, Spec, TrainSpec
 from specrun.spec.stages import dependency_refs, fixed_seed, sets_key, stage_name, stage_tree
 
 Problem = tuple[str, "int | None", str]
@@ -36,6 +36,8 @@ class RunConfig:
     stages: dict[str, RunConfig] = field(default_factory=dict)
     #: The experiment a stage run belongs to (``<experiment>.<stage>``); None for the spec's own runs.
     experiment: str | None = None
+    #: The stage a stage run is of (its name in ``[stages.NAME]``); None for the spec's own runs.
+    stage: str | None = None
 
 
 @dataclass
@@ -59,12 +61,81 @@ class LoadedSpec:
     def profile(self) -> str | None:
         return self.composed.profile if self.composed else None
 
-    def locate(self, key: str, message: str) -> tuple:
-        """A problem about dotted ``key`` as SpecError takes it: located in the file that sets the key."""
-        if self.composed is None:
-            return (key, locate(self.text, key.split(".")), message)
-        file, line = self.composed.where(tuple(key.split(".")))
-        return (key, line, message) if file == self.composed.path else (key, line, message, str(file))
+    #: ``--set`` items applied on top of ``tree``, by the key each sets (as given, ``key=value``).
+    overrides: dict[str, str] = field(default_factory=dict)
+
+    def locate(self, key: str, message: str, sweep_values: dict[str, Any] | None = None, stage: str | None = None) -> tuple:
+        """A problem about dotted ``key`` as SpecError takes it, located where its value comes from: the
+        sweep entry (for a run's ``sweep_values``), the ``--set`` item, the stage's table (for a run of
+        ``stage``), or the file (spec, base, profile) that sets the key."""
+        return self.origin().locate(key, message, sweep_values, stage)
+
+    def origin(self) -> Origin:
+        composed = self.composed or Composed(self.raw, [Source(Path(self.path), self.text)])
+        return Origin(composed, dict(self.overrides), self.tree if self.composed else self.raw)
+
+
+@dataclass
+class Origin:
+    """Where the values of a spec's runs come from (its files, its ``--set`` items, its sweep), to
+    locate a problem found after validation (planning, the checks before training) at the line that set
+    the value: planned runs carry it (plain data, so it travels with them)."""
+
+    composed: Composed
+    #: ``--set`` items by the key each sets, as given (``train.epochs=1``).
+    overrides: dict[str, str] = field(default_factory=dict)
+    #: The spec's tree before ``--set`` (which keys the files set).
+    tree: dict[str, Any] = field(default_factory=dict)
+
+    def locate(self, key: str | tuple | list, message: str, sweep_values: dict[str, Any] | None = None, stage: str | None = None) -> tuple:
+        loc = tuple(split_key(key)) if isinstance(key, str) else tuple(str(p) for p in key)
+        name = dotted(loc)
+        stages = self.tree.get("stages") if isinstance(self.tree.get("stages"), dict) else {}
+        if stage in stages and isinstance(stages[stage], dict) and sets_key(self.tree, stage, loc):
+            located = self.locate(("stages", stage, *loc), message, sweep_values)
+            return (name, *located[1:])
+        for sweep_key, value in (sweep_values or {}).items():
+            for target, item in _assignments(sweep_key, value):
+                parts = tuple(split_key(target))
+                if _covers(parts, loc) or _covers(loc, parts):
+                    located = self.locate(("sweep", sweep_key), message)
+                    return (name, located[1], f"(from sweep {target} = {_short(item)}) {message}", *located[3:])
+        for set_key, item in self.overrides.items():
+            parts = tuple(split_key(set_key))
+            if _covers(parts, loc) or _covers(loc, parts):
+                line, file = None, None
+                if _holds(self.tree, _typed(self.tree, loc)):
+                    # the line whose value --set replaces
+                    file, line = self.composed.where(loc)
+                note = f"(from --set {item}) {message}"
+                return (name, line, note) if file in (None, self.composed.path) else (name, line, note, str(file))
+        file, line = self.composed.where(loc)
+        return (name, line, message) if file == self.composed.path else (name, line, message, str(file))
+
+
+def _covers(parent: tuple, loc: tuple) -> bool:
+    """Whether key path ``parent`` is ``loc`` or a table above it."""
+    return len(parent) <= len(loc) and tuple(loc[: len(parent)]) == tuple(parent)
+
+
+def _assignments(key: str, value: Any) -> list[tuple[str, Any]]:
+    try:
+        return sweep_assignments(key, value)
+    except TypeError:
+        return [(key, value)]
+
+
+def _typed(tree: Any, loc: tuple) -> tuple:
+    """``loc`` (strings) with list indexes as ints where ``tree`` holds lists, for ``_holds``."""
+    out: list = []
+    for part in loc:
+        if isinstance(tree, list) and str(part).isdigit():
+            part = int(part)
+            tree = tree[part] if part < len(tree) else None
+        else:
+            tree = tree.get(part) if isinstance(tree, dict) else None
+        out.append(part)
+    return tuple(out)
 
 
 # --- dotted keys ---------------------------------------------------------------------------------
@@ -301,7 +372,7 @@ def _section(raw: dict, name: str, model: type[BaseModel]) -> BaseModel | None:
 
 
 #: Metric splits the store uses besides evaluation sets: an evaluation set of that name would mix with them.
-_RESERVED_SET_NAMES = {"train": "training metrics", "cost": "cost metrics"}
+_RESERVED_SET_NAMES = {"train": "training metrics", "cost": "cost metrics", "selection": "selection-set metrics (early stopping)"}
 
 
 def _eval_set_name_problems(raw: dict, registry: Registry) -> list[tuple[tuple, str]]:
@@ -328,9 +399,102 @@ def _eval_set_name_problems(raw: dict, registry: Registry) -> list[tuple[tuple, 
     return problems
 
 
+def _train_problems(train: TrainSpec) -> list[tuple[tuple, str]]:
+    """Train settings that contradict each other or that the chosen schedule cannot honour."""
+    problems = []
+    if train.max_steps is not None and train.min_steps > train.max_steps:
+        problems.append((("train", "min_steps"), f"min_steps = {train.min_steps} is more than max_steps = {train.max_steps}: "
+                         "a run cannot do both; lower min_steps or raise max_steps (or leave one out)"))
+    if train.power is not None and train.scheduler != "polynomial":
+        problems.append((("train", "power"), f"only the polynomial schedule takes a power; scheduler = {train.scheduler!r} "
+                         "would ignore it: set scheduler = \"polynomial\" or leave power out"))
+    return problems
+
+
+def split_base(name: str) -> str:
+    """The split a split name or slice reads: ``test`` for ``test[:1000]``."""
+    return name.split("[", 1)[0].strip()
+
+
+def reported_splits(data: dict, registry: Registry) -> dict[str, str]:
+    """{spec key: split} for every split whose numbers a run reports: the primary evaluation split and the
+    named evaluation sets'."""
+    primary = data.get("eval_split")
+    if not isinstance(primary, str) or not primary:
+        try:
+            primary = registry.get("dataset", data.get("dataset")).eval_split
+        except Exception:  # an unknown dataset is reported at data.dataset
+            return {}
+    found = {"data.eval_split": primary}
+    sets = data.get("eval_sets") if isinstance(data.get("eval_sets"), dict) else {}
+    for name, entry in sets.items():
+        split = entry.get("split") if isinstance(entry, dict) else None
+        found[f"data.eval_sets.{name}.split"] = split if isinstance(split, str) and split else primary
+    return found
+
+
+def _selection_problems(raw: dict, train: TrainSpec, registry: Registry) -> list[tuple[tuple, str]]:
+    """Selection (early stopping and its best-weight restore) never evaluates a reported split unless the
+    spec says so; the selection keys say something only when training selects."""
+    defaults = {k: TrainSpec.model_fields[k].default for k in SELECTION_KEYS}
+    given = [k for k in SELECTION_KEYS if getattr(train, k) != defaults[k]]
+    if train.early_stopping is None:
+        return [(("train", k), "only early stopping selects weights by evaluating; without train.early_stopping this key does nothing: "
+                 "leave it out") for k in given]
+    problems = []
+    carved = [k for k in ("select_fraction", "select_max_examples") if k in given]
+    if train.select_on is not None or train.allow_selection_on_reported:
+        problems += [(("train", k), "applies to the selection set carved from the training split, which a spec with "
+                      "train.select_on or train.allow_selection_on_reported does not use: leave it out") for k in carved]
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    if train.select_on is None or train.allow_selection_on_reported:
+        return problems
+    for key, split in reported_splits(data, registry).items():
+        if split_base(split) == split_base(train.select_on):
+            problems.append((("train", "select_on"), f"early stopping would select on {train.select_on!r}, examples of split "
+                             f"{split_base(split)!r} whose numbers the run reports ({key} = {split!r}): the reported numbers "
+                             "would be optimistic. Leave select_on out (a selection set is carved from the training split), name "
+                             "a split the run does not report, or set train.allow_selection_on_reported = true to accept it "
+                             "(the report marks those numbers selected-on)"))
+            break
+    return problems
+
+
+#: The largest integers the store's columns hold: a step (metrics.step, a signed 32-bit INTEGER) and
+#: any other integer (a 64-bit BIGINT, and DuckDB's JSON integers).
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+#: Train keys that count steps: the store records steps as 32-bit integers.
+STEP_KEYS = ("max_steps", "min_steps", "eval_every", "checkpoint_every")
+
+
+def _integer_range_problems(raw: dict) -> list[tuple[tuple, str]]:
+    """Integers the store cannot hold: refused here rather than when an apply writes them (a DuckDB
+    conversion error after the run had started)."""
+    problems = []
+    train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
+    for key in STEP_KEYS:
+        value = train.get(key)
+        if type(value) is int and value > INT32_MAX:
+            problems.append((("train", key), f"{value} steps is more than the store can record (steps are 32-bit integers, at most {INT32_MAX})"))
+
+    def walk(node: Any, loc: tuple) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, (*loc, k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, (*loc, i))
+        elif type(node) is int and abs(node) > INT64_MAX:
+            problems.append((loc, f"{node} is beyond a 64-bit integer (at most {INT64_MAX}), the largest the store holds"))
+
+    walk(raw, ())
+    return problems
+
+
 def _cross_field_problems(raw: dict, registry: Registry) -> list[tuple[tuple, str]]:
     """Checks across the keys of a section, made on every section that is valid by itself."""
-    problems = _eval_set_name_problems(raw, registry)
+    problems = _eval_set_name_problems(raw, registry) + _integer_range_problems(raw)
     train = _section(raw, "train", TrainSpec)
     if train is not None and train.early_stopping is not None:
         stopping = train.early_stopping
@@ -338,6 +502,9 @@ def _cross_field_problems(raw: dict, registry: Registry) -> list[tuple[tuple, st
             problems.append((("train", "early_stopping", "mode"), "the loss is minimised: early stopping on 'loss' needs mode = \"min\""))
         elif stopping.metric != "loss" and stopping.mode == "min":
             problems.append((("train", "early_stopping", "mode"), f"{stopping.metric} is maximised: early stopping on it needs mode = \"max\""))
+    if train is not None:
+        problems += _train_problems(train)
+        problems += _selection_problems(raw, train, registry)
     for name in raw.get("stages", {}) if isinstance(raw.get("stages"), dict) else {}:
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]*$", name):
             problems.append((("stages", name), "a stage is named with letters, digits, _ and -"))
@@ -416,16 +583,10 @@ def load_composed(composed: Composed, overrides: list[str] = (), registry: Regis
     effective = copy.deepcopy(composed.raw)
     raw = copy.deepcopy(effective)
     set_keys, set_problems = _apply_overrides(raw, overrides)
+    origin = Origin(composed, set_keys, effective)
 
     def where(loc: tuple, message: str) -> tuple:
-        key = dotted(loc)
-        for set_key in set_keys:
-            if key == set_key or key.startswith(set_key + "."):
-                return (key, None, "(from --set) " + message)
-        file, line = composed.where(loc)
-        if any(set_key.startswith(key + ".") for set_key in set_keys) and not _holds(effective, loc):
-            return (key, None, "(from --set) " + message)  # a table only --set made (a misspelt section)
-        return (key, line, message) if file == composed.path else (key, line, message, str(file))
+        return origin.locate(loc, message)
 
     spec, resolved, problems = validate_config(raw, registry)
     found = set_problems + [where(loc, msg) for loc, msg in problems]
@@ -437,7 +598,7 @@ def load_composed(composed: Composed, overrides: list[str] = (), registry: Regis
     if found:  # by file, in line order; --set problems (no line) first
         raise SpecError(str(composed.path), sorted(found, key=lambda p: (p[3] if len(p) > 3 and p[3] else "", p[1] or 0)))
     return LoadedSpec(path=composed.path, text=composed.text, raw=raw, spec=spec, runs=runs, analyses=resolved["analyses"],
-                      composed=composed, tree=effective)
+                      composed=composed, tree=effective, overrides=set_keys)
 
 
 def spec_facts(spec: Spec, runs: list[RunConfig], registry: Registry) -> SpecFacts:
@@ -462,9 +623,11 @@ def check_analyses(spec: Spec, entries: list[dict], runs: list[RunConfig], regis
     return problems
 
 
-def _apply_overrides(raw: dict, overrides: list[str]) -> tuple[list[str], list[Problem]]:
-    """Apply ``--set`` items to ``raw``: (the keys set, problems with items that could not be applied)."""
-    keys, problems = [], []
+def _apply_overrides(raw: dict, overrides: list[str]) -> tuple[dict[str, str], list[Problem]]:
+    """Apply ``--set`` items to ``raw``: (the items applied by the key each sets, problems with items
+    that could not be applied)."""
+    keys: dict[str, str] = {}
+    problems: list[Problem] = []
     for item in overrides:
         try:
             key, value = parse_override(item)
@@ -475,7 +638,7 @@ def _apply_overrides(raw: dict, overrides: list[str]) -> tuple[list[str], list[P
         except (KeyError, TypeError) as exc:
             problems.append((key, None, f"--set: {exc.args[0] if exc.args else exc}"))
             continue
-        keys.append(key)
+        keys[key] = item.strip()
     return keys, problems
 
 
@@ -573,7 +736,7 @@ def resolve_stages(config: dict, tree: dict, seed: int, registry: Registry, chai
         stage_config = run_config(sub, resolved, stage_seed)
         nested, nested_problems = resolve_stages(stage_config, tree, stage_seed, registry, (*chain, name))
         problems += nested_problems
-        found[name] = RunConfig(stage_config, stage_seed, {}, nested, experiment=sub.experiment.name)
+        found[name] = RunConfig(stage_config, stage_seed, {}, nested, experiment=sub.experiment.name, stage=name)
     return found, problems
 
 

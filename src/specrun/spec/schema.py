@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serial
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
-#: Seeds feed numpy's legacy seeding, which takes 32-bit unsigned integers.
-Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+#: Seeds feed numpy's legacy seeding (32-bit unsigned integers) and the store's runs.seed (a signed
+#: 32-bit INTEGER): the smaller range of the two.
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 #: The metrics every evaluation produces (``runner.evaluate``): what early stopping can watch.
 EVAL_METRICS = ("accuracy", "f1", "f1_macro", "loss")
@@ -116,13 +117,27 @@ class TrainSpec(Section):
     learning_rate: float = Field(2e-5, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    scheduler: Literal["linear", "constant", "cosine"] = "linear"
+    scheduler: Literal["linear", "constant", "cosine", "polynomial"] = "linear"
+    power: float | None = Field(None, gt=0, description="the polynomial schedule's power (default 1.0); only with scheduler = \"polynomial\"")
     precision: Literal["fp32", "bf16", "fp16"] = "bf16"
     max_grad_norm: float | None = Field(1.0, gt=0)
     group_by_length: bool = True
     eval_every: Literal["epoch"] | int = Field("epoch", description="'epoch' or a number of steps")
     early_stopping: EarlyStopping | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    select_on: str | None = Field(
+        None,
+        description="the split (or slice) early stopping and best-weight restore evaluate; default: a selection set carved "
+        "from the training split (select_fraction). Never the reported split, unless allow_selection_on_reported",
+    )
+    select_fraction: float = Field(
+        0.1, gt=0, le=0.5, description="the carved selection set: this fraction of the run's training examples (stratified, at most select_max_examples)"
+    )
+    select_max_examples: int = Field(2000, ge=1, description="the carved selection set holds at most this many examples")
+    allow_selection_on_reported: bool = Field(
+        False,
+        description="let early stopping select on the reported evaluation split (optimistic numbers: the report marks them selected-on)",
+    )
     checkpoint_every: int | str = Field(
         DEFAULT_CHECKPOINT_EVERY,
         description="save a resumable checkpoint every N steps or every duration ('90s', '10m', '1h'); 'off' for none. "
@@ -143,6 +158,27 @@ class TrainSpec(Section):
         if (type(value) is int and value >= 1) or value == "off" or (isinstance(value, str) and duration_seconds(value)):
             return value
         raise ValueError(f'must be a number of steps (1 or more), a duration such as "90s", "10m" or "1h", or "off"; not {value!r}')
+
+    @model_serializer(mode="wrap")
+    def _omit_new_defaults(self, handler):
+        # Keys added after run ids existed stay out of the config tree (and so of run ids) where they
+        # change nothing: ``power`` unless given, the selection keys unless early stopping selects. Runs
+        # that early-stop get new ids: they select on other examples than before these keys existed.
+        data = handler(self)
+        if self.power is None:
+            data.pop("power", None)
+        if self.early_stopping is None and all(getattr(self, k) == TrainSpec.model_fields[k].default for k in SELECTION_KEYS):
+            for key in SELECTION_KEYS:
+                data.pop(key, None)
+        return data
+
+    def selects(self) -> bool:
+        """Whether training picks weights by evaluating (early stopping, with its best-weight restore)."""
+        return self.early_stopping is not None
+
+
+#: The train keys that say which examples early stopping selects on (see ``TrainSpec.select_on``).
+SELECTION_KEYS = ("select_on", "select_fraction", "select_max_examples", "allow_selection_on_reported")
 
 
 class ReportSpec(Section):

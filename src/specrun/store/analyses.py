@@ -238,6 +238,22 @@ def status_counts(db: duckdb.DuckDBPyConnection, experiment: str) -> list[tuple[
     ).fetchall()
 
 
+def selected_on_reported(db: duckdb.DuckDBPyConnection, experiment: str) -> int:
+    """How many of the experiment's completed runs picked their weights (early stopping) on a split they
+    report: those that said so (``train.allow_selection_on_reported``: final metric
+    ``selection.on_reported_split`` = 1), and those that early-stopped before specrun carved a selection set
+    (their config has early stopping but no ``select_fraction``)."""
+    return db.execute(
+        "SELECT count(*) FROM runs r WHERE r.status = 'completed' "
+        "AND r.run_id IN (SELECT run_id FROM current_runs WHERE experiment = ?) AND ("
+        "  EXISTS (SELECT 1 FROM metrics m WHERE m.run_id = r.run_id AND m.final AND m.split = 'selection' "
+        "          AND m.name = 'on_reported_split' AND m.value = 1)"
+        "  OR (coalesce(json_type(json_extract(r.config, '$.train.early_stopping')), 'NULL') <> 'NULL'"
+        "      AND json_extract(r.config, '$.train.select_fraction') IS NULL))",
+        [experiment],
+    ).fetchall()[0][0]  # fetched whole: a connection with an unfinished result serves no other query
+
+
 def latest_environment(db: duckdb.DuckDBPyConnection, experiment: str) -> dict | None:
     """The environment of the experiment's most recently finished completed run."""
     row = db.execute(

@@ -105,6 +105,12 @@ class Unwritable(StoreError):
 
 def unwritable(path: Path, exc: Exception | str) -> StoreError:
     detail = str(exc).splitlines()[0]
+    if f"{path.name}.wal" in detail:  # the file may be writable; its folder is not
+        return Unwritable(
+            f"cannot write store {path}: DuckDB keeps a write-ahead log ({path.name}.wal) beside the store and cannot create or "
+            f"remove it in {path.resolve().parent} ({detail}). Make that folder writable, or copy the store elsewhere and pass "
+            "--store with a path in a writable folder (the copy); the store keeps what it held"
+        )
     return Unwritable(
         f"cannot write store {path}: {detail}. Its folder may be read-only or full: free space, or pass --store with a "
         "path in a writable folder (copy the store there first to keep its runs); the store keeps what it held"

@@ -288,7 +288,22 @@ def m010_relative_artifact_paths(db):
 
 
 @migration
-def m011_search(db):
+def m011_memory_kind(db):
+    """What each run's ``peak_memory_mb`` measures (``runs.memory_kind``): ``cpu_rss_growth`` (the
+    process's resident memory growth, sampled) or ``cuda_allocated_peak`` (torch's allocator peak on the
+    device). The two are not comparable. Runs recorded before are given the kind of the device their
+    environment names."""
+    db.execute("ALTER TABLE runs ADD COLUMN memory_kind VARCHAR")
+    db.execute("""
+        UPDATE runs SET memory_kind = CASE WHEN json_extract_string(environment, '$.device') LIKE 'cuda%' THEN 'cuda_allocated_peak'
+                                           ELSE 'cpu_rss_growth' END
+        WHERE json_extract_string(environment, '$.device') IS NOT NULL
+          AND run_id IN (SELECT run_id FROM metrics WHERE split = 'cost' AND name = 'peak_memory_mb')
+    """)
+
+
+@migration
+def m012_search(db):
     """Adaptive search (issue 24): a run a search's pruner stopped is 'pruned' with the step it stopped
     at (``runs.pruned_step``; its metrics are the learning curve so far), and each search trial's
     configuration, runs and outcome (``search_trials``)."""

@@ -51,6 +51,18 @@ def reap_interrupted(store: Store) -> list[str]:
     return dead
 
 
+def held_elsewhere(store: Store, run_ids: list[str]) -> dict[str, str]:
+    """Of ``run_ids``, those another live process has claimed (status 'running'), each with who holds it
+    ('PID 123 on host')."""
+    if not run_ids:
+        return {}
+    with store.read() as db:
+        rows = db.execute("SELECT run_id, pid, host, started_at FROM runs WHERE status = 'running' AND run_id IN "
+                          f"({', '.join('?' * len(run_ids))})", list(run_ids)).fetchall()
+    return {run_id: f"PID {pid} on {host}" for run_id, pid, host, started in rows
+            if _alive(pid, host, _utc(started)) and not (pid == os.getpid() and host == HOST)}
+
+
 def _utc(ts):
     from datetime import timezone
 
@@ -192,6 +204,8 @@ def complete(store: Store, run_id: str, record: RunRecord) -> None:
             )
         if record.transfer is not None:
             _insert_transfer(db, run_id, record.transfer)
+        if record.memory_kind is not None:
+            db.execute("UPDATE runs SET memory_kind = ? WHERE run_id = ?", [record.memory_kind, run_id])
         if record.resumed_from is not None:
             db.execute(
                 "UPDATE runs SET environment = json_merge_patch(environment, ?) WHERE run_id = ?",

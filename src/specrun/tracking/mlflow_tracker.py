@@ -31,6 +31,9 @@ class MlflowTracker(Tracker):
 
         self.uri = spec.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_path.resolve().parent / 'mlflow.db'}"
         self.client = MlflowClient(tracking_uri=self.uri)
+        # a local database: artifacts beside it (MLflow's default is ./mlruns in whatever folder apply runs from)
+        local = self.uri.startswith("sqlite:///")
+        self.artifact_root = Path(self.uri[len("sqlite:///"):]).resolve().parent / "mlartifacts" if local else None
         self.runs: dict[str, str] = {}  # specrun run id -> MLflow run id
         self.logged: dict[str, set] = {}  # specrun run id -> (key, step) logged live
         self.experiments: dict[str, str] = {}
@@ -38,7 +41,8 @@ class MlflowTracker(Tracker):
     def _experiment(self, name: str) -> str:
         if name not in self.experiments:
             found = self.client.get_experiment_by_name(name)
-            self.experiments[name] = found.experiment_id if found else self.client.create_experiment(name)
+            location = (self.artifact_root / name).as_uri() if self.artifact_root else None
+            self.experiments[name] = found.experiment_id if found else self.client.create_experiment(name, artifact_location=location)
         return self.experiments[name]
 
     def run_start(self, task: RunTask) -> None:

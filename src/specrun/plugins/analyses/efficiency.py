@@ -13,6 +13,9 @@ from specrun.hookspecs import hookimpl
 from specrun.metrics import COST_METRICS, MetricRef
 from specrun.plugins.api import AnalysisPlugin, Figure, PluginOptions, ResultTable
 
+#: The cost whose figures come in kinds (``runs.memory_kind``) that one axis must not mix.
+MEMORY_COST = "peak_memory_mb"
+
 #: The costs reported in the wide table, in its column order.
 COSTS = ("trainable_params", "total_params", "trainable_pct", "train_seconds", "peak_memory_mb", "model_memory_mb", "latency_ms_mean")
 
@@ -40,12 +43,14 @@ class Efficiency(AnalysisPlugin):
     tables = (
         ResultTable("efficiency", {
             "config": "VARCHAR", "label": "VARCHAR", "method": "VARCHAR", "n": "INTEGER", "metric": "VARCHAR", "value": "DOUBLE",
-            **{c: "DOUBLE" for c in COSTS},
-        }, "one row per configuration: the metric and each cost, means over its seeds; label: the method when that tells the configurations apart, else the configuration"),
+            **{c: "DOUBLE" for c in COSTS}, "memory_kind": "VARCHAR",
+        }, "one row per configuration: the metric and each cost, means over its seeds; label: the method when that tells the configurations apart, "
+           "else the configuration; memory_kind: what peak_memory_mb measures (runs.memory_kind; NULL, and no peak memory, when its runs mix kinds)"),
         ResultTable("efficiency_pareto", {
             "config": "VARCHAR", "label": "VARCHAR", "method": "VARCHAR", "cost_metric": "VARCHAR", "cost": "DOUBLE", "metric": "VARCHAR",
-            "value": "DOUBLE", "on_front": "BOOLEAN",
-        }, "one row per configuration and cost: on_front is true when no configuration is at least as good on the metric at no more cost (and better on one)"),
+            "value": "DOUBLE", "on_front": "BOOLEAN", "memory_kind": "VARCHAR",
+        }, "one row per configuration and cost: on_front is true when no configuration is at least as good on the metric at no more cost (and better on one); "
+           "for peak_memory_mb the front is drawn among the configurations of the same memory_kind only"),
     )
 
     def check(self, options, spec):
@@ -57,6 +62,7 @@ class Efficiency(AnalysisPlugin):
         ref = MetricRef.parse(options.metric)
         quality = ctx.final_metric(ref)
         costs = {c: ctx.final_metric(MetricRef("cost", c)) if self._recorded(ctx, c) else {} for c in {*COSTS, *options.costs}}
+        kinds = self._memory_kinds(ctx)
         rows = []
         for label, runs in by_config(ctx.runs).items():
             ids = [r.run_id for r in runs if r.run_id in quality]
@@ -65,6 +71,10 @@ class Efficiency(AnalysisPlugin):
             row = {"config": label, "method": runs[0].method, "n": len(ids), "metric": str(ref), "value": _mean(quality, ids)}
             row.update({c: _mean(costs[c], ids) for c in COSTS})
             row.update({c: _mean(costs[c], ids) for c in options.costs})
+            found = {kinds.get(i) for i in ids if i in costs.get(MEMORY_COST, {})}
+            row["memory_kind"] = next(iter(found)) if len(found) == 1 else None
+            if len(found) > 1:  # a mean over kinds measures nothing
+                row[MEMORY_COST] = None
             rows.append(row)
         methods_tell = len({r["method"] for r in rows}) == len(rows)
         for row in rows:
@@ -74,10 +84,21 @@ class Efficiency(AnalysisPlugin):
             have = [r for r in rows if r.get(cost) is not None]
             if not have:
                 raise AnalysisError(f"no run recorded cost {cost!r}")
-            marks = pareto_front([r[cost] for r in have], [r["value"] for r in have], ref.higher_is_better)
-            front += [{"config": r["config"], "label": r["label"], "method": r["method"], "cost_metric": cost, "cost": r[cost], "metric": str(ref),
-                       "value": r["value"], "on_front": on} for r, on in zip(have, marks)]
+            # peak memory of different kinds (CPU RSS growth, CUDA allocator peak) is not one axis: a front per kind
+            groups: dict[str | None, list[dict]] = {}
+            for r in have:
+                groups.setdefault(r["memory_kind"] if cost == MEMORY_COST else None, []).append(r)
+            for kind, group in groups.items():
+                marks = pareto_front([r[cost] for r in group], [r["value"] for r in group], ref.higher_is_better)
+                front += [{"config": r["config"], "label": r["label"], "method": r["method"], "cost_metric": cost, "cost": r[cost], "metric": str(ref),
+                           "value": r["value"], "on_front": on, "memory_kind": kind} for r, on in zip(group, marks)]
         return {"efficiency": [{k: r.get(k) for k in self.tables[0].columns} for r in rows], "efficiency_pareto": front}
+
+    @staticmethod
+    def _memory_kinds(ctx) -> dict[str, str | None]:
+        """{run id: what its peak_memory_mb measures} (``runs.memory_kind``)."""
+        frame = ctx.sql("SELECT run_id, memory_kind FROM runs WHERE run_id IN (SELECT unnest(?))", [ctx.run_ids])
+        return dict(zip(frame["run_id"].to_list(), frame["memory_kind"].to_list()))
 
     @staticmethod
     def _recorded(ctx, cost: str) -> bool:

@@ -5,9 +5,9 @@ the number of pairs, and a ranking that says which differences are significant.
 
 Runs are paired by seed: configuration A's seed-0 run against B's seed-0 run, and so on, over the
 examples both were evaluated on. With several seeds, the per-example difference is averaged over
-seeds before resampling, and McNemar counts every (seed, example) pair: the seeds' runs are treated
-as independent evaluations of the same examples, which they are not entirely, so read its p-value as
-approximate when n_seeds > 1.
+seeds before resampling, and the test takes the example as its unit (``stats.paired_seeds_p``: an exact
+sign test of the seed-averaged differences, McNemar's exact test with one seed); ``only_a_right`` and
+``only_b_right`` still count (seed, example) pairs, as a description.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class PairedComparison(AnalysisPlugin):
     def _pair(self, options, a: str, arm_a: dict, b: str, arm_b: dict) -> dict | None:
         import numpy as np
 
-        from specrun.analysis.stats import bootstrap_interval, mcnemar_p
+        from specrun.analysis.stats import bootstrap_interval, paired_seeds_p
 
         seeds = sorted(set(arm_a["seeds"]) & set(arm_b["seeds"]))
         if not seeds or arm_a["dataset"] != arm_b["dataset"]:  # example ids of different datasets name different examples
@@ -103,7 +103,7 @@ class PairedComparison(AnalysisPlugin):
         return {
             "a": a, "b": b, "n_seeds": len(seeds), "n_examples": len(examples), "accuracy_a": float(ca.mean()),
             "accuracy_b": float(cb.mean()), "diff": float(d.mean()), "ci_low": low, "ci_high": high,
-            "only_a_right": only_a, "only_b_right": only_b, "p_value": mcnemar_p(only_a, only_b),
+            "only_a_right": only_a, "only_b_right": only_b, "p_value": paired_seeds_p(ca, cb),
         }
 
     def _ranking(self, arms: dict, pairs: list[dict]) -> list[dict]:
@@ -134,7 +134,7 @@ class PairedComparison(AnalysisPlugin):
                 f"       p_adjusted, significant\nFROM paired_comparison WHERE {MINE} ORDER BY diff DESC",
                 lambda rows: charts.interval_dots(rows, "diff", "ci_low", "ci_high", "pair", f"accuracy difference ({level} CI)",
                                                   color="significant", tooltip=["pair", "diff", "ci_low", "ci_high", "p_adjusted"], reference=0.0),
-                caption=f"Red: significant at α = {options.alpha} after {options.correction} adjustment (McNemar's exact test).",
+                caption=f"Red: significant at α = {options.alpha} after {options.correction} adjustment (exact sign test over examples, seeds averaged: McNemar's with one seed).",
             ),
             Figure("Ranking", f"SELECT rank, arm, round(accuracy, 4) AS accuracy, n_seeds, significantly_better_than, beats\n"
                               f"FROM paired_comparison_ranking WHERE {MINE} ORDER BY rank, accuracy DESC",

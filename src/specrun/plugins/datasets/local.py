@@ -11,7 +11,7 @@ from specrun.errors import DataError
 from specrun.examples import Dataset
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import DataContext, DatasetSource, PluginOptions
-from specrun.datafiles import Rows, check_label_value, read_rows, require_columns, rows_to_examples
+from specrun.datafiles import Rows, check_label_kinds, check_label_value, label_key, read_rows, require_columns, rows_to_examples
 
 
 class LocalOptions(PluginOptions):
@@ -42,10 +42,12 @@ def _sort_key(label: str):
 
 
 def _infer_label_names(rows: dict[str, Rows], column: str) -> list[str]:
+    kinds: dict = {}
     for split_rows in rows.values():
         for n, row in enumerate(split_rows.rows):
             check_label_value(split_rows, n, row.get(column), column)
-    distinct = {str(r[column]).strip() for split_rows in rows.values() for r in split_rows.rows if r.get(column) is not None}
+        check_label_kinds(split_rows, column, kinds)
+    distinct = {label_key(r[column]) for split_rows in rows.values() for r in split_rows.rows if r.get(column) is not None}
     distinct.discard("")  # a missing label is reported with its line by rows_to_examples
     if len(distinct) < 2:
         files = ", ".join(str(r.path) for r in rows.values())

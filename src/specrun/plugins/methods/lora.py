@@ -86,12 +86,37 @@ def check_targets(options: LoraAdapterOptions, model: ModelInfo) -> None:
         found = any(re.fullmatch(targets, name) for name in names)
     else:
         found = any(name == t or name.endswith("." + t) for name in names for t in targets)
+    if found:
+        _check_rank(options, model, targets)
     if not found:
         key = "method.target_modules" if options.target_modules else "method.placement"
         what = f"target_modules {targets}" if options.target_modules else f"placement {options.placement or 'attn-qv'!r}"
         parents = {n.rsplit(".", 1)[0] for n in names if "." in n}
         leaves = sorted({n.rsplit(".", 1)[-1] for n in names if n and n not in parents and not n.rsplit(".", 1)[-1].isdigit()})
         raise ConfigError(f"{what} matches no module of {model.name!r}; its innermost modules are named {', '.join(leaves)}", key=key)
+
+
+def _check_rank(options: LoraAdapterOptions, model: ModelInfo, targets) -> None:
+    """Refuse a rank beyond the smaller dimension of an adapted matrix: B·A of rank r > min(in, out) is
+    no low-rank update (it only adds parameters), and ranks past the hidden size are a slip."""
+    def matched(name: str) -> bool:
+        if isinstance(targets, str):
+            return re.fullmatch(targets, name) is not None
+        return any(name == t or name.endswith("." + t) for t in targets)
+
+    shapes = {name: shape for name, shape in model.linear_shapes().items() if matched(name)}
+    if not shapes:
+        return
+    name, (fan_in, fan_out) = min(shapes.items(), key=lambda item: min(item[1]))
+    limit = min(fan_in, fan_out)
+    if options.rank > limit:
+        hidden = getattr(model.config, "hidden_size", None)
+        size = f" (hidden size {hidden})" if hidden else ""
+        raise ConfigError(
+            f"rank {options.rank} exceeds the smaller dimension of the adapted matrix {name} ({fan_in}×{fan_out}) of "
+            f"{model.name!r}{size}: an update of rank {options.rank} is not low-rank there; use a rank of {limit} or less",
+            key="method.rank",
+        )
 
 
 def check_adapters(options: LoraAdapterOptions, model: ModelInfo) -> None:

@@ -11,7 +11,7 @@ from specrun.plugins.transforms.common import fail, label_name, pick_per_label, 
 
 
 class FewShotOptions(PluginOptions):
-    k: int | None = Field(None, ge=0, description="examples per class (exactly k of every class); 0 = no training")
+    k: int | None = Field(None, ge=0, description="examples per class (exactly k of every class); 0 = no training: the pretrained model with a randomly initialised head, a chance-level reference, not a zero-shot classifier")
     n: int | None = Field(None, ge=0, description="examples in total, split over classes in proportion to their frequency")
     fraction: float | None = Field(None, gt=0, le=1, description="a fraction of the split, stratified like n")
 
@@ -25,7 +25,8 @@ class FewShotOptions(PluginOptions):
 
 class FewShot(TransformPlugin):
     name = "few_shot"
-    description = "a seeded stratified subset: k per class, n in total or a fraction; k = 0 evaluates the untrained model"
+    description = ("a seeded stratified subset: k per class, n in total or a fraction; k = 0 trains nothing and evaluates the pretrained "
+                   "model with a randomly initialised head (a chance-level reference, not a zero-shot classifier)")
     Options = FewShotOptions
     applies_to = "train"
 
