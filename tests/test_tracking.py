@@ -2,6 +2,7 @@
 that fails warns once and the runs go on; tracking never changes which runs exist."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +32,7 @@ def check_mlflow_run(cli, store, uri, experiment="toy"):
     assert [m.step for m in client.get_metric_history(found.info.run_id, "window/loss")] == [2, 4]
     assert "final/cost/train_seconds" in found.data.metrics
     assert {"model.safetensors", "run.json"} & {a.path for a in client.list_artifacts(found.info.run_id)}
+    assert found.info.artifact_uri.startswith((Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()), "artifacts beside the database"
     return found
 
 
