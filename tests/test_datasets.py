@@ -19,6 +19,8 @@ DATASET_CONTRACT = {
     "glue/rte": {},
     "ag_news": {},
     "local": {"files": {"train": "{toy}/train.tsv", "validation": "{toy}/dev.tsv"}},
+    "imdb": {},
+    "hub": {"text": "text", "label": "label"},  # as hub:<a save_to_disk folder of the toy data>
 }
 
 
@@ -31,6 +33,15 @@ def test_dataset_contract(registry, name, tmp_path):
     toy = write_toy_data(tmp_path / "toy")
     options = {k: ({s: p.replace("{toy}", str(toy)) for s, p in v.items()} if isinstance(v, dict) else v)
                for k, v in DATASET_CONTRACT[name].items()}
+    if name == "hub":  # a family of sources, one per dataset name: checked on a saved DatasetDict
+        import datasets
+
+        from specrun.testing.toy import toy_rows
+
+        folder = tmp_path / "saved"
+        datasets.DatasetDict({split: datasets.Dataset.from_dict({"text": [t for t, _ in rows], "label": [y for _, y in rows]})
+                              for split, rows in (("train", toy_rows(40, 1)), ("test", toy_rows(20, 2)))}).save_to_disk(str(folder))
+        name = f"hub:{folder}"
     dataset = check_dataset(registry, name, options, data_dir=SHARED_DATA, spec_dir=tmp_path)
     assert sum(len(ex) for ex in dataset.splits.values()) > 0
 
@@ -41,6 +52,7 @@ def test_dataset_contract(registry, name, tmp_path):
     ("glue/mrpc", {"train": 3667, "validation": 408}, ("not_equivalent", "equivalent"), True),
     ("glue/rte", {"train": 2490, "validation": 277}, ("entailment", "not_entailment"), True),
     ("ag_news", {"train": 10001, "test": 7600}, ("World", "Sports", "Business", "Sci/Tech"), False),
+    ("imdb", {"train": 10000, "test": 5000}, ("neg", "pos"), False),
 ])
 def test_public_datasets_read_completely(registry, name, splits, labels, pairs):
     source = registry.get("dataset", name)

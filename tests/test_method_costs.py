@@ -138,7 +138,7 @@ def refused(cli, spec, *args) -> str:
 def test_fp16_on_a_cpu_device_is_refused_before_training(write_spec, cli):
     spec = write_spec(method='name = "full"', train='max_steps = 2\ndevice = "cpu"')
     err = refused(cli, spec, "--set", "train.precision=fp16")
-    assert "train.precision: 'fp16' needs a CUDA device, and train.device = 'cpu'" in err
+    assert "train.precision: (from --set train.precision=fp16) 'fp16' needs a CUDA device, and train.device = 'cpu'" in err
 
 
 def test_fp16_on_this_cpu_machine_is_unavailable(write_spec, cli):

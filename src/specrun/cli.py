@@ -340,6 +340,9 @@ def plugins(
                     out.print(f"  {entry.plugin.description}", markup=False, highlight=False)
             print_rows(["option", "type", "default", "description"], describe.option_rows(entry), fmt,
                        title=None if fmt != "table" else f"{entry.plugin.name} options")
+            if hasattr(entry.plugin, "details"):  # e.g. lora: which placements each architecture takes
+                title, columns, rows = entry.plugin.details()
+                print_rows(columns, rows, fmt, title=None if fmt != "table" else title)
         return
     rows = []
     for entry in registry.all():

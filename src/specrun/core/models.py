@@ -37,6 +37,17 @@ def module_names(model_path: str) -> list[str]:
 
 
 @functools.lru_cache(maxsize=8)
+def parameter_names(model_path: str) -> tuple[str, ...]:
+    """Parameter names of the sequence classifier for ``model_path``, built on the meta device (no weights)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(load_config(model_path))
+    return tuple(name for name, _ in model.named_parameters())
+
+
+@functools.lru_cache(maxsize=8)
 def linear_shapes(model_path: str) -> dict[str, tuple[int, int]]:
     """``{name: (in_features, out_features)}`` of the sequence classifier's linear layers, from a copy
     built on the meta device (no weights)."""
@@ -54,11 +65,34 @@ def quiet_load():
     return contextlib.redirect_stdout(io.StringIO())
 
 
+@functools.lru_cache(maxsize=8)
+def load_tokenizer(model_path: str):
+    """The tokenizer of the model at ``model_path``, with a pad token: its own, else its end-of-sequence
+    token (decoders), padding on the right (``core.roles.ensure_pad_token``)."""
+    from transformers import AutoTokenizer
+
+    from specrun.core.roles import ensure_pad_token
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    except Exception as exc:
+        raise DataError(f"cannot load the tokenizer of {model_path!r}: {type(exc).__name__}: {exc}") from None
+    ensure_pad_token(tokenizer)
+    return tokenizer
+
+
 def load_classifier(model_path: str, num_labels: int, label_names: tuple[str, ...] = (), **kwargs):
-    """``AutoModelForSequenceClassification`` with a new head of ``num_labels`` outputs."""
+    """``AutoModelForSequenceClassification`` with a new head of ``num_labels`` outputs; a decoder's
+    config gets the pad token its batches are padded with (``core.roles.pad_kwargs``)."""
     from transformers import AutoModelForSequenceClassification
 
+    from specrun.core.roles import pad_kwargs
+
     names = list(label_names) or [str(i) for i in range(num_labels)]
+    try:
+        kwargs = {**pad_kwargs(load_config(model_path), lambda: load_tokenizer(model_path)), **kwargs}
+    except OSError as exc:
+        raise DataError(f"cannot load model {model_path!r}: {exc}") from None
     with quiet_load():
         try:
             return AutoModelForSequenceClassification.from_pretrained(

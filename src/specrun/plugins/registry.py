@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata
 import logging
@@ -115,6 +116,9 @@ class Registry:
         found = self.entries[kind].get(name)
         if found is not None:
             return found
+        family = self.entries[kind].get(name.split(":", 1)[0]) if ":" in name else None
+        if family is not None and hasattr(family.plugin, "bound"):  # e.g. dataset "hub:OWNER/NAME"
+            return dataclasses.replace(family, plugin=family.plugin.bound(name))
         what = f"{kind.replace('_', ' ')} {name!r}"
         if name in self.disabled[kind]:
             raise PluginError(f"{what} is disabled by {DISABLE_ENV}; remove it from that variable to use it")

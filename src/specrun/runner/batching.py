@@ -63,7 +63,7 @@ class Encoded:
             types=[e[1] for e in encoded],
             labels=np.asarray(examples.label, dtype=np.int64),
             lengths=np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)),
-            pad_id=cache.tokenizer.pad_token_id or 0,
+            pad_id=_pad_id(cache.tokenizer),
         )
 
     def __len__(self) -> int:
@@ -88,6 +88,16 @@ class Encoded:
         if has_types:
             batch["token_type_ids"] = torch.from_numpy(types)
         return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _pad_id(tokenizer) -> int:
+    """The id batches are padded with: the tokenizer's pad token (``load_tokenizer`` gives decoders their
+    end-of-sequence token), never a made-up id that is a real word."""
+    if tokenizer.pad_token_id is None:
+        from specrun.core.roles import ensure_pad_token
+
+        ensure_pad_token(tokenizer)
+    return tokenizer.pad_token_id
 
 
 def train_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, group_by_length: bool) -> list[np.ndarray]:

@@ -30,6 +30,7 @@ from specrun.runner.data import prepare_run_data
 from specrun.runner.evaluate import evaluate
 from specrun.runner.modeling import count_parameters, load_tokenizer, pick_device, portable_model_name
 from specrun.runner.plan import _version
+from specrun.core.roles import padding_info
 from specrun.core.task import ArtifactFile, MetricRow, RunRecord, RunTask, StopRun
 from specrun.runner.teacher import teacher_scorer
 from specrun.runner.train import StepReport, train_model
@@ -206,6 +207,7 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
 
     on_phase("tokenizing")
     cache = TokenCache(load_tokenizer(ctx.model_path), settings.model.max_length)
+    record.environment["padding"] = padding_info(cache.tokenizer)  # decoders: which token pads, on which side
     train = Encoded.build(data.train, cache)
     evals = {name: Encoded.build(ex, cache) for name, ex in data.eval_sets.items()}
     selection = None

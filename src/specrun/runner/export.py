@@ -32,6 +32,33 @@ def label_config(label_names: tuple[str, ...] | list[str]) -> dict:
     return {"num_labels": len(names), "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
 
 
+def pad_config(base_name: str, folder: Path, registry: Registry | None = None) -> dict:
+    """``from_pretrained`` kwargs giving a decoder base model the pad token its run padded with (the
+    tokenizer saved in ``folder``, else the base model's with specrun's rule: its pad token, else its
+    end-of-sequence token): without one, its classifier cannot find the last token of a padded batch.
+    ``base_name`` is found through specrun's model sources, as ``load_base`` finds it."""
+    from transformers import AutoTokenizer
+
+    from specrun.core.roles import pad_kwargs
+    from specrun.runner.modeling import load_config, load_tokenizer, resolve_model
+
+    if registry is None:
+        from specrun.plugins.registry import get_registry
+
+        registry = get_registry()
+    try:
+        path = resolve_model(base_name, registry)
+    except SpecrunError:
+        path = base_name
+
+    def tokenizer():
+        if (Path(folder) / "tokenizer_config.json").is_file():
+            return AutoTokenizer.from_pretrained(str(folder))
+        return load_tokenizer(path)
+
+    return pad_kwargs(load_config(path), tokenizer)
+
+
 def load_plain(path: Path | str, device: str = "cpu", registry: Registry | None = None):
     """A run's saved folder loaded as someone without specrun loads it: a transformers folder with
     ``AutoModelForSequenceClassification.from_pretrained(folder)``; an adapter folder with
@@ -52,7 +79,7 @@ def load_plain(path: Path | str, device: str = "cpu", registry: Registry | None 
     from peft import PeftConfig, PeftModel
 
     base_path = PeftConfig.from_pretrained(str(saved.folder)).base_model_name_or_path
-    kwargs = label_config(saved.meta["label_names"])
+    kwargs = label_config(saved.meta["label_names"]) | pad_config(base_path, saved.folder, registry)
     if saved.meta.get("quantization"):
         from transformers import BitsAndBytesConfig
 
@@ -79,6 +106,8 @@ class Exported:
     max_difference: float | None = None
     note: str = ""
     run_id: str = ""
+    #: A decoder's pad token id, which an adapter folder's base model needs (None: not needed).
+    pad_token_id: int | None = None
 
     def how_to_load(self) -> str:
         if self.kind != "adapter":
@@ -86,8 +115,9 @@ class Exported:
                     f"pipeline('text-classification', model={str(self.folder)!r})"
                     + (" (with peft installed)" if self.kind == "model+adapter" else ""))
         labels = label_config(self.label_names)
+        pad = f", pad_token_id={self.pad_token_id}" if self.pad_token_id is not None else ""
         return (f"AutoPeftModelForSequenceClassification.from_pretrained({str(self.folder)!r}, num_labels={labels['num_labels']}, "
-                f"id2label={labels['id2label']}, label2id={labels['label2id']}) (peft; it loads the base model {self.base_model!r})")
+                f"id2label={labels['id2label']}, label2id={labels['label2id']}{pad}) (peft; it loads the base model {self.base_model!r})")
 
 
 def export_model(config: dict, weights: Path, out: Path, merge: bool, registry: Registry) -> Exported:
@@ -95,9 +125,8 @@ def export_model(config: dict, weights: Path, out: Path, merge: bool, registry: 
     model plain transformers loads, with its tokenizer and labels; with ``merge``, adapters merged into
     the weights. Refuses (UsageError) a merge the method does not allow. The folder is written aside and
     moved into place once it loads and predicts what the run's model predicts."""
-    from specrun.runner.predict import Predictor
-
     from specrun.runner.modeling import portable_model_name
+    from specrun.runner.predict import Predictor
 
     fp32 = copy.deepcopy(config)
     fp32.setdefault("train", {}).update(precision="fp32", device="cpu")  # weights kept (and merged) at full precision
@@ -114,6 +143,8 @@ def export_model(config: dict, weights: Path, out: Path, merge: bool, registry: 
     try:
         exported = _write(model, staging, merge, method, labels, base_path, base_name)
         artifacts.save_tokenizer(predictor.cache.tokenizer, staging, max_length)
+        if exported.kind == "adapter" and base_path:
+            exported.pad_token_id = pad_config(base_path, staging, registry).get("pad_token_id")
         meta = artifacts.read_run(weights).meta
         exported.run_id = str(meta.get("run_id", ""))
         (staging / artifacts.META).write_text(json.dumps(
@@ -206,7 +237,8 @@ def _check(folder: Path, kind: str, reference: torch.Tensor, labels: tuple[str, 
         if kind == "adapter":
             from peft import PeftConfig, PeftModel
 
-            base = load_base(PeftConfig.from_pretrained(str(folder)).base_model_name_or_path, registry, **label_config(labels))
+            base_name = PeftConfig.from_pretrained(str(folder)).base_model_name_or_path
+            base = load_base(base_name, registry, **label_config(labels) | pad_config(base_name, folder, registry))
             loaded = PeftModel.from_pretrained(base, str(folder)).eval()
         else:
             loaded = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()

@@ -6,7 +6,7 @@ import contextlib
 import functools
 from typing import TYPE_CHECKING
 
-from specrun.core.models import linear_shapes, load_classifier, load_config, module_names, quiet_load  # noqa: F401  (re-exported)
+from specrun.core.models import linear_shapes, load_classifier, load_config, load_tokenizer, module_names, quiet_load  # noqa: F401  (re-exported)
 from specrun.errors import DataError, MethodUnavailable
 from specrun.plugins.registry import Registry
 
@@ -53,16 +53,6 @@ def load_base(name: str, registry: Registry | None = None, **kwargs):
         path = name
     with quiet_load():
         return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
-
-
-@functools.lru_cache(maxsize=8)
-def load_tokenizer(model_path: str):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(model_path)
-    except Exception as exc:
-        raise DataError(f"cannot load the tokenizer of {model_path!r}: {type(exc).__name__}: {exc}") from None
 
 
 @contextlib.contextmanager

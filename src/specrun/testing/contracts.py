@@ -18,9 +18,14 @@ from specrun.plugins.registry import Registry
 # --- methods -------------------------------------------------------------------------------------
 
 
+#: The modules transformers' sequence classifiers put on the backbone: ``classifier`` (and DistilBERT's
+#: ``pre_classifier``) on encoders, ``score`` on decoders.
+HEADS = ("classifier", "pre_classifier", "score")
+
+
 def is_head(name: str) -> bool:
     """Whether a parameter belongs to the classifier head, plain or as peft's trained copy (``modules_to_save``)."""
-    return name.startswith("classifier.") or ".classifier.modules_to_save." in name
+    return name.startswith(tuple(f"{h}." for h in HEADS)) or any(f".{h}.modules_to_save." in name for h in HEADS)
 
 
 @dataclass

@@ -72,6 +72,23 @@ def tuned_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
     return make_tuned_model(tmp_path_factory.mktemp("tuned-bert"), tiny_model_dir)
 
 
+@pytest.fixture(scope="session")
+def arch_model(tmp_path_factory: pytest.TempPathFactory):
+    """``arch_model(model_type)``: the folder of a tiny backbone of that architecture (``bert``, ``roberta``,
+    ``gpt_neo``, ``llama``... see ``specrun.testing.architectures``), fine-tuned a little on toy sentences,
+    with its own tokenizer; each built once per session."""
+    from specrun.testing.architectures import make_arch_model
+
+    built: dict[str, Path] = {}
+
+    def get(model_type: str) -> Path:
+        if model_type not in built:
+            built[model_type] = make_arch_model(model_type, tmp_path_factory.mktemp(f"tiny-{model_type}"))
+        return built[model_type]
+
+    return get
+
+
 @pytest.fixture
 def toy_data(tmp_path: Path) -> Path:
     """A folder with ``train.tsv`` (240 rows) and ``dev.tsv`` (80 rows) of the toy sentiment task."""

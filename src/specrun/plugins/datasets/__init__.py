@@ -1,3 +1,3 @@
 """Built-in dataset sources."""
 
-MODULES = ["specrun.plugins.datasets.glue", "specrun.plugins.datasets.local"]
+MODULES = ["specrun.plugins.datasets.glue", "specrun.plugins.datasets.local", "specrun.plugins.datasets.hub"]

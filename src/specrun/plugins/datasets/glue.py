@@ -1,4 +1,4 @@
-"""Built-in public datasets: GLUE SST-2, MRPC, RTE and AG News.
+"""Built-in public datasets: GLUE SST-2, MRPC, RTE, AG News and IMDb.
 
 With ``SPECRUN_DATA_DIR`` set, they are read from local copies in the layout GLUE distributes
 (``glue/SST-2/train.tsv`` ...); otherwise they come from the Hugging Face hub through ``datasets``.
@@ -30,6 +30,10 @@ class Layout:
     hub: tuple[str, str | None] = ("", None)
     hub_text: str = "sentence"
     hub_pair: str | None = None
+    format: str = "tsv"
+    #: Shuffle the hub's splits (seed 0) as the local copies are: the hub's are sorted by label, so the
+    #: first N (``max_eval_examples``) would all be one class.
+    hub_shuffle: bool = False
 
 
 class PublicDataset(DatasetSource):
@@ -62,7 +66,7 @@ class PublicDataset(DatasetSource):
             raise DataError(f"{self.name}: folder not found: {folder} (SPECRUN_DATA_DIR={data_dir})")
         return {
             split: rows_to_examples(
-                read_rows(folder / file, "tsv", header=lay.header, columns=lay.columns),
+                read_rows(folder / file, lay.format, header=lay.header, columns=lay.columns),
                 text_column=lay.text,
                 text_pair_column=lay.pair,
                 label_column=lay.label,
@@ -84,7 +88,7 @@ class PublicDataset(DatasetSource):
             ) from exc
         out = {}
         for split in lay.files:
-            part = loaded[split]
+            part = loaded[split].shuffle(seed=0) if lay.hub_shuffle else loaded[split]
             pairs = part[lay.hub_pair] if lay.hub_pair else None
             out[split] = Examples.from_columns(range(len(part)), part[lay.hub_text], part["label"], pairs)
         return out
@@ -114,6 +118,14 @@ BUILTIN_DATASETS = [
         Layout("ag_news", {"train": "train_10k.tsv", "test": "test.tsv"}, text="text", label="label",
                header=False, columns=("text", "label"), hub=("fancyzhx/ag_news", None), hub_text="text"),
         "AG News: 4-class news topic classification (local copy: 10k training rows)",
+        eval_split="test",
+    ),
+    PublicDataset(
+        "imdb", ("neg", "pos"),
+        Layout("imdb", {"train": "train_10k.csv", "test": "test_5k.csv"}, text="text", label="label", format="csv",
+               hub=("stanfordnlp/imdb", None), hub_text="text", hub_shuffle=True),
+        "IMDb movie reviews, binary sentiment (local copy: 10k train / 5k test reviews from the official splits; "
+        "<br /> tags kept: the clean transform strips them)",
         eval_split="test",
     ),
 ]

@@ -1,4 +1,4 @@
-"""Built-in ``freeze`` method: freeze the embeddings and the lowest encoder layers, train the rest."""
+"""Built-in ``freeze`` method: freeze the embeddings and the lowest layers, train the rest."""
 
 from __future__ import annotations
 
@@ -9,13 +9,19 @@ from pydantic import Field, model_validator
 from specrun.errors import ConfigError, SpecrunError
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import BuildContext, MethodPlugin, ModelInfo, PluginOptions
-from specrun.plugins.methods.parts import encoder_layers, train_only
+from specrun.plugins.methods.parts import (
+    describe,
+    encoder_layers,
+    required_roles,
+    roles_of,
+    train_only,
+)
 
 
 class FreezeOptions(PluginOptions):
-    layers: int | None = Field(None, ge=0, description="how many of the lowest encoder layers to freeze (give this or fraction)")
+    layers: int | None = Field(None, ge=0, description="how many of the lowest layers to freeze (give this or fraction)")
     fraction: float | None = Field(
-        None, ge=0, le=1, description="the share of encoder layers to freeze, lowest first, rounded to the nearest layer, halves up (give this or layers)"
+        None, ge=0, le=1, description="the share of layers to freeze, lowest first, rounded to the nearest layer, halves up (give this or layers)"
     )
 
     @model_validator(mode="after")
@@ -27,31 +33,37 @@ class FreezeOptions(PluginOptions):
     def frozen_layers(self, total: int) -> int:
         if self.layers is not None:
             if self.layers > total:
-                raise SpecrunError(f"method.layers = {self.layers}, but the model has only {total} encoder layers")
+                raise SpecrunError(f"method.layers = {self.layers}, but the model has only {total} layers")
             return self.layers
         return math.floor(self.fraction * total + 0.5)
 
 
 class Freeze(MethodPlugin):
     name = "freeze"
-    description = "layer freezing: embeddings and the lowest N encoder layers frozen; upper layers, pooler and head train"
+    description = "layer freezing: embeddings and the lowest N layers frozen; upper layers, pooler and head train"
     Options = FreezeOptions
 
     def check_model(self, options: FreezeOptions, model: ModelInfo) -> None:
+        key = "method.layers" if options.layers is not None else "method.fraction"
+        roles = required_roles(model, key, "layer freezing")
+        if roles.layer_list is None:
+            raise ConfigError(f"{describe(model)}: {roles.note}, so there are no lowest layers to freeze on their own", key=key)
         layers = getattr(model.config, "num_hidden_layers", None)
         if options.layers is not None and layers is not None and options.layers > layers:
-            raise ConfigError(f"{options.layers} layers to freeze, but {model.name!r} has {layers} encoder layers", key="method.layers")
+            kind = "decoder" if roles.decoder else "encoder"
+            raise ConfigError(f"{options.layers} layers to freeze, but {model.name!r} has {layers} {kind} layers", key="method.layers")
 
     def build(self, options: FreezeOptions, ctx: BuildContext):
         model = ctx.load_backbone()
-        prefix, layers = encoder_layers(model)
-        upper = tuple(f"{prefix}.{i}." for i in range(options.frozen_layers(len(layers)), len(layers)))
-        embeddings = f"{model.base_model_prefix}.embeddings."
+        roles = roles_of(model)
+        _, layers = encoder_layers(model)
+        frozen = options.frozen_layers(len(layers))
 
         def trains(name: str) -> bool:
-            if name.startswith(f"{prefix}."):
-                return name.startswith(upper)
-            return not name.startswith(embeddings)  # the pooler, the head and anything else above the layers
+            if roles.in_embeddings(name):
+                return False
+            index = roles.layer_of(name)
+            return index is None or index >= frozen  # upper layers, the pooler, final norms and the head
 
         return train_only(model, trains)
 

@@ -4,27 +4,32 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from specrun.core.roles import RoleMap, check_resolves
 from specrun.hookspecs import hookimpl
-from specrun.plugins.api import BuildContext, MethodPlugin, PluginOptions
-
-ATTENTION_KV = r"attention\.self\.(key|value)"
-#: The FFN's down-projection: (IA)^3 rescales its input, the intermediate activations (l_ff).
-FFN_OUT = r"output\.dense"
+from specrun.plugins.api import BuildContext, MethodPlugin, ModelInfo, PluginOptions
+from specrun.plugins.methods.parts import required_roles, roles_of
 
 
 class IA3Options(PluginOptions):
-    ffn: bool = Field(True, description="also rescale the FFN's intermediate activations (input of each layer's output.dense)")
+    ffn: bool = Field(True, description="also rescale the FFN's intermediate activations (the input of each layer's FFN out projection)")
 
 
-def ia3_config(options: IA3Options):
+def attention_roles(roles: RoleMap) -> tuple[str, ...]:
+    """Keys and values; on a fused query/key/value projection, that projection's whole output (as
+    peft's own default for GPT-2 and GPT-NeoX): queries are rescaled with them."""
+    return ("query", "key", "value") if roles.qkv else ("key", "value")
+
+
+def ia3_config(options: IA3Options, roles: RoleMap):
     from peft import IA3Config, TaskType
 
-    layer = r".*\.layer\.\d+\."
-    targets = f"{layer}({ATTENTION_KV}|{FFN_OUT})$" if options.ffn else f"{layer}{ATTENTION_KV}$"
+    attention = attention_roles(roles)
     return IA3Config(
         task_type=TaskType.SEQ_CLS,
-        target_modules=targets,
-        feedforward_modules=f"{layer}{FFN_OUT}$" if options.ffn else [],
+        target_modules=roles.regex(attention + ("ffn_out",) if options.ffn else attention),
+        # (IA)^3 rescales the FFN out projection's input, the intermediate activations (l_ff)
+        feedforward_modules=roles.regex(("ffn_out",)) if options.ffn else [],
+        modules_to_save=list(roles.head),
     )
 
 
@@ -33,10 +38,16 @@ class IA3(MethodPlugin):
     description = "(IA)^3: learned vectors rescale attention keys, values and FFN activations (Liu et al. 2022), head trained"
     Options = IA3Options
 
+    def check_model(self, options: IA3Options, model: ModelInfo) -> None:
+        roles = required_roles(model, "method", "ia3")
+        wanted = attention_roles(roles) + (("ffn_out",) if options.ffn else ())
+        check_resolves(roles, model.module_names(), wanted, key="method")
+
     def build(self, options: IA3Options, ctx: BuildContext):
         from peft import get_peft_model
 
-        return get_peft_model(ctx.load_backbone(), ia3_config(options))
+        backbone = ctx.load_backbone()
+        return get_peft_model(backbone, ia3_config(options, roles_of(backbone)))
 
 
 @hookimpl

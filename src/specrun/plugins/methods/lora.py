@@ -12,26 +12,24 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_serializer, model_validator
 
-from specrun.errors import ConfigError, MethodUnavailable
+from specrun.core.roles import (
+    PLACEMENTS,
+    ROLE_MAPS,
+    RoleMap,
+    check_resolves,
+    role_map,
+    role_map_for,
+)
+from specrun.errors import ConfigError, MethodUnavailable, SpecrunError
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import BuildContext, MethodPlugin, ModelInfo, PluginOptions
 
 if TYPE_CHECKING:
     import torch
 
-#: Placement presets for BERT-family encoders (module names as in transformers' BertModel).
-PLACEMENTS: dict[str, list[str] | str] = {
-    "attn-q": ["query"],
-    "attn-v": ["value"],
-    "attn-qv": ["query", "value"],
-    "attn-qkv": ["query", "key", "value"],
-    "attn-full": r".*\.attention\.(self\.(query|key|value)|output\.dense)$",
-    "ffn-only": r".*\.layer\.\d+\.(intermediate\.dense|output\.dense)$",
-    "full-model": r".*\.layer\.\d+\.(attention\.(self\.(query|key|value)|output\.dense)|intermediate\.dense|output\.dense)$",
-}
-
-#: Kept in full precision when the backbone is quantized: the new head, and the pooler it reads.
-NOT_QUANTIZED = ["classifier", "pooler"]
+#: Kept in full precision when the backbone is quantized: the new head (``classifier``, and DistilBERT's
+#: ``pre_classifier``; ``score`` on decoders), and the pooler it reads.
+NOT_QUANTIZED = ["classifier", "pooler", "score", "pre_classifier"]
 
 
 class LoraAdapterOptions(PluginOptions):
@@ -41,7 +39,8 @@ class LoraAdapterOptions(PluginOptions):
     alpha: float = Field(16, gt=0, description="scaling numerator: updates are scaled by alpha / rank")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout on the adapter's input")
     placement: Literal["attn-q", "attn-v", "attn-qv", "attn-qkv", "attn-full", "ffn-only", "full-model"] | None = Field(
-        None, description="where adapters go (default attn-qv); or give target_modules"
+        None, description="where adapters go (default attn-qv; attn-qkv on architectures with a fused query/key/value "
+        "projection: GPT-2, GPT-NeoX); or give target_modules"
     )
     target_modules: list[str] | None = Field(None, description="module-name suffixes to adapt, instead of a placement")
     train: Literal["all", "head"] = Field(
@@ -66,8 +65,21 @@ class LoraAdapterOptions(PluginOptions):
                 data.pop(name, None)
         return data
 
-    def targets(self) -> list[str] | str:
-        return self.target_modules or PLACEMENTS[self.placement or "attn-qv"]
+    def targets(self, roles: RoleMap | None = None) -> list[str] | str:
+        """peft's ``target_modules``: the given module-name suffixes, or the placement's roles resolved
+        for the architecture (a regex over full module names)."""
+        if self.target_modules:
+            return self.target_modules
+        if roles is None:
+            raise SpecrunError(f"placement {self.placement or 'attn-qv'!r} needs the model's role map")
+        return roles.regex(PLACEMENTS[self.placement_for(roles)])
+
+    def placement_for(self, roles: RoleMap) -> str:
+        """The placement on this architecture: the one given, else attn-qv (attn-qkv where query, key and
+        value are one fused projection)."""
+        if self.placement:
+            return self.placement
+        return "attn-qv" if roles.supports("attn-qv") is None else "attn-qkv"
 
 
 class LoraOptions(LoraAdapterOptions):
@@ -79,9 +91,21 @@ class LoraOptions(LoraAdapterOptions):
 
 
 def check_targets(options: LoraAdapterOptions, model: ModelInfo) -> None:
-    """Refuse adapter targets that match no module of the model (peft would fail when building it)."""
-    targets = options.targets()
+    """Refuse a placement the architecture cannot take, and adapter targets that match no module of the
+    model (peft would fail when building it)."""
     names = model.module_names()
+    if not options.target_modules:
+        roles = role_map(model.config, key="method.placement", what=f"lora placement {options.placement or 'attn-qv'!r}")
+        placement = options.placement_for(roles)
+        why = roles.supports(placement)
+        if why:
+            usable = [p for p in PLACEMENTS if roles.supports(p) is None]
+            raise ConfigError(f"placement {placement!r} cannot go on {model.name!r}: {why}; its placements are {', '.join(usable)}",
+                              key="method.placement")
+        check_resolves(roles, names, PLACEMENTS[placement], key="method.placement")
+        _check_rank(options, model, roles.regex(PLACEMENTS[placement]))
+        return
+    targets = options.targets()
     if isinstance(targets, str):
         found = any(re.fullmatch(targets, name) for name in names)
     else:
@@ -135,7 +159,7 @@ def adapted(backbone, options: LoraAdapterOptions):
     """The backbone with LoRA adapters; with ``train = "head"`` the adapters are frozen too."""
     from peft import get_peft_model
 
-    model = get_peft_model(backbone, lora_config(options))
+    model = get_peft_model(backbone, lora_config(options, role_map_for(getattr(backbone.config, "model_type", None))))
     if options.train == "head":
         for name, param in model.named_parameters():
             if "lora_" in name:
@@ -143,7 +167,7 @@ def adapted(backbone, options: LoraAdapterOptions):
     return model
 
 
-def lora_config(options: LoraAdapterOptions):
+def lora_config(options: LoraAdapterOptions, roles: RoleMap | None = None):
     from peft import LoraConfig, TaskType
 
     return LoraConfig(
@@ -151,8 +175,10 @@ def lora_config(options: LoraAdapterOptions):
         r=options.rank,
         lora_alpha=options.alpha,
         lora_dropout=options.dropout,
-        target_modules=options.targets(),
+        target_modules=options.targets(roles),
         bias="none",
+        # the architecture's whole head trains (DistilBERT's pre_classifier too), as in every method
+        modules_to_save=list(roles.head) if roles else None,
     )
 
 
@@ -233,6 +259,16 @@ def keep_4bit_weights_trainable(model: torch.nn.Module) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+def placement_table() -> tuple[str, list[str], list[tuple]]:
+    """(title, columns, rows): which placements each architecture takes (``specrun plugins lora``)."""
+    rows = []
+    for roles in ROLE_MAPS:
+        usable = [p for p in PLACEMENTS if roles.supports(p) is None]
+        refused = [p for p in PLACEMENTS if p not in usable]
+        rows.append((roles.name, ", ".join(roles.model_types), ", ".join(usable), ", ".join(refused) or "-", roles.note))
+    return "placements by architecture", ["architecture", "model_type", "placements", "refused", "note"], rows
+
+
 class LoRA(MethodPlugin):
     name = "lora"
     description = "LoRA: trainable low-rank updates on frozen linear layers (Hu et al. 2021), head trained; optionally an 8-bit backbone"
@@ -244,6 +280,9 @@ class LoRA(MethodPlugin):
 
     def check_model(self, options: LoraOptions, model: ModelInfo) -> None:
         check_adapters(options, model)
+
+    def details(self) -> tuple[str, list[str], list[tuple]]:
+        return placement_table()
 
     def build(self, options: LoraOptions, ctx: BuildContext):
         if options.quantize == "8bit":

@@ -1,35 +1,61 @@
-"""Finding the parts of a transformers sequence classifier that the freezing methods select.
+"""Finding the parts of a transformers sequence classifier that the methods select.
 
-Not a plugin: ``bitfit``, ``freeze`` and ``head_only`` share these helpers. They rely only on
-transformers conventions (``base_model_prefix``, an encoder holding a ``ModuleList`` of layers), so
-BERT, RoBERTa, ELECTRA and DistilBERT classifiers all work.
+Not a plugin: the built-in methods share these helpers. They address the model through its roles
+(``specrun.core.roles``: query, value, FFN, layers, embeddings, pooler, head), resolved per
+architecture in one place, so BERT, RoBERTa, DistilBERT, ALBERT, DeBERTa-v2, ELECTRA, GPT-2, GPT-Neo,
+GPT-NeoX and Llama-style classifiers all work, and a method that cannot do what it says on one of
+them is refused before anything trains.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from specrun.core.roles import RoleMap, arch_name, role_map, role_map_for
 from specrun.errors import SpecrunError
 
 if TYPE_CHECKING:  # imported where a model is built: listing plugins and adding commands stay fast
     import torch
 
+    from specrun.plugins.api import ModelInfo
+
+
+def roles_of(model: torch.nn.Module) -> RoleMap | None:
+    """The role map of a built classifier (None for an architecture specrun has no map for)."""
+    return role_map_for(getattr(getattr(model, "config", None), "model_type", None))
+
+
+def required_roles(model: ModelInfo, key: str, what: str) -> RoleMap:
+    """The role map of the model a run will load; ConfigError at ``key`` when there is none."""
+    return role_map(model.config, key=key, what=what)
+
 
 def is_head(model: torch.nn.Module, name: str) -> bool:
-    """Whether parameter ``name`` belongs to the task head: anything outside the pretrained backbone
-    (``classifier``; also ``pre_classifier`` on DistilBERT). The pooler is part of the backbone."""
+    """Whether parameter ``name`` belongs to the task head: its architecture's head modules (e.g.
+    ``classifier``; ``pre_classifier`` + ``classifier`` on DistilBERT; ``score`` on decoders); for an
+    architecture without a role map, anything outside the pretrained backbone."""
+    roles = roles_of(model)
+    if roles is not None:
+        return roles.in_head(name)
     return not name.startswith(model.base_model_prefix + ".")
 
 
-def encoder_layers(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
-    """The backbone's stack of transformer layers and its parameter-name prefix (e.g. ``bert.encoder.layer``)."""
-    import torch
+def describe(model: ModelInfo) -> str:
+    """``'roberta-base' (RoBERTa)``: the model and its architecture, for messages."""
+    return f"{model.name!r} ({arch_name(model.config)})"
 
-    backbone = model.base_model
-    for name, module in backbone.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) and name.split(".")[-1] in ("layer", "layers"):
-            return f"{model.base_model_prefix}.{name}", module
-    raise SpecrunError(f"cannot find the encoder layers of {type(model).__name__} (expected a ModuleList named 'layer')")
+
+def backbone_parameters(model: torch.nn.Module) -> list[str]:
+    """Names of the parameters of the pretrained backbone (everything but the head)."""
+    return [n for n, _ in model.named_parameters() if not is_head(model, n)]
+
+
+def encoder_layers(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
+    """The backbone's stack of transformer layers and its module name (e.g. ``bert.encoder.layer``)."""
+    roles = roles_of(model)
+    if roles is None or roles.layer_list is None:
+        raise SpecrunError(f"cannot find a list of layers in {type(model).__name__}")
+    return roles.layer_list, model.get_submodule(roles.layer_list)
 
 
 def train_only(model: torch.nn.Module, wanted) -> torch.nn.Module:

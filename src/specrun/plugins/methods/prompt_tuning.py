@@ -27,11 +27,23 @@ class PromptTuningOptions(PluginOptions):
         return self
 
 
-def prompt_config(options: PromptTuningOptions, model_path: str):
+def prompt_config(options: PromptTuningOptions, model_path: str, backbone=None):
     from peft import PromptTuningConfig, PromptTuningInit, TaskType
 
+    from specrun.plugins.methods.parts import roles_of
+
     text = options.init == "text"
+    shape = {}
+    if backbone is not None:
+        # the prompt lives in the input embeddings' space (narrower than the layers on ALBERT and ELECTRA)
+        config = backbone.config
+        shape = {"token_dim": backbone.get_input_embeddings().embedding_dim, "num_layers": config.num_hidden_layers,
+                     "num_attention_heads": config.num_attention_heads}
+        roles = roles_of(backbone)
+        if roles is not None:
+            shape["modules_to_save"] = list(roles.head)
     return PromptTuningConfig(
+        **shape,
         task_type=TaskType.SEQ_CLS,
         num_virtual_tokens=options.num_virtual_tokens,
         prompt_tuning_init=PromptTuningInit.TEXT if text else PromptTuningInit.RANDOM,
@@ -46,14 +58,31 @@ class PromptTuning(MethodPlugin):
     Options = PromptTuningOptions
 
     def check_model(self, options: PromptTuningOptions, model: ModelInfo) -> None:
+        _check_decoder(model.config, model.name)
         _check_positions(options, model.config, model.max_length)
 
     def build(self, options: PromptTuningOptions, ctx: BuildContext):
         from peft import get_peft_model
 
         backbone = ctx.load_backbone()
+        _check_decoder(backbone.config, ctx.model_path)
         _check_positions(options, backbone.config, ctx.max_length)
-        return get_peft_model(backbone, prompt_config(options, ctx.model_path))
+        return get_peft_model(backbone, prompt_config(options, ctx.model_path, backbone))
+
+
+def _check_decoder(config, name: str) -> None:
+    """peft hands a decoder the soft prompt and the text as embeddings only; its classifier then cannot
+    see where the padding starts and pools the last position, a pad token in all but the longest input."""
+    from specrun.core.roles import role_map_for
+
+    roles = role_map_for(getattr(config, "model_type", None))
+    if roles is not None and roles.decoder:
+        raise ConfigError(
+            f"prompt tuning cannot classify with {name!r} ({roles.name}), a decoder: peft passes it the prompt and text as "
+            "embeddings, and its classifier then pools the last position, a pad token for every input shorter than the "
+            "batch's longest; use lora or ia3 on decoders",
+            key="method.name",
+        )
 
 
 def _check_positions(options: PromptTuningOptions, config, max_length: int) -> None:

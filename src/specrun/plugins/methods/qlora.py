@@ -9,7 +9,15 @@ from pydantic import Field
 from specrun.errors import MethodUnavailable
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import BuildContext, MethodPlugin, ModelInfo
-from specrun.plugins.methods.lora import NOT_QUANTIZED, LoraAdapterOptions, adapted, check_adapters, check_kbit, load_kbit_backbone
+from specrun.plugins.methods.lora import (
+    NOT_QUANTIZED,
+    LoraAdapterOptions,
+    adapted,
+    check_adapters,
+    check_kbit,
+    load_kbit_backbone,
+    placement_table,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -49,6 +57,9 @@ class QLoRA(MethodPlugin):
 
     def check_model(self, options: QLoraOptions, model: ModelInfo) -> None:
         check_adapters(options, model)
+
+    def details(self) -> tuple[str, list[str], list[tuple]]:
+        return placement_table()
 
     def build(self, options: QLoraOptions, ctx: BuildContext):
         return adapted(load_kbit_backbone(ctx, quantization_config(options)), options)
