@@ -319,3 +319,24 @@ def m013_inputs_fingerprint(db):
     trains it again. Runs recorded before this migration have NULL: they stay cached (their inputs
     cannot be known), and the next apply that finds one cached records the current fingerprint."""
     db.execute("ALTER TABLE runs ADD COLUMN inputs_fingerprint JSON")
+
+
+@migration
+def m014_search(db):
+    """Adaptive search (issue 24): a run a search's pruner stopped is 'pruned' with the step it stopped
+    at (``runs.pruned_step``; its metrics are the learning curve so far), and each search trial's
+    configuration, runs and outcome (``search_trials``)."""
+    db.execute("ALTER TABLE runs ADD COLUMN pruned_step BIGINT")
+    db.execute("""
+        CREATE TABLE search_trials (
+            experiment VARCHAR NOT NULL,
+            trial INTEGER NOT NULL,
+            run_id VARCHAR NOT NULL,
+            seed BIGINT,
+            params JSON,
+            state VARCHAR,
+            value DOUBLE,
+            recorded_at TIMESTAMP,
+            PRIMARY KEY (experiment, trial, run_id)
+        )
+    """)
