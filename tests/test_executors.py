@@ -291,3 +291,31 @@ def test_a_run_asking_more_than_the_cluster_has_is_refused(ray_instance, write_s
     code, _, err = cli("apply", str(spec), "--store", str(store), "--executor", "ray", "--cpus-per-run", "3")
     assert code == 2 and "--cpus-per-run 3: the Ray cluster has 2 CPUs in all" in err, err
     assert not store.exists()  # refused before anything was written
+
+
+def test_ray_forwards_live_reports_to_the_driver_and_mlflow_reads_them_back(ray_instance, write_spec, cli, tmp_path):
+    """The live hooks hear the same calls with the same arguments on Ray as on the local executor, in the
+    driver's process, and the mlflow tracker logs the Ray run's metrics per step (issue 24)."""
+    pytest.importorskip("mlflow")
+    from specrun.plugins import set_registry
+    from specrun.testing import registry_with
+    from test_plugins import LiveLog
+    from test_tracking import check_mlflow_run
+
+    heard = {}
+    for executor in ("local", "ray"):
+        live = LiveLog()
+        set_registry(registry_with(live))
+        uri = f"sqlite:///{tmp_path / executor}.db"
+        spec = write_spec(train="max_steps = 4\neval_every = 2", extra=f'[tracking]\nevery = 2\nmlflow_uri = "{uri}"')
+        store = tmp_path / f"{executor}.duckdb"
+        track = ["--track", "mlflow"] if executor == "ray" else []
+        code, _, err = cli("apply", str(spec), "--store", str(store), "--executor", executor, *track)
+        assert code == 0 and "1 completed" in err, err
+        heard[executor] = live.calls
+        if executor == "ray":
+            check_mlflow_run(cli, store, uri)
+    shape = {k: [(c[0], c[1], c[2], [r[:3] for r in c[3] or []]) for c in calls] for k, calls in heard.items()}
+    assert shape["local"] == shape["ray"] and [c[0] for c in heard["ray"]] == ["start", "window", "evaluation", "window", "evaluation", "end"]
+    values = {k: [r[3] for c in calls for r in c[3] or [] if r[2] != "seconds"] for k, calls in heard.items()}
+    assert values["local"] == pytest.approx(values["ray"], abs=1e-4)

@@ -26,7 +26,7 @@ HOOKS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) 
 
 
 #: Hooks that add to something other than the plugin registry, or are told of runs.
-OTHER_HOOKS = ["register_commands", "on_run_start", "on_run_end"]
+OTHER_HOOKS = ["register_commands", "on_run_start", "on_run_end", "on_train_window", "on_evaluation"]
 
 
 def test_every_hook_has_a_docstring_and_docs_entry():
@@ -641,6 +641,58 @@ def test_lifecycle_hooks_are_told_of_each_run_with_its_task_and_record(write_spe
     spec.write_text(spec.read_text().replace("[method]", "[data.eval_sets.again]\n\n[method]"))
     assert cli("apply", str(spec))[0] == 0
     assert [(c[0], c[1].kind, c[2] and c[2].status) for c in log.calls[2:]] == [("start", "evaluate", None), ("end", "evaluate", "evaluated")]
+
+
+class LiveLog:
+    """A plugin object that records what the live tracking hooks hear, in order, with the lifecycle's."""
+
+    def __init__(self):
+        self.calls = []
+
+    @hookimpl
+    def on_run_start(self, task):
+        self.calls.append(("start", task.run_id, None, None))
+
+    @hookimpl
+    def on_train_window(self, task, step, metrics):
+        self.calls.append(("window", task.run_id, step, [(m.step, m.split, m.name, m.value) for m in metrics]))
+
+    @hookimpl
+    def on_evaluation(self, task, step, metrics):
+        self.calls.append(("evaluation", task.run_id, step, [(m.step, m.split, m.name, m.value) for m in metrics]))
+
+    @hookimpl
+    def on_run_end(self, task, record):
+        self.calls.append(("end", task.run_id, None, [(m.step, m.split, m.name, m.value) for m in record.metrics if not m.final]))
+
+
+def test_live_hooks_hear_each_window_and_evaluation_before_the_run_ends(write_spec, cli, tmp_path):
+    from specrun.plugins import set_registry
+
+    live = LiveLog()
+    set_registry(registry_with(live))
+    spec = write_spec(train="max_steps = 5\neval_every = 2", extra="[tracking]\nevery = 2")
+    code, _, err = cli("apply", str(spec), "--store", str(tmp_path / "s.duckdb"))
+    assert code == 0, err
+    kinds = [(c[0], c[2]) for c in live.calls]
+    assert kinds == [("start", None), ("window", 2), ("evaluation", 2), ("window", 4), ("evaluation", 4), ("evaluation", 5), ("end", None)]
+    windows = [c[3] for c in live.calls if c[0] == "window"]
+    assert [[(step, split, name) for step, split, name, _ in w] for w in windows] == [
+        [(s, "train", "loss"), (s, "train", "learning_rate")] for s in (2, 4)]
+    assert all(v > 0 for w in windows for *_, v in w)
+    heard = [row for c in live.calls if c[0] == "evaluation" for row in c[3]]
+    assert heard == live.calls[-1][3], "the evaluations heard live are the learning curve the record carries"
+    assert {name for _, split, name, _ in heard if split == "validation"} >= {"accuracy", "f1", "loss"}
+
+
+def test_tracking_settings_do_not_change_run_ids(write_spec, cli, tmp_path):
+    ids = []
+    for extra in ("", '[tracking]\nevery = 3\ntrackers = ["tensorboard"]\ntensorboard_dir = "tb"'):
+        path = write_spec(train="max_steps = 2", extra=extra)
+        code, out, err = cli("plan", str(path), "--store", str(tmp_path / "p.duckdb"), "-f", "json")
+        assert code == 0, err
+        ids.append(sorted(r["run_id"] for r in json.loads(out)))
+    assert ids[0] == ids[1] and len(ids[0]) == 1
 
 
 def _module(name: str, source: str):

@@ -86,10 +86,12 @@ def apply(
     cpus_per_run: float = 1,
     gpus_per_run: float = 0,
     progress: bool = True,
+    track: list[str] | None = None,
 ) -> ApplyResult:
     """``specrun apply``: train every run of ``spec`` the store does not hold completed, record the
     results, then run the spec's analyses and write its report (not for an apply with ``overrides``,
-    which is a variant). ``executor``: 'local' (default, or ``SPECRUN_EXECUTOR``) or 'ray'."""
+    which is a variant). ``executor``: 'local' (default, or ``SPECRUN_EXECUTOR``) or 'ray'. ``track``:
+    built-in trackers to log the runs to live, besides the spec's ``[tracking] trackers``."""
     from specrun.console import ApplyProgress, err, progress_every
     from specrun.driver.apply import Driver
     from specrun.driver.preflight import check_runs
@@ -114,15 +116,41 @@ def apply(
         log.warning("run %s cannot run on this machine and will be recorded as failed: %s", run_id, why)
     if found.to_train:
         _check_artifacts_folder(store.path)
+    from specrun.tracking import open_trackers, tracker_names
+
+    tracking, search = loaded.spec.tracking, loaded.spec.search
+    if search is not None:
+        from specrun.driver.search import import_optuna
+
+        import_optuna()  # a missing extra: refused before anything is written
+        if executor != "local":
+            raise UsageError("a [search] runs its trials one after the other on the local executor; --executor ray is not supported for it yet")
+    names = tracker_names(tracking, track)  # an unknown tracker or a missing extra: refused before anything runs
     runner = _executor(executor, registry, ray_address, cpus_per_run, gpus_per_run)  # a cluster that cannot run them: before any write
+    trackers = None
     try:
-        record_apply(store, loaded, overrides or [], [p.run_id for p in planned])
-        log.info(f"{loaded.experiment}: {len(planned)} run(s) → {store.path}")
-        with ApplyProgress(len(planned), quiet=is_quiet(), every=every) if progress else contextlib.nullcontext() as bars:
+        trackers = open_trackers(names, tracking, store.path)
+        apply_id = record_apply(store, loaded, overrides or [], [] if search else [p.run_id for p in planned])
+        total = search.n_trials * len(loaded.spec.experiment.seeds) if search else len(planned)
+        log.info(f"{loaded.experiment}: " + (f"a search of {search.n_trials} trial(s)" if search else f"{len(planned)} run(s)") + f" → {store.path}")
+        with ApplyProgress(total, quiet=is_quiet(), every=every) if progress else contextlib.nullcontext() as bars:
             runner.progress = bars
-            driver = Driver(store, registry, str(spec), runner, progress=bars, fail_fast=fail_fast, force=force)
-            outcomes = driver.run_all(planned)
+            driver = Driver(store, registry, str(spec), runner, progress=bars, fail_fast=fail_fast, force=force,
+                            trackers=trackers, track_every=tracking.every)
+            if search is not None:
+                from specrun.driver.search import Search
+
+                driver.keep_pruned = True
+                if search.pruner != "none" and not driver.track_every:  # the pruner hears each evaluation
+                    driver.track_every = tracking.every
+                searching = Search(loaded, registry, store, driver, apply_id)
+                searching.run(train=True)
+                outcomes = list(searching.outcomes.values())
+            else:
+                outcomes = driver.run_all(planned)
     finally:
+        if trackers is not None:
+            trackers.close()
         runner.close()
     result = ApplyResult(loaded.experiment, store.path, outcomes)
     counts = result.counts

@@ -29,7 +29,7 @@ ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="apply the 
 Format = Literal["table", "csv", "json", "markdown"]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="output format")]
 #: Run statuses (``runs.status``) and plugin kinds (``registry.HOOK_FOR_KIND``; a test keeps them equal).
-Status = Literal["running", "completed", "failed", "interrupted", "skipped"]
+Status = Literal["running", "completed", "failed", "interrupted", "skipped", "pruned"]
 Kind = Literal["method", "dataset", "model_source", "transform", "analysis", "task"]
 DEFAULT_STORE = Path("specrun.duckdb")
 FORMATS = ("table", "csv", "json", "markdown")
@@ -77,15 +77,35 @@ def apply(
         "--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray instance)", show_default=False)] = None,
     cpus_per_run: Annotated[float, typer.Option("--cpus-per-run", help="with --executor ray: CPUs per run (torch threads follow)")] = 1,
     gpus_per_run: Annotated[float, typer.Option("--gpus-per-run", help="with --executor ray: GPUs per run")] = 0,
+    track: Annotated[list[str] | None, typer.Option(
+        "--track", help="log every run live to this built-in tracker (mlflow, tensorboard; repeatable), besides the spec's [tracking] trackers",
+        show_default=False)] = None,
 ):
     """Run every run of SPEC that the store does not hold completed (an interrupted one resumes from its
     last checkpoint), and record the results."""
     result = api.apply(
         spec, overrides=set_, store=store, profile=profile, executor=executor, force=force, fail_fast=fail_fast,
-        ray_address=ray_address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, progress=True,
+        ray_address=ray_address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, progress=True, track=track,
     )
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _plan_search(loaded, registry, store, fmt: str) -> None:
+    """``plan`` of a spec with ``[search]``: its trials replayed from the store, as far as the store holds them finished."""
+    from specrun.console import print_rows
+    from specrun.driver.search import Search
+
+    search = loaded.spec.search
+    trials = Search(loaded, registry, store).run(train=False)
+    rows = [(t.number, "new" if t.state == "left" else t.state, "" if t.value is None else round(t.value, 6),
+             json.dumps(t.params) if t.params else "", " ".join(r.run_id for r in t.runs)) for t in trials]
+    print_rows(["trial", "status", "value", "params", "run_ids"], rows, fmt,
+               title=f"{loaded.experiment}: a search of {search.n_trials} trial(s) ({search.sampler}, pruner {search.pruner})")
+    count = {s: sum(t.state == s for t in trials) for s in ("complete", "pruned", "failed", "left")}
+    log.info(f"search: {search.n_trials} trials: {count['complete'] + count['pruned'] + count['failed']} finished "
+             f"({count['complete']} complete, {count['pruned']} pruned, {count['failed']} failed), {count['left']} left; "
+             f"objective: the mean {search.metric} over {len(loaded.spec.experiment.seeds)} seed(s), {search.direction}d")
 
 
 @app.command()
@@ -105,6 +125,14 @@ def plan(
 
     _check_format(fmt)
     loaded, planned, registry, skipped = api._plan(spec, set_, profile)
+    if loaded.spec.search is not None:  # the spec's runs at its own values stand for the trials' data and model checks
+        found = preflight(planned, registry, Store(store))
+        for run in planned:
+            if found.reason(run.run_id):
+                log.warning(f"the search's trials will fail: {found.reason(run.run_id)}")
+                break
+        _plan_search(loaded, registry, Store(store), fmt)
+        return
     found = preflight(planned, registry, Store(store))  # it reads every run's status (dependencies too) once
     required = {d.run_id: d for p in planned for d in _all_dependencies(p)}
     known, evaluated = found.statuses, found.evaluated
@@ -151,9 +179,12 @@ def validate(spec: Annotated[Path, typer.Argument(help="the experiment's TOML sp
 
     registry = get_registry()
     loaded = load_spec(spec, set_ or [], registry, profile)
-    checked = [f"{len(loaded.runs)} run(s)"]
+    search = loaded.spec.search
+    checked = [f"a search of {search.n_trials} trial(s) × {len(loaded.runs)} seed(s)" if search else f"{len(loaded.runs)} run(s)"]
     for name in (loaded.composed.profiles if profile is None else []):
-        checked.append(f"profile {name}: {len(load_spec(spec, set_ or [], registry, name).runs)} run(s)")
+        other = load_spec(spec, set_ or [], registry, name)
+        found = other.spec.search
+        checked.append(f"profile {name}: " + (f"a search of {found.n_trials} trial(s) × {len(other.runs)} seed(s)" if found else f"{len(other.runs)} run(s)"))
     typer.echo(f"{spec}: ok ({'; '.join(checked)})")
 
 

@@ -329,6 +329,7 @@ class ApplyProgress:
             "failed": f"FAILED: {outcome.error}",
             "skipped": f"skipped: {outcome.error}",
             "interrupted": f"INTERRUPTED: {outcome.error}",
+            "pruned": outcome.error or "pruned earlier (a search does not rerun its pruned trials)",
         }.get(outcome.status, outcome.status)
         line = f"[{prefix}] {run.run_id} {label}: {text}"
         with self.lock:

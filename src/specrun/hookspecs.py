@@ -13,7 +13,8 @@ and implement hooks with ``@specrun.hookimpl``. Plugin objects are described in
 (by a built-in or an earlier plugin), that is malformed, or whose hook raises is skipped with a warning
 naming both origins, and the rest of specrun keeps working (``specrun plugins --check`` fails on it).
 ``register_commands`` adds commands to the command line rather than plugins to the registry;
-``on_run_start`` and ``on_run_end`` are told of each run ``specrun apply`` executes (loggers, trackers).
+``on_run_start`` and ``on_run_end`` are told of each run ``specrun apply`` executes (loggers, trackers);
+``on_train_window`` and ``on_evaluation`` of its training as it goes (live tracking).
 """
 
 from __future__ import annotations
@@ -133,4 +134,31 @@ def on_run_end(task, record):
     ``record.artifacts`` the saved files (absolute paths), ``record.environment`` where it ran. Return
     nothing; do not change the record. An exception is reported as a warning naming the plugin; the
     run's outcome stays what it was.
+    """
+
+
+@hookspec
+def on_train_window(task, step, metrics):
+    """A run is training: ``metrics`` are its ``MetricRow``s over the last window of optimizer steps.
+
+    Called by ``specrun apply`` in its own process (on the Ray executor, forwarded from the worker to the
+    driver), between ``on_run_start`` and ``on_run_end``, every ``tracking.every`` steps (default 10) of
+    each training run: ``step`` is the optimizer step the window ends at, ``metrics`` holds
+    ``train``/``loss`` (the mean training loss over the window's examples, when there were any) and
+    ``train``/``learning_rate``, each with that ``step`` and ``epoch``. For live trackers; these rows are
+    not stored (the evaluations' are). Return nothing; an exception is a warning naming the plugin and
+    the run goes on. Only runs a plugin or tracker listens to report windows (``task.track_every``).
+    """
+
+
+@hookspec
+def on_evaluation(task, step, metrics):
+    """A run has evaluated its primary evaluation set during training: the metrics so far.
+
+    Called by ``specrun apply`` in its own process (on Ray: forwarded from the worker), after each
+    evaluation (``train.eval_every``) of a training run, with the rows the run records for it: ``train``
+    ``loss``/``accuracy``/``learning_rate``/``seconds`` (the training view since the last evaluation) and
+    the primary evaluation set's metrics (``accuracy``, ``f1``, ``loss``...), all at ``step``. The same
+    rows reach ``on_run_end`` in ``record.metrics``. Return nothing; an exception is a warning naming the
+    plugin and the run goes on.
     """

@@ -102,9 +102,25 @@ class RunTask:
     weights: str | None = None
     evaluate_sets: list[str] = field(default_factory=list)
     step: int = 0
+    #: Live tracking: report the training loss every this many optimizer steps, and each evaluation, as
+    #: the run goes (0: neither; the driver sets it when a plugin or tracker listens). Not part of the identity.
+    track_every: int = 0
 
 
-RecordStatus = Literal["completed", "evaluated", "failed", "interrupted"]
+RecordStatus = Literal["completed", "evaluated", "failed", "interrupted", "pruned"]
+
+
+class StopRun(Exception):
+    """Raised by a run's live callback (``on_metrics``) after an evaluation to stop training there: the
+    run's record is 'pruned' (a search's pruner), with the learning curve so far. The training loop fills
+    in ``rows``, ``step`` and ``train_seconds`` as it lets the exception through."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+        self.rows: list[MetricRow] = []
+        self.step = 0
+        self.train_seconds = 0.0
 
 
 @dataclass
@@ -141,6 +157,8 @@ class RunRecord:
     #: The files of the run's artifact folder by name, when the task asked for them back
     #: (``return_artifacts``): the driver writes them into its own artifact folder.
     files: dict[str, bytes] = field(default_factory=dict, repr=False)
+    #: For a 'pruned' run: the step its training stopped at (its metrics are the learning curve so far).
+    pruned_step: int | None = None
 
     def final(self) -> dict[tuple[str, str], float]:
         """{(split, name): value} of the final metrics."""

@@ -26,7 +26,9 @@ from specrun.store.db import artifacts_root
 from specrun.runner.plan import PlannedRun
 from specrun.core.task import RunRecord, RunTask
 from specrun.store import runs as store_runs
+from specrun.store import search as store_search
 from specrun.store.db import Store
+from specrun.tracking import Trackers
 
 from specrun.driver import tasks
 
@@ -36,10 +38,14 @@ log = logging.getLogger("specrun.driver")
 BUSY_POLL_S = 1.0
 
 
+#: The live report events (``runner.train``) and the hooks that hear them.
+LIVE_HOOKS = {"window": "on_train_window", "evaluation": "on_evaluation"}
+
+
 @dataclass
 class Outcome:
     run: PlannedRun
-    status: str  # completed | cached | evaluated (cached, evaluated on new eval sets) | failed | skipped (a required run failed) | busy | interrupted
+    status: str  # completed | cached | evaluated (cached, evaluated on new eval sets) | failed | skipped (a required run failed) | busy | interrupted | pruned
     error: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -81,7 +87,8 @@ class Driver:
 
     def __init__(
         self, store: Store, registry: Registry, spec_path: str, executor: Executor, progress=None,
-        fail_fast: bool = False, force: bool = False, threads: int | None = None,
+        fail_fast: bool = False, force: bool = False, threads: int | None = None, trackers: Trackers | None = None,
+        track_every: int = 10,
     ):
         self.store = store
         self.registry = registry
@@ -99,6 +106,15 @@ class Driver:
         self.running: dict[str, _Node] = {}
         #: Runs another live process holds (an overlapping apply): waited for once nothing else can run.
         self.busy: list[_Node] = []
+        #: Live tracking: the built-in trackers named, and whether any plugin implements the live hooks.
+        self.trackers = trackers or Trackers([])
+        pm = registry.manager
+        hears = pm is not None and any(getattr(pm.hook, h).get_hookimpls() for h in LIVE_HOOKS.values())
+        self.track_every = track_every if (hears or self.trackers) else 0
+        executor.on_event = self._live
+        #: A search's: keep its pruned runs (not rerun them), and watch its runs' live reports (may raise StopRun).
+        self.keep_pruned = False
+        self.watch = None
 
     # --- the walk ----------------------------------------------------------------------------------
 
@@ -163,7 +179,7 @@ class Driver:
                     store_runs.fail(self.store, run.run_id, error, status="skipped")
                 self._outcome(node, Outcome(run, "skipped", error))
                 return
-        claim = store_runs.claim(self.store, run, run.spec_path or self.spec_path, self._environment(run), self.force)
+        claim = store_runs.claim(self.store, run, run.spec_path or self.spec_path, self._environment(run), self.force, self.keep_pruned)
         spec_dir = run.spec_dir or self.spec_dir
         if claim == "cached":
             self._start_evaluation(node, spec_dir)
@@ -211,8 +227,20 @@ class Driver:
         self.running[task.run_id] = node
         if self.progress:
             self.progress.run_started(node.run, required=node.required, action=action)
+        task.track_every = self.track_every if task.kind == "train" else 0
         notify(self.registry, "on_run_start", task=task)
+        self.trackers.call("run_start", task)
         self.executor.submit(task)
+
+    def _live(self, run_id: str, event: str, step: int, metrics: list) -> None:
+        """A run in flight reported its training (``runner.train``): the live hooks and trackers hear it."""
+        node = self.running.get(run_id)
+        if node is None or node.task is None:
+            return
+        notify(self.registry, LIVE_HOOKS[event], task=node.task, step=step, metrics=metrics)
+        self.trackers.call(event, node.task, step, metrics)
+        if self.watch is not None:
+            self.watch(node.run, event, step, metrics)
 
     def _environment(self, run: PlannedRun) -> dict:
         """What the driver knows of where a run executes; the worker adds its own (device, threads, host)."""
@@ -243,6 +271,9 @@ class Driver:
             self._receive_files(record)
             store_runs.complete(self.store, run.run_id, record)
             outcome = Outcome(run, "completed", metrics=summary_metrics(record, run.eval_set))
+        elif record.status == "pruned":
+            store_search.prune(self.store, run.run_id, record)
+            outcome = Outcome(run, "pruned", record.message)
         elif record.status == "interrupted":
             store_runs.fail(self.store, run.run_id, record.error or "interrupted", status="interrupted", scores=record.teacher_scores)
             outcome = Outcome(run, "interrupted", record.message or record.error)
@@ -251,6 +282,7 @@ class Driver:
             outcome = Outcome(run, "failed", record.message or record.error)
         self.running.pop(record.run_id, None)
         notify(self.registry, "on_run_end", task=task, record=record)
+        self.trackers.call("run_end", task, record)
         self._outcome(node, outcome)
 
     def _finish_evaluation(self, node: _Node, record: RunRecord) -> Outcome:
@@ -298,5 +330,7 @@ class Driver:
                 if node.task is not None and node.task.kind == "train":
                     store_runs.fail(self.store, run_id, error, status="interrupted")
                 if node.task is not None:
-                    notify(self.registry, "on_run_end", task=node.task, record=RunRecord(run_id, status="interrupted", error=error, message=error))
+                    record = RunRecord(run_id, status="interrupted", error=error, message=error)
+                    notify(self.registry, "on_run_end", task=node.task, record=record)
+                    self.trackers.call("run_end", node.task, record)
             self.running.clear()

@@ -7,14 +7,17 @@ dependencies are complete and takes records back as runs finish; an executor nev
 An executor implements ``Executor``: ``submit`` a ``RunTask`` while ``free_slots()`` says there is room,
 ``next_finished()`` blocks until a run finishes and returns its ``RunRecord`` (status 'interrupted' for a
 run whose worker died), ``cancel()`` stops what is in flight (Ctrl-C), ``close()`` releases resources.
+A task with ``track_every`` reports its training live: the executor calls its ``on_event(run_id, event,
+step, rows)`` (set by the driver) in the driver's process, whichever process the run trains in.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Protocol
 
-from specrun.core.task import RunRecord, RunTask
+from specrun.core.task import MetricRow, RunRecord, RunTask
 from specrun.errors import UsageError
 
 EXECUTORS = ("local", "ray")
@@ -24,6 +27,8 @@ class Executor(Protocol):
     name: str
     #: Whether workers write artifact files where the driver reads them (else records carry the bytes).
     shares_artifacts: bool
+    #: Live reports of runs in flight, ``(run_id, event, step, rows)`` (``runner.train.train_model``); None: none.
+    on_event: Callable[[str, str, int, list[MetricRow]], None] | None
 
     def free_slots(self) -> int: ...
 

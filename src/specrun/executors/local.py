@@ -15,6 +15,7 @@ class LocalExecutor:
 
     name = "local"
     shares_artifacts = True
+    on_event = None
 
     def __init__(self, registry: Registry | None = None, progress=None):
         self.registry = registry
@@ -37,12 +38,17 @@ class LocalExecutor:
         if self.progress:
             self.progress.phase(name)
 
+    def _live(self, task: RunTask):
+        if self.on_event is None or not task.track_every:
+            return None
+        return lambda event, step, rows: self.on_event(task.run_id, event, step, rows)
+
     def next_finished(self) -> RunRecord:
         from specrun.runner.execute import execute
 
         task = self.queue[0]
         try:
-            return execute(task, self.registry, on_step=self._on_step, on_phase=self._on_phase)
+            return execute(task, self.registry, on_step=self._on_step, on_phase=self._on_phase, on_metrics=self._live(task))
         finally:
             self.queue.popleft()
 

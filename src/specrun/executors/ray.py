@@ -32,18 +32,24 @@ def _import_ray():
     return ray
 
 
-def _run_task(task: RunTask) -> RunRecord:
-    """What a Ray worker executes: the run, with the plugins installed in the worker's environment."""
+def _run_task(task: RunTask, events=None) -> RunRecord:
+    """What a Ray worker executes: the run, with the plugins installed in the worker's environment. Its
+    live reports go into ``events`` (a Ray queue the driver drains), in order, before the record returns."""
     from specrun.logs import quiet_libraries
     from specrun.runner.execute import execute
 
     quiet_libraries()
-    return execute(task)
+    on_metrics = None
+    if events is not None and task.track_every:
+        def on_metrics(event, step, rows):
+            events.put((task.run_id, event, step, rows))
+    return execute(task, on_metrics=on_metrics)
 
 
 class RayExecutor:
     name = "ray"
     progress = None  # set by the driver; workers report no steps, the driver shows the pool
+    on_event = None  # set by the driver: live reports, forwarded from the workers through a Ray queue
 
     def __init__(self, address: str | None = None, cpus_per_run: float = 1, gpus_per_run: float = 0, num_cpus: int | None = None):
         if cpus_per_run <= 0 or gpus_per_run < 0:
@@ -68,6 +74,7 @@ class RayExecutor:
         self.shares_artifacts = address is None or bool(os.environ.get("SPECRUN_ARTIFACTS"))
         self.remote = self.ray.remote(max_retries=0)(_run_task)
         self.refs: dict[object, str] = {}
+        self.events = None  # the queue of live reports, made when a task first asks for them
         self._capacity, self._capacity_at = 1, float("-inf")
         self._check_fits()
 
@@ -96,7 +103,14 @@ class RayExecutor:
 
     def submit(self, task: RunTask) -> None:
         task.threads = task.threads or max(1, int(self.cpus_per_run))
-        ref = self.remote.options(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, name=f"specrun:{task.run_id}").remote(task)
+        events = None
+        if task.track_every and self.on_event is not None:
+            if self.events is None:
+                from ray.util.queue import Queue
+
+                self.events = Queue(actor_options={"num_cpus": 0})
+            events = self.events
+        ref = self.remote.options(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, name=f"specrun:{task.run_id}").remote(task, events)
         self.refs[ref] = task.run_id
 
     def next_finished(self) -> RunRecord:
@@ -104,6 +118,7 @@ class RayExecutor:
         ready: list = []
         while not ready:  # a short timeout, so that Ctrl-C and SIGTERM reach the driver at once
             ready, _ = ray.wait(list(self.refs), num_returns=1, timeout=1.0)
+            self._forward_events()
         ref = ready[0]
         run_id = self.refs.pop(ref)
         try:
@@ -120,6 +135,23 @@ class RayExecutor:
             text = str(cause).strip().splitlines()
             return RunRecord(run_id, status="failed", error=str(exc), message=f"{type(cause).__name__}: {text[0] if text else ''}")
 
+    def _forward_events(self) -> None:
+        """Hand the live reports the workers queued to ``on_event``, in the driver's process (a finished
+        run's reports are all queued before its record is ready: ``put`` waits for the queue)."""
+        if self.events is None or self.on_event is None:
+            return
+        while True:
+            from ray.util.queue import Empty
+
+            try:
+                batch = self.events.get_nowait_batch(self.events.qsize())
+            except Empty:
+                batch = []
+            if not batch:
+                return
+            for run_id, event, step, rows in batch:
+                self.on_event(run_id, event, step, rows)
+
     def cancel(self) -> None:
         for ref in list(self.refs):
             try:
@@ -129,5 +161,8 @@ class RayExecutor:
         self.refs.clear()
 
     def close(self) -> None:
+        if self.events is not None:
+            self.events.shutdown()
+            self.events = None
         if self.started_here and self.ray.is_initialized():
             self.ray.shutdown()

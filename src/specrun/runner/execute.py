@@ -34,7 +34,7 @@ from specrun.runner.data import prepare_run_data
 from specrun.runner.modeling import count_parameters, load_tokenizer, pick_device, portable_model_name
 from specrun.runner.plan import _version
 from specrun.core.roles import padding_info
-from specrun.core.task import ArtifactFile, MetricRow, RunRecord, RunTask
+from specrun.core.task import ArtifactFile, MetricRow, RunRecord, RunTask, StopRun
 from specrun.runner.teacher import teacher_scorer
 from specrun.runner.train import StepReport, train_model
 from specrun.spec.schema import RunSettings
@@ -137,18 +137,20 @@ def execute(
     registry: Registry | None = None,
     on_step: Callable[[StepReport], None] | None = None,
     on_phase: Callable[[str], None] = _no_phase,
+    on_metrics: Callable[[str, int, list[MetricRow]], None] | None = None,
 ) -> RunRecord:
     """Carry out ``task`` and return its record. A failure of the run itself (bad data, a method that
     cannot build, a library error) is a record with status 'failed' and the error; the checkpoint is
-    then removed. KeyboardInterrupt (Ctrl-C, SIGTERM) propagates and the checkpoint stays. Afterwards
-    the memory the run freed goes back to the operating system (``release_memory``)."""
+    then removed. ``on_metrics(event, step, rows)`` hears training live (``task.track_every``; see
+    ``runner.train.train_model``). KeyboardInterrupt (Ctrl-C, SIGTERM) propagates and the checkpoint stays.
+    Afterwards the memory the run freed goes back to the operating system (``release_memory``)."""
     try:
-        return _execute(task, registry, on_step, on_phase)
+        return _execute(task, registry, on_step, on_phase, on_metrics)
     finally:
         release_memory()
 
 
-def _execute(task: RunTask, registry: Registry | None, on_step, on_phase) -> RunRecord:
+def _execute(task: RunTask, registry: Registry | None, on_step, on_phase, on_metrics) -> RunRecord:
     if registry is None:
         from specrun.plugins import get_registry
 
@@ -162,9 +164,13 @@ def _execute(task: RunTask, registry: Registry | None, on_step, on_phase) -> Run
         if task.kind == "evaluate":
             record = _evaluate_stored(task, registry, on_phase)
         else:
-            record = _train(task, registry, artifacts_dir, on_step, on_phase)
+            record = _train(task, registry, artifacts_dir, on_step, on_phase, on_metrics)
     except KeyboardInterrupt:
         raise
+    except StopRun as stop:  # pruned at an evaluation: the curve so far, no weights
+        remove_checkpoint(artifacts_dir, task.run_id)
+        return RunRecord(task.run_id, status="pruned", message=stop.reason, error=stop.reason, metrics=stop.rows,
+                         train_seconds=stop.train_seconds, pruned_step=stop.step)
     except SpecrunError as exc:
         return _failed(task, artifacts_dir, f"{type(exc).__name__}: {exc}", str(exc))
     except Exception as exc:  # a bug or a library failure: keep the traceback in the store
@@ -228,7 +234,7 @@ def _evaluate_stored(task: RunTask, registry: Registry, on_phase) -> RunRecord:
     return record
 
 
-def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_phase) -> RunRecord:
+def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_phase, on_metrics=None) -> RunRecord:
     """Train and evaluate; with ``task.resume``, training goes on from the run's last checkpoint in
     ``artifacts_dir`` if it has one (an interrupted or killed attempt); without, it starts over."""
     settings = task.settings
@@ -271,7 +277,8 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
     with PeakMemory(device) as memory:
         outcome = train_model(
             model, train, evals[data.primary_eval], data.primary_eval, num_labels, train_cfg, settings.seed, device,
-            on_step=on_step, on_phase=on_phase, checkpoints=checkpoints, selection=selection, task=plugin, task_ctx=tctx,
+            on_step=on_step, on_phase=on_phase, checkpoints=checkpoints, selection=selection, on_metrics=on_metrics,
+            track_every=task.track_every, task=plugin, task_ctx=tctx,
         )
 
     record.train_seconds, record.resumed_from = outcome.train_seconds, outcome.resumed_from

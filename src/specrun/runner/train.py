@@ -16,7 +16,7 @@ import torch
 from specrun.runner.checkpoint import Checkpoints, restore_rngs, rng_states, rng_tensors
 from specrun.errors import TrainingError
 from specrun.runner.batching import Encoded, train_batches
-from specrun.core.task import MetricRow
+from specrun.core.task import MetricRow, StopRun
 from specrun.spec.schema import TrainSpec
 from specrun.runner.cpu_speedups import cpu_training_speedups
 from specrun.runner.modeling import synchronize
@@ -126,6 +126,8 @@ def train_model(
     on_step: Callable[[StepReport], None] | None = None,
     on_phase: Callable[[str], None] | None = None,
     checkpoints: Checkpoints | None = None,
+    on_metrics: Callable[[str, int, list[MetricRow]], None] | None = None,
+    track_every: int = 0,
     selection: tuple[str, Encoded | None] | None = None,
     task: Any = None,
     task_ctx: Any = None,
@@ -134,9 +136,12 @@ def train_model(
     tree); returns the metric history and timings. With ``checkpoints``, resumes from the last one saved
     for this run (if it fits) and saves new ones as they fall due. ``selection`` is what early stopping
     evaluates: (name, examples) of a set of its own, or (``eval_name``, None) to select on the primary
-    evaluation set; without it, early stopping (if any) selects on the primary set. ``task`` (a
-    ``TaskPlugin``) and ``task_ctx`` (its ``TaskContext``) compute the loss and evaluate; by default
-    classification with ``num_labels`` labels, on ``data`` and ``eval_data`` as ``Encoded``."""
+    evaluation set; without it, early stopping (if any) selects on the primary set. ``on_metrics(event,
+    step, rows)`` hears the run live: event 'window' every ``track_every`` optimizer steps (the training
+    loss over the window and the learning rate), 'evaluation' after each evaluation (its rows, as
+    recorded); neither when ``track_every`` is 0. ``task`` (a ``TaskPlugin``) and
+    ``task_ctx`` (its ``TaskContext``) compute the loss and evaluate; by default classification with
+    ``num_labels`` labels, on ``data`` and ``eval_data`` as ``Encoded``."""
     if isinstance(train, dict):
         train = TrainSpec.model_validate(train)
     if task is None:
@@ -145,8 +150,14 @@ def train_model(
     loop.task, loop.task_ctx = task, task_ctx
     if selection is not None and selection[1] is not None:
         loop.select_name, loop.select_data = selection
+    if on_metrics and track_every:
+        loop.on_metrics, loop.track_every = on_metrics, track_every
     if loop.steps:
-        loop.run(checkpoints)
+        try:
+            loop.run(checkpoints)
+        except StopRun as stop:  # a pruner stopped it after an evaluation: what it has so far goes with it
+            stop.rows, stop.step, stop.train_seconds = list(loop.outcome.rows), loop.step, loop.elapsed()
+            raise
     return loop.outcome
 
 
@@ -193,6 +204,8 @@ class _Loop:
         self.start = self.eval_seconds = 0.0
         self.select_name: str | None = None  # a selection set of its own (else early stopping reads the primary set)
         self.select_data: Encoded | None = None
+        self.on_metrics, self.track_every = None, 0  # live tracking (train_model sets them)
+        self.window_mark: tuple | None = None
 
     def run(self, checkpoints: Checkpoints | None) -> None:
         # CPU: numpy-drawn dropout masks and an attention that uses them (see modeling.cpu_training_speedups)
@@ -261,6 +274,8 @@ class _Loop:
                 self.step, self.steps, self.outcome.samples_seen, self.elapsed(sync=False), self.scheduler.get_last_lr()[0],
                 self.running_loss, self.running_n, self.evaluations,
             ))
+        if self.track_every and self.step % self.track_every == 0:
+            self.window()
         last = self.step >= self.steps
         if self.step % self.eval_every == 0 or last:
             last = self.evaluate() or last
@@ -284,6 +299,18 @@ class _Loop:
             self.outcome.skipped_steps += 1
         else:
             self.scheduler.step()
+
+    def window(self) -> None:
+        """Live tracking: the mean training loss since the last window (or evaluation) and the learning rate."""
+        total, n = float(self.running_loss), self.running_n
+        mark, self.window_mark = self.window_mark, (total, n, self.evaluations)
+        if mark is not None and mark[2] == self.evaluations and n > mark[1]:
+            total, n = total - mark[0], n - mark[1]
+        epoch = self.step / self.per_epoch
+        rows = [MetricRow(self.step, epoch, "train", "learning_rate", float(self.scheduler.get_last_lr()[0]))]
+        if n:
+            rows.insert(0, MetricRow(self.step, epoch, "train", "loss", total / n))
+        self.on_metrics("window", self.step, rows)
 
     def evaluate(self) -> bool:
         """Record the training view since the last evaluation and evaluate the primary eval set; returns
@@ -318,6 +345,8 @@ class _Loop:
             ev = self.task.evaluate(self.model, self.select_data, self.task_ctx, self.train.eval_batch_size, self.train.precision, self.device)
             self.eval_seconds += time.perf_counter() - t0
             outcome.rows += [MetricRow(step, epoch, self.select_name, k, v) for k, v in ev.metrics.items()]
+        if self.on_metrics:
+            self.on_metrics("evaluation", step, [r for r in outcome.rows if r.step == step])
         if not self.stopping:
             headline = self.task.metrics[0]
             if outcome.best_step is None or _better(ev.metrics[headline], self.best_value, "max"):

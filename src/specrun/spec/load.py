@@ -19,7 +19,7 @@ from specrun.plugins.registry import Registry, get_registry
 from specrun.spec.locate import split_key
 from specrun.spec.compose import Composed, Source, compose, toml_problem  # noqa: F401  (toml_problem: re-exported)
 from specrun.spec.labels import _short, describe_configs, describe_sweep, sweep_assignments  # noqa: F401  (re-exported)
-from specrun.spec.schema import RUN_SECTIONS, SELECTION_KEYS, Spec, TrainSpec
+from specrun.spec.schema import RUN_SECTIONS, SELECTION_KEYS, SearchParam, Spec, TrainSpec
 from specrun.spec.stages import dependency_refs, fixed_seed, sets_key, stage_name, stage_tree
 
 Problem = tuple[str, "int | None", str]
@@ -642,6 +642,7 @@ def load_composed(composed: Composed, overrides: list[str] = (), registry: Regis
     found = set_problems + [where(loc, msg) for loc, msg in problems]
     runs, sweep_problems = expand(raw, registry, where, known={(dotted(loc), msg) for loc, msg in problems})
     found += [p for p in sweep_problems if p not in found]
+    found += [p for p in search_problems(raw, registry, where, known={(dotted(loc), msg) for loc, msg in problems}) if p not in found]
     if not found:  # the analyses check their options against the runs the spec expands into
         found = [where(loc, msg) for loc, msg in check_analyses(spec, resolved["analyses"], runs, registry)]
     if found:  # by file, in line order; --set problems (no line) first
@@ -801,3 +802,54 @@ def _sweep_source(combo: dict, loc: tuple) -> tuple[str, Any]:
         if any(split_key(part) and key_at.startswith(".".join(split_key(part))) for part in key.split(",")):
             return key, value
     return next(iter(combo.items()), ("", None))
+
+
+# --- [search] ------------------------------------------------------------------------------------
+
+
+def search_points(param: dict) -> list:
+    """The values of a search space entry a spec is checked at: its ends (a categorical: every choice)."""
+    if param.get("type") == "categorical":
+        return list(param.get("choices") or [])
+    low, high = param.get("low"), param.get("high")
+    if param.get("type") == "int":
+        return [int(low), int(high)]
+    return [float(low), float(high)]
+
+
+def search_problems(raw: dict, registry: Registry, where, known: set = frozenset()) -> list[tuple]:
+    """A ``[search]`` space's keys checked as a sweep's are: each under model, data, method or train, and
+    the spec valid with the key at each end of its range (each choice of a categorical), reported at the
+    space key's line. ``[search]`` and ``[sweep]`` do not go together."""
+    search = raw.get("search")
+    if not isinstance(search, dict) or not isinstance(search.get("space"), dict):
+        return []  # absent, or the schema check reports it
+    problems: list[tuple] = []
+    if raw.get("sweep"):
+        problems.append(where(("search",), "a spec has [search] or [sweep], not both: a search chooses its own configurations"))
+    for key, param in search["space"].items():
+        loc = ("search", "space", key)
+        parts = key.split(".")
+        if empty_part(key) or len(parts) < 2 or parts[0] not in RUN_SECTIONS:
+            problems.append(where(loc, f"can only search keys under {', '.join(RUN_SECTIONS)}{did_you_mean(parts[0], RUN_SECTIONS)}"))
+            continue
+        try:
+            SearchParam.model_validate(param)
+        except ValidationError:
+            continue  # the schema check reports it
+        for value in search_points(param):
+            tree = copy.deepcopy(raw)
+            tree.pop("search", None)
+            tree.pop("sweep", None)
+            try:
+                set_dotted(tree, key, value)
+            except (KeyError, TypeError) as exc:
+                problems.append(where(loc, str(exc.args[0] if exc.args else exc)))
+                break
+            _, _, found = validate_config(tree, registry)
+            found = [(l, m) for l, m in found if (dotted(l), m) not in known]
+            if found:
+                l, m = found[0]
+                problems.append(where(loc, f"value {value!r}: {dotted(l)}: {m}"))
+                break
+    return problems

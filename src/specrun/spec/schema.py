@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -205,6 +205,65 @@ class Constraints(Section):
     on_violation: Literal["error", "skip"] = Field("error", description="'error': refuse the spec; 'skip': leave the runs over budget out")
 
 
+class SearchParam(Section):
+    """One key of a search space: a float (uniform, or log-uniform with ``log``), an int (with ``step``,
+    or ``log``) or a categorical (``choices``)."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> SearchParam:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical needs choices = [...] (one or more values)")
+            if self.low is not None or self.high is not None or self.log or self.step is not None:
+                raise ValueError("a categorical takes choices only (no low, high, log or step)")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"choices go with type = \"categorical\", not {self.type!r}")
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} needs low and high")
+        if self.low > self.high or (self.low == self.high and self.type == "float"):
+            raise ValueError(f"empty range: low {self.low:g} is not below high {self.high:g}")
+        if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high) or (self.step is not None and self.step != int(self.step))):
+            raise ValueError("an int's low, high and step must be whole numbers")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log = true needs low above 0 (the log of {self.low:g} is undefined)")
+        if self.log and self.step is not None:
+            raise ValueError("give step or log = true, not both")
+        return self
+
+
+class SearchSpec(Section):
+    """An adaptive search (Optuna) over a space of keys: each trial a configuration, run over the seeds."""
+
+    space: dict[str, SearchParam] = Field(min_length=1, description="dotted key -> distribution")
+    metric: Literal[EVAL_METRICS] = Field("accuracy", description="the objective: this metric on the selection (primary evaluation) set")
+    direction: Literal["maximize", "minimize"] = "maximize"
+    n_trials: int = Field(ge=1, le=100_000)
+    sampler: Literal["random", "tpe", "qmc", "cmaes"] = "tpe"
+    seed: int = Field(0, ge=0, description="the sampler's seed: the same seed, the same suggestions")
+    pruner: Literal["none", "median", "successive_halving", "hyperband"] = "none"
+
+
+#: The built-in trackers ``[tracking] trackers`` and ``apply --track`` may name (``specrun.tracking``).
+TRACKERS = ("mlflow", "tensorboard")
+
+
+class TrackingSpec(Section):
+    """Live experiment tracking: never part of a run's identity."""
+
+    trackers: list[Literal[TRACKERS]] = Field(default_factory=list, description="built-in trackers to log every run to (each an extra)")
+    every: int = Field(10, ge=1, description="report the training loss to trackers and plugins every N optimizer steps")
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<store folder>/mlflow.db)")
+    tensorboard_dir: str | None = Field(None, description="TensorBoard event folder (default: <store folder>/tensorboard)")
+
+
 class Spec(Section):
     experiment: Experiment
     task: PluginRef | None = Field(None, description="the task: [task] name = \"extractive_qa\" (default: classification)")
@@ -219,6 +278,8 @@ class Spec(Section):
     )
     constraints: Constraints | None = None
     report: ReportSpec | None = None
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    search: SearchSpec | None = None
 
 
 #: The sections that make up one run's identity (the rest describes the experiment as a whole).

@@ -27,7 +27,7 @@ from specrun.spec.compose import deep_merge
 
 PREFIX = "stage:"
 #: Spec keys a stage does not inherit from the spec that declares it.
-NOT_INHERITED = ("stages", "sweep", "analyses", "report", "constraints")
+NOT_INHERITED = ("stages", "sweep", "analyses", "report", "constraints", "search")
 
 
 def transform_entries(config: dict) -> list[tuple[str, dict]]:

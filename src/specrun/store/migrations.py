@@ -322,7 +322,28 @@ def m013_inputs_fingerprint(db):
 
 
 @migration
-def m014_qa_predictions(db):
+def m014_search(db):
+    """Adaptive search (issue 24): a run a search's pruner stopped is 'pruned' with the step it stopped
+    at (``runs.pruned_step``; its metrics are the learning curve so far), and each search trial's
+    configuration, runs and outcome (``search_trials``)."""
+    db.execute("ALTER TABLE runs ADD COLUMN pruned_step BIGINT")
+    db.execute("""
+        CREATE TABLE search_trials (
+            experiment VARCHAR NOT NULL,
+            trial INTEGER NOT NULL,
+            run_id VARCHAR NOT NULL,
+            seed BIGINT,
+            params JSON,
+            state VARCHAR,
+            value DOUBLE,
+            recorded_at TIMESTAMP,
+            PRIMARY KEY (experiment, trial, run_id)
+        )
+    """)
+
+
+@migration
+def m015_qa_predictions(db):
     """Per-question predictions of extractive-QA runs (``[task] name = "extractive_qa"``): keyed by the
     question's own id from the data; the predicted answer text, its score (the softmax of its start+end
     logit over the n-best candidate spans; 0 for the empty answer), its SQuAD v1.1 exact match and F1

@@ -117,13 +117,15 @@ def record_apply(store: Store, loaded: Any, overrides: list[str], run_ids: list[
             [apply_id, loaded.experiment, str(loaded.path), spec_sha256(loaded.text), json.dumps(list(overrides)), now(), loaded.text,
              bool(overrides), loaded.profile, json.dumps(loaded.tree)],
         )
-        db.executemany("INSERT INTO apply_runs VALUES (?, ?) ON CONFLICT DO NOTHING", [[apply_id, r] for r in run_ids])
+        if run_ids:
+            db.executemany("INSERT INTO apply_runs VALUES (?, ?) ON CONFLICT DO NOTHING", [[apply_id, r] for r in run_ids])
     return apply_id
 
 
-def claim(store: Store, run: Any, spec_path: str, environment: dict, force: bool) -> str:
-    """Mark ``run`` as running in this process. Returns 'claimed', 'cached' (completed, not forced)
-    or 'busy' (another live process is running it)."""
+def claim(store: Store, run: Any, spec_path: str, environment: dict, force: bool, keep_pruned: bool = False) -> str:
+    """Mark ``run`` as running in this process. Returns 'claimed', 'cached' (completed, not forced),
+    'pruned' (stopped by a search's pruner, with ``keep_pruned``: a search's own trial) or 'busy'
+    (another live process is running it)."""
     with store.write() as db:
         db.execute(
             "INSERT INTO experiment_runs VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -138,13 +140,15 @@ def claim(store: Store, run: Any, spec_path: str, environment: dict, force: bool
                 if recorded is None and inputs:  # a run from before fingerprints: today's inputs from now on
                     db.execute("UPDATE runs SET inputs_fingerprint = ? WHERE run_id = ?", [json.dumps(inputs), run.run_id])
                 return "cached"
+            if status == "pruned" and keep_pruned and not force:
+                return "pruned"
             if status == "running" and _alive(pid, host, _utc(started)) and pid != os.getpid():
                 return "busy"
         values = dict(
             experiment=run.experiment, status="running", method=run.method, dataset=run.dataset,
             model=run.config["model"]["name"], seed=run.seed, eval_set=run.eval_set,
             config=json.dumps(run.config), sweep=json.dumps(run.sweep_values),
-            started_at=now(), finished_at=None, train_seconds=None, error=None,
+            started_at=now(), finished_at=None, train_seconds=None, error=None, pruned_step=None,
             environment=json.dumps(environment), host=HOST, pid=os.getpid(),
             inputs_fingerprint=json.dumps(inputs),
         )

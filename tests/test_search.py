@@ -1,0 +1,152 @@
+"""Adaptive search (issue 24): trials are runs, pruned trials stop early and are recorded so, a re-apply
+trains nothing, an interrupted search resumes with the suggestions it would have made."""
+
+import json
+import re
+
+import pytest
+
+from specrun import hookimpl
+
+pytest.importorskip("optuna", reason="the search extra is installed by the dev extra")
+
+SEARCH = """
+[search]
+n_trials = {n}
+sampler = "{sampler}"
+seed = 3
+pruner = "{pruner}"
+metric = "accuracy"
+
+[search.space]
+"train.learning_rate" = {{ type = "float", low = 1e-4, high = 3e-2, log = true }}
+"method.rank" = {{ type = "int", low = 2, high = 8, step = 2 }}
+"""
+
+
+def search_spec(write_spec, n=6, sampler="tpe", pruner="median", extra=""):
+    return write_spec(train="max_steps = 6\neval_every = 2", extra=SEARCH.format(n=n, sampler=sampler, pruner=pruner) + extra)
+
+
+def sql(cli, store, query):
+    code, out, err = cli("sql", query, "--store", str(store), "-f", "json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+TRIALS = "SELECT trial, run_id, state, value, params FROM search_trials ORDER BY trial"
+
+
+def test_a_search_with_a_pruner_trains_trials_as_runs_and_a_reapply_trains_nothing(write_spec, cli, tmp_path):
+    spec, store = search_spec(write_spec, extra='\n[[analyses]]\nname = "optimization"\n'), tmp_path / "s.duckdb"
+    code, _, err = cli("apply", str(spec), "--store", str(store))
+    assert code == 0, err
+    trials = sql(cli, store, TRIALS)
+    check_optimization_analysis(cli, store, trials)
+    assert [t["trial"] for t in trials] == list(range(6))
+    runs = {r["run_id"]: r for r in sql(cli, store, "SELECT run_id, status, pruned_step, sweep FROM runs")}
+    assert {t["run_id"] for t in trials} == set(runs), "every trial is a run of the store"
+    states = [t["state"] for t in trials]
+    assert "pruned" in states and "complete" in states, states
+    for t in trials:
+        run = runs[t["run_id"]]
+        assert json.loads(run["sweep"]) == json.loads(t["params"]), "a trial's run is labelled with its configuration"
+        if t["state"] == "pruned":  # stopped early, with its curve so far and no final results
+            assert run["status"] == "pruned" and run["pruned_step"] in (2, 4) and t["value"] is None
+            curve = sql(cli, store, f"SELECT step, final FROM metrics WHERE run_id = '{t['run_id']}' AND split = 'validation' AND name = 'accuracy'")
+            assert curve and max(c["step"] for c in curve) == run["pruned_step"] and not any(c["final"] for c in curve)
+        else:
+            assert run["status"] == "completed" and run["pruned_step"] is None
+            [final] = sql(cli, store, f"SELECT value FROM metrics WHERE run_id = '{t['run_id']}' AND final AND split = 'validation' AND name = 'accuracy'")
+            assert t["value"] == final["value"]
+
+    code, _, err = cli("apply", str(spec), "--store", str(store))
+    assert code == 0, err
+    assert "completed" not in err.split("summary:")[1] and "cached" in err, err
+    assert sql(cli, store, "SELECT sum(attempts) AS n FROM runs")[0]["n"] == len(runs), "the re-apply trained nothing"
+    assert sql(cli, store, TRIALS) == trials
+
+
+class StopAtRun:
+    """A plugin that presses Ctrl-C at the first evaluation of the ``n``-th run that trains."""
+
+    def __init__(self, n):
+        self.n, self.started = n, []
+
+    @hookimpl
+    def on_run_start(self, task):
+        self.started.append(task.run_id)
+
+    @hookimpl
+    def on_evaluation(self, task, step, metrics):
+        if len(self.started) == self.n:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_search_resumes_with_the_suggestions_it_would_have_made(write_spec, cli, tmp_path):
+    from specrun.plugins import set_registry
+    from specrun.testing import registry_with
+
+    spec = search_spec(write_spec, n=5, sampler="tpe", pruner="median")
+    whole, resumed = tmp_path / "whole.duckdb", tmp_path / "resumed.duckdb"
+    assert cli("apply", str(spec), "--store", str(whole))[0] == 0
+    expected = [(t["trial"], t["run_id"], t["params"], t["state"]) for t in sql(cli, whole, TRIALS)]
+
+    stop = StopAtRun(3)
+    set_registry(registry_with(stop))
+    code, _, err = cli("apply", str(spec), "--store", str(resumed))
+    assert code != 0 and len(stop.started) == 3, err
+    assert [t["trial"] for t in sql(cli, resumed, TRIALS)] == [0, 1]
+    assert sql(cli, resumed, f"SELECT status FROM runs WHERE run_id = '{stop.started[-1]}'") == [{"status": "interrupted"}]
+    code, out, err = cli("plan", str(spec), "--store", str(resumed))
+    assert code == 0 and "5 trials: 2 finished" in out + err, out + err
+
+    set_registry(registry_with())
+    code, _, err = cli("apply", str(spec), "--store", str(resumed))
+    assert code == 0, err
+    assert [(t["trial"], t["run_id"], t["params"], t["state"]) for t in sql(cli, resumed, TRIALS)] == expected
+    trained_twice = sql(cli, resumed, "SELECT run_id FROM runs WHERE attempts > 1")
+    assert trained_twice == [{"run_id": stop.started[-1]}], "only the interrupted run trained again; the finished trials were told from the store"
+
+
+def test_validate_locates_errors_in_the_search_space(write_spec, cli):
+    space = """
+[search]
+n_trials = 4
+metric = "precision"
+
+[search.space]
+"train.learning_rate" = { type = "float", low = 0, high = 1e-2, log = true }
+"train.batch_size" = { type = "int", low = 16, high = 8 }
+"method.rnk" = { type = "int", low = 2, high = 8 }
+"experiment.name" = { type = "categorical", choices = ["a", "b"] }
+"method.alpha" = { type = "categorical", choices = [8, "wide"] }
+"""
+    spec = write_spec(train="max_steps = 2", extra=space)
+    code, _, err = cli("validate", str(spec))
+    lines = {m.group(1): line for line in err.splitlines() if (m := re.search(r"\.toml:\d+: ([\w.]+):", line))}
+    assert code == 2 and "Traceback" not in err, err
+    text = spec.read_text().splitlines()
+    at = lambda key: next(i + 1 for i, line in enumerate(text) if line.startswith(key))  # noqa: E731
+    assert f"toy.toml:{at('metric')}:" in lines["search.metric"] and "'accuracy'" in lines["search.metric"]
+    assert "log = true needs low above 0" in lines["search.space.train.learning_rate"]
+    assert "empty range: low 16 is not below high 8" in lines["search.space.train.batch_size"]
+    rnk = at('"method.rnk"')
+    assert f"toy.toml:{rnk}:" in lines["search.space.method.rnk"] and "did you mean 'rank'" in lines["search.space.method.rnk"]
+    assert "can only search keys under model, data, method, train" in lines["search.space.experiment.name"]
+    assert "value 'wide': method.alpha" in lines["search.space.method.alpha"]
+
+
+def check_optimization_analysis(cli, store, trials):
+    """The optimization analysis's tables agree with the trials the search stored."""
+    rows = sql(cli, store, "SELECT trial, state, value, best_so_far, pruned_step FROM optimization_trials ORDER BY trial")
+    assert [(r["trial"], r["state"], r["value"]) for r in rows] == [(t["trial"], t["state"], t["value"]) for t in trials]
+    values = [t["value"] for t in trials]
+    assert [r["best_so_far"] for r in rows] == [max((v for v in values[:i + 1] if v is not None), default=None) for i in range(len(values))]
+    importance = sql(cli, store, "SELECT param, importance FROM optimization_importance")
+    assert {r["param"] for r in importance} <= {"train.learning_rate", "method.rank"} and importance
+    assert sum(r["importance"] for r in importance) == pytest.approx(1.0)
+    marks = sql(cli, store, "SELECT trial, step FROM optimization_curves WHERE pruned_here ORDER BY trial")
+    assert marks == [{"trial": r["trial"], "step": r["pruned_step"]} for r in rows if r["state"] == "pruned"]
+    complete = [t for t in trials if t["state"] == "complete"]
+    assert sql(cli, store, "SELECT count(DISTINCT trial) AS n FROM optimization_slices")[0]["n"] == len(complete)
