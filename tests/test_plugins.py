@@ -388,7 +388,7 @@ def test_colliding_and_raising_plugins_are_skipped_and_other_specs_work(installe
     set_registry(None)
     code, out, err = cli("plugins", "--check")
     assert code == 1
-    assert "error: 38 plugins loaded; 3 failed to load (the warnings above say which and what to do)" in err
+    assert "error: 39 plugins loaded; 3 failed to load (the warnings above say which and what to do)" in err
 
 
 def run_rows(query: str) -> list[tuple]:
@@ -422,7 +422,7 @@ def test_disable_plugins_by_package_entry_point_or_name(installed, write_spec, c
     monkeypatch.setenv("SPECRUN_DISABLE_PLUGINS", "specrun-clash, specrun_raises,bitfit")
     code, out, err = cli("plugins", "--check")
     assert code == 0, err
-    assert "warning" not in err and "35 plugins loaded; none failed" in out  # the 36 built-ins less bitfit
+    assert "warning" not in err and "36 plugins loaded; none failed" in out  # the 37 built-ins less bitfit
     code, _, err = cli("validate", str(write_spec(method='name = "bitfit"')))
     assert code == 2 and "method.name: method 'bitfit' is disabled by SPECRUN_DISABLE_PLUGINS" in err
     monkeypatch.setenv("SPECRUN_DISABLE_PLUGINS", "specrun-clsh")
