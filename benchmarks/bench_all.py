@@ -52,9 +52,17 @@ def machine(torch_threads: int) -> dict:
     from bench_trainer import cpu_name
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "src", "benchmarks"], cwd=HERE.parent,
-                                    capture_output=True, text=True).stdout.strip())
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--", "src", "benchmarks"],
+                cwd=HERE.parent,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+        )
     except OSError:
         commit, dirty = "", False
     import peft
@@ -62,9 +70,15 @@ def machine(torch_threads: int) -> dict:
     import transformers
 
     return {
-        "cpu": cpu_name() + cpu_details(), "cpus": os.cpu_count(), "torch_default_threads": torch_threads, "python": platform.python_version(),
-        "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-        "git": commit + ("+dirty" if dirty else ""), "load_avg_start": os.getloadavg(),
+        "cpu": cpu_name() + cpu_details(),
+        "cpus": os.cpu_count(),
+        "torch_default_threads": torch_threads,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "git": commit + ("+dirty" if dirty else ""),
+        "load_avg_start": os.getloadavg(),
     }
 
 
@@ -91,7 +105,6 @@ def cpu_details() -> str:
 def train_rounds(folder: Path, args, with_trainer: bool, with_flops: bool) -> dict:
     """W1 rounds at each thread count: specrun (and the Trainer) alternating; FLOPs and matmul peak."""
     import torch
-
     from bench_flops import matmul_peak, real_lengths, w1_flop_model
     from bench_trainer import Workload, run_specrun, run_trainer
 
@@ -112,18 +125,26 @@ def train_rounds(folder: Path, args, with_trainer: bool, with_flops: bool) -> di
         rounds = []
         for r in range(args.rounds):
             (sub / f"r{r}").mkdir()
-            work = Workload(sub / f"r{r}", args.train_examples, args.max_length, seed=r, max_eval_examples=args.max_eval_examples)
+            work = Workload(
+                sub / f"r{r}", args.train_examples, args.max_length, seed=r, max_eval_examples=args.max_eval_examples
+            )
             result: dict = {"seed": r, "load_avg_1min": os.getloadavg()[0]}
             for peer in peers if r % 2 == 0 else peers[::-1]:
-                result[peer] = run_specrun(work, sub / f"r{r}") if peer == "specrun" else run_trainer(work, sub / f"r{r}", bf16=True)
+                result[peer] = (
+                    run_specrun(work, sub / f"r{r}")
+                    if peer == "specrun"
+                    else run_trainer(work, sub / f"r{r}", bf16=True)
+                )
             s = result["specrun"]
             line = f"  {threads}t seed {r}: specrun {s['samples_per_second']:.1f} samples/s ({s['train_seconds']:.1f} s, acc {s['accuracy']:.4f})"
             if with_trainer:
                 t = result["trainer-bf16"]
                 result["ratio"] = s["samples_per_second"] / t["samples_per_second"]
                 result["cpu_ratio"] = s["samples_per_cpu_second"] / t["samples_per_cpu_second"]
-                line += (f", trainer-bf16 {t['samples_per_second']:.1f} ({t['train_seconds']:.1f} s, acc {t['accuracy']:.4f}): "
-                         f"{result['ratio']:.2f}x (CPU time {result['cpu_ratio']:.2f}x)")
+                line += (
+                    f", trainer-bf16 {t['samples_per_second']:.1f} ({t['train_seconds']:.1f} s, acc {t['accuracy']:.4f}): "
+                    f"{result['ratio']:.2f}x (CPU time {result['cpu_ratio']:.2f}x)"
+                )
             if with_flops:
                 flops_model = flops_model or w1_flop_model(work)
                 lengths = real_lengths(work)
@@ -139,16 +160,25 @@ def train_rounds(folder: Path, args, with_trainer: bool, with_flops: bool) -> di
             entry["ratio"] = statistics.median(entry["per_round"])
             entry["cpu_ratio"] = statistics.median(r["cpu_ratio"] for r in rounds)
             entry["accuracy"] = {p: statistics.mean(r[p]["accuracy"] for r in rounds) for p in peers}
-            entry["samples_per_second"] = {p: statistics.median(r[p]["samples_per_second"] for r in rounds) for p in peers}
+            entry["samples_per_second"] = {
+                p: statistics.median(r[p]["samples_per_second"] for r in rounds) for p in peers
+            }
         if with_flops:
             peaks.append(matmul_peak(threads))
             peak = max(peaks, key=lambda p: p["flops_per_second"])
-            entry["peak"] = {"flops_per_second": peak["flops_per_second"], "shape": peak["shape"], "measurements": peaks}
+            entry["peak"] = {
+                "flops_per_second": peak["flops_per_second"],
+                "shape": peak["shape"],
+                "measurements": peaks,
+            }
             entry["share_per_round"] = [r["useful_flops_per_second"] / peak["flops_per_second"] for r in rounds]
             entry["share"] = statistics.median(entry["share_per_round"])
             entry["flop_model"] = flops_model.summary()
-            log(f"  {threads}t bf16 matmul peak {peak['flops_per_second'] / 1e9:.1f} GFLOP/s ({peak['shape']}; "
-                + ", ".join(f"{p['flops_per_second'] / 1e9:.1f}" for p in peaks) + " before/after the rounds)")
+            log(
+                f"  {threads}t bf16 matmul peak {peak['flops_per_second'] / 1e9:.1f} GFLOP/s ({peak['shape']}; "
+                + ", ".join(f"{p['flops_per_second'] / 1e9:.1f}" for p in peaks)
+                + " before/after the rounds)"
+            )
         out[str(threads)] = entry
     return out
 
@@ -177,42 +207,95 @@ def summary_rows(results: dict) -> list[tuple[str, ...]]:
     for threads, e in results.get("train", {}).items():
         if "ratio" in e:
             acc = e["accuracy"]
-            rows.append(("1", f"W1 train samples/s specrun / trainer-bf16, {threads}t", goal_text("1"), f"{e['ratio']:.2f}x",
-                         verdict("1", e["ratio"]), fmt(e["per_round"]),
-                         f"dev acc {acc['specrun']:.4f} / {acc['trainer-bf16']:.4f}; CPU-time ratio {e['cpu_ratio']:.2f}x"))
+            rows.append(
+                (
+                    "1",
+                    f"W1 train samples/s specrun / trainer-bf16, {threads}t",
+                    goal_text("1"),
+                    f"{e['ratio']:.2f}x",
+                    verdict("1", e["ratio"]),
+                    fmt(e["per_round"]),
+                    f"dev acc {acc['specrun']:.4f} / {acc['trainer-bf16']:.4f}; CPU-time ratio {e['cpu_ratio']:.2f}x",
+                )
+            )
     for threads, e in results.get("train", {}).items():
         if "share" in e:
-            rows.append(("2", f"W1 useful FLOP/s / bf16 matmul peak, {threads}t", ">= 60%", f"{100 * e['share']:.1f}%",
-                         verdict("2", e["share"]), fmt([100 * s for s in e["share_per_round"]], "{:.1f}%"),
-                         (f"peak {e['peak']['flops_per_second'] / 1e9:.1f} GFLOP/s ({e['peak']['shape']}); "
-                          f"{e['rounds'][0]['epoch_flops'] / 1e12:.3f} TFLOP/epoch (seed 0)")))
+            rows.append(
+                (
+                    "2",
+                    f"W1 useful FLOP/s / bf16 matmul peak, {threads}t",
+                    ">= 60%",
+                    f"{100 * e['share']:.1f}%",
+                    verdict("2", e["share"]),
+                    fmt([100 * s for s in e["share_per_round"]], "{:.1f}%"),
+                    (
+                        f"peak {e['peak']['flops_per_second'] / 1e9:.1f} GFLOP/s ({e['peak']['shape']}); "
+                        f"{e['rounds'][0]['epoch_flops'] / 1e12:.3f} TFLOP/epoch (seed 0)"
+                    ),
+                )
+            )
     if "end_to_end" in results:
         e = results["end_to_end"]
         s = [r["specrun"]["wall"] for r in e["rounds"]]
         t = [r["trainer_script"]["wall"] for r in e["rounds"]]
-        rows.append(("3", f"W1 end to end: trainer script wall / specrun apply wall, {e['threads']}t", goal_text("3"), f"{e['ratio']:.2f}x",
-                     verdict("3", e["ratio"]), fmt(e["per_round"]),
-                     (f"median wall specrun {statistics.median(s):.1f} s, trainer script {statistics.median(t):.1f} s; dev acc "
-                      f"{statistics.mean(r['specrun']['accuracy'] for r in e['rounds']):.4f} / "
-                      f"{statistics.mean(r['trainer_script']['accuracy'] for r in e['rounds']):.4f}")))
+        rows.append(
+            (
+                "3",
+                f"W1 end to end: trainer script wall / specrun apply wall, {e['threads']}t",
+                goal_text("3"),
+                f"{e['ratio']:.2f}x",
+                verdict("3", e["ratio"]),
+                fmt(e["per_round"]),
+                (
+                    f"median wall specrun {statistics.median(s):.1f} s, trainer script {statistics.median(t):.1f} s; dev acc "
+                    f"{statistics.mean(r['specrun']['accuracy'] for r in e['rounds']):.4f} / "
+                    f"{statistics.mean(r['trainer_script']['accuracy'] for r in e['rounds']):.4f}"
+                ),
+            )
+        )
     if "sweep" in results:
         e = results["sweep"]
         last = e["rounds"][-1]
-        rows.append(("4", f"sweep of {last['runs']}: apply wall / sum(train + eval), {e['threads']}t", goal_text("4", ""), f"{e['ratio']:.3f}",
-                     verdict("4", e["ratio"]), fmt(e["per_round"], "{:.3f}"),
-                     f"last round: wall {last['wall']:.1f} s = train {last['train']:.1f} + eval {last['eval']:.1f} + the rest"))
+        rows.append(
+            (
+                "4",
+                f"sweep of {last['runs']}: apply wall / sum(train + eval), {e['threads']}t",
+                goal_text("4", ""),
+                f"{e['ratio']:.3f}",
+                verdict("4", e["ratio"]),
+                fmt(e["per_round"], "{:.3f}"),
+                f"last round: wall {last['wall']:.1f} s = train {last['train']:.1f} + eval {last['eval']:.1f} + the rest",
+            )
+        )
     if "evaluation" in results:
         e = results["evaluation"]
         m = e["median_examples_per_second"]
-        rows.append(("5", f"eval examples/s specrun / best Trainer.predict, {e['threads']}t", goal_text("5"), f"{e['ratio']:.2f}x",
-                     verdict("5", e["ratio"]), fmt(e["per_round"]),
-                     f"{e['examples']} ex: specrun {m['specrun']:.0f}/s, bf16 {m['trainer-bf16']:.0f}/s, bf16 full {m['trainer-bf16-full']:.0f}/s"))
+        rows.append(
+            (
+                "5",
+                f"eval examples/s specrun / best Trainer.predict, {e['threads']}t",
+                goal_text("5"),
+                f"{e['ratio']:.2f}x",
+                verdict("5", e["ratio"]),
+                fmt(e["per_round"]),
+                f"{e['examples']} ex: specrun {m['specrun']:.0f}/s, bf16 {m['trainer-bf16']:.0f}/s, bf16 full {m['trainer-bf16-full']:.0f}/s",
+            )
+        )
     if "cli" in results:
         for name, c in results["cli"]["commands"].items():
             floor = not name.startswith("specrun")
             note = "floor" if floor else ("imports torch" if c.get("torch") else "no torch")
-            rows.append(("6" if not floor else "", f"CLI {name}", "" if floor else goal_text("6", " s"), f"{c['median']:.2f} s",
-                         "" if floor else verdict("6", c["median"]), fmt(c["runs"]), note))
+            rows.append(
+                (
+                    "6" if not floor else "",
+                    f"CLI {name}",
+                    "" if floor else goal_text("6", " s"),
+                    f"{c['median']:.2f} s",
+                    "" if floor else verdict("6", c["median"]),
+                    fmt(c["runs"]),
+                    note,
+                )
+            )
     return rows
 
 
@@ -224,28 +307,45 @@ def print_summary(rows: list[tuple[str, ...]]) -> None:
 
 
 def parse_args(argv: list[str] | None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[1:]),
+    )
     parser.add_argument("--only", help="comma-separated targets to run (1-6; default all)")
     parser.add_argument("--rounds", type=int, help="paired rounds of targets 1, 3 and 5 (default 5; --quick 1)")
     parser.add_argument("--sweep-rounds", type=int, help="applies of the sweep, target 4 (default 3; --quick 1)")
     parser.add_argument("--cli-repeats", type=int, help="processes per command, target 6 (default 5; --quick 2)")
-    parser.add_argument("--threads", help="torch threads for targets 1-2, comma-separated (default 1,2; --quick 1); "
-                        "targets 3-5 run at the largest")
+    parser.add_argument(
+        "--threads",
+        help="torch threads for targets 1-2, comma-separated (default 1,2; --quick 1); targets 3-5 run at the largest",
+    )
     parser.add_argument("--train-examples", type=int, help="W1 training examples (default 2000; --quick 256)")
-    parser.add_argument("--max-eval-examples", type=int, help="limit the dev set of targets 1-3 (default: all 872; --quick 128)")
-    parser.add_argument("--sweep-examples", type=int, help="training examples per sweep run (default 2000, the W1 size; --quick 64)")
+    parser.add_argument(
+        "--max-eval-examples", type=int, help="limit the dev set of targets 1-3 (default: all 872; --quick 128)"
+    )
+    parser.add_argument(
+        "--sweep-examples", type=int, help="training examples per sweep run (default 2000, the W1 size; --quick 64)"
+    )
     parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--quick", action="store_true", help="smoke test: 1 round and small sizes everywhere (numbers are not results)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke test: 1 round and small sizes everywhere (numbers are not results)"
+    )
     parser.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-ups")
-    parser.add_argument("--keep", type=Path, help="work in this folder and keep it (stores, specs, examples) instead of a temporary one")
+    parser.add_argument(
+        "--keep", type=Path, help="work in this folder and keep it (stores, specs, examples) instead of a temporary one"
+    )
     parser.add_argument("--json", type=Path, help="write every measurement here")
     args = parser.parse_args(argv)
     quick = args.quick
     defaults = {
-        "rounds": 1 if quick else 5, "sweep_rounds": 1 if quick else 3, "cli_repeats": 2 if quick else 5,
-        "threads": "1" if quick else "1,2", "train_examples": 256 if quick else 2000,
-        "max_eval_examples": 128 if quick else None, "sweep_examples": 64 if quick else 2000,
+        "rounds": 1 if quick else 5,
+        "sweep_rounds": 1 if quick else 3,
+        "cli_repeats": 2 if quick else 5,
+        "threads": "1" if quick else "1,2",
+        "train_examples": 256 if quick else 2000,
+        "max_eval_examples": 128 if quick else None,
+        "sweep_examples": 64 if quick else 2000,
     }
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -270,13 +370,21 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     info = machine(torch.get_num_threads())
     top = max(args.threads)
-    log(f"machine: {info['cpu']}, {info['cpus']} CPUs (torch default {info['torch_default_threads']} threads); "
-        f"load average {' '.join(f'{x:.2f}' for x in info['load_avg_start'])}")
-    log(f"software: python {info['python']}, torch {info['torch']}, transformers {info['transformers']}, peft {info['peft']}; specrun at {info['git']}")
-    log(f"targets {','.join(args.only)}; rounds {args.rounds}, threads {args.threads} (targets 3-5 at {top}), "
+    log(
+        f"machine: {info['cpu']}, {info['cpus']} CPUs (torch default {info['torch_default_threads']} threads); "
+        f"load average {' '.join(f'{x:.2f}' for x in info['load_avg_start'])}"
+    )
+    log(
+        f"software: python {info['python']}, torch {info['torch']}, transformers {info['transformers']}, peft {info['peft']}; specrun at {info['git']}"
+    )
+    log(
+        f"targets {','.join(args.only)}; rounds {args.rounds}, threads {args.threads} (targets 3-5 at {top}), "
         f"W1 {args.train_examples} examples, dev {args.max_eval_examples or 'all'}, sweep {args.sweep_examples} examples x 8"
-        + ("; QUICK: smoke-test sizes, not results" if args.quick else ""))
-    results: dict = {"meta": {**info, "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}}
+        + ("; QUICK: smoke-test sizes, not results" if args.quick else "")
+    )
+    results: dict = {
+        "meta": {**info, "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    }
 
     import bench_processes as procs
 
@@ -295,13 +403,28 @@ def main(argv: list[str] | None = None) -> int:
             results["evaluation"] = bench_eval.run(work, folder / "eval", args.rounds, threads=top, log=log)
         if "3" in args.only:
             log(f"[3] end to end, {top} thread(s), {args.rounds} round(s)")
-            results["end_to_end"] = procs.end_to_end(folder / "e2e", args.rounds, top, args.train_examples, args.max_length,
-                                                     args.max_eval_examples, warmup=not args.no_warmup, log=log)
+            results["end_to_end"] = procs.end_to_end(
+                folder / "e2e",
+                args.rounds,
+                top,
+                args.train_examples,
+                args.max_length,
+                args.max_eval_examples,
+                warmup=not args.no_warmup,
+                log=log,
+            )
         if "4" in args.only:
             log(f"[4] sweep, {top} thread(s), {args.sweep_rounds} round(s)")
             (folder / "sweep").mkdir()
-            results["sweep"] = procs.sweep(folder / "sweep", args.sweep_rounds, top, args.sweep_examples, args.max_length,
-                                           args.max_eval_examples, log=log)
+            results["sweep"] = procs.sweep(
+                folder / "sweep",
+                args.sweep_rounds,
+                top,
+                args.sweep_examples,
+                args.max_length,
+                args.max_eval_examples,
+                log=log,
+            )
         if "6" in args.only:
             log(f"[6] CLI latency, {args.cli_repeats} process(es) per command")
             (folder / "cli").mkdir()
@@ -310,19 +433,28 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 spec = procs.sweep_spec(folder / "cli", args.sweep_examples, args.max_length, args.max_eval_examples)
                 store = folder / "cli" / "cached.duckdb"
-                procs.timed([procs.SPECRUN, "-q", "apply", str(spec), "--store", str(store)],
-                            procs.env(top, folder / "cli" / "artifacts"), cwd=folder / "cli")
+                procs.timed(
+                    [procs.SPECRUN, "-q", "apply", str(spec), "--store", str(store)],
+                    procs.env(top, folder / "cli" / "artifacts"),
+                    cwd=folder / "cli",
+                )
             results["cli"] = procs.cli_latency(folder / "cli", args.cli_repeats, spec, store, log=log)
 
     results["meta"]["load_avg_end"] = os.getloadavg()
     results["meta"]["seconds"] = time.perf_counter() - started
     rows = summary_rows(results)
-    results["summary"] = [dict(zip(("target", "what", "goal", "measured", "met", "per_round", "notes"), r)) for r in rows]
+    results["summary"] = [
+        dict(zip(("target", "what", "goal", "measured", "met", "per_round", "notes"), r)) for r in rows
+    ]
     log()
-    log(f"== issue 13 targets: median over rounds of the per-round ratio ({results['meta']['seconds'] / 60:.1f} min) ==")
+    log(
+        f"== issue 13 targets: median over rounds of the per-round ratio ({results['meta']['seconds'] / 60:.1f} min) =="
+    )
     print_summary(rows)
-    log(f"machine: {info['cpu']}, {info['cpus']} CPUs; load average at start "
-        f"{' '.join(f'{x:.2f}' for x in info['load_avg_start'])}, at end {' '.join(f'{x:.2f}' for x in results['meta']['load_avg_end'])}")
+    log(
+        f"machine: {info['cpu']}, {info['cpus']} CPUs; load average at start "
+        f"{' '.join(f'{x:.2f}' for x in info['load_avg_start'])}, at end {' '.join(f'{x:.2f}' for x in results['meta']['load_avg_end'])}"
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
         log(f"written: {args.json}")

@@ -40,7 +40,9 @@ def _trainer(model, tokenizer, folder: Path, full_bf16: bool, seed: int):
         seed=seed,
         dataloader_num_workers=0,
     )
-    trainer = Trainer(model=model, args=args, data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer)
+    trainer = Trainer(
+        model=model, args=args, data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer
+    )
     trainer.remove_callback(PrinterCallback)
     return trainer
 
@@ -73,6 +75,7 @@ def run(work, folder: Path, rounds: int, threads: int | None = None, log=print) 
         "trainer-bf16": _trainer(fp32, tokenizer, folder, False, work.seed),
         "trainer-bf16-full": _trainer(copy.deepcopy(fp32), tokenizer, folder, True, work.seed),
     }
+
     def specrun_peer():
         ev = evaluate(model, encoded, len(work.label_names), EVAL_BATCH_SIZE, "bf16", device)
         return ev.prediction, ev.confidence
@@ -91,6 +94,7 @@ def run(work, folder: Path, rounds: int, threads: int | None = None, log=print) 
             probs = np.empty((n, logits.shape[-1]), dtype=np.float32)
             probs[order] = logits.softmax(-1).numpy()
             return probs.argmax(-1), probs
+
         return go
 
     peers = {"specrun": specrun_peer, **{name: trainer_peer(name) for name in trainers}}
@@ -105,10 +109,13 @@ def run(work, folder: Path, rounds: int, threads: int | None = None, log=print) 
             prediction, _ = outputs = peers[name]()
             seconds = time.perf_counter() - t0
             last[name] = outputs
-            results[name].append({
-                "seconds": seconds, "examples_per_second": n / seconds,
-                "accuracy": float(np.mean(prediction == encoded.labels)),
-            })
+            results[name].append(
+                {
+                    "seconds": seconds,
+                    "examples_per_second": n / seconds,
+                    "accuracy": float(np.mean(prediction == encoded.labels)),
+                }
+            )
         log(f"  eval round {r}: " + ", ".join(f"{p} {results[p][-1]['examples_per_second']:.0f} ex/s" for p in names))
     # The head is untrained (near-tie logits), so a rounding difference can flip a prediction: the
     # probabilities are the check that both evaluate the same model.
@@ -125,8 +132,14 @@ def run(work, folder: Path, rounds: int, threads: int | None = None, log=print) 
         for r in range(rounds)
     ]
     return {
-        "examples": n, "batch_size": EVAL_BATCH_SIZE, "threads": torch.get_num_threads(), "peers": results,
-        "median_examples_per_second": {p: statistics.median(x["examples_per_second"] for x in rs) for p, rs in results.items()},
+        "examples": n,
+        "batch_size": EVAL_BATCH_SIZE,
+        "threads": torch.get_num_threads(),
+        "peers": results,
+        "median_examples_per_second": {
+            p: statistics.median(x["examples_per_second"] for x in rs) for p, rs in results.items()
+        },
         "same_model_check": same,
-        "per_round": per_round, "ratio": statistics.median(per_round),
+        "per_round": per_round,
+        "ratio": statistics.median(per_round),
     }

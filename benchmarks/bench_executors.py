@@ -49,7 +49,7 @@ max_length = 32
 dataset = "local"
 eval_split = "validation"
 [data.options]
-files = {{ train = "{folder / 'train.tsv'}", validation = "{folder / 'dev.tsv'}" }}
+files = {{ train = "{folder / "train.tsv"}", validation = "{folder / "dev.tsv"}" }}
 [method]
 name = "lora"
 rank = 8
@@ -111,9 +111,12 @@ def train_and_eval_seconds(store: Path) -> float:
 
     db = duckdb.connect(str(store), read_only=True)
     try:
-        train = db.execute("SELECT sum(value) FROM metrics WHERE split = 'cost' AND name = 'train_seconds'").fetchone()[0]
+        train = db.execute("SELECT sum(value) FROM metrics WHERE split = 'cost' AND name = 'train_seconds'").fetchone()[
+            0
+        ]
         evals = db.execute(
-            "SELECT sum(value) FROM metrics m WHERE split = 'cost' AND name = 'eval_examples_per_second'").fetchone()[0]
+            "SELECT sum(value) FROM metrics m WHERE split = 'cost' AND name = 'eval_examples_per_second'"
+        ).fetchone()[0]
         n_eval = db.execute("SELECT count(*) FROM predictions").fetchone()[0]
         runs = db.execute("SELECT count(*) FROM runs WHERE status = 'completed'").fetchone()[0]
     finally:
@@ -123,20 +126,27 @@ def train_and_eval_seconds(store: Path) -> float:
 
 def writer_cost(store: Path, records: int) -> dict:
     """ms per record for the driver's writes: claim + complete, records copied from the store's first run."""
+    import duckdb
+
     from specrun.driver.apply import Driver  # noqa: F401 - the path the driver takes
     from specrun.runner.plan import PlannedRun
     from specrun.runner.task import ArtifactFile, MetricRow, RunRecord
     from specrun.store import runs as store_runs
     from specrun.store.db import Store
 
-    import duckdb
-
     db = duckdb.connect(str(store), read_only=True)
     run_id, config = db.execute("SELECT run_id, config FROM runs ORDER BY run_id LIMIT 1").fetchone()
-    metrics = [MetricRow(*r) for r in db.execute("SELECT step, epoch, split, name, value, final FROM metrics WHERE run_id = ?", [run_id]).fetchall()]
+    metrics = [
+        MetricRow(*r)
+        for r in db.execute(
+            "SELECT step, epoch, split, name, value, final FROM metrics WHERE run_id = ?", [run_id]
+        ).fetchall()
+    ]
     cols = ["split", "example_id", "label", "prediction", "confidence", "loss"]
     preds = db.execute(f"SELECT {', '.join(cols)} FROM predictions WHERE run_id = ?", [run_id]).fetchall()
-    examples = db.execute("SELECT example_id, label FROM train_examples WHERE run_id = ? ORDER BY position", [run_id]).fetchall()
+    examples = db.execute(
+        "SELECT example_id, label FROM train_examples WHERE run_id = ? ORDER BY position", [run_id]
+    ).fetchall()
     db.close()
     target = Store(store.parent / f"writer-{store.stem}.duckdb")
     config = json.loads(config)
@@ -145,15 +155,25 @@ def writer_cost(store: Path, records: int) -> dict:
         rid = f"w{n:011d}"
         run = PlannedRun(rid, "writer", config, 0, {}, {})
         store_runs.claim(target, run, "bench.toml", {}, force=True)
-        record = RunRecord(rid, metrics=metrics, predictions={c: [p[i] for p in preds] for i, c in enumerate(cols)},
-                           artifacts=[ArtifactFile("weights", f"/nowhere/{rid}/trained.safetensors", "0" * 64, 1)],
-                           train_examples=([e[0] for e in examples], [e[1] for e in examples]), train_seconds=1.0)
+        record = RunRecord(
+            rid,
+            metrics=metrics,
+            predictions={c: [p[i] for p in preds] for i, c in enumerate(cols)},
+            artifacts=[ArtifactFile("weights", f"/nowhere/{rid}/trained.safetensors", "0" * 64, 1)],
+            train_examples=([e[0] for e in examples], [e[1] for e in examples]),
+            train_seconds=1.0,
+        )
         t0 = time.perf_counter()
         store_runs.complete(target, rid, record)
         times.append(time.perf_counter() - t0)
-    return {"records": records, "predictions_per_record": len(preds), "metrics_per_record": len(metrics),
-            "train_examples_per_record": len(examples), "ms_per_record_median": 1000 * statistics.median(times),
-            "ms_per_record_p90": 1000 * sorted(times)[int(0.9 * (len(times) - 1))]}
+    return {
+        "records": records,
+        "predictions_per_record": len(preds),
+        "metrics_per_record": len(metrics),
+        "train_examples_per_record": len(examples),
+        "ms_per_record_median": 1000 * statistics.median(times),
+        "ms_per_record_p90": 1000 * sorted(times)[int(0.9 * (len(times) - 1))],
+    }
 
 
 def main() -> None:
@@ -177,10 +197,14 @@ def main() -> None:
                     store = folder / f"{name}-{executor}-{r}.duckdb"
                     walls[executor].append(apply(spec, store, executor))
                     work[executor].append(train_and_eval_seconds(store))
-                    print(f"{name} round {r} {executor}: {walls[executor][-1]:.1f} s wall, {work[executor][-1]:.1f} s of training+evaluation", flush=True)
+                    print(
+                        f"{name} round {r} {executor}: {walls[executor][-1]:.1f} s wall, {work[executor][-1]:.1f} s of training+evaluation",
+                        flush=True,
+                    )
             local, ray = statistics.median(walls["local"]), statistics.median(walls["ray"])
             results["workloads"][name] = {
-                "wall_seconds": walls, "train_eval_seconds": work,
+                "wall_seconds": walls,
+                "train_eval_seconds": work,
                 "local_over_ray_wall_median": local / ray,
                 "per_round_local_over_ray": [a / b for a, b in zip(walls["local"], walls["ray"])],
             }

@@ -52,13 +52,20 @@ class FlopModel:
 
     def epoch(self, lengths: np.ndarray) -> float:
         lengths = np.asarray(lengths, dtype=np.float64)
-        return float(self.per_token * lengths.sum() + self.per_sequence * len(lengths) + self.per_token_sq * np.square(lengths).sum())
+        return float(
+            self.per_token * lengths.sum()
+            + self.per_sequence * len(lengths)
+            + self.per_token_sq * np.square(lengths).sum()
+        )
 
     def summary(self) -> dict:
         forward = sum(2 * r["in"] * r["out"] for r in self.linears if r["per"] == "token")
         return {
-            "per_token": self.per_token, "per_sequence": self.per_sequence, "per_token_sq": self.per_token_sq,
-            "layers": self.layers, "attention_width": self.attention_width,
+            "per_token": self.per_token,
+            "per_sequence": self.per_sequence,
+            "per_token_sq": self.per_token_sq,
+            "layers": self.layers,
+            "attention_width": self.attention_width,
             "linear_forward_per_token": forward,
             "linears": len(self.linears),
             "trainable_linears": sum(r["weight_grad"] for r in self.linears),
@@ -78,11 +85,17 @@ def flop_model(model, probe_length: int = 8) -> FlopModel:
     def hook(name):
         def record(module, inputs, output):
             x = inputs[0]
-            seen.append({
-                "name": name, "in": module.in_features, "out": module.out_features,
-                "rows": x.numel() // module.in_features,
-                "input_grad": bool(x.requires_grad), "weight_grad": bool(module.weight.requires_grad),
-            })
+            seen.append(
+                {
+                    "name": name,
+                    "in": module.in_features,
+                    "out": module.out_features,
+                    "rows": x.numel() // module.in_features,
+                    "input_grad": bool(x.requires_grad),
+                    "weight_grad": bool(module.weight.requires_grad),
+                }
+            )
+
         return record
 
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
@@ -104,7 +117,9 @@ def flop_model(model, probe_length: int = 8) -> FlopModel:
         elif r["rows"] == 1:
             r["per"] = "sequence"
         else:
-            raise RuntimeError(f"{r['name']} saw {r['rows']} rows for a {probe_length}-token probe: neither per token nor per sequence")
+            raise RuntimeError(
+                f"{r['name']} saw {r['rows']} rows for a {probe_length}-token probe: neither per token nor per sequence"
+            )
         flops = 2 * r["in"] * r["out"] * (1 + r["input_grad"] + r["weight_grad"])
         if r["per"] == "token":
             per_token += flops
@@ -148,7 +163,9 @@ def w1_flop_model(work) -> FlopModel:
 
     from specrun.runner.execute import build_model
 
-    model, _ = build_model(work.planned[0].settings, work.registry, len(work.label_names), work.label_names, torch.device("cpu"))
+    model, _ = build_model(
+        work.planned[0].settings, work.registry, len(work.label_names), work.label_names, torch.device("cpu")
+    )
     return flop_model(model)
 
 
@@ -176,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_trainer import Workload
+
     from specrun.logs import quiet_libraries
 
     quiet_libraries()
@@ -186,12 +204,20 @@ def main(argv: list[str] | None = None) -> int:
     flops = fm.epoch(lengths)
     peak = matmul_peak(args.threads)
     s = fm.summary()
-    print(f"per real token: {s['per_token'] / 1e6:.2f} MFLOP in Linears (forward alone {s['linear_forward_per_token'] / 1e6:.2f}); "
-          f"per sequence {s['per_sequence'] / 1e6:.3f} MFLOP; attention {s['per_token_sq']:.0f} x n^2")
-    print(f"{s['trainable_linears']} trainable Linears of {s['linears']}; no input gradient: {', '.join(s['linears_without_input_grad']) or '-'}")
-    print(f"epoch: {len(lengths)} examples, {int(lengths.sum())} real tokens (mean {lengths.mean():.1f}), {flops / 1e12:.3f} TFLOP")
-    print(f"bf16 matmul peak at {peak['threads']} thread(s): {peak['flops_per_second'] / 1e9:.1f} GFLOP/s ({peak['shape']}); "
-          + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in peak["by_shape"].items()))
+    print(
+        f"per real token: {s['per_token'] / 1e6:.2f} MFLOP in Linears (forward alone {s['linear_forward_per_token'] / 1e6:.2f}); "
+        f"per sequence {s['per_sequence'] / 1e6:.3f} MFLOP; attention {s['per_token_sq']:.0f} x n^2"
+    )
+    print(
+        f"{s['trainable_linears']} trainable Linears of {s['linears']}; no input gradient: {', '.join(s['linears_without_input_grad']) or '-'}"
+    )
+    print(
+        f"epoch: {len(lengths)} examples, {int(lengths.sum())} real tokens (mean {lengths.mean():.1f}), {flops / 1e12:.3f} TFLOP"
+    )
+    print(
+        f"bf16 matmul peak at {peak['threads']} thread(s): {peak['flops_per_second'] / 1e9:.1f} GFLOP/s ({peak['shape']}); "
+        + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in peak["by_shape"].items())
+    )
     return 0
 
 

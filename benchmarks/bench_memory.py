@@ -39,12 +39,21 @@ def main() -> None:
     parser.add_argument("--train-examples", type=int, default=400, help="with --minilm: data.max_train_examples")
     parser.add_argument("--noise", action="store_true", help="a noised evaluation set per run (new texts each run)")
     parser.add_argument("--precision", default="fp32", help="train.precision (specrun's default is bf16)")
-    parser.add_argument("--transfer", action="store_true",
-                        help="transfer runs as specs/transfer_mrpc.toml: per seed a LoRA source stage, then a head trained over its frozen adapters")
-    parser.add_argument("--spec", type=Path, help="apply this spec instead (with --set and --profile); e.g. specs/transfer_mrpc.toml")
+    parser.add_argument(
+        "--transfer",
+        action="store_true",
+        help="transfer runs as specs/transfer_mrpc.toml: per seed a LoRA source stage, then a head trained over its frozen adapters",
+    )
+    parser.add_argument(
+        "--spec", type=Path, help="apply this spec instead (with --set and --profile); e.g. specs/transfer_mrpc.toml"
+    )
     parser.add_argument("--set", action="append", default=[], help="an override for --spec (repeatable)")
     parser.add_argument("--profile", help="a profile of --spec")
-    parser.add_argument("--trim", action="store_true", help="glibc malloc_trim(0) after each run, before measuring (is the growth freed memory the allocator keeps?)")
+    parser.add_argument(
+        "--trim",
+        action="store_true",
+        help="glibc malloc_trim(0) after each run, before measuring (is the growth freed memory the allocator keeps?)",
+    )
     parser.add_argument("--every", action="store_true", help="print the RSS after every run")
     parser.add_argument("--json", type=Path, help="write the RSS series here")
     args = parser.parse_args()
@@ -66,11 +75,16 @@ def main() -> None:
     else:
         model = str(make_tiny_model(work / "tiny"))
         toy = write_toy_data(work / "toy")
-        data = (f'dataset = "local"\neval_split = "validation"\n[data.options]\n'
-                f'files = {{ train = "{toy / "train.tsv"}", validation = "{toy / "dev.tsv"}" }}')
+        data = (
+            f'dataset = "local"\neval_split = "validation"\n[data.options]\n'
+            f'files = {{ train = "{toy / "train.tsv"}", validation = "{toy / "dev.tsv"}" }}'
+        )
         max_length = 32
-    noisy = ('\n[data.eval_sets.noisy]\ntransforms = [{ name = "noise", mode = "replace", char_rate = 0.1, seed = 5 }]\n'
-             if args.noise else "")
+    noisy = (
+        '\n[data.eval_sets.noisy]\ntransforms = [{ name = "noise", mode = "replace", char_rate = 0.1, seed = 5 }]\n'
+        if args.noise
+        else ""
+    )
     rates = [round(1e-3 * (1 + i / args.runs), 8) for i in range(args.runs)]
     seeds, sweep, init, method = "[0]", f'"train.learning_rate" = {json.dumps(rates)}', "", f'name = "{args.method}"'
     if args.transfer:  # two runs per seed: the source, then the run that starts from it
@@ -129,17 +143,27 @@ max_steps = {args.steps}
     execute_module.execute = measured  # the local executor imports it at each run
     print(f"before: rss {rss_mb():.1f} MB", file=sys.stderr)
     t0 = time.perf_counter()
-    result = api.apply(spec, overrides=args.set or None, profile=args.profile, store=work / "store.duckdb", progress=False)
+    result = api.apply(
+        spec, overrides=args.set or None, profile=args.profile, store=work / "store.duckdb", progress=False
+    )
     assert result.ok, result.counts
     wall = time.perf_counter() - t0
     base = series[4] if len(series) >= 5 else series[0]
     summary = {
-        "runs": len(series), "model": model if args.minilm else "tiny random BERT", "method": args.method,
-        "rss_mb_run1": series[0], "rss_mb_run5": base, "rss_mb_last": series[-1],
-        "ratio_last_over_run5": series[-1] / base, "wall_seconds": wall, "series_mb": series,
+        "runs": len(series),
+        "model": model if args.minilm else "tiny random BERT",
+        "method": args.method,
+        "rss_mb_run1": series[0],
+        "rss_mb_run5": base,
+        "rss_mb_last": series[-1],
+        "ratio_last_over_run5": series[-1] / base,
+        "wall_seconds": wall,
+        "series_mb": series,
     }
-    print(f"runs {len(series)}: rss after run 5 {base:.1f} MB, after run {len(series)} {series[-1]:.1f} MB, "
-          f"ratio {series[-1] / base:.3f} (goal <= 1.10); {wall:.0f} s")
+    print(
+        f"runs {len(series)}: rss after run 5 {base:.1f} MB, after run {len(series)} {series[-1]:.1f} MB, "
+        f"ratio {series[-1] / base:.3f} (goal <= 1.10); {wall:.0f} s"
+    )
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
 

@@ -14,6 +14,7 @@ analyses, interpreter exit).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -21,7 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -34,7 +35,7 @@ SWEEP_SEEDS = [0, 1]
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)  # the store's timestamps are naive UTC
+    return datetime.now(UTC).replace(tzinfo=None)  # the store's timestamps are naive UTC
 
 
 def env(threads: int | None, artifacts: Path | None = None) -> dict:
@@ -47,7 +48,9 @@ def env(threads: int | None, artifacts: Path | None = None) -> dict:
     return e
 
 
-def timed(args: list[str], environ: dict, cwd: Path | None = None) -> tuple[float, subprocess.CompletedProcess, datetime]:
+def timed(
+    args: list[str], environ: dict, cwd: Path | None = None
+) -> tuple[float, subprocess.CompletedProcess, datetime]:
     """Run ``args``; (wall seconds, the finished process, its launch time in UTC). Raises if it fails."""
     launched = utcnow()
     t0 = time.perf_counter()
@@ -85,12 +88,19 @@ def store_runs(store: Path) -> list[dict]:
         # evaluation seconds: each evaluation during training is of the primary set at eps examples/s
         # (the final one is reused for the final metrics; named extra sets are not timed in the store)
         eval_seconds = max(int(evals), 1) * n / eps if eps else 0.0
-        runs.append({
-            "run_id": run_id, "started_at": started, "finished_at": finished, "applied_at": applied,
-            "train_seconds": train, "eval_seconds": eval_seconds, "accuracy": accuracy,
-            # the batch-size-1 latency probe, estimated: timed examples (64 unless recorded) + 3 warm-ups
-            "latency_probe_seconds": (latency_ms or 0.0) * ((latency_n or 64) + 3) / 1000,
-        })
+        runs.append(
+            {
+                "run_id": run_id,
+                "started_at": started,
+                "finished_at": finished,
+                "applied_at": applied,
+                "train_seconds": train,
+                "eval_seconds": eval_seconds,
+                "accuracy": accuracy,
+                # the batch-size-1 latency probe, estimated: timed examples (64 unless recorded) + 3 warm-ups
+                "latency_probe_seconds": (latency_ms or 0.0) * ((latency_n or 64) + 3) / 1000,
+            }
+        )
     return runs
 
 
@@ -101,7 +111,7 @@ def timeline(store: Path, launched: datetime, wall: float) -> dict:
     train = sum(r["train_seconds"] for r in runs)
     evaluation = sum(r["eval_seconds"] for r in runs)
     probe = sum(r["latency_probe_seconds"] for r in runs)
-    gaps = sum((b["started_at"] - a["finished_at"]).total_seconds() for a, b in zip(runs, runs[1:]))
+    gaps = sum((b["started_at"] - a["finished_at"]).total_seconds() for a, b in itertools.pairwise(runs))
     first, last = runs[0], runs[-1]
     return {
         "wall": wall,
@@ -120,9 +130,11 @@ def timeline(store: Path, launched: datetime, wall: float) -> dict:
 
 
 def describe_timeline(t: dict) -> str:
-    return (f"start-up+planning {t['startup_and_planning']:.1f}, checks {t['checks_before_first_run']:.1f}, "
-            f"train {t['train']:.1f}, eval {t['eval']:.1f}, latency probe ~{t['latency_probe_estimate']:.1f}, "
-            f"other in runs {t['in_runs_other']:.1f}, between runs {t['between_runs']:.1f}, tail {t['tail']:.1f} s")
+    return (
+        f"start-up+planning {t['startup_and_planning']:.1f}, checks {t['checks_before_first_run']:.1f}, "
+        f"train {t['train']:.1f}, eval {t['eval']:.1f}, latency probe ~{t['latency_probe_estimate']:.1f}, "
+        f"other in runs {t['in_runs_other']:.1f}, between runs {t['between_runs']:.1f}, tail {t['tail']:.1f} s"
+    )
 
 
 # --- target 3: end to end ------------------------------------------------------------------------
@@ -140,8 +152,16 @@ def write_examples(work, folder: Path) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
-def end_to_end(folder: Path, rounds: int, threads: int | None, train_examples: int, max_length: int,
-               max_eval_examples: int | None = None, warmup: bool = True, log=print) -> dict:
+def end_to_end(
+    folder: Path,
+    rounds: int,
+    threads: int | None,
+    train_examples: int,
+    max_length: int,
+    max_eval_examples: int | None = None,
+    warmup: bool = True,
+    log=print,
+) -> dict:
     """W1 as ``specrun apply`` (fresh process, empty store) against trainer_script.py, ``rounds`` times;
     round r uses seed r for both. Ratio per round: trainer-script wall / specrun wall."""
     from bench_trainer import Workload
@@ -153,9 +173,27 @@ def end_to_end(folder: Path, rounds: int, threads: int | None, train_examples: i
         train_file, dev_file = write_examples(work, sub)
         store = sub / "store.duckdb"
         peers = {
-            "specrun": ([SPECRUN, "-q", "apply", str(work.spec_path), "--store", str(store)], env(threads, sub / "artifacts")),
-            "trainer_script": ([sys.executable, TRAINER_SCRIPT, "--train", str(train_file), "--dev", str(dev_file), "--seed", str(r),
-                                "--max-length", str(max_length), "--output-dir", str(sub / "trainer-out")], env(threads)),
+            "specrun": (
+                [SPECRUN, "-q", "apply", str(work.spec_path), "--store", str(store)],
+                env(threads, sub / "artifacts"),
+            ),
+            "trainer_script": (
+                [
+                    sys.executable,
+                    TRAINER_SCRIPT,
+                    "--train",
+                    str(train_file),
+                    "--dev",
+                    str(dev_file),
+                    "--seed",
+                    str(r),
+                    "--max-length",
+                    str(max_length),
+                    "--output-dir",
+                    str(sub / "trainer-out"),
+                ],
+                env(threads),
+            ),
         }
         out = {}
         for name in list(peers) if r % 2 == 0 else list(peers)[::-1]:
@@ -177,13 +215,20 @@ def end_to_end(folder: Path, rounds: int, threads: int | None, train_examples: i
         res["ratio"] = res["trainer_script"]["wall"] / res["specrun"]["wall"]
         results.append(res)
         s, t = res["specrun"], res["trainer_script"]
-        log(f"  e2e seed {r}: specrun {s['wall']:.1f} s (acc {s['accuracy']:.4f}), trainer script {t['wall']:.1f} s "
-            f"(acc {t['accuracy']:.4f}): {res['ratio']:.2f}x")
+        log(
+            f"  e2e seed {r}: specrun {s['wall']:.1f} s (acc {s['accuracy']:.4f}), trainer script {t['wall']:.1f} s "
+            f"(acc {t['accuracy']:.4f}): {res['ratio']:.2f}x"
+        )
         log(f"    specrun: {describe_timeline(s)}")
         log("    trainer script: " + ", ".join(f"{k} {v:.1f}" for k, v in t["seconds"].items()) + " s")
     per_round = [r["ratio"] for r in results]
-    return {"threads": threads, "train_examples": train_examples, "rounds": results, "per_round": per_round,
-            "ratio": statistics.median(per_round)}
+    return {
+        "threads": threads,
+        "train_examples": train_examples,
+        "rounds": results,
+        "per_round": per_round,
+        "ratio": statistics.median(per_round),
+    }
 
 
 # --- target 4: sweep overhead --------------------------------------------------------------------
@@ -193,39 +238,64 @@ def sweep_spec(folder: Path, train_examples: int, max_length: int, max_eval_exam
     from bench_trainer import spec_text
 
     spec = folder / "sweep.toml"
-    spec.write_text(spec_text(train_examples, max_length, 0, name="bench-sweep", seeds=SWEEP_SEEDS,
-                              max_eval_examples=max_eval_examples) + SWEEP)
+    spec.write_text(
+        spec_text(
+            train_examples, max_length, 0, name="bench-sweep", seeds=SWEEP_SEEDS, max_eval_examples=max_eval_examples
+        )
+        + SWEEP
+    )
     return spec
 
 
-def sweep(folder: Path, rounds: int, threads: int | None, train_examples: int, max_length: int,
-          max_eval_examples: int | None = None, log=print) -> dict:
+def sweep(
+    folder: Path,
+    rounds: int,
+    threads: int | None,
+    train_examples: int,
+    max_length: int,
+    max_eval_examples: int | None = None,
+    log=print,
+) -> dict:
     """The 8-run sweep as one ``specrun apply`` (fresh process, empty store), ``rounds`` times; ratio per
     round: wall / sum over runs of (train + eval seconds)."""
     spec = sweep_spec(folder, train_examples, max_length, max_eval_examples)
     results = []
     for r in range(rounds):
         store = folder / f"sweep-{r}.duckdb"
-        wall, _, launched = timed([SPECRUN, "-q", "apply", str(spec), "--store", str(store)],
-                                  env(threads, folder / f"sweep-artifacts-{r}"), cwd=folder)
+        wall, _, launched = timed(
+            [SPECRUN, "-q", "apply", str(spec), "--store", str(store)],
+            env(threads, folder / f"sweep-artifacts-{r}"),
+            cwd=folder,
+        )
         t = timeline(store, launched, wall)
         t["ratio"] = wall / (t["train"] + t["eval"])
         t["store"] = str(store)
         results.append(t)
-        log(f"  sweep round {r}: {t['runs']} runs, wall {wall:.1f} s, train+eval {t['train'] + t['eval']:.1f} s: {t['ratio']:.3f}")
+        log(
+            f"  sweep round {r}: {t['runs']} runs, wall {wall:.1f} s, train+eval {t['train'] + t['eval']:.1f} s: {t['ratio']:.3f}"
+        )
         log(f"    {describe_timeline(t)}")
     per_round = [t["ratio"] for t in results]
-    return {"spec": spec.read_text(), "threads": threads, "train_examples": train_examples, "rounds": results,
-            "per_round": per_round, "ratio": statistics.median(per_round)}
+    return {
+        "spec": spec.read_text(),
+        "threads": threads,
+        "train_examples": train_examples,
+        "rounds": results,
+        "per_round": per_round,
+        "ratio": statistics.median(per_round),
+    }
 
 
 # --- target 6: CLI latency -----------------------------------------------------------------------
+
 
 def import_profile(args: list[str], environ: dict, cwd: Path) -> dict:
     """Import seconds of a command by top-level package (``python -X importtime``: each module's own
     time, summed per package, so nothing counts twice), the largest first; and whether torch was imported.
     -X importtime itself slows imports a little."""
-    done = subprocess.run([sys.executable, "-X", "importtime", *args], env=environ, cwd=cwd, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", *args], env=environ, cwd=cwd, capture_output=True, text=True
+    )
     packages: dict[str, float] = {}
     for line in done.stderr.splitlines():
         parts = line.split("|")
@@ -261,10 +331,12 @@ def cli_latency(folder: Path, repeats: int, spec: Path, store: Path, log=print) 
     times: dict[str, list[float]] = {n: [] for n in names}
     for name in names:  # warm-up: the page cache of every library these load
         _, done, _ = timed(commands[name], environ, cwd=folder)
-        if name.startswith("specrun plan") and ("cached" not in done.stdout or re.search(r"\bnew\b|will (fail|rerun|resume)", done.stdout)):
+        if name.startswith("specrun plan") and (
+            "cached" not in done.stdout or re.search(r"\bnew\b|will (fail|rerun|resume)", done.stdout)
+        ):
             log(f"  warning: {name} does not show every run as cached:\n{done.stdout[-2000:]}")
     for r in range(repeats):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             times[name].append(timed(commands[name], environ, cwd=folder)[0])
     results = {}
@@ -274,6 +346,8 @@ def cli_latency(folder: Path, repeats: int, spec: Path, store: Path, log=print) 
             entry.update(import_profile(["-m", "specrun", *commands[name][1:]], environ, folder))
         results[name] = entry
         imports = ", ".join(f"{k} {v:.2f}" for k, v in list(entry.get("imports", {}).items())[:5])
-        log(f"  {name:30s} median {entry['median']:.2f} s  ({', '.join(f'{t:.2f}' for t in times[name])})"
-            + (f"  imports {entry['import_seconds']:.2f} s: {imports}" if imports else ""))
+        log(
+            f"  {name:30s} median {entry['median']:.2f} s  ({', '.join(f'{t:.2f}' for t in times[name])})"
+            + (f"  imports {entry['import_seconds']:.2f} s: {imports}" if imports else "")
+        )
     return {"repeats": repeats, "commands": results}

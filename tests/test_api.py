@@ -20,7 +20,9 @@ def test_the_documented_notebook_script_runs(write_spec, tmp_path, monkeypatch, 
     """docs/api.md's script, with specs/quickstart.toml swapped for a tiny-model spec of the same shape
     (named quickstart, a LoRA rank to sweep, a max_train_examples to set)."""
     spec = write_spec(name="quickstart", train="epochs = 1")
-    spec.write_text(spec.read_text().replace('eval_split = "validation"', 'eval_split = "validation"\nmax_train_examples = 100'))
+    spec.write_text(
+        spec.read_text().replace('eval_split = "validation"', 'eval_split = "validation"\nmax_train_examples = 100')
+    )
     monkeypatch.chdir(tmp_path)
     script = doc_script().replace('"specs/quickstart.toml"', repr(str(spec)))
     namespace: dict = {}
@@ -28,16 +30,29 @@ def test_the_documented_notebook_script_runs(write_spec, tmp_path, monkeypatch, 
     result, by_rank, everything = namespace["result"], namespace["by_rank"], namespace["everything"]
     assert result.counts == {"completed": 2}
     assert sorted(by_rank["rank"].to_list()) == ["4", "8"]
-    assert by_rank.filter(by_rank["rank"] == "4")["trainable_params"][0] < by_rank.filter(by_rank["rank"] == "8")["trainable_params"][0]
+    assert (
+        by_rank.filter(by_rank["rank"] == "4")["trainable_params"][0]
+        < by_rank.filter(by_rank["rank"] == "8")["trainable_params"][0]
+    )
     assert set(result.runs["run_id"]) <= set(everything["run_id"])
     printed = capsys.readouterr().out
     assert "a gorgeous, heartfelt film" in printed and "ms" in printed
 
     import specrun
 
-    again = specrun.apply(str(spec), overrides=namespace["result"] and [
-        "data.max_train_examples=200", "train.epochs=1", "train.eval_every='epoch'", "experiment.seeds=[0]", 'sweep."method.rank"=[4, 8]'],
-        store="api-demo.duckdb", progress=False)
+    again = specrun.apply(
+        str(spec),
+        overrides=namespace["result"]
+        and [
+            "data.max_train_examples=200",
+            "train.epochs=1",
+            "train.eval_every='epoch'",
+            "experiment.seeds=[0]",
+            'sweep."method.rank"=[4, 8]',
+        ],
+        store="api-demo.duckdb",
+        progress=False,
+    )
     assert again.counts == {"cached": 2}
 
 

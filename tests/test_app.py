@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from app_support import build_two_runs
 from conftest import toy_rows
 
@@ -54,14 +53,22 @@ def _sha(path: Path) -> str:
 
 # --- what the app reads from the store -------------------------------------------------------------
 
+
 def test_stored_models_carry_what_their_runs_recorded(store):
     from specrun.store.catalog import model_experiments, stored_models
 
     models = {m.method: m for m in stored_models(store)}
     assert set(models) == {"lora", "full"}
     with store.read() as db:
-        summary = {r[0]: r[1:] for r in db.execute("SELECT method, accuracy, f1, trainable_params, total_params FROM run_summary").fetchall()}
-        latency = dict(db.execute("SELECT run_id, value FROM metrics WHERE split = 'cost' AND name = 'latency_ms_mean'").fetchall())
+        summary = {
+            r[0]: r[1:]
+            for r in db.execute(
+                "SELECT method, accuracy, f1, trainable_params, total_params FROM run_summary"
+            ).fetchall()
+        }
+        latency = dict(
+            db.execute("SELECT run_id, value FROM metrics WHERE split = 'cost' AND name = 'latency_ms_mean'").fetchall()
+        )
     for method, model in models.items():
         assert (model.accuracy, model.f1, model.trainable_params, model.total_params) == summary[method]
         assert model.latency_ms_mean == latency[model.run_id] and model.latency_ms_p95 >= model.latency_ms_mean * 0.5
@@ -77,14 +84,17 @@ def test_runs_without_weights_are_not_models(store):
     from specrun.store.catalog import stored_models
 
     with store.write() as db:
-        db.execute("INSERT INTO runs (run_id, experiment, status, method, dataset, model, seed, eval_set) "
-                   "VALUES ('failedrun0001', 'duo', 'failed', 'lora', 'local', 'x', 1, 'validation')")
+        db.execute(
+            "INSERT INTO runs (run_id, experiment, status, method, dataset, model, seed, eval_set) "
+            "VALUES ('failedrun0001', 'duo', 'failed', 'lora', 'local', 'x', 1, 'validation')"
+        )
         full = db.execute("SELECT run_id FROM runs WHERE method = 'full'").fetchone()[0]
         db.execute("DELETE FROM artifacts WHERE run_id = ?", [full])
     assert [m.method for m in stored_models(store)] == ["lora"]
 
 
 # --- the model cache and how models are described ---------------------------------------------------
+
 
 def test_cache_keeps_the_most_recently_used_models():
     from specrun.app.models import PredictorCache
@@ -132,19 +142,36 @@ def test_models_are_described_with_their_numbers(evaluation):
     label = choice_label(full)
     assert label.startswith(full.run_id[:8]) and "duo" in label and "full" in label and "acc 1.000" in label
     text = card(lora, loaded_seconds=1.5)
-    for part in (lora.run_id, "rank=4", "trainable · total parameters", human_count(lora.trainable_params), "MB", "ms mean", "in 1.50 s"):
+    for part in (
+        lora.run_id,
+        "rank=4",
+        "trainable · total parameters",
+        human_count(lora.trainable_params),
+        "MB",
+        "ms mean",
+        "in 1.50 s",
+    ):
         assert part in text
-    assert number(3140.2, 3) == "3,140" and number(161.77, 3) == "162" and number(0.80964) == "0.8096" and number(None) == "—"
+    assert (
+        number(3140.2, 3) == "3,140"
+        and number(161.77, 3) == "162"
+        and number(0.80964) == "0.8096"
+        and number(None) == "—"
+    )
     assert human_count(1_090) == "1.09k" and human_count(22_700_000) == "22.7M" and human_count(None) == "—"
     assert takes_pairs(full) is False
     assert takes_pairs(type(full)(**{**full.__dict__, "dataset": "glue/mrpc"})) is True
     assert takes_pairs(type(full)(**{**full.__dict__, "dataset": "glue/sst2"})) is False
     assert takes_pairs(type(full)(**{**full.__dict__, "dataset": "someones/plugin"})) is None
-    paired = {**full.config, "data": {**full.config["data"], "options": {**full.config["data"]["options"], "text_pair_column": "second"}}}
+    paired = {
+        **full.config,
+        "data": {**full.config["data"], "options": {**full.config["data"]["options"], "text_pair_column": "second"}},
+    }
     assert takes_pairs(type(full)(**{**full.__dict__, "config": paired})) is True
 
 
 # --- reading uploaded files -------------------------------------------------------------------------
+
 
 def _write(tmp_path, name, content):
     path = tmp_path / "server-copy" / name
@@ -156,26 +183,41 @@ def _write(tmp_path, name, content):
 def test_uploads_keep_quoted_commas_and_read_every_format(tmp_path):
     from specrun.app.batch import read_upload
 
-    csv = read_upload(_write(tmp_path, "a.csv", 'text,label\n"an utterly gorgeous, heartfelt film",1\n"a ""quoted"" mess",0\n'))
+    csv = read_upload(
+        _write(tmp_path, "a.csv", 'text,label\n"an utterly gorgeous, heartfelt film",1\n"a ""quoted"" mess",0\n')
+    )
     assert csv.items == [("an utterly gorgeous, heartfelt film", None), ('a "quoted" mess', None)]
     assert csv.labels == ["1", "0"] and csv.lines == [2, 3]
     tsv = read_upload(_write(tmp_path, "b.tsv", "text\ttext_pair\nfirst, with comma\tsecond\n"))
     assert tsv.items == [("first, with comma", "second")] and tsv.labels is None
-    jsonl = read_upload(_write(tmp_path, "c.jsonl", '{"text": "fine", "label": "positive"}\n\n{"text": "bad", "label": "negative"}\n'))
+    jsonl = read_upload(
+        _write(tmp_path, "c.jsonl", '{"text": "fine", "label": "positive"}\n\n{"text": "bad", "label": "negative"}\n')
+    )
     assert jsonl.items == [("fine", None), ("bad", None)] and jsonl.labels == ["positive", "negative"]
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("empty.csv", "", "empty.csv: the file is empty"),
-    ("header.csv", "text,label\n", "header.csv: no rows"),
-    ("cols.csv", "review,label\nfine,1\n", "cols.csv: needs a 'text' column; columns are ['review', 'label']"),
-    ("latin.csv", "text\ncaf\xe9 cr\xe8me\n".encode("latin-1"), "latin.csv:2: not UTF-8 text (byte 0xe9"),
-    ("unquoted.csv", "text,label\nan utterly gorgeous, heartfelt film,1\n", "unquoted.csv:2: 3 field(s), but the header has 2"),
-    ("gap.csv", 'text\nfine\n""\n', "gap.csv:3: the text is empty"),
-    ("open.csv", 'text\n"never closed\n', "open.csv:2: a quoted field opens in the row starting here and never closes"),
-    ("sheet.xlsx", "text\nfine\n", "sheet.xlsx: the app reads CSV, TSV, JSONL and parquet files"),
-    ("bad.jsonl", '{"text": "fine"}\nnot json\n', "bad.jsonl:2: not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("empty.csv", "", "empty.csv: the file is empty"),
+        ("header.csv", "text,label\n", "header.csv: no rows"),
+        ("cols.csv", "review,label\nfine,1\n", "cols.csv: needs a 'text' column; columns are ['review', 'label']"),
+        ("latin.csv", "text\ncaf\xe9 cr\xe8me\n".encode("latin-1"), "latin.csv:2: not UTF-8 text (byte 0xe9"),
+        (
+            "unquoted.csv",
+            "text,label\nan utterly gorgeous, heartfelt film,1\n",
+            "unquoted.csv:2: 3 field(s), but the header has 2",
+        ),
+        ("gap.csv", 'text\nfine\n""\n', "gap.csv:3: the text is empty"),
+        (
+            "open.csv",
+            'text\n"never closed\n',
+            "open.csv:2: a quoted field opens in the row starting here and never closes",
+        ),
+        ("sheet.xlsx", "text\nfine\n", "sheet.xlsx: the app reads CSV, TSV, JSONL and parquet files"),
+        ("bad.jsonl", '{"text": "fine"}\nnot json\n', "bad.jsonl:2: not valid JSON"),
+    ],
+)
 def test_uploads_the_app_cannot_classify_get_one_clear_sentence(tmp_path, name, content, message):
     from specrun.app.batch import read_upload
     from specrun.errors import DataError
@@ -193,7 +235,10 @@ def test_uploads_over_the_row_limit_are_refused_with_the_way_out(tmp_path):
 
     path = _write(tmp_path, "big.csv", "text\n" + "".join(f"row {i}\n" for i in range(30)))
     assert len(read_upload(path, max_rows=30).items) == 30
-    with pytest.raises(DataError, match=r"big.csv: 30 rows; the app classifies at most 29 rows per file: .*specrun predict RUN --file big.csv"):
+    with pytest.raises(
+        DataError,
+        match=r"big.csv: 30 rows; the app classifies at most 29 rows per file: .*specrun predict RUN --file big.csv",
+    ):
         read_upload(path, max_rows=29)
 
 
@@ -222,8 +267,12 @@ def test_labelled_uploads_are_scored_with_a_confusion_matrix_and_a_download(tmp_
     path = _write(tmp_path, "reviews.csv", 'text,label\n"good, really",pos\nbad,neg\nfine,1\nawful,neg\n')
     upload = expect_labels(read_upload(path), _Fixed.label_names)
     assert upload.expected == [1, 0, 1, 0]
-    answers = {"good, really": {"neg": 0.1, "pos": 0.9}, "bad": {"neg": 0.8, "pos": 0.2}, "fine": {"neg": 0.6, "pos": 0.4},
-               "awful": {"neg": 0.7, "pos": 0.3}}
+    answers = {
+        "good, really": {"neg": 0.1, "pos": 0.9},
+        "bad": {"neg": 0.8, "pos": 0.2},
+        "fine": {"neg": 0.6, "pos": 0.4},
+        "awful": {"neg": 0.7, "pos": 0.3},
+    }
     result = classify_upload(_Fixed(answers), upload, tmp_path / "out", "abcdef123456")
     assert result.scores["accuracy"] == 0.75 and result.scores["f1"] == pytest.approx(2 / 3)
     assert result.confusion == (("neg", "pos"), [[2, 0], [1, 1]])
@@ -245,6 +294,7 @@ def test_labels_outside_the_models_labels_are_named_by_line(tmp_path):
 
 
 # --- classifying with the tiny runs -----------------------------------------------------------------
+
 
 def test_classify_one_text_loads_the_model_once(evaluation):
     full = _by_method(evaluation)["full"]
@@ -268,13 +318,16 @@ def test_compare_runs_the_same_text_through_each_model_in_order(evaluation):
         evaluation.compare([ids[0], ids[0]], "fine")
 
 
-@pytest.mark.parametrize("run, text, pair, message", [
-    (None, "fine", None, "pick a model first"),
-    ("full", "   ", None, "type a text to classify"),
-    ("full", "x" * 20_001, None, "the text has 20,001 characters; the app classifies at most 20,000"),
-    ("full", "fine", "a second text", "was trained on single texts (local): leave the second text empty"),
-    ("gone", "fine", None, "is no longer a completed run with weights"),
-])
+@pytest.mark.parametrize(
+    "run, text, pair, message",
+    [
+        (None, "fine", None, "pick a model first"),
+        ("full", "   ", None, "type a text to classify"),
+        ("full", "x" * 20_001, None, "the text has 20,001 characters; the app classifies at most 20,000"),
+        ("full", "fine", "a second text", "was trained on single texts (local): leave the second text empty"),
+        ("gone", "fine", None, "is no longer a completed run with weights"),
+    ],
+)
 def test_mistakes_in_the_single_text_tab_are_one_sentence(evaluation, run, text, pair, message):
     from specrun.errors import SpecrunError
 
@@ -294,7 +347,9 @@ def test_pair_models_need_the_second_text_and_single_text_models_refuse_it(evalu
         _check_pair(mrpc, has_pair=False)
     with pytest.raises(UsageError, match=r"^pairs.csv: run \w+ classifies sentence pairs .* \(a 'text_pair' column\)"):
         _check_pair(mrpc, has_pair=False, where="pairs.csv: ")
-    with pytest.raises(UsageError, match=r"^one.csv: run \w+ was trained on single texts \(local\): drop the 'text_pair' column"):
+    with pytest.raises(
+        UsageError, match=r"^one.csv: run \w+ was trained on single texts \(local\): drop the 'text_pair' column"
+    ):
         _check_pair(full, has_pair=True, where="one.csv: ")
     _check_pair(mrpc, has_pair=True)
     _check_pair(type(full)(**{**full.__dict__, "dataset": "someones/plugin"}), has_pair=True)  # unknown: either
@@ -324,7 +379,11 @@ def test_efficiency_puts_configurations_on_accuracy_against_a_cost(evaluation):
     assert rows[1]["accuracy"] == 1.0 and rows[0]["runs"] == 1
     spec = efficiency_chart(rows, "trainable_params").to_dict()
     drawn = spec["layer"][1]["encoding"]
-    assert drawn["x"]["field"] == "trainable_params" and drawn["x"]["scale"]["type"] == "log" and drawn["y"]["field"] == "accuracy"
+    assert (
+        drawn["x"]["field"] == "trainable_params"
+        and drawn["x"]["scale"]["type"] == "log"
+        and drawn["y"]["field"] == "accuracy"
+    )
     with pytest.raises(UsageError, match="cost must be one of"):
         evaluation.efficiency("duo", "price")
     with pytest.raises(UsageError, match="pick an experiment"):
@@ -334,6 +393,7 @@ def test_efficiency_puts_configurations_on_accuracy_against_a_cost(evaluation):
 
 
 # --- nothing is written unless --record -------------------------------------------------------------
+
 
 def test_browsing_writes_nothing_to_the_store(evaluation, store, tmp_path):
     full = _by_method(evaluation)["full"].run_id
@@ -361,8 +421,10 @@ def test_record_writes_each_prediction_into_its_own_table(store, tmp_path):
     path.write_text('text,label\n"good, fine",1\nbad,0\n')
     evaluation.classify_file(models["full"].run_id, path)
     with store.read() as db:
-        rows = db.execute("SELECT source, run_id, position, text, label, prediction, confidence > 0, latency_ms > 0 FROM app_predictions "
-                          "ORDER BY recorded_at, source, run_id, position").fetchall()
+        rows = db.execute(
+            "SELECT source, run_id, position, text, label, prediction, confidence > 0, latency_ms > 0 FROM app_predictions "
+            "ORDER BY recorded_at, source, run_id, position"
+        ).fetchall()
         requests = db.execute("SELECT count(DISTINCT request_id) FROM app_predictions").fetchone()[0]
     assert requests == 3 and len(rows) == 1 + 2 + 2
     assert ("text", models["full"].run_id, 0, "fine film", None, "1", True, True) in rows
@@ -404,6 +466,7 @@ def test_record_refuses_a_store_it_cannot_write_before_serving(store, monkeypatc
 
 # --- the page ---------------------------------------------------------------------------------------
 
+
 def test_the_page_builds_over_the_store(evaluation):
     import gradio as gr
 
@@ -430,7 +493,10 @@ def test_an_empty_store_gets_a_page_that_says_what_to_do(tmp_path):
     evaluation = Evaluation(store, out_dir=tmp_path / "downloads")
     page = build(evaluation)
     intro = next(b for b in page.blocks.values() if getattr(b, "elem_id", None) == "intro")
-    assert "0 trained models" in intro.value and "no completed runs with saved weights yet: run `specrun apply SPEC`" in intro.value
+    assert (
+        "0 trained models" in intro.value
+        and "no completed runs with saved weights yet: run `specrun apply SPEC`" in intro.value
+    )
     with pytest.raises(UsageError, match="no experiment in the store has trained models yet"):
         evaluation.efficiency(None)
     with pytest.raises(UsageError, match="pick a model first"):
@@ -461,16 +527,23 @@ def test_handlers_turn_mistakes_into_the_status_line(monkeypatch):
 
 # --- the command ------------------------------------------------------------------------------------
 
+
 def test_app_without_gradio_says_how_to_install_it(cli, store, monkeypatch):
     monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio now raises ImportError
     code, _, err = cli("app", "--store", str(store.path))
     assert code == 2 and "pip install 'specrun[app]'" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--experiment", "dou"), "no experiment 'dou' with trained models in {store} (did you mean 'duo'?); experiments with trained models: duo"),
-    (("--store", "{tmp}/none.duckdb"), "no store at {tmp}/none.duckdb"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ("--experiment", "dou"),
+            "no experiment 'dou' with trained models in {store} (did you mean 'duo'?); experiments with trained models: duo",
+        ),
+        (("--store", "{tmp}/none.duckdb"), "no store at {tmp}/none.duckdb"),
+    ],
+)
 def test_app_refuses_what_it_cannot_serve(cli, store, tmp_path, args, message):
     args = [a.format(tmp=tmp_path) for a in args]
     code, _, err = cli("app", *(["--store", str(store.path)] if "--store" not in args else []), *args)
@@ -508,10 +581,14 @@ def test_share_and_other_hosts_are_served_only_with_a_warning(cli, store, monkey
     monkeypatch.setattr(app, "start", fake_start)
     monkeypatch.setattr(app.time, "sleep", stop)  # Ctrl-C at once
     code, _, err = cli("app", "--store", str(store.path))
-    assert code == 0 and "warning" not in err and "serving" in err and "http://127.0.0.1:7860/" in err and "stopped" in err
+    assert (
+        code == 0 and "warning" not in err and "serving" in err and "http://127.0.0.1:7860/" in err and "stopped" in err
+    )
     assert started == [("127.0.0.1", 7860, False, False), "closed"]
     code, _, err = cli("app", "--store", str(store.path), "--host", "0.0.0.0", "--port", "8000", "--share", "--record")
     assert code == 0 and started[-2:] == [("0.0.0.0", 8000, True, True), "closed"]
     assert "warning: --share: the app gets a public gradio.live link" in err
     assert "warning: --host 0.0.0.0: the app is served to every machine that can reach this one on port 8000" in err
-    assert app.is_local("127.0.0.1") and app.is_local("localhost") and app.is_local("::1") and not app.is_local("0.0.0.0")
+    assert (
+        app.is_local("127.0.0.1") and app.is_local("localhost") and app.is_local("::1") and not app.is_local("0.0.0.0")
+    )

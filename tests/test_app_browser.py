@@ -16,7 +16,6 @@ import time
 import urllib.request
 
 import pytest
-
 from app_support import build_two_runs
 from conftest import toy_rows
 from test_report_browser import ARTIFACTS, BROWSER_ARGS, chromium  # noqa: F401 - the chromium fixture
@@ -43,8 +42,13 @@ def served(two_runs, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
     log = (tmp_path / "app.log").open("w")
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "specrun", "app", "--store", str(two_runs), "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "specrun", "app", "--store", str(two_runs), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         while True:
@@ -81,13 +85,16 @@ def _text(page, selector: str, pattern: str, timeout: float = 60_000) -> str:
     try:
         page.wait_for_function(
             "([sel, pat]) => { const el = document.querySelector(sel); return el && new RegExp(pat).test(el.innerText); }",
-            arg=[selector, pattern], timeout=timeout,
+            arg=[selector, pattern],
+            timeout=timeout,
         )
     except Exception:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "app-failure.png"), full_page=True)
         shown = page.locator(selector).inner_text() if page.locator(selector).count() else "(absent)"
-        pytest.fail(f"{selector} never matched {pattern!r}; it shows {shown!r} (screenshot: {ARTIFACTS / 'app-failure.png'})")
+        pytest.fail(
+            f"{selector} never matched {pattern!r}; it shows {shown!r} (screenshot: {ARTIFACTS / 'app-failure.png'})"
+        )
     return page.locator(selector).inner_text()
 
 
@@ -161,10 +168,15 @@ def test_app_in_chromium(served, two_runs, chromium, tmp_path):  # noqa: F811 - 
             # a labelled CSV: accuracy, F1, latency, confusion matrix, a download
             page.get_by_role("tab", name="Batch file").click()
             page.locator("#batch-file input[type=file]").set_input_files(str(csv_file))
-            page.wait_for_function("() => document.querySelector('#batch-file').innerText.includes('reviews.csv')", timeout=30_000)
+            page.wait_for_function(
+                "() => document.querySelector('#batch-file').innerText.includes('reviews.csv')", timeout=30_000
+            )
             page.locator("#batch-go").click()
             batch = _text(page, "#batch-result", r"accuracy \d")
-            found = re.search(r"reviews\.csv: 40 labelled rows: accuracy (\d\.\d+), F1 (\d\.\d+).*mean latency (\d+\.\d+) ms, p95 (\d+\.\d+) ms", batch)
+            found = re.search(
+                r"reviews\.csv: 40 labelled rows: accuracy (\d\.\d+), F1 (\d\.\d+).*mean latency (\d+\.\d+) ms, p95 (\d+\.\d+) ms",
+                batch,
+            )
             assert found, batch
             accuracy = float(found.group(1))
             assert accuracy >= 0.9  # the full run learned the task (dev accuracy 1.0)
@@ -180,9 +192,13 @@ def test_app_in_chromium(served, two_runs, chromium, tmp_path):  # noqa: F811 - 
             bad.write_text("review,label\nfine,1\n")
             page.locator("#batch-file button[aria-label=Clear]").click()
             page.locator("#batch-file input[type=file]").set_input_files(str(bad))
-            page.wait_for_function("() => document.querySelector('#batch-file').innerText.includes('notes.csv')", timeout=30_000)
+            page.wait_for_function(
+                "() => document.querySelector('#batch-file').innerText.includes('notes.csv')", timeout=30_000
+            )
             page.locator("#batch-go").click()
-            assert "notes.csv: needs a 'text' column; columns are ['review', 'label']" in _text(page, "#batch-result", "needs a 'text' column")
+            assert "notes.csv: needs a 'text' column; columns are ['review', 'label']" in _text(
+                page, "#batch-result", "needs a 'text' column"
+            )
 
             # both runs side by side
             page.get_by_role("tab", name="Compare").click()
@@ -196,8 +212,12 @@ def test_app_in_chromium(served, two_runs, chromium, tmp_path):  # noqa: F811 - 
             # accuracy against trainable parameters, drawn by Altair
             page.get_by_role("tab", name="Efficiency").click()
             page.get_by_label("trainable parameters").check()
-            _text(page, "#efficiency-result", r"duo: 2 configuration\(s\); on the Pareto front for trainable parameters")
-            page.wait_for_function("() => document.querySelector('#efficiency-plot svg, #efficiency-plot canvas')", timeout=30_000)
+            _text(
+                page, "#efficiency-result", r"duo: 2 configuration\(s\); on the Pareto front for trainable parameters"
+            )
+            page.wait_for_function(
+                "() => document.querySelector('#efficiency-plot svg, #efficiency-plot canvas')", timeout=30_000
+            )
             page.screenshot(path=str(ARTIFACTS / "app-efficiency.png"), full_page=True)
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "app-failure.png"), full_page=True)

@@ -47,7 +47,9 @@ def test_the_import_contract_config_parses_and_names_the_promised_contracts():
     assert config["root_package"] == "specrun"
     assert {c["type"] for c in config["contracts"]} >= {"layers", "forbidden", "acyclic_siblings"}
     builtins = _contract("builtins")
-    assert set(builtins["forbidden_modules"]) == {f"specrun.plugins.{p}" for p in ("methods", "datasets", "models", "transforms", "analyses", "tasks")}
+    assert set(builtins["forbidden_modules"]) == {
+        f"specrun.plugins.{p}" for p in ("methods", "datasets", "models", "transforms", "analyses", "tasks")
+    }
     store = _contract("runs-without-store")
     assert set(store["source_modules"]) == {"specrun.runner", "specrun.executors"}
     assert store["forbidden_modules"] == ["specrun.store"]
@@ -73,7 +75,13 @@ def test_every_layer_names_a_module_that_exists_once():
 
 def test_every_top_level_part_of_specrun_stands_in_a_layer():
     """A new module or package under src/specrun is placed in a layer (or named here as outside them)."""
-    outside = {"__init__", "__main__", "py", "plugins", "spec"}  # the package's faces; plugins/spec place their modules one by one
+    outside = {
+        "__init__",
+        "__main__",
+        "py",
+        "plugins",
+        "spec",
+    }  # the package's faces; plugins/spec place their modules one by one
     layered = {name.split(".")[0] for layer in _contract("layers")["layers"] for name in _names(layer)}
     present = {p.stem for p in SRC.iterdir() if (p.suffix == ".py" or (p / "__init__.py").is_file())}
     assert present - layered - outside == set()

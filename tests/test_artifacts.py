@@ -41,7 +41,9 @@ def _predict(cli, run_id: str, *args: str) -> list[dict]:
 def _probabilities(model, tokenizer) -> list[tuple[str, float]]:
     """(label, confidence) for TEXTS, as ``specrun predict`` shows them."""
     with torch.inference_mode():
-        probs = model(**tokenizer(TEXTS, truncation=True, max_length=32, padding=True, return_tensors="pt")).logits.softmax(-1)
+        probs = model(
+            **tokenizer(TEXTS, truncation=True, max_length=32, padding=True, return_tensors="pt")
+        ).logits.softmax(-1)
     return [(model.config.id2label[int(p.argmax())], float(p.max())) for p in probs]
 
 
@@ -52,7 +54,11 @@ def _same(got: list[tuple[str, float]], predicted: list[dict]) -> None:
 
 def _run(store: Path, experiment: str) -> tuple[str, Path]:
     """(run id, weights file) of the experiment's run."""
-    [(run_id, path)] = _rows(store, "SELECT r.run_id, a.path FROM runs r JOIN artifacts a USING (run_id) WHERE r.experiment = ?", [experiment])
+    [(run_id, path)] = _rows(
+        store,
+        "SELECT r.run_id, a.path FROM runs r JOIN artifacts a USING (run_id) WHERE r.experiment = ?",
+        [experiment],
+    )
     return run_id, store.parent / path
 
 
@@ -73,7 +79,11 @@ def test_an_adapter_run_is_a_peft_folder_that_peft_loads_over_the_base_model(wri
 
     labels = meta["label_names"]
     base = AutoModelForSequenceClassification.from_pretrained(
-        adapter["base_model_name_or_path"], num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+        adapter["base_model_name_or_path"],
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={n: i for i, n in enumerate(labels)},
+    )
     model = PeftModel.from_pretrained(base, str(folder)).eval()
     _same(_probabilities(model, AutoTokenizer.from_pretrained(str(tiny_model_dir))), _predict(cli, run_id))
 
@@ -85,14 +95,18 @@ def test_a_whole_model_run_is_a_transformers_folder_with_labels_and_tokenizer(wr
     run_id, weights = _run(tmp_path / "store.duckdb", "toy")
     folder = weights.parent
     assert weights.name == "model.safetensors"
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "run.json"} <= {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "run.json"} <= {
+        p.name for p in folder.iterdir()
+    }
     model = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     assert model.config.id2label == {0: "0", 1: "1"} and tokenizer.model_max_length == 32  # the run's max_length
     _same(_probabilities(model, tokenizer), _predict(cli, run_id))
     # the folder holds every weight; run.json lists the ones bitfit trained (biases and head), which specrun reloads
     saved = read_run(folder)
-    assert set(saved.tensors) == {n for n, p in model.named_parameters() if n.endswith(".bias") or n.startswith("classifier.")}
+    assert set(saved.tensors) == {
+        n for n, p in model.named_parameters() if n.endswith(".bias") or n.startswith("classifier.")
+    }
     [(artifact_bytes,)] = _rows(tmp_path / "store.duckdb", "SELECT value FROM metrics WHERE name = 'artifact_bytes'")
     assert artifact_bytes == saved.trained_bytes() < weights.stat().st_size / 10
 
@@ -109,7 +123,9 @@ def _to_old_format(store: Path, run_id: str) -> Path:
     old_meta = {k: saved.meta[k] for k in ("run_id", "config", "label_names")}
     (saved.folder / "run.json").write_text(json.dumps(old_meta))
     with duckdb.connect(str(store)) as db:
-        db.execute("UPDATE artifacts SET path = ? WHERE run_id = ?", [str(saved.folder / "trained.safetensors"), run_id])
+        db.execute(
+            "UPDATE artifacts SET path = ? WHERE run_id = ?", [str(saved.folder / "trained.safetensors"), run_id]
+        )
     return saved.folder
 
 
@@ -132,7 +148,7 @@ def test_runs_saved_as_trained_safetensors_keep_working(write_spec, cli, tmp_pat
     spec.write_text(spec.read_text().replace("[method]", "[data.eval_sets.again]\n\n[method]"))
     assert "evaluated" in _apply(cli, spec)
     assert _rows(store, "SELECT count(*) FROM predictions WHERE run_id = ? AND split = 'again'", [run_id])[0][0] == 80
-    code, out, err = cli("export", run_id, "-o", str(tmp_path / "exported"), "--merge")
+    code, _out, err = cli("export", run_id, "-o", str(tmp_path / "exported"), "--merge")
     assert code == 0, err
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -156,4 +172,7 @@ def test_a_store_moved_with_its_artifacts_still_finds_its_weights(write_spec, cl
     shutil.copy(tmp_path / "moved" / "results.duckdb", alone)
     code, _, err = cli("predict", run_id, "a film", "--store", str(alone / "results.duckdb"))
     assert code == 2
-    assert err.strip() == f"error: run {run_id}: saved weights not found: {alone / 'specrun-artifacts' / run_id / 'adapter_model.safetensors'}"
+    assert (
+        err.strip()
+        == f"error: run {run_id}: saved weights not found: {alone / 'specrun-artifacts' / run_id / 'adapter_model.safetensors'}"
+    )

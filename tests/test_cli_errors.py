@@ -111,11 +111,15 @@ def test_library_warnings_are_hidden_unless_verbose_and_ours_always_show():
     try:
         with warnings.catch_warnings(record=True) as caught:
             logs.configure()
-            warnings.warn_explicit("advisory", UserWarning, "modeling_utils.py", 1, module="transformers.modeling_utils")
+            warnings.warn_explicit(
+                "advisory", UserWarning, "modeling_utils.py", 1, module="transformers.modeling_utils"
+            )
             warnings.warn_explicit("ours", UserWarning, "train.py", 1, module="specrun.runner.train")
             logs.configure(verbose=True)
             for line in (2, 3):  # the same warning from two places: shown once
-                warnings.warn_explicit("advisory again", UserWarning, "modeling_utils.py", line, module="transformers.modeling_utils")
+                warnings.warn_explicit(
+                    "advisory again", UserWarning, "modeling_utils.py", line, module="transformers.modeling_utils"
+                )
     finally:
         logs.configure()
     assert [str(w.message) for w in caught] == ["ours", "advisory again"]
@@ -184,7 +188,12 @@ def test_deprecations_from_specrun_and_its_libraries_fail_the_suite():
 
     try:
         logs.configure()  # what every command does: library warnings hidden
-        for module in ("specrun.runner.train", "transformers.modeling_utils", "peft.tuners.lora.model", "datasets.load"):
+        for module in (
+            "specrun.runner.train",
+            "transformers.modeling_utils",
+            "peft.tuners.lora.model",
+            "datasets.load",
+        ):
             for category in (DeprecationWarning, FutureWarning):
                 with pytest.raises(category):
                     warn("this will be removed", category, module)

@@ -15,7 +15,7 @@ import pytest
 HEAVY = ("torch", "transformers", "peft", "bitsandbytes", "datasets")
 
 #: Runs a CLI command in a fresh interpreter and reports which heavy libraries it imported.
-PROBE = """
+PROBE = f"""
 import json, sys
 args = json.loads(sys.argv[1])
 code = 0
@@ -28,18 +28,21 @@ if args:
         code = exc.code or 0
 else:
     import specrun.cli
-heavy = [m for m in {heavy!r} if m in sys.modules]
+heavy = [m for m in {HEAVY!r} if m in sys.modules]
 print("PROBE " + json.dumps({{"code": code, "heavy": heavy}}), file=sys.stderr)
-""".format(heavy=HEAVY)
+"""
 
 
 def probe(*args: str, env: dict | None = None) -> tuple[int, list[str], str, str]:
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(list(args))], capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", PROBE, json.dumps(list(args))],
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, **(env or {})},
     )
     line = next(ln for ln in done.stderr.splitlines() if ln.startswith("PROBE "))
-    result = json.loads(line[len("PROBE "):])
+    result = json.loads(line[len("PROBE ") :])
     return result["code"], result["heavy"], done.stdout, done.stderr
 
 
@@ -49,16 +52,19 @@ def test_import_of_the_cli_imports_no_heavy_library():
     assert heavy == []
 
 
-@pytest.mark.parametrize("command", [
-    ["--help"],
-    ["sql", "SELECT count(*) AS n FROM runs"],
-    ["runs"],
-    ["plugins"],
-    ["plugins", "lora"],
-    ["validate", "{spec}"],
-    ["plan", "{spec}"],
-    ["snapshot", "{copy}"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["--help"],
+        ["sql", "SELECT count(*) AS n FROM runs"],
+        ["runs"],
+        ["plugins"],
+        ["plugins", "lora"],
+        ["validate", "{spec}"],
+        ["plan", "{spec}"],
+        ["snapshot", "{copy}"],
+    ],
+)
 def test_commands_that_train_nothing_import_no_heavy_library(study, command):
     spec, store = study
     args = [a.format(spec=spec, copy=store.with_name("copy.duckdb")) for a in command]

@@ -11,10 +11,21 @@ from specrun.spec.compose import deep_merge
 
 
 def test_deep_merge_merges_tables_and_replaces_the_rest():
-    base = {"train": {"epochs": 3, "batch_size": 16}, "method": {"name": "lora", "rank": 8}, "seeds": [0, 1], "data": {"dataset": "local", "options": {"files": {}}}}
-    assert deep_merge(base, {"train": {"epochs": 1}, "seeds": [5]}) == {**base, "train": {"epochs": 1, "batch_size": 16}, "seeds": [5]}
+    base = {
+        "train": {"epochs": 3, "batch_size": 16},
+        "method": {"name": "lora", "rank": 8},
+        "seeds": [0, 1],
+        "data": {"dataset": "local", "options": {"files": {}}},
+    }
+    assert deep_merge(base, {"train": {"epochs": 1}, "seeds": [5]}) == {
+        **base,
+        "train": {"epochs": 1, "batch_size": 16},
+        "seeds": [5],
+    }
     assert deep_merge(base, {"method": {"rank": 4}})["method"] == {"name": "lora", "rank": 4}
-    assert deep_merge(base, {"method": {"name": "full"}})["method"] == {"name": "full"}  # another plugin: its own options
+    assert deep_merge(base, {"method": {"name": "full"}})["method"] == {
+        "name": "full"
+    }  # another plugin: its own options
     assert deep_merge(base, {"data": {"dataset": "glue/sst2"}})["data"] == {"dataset": "glue/sst2"}
     assert base["train"] == {"epochs": 3, "batch_size": 16}  # inputs untouched
 
@@ -25,9 +36,9 @@ def test_extends_merges_a_chain_of_bases(write_spec, cli, tmp_path):
     middle.write_text('extends = "base.toml"\n\n[method]\nrank = 2\n')
     child = tmp_path / "child.toml"
     child.write_text('extends = "middle.toml"\n\n[experiment]\nname = "child"\n\n[train]\nmax_steps = 2\n')
-    code, out, err = cli("plan", str(child), "-f", "json")
+    code, _, err = cli("plan", str(child), "-f", "json")
     assert code == 0, err
-    code, out, _ = cli("apply", str(child))
+    code, _out, _ = cli("apply", str(child))
     assert code == 0
     config = json.loads(cli("sql", "SELECT config FROM runs", "-f", "json")[1])[0]["config"]
     config = json.loads(config) if isinstance(config, str) else config
@@ -48,7 +59,10 @@ def test_extends_problems_are_located(tmp_path, cli, write_spec):
     (tmp_path / "a.toml").write_text('extends = "b.toml"\n')
     (tmp_path / "b.toml").write_text('\nextends = "a.toml"\n')
     code, _, err = cli("validate", str(tmp_path / "a.toml"))
-    assert code == 2 and f"{tmp_path / 'b.toml'}:2: extends: specs extend each other in a cycle: a.toml → b.toml → a.toml" in err, err
+    assert (
+        code == 2
+        and f"{tmp_path / 'b.toml'}:2: extends: specs extend each other in a cycle: a.toml → b.toml → a.toml" in err
+    ), err
 
 
 PROFILE = """
@@ -68,7 +82,9 @@ def test_a_profile_overrides_keys_and_names_its_own_experiment(write_spec, cli):
     assert len(json.loads(out)) == 1
     code, _, err = cli("apply", str(spec), "--profile", "quick")
     assert code == 0, err
-    rows = json.loads(cli("sql", "SELECT experiment, config->'train'->>'max_steps' AS steps FROM runs", "-f", "json")[1])
+    rows = json.loads(
+        cli("sql", "SELECT experiment, config->'train'->>'max_steps' AS steps FROM runs", "-f", "json")[1]
+    )
     assert rows == [{"experiment": "toy-quick", "steps": "2"}]
     applied = json.loads(cli("sql", "SELECT experiment, profile FROM applies", "-f", "json")[1])
     assert applied == [{"experiment": "toy-quick", "profile": "quick"}]
@@ -87,7 +103,9 @@ def test_validate_checks_every_profile(write_spec, cli):
 
 
 def test_analyze_by_name_reads_the_profiled_spec_it_was_applied_with(write_spec, cli):
-    spec = write_spec(method='name = "full"', train="max_steps = 5", extra=PROFILE + '\n[[analyses]]\nname = "bootstrap_ci"\n')
+    spec = write_spec(
+        method='name = "full"', train="max_steps = 5", extra=PROFILE + '\n[[analyses]]\nname = "bootstrap_ci"\n'
+    )
     assert cli("apply", str(spec), "--profile", "quick")[0] == 0
     spec.unlink()
     code, _, err = cli("analyze", "toy-quick", "--force")
@@ -122,5 +140,12 @@ def test_constraints_count_trainable_parameters_before_training(write_spec, cli,
     assert len(rows) == 2 and len(left) == 1 and f"{rank8:,} trainable" in left[0]["status"]
     code, _, err = cli("apply", str(spec))
     assert code == 0, err
-    done = json.loads(cli("sql", "SELECT r.config->'method'->>'rank' AS rank, s.trainable_params FROM run_summary s JOIN runs r USING (run_id)", "-f", "json")[1])
+    done = json.loads(
+        cli(
+            "sql",
+            "SELECT r.config->'method'->>'rank' AS rank, s.trainable_params FROM run_summary s JOIN runs r USING (run_id)",
+            "-f",
+            "json",
+        )[1]
+    )
     assert done == [{"rank": "1", "trainable_params": rank1}]

@@ -5,10 +5,10 @@ import re
 
 import polars as pl
 import pytest
+from conftest import SHARED_DATA
 
 from specrun.errors import DataError
 from specrun.plugins.api import DataContext
-from conftest import SHARED_DATA
 from specrun.testing import check_dataset, write_toy_data
 
 #: Options for each registered dataset source in the shared contract (``specrun.testing.check_dataset``:
@@ -25,35 +25,46 @@ DATASET_CONTRACT = {
 
 
 def test_dataset_contract_covers_every_registered_source(registry):
-    assert set(registry.names("dataset")) == set(DATASET_CONTRACT), "add a DATASET_CONTRACT row for each new dataset source"
+    assert set(registry.names("dataset")) == set(DATASET_CONTRACT), (
+        "add a DATASET_CONTRACT row for each new dataset source"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(DATASET_CONTRACT))
 def test_dataset_contract(registry, name, tmp_path):
     toy = write_toy_data(tmp_path / "toy")
-    options = {k: ({s: p.replace("{toy}", str(toy)) for s, p in v.items()} if isinstance(v, dict) else v)
-               for k, v in DATASET_CONTRACT[name].items()}
+    options = {
+        k: ({s: p.replace("{toy}", str(toy)) for s, p in v.items()} if isinstance(v, dict) else v)
+        for k, v in DATASET_CONTRACT[name].items()
+    }
     if name == "hub":  # a family of sources, one per dataset name: checked on a saved DatasetDict
         import datasets
 
         from specrun.testing.toy import toy_rows
 
         folder = tmp_path / "saved"
-        datasets.DatasetDict({split: datasets.Dataset.from_dict({"text": [t for t, _ in rows], "label": [y for _, y in rows]})
-                              for split, rows in (("train", toy_rows(40, 1)), ("test", toy_rows(20, 2)))}).save_to_disk(str(folder))
+        datasets.DatasetDict(
+            {
+                split: datasets.Dataset.from_dict({"text": [t for t, _ in rows], "label": [y for _, y in rows]})
+                for split, rows in (("train", toy_rows(40, 1)), ("test", toy_rows(20, 2)))
+            }
+        ).save_to_disk(str(folder))
         name = f"hub:{folder}"
     dataset = check_dataset(registry, name, options, data_dir=SHARED_DATA, spec_dir=tmp_path)
     assert sum(len(ex) for ex in dataset.splits.values()) > 0
 
 
 # counts are those of the files in ../shared/data (its MRPC train.tsv holds 3,667 rows, one fewer than its README says)
-@pytest.mark.parametrize("name,splits,labels,pairs", [
-    ("glue/sst2", {"train": 67349, "validation": 872}, ("negative", "positive"), False),
-    ("glue/mrpc", {"train": 3667, "validation": 408}, ("not_equivalent", "equivalent"), True),
-    ("glue/rte", {"train": 2490, "validation": 277}, ("entailment", "not_entailment"), True),
-    ("ag_news", {"train": 10001, "test": 7600}, ("World", "Sports", "Business", "Sci/Tech"), False),
-    ("imdb", {"train": 10000, "test": 5000}, ("neg", "pos"), False),
-])
+@pytest.mark.parametrize(
+    "name,splits,labels,pairs",
+    [
+        ("glue/sst2", {"train": 67349, "validation": 872}, ("negative", "positive"), False),
+        ("glue/mrpc", {"train": 3667, "validation": 408}, ("not_equivalent", "equivalent"), True),
+        ("glue/rte", {"train": 2490, "validation": 277}, ("entailment", "not_entailment"), True),
+        ("ag_news", {"train": 10001, "test": 7600}, ("World", "Sports", "Business", "Sci/Tech"), False),
+        ("imdb", {"train": 10000, "test": 5000}, ("neg", "pos"), False),
+    ],
+)
 def test_public_datasets_read_completely(registry, name, splits, labels, pairs):
     source = registry.get("dataset", name)
     ds = source.load(source.Options(), DataContext(data_dir=str(SHARED_DATA)))
@@ -75,7 +86,11 @@ def test_mrpc_bom_and_bare_quotes(registry):
 
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
 def test_local_files_every_format(registry, tmp_path, fmt):
-    rows = {"review": ["great, really", 'a "quoted" word', "bad"], "stars": ["pos", "neg", "neg"], "key": ["a", "b", "c"]}
+    rows = {
+        "review": ["great, really", 'a "quoted" word', "bad"],
+        "stars": ["pos", "neg", "neg"],
+        "key": ["a", "b", "c"],
+    }
     frame = pl.DataFrame(rows)
     path = tmp_path / f"train.{fmt}"
     if fmt == "csv":
@@ -110,29 +125,37 @@ def test_local_file_errors_name_path_and_columns(registry, tmp_path):
 def _hundred():
     from specrun.examples import Dataset, Examples
 
-    train = Examples.from_columns([f"t{i}" for i in range(100)], [f"text {i}" for i in range(100)], [i % 2 for i in range(100)])
+    train = Examples.from_columns(
+        [f"t{i}" for i in range(100)], [f"text {i}" for i in range(100)], [i % 2 for i in range(100)]
+    )
     return Dataset(name="toy", label_names=("a", "b"), splits={"train": train})
 
 
-@pytest.mark.parametrize("name, ids", [
-    ("train[:10]", [f"t{i}" for i in range(10)]),
-    ("train[95:]", [f"t{i}" for i in range(95, 100)]),
-    ("train[-3:]", ["t97", "t98", "t99"]),
-    ("train[10%:12%]", ["t10", "t11"]),
-    ("train[ 98 : ]", ["t98", "t99"]),
-    ("train", [f"t{i}" for i in range(100)]),
-])
+@pytest.mark.parametrize(
+    "name, ids",
+    [
+        ("train[:10]", [f"t{i}" for i in range(10)]),
+        ("train[95:]", [f"t{i}" for i in range(95, 100)]),
+        ("train[-3:]", ["t97", "t98", "t99"]),
+        ("train[10%:12%]", ["t10", "t11"]),
+        ("train[ 98 : ]", ["t98", "t99"]),
+        ("train", [f"t{i}" for i in range(100)]),
+    ],
+)
 def test_split_slices(name, ids):
     from specrun.runner.data import split_examples
 
     assert list(split_examples(_hundred(), name, "train_split").ids) == ids
 
 
-@pytest.mark.parametrize("name, message", [
-    ("train[50:10]", "'train[50:10]' selects no examples (split 'train' has 100)"),
-    ("train[a:]", "bounds are whole numbers or percentages"),
-    ("trian[:10]", "has no split 'trian' (did you mean 'train'?)"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("train[50:10]", "'train[50:10]' selects no examples (split 'train' has 100)"),
+        ("train[a:]", "bounds are whole numbers or percentages"),
+        ("trian[:10]", "has no split 'trian' (did you mean 'train'?)"),
+    ],
+)
 def test_bad_split_slices_name_the_key(name, message):
     from specrun.runner.data import split_examples
 

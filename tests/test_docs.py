@@ -31,8 +31,15 @@ def test_every_store_table_documented():
     store = Store(Path("/tmp") / f"docs-check-{id(text)}.duckdb")
     try:
         with store.write() as db:
-            tables = [r[0] for r in db.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()]
-            columns = db.execute("SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'main'").fetchall()
+            tables = [
+                r[0]
+                for r in db.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+                ).fetchall()
+            ]
+            columns = db.execute(
+                "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'main'"
+            ).fetchall()
     finally:
         store.path.unlink(missing_ok=True)
     for table in tables:
@@ -89,7 +96,7 @@ def test_documented_queries_run_against_the_schema(tmp_path, registry):
                 query = re.sub(r"'<[^>]*>'", "'x'", query)  # placeholders such as '<run_id>'
             try:
                 db.execute(query).fetchall()
-            except Exception as exc:  # noqa: BLE001 - report every broken query at once
+            except Exception as exc:
                 failures.append(f"{where}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
     assert not failures, "\n".join(failures)
 
@@ -103,8 +110,10 @@ def test_every_command_option_documented():
     missing = [
         f"specrun {name} {flag}"
         for name, command in typer.main.get_command(app).commands.items()
-        for param in command.params if param.param_type_name == "option"  # typer vendors click: no isinstance
-        for flag in param.opts if flag.startswith("--") and flag != "--help" and flag not in text
+        for param in command.params
+        if param.param_type_name == "option"  # typer vendors click: no isinstance
+        for flag in param.opts
+        if flag.startswith("--") and flag != "--help" and flag not in text
     ]
     assert not missing, f"options missing from README.md and docs/: {missing}"
 
@@ -119,11 +128,13 @@ def test_every_builtin_analysis_documented():
         plugin = entry.plugin
         start = text.find(f"### `{plugin.name}`")
         assert start >= 0, f"analysis {plugin.name} has no section in docs/analyses.md"
-        section = text[start:text.find("\n### ", start + 1)]
+        section = text[start : text.find("\n### ", start + 1)]
         for option in plugin.Options.model_fields:
             assert f"`{option}`" in section, f"{plugin.name}: option {option} is not documented"
         for table in plugin.tables:
             assert f"`{table.name} (" in section, f"{plugin.name}: table {table.name} is not documented"
-            columns = section[section.find(f"`{table.name} ("):]
+            columns = section[section.find(f"`{table.name} (") :]
             columns = columns[: columns.find(")`")]
-            assert [c.strip() for c in columns.split("(", 1)[1].split(",")] == list(table.columns), f"{table.name}: columns differ from the docs"
+            assert [c.strip() for c in columns.split("(", 1)[1].split(",")] == list(table.columns), (
+                f"{table.name}: columns differ from the docs"
+            )

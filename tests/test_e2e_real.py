@@ -3,18 +3,27 @@
 import json
 
 import pytest
-
 from conftest import REPO
 
 
 @pytest.mark.slow
 def test_quickstart_shape_on_real_sst2(cli, tmp_path):
     spec = REPO / "specs" / "quickstart.toml"
-    overrides = ["--set", "data.max_train_examples=500", "--set", "data.max_eval_examples=200",
-                 "--set", "experiment.seeds=[0]", "--set", "train.epochs=3"]
+    overrides = [
+        "--set",
+        "data.max_train_examples=500",
+        "--set",
+        "data.max_eval_examples=200",
+        "--set",
+        "experiment.seeds=[0]",
+        "--set",
+        "train.epochs=3",
+    ]
     code, _, err = cli("apply", str(spec), *overrides)
     assert code == 0, err
-    code, out, _ = cli("sql", "SELECT method, dataset, model, status, seed, accuracy, trainable_pct FROM run_summary", "-f", "json")
+    code, out, _ = cli(
+        "sql", "SELECT method, dataset, model, status, seed, accuracy, trainable_pct FROM run_summary", "-f", "json"
+    )
     [row] = json.loads(out)
     assert (row["method"], row["dataset"], row["status"]) == ("lora", "glue/sst2", "completed")
     assert row["model"] == "sentence-transformers/all-MiniLM-L6-v2"

@@ -29,7 +29,11 @@ def test_the_tensorboard_logger_writes_each_runs_curve_final_metrics_and_config(
     code, _, err = cli("apply", str(write_spec(train="max_steps = 8\neval_every = 4")))
     assert code == 0, err
     [run] = json.loads(cli("sql", "SELECT run_id, accuracy, f1 FROM run_summary", "-f", "json")[1])
-    loss = json.loads(cli("sql", "SELECT step, value FROM metrics WHERE split = 'train' AND name = 'loss' ORDER BY step", "-f", "json")[1])
+    loss = json.loads(
+        cli(
+            "sql", "SELECT step, value FROM metrics WHERE split = 'train' AND name = 'loss' ORDER BY step", "-f", "json"
+        )[1]
+    )
 
     [folder] = (tmp_path / "tb" / "toy").iterdir()
     assert folder.name == run["run_id"]

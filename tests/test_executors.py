@@ -42,7 +42,9 @@ def test_runner_holds_no_sql_and_no_store_handle():
                     offenders.append(f"{path.name}: imports {node.module}")
                 if isinstance(node, ast.Constant) and isinstance(node.value, str):
                     words = node.value.upper().split()
-                    if words[:1] in (["SELECT"], ["INSERT"], ["UPDATE"], ["DELETE"]) and ("FROM" in words or "INTO" in words or "SET" in words):
+                    if words[:1] in (["SELECT"], ["INSERT"], ["UPDATE"], ["DELETE"]) and (
+                        "FROM" in words or "INTO" in words or "SET" in words
+                    ):
                         offenders.append(f"{path.name}: SQL {node.value[:40]!r}")
     assert not offenders, offenders
 
@@ -131,8 +133,15 @@ def ray_instance():
     """One local Ray instance (2 CPUs, no GPU whatever the machine has) for this module's tests; `apply
     --executor ray` joins it."""
     ray = pytest.importorskip("ray", reason="the ray extra is installed by the dev extra")
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-             object_store_memory=256 * 2**20, runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
+    ray.init(
+        num_cpus=2,
+        num_gpus=0,
+        include_dashboard=False,
+        logging_level="ERROR",
+        log_to_driver=False,
+        object_store_memory=256 * 2**20,
+        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}},
+    )
     yield ray
     ray.shutdown()
 
@@ -151,8 +160,10 @@ def test_ray_gives_the_same_runs_metrics_and_predictions_as_local(ray_instance, 
     assert rows(local, ids) == rows(ray, ids) and len(rows(local, ids)) == 4
     executors = rows(ray, "SELECT DISTINCT environment->>'executor', environment->>'torch_threads' FROM runs")
     assert executors == [("ray", "1")]
-    metrics = ("SELECT run_id, split, name, value FROM metrics WHERE split <> 'cost' AND name <> 'seconds'"  # timings differ
-               " ORDER BY run_id, split, name, step")
+    metrics = (
+        "SELECT run_id, split, name, value FROM metrics WHERE split <> 'cost' AND name <> 'seconds'"  # timings differ
+        " ORDER BY run_id, split, name, step"
+    )
     a, b = rows(local, metrics), rows(ray, metrics)
     assert [r[:3] for r in a] == [r[:3] for r in b]
     # fp32 on the CPU: thread counts differ (2 here, 1 per Ray worker), results must not beyond rounding
@@ -169,9 +180,15 @@ def test_ray_gives_the_same_runs_metrics_and_predictions_as_local(ray_instance, 
 
 def test_ray_runs_teachers_first_and_stores_their_scores_once(ray_instance, write_spec, cli, tmp_path):
     teacher = write_spec(name="teacher", method='name = "full"', train="max_steps = 4")
-    student = write_spec(name="student", train="max_steps = 2", extra='[sweep]\n"data.transforms.0.strategy" = ["easy", "hard"]')
-    student.write_text(student.read_text().replace(
-        "[method]", f'[[data.transforms]]\nname = "difficulty"\nteacher = "{teacher.name}"\nn = 40\nstrategy = "easy"\n\n[method]'))
+    student = write_spec(
+        name="student", train="max_steps = 2", extra='[sweep]\n"data.transforms.0.strategy" = ["easy", "hard"]'
+    )
+    student.write_text(
+        student.read_text().replace(
+            "[method]",
+            f'[[data.transforms]]\nname = "difficulty"\nteacher = "{teacher.name}"\nn = 40\nstrategy = "easy"\n\n[method]',
+        )
+    )
     store = tmp_path / "teach.duckdb"
     code, _, err = cli("apply", str(student), "--store", str(store), "--executor", "ray")
     assert code == 0, err
@@ -202,7 +219,9 @@ def _kill_worker_of(run_id: str, seen: list, stop: threading.Event) -> None:
         time.sleep(0.05)
 
 
-def test_a_killed_ray_worker_leaves_its_run_interrupted_and_the_rest_complete(ray_instance, write_spec, cli, tmp_path, registry):
+def test_a_killed_ray_worker_leaves_its_run_interrupted_and_the_rest_complete(
+    ray_instance, write_spec, cli, tmp_path, registry
+):
     from specrun.runner.plan import plan_runs
     from specrun.spec.load import load_spec
 
@@ -235,17 +254,24 @@ def test_a_killed_ray_worker_leaves_its_run_interrupted_and_the_rest_complete(ra
 def test_ray_trains_transfer_sources_before_their_targets(ray_instance, write_spec, cli, tmp_path):
     """One source stage per placement, then its head-only transfer: on Ray each target starts only once
     its own source is stored, and loads that source's adapters."""
-    spec = write_spec(name="moved", method='name = "lora"\nrank = 4\ntrain = "head"', train="max_steps = 3\nlearning_rate = 0.05",
-                      extra='[stages.source]\ntrain = { learning_rate = 0.01, max_steps = 4 }\nmethod = { train = "all" }\n\n'
-                            '[sweep]\n"method.placement" = ["attn-q", "attn-v"]\n')
+    spec = write_spec(
+        name="moved",
+        method='name = "lora"\nrank = 4\ntrain = "head"',
+        train="max_steps = 3\nlearning_rate = 0.05",
+        extra='[stages.source]\ntrain = { learning_rate = 0.01, max_steps = 4 }\nmethod = { train = "all" }\n\n'
+        '[sweep]\n"method.placement" = ["attn-q", "attn-v"]\n',
+    )
     spec.write_text(spec.read_text().replace("max_length = 32", 'max_length = 32\ninit_from = "stage:source"'))
     store = tmp_path / "moved.duckdb"
     code, _, err = cli("apply", str(spec), "--store", str(store), "--executor", "ray")
     assert code == 0, err
-    pairs = rows(store, """
+    pairs = rows(
+        store,
+        """
         SELECT t.config->'method'->>'placement', s.config->'method'->>'placement', s.finished_at <= t.started_at, x.loaded
         FROM runs t JOIN runs s ON s.run_id = (t.config->'model'->>'init_from') JOIN transfers x ON x.run_id = t.run_id
-        ORDER BY 1""")
+        ORDER BY 1""",
+    )
     assert [(p[0], p[1], p[2]) for p in pairs] == [("attn-q", "attn-q", True), ("attn-v", "attn-v", True)]
     assert all(p[3] == 4 for p in pairs)  # 2 layers x (A, B) of the one adapted projection, all loaded
 
@@ -266,8 +292,12 @@ def test_sigterm_to_a_ray_apply_records_its_runs_in_flight_as_interrupted(write_
     planned = plan_runs(load_spec(spec, [], registry), registry)
     store = tmp_path / "stopped.duckdb"
     env = {**os.environ, "SPECRUN_PROGRESS_EVERY": "1"}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "specrun"), "apply", str(spec), "--store", str(store), "--executor", "ray"],
-                            env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "specrun"), "apply", str(spec), "--store", str(store), "--executor", "ray"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines = []
     for line in proc.stderr:  # wait until both runs are in flight on Ray
         lines.append(line)
@@ -297,10 +327,11 @@ def test_ray_forwards_live_reports_to_the_driver_and_mlflow_reads_them_back(ray_
     """The live hooks hear the same calls with the same arguments on Ray as on the local executor, in the
     driver's process, and the mlflow tracker logs the Ray run's metrics per step (issue 24)."""
     pytest.importorskip("mlflow")
-    from specrun.plugins import set_registry
-    from specrun.testing import registry_with
     from test_plugins import LiveLog
     from test_tracking import check_mlflow_run
+
+    from specrun.plugins import set_registry
+    from specrun.testing import registry_with
 
     heard = {}
     for executor in ("local", "ray"):
@@ -316,6 +347,13 @@ def test_ray_forwards_live_reports_to_the_driver_and_mlflow_reads_them_back(ray_
         if executor == "ray":
             check_mlflow_run(cli, store, uri)
     shape = {k: [(c[0], c[1], c[2], [r[:3] for r in c[3] or []]) for c in calls] for k, calls in heard.items()}
-    assert shape["local"] == shape["ray"] and [c[0] for c in heard["ray"]] == ["start", "window", "evaluation", "window", "evaluation", "end"]
+    assert shape["local"] == shape["ray"] and [c[0] for c in heard["ray"]] == [
+        "start",
+        "window",
+        "evaluation",
+        "window",
+        "evaluation",
+        "end",
+    ]
     values = {k: [r[3] for c in calls for r in c[3] or [] if r[2] != "seconds"] for k, calls in heard.items()}
     assert values["local"] == pytest.approx(values["ray"], abs=1e-4)

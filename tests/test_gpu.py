@@ -18,15 +18,17 @@ BF16 = HAS_GPU and torch.cuda.get_device_properties(0).major >= 8
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not HAS_GPU, reason="no CUDA GPU on this machine: the gpu tests train on one (pytest -m gpu on a GPU machine)"),
+    pytest.mark.skipif(
+        not HAS_GPU, reason="no CUDA GPU on this machine: the gpu tests train on one (pytest -m gpu on a GPU machine)"
+    ),
 ]
 
 #: Options that make each method train something on the tiny model (others: the method's defaults).
 OPTIONS = {
-    "lora": 'rank = 4',
-    "qlora": 'rank = 4',
-    "prompt_tuning": 'num_virtual_tokens = 4',
-    "freeze": 'layers = 1',
+    "lora": "rank = 4",
+    "qlora": "rank = 4",
+    "prompt_tuning": "num_virtual_tokens = 4",
+    "freeze": "layers = 1",
 }
 
 
@@ -35,7 +37,15 @@ def methods() -> list[str]:
 
 
 def precisions() -> list:
-    return ["fp16", pytest.param("bf16", marks=pytest.mark.skipif(HAS_GPU and not BF16, reason="this GPU has no native bf16 (compute capability < 8.0)"))]
+    return [
+        "fp16",
+        pytest.param(
+            "bf16",
+            marks=pytest.mark.skipif(
+                HAS_GPU and not BF16, reason="this GPU has no native bf16 (compute capability < 8.0)"
+            ),
+        ),
+    ]
 
 
 @pytest.mark.parametrize("precision", precisions())

@@ -29,7 +29,9 @@ def fake_gpu(monkeypatch, count: int = 1, major: int = 8, name: str = "Fake GPU"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index=None: types.SimpleNamespace(major=major, minor=0, name=name))
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda index=None: types.SimpleNamespace(major=major, minor=0, name=name)
+    )
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
     monkeypatch.setattr(torch.version, "hip", None)
 
@@ -112,7 +114,9 @@ def test_a_run_records_its_skipped_steps(write_spec, cli):
 
 def test_bf16_is_refused_on_a_gpu_before_ampere(monkeypatch):
     fake_gpu(monkeypatch, major=7, name="Tesla V100")
-    with pytest.raises(MethodUnavailable, match=r"'bf16' is not supported by this GPU \(Tesla V100: bf16 needs compute capability 8.0"):
+    with pytest.raises(
+        MethodUnavailable, match=r"'bf16' is not supported by this GPU \(Tesla V100: bf16 needs compute capability 8.0"
+    ):
         check_precision("bf16", torch.device("cuda"))
     check_precision("fp16", torch.device("cuda"))  # fp16 is what such a GPU trains in
 
@@ -124,11 +128,17 @@ def test_bf16_is_accepted_on_an_ampere_gpu(monkeypatch):
 
 def test_bf16_on_an_old_gpu_refuses_the_apply_before_training(monkeypatch, write_spec, cli):
     fake_gpu(monkeypatch, major=7, name="Tesla T4")
-    spec = write_spec(train='max_steps = 2\ndevice = "cuda"').read_text().replace('precision = "fp32"', 'precision = "bf16"')
+    spec = (
+        write_spec(train='max_steps = 2\ndevice = "cuda"')
+        .read_text()
+        .replace('precision = "fp32"', 'precision = "bf16"')
+    )
     path = write_spec(spec, name="old")
     code, _, err = cli("apply", str(path))
     assert code == 2, err
-    assert "no run of this apply can run on this machine: precision 'bf16' is not supported by this GPU (Tesla T4" in err
+    assert (
+        "no run of this apply can run on this machine: precision 'bf16' is not supported by this GPU (Tesla T4" in err
+    )
     assert "Traceback" not in err
 
 
@@ -144,7 +154,9 @@ def test_cuda_n_picks_that_gpu(monkeypatch):
 
 def test_a_gpu_index_beyond_the_machine_is_refused(monkeypatch):
     fake_gpu(monkeypatch, count=2)
-    with pytest.raises(MethodUnavailable, match=r"train.device = 'cuda:2' but this machine has 2 CUDA devices \(cuda:0 to cuda:1\)"):
+    with pytest.raises(
+        MethodUnavailable, match=r"train.device = 'cuda:2' but this machine has 2 CUDA devices \(cuda:0 to cuda:1\)"
+    ):
         pick_device("cuda:2")
     no_gpu(monkeypatch)
     with pytest.raises(MethodUnavailable, match="no CUDA device is available"):
@@ -156,7 +168,10 @@ def test_cuda_n_beyond_the_machine_refuses_the_apply_before_training(monkeypatch
     spec = write_spec(train='max_steps = 2\ndevice = "cuda:3"')
     code, _, err = cli("apply", str(spec))
     assert code == 2, err
-    assert "no run of this apply can run on this machine: train.device = 'cuda:3' but this machine has 1 CUDA device (cuda:0)" in err
+    assert (
+        "no run of this apply can run on this machine: train.device = 'cuda:3' but this machine has 1 CUDA device (cuda:0)"
+        in err
+    )
 
 
 def test_device_values_are_validated(write_spec, cli):

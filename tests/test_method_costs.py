@@ -17,19 +17,35 @@ from test_methods import Case, first_cases, one_thread  # noqa: F401 (one_thread
 from specrun.runner.artifacts import read_run
 
 COST_METRICS = (
-    "trainable_params", "total_params", "trainable_pct", "train_seconds", "samples_per_second",
-    "peak_memory_mb", "model_memory_mb", "latency_ms_p50", "latency_ms_p95", "artifact_bytes",
+    "trainable_params",
+    "total_params",
+    "trainable_pct",
+    "train_seconds",
+    "samples_per_second",
+    "peak_memory_mb",
+    "model_memory_mb",
+    "latency_ms_p50",
+    "latency_ms_p95",
+    "artifact_bytes",
 )
 
 
 def method_toml(case: Case) -> str:
     """The ``[method]`` table body for ``case`` (TOML and JSON agree on strings, numbers and booleans)."""
-    return "\n".join([f'name = "{case.method}"', *(f"{key} = {json.dumps(value)}" for key, value in case.options.items())])
+    return "\n".join(
+        [f'name = "{case.method}"', *(f"{key} = {json.dumps(value)}" for key, value in case.options.items())]
+    )
 
 
 def method_inline(case: Case) -> str:
     """``case``'s method as a TOML inline table."""
-    return "{ " + ", ".join([f'name = "{case.method}"', *(f"{key} = {json.dumps(value)}" for key, value in case.options.items())]) + " }"
+    return (
+        "{ "
+        + ", ".join(
+            [f'name = "{case.method}"', *(f"{key} = {json.dumps(value)}" for key, value in case.options.items())]
+        )
+        + " }"
+    )
 
 
 def sql(cli, query: str) -> list[dict]:
@@ -41,7 +57,7 @@ def sql(cli, query: str) -> list[dict]:
 @pytest.mark.parametrize("case", first_cases(), ids=lambda c: c.id)
 def test_apply_records_cost_metrics(case, write_spec, cli, tmp_path):
     spec = write_spec(method=method_toml(case), train="max_steps = 4", name=f"cost-{case.method}")
-    code, out, err = cli("apply", str(spec), "--set", "train.precision=bf16")
+    code, _out, err = cli("apply", str(spec), "--set", "train.precision=bf16")
     assert code == 0, err
     assert "1 completed" in err
     costs = {r["name"]: r["value"] for r in sql(cli, "SELECT name, value FROM metrics WHERE split = 'cost' AND final")}
@@ -126,11 +142,11 @@ def refused(cli, spec, *args) -> str:
     """A spec refused before anything trains: exit 2, the reason on stderr, no store written."""
     import os
 
-    code, out, err = cli("apply", str(spec), *args)
+    code, _out, err = cli("apply", str(spec), *args)
     assert code == 2, err
     assert "Traceback" not in err
     assert not Path(os.environ["SPECRUN_STORE"]).exists()
-    code, plan_out, plan_err = cli("plan", str(spec), *args, "-f", "csv")
+    code, plan_out, _plan_err = cli("plan", str(spec), *args, "-f", "csv")
     assert code == 2 and "will fail:" in plan_out  # plan marks the run with the reason
     return err
 
@@ -138,7 +154,9 @@ def refused(cli, spec, *args) -> str:
 def test_fp16_on_a_cpu_device_is_refused_before_training(write_spec, cli):
     spec = write_spec(method='name = "full"', train='max_steps = 2\ndevice = "cpu"')
     err = refused(cli, spec, "--set", "train.precision=fp16")
-    assert "train.precision: (from --set train.precision=fp16) 'fp16' needs a CUDA device, and train.device = 'cpu'" in err
+    assert (
+        "train.precision: (from --set train.precision=fp16) 'fp16' needs a CUDA device, and train.device = 'cpu'" in err
+    )
 
 
 def test_fp16_on_a_machine_without_a_gpu_is_unavailable(write_spec, cli, monkeypatch):
@@ -162,7 +180,9 @@ def test_prompt_longer_than_the_model_positions_is_refused(write_spec, cli):
     ) in err
 
 
-@pytest.mark.parametrize("case", [Case("qlora"), Case("lora", {"quantize": "8bit"}, id="lora-8bit")], ids=lambda c: c.id)
+@pytest.mark.parametrize(
+    "case", [Case("qlora"), Case("lora", {"quantize": "8bit"}, id="lora-8bit")], ids=lambda c: c.id
+)
 def test_quantized_methods_need_bitsandbytes(case, write_spec, cli, monkeypatch):
     """Without bitsandbytes a quantized run is recorded as failed and the other runs go on."""
     from specrun.plugins.methods.lora import bitsandbytes_problem
@@ -171,7 +191,7 @@ def test_quantized_methods_need_bitsandbytes(case, write_spec, cli, monkeypatch)
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import bitsandbytes now raises ImportError
     sweep = f'[sweep]\n"method" = [{{ name = "bitfit" }}, {method_inline(case)}]\n'
     try:
-        code, out, err = cli("apply", str(write_spec(method=method_toml(case), train="max_steps = 2", extra=sweep)))
+        code, _out, err = cli("apply", str(write_spec(method=method_toml(case), train="max_steps = 2", extra=sweep)))
     finally:
         bitsandbytes_problem.cache_clear()
     assert code == 1
@@ -193,7 +213,12 @@ def test_freezing_more_layers_than_the_model_has_is_refused(write_spec, cli):
 def test_model_memory_counts_quantized_weights_at_their_packed_size(write_spec, registry):
     from specrun.runner.costs import model_bytes
 
-    cases = [Case("full"), Case("lora", {"rank": 4}), Case("lora", {"rank": 4, "quantize": "8bit"}, id="lora-8bit"), Case("qlora", {"rank": 4})]
+    cases = [
+        Case("full"),
+        Case("lora", {"rank": 4}),
+        Case("lora", {"rank": 4, "quantize": "8bit"}, id="lora-8bit"),
+        Case("qlora", {"rank": 4}),
+    ]
     models = {c.id: build(c, "fp32", write_spec, registry) for c in cases}
     sizes = {name: model_bytes(model) for name, model in models.items()}
     full = sum(p.numel() * p.element_size() for p in models["full"].parameters())

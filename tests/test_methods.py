@@ -11,8 +11,9 @@ to train.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -57,32 +58,65 @@ CASES: dict[str, list[Case]] = {
     ],
     "lora": [
         Case("lora", {"rank": 4}, lambda n: _lora(n) or _head(n)),
-        Case("lora", {"rank": 4, "quantize": "8bit"}, lambda n: _lora(n) or _head(n), precision="bf16", id="lora-8bit-bf16"),
+        Case(
+            "lora",
+            {"rank": 4, "quantize": "8bit"},
+            lambda n: _lora(n) or _head(n),
+            precision="bf16",
+            id="lora-8bit-bf16",
+        ),
     ],
     "qlora": [
         Case("qlora", {"rank": 4}, lambda n: _lora(n) or _head(n)),
-        Case("qlora", {"rank": 4, "compute_dtype": "fp32", "double_quant": False}, lambda n: _lora(n) or _head(n),
-             precision="bf16", id="qlora-fp32-compute-bf16"),
+        Case(
+            "qlora",
+            {"rank": 4, "compute_dtype": "fp32", "double_quant": False},
+            lambda n: _lora(n) or _head(n),
+            precision="bf16",
+            id="qlora-fp32-compute-bf16",
+        ),
     ],
     "bitfit": [
         Case("bitfit", {}, lambda n: n.endswith(".bias") or _head(n)),
-        Case("bitfit", {"subset": "query-ffn"}, lambda n: bool(QUERY_FFN_BIAS.match(n)) or _head(n), id="bitfit-query-ffn"),
+        Case(
+            "bitfit",
+            {"subset": "query-ffn"},
+            lambda n: bool(QUERY_FFN_BIAS.match(n)) or _head(n),
+            id="bitfit-query-ffn",
+        ),
     ],
     "prompt_tuning": [
-        Case("prompt_tuning", {"num_virtual_tokens": 4}, lambda n: n.startswith("prompt_encoder.") or _head(n), learning_rate=3e-2),
-        Case("prompt_tuning", {"num_virtual_tokens": 6, "init": "text", "init_text": "is this review positive or negative"},
-             lambda n: n.startswith("prompt_encoder.") or _head(n), precision="bf16", id="prompt_tuning-text-bf16"),
+        Case(
+            "prompt_tuning",
+            {"num_virtual_tokens": 4},
+            lambda n: n.startswith("prompt_encoder.") or _head(n),
+            learning_rate=3e-2,
+        ),
+        Case(
+            "prompt_tuning",
+            {"num_virtual_tokens": 6, "init": "text", "init_text": "is this review positive or negative"},
+            lambda n: n.startswith("prompt_encoder.") or _head(n),
+            precision="bf16",
+            id="prompt_tuning-text-bf16",
+        ),
     ],
     "ia3": [
         Case("ia3", {}, lambda n: bool(IA3_VECTOR.match(n)) or _head(n)),
     ],
     "freeze": [
         Case("freeze", {"layers": 1}, lambda n: not n.startswith(("bert.embeddings.", "bert.encoder.layer.0."))),
-        Case("freeze", {"fraction": 1.0}, lambda n: n.startswith(("bert.pooler.", "classifier.")), id="freeze-all-layers"),
+        Case(
+            "freeze", {"fraction": 1.0}, lambda n: n.startswith(("bert.pooler.", "classifier.")), id="freeze-all-layers"
+        ),
     ],
     "head_only": [
         Case("head_only", {}, _head),
-        Case("head_only", {"train_pooler": True}, lambda n: n.startswith(("bert.pooler.", "classifier.")), id="head_only-pooler"),
+        Case(
+            "head_only",
+            {"train_pooler": True},
+            lambda n: n.startswith(("bert.pooler.", "classifier.")),
+            id="head_only-pooler",
+        ),
     ],
 }
 
@@ -116,7 +150,9 @@ def test_every_registered_method_has_a_case(registry):
 
 @pytest.mark.parametrize("case", all_cases(), ids=lambda c: c.id)
 def test_method_contract(case, method_contract):
-    report = method_contract(case.method, case.options, trains=case.trains, learning_rate=case.learning_rate, precision=case.precision)
+    report = method_contract(
+        case.method, case.options, trains=case.trains, learning_rate=case.learning_rate, precision=case.precision
+    )
     assert report.loss_after < 0.9 * report.loss_before and report.changed <= report.trainable
 
 
@@ -143,17 +179,35 @@ def test_sweep_over_whole_method_tables_with_their_learning_rates(write_spec, re
     got = [(p.config["method"], p.config["train"]["learning_rate"]) for p in planned]
     assert got == [
         ({"name": "full"}, 5e-5),
-        ({"name": "lora", **registry.get("method", "lora").Options(rank=4, quantize="8bit").model_dump(mode="json")}, 1e-3),
-        ({"name": "prompt_tuning", **registry.get("method", "prompt_tuning").Options(num_virtual_tokens=8).model_dump(mode="json")}, 3e-2),
+        (
+            {"name": "lora", **registry.get("method", "lora").Options(rank=4, quantize="8bit").model_dump(mode="json")},
+            1e-3,
+        ),
+        (
+            {
+                "name": "prompt_tuning",
+                **registry.get("method", "prompt_tuning").Options(num_virtual_tokens=8).model_dump(mode="json"),
+            },
+            3e-2,
+        ),
     ]
     assert len({p.run_id for p in planned}) == 3
 
 
-@pytest.mark.parametrize("sweep, message", [
-    ('"method, train.learning_rate" = [[{ name = "full" }]]', "each value must be a list of 2 items, one per key"),
-    ('"method, train.learning_rate" = [[{ name = "lora", rnak = 4 }, 1e-3]]', "unknown key 'rnak' (did you mean 'rank'?)"),
-    ('"method, experiment.name" = [[{ name = "full" }, "x"]]', "can only sweep keys under model, data, method, train"),
-])
+@pytest.mark.parametrize(
+    "sweep, message",
+    [
+        ('"method, train.learning_rate" = [[{ name = "full" }]]', "each value must be a list of 2 items, one per key"),
+        (
+            '"method, train.learning_rate" = [[{ name = "lora", rnak = 4 }, 1e-3]]',
+            "unknown key 'rnak' (did you mean 'rank'?)",
+        ),
+        (
+            '"method, experiment.name" = [[{ name = "full" }, "x"]]',
+            "can only sweep keys under model, data, method, train",
+        ),
+    ],
+)
 def test_bad_method_sweeps_are_located(sweep, message, write_spec, registry):
     from specrun.errors import SpecError
     from specrun.spec.load import load_spec
@@ -167,11 +221,13 @@ def test_bad_method_sweeps_are_located(sweep, message, write_spec, registry):
     assert message in text
 
 
-@pytest.mark.parametrize("method", ['name = "qlora"\nrank = 4', 'name = "lora"\nrank = 4\nquantize = "8bit"'], ids=["qlora", "lora-8bit"])
+@pytest.mark.parametrize(
+    "method", ['name = "qlora"\nrank = 4', 'name = "lora"\nrank = 4\nquantize = "8bit"'], ids=["qlora", "lora-8bit"]
+)
 def test_quantized_methods_train_on_after_an_evaluation(method, write_spec, cli):
     """Evaluations every 2 steps interleave eval-mode and training forwards of the quantized layers
     (bitsandbytes repacks 4-bit weights for inference on some CPUs, which the methods turn off)."""
     spec = write_spec(method=method, train="max_steps = 6\neval_every = 2")
-    code, out, err = cli("apply", str(spec))
+    code, _out, err = cli("apply", str(spec))
     assert code == 0, err
     assert "1 completed" in err

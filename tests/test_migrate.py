@@ -52,11 +52,14 @@ def test_m010_records_artifact_paths_relative_to_the_store(tmp_path):
     path = home / "old.duckdb"
     _old_store(path, "m008_transfers")
     db = duckdb.connect(str(path))
-    db.executemany("INSERT INTO artifacts VALUES (?, 'weights', ?, 'h', 1, now())", [
-        ["r1", str(home / "specrun-artifacts" / "r1" / "trained.safetensors")],
-        ["r2", str(tmp_path / "before-the-move" / "specrun-artifacts" / "r2" / "trained.safetensors")],
-        ["r3", str(elsewhere / "trained.safetensors")],
-    ])
+    db.executemany(
+        "INSERT INTO artifacts VALUES (?, 'weights', ?, 'h', 1, now())",
+        [
+            ["r1", str(home / "specrun-artifacts" / "r1" / "trained.safetensors")],
+            ["r2", str(tmp_path / "before-the-move" / "specrun-artifacts" / "r2" / "trained.safetensors")],
+            ["r3", str(elsewhere / "trained.safetensors")],
+        ],
+    )
     db.close()
     with Store(path).read() as db:
         paths = dict(db.execute("SELECT run_id, path FROM artifacts").fetchall())

@@ -22,8 +22,14 @@ def test_a_new_plugin_package_passes_its_own_tests(kind, cli, tmp_path):
     assert project["tool"]["pytest"]["ini_options"]["specrun_plugins"] == [f"{module}.plugin"]
     # as an author runs them: pytest in the package folder, specrun.testing found through its pytest11 entry point
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPECRUN_")} | {"OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=folder,
-                            capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-import specrun
 from specrun import hookimpl, hookspecs
 from specrun.errors import PluginError
 from specrun.examples import Dataset, Examples
@@ -122,7 +121,9 @@ def test_third_party_plugin_registers_every_kind():
     ex = Examples.from_columns([0], ["hi"], [0])
     assert registry.get("transform", "test-upper").apply(ex, None, None).text == ("HI",)
     runs = [api.RunInfo(r, "e", "completed", 0, "lora", {}, {}, "validation", "lora") for r in ("a", "b")]
-    assert registry.get("analysis", "test-count").run(None, api.AnalysisContext(None, "e", runs)) == {"test_count": [{"runs": 2}]}
+    assert registry.get("analysis", "test-count").run(None, api.AnalysisContext(None, "e", runs)) == {
+        "test_count": [{"runs": 2}]
+    }
     assert registry.entries["transform"]["test-upper"].origin != "builtin"
     assert registry.get("task", "test-smoothed").metrics[0] == "accuracy"
     assert registry.entries["task"]["test-smoothed"].origin != "builtin"
@@ -178,13 +179,16 @@ def test_a_raising_register_hook_is_skipped_whole():
         build_registry(make_plugin_manager([HalfThenRaise()], entry_points=False)[0], strict=True)
 
 
-@pytest.mark.parametrize("tables,message", [
-    ((api.ResultTable("other_name", {"x": "DOUBLE"}),), "must be named 'test_stat' or 'test_stat_<suffix>'"),
-    ((api.ResultTable("runs", {"x": "DOUBLE"}),), "must be named"),
-    ((api.ResultTable("test_stat", {"experiment": "VARCHAR"}),), "other than experiment and analysis"),
-    ((api.ResultTable("test_stat", {"Bad Column": "DOUBLE"}),), "lower-case letters"),
-    (({"name": "test_stat"},), "must be ResultTable instances"),
-])
+@pytest.mark.parametrize(
+    "tables,message",
+    [
+        ((api.ResultTable("other_name", {"x": "DOUBLE"}),), "must be named 'test_stat' or 'test_stat_<suffix>'"),
+        ((api.ResultTable("runs", {"x": "DOUBLE"}),), "must be named"),
+        ((api.ResultTable("test_stat", {"experiment": "VARCHAR"}),), "other than experiment and analysis"),
+        ((api.ResultTable("test_stat", {"Bad Column": "DOUBLE"}),), "lower-case letters"),
+        (({"name": "test_stat"},), "must be ResultTable instances"),
+    ],
+)
 def test_malformed_analysis_tables_fail_at_registration(tables, message):
     plugin = type("Stat", (api.AnalysisPlugin,), {"name": "test-stat", "tables": tables})()
 
@@ -202,8 +206,12 @@ def test_malformed_analysis_tables_fail_at_registration(tables, message):
 
 
 def test_two_analyses_writing_one_table_fail_naming_both():
-    first = type("A", (api.AnalysisPlugin,), {"name": "test", "tables": (api.ResultTable("test_stat", {"x": "DOUBLE"}),)})()
-    second = type("B", (api.AnalysisPlugin,), {"name": "test-stat", "tables": (api.ResultTable("test_stat", {"y": "DOUBLE"}),)})()
+    first = type(
+        "A", (api.AnalysisPlugin,), {"name": "test", "tables": (api.ResultTable("test_stat", {"x": "DOUBLE"}),)}
+    )()
+    second = type(
+        "B", (api.AnalysisPlugin,), {"name": "test-stat", "tables": (api.ResultTable("test_stat", {"y": "DOUBLE"}),)}
+    )()
 
     class Module:
         @hookimpl
@@ -212,15 +220,18 @@ def test_two_analyses_writing_one_table_fail_naming_both():
             register(second)
 
     pm, _ = make_plugin_manager([Module()], entry_points=False)
-    with pytest.raises(PluginError, match="analyses 'test' .* and 'test-stat' .* both write table 'test_stat'"):
+    with pytest.raises(PluginError, match=r"analyses 'test' .* and 'test-stat' .* both write table 'test_stat'"):
         build_registry(pm, strict=True)
 
 
-@pytest.mark.parametrize("bad,message", [
-    ("NotAPlugin", "not a MethodPlugin"),
-    ("BadName", "invalid name"),
-    ("LooseOptions", "must forbid unknown keys"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ("NotAPlugin", "not a MethodPlugin"),
+        ("BadName", "invalid name"),
+        ("LooseOptions", "must forbid unknown keys"),
+    ],
+)
 def test_malformed_plugins_fail_loudly(bad, message):
     from pydantic import BaseModel
 
@@ -254,7 +265,11 @@ def _fake_distribution(root: Path, dist: str, module: str, code: str, version: s
 
 
 def test_entry_point_plugins_and_broken_ones(tmp_path):
-    _fake_distribution(tmp_path, "specrun-shout", "specrun_shout", """
+    _fake_distribution(
+        tmp_path,
+        "specrun-shout",
+        "specrun_shout",
+        """
         from specrun import hookimpl
         from specrun.plugins.api import TransformPlugin
 
@@ -267,14 +282,23 @@ def test_entry_point_plugins_and_broken_ones(tmp_path):
         @hookimpl
         def register_transforms(register):
             register(Shout())
-    """)
+    """,
+    )
     _fake_distribution(tmp_path, "specrun-broken", "specrun_broken", "raise ImportError('missing dependency xyz')\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "SPECRUN_DISABLE_PLUGIN_AUTOLOAD": ""}
-    result = subprocess.run([sys.executable, "-m", "specrun", "plugins", "--kind", "transform", "-f", "csv"],
-                            capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "specrun", "plugins", "--kind", "transform", "-f", "csv"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "transform,shout,specrun-shout 0.3,appends an exclamation mark" in result.stdout
-    assert "plugin 'specrun_broken' from specrun-broken 0.3 failed to load: ImportError: missing dependency xyz" in result.stderr
+    assert (
+        "plugin 'specrun_broken' from specrun-broken 0.3 failed to load: ImportError: missing dependency xyz"
+        in result.stderr
+    )
 
 
 def test_plugins_command_lists_builtins_with_options(cli):
@@ -291,7 +315,9 @@ def test_plugins_command_lists_builtins_with_options(cli):
 
 def test_trace_plugins_env(tmp_path):
     env = {**os.environ, "SPECRUN_TRACE_PLUGINS": "1"}
-    result = subprocess.run([sys.executable, "-m", "specrun", "plugins", "-f", "csv"], capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "specrun", "plugins", "-f", "csv"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert result.returncode == 0
     assert "register_methods" in result.stderr
 
@@ -367,12 +393,19 @@ def test_colliding_and_raising_plugins_are_skipped_and_other_specs_work(installe
     code, out, err = cli("validate", str(spec))
     assert code == 0, err
     assert "ok (1 run(s))" in out
-    assert ("warning: two plugins register the method 'lora': builtin and specrun-clash 0.3; the built-in is used and the one "
-            "from specrun-clash 0.3 is skipped (rename the plugin in specrun-clash, or set SPECRUN_DISABLE_PLUGINS=specrun_clash "
-            "to leave it out)") in err
-    assert ("warning: plugin specrun-raises 0.3 failed in register_methods: RuntimeError: no licence key (its methods are "
-            "skipped: fix or uninstall it, or set SPECRUN_DISABLE_PLUGINS=specrun_raises)") in err
-    assert "warning: plugin 'specrun_loha' from specrun-loha 0.3 failed to load: ImportError: No module named lycoris" in err
+    assert (
+        "warning: two plugins register the method 'lora': builtin and specrun-clash 0.3; the built-in is used and the one "
+        "from specrun-clash 0.3 is skipped (rename the plugin in specrun-clash, or set SPECRUN_DISABLE_PLUGINS=specrun_clash "
+        "to leave it out)"
+    ) in err
+    assert (
+        "warning: plugin specrun-raises 0.3 failed in register_methods: RuntimeError: no licence key (its methods are "
+        "skipped: fix or uninstall it, or set SPECRUN_DISABLE_PLUGINS=specrun_raises)"
+    ) in err
+    assert (
+        "warning: plugin 'specrun_loha' from specrun-loha 0.3 failed to load: ImportError: No module named lycoris"
+        in err
+    )
 
     set_registry(None)  # each command is a process of its own: it loads the plugins and warns again
     code, _, err = cli("apply", str(spec))  # the clashing package's other plugins work
@@ -402,8 +435,10 @@ def test_an_unknown_name_from_a_plugin_that_failed_to_load_says_so(installed, wr
     installed("specrun-loha", "specrun_loha", "raise ImportError('No module named lycoris')\n")
     code, _, err = cli("validate", str(write_spec(method='name = "loha"')))
     assert code == 2
-    assert ("method.name: method 'loha' is not available: it comes from a plugin that failed to load: plugin 'specrun_loha' "
-            "from specrun-loha 0.3 failed to load: ImportError: No module named lycoris") in err
+    assert (
+        "method.name: method 'loha' is not available: it comes from a plugin that failed to load: plugin 'specrun_loha' "
+        "from specrun-loha 0.3 failed to load: ImportError: No module named lycoris"
+    ) in err
     assert "did you mean" not in err
     code, _, err = cli("plugins", "loha")
     assert code == 2 and "it comes from a plugin that failed to load: plugin 'specrun_loha'" in err
@@ -429,7 +464,10 @@ def test_disable_plugins_by_package_entry_point_or_name(installed, write_spec, c
     set_registry(None)
     code, _, err = cli("validate", str(write_spec()))
     assert code == 0
-    assert "warning: SPECRUN_DISABLE_PLUGINS names 'specrun-clsh', which is no installed plugin, entry point or package" in err
+    assert (
+        "warning: SPECRUN_DISABLE_PLUGINS names 'specrun-clsh', which is no installed plugin, entry point or package"
+        in err
+    )
 
 
 def test_plugin_versions_in_run_ids(installed, write_spec, registry):
@@ -437,9 +475,9 @@ def test_plugin_versions_in_run_ids(installed, write_spec, registry):
     without falls back to its package's version; built-ins keep <specrun results version>/<plugin version>,
     so a specrun release that keeps results (specrun.version.RESULTS_VERSION) keeps a store's runs cached."""
     from specrun.plugins.registry import module_version
-    from specrun.version import RESULTS_VERSION
     from specrun.runner.plan import plan_runs
     from specrun.spec.load import load_spec
+    from specrun.version import RESULTS_VERSION
 
     lora = registry.get("method", "lora")
     assert registry.code_version("method", "lora") == f"{module_version(lora)}/{lora.version}" == f"{RESULTS_VERSION}/1"
@@ -501,7 +539,10 @@ COMMANDS = """
 
 def test_plugins_add_commands(installed, cli):
     installed("specrun-hello", "specrun_hello", COMMANDS)
-    installed("specrun-badcmd", "specrun_badcmd", """
+    installed(
+        "specrun-badcmd",
+        "specrun_badcmd",
+        """
         from specrun import hookimpl
 
         @hookimpl
@@ -510,11 +551,14 @@ def test_plugins_add_commands(installed, cli):
             def half():
                 pass
             raise ValueError("typo in my plugin")
-    """)
+    """,
+    )
     code, out, err = cli("hello", "--name", "Ada")
     assert (code, out) == (0, "hello Ada\n"), err
-    assert ("warning: plugin specrun-hello 0.3 adds the command 'apply', which specrun or another plugin already has; it is "
-            "skipped (rename it in specrun-hello, or set SPECRUN_DISABLE_PLUGINS=specrun_hello)") in err
+    assert (
+        "warning: plugin specrun-hello 0.3 adds the command 'apply', which specrun or another plugin already has; it is "
+        "skipped (rename it in specrun-hello, or set SPECRUN_DISABLE_PLUGINS=specrun_hello)"
+    ) in err
     assert "warning: plugin specrun-badcmd 0.3 failed in register_commands: ValueError: typo in my plugin" in err
     code, _, err = cli("half")
     assert code == 2 and "No such command 'half'" in err
@@ -562,7 +606,10 @@ def test_environment_names_the_plugin_packages_a_run_config_uses(installed, writ
     from specrun.spec.load import load_spec
 
     installed("specrun-clash", "specrun_clash", CLASH)
-    installed("specrun-models", "specrun_models", """
+    installed(
+        "specrun-models",
+        "specrun_models",
+        """
         from specrun import hookimpl
         from specrun.plugins.api import ModelSource
 
@@ -575,10 +622,16 @@ def test_environment_names_the_plugin_packages_a_run_config_uses(installed, writ
         @hookimpl
         def register_model_sources(register):
             register(Aliases())
-    """, version="1.2")
+    """,
+        version="1.2",
+    )
     registry = get_registry()
     plain = load_spec(write_spec(), registry=registry).runs[0].config
-    shouting = load_spec(write_spec(extra='[[data.transforms]]\nname = "shout"\n', name="shouting"), registry=registry).runs[0].config
+    shouting = (
+        load_spec(write_spec(extra='[[data.transforms]]\nname = "shout"\n', name="shouting"), registry=registry)
+        .runs[0]
+        .config
+    )
     assert plugin_packages(registry) == {"specrun-clash": "0.3", "specrun-models": "1.2"}
     assert plugin_packages(registry, plain) == {}
     assert plugin_packages(registry, shouting) == {"specrun-clash": "0.3"}
@@ -629,7 +682,12 @@ def test_lifecycle_hooks_are_told_of_each_run_with_its_task_and_record(write_spe
     code, _, err = cli("apply", str(spec))
     assert code == 0, err
     [(start, task, _, claimed), (end, same_task, record, written)] = log.calls
-    assert (start, end, claimed, written) == ("start", "end", "running", "completed")  # the end comes once the store has it
+    assert (start, end, claimed, written) == (
+        "start",
+        "end",
+        "running",
+        "completed",
+    )  # the end comes once the store has it
     assert isinstance(task, RunTask) and same_task is task and task.kind == "train" and task.experiment == "toy"
     assert isinstance(record, RunRecord) and record.status == "completed" and record.run_id == task.run_id
     accuracy = json.loads(cli("sql", "SELECT accuracy FROM run_summary", "-f", "json")[1])[0]["accuracy"]
@@ -640,7 +698,10 @@ def test_lifecycle_hooks_are_told_of_each_run_with_its_task_and_record(write_spe
     assert len(log.calls) == 2, "a cached run does not execute: no hooks"
     spec.write_text(spec.read_text().replace("[method]", "[data.eval_sets.again]\n\n[method]"))
     assert cli("apply", str(spec))[0] == 0
-    assert [(c[0], c[1].kind, c[2] and c[2].status) for c in log.calls[2:]] == [("start", "evaluate", None), ("end", "evaluate", "evaluated")]
+    assert [(c[0], c[1].kind, c[2] and c[2].status) for c in log.calls[2:]] == [
+        ("start", "evaluate", None),
+        ("end", "evaluate", "evaluated"),
+    ]
 
 
 class LiveLog:
@@ -663,7 +724,9 @@ class LiveLog:
 
     @hookimpl
     def on_run_end(self, task, record):
-        self.calls.append(("end", task.run_id, None, [(m.step, m.split, m.name, m.value) for m in record.metrics if not m.final]))
+        self.calls.append(
+            ("end", task.run_id, None, [(m.step, m.split, m.name, m.value) for m in record.metrics if not m.final])
+        )
 
 
 def test_live_hooks_hear_each_window_and_evaluation_before_the_run_ends(write_spec, cli, tmp_path):
@@ -675,10 +738,19 @@ def test_live_hooks_hear_each_window_and_evaluation_before_the_run_ends(write_sp
     code, _, err = cli("apply", str(spec), "--store", str(tmp_path / "s.duckdb"))
     assert code == 0, err
     kinds = [(c[0], c[2]) for c in live.calls]
-    assert kinds == [("start", None), ("window", 2), ("evaluation", 2), ("window", 4), ("evaluation", 4), ("evaluation", 5), ("end", None)]
+    assert kinds == [
+        ("start", None),
+        ("window", 2),
+        ("evaluation", 2),
+        ("window", 4),
+        ("evaluation", 4),
+        ("evaluation", 5),
+        ("end", None),
+    ]
     windows = [c[3] for c in live.calls if c[0] == "window"]
     assert [[(step, split, name) for step, split, name, _ in w] for w in windows] == [
-        [(s, "train", "loss"), (s, "train", "learning_rate")] for s in (2, 4)]
+        [(s, "train", "loss"), (s, "train", "learning_rate")] for s in (2, 4)
+    ]
     assert all(v > 0 for w in windows for *_, v in w)
     heard = [row for c in live.calls if c[0] == "evaluation" for row in c[3]]
     assert heard == live.calls[-1][3], "the evaluations heard live are the learning curve the record carries"
@@ -707,7 +779,9 @@ def _module(name: str, source: str):
 def test_a_raising_lifecycle_hook_is_a_warning_naming_its_plugin_and_the_run_completes(write_spec, cli, tmp_path):
     from specrun.plugins import set_registry
 
-    broken = _module("specrun_broken_tracker", """
+    broken = _module(
+        "specrun_broken_tracker",
+        """
         from specrun import hookimpl
 
         @hookimpl
@@ -717,14 +791,19 @@ def test_a_raising_lifecycle_hook_is_a_warning_naming_its_plugin_and_the_run_com
         @hookimpl
         def on_run_end(task, record):
             raise ConnectionError("still down")
-    """)
+    """,
+    )
     log = RunLog(tmp_path / "store.duckdb")
     set_registry(registry_with(broken, log))
     code, _, err = cli("apply", str(write_spec(train="max_steps = 2")))
     assert code == 0, err
     [run_id] = [c[1].run_id for c in log.calls if c[0] == "start"]
-    assert (f"plugin specrun_broken_tracker failed in on_run_start for run {run_id}: ConnectionError: tracking server down "
-            "(the run is not affected; fix or uninstall the plugin)") in err
+    assert (
+        f"plugin specrun_broken_tracker failed in on_run_start for run {run_id}: ConnectionError: tracking server down "
+        "(the run is not affected; fix or uninstall the plugin)"
+    ) in err
     assert f"plugin specrun_broken_tracker failed in on_run_end for run {run_id}: ConnectionError: still down" in err
-    assert [(c[0], c[3]) for c in log.calls] == [("start", "running"), ("end", "completed")], "the other plugin is still told"
+    assert [(c[0], c[3]) for c in log.calls] == [("start", "running"), ("end", "completed")], (
+        "the other plugin is still told"
+    )
     assert "1 completed" in err

@@ -22,9 +22,14 @@ def _apply(cli, spec: Path) -> tuple[str, Path]:
     code, _, err = cli("apply", str(spec))
     assert code == 0, err
     store = spec.parent / "store.duckdb"
-    [(run_id, path)] = duckdb.connect(str(store), read_only=True).execute(
-        "SELECT r.run_id, a.path FROM runs r JOIN artifacts a USING (run_id) WHERE r.experiment = ? AND a.kind = 'weights'",
-        [spec.stem]).fetchall()
+    [(run_id, path)] = (
+        duckdb.connect(str(store), read_only=True)
+        .execute(
+            "SELECT r.run_id, a.path FROM runs r JOIN artifacts a USING (run_id) WHERE r.experiment = ? AND a.kind = 'weights'",
+            [spec.stem],
+        )
+        .fetchall()
+    )
     return run_id, store.parent / path
 
 
@@ -38,7 +43,9 @@ def _classify(model, tokenizer) -> list[tuple[str, float]]:
     import torch
 
     with torch.inference_mode():
-        probs = model(**tokenizer(TEXTS, truncation=True, max_length=32, padding=True, return_tensors="pt")).logits.softmax(-1)
+        probs = model(
+            **tokenizer(TEXTS, truncation=True, max_length=32, padding=True, return_tensors="pt")
+        ).logits.softmax(-1)
     return [(str(int(p.argmax())), float(p.max())) for p in probs]
 
 
@@ -104,8 +111,13 @@ class MyLora(MethodPlugin):
     def build(self, options, ctx):
         from peft import LoraConfig, get_peft_model
 
-        config = LoraConfig(r=options.rank, lora_alpha=2 * options.rank, target_modules=["value"], modules_to_save=["classifier"],
-                            task_type="SEQ_CLS")
+        config = LoraConfig(
+            r=options.rank,
+            lora_alpha=2 * options.rank,
+            target_modules=["value"],
+            modules_to_save=["classifier"],
+            task_type="SEQ_CLS",
+        )
         return get_peft_model(ctx.load_backbone(), config)
 
 
@@ -116,7 +128,9 @@ class MyMethods:
 
 
 @pytest.mark.specrun_plugins(MyMethods())
-def test_export_merges_a_plugins_own_peft_method(specrun_registry, write_spec, cli, tmp_path, tuned_model_dir, tiny_model_dir):
+def test_export_merges_a_plugins_own_peft_method(
+    specrun_registry, write_spec, cli, tmp_path, tuned_model_dir, tiny_model_dir
+):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     spec = write_spec(method='name = "my-lora"\nrank = 4', train="max_steps = 20\nlearning_rate = 0.02")

@@ -25,7 +25,12 @@ def test_piped_apply_prints_phases_and_training_lines(write_spec, cli, monkeypat
     for phase in ("loading data", "building model", "training", "evaluating validation", "saving", "measuring latency"):
         assert any(f"lora seed=0: {phase}" in line for line in lines), (phase, err)
     steps = [line for line in lines if ": training, step " in line]
-    assert {line.split("step ")[1].split("/")[0] for line in steps} == {"1", "2", "3", "4"} and "step 4/4 (100%)" in steps[-1]
+    assert {line.split("step ")[1].split("/")[0] for line in steps} == {
+        "1",
+        "2",
+        "3",
+        "4",
+    } and "step 4/4 (100%)" in steps[-1]
     assert all(" loss " in line and " lr " in line and "samples/s" in line for line in steps)
     assert any("ETA" in line for line in steps[1:-1])  # from the second step on, while steps remain
     assert "[1/1]" in steps[0] and "done accuracy=" in err
@@ -106,8 +111,14 @@ def _results(store):
             "SELECT step, split, name, final, value FROM metrics "
             "WHERE NOT (split = 'train' AND name = 'seconds') AND split <> 'cost' ORDER BY ALL"
         ).fetchall()
-        costs = dict(db.execute("SELECT name, value FROM metrics WHERE split = 'cost' AND name IN ('train_steps', 'train_examples', 'trainable_params')").fetchall())
-        predictions = db.execute("SELECT split, example_id, prediction, confidence, loss FROM predictions ORDER BY split, example_id").fetchall()
+        costs = dict(
+            db.execute(
+                "SELECT name, value FROM metrics WHERE split = 'cost' AND name IN ('train_steps', 'train_examples', 'trainable_params')"
+            ).fetchall()
+        )
+        predictions = db.execute(
+            "SELECT split, example_id, prediction, confidence, loss FROM predictions ORDER BY split, example_id"
+        ).fetchall()
         run = db.execute("SELECT status, attempts, environment->>'resumed_from_step' FROM runs").fetchone()
     finally:
         db.close()
@@ -123,7 +134,9 @@ def _close(a, b, tol=1e-6):
 
 
 @pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
-def test_a_stopped_run_resumes_from_its_checkpoint_with_the_same_results(write_spec, cli, tmp_path, monkeypatch, signal_name):
+def test_a_stopped_run_resumes_from_its_checkpoint_with_the_same_results(
+    write_spec, cli, tmp_path, monkeypatch, signal_name
+):
     spec = write_spec(train=RESUMABLE)
     whole = tmp_path / "whole.duckdb"
     code, _, err = cli("apply", str(spec), "--store", str(whole))
@@ -132,8 +145,21 @@ def test_a_stopped_run_resumes_from_its_checkpoint_with_the_same_results(write_s
     store, artifacts = tmp_path / "stopped.duckdb", tmp_path / "stopped-artifacts"
     helper = tmp_path / "signal_at_step.py"
     helper.write_text(SIGNAL_AT_STEP)
-    env = {**os.environ, "SPECRUN_STORE": str(store), "SPECRUN_ARTIFACTS": str(artifacts), "SIGNAL_AT_STEP": "19", "SIGNAL_NAME": signal_name}
-    proc = subprocess.run([sys.executable, str(helper), "apply", str(spec)], check=False, env=env, capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "SPECRUN_STORE": str(store),
+        "SPECRUN_ARTIFACTS": str(artifacts),
+        "SIGNAL_AT_STEP": "19",
+        "SIGNAL_NAME": signal_name,
+    }
+    proc = subprocess.run(
+        [sys.executable, str(helper), "apply", str(spec)],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     [run_dir] = artifacts.iterdir()
     assert (run_dir / CHECKPOINT).is_file() and not (run_dir / f"{CHECKPOINT}.tmp").exists()
     db = duckdb.connect(str(store), read_only=True)
@@ -181,6 +207,7 @@ def test_a_damaged_checkpoint_is_ignored_and_force_starts_over(write_spec, cli, 
 
 # --- the display itself, driven without training ----------------------------------------------------
 
+
 class _Run:
     run_id, experiment = "0123456789ab", "toy"
 
@@ -193,8 +220,15 @@ def _report(step, total=10, loss=0.5):
 
     from specrun.runner.train import StepReport
 
-    return StepReport(step, total, samples=16 * step, train_seconds=0.1 * step, learning_rate=1e-3 * (1 - step / total),
-                      loss_sum=torch.tensor(loss * 16 * step, dtype=torch.float64), loss_count=16 * step)
+    return StepReport(
+        step,
+        total,
+        samples=16 * step,
+        train_seconds=0.1 * step,
+        learning_rate=1e-3 * (1 - step / total),
+        loss_sum=torch.tensor(loss * 16 * step, dtype=torch.float64),
+        loss_count=16 * step,
+    )
 
 
 def _console(monkeypatch, terminal: bool):
@@ -205,7 +239,9 @@ def _console(monkeypatch, terminal: bool):
     from specrun import console
 
     buffer = io.StringIO()
-    monkeypatch.setattr(console, "err", Console(file=buffer, force_terminal=terminal, width=200, markup=False, highlight=False))
+    monkeypatch.setattr(
+        console, "err", Console(file=buffer, force_terminal=terminal, width=200, markup=False, highlight=False)
+    )
     return buffer
 
 

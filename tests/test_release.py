@@ -44,15 +44,31 @@ def test_a_fresh_install_of_the_source_carries_the_version(tmp_path):
     import setuptools
 
     if int(setuptools.__version__.split(".")[0]) < 77:
-        pytest.skip(f"setuptools {setuptools.__version__} here cannot build pyproject.toml without build isolation (needs 77+)")
+        pytest.skip(
+            f"setuptools {setuptools.__version__} here cannot build pyproject.toml without build isolation (needs 77+)"
+        )
     source = tmp_path / "specrun-src"
     shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-build-isolation", "--ignore-installed",
-         "--quiet", "--report", "-", str(source)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--no-deps",
+            "--no-build-isolation",
+            "--ignore-installed",
+            "--quiet",
+            "--report",
+            "-",
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     [item] = json.loads(result.stdout)["install"]
@@ -66,5 +82,11 @@ def test_changelog_names_this_release_first_with_breaking_changes_first():
     assert re.search(rf"^## \[{re.escape(specrun.__version__)}\] - \d{{4}}-\d{{2}}-\d{{2}}$", text, flags=re.M)
     section = text.split(f"## [{specrun.__version__}]")[1].split("\n## [")[0]
     headings = re.findall(r"^### (.+)$", section, flags=re.M)
-    assert headings[0] == "Breaking changes" and set(headings) <= {"Breaking changes", "Deprecated", "Added", "Changed", "Fixed"}
+    assert headings[0] == "Breaking changes" and set(headings) <= {
+        "Breaking changes",
+        "Deprecated",
+        "Added",
+        "Changed",
+        "Fixed",
+    }
     assert headings == sorted(headings, key=["Breaking changes", "Deprecated", "Added", "Changed", "Fixed"].index)

@@ -26,7 +26,9 @@ def test_problem_with_a_sweep_value_points_at_the_sweep_entry(write_spec, cli):
     spec = write_spec(extra='[sweep]\n"data.max_train_examples" = [100, 1]\n')
     code, _, err = cli("plan", str(spec))
     line = line_of(spec, "sweep", "data.max_train_examples")
-    assert_clean_error(code, err, f"{spec}:{line}: data.max_train_examples: (from sweep data.max_train_examples = 1)", "only the class")
+    assert_clean_error(
+        code, err, f"{spec}:{line}: data.max_train_examples: (from sweep data.max_train_examples = 1)", "only the class"
+    )
 
 
 def test_problem_with_a_set_value_names_the_set_item_and_the_line_it_overrides(write_spec, cli):
@@ -37,11 +39,17 @@ def test_problem_with_a_set_value_names_the_set_item_and_the_line_it_overrides(w
     line = line_of(spec, "train", "max_steps")
     assert_clean_error(code, err, f"{spec}:{line}: train.max_steps: (from --set train.max_steps=0)")
     # found by the checks before training (the data), not by validation
-    spec = write_spec(extra="", train="epochs = 1").read_text().replace('eval_split = "validation"', 'eval_split = "validation"\nmax_train_examples = 200')
+    spec = (
+        write_spec(extra="", train="epochs = 1")
+        .read_text()
+        .replace('eval_split = "validation"', 'eval_split = "validation"\nmax_train_examples = 200')
+    )
     path = Path(write_spec(spec))
     code, _, err = cli("plan", str(path), "--set", "data.max_train_examples=1")
     line = line_of(path, "data", "max_train_examples")
-    assert_clean_error(code, err, f"{path}:{line}: data.max_train_examples: (from --set data.max_train_examples=1)", "only the class")
+    assert_clean_error(
+        code, err, f"{path}:{line}: data.max_train_examples: (from --set data.max_train_examples=1)", "only the class"
+    )
 
 
 def test_problem_with_a_base_value_points_at_the_base_file(write_spec, cli, tmp_path):
@@ -73,7 +81,10 @@ def test_dataset_plugin_error_with_an_option_key(tmp_path):
 
     assert option_key("files.train", "x", {"files": {"train": "a"}}) == "data.options.files.train"
     assert option_key("data.options.files", "x", {}) == "data.options.files"
-    assert option_key(None, "data file not found: /d/a.tsv", {"files": {"train": "/d/a.tsv"}, "format": "tsv"}) == "data.options.files.train"
+    assert (
+        option_key(None, "data file not found: /d/a.tsv", {"files": {"train": "/d/a.tsv"}, "format": "tsv"})
+        == "data.options.files.train"
+    )
     assert option_key(None, "cannot read", {"format": "tsv"}) == "data.options"
     assert option_key(None, "cannot read", {}) == "data.dataset"
     assert DataError("m", key="data.options.x").key == "data.options.x"
@@ -84,17 +95,28 @@ def test_dataset_plugin_error_with_an_option_key(tmp_path):
 
 def test_spec_that_starts_from_itself_is_a_cycle(write_spec, cli, tmp_path):
     spec = write_spec(name="selfref")
-    spec.write_text(spec.read_text().replace('max_length = 32', 'max_length = 32\ninit_from = "selfref.toml"'))
+    spec.write_text(spec.read_text().replace("max_length = 32", 'max_length = 32\ninit_from = "selfref.toml"'))
     code, _, err = cli("plan", str(spec))
     line = line_of(spec, "model", "init_from")
-    assert_clean_error(code, err, f"{spec}:{line}: model.init_from: init_from specs refer to each other in a cycle: selfref.toml → selfref.toml")
+    assert_clean_error(
+        code,
+        err,
+        f"{spec}:{line}: model.init_from: init_from specs refer to each other in a cycle: selfref.toml → selfref.toml",
+    )
     assert "deeper" not in err
     # a longer cycle, through another spec's stage
     other = write_spec(name="other")
-    other.write_text(other.read_text().replace('max_length = 32', 'max_length = 32\ninit_from = "stage:s"') + '\n[stages.s]\nmodel = { init_from = "selfref.toml" }\n')
+    other.write_text(
+        other.read_text().replace("max_length = 32", 'max_length = 32\ninit_from = "stage:s"')
+        + '\n[stages.s]\nmodel = { init_from = "selfref.toml" }\n'
+    )
     spec.write_text(spec.read_text().replace('init_from = "selfref.toml"', 'init_from = "other.toml"'))
     code, _, err = cli("plan", str(spec))
-    assert_clean_error(code, err, "model.init_from: init_from specs refer to each other in a cycle: selfref.toml → other.toml → selfref.toml")
+    assert_clean_error(
+        code,
+        err,
+        "model.init_from: init_from specs refer to each other in a cycle: selfref.toml → other.toml → selfref.toml",
+    )
     assert "deeper" not in err
 
 
@@ -105,7 +127,13 @@ def test_lora_rank_beyond_the_hidden_size_fails_at_plan(write_spec, cli):
     spec = write_spec(method='name = "lora"\nrank = 33')  # the tiny model's hidden size is 32
     code, _, err = cli("plan", str(spec))
     line = line_of(spec, "method", "rank")
-    assert_clean_error(code, err, f"{spec}:{line}: method.rank: rank 33 exceeds the smaller dimension", "(32×32)", "use a rank of 32 or less")
+    assert_clean_error(
+        code,
+        err,
+        f"{spec}:{line}: method.rank: rank 33 exceeds the smaller dimension",
+        "(32×32)",
+        "use a rank of 32 or less",
+    )
     code, _, err = cli("plan", str(spec), "--set", "method.rank=32")
     assert code == 0, err
     # the feed-forward output (64 -> 32) bounds the rank by 32 as well
@@ -127,7 +155,11 @@ def _jsonl_spec(write_spec, tmp_path, odd_label):
     text = spec.read_text()
     start = text.index("files = ")
     end = text.index("\n", start)
-    spec.write_text(text[:start] + f'files = {{ train = "{tmp_path / "train.jsonl"}", validation = "{tmp_path / "dev.jsonl"}" }}' + text[end:])
+    spec.write_text(
+        text[:start]
+        + f'files = {{ train = "{tmp_path / "train.jsonl"}", validation = "{tmp_path / "dev.jsonl"}" }}'
+        + text[end:]
+    )
     return spec
 
 
@@ -144,7 +176,9 @@ def test_mixed_json_label_types_are_a_located_data_error(write_spec, cli, tmp_pa
     from specrun.plugins.api import DataContext
     from specrun.plugins.datasets.local import LocalFiles, LocalOptions
 
-    dataset = LocalFiles().load(LocalOptions(files={"train": str(train), "validation": str(tmp_path / "dev.jsonl")}), DataContext(None, None))
+    dataset = LocalFiles().load(
+        LocalOptions(files={"train": str(train), "validation": str(tmp_path / "dev.jsonl")}), DataContext(None, None)
+    )
     assert list(dataset.label_names) == ["0", "1"]
 
 
@@ -176,14 +210,21 @@ def test_integers_beyond_the_store_columns_are_refused_by_validation(write_spec,
     spec = write_spec()
     store = Path(os.environ["SPECRUN_STORE"])
     code, _, err = cli("apply", str(spec), "--set", "train.max_steps=1000000000000")
-    assert_clean_error(code, err, "train.max_steps: (from --set train.max_steps=1000000000000)", "more than the store can record")
+    assert_clean_error(
+        code, err, "train.max_steps: (from --set train.max_steps=1000000000000)", "more than the store can record"
+    )
     code, _, err = cli("apply", str(spec), "--set", "experiment.seeds=[3000000000]")
     assert_clean_error(code, err, "experiment.seeds.0", "less than or equal to 2147483647")
     code, _, err = cli("validate", str(spec), "--set", "method.rank=100000000000000000000")
     assert_clean_error(code, err, "method.rank", "beyond a 64-bit integer")
     sweep = write_spec(extra='[sweep]\n"train.eval_every" = [2, 4000000000]\n')
     code, _, err = cli("validate", str(sweep))
-    assert_clean_error(code, err, f"{sweep}:{line_of(sweep, 'sweep', 'train.eval_every')}: sweep.train.eval_every", "more than the store can record")
+    assert_clean_error(
+        code,
+        err,
+        f"{sweep}:{line_of(sweep, 'sweep', 'train.eval_every')}: sweep.train.eval_every",
+        "more than the store can record",
+    )
     assert not store.exists()  # nothing was written
 
 
@@ -191,7 +232,9 @@ def test_integers_beyond_the_store_columns_are_refused_by_validation(write_spec,
 
 
 def test_analyze_only_then_plain_analyze_reports_it_cached(write_spec, cli):
-    spec = write_spec(train="max_steps = 2", extra='[[analyses]]\nname = "bootstrap_ci"\n\n[[analyses]]\nname = "efficiency"\n')
+    spec = write_spec(
+        train="max_steps = 2", extra='[[analyses]]\nname = "bootstrap_ci"\n\n[[analyses]]\nname = "efficiency"\n'
+    )
     code, _, err = cli("apply", str(spec))
     assert code == 0, err
     code, _, err = cli("analyze", str(spec), "--only", "efficiency", "--force")
@@ -232,8 +275,14 @@ def _in_read_only_folder(folder: Path, store: Path, args: list[str], env: dict) 
     store.touch()
     script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && mount --bind "$1" "$2" && shift 2 && exec "$@"'
     try:
-        result = subprocess.run(["unshare", "-m", "sh", "-c", script, str(folder), str(writable), str(store), *command],
-                                check=False, capture_output=True, text=True, env=env, timeout=300)
+        result = subprocess.run(
+            ["unshare", "-m", "sh", "-c", script, str(folder), str(writable), str(store), *command],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
     finally:
         shutil.move(writable, store)
     if "mount:" in result.stderr or "unshare:" in result.stderr:
@@ -252,9 +301,16 @@ def test_store_in_a_folder_without_room_for_the_write_ahead_log(write_spec, cli,
     code, _, err = cli("apply", str(spec), "--store", str(store))
     assert code == 0, err
     before = hashlib.sha256(store.read_bytes()).hexdigest()
-    code, err = _in_read_only_folder(folder, store, ["apply", str(spec), "--store", str(store), "--force"], dict(os.environ))
-    assert_clean_error(code, err, f"cannot write store {store}: DuckDB keeps a write-ahead log (s.duckdb.wal)", f"in {folder}",
-                       "Make that folder writable")
+    code, err = _in_read_only_folder(
+        folder, store, ["apply", str(spec), "--store", str(store), "--force"], dict(os.environ)
+    )
+    assert_clean_error(
+        code,
+        err,
+        f"cannot write store {store}: DuckDB keeps a write-ahead log (s.duckdb.wal)",
+        f"in {folder}",
+        "Make that folder writable",
+    )
     assert err.count("error") == 1, err
     assert hashlib.sha256(store.read_bytes()).hexdigest() == before
 
@@ -281,14 +337,20 @@ def test_overlapping_apply_waits_for_the_other_then_takes_the_run_as_it_was_left
     def hold(pid: int, status: str = "running") -> None:
         """What another apply's claim leaves in the store: the run 'running' in a live process."""
         db = duckdb.connect(str(store))
-        db.execute("UPDATE runs SET status = ?, pid = ?, host = ?, started_at = now()::TIMESTAMP WHERE run_id = ?",
-                   [status, pid, HOST, run_id])
+        db.execute(
+            "UPDATE runs SET status = ?, pid = ?, host = ?, started_at = now()::TIMESTAMP WHERE run_id = ?",
+            [status, pid, HOST, run_id],
+        )
         db.close()
 
     def second_apply(release) -> tuple[int, str]:
         log = tmp_path / "second.log"
         with log.open("w") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "specrun", "apply", str(spec), "--store", str(store)], stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "specrun", "apply", str(spec), "--store", str(store)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 120
         while "being trained by another apply" not in log.read_text():
             assert proc.poll() is None, log.read_text()  # it must wait, not finish with the run skipped
@@ -380,8 +442,8 @@ def test_ctrl_c_while_recording_exits_130_after_recording_atomically(write_spec,
 
 
 def test_problem_with_a_stage_value_points_at_the_stage_table(write_spec, cli):
-    spec = write_spec(extra='[stages.source]\ndata = { max_train_examples = 1 }\n')
-    spec.write_text(spec.read_text().replace('max_length = 32', 'max_length = 32\ninit_from = "stage:source"'))
+    spec = write_spec(extra="[stages.source]\ndata = { max_train_examples = 1 }\n")
+    spec.write_text(spec.read_text().replace("max_length = 32", 'max_length = 32\ninit_from = "stage:source"'))
     code, _, err = cli("plan", str(spec))
     line = line_of(spec, "stages", "source", "data")
     assert_clean_error(code, err, f"{spec}:{line}: data.max_train_examples:", "only the class")

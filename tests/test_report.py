@@ -14,7 +14,8 @@ from specrun.plugins import api, set_registry
 from specrun.plugins.registry import build_registry, make_plugin_manager
 
 FIGURE = re.compile(
-    r"<h4>(?P<title>.*?)</h4>\s*(?P<body>.*?)<details class=\"sql\"><summary>.*?</summary><pre>(?P<sql>.*?)</pre></details>", re.S
+    r"<h4>(?P<title>.*?)</h4>\s*(?P<body>.*?)<details class=\"sql\"><summary>.*?</summary><pre>(?P<sql>.*?)</pre></details>",
+    re.S,
 )
 
 
@@ -26,8 +27,15 @@ def figures(page: str) -> list[dict]:
         spec = re.search(r'<script type="application/json" id="spec-fig-\d+">(.*?)</script>', body, re.S)
         header = re.findall(r"<th>(.*?)</th>", body)
         rows = re.findall(r"<tr>(?:<td[^>]*>.*?</td>)+</tr>", body)
-        found.append({"title": html.unescape(m["title"]), "sql": html.unescape(m["sql"]),
-                      "spec": json.loads(spec[1]) if spec else None, "header": [html.unescape(h) for h in header], "rows": len(rows)})
+        found.append(
+            {
+                "title": html.unescape(m["title"]),
+                "sql": html.unescape(m["sql"]),
+                "spec": json.loads(spec[1]) if spec else None,
+                "header": [html.unescape(h) for h in header],
+                "rows": len(rows),
+            }
+        )
     return found
 
 
@@ -86,13 +94,22 @@ def test_every_figure_is_reproduced_by_the_sql_shown_under_it(study, cli, tmp_pa
 
 
 def test_report_sections_follow_the_spec_and_name_their_analyses(study, cli, tmp_path):
-    spec, store = study
+    _spec, store = study
     out = tmp_path / "r.html"
     code, _, err = cli("report", "study", "--store", str(store), "-o", str(out), "--title", "Toy study", "--no-analyze")
     assert code == 0, err
     page = out.read_text()
     assert "<title>Toy study</title>" in page
-    for name in ("bootstrap_ci", "paired_comparison", "efficiency", "learning_curves", "sensitivity", "scaling", "lora_svd", "correlation"):
+    for name in (
+        "bootstrap_ci",
+        "paired_comparison",
+        "efficiency",
+        "learning_curves",
+        "sensitivity",
+        "scaling",
+        "lora_svd",
+        "correlation",
+    ):
         assert f'id="an--study--{name}"' in page
     assert "<strong>4</strong> completed" in page
     assert "[[analyses]]" in html.unescape(page)  # the spec itself is in the report
@@ -100,7 +117,9 @@ def test_report_sections_follow_the_spec_and_name_their_analyses(study, cli, tmp
 
 def test_png_and_svg_export(study, cli, tmp_path):
     spec, store = study
-    code, _, err = cli("report", str(spec), "--store", str(store), "-o", str(tmp_path / "r.html"), "--png", str(tmp_path / "png"))
+    code, _, err = cli(
+        "report", str(spec), "--store", str(store), "-o", str(tmp_path / "r.html"), "--png", str(tmp_path / "png")
+    )
     assert code == 0, err
     pngs, svgs = sorted((tmp_path / "png").glob("*.png")), sorted((tmp_path / "png").glob("*.svg"))
     assert len(pngs) == len(svgs) >= 12
@@ -129,8 +148,13 @@ class MeanLoss(api.AnalysisPlugin):
     def figures(self, options):
         from specrun.report import charts
 
-        return [api.Figure("Loss per configuration", "SELECT config, loss, loss AS low, loss AS high FROM test_mean_loss WHERE experiment = $experiment",
-                           lambda rows: charts.interval_dots(rows, "loss", "low", "high", "config", "loss"))]
+        return [
+            api.Figure(
+                "Loss per configuration",
+                "SELECT config, loss, loss AS low, loss AS high FROM test_mean_loss WHERE experiment = $experiment",
+                lambda rows: charts.interval_dots(rows, "loss", "low", "high", "config", "loss"),
+            )
+        ]
 
 
 class Module:
@@ -146,9 +170,13 @@ class Module:
 def test_report_of_a_store_with_failed_and_missing_runs_says_what_it_left_out(write_spec, cli, tmp_path):
     pm, errors = make_plugin_manager([Module()], entry_points=False)
     set_registry(build_registry(pm, errors))
-    spec = write_spec(train="max_steps = 3", extra=(
-        '[sweep]\n"method" = [{ name = "full" }, { name = "test-broken" }, { name = "bitfit" }]\n\n'
-        '[[analyses]]\nname = "bootstrap_ci"\n\n[[analyses]]\nname = "test-mean-loss"\n'))
+    spec = write_spec(
+        train="max_steps = 3",
+        extra=(
+            '[sweep]\n"method" = [{ name = "full" }, { name = "test-broken" }, { name = "bitfit" }]\n\n'
+            '[[analyses]]\nname = "bootstrap_ci"\n\n[[analyses]]\nname = "test-mean-loss"\n'
+        ),
+    )
     code, _, err = cli("apply", str(spec), "--fail-fast")  # the broken run stops the apply: bitfit never starts
     assert code == 1 and "FAILED: RuntimeError: this method always fails" in err
     out = tmp_path / "r.html"

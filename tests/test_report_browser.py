@@ -14,8 +14,14 @@ REPO = Path(__file__).resolve().parent.parent
 #: Screenshots and other test artifacts worth looking at (gitignored).
 ARTIFACTS = Path(os.environ.get("SPECRUN_TEST_ARTIFACTS", REPO / "test-artifacts"))
 BROWSER_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-extensions",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
 ]
 
 
@@ -73,7 +79,9 @@ def test_report_renders_offline_in_chromium(built_study, chromium):
         )
         rendered = page.locator("figure.chart svg.marks").count()
         failed = page.locator("figure.chart.failed").count()
-        marks = page.evaluate("() => [...document.querySelectorAll('figure.chart svg.marks')].map(s => s.querySelectorAll('path, circle, rect, line, text').length)")
+        marks = page.evaluate(
+            "() => [...document.querySelectorAll('figure.chart svg.marks')].map(s => s.querySelectorAll('path, circle, rect, line, text').length)"
+        )
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "report-study.png"), full_page=True)
         browser.close()

@@ -54,7 +54,9 @@ def test_a_resaved_model_folder_makes_its_runs_stale(tiny_model_dir, tmp_path, w
     code, _, err = cli("apply", str(spec))
     assert code == 0 and "1 completed" in err, err
     second = sql(cli, "SELECT run_id, inputs_fingerprint, finished_at, attempts FROM runs")[0]
-    assert second["run_id"] == first["run_id"] and second["attempts"] == 2 and second["finished_at"] > first["finished_at"]
+    assert (
+        second["run_id"] == first["run_id"] and second["attempts"] == 2 and second["finished_at"] > first["finished_at"]
+    )
     assert json.loads(second["inputs_fingerprint"])["model_files"] == model_folder_digest(folder)
     [again] = _plan(cli, spec)
     assert again["status"] == "cached"
@@ -83,7 +85,9 @@ def test_runs_from_before_fingerprints_stay_cached_and_get_one(tiny_model_dir, t
     assert planned["status"] == "cached"
     code, _, err = cli("apply", str(spec))
     assert code == 0 and "1 cached" in err, err
-    assert json.loads(sql(cli, "SELECT inputs_fingerprint FROM runs")[0]["inputs_fingerprint"])["model_files"] == model_folder_digest(folder)
+    assert json.loads(sql(cli, "SELECT inputs_fingerprint FROM runs")[0]["inputs_fingerprint"])[
+        "model_files"
+    ] == model_folder_digest(folder)
     _resave_with_other_weights(folder)
     assert _plan(cli, spec)[0]["status"].startswith("stale: will retrain")
 

@@ -46,7 +46,9 @@ def test_current_runs_are_those_of_the_latest_apply_without_overrides(write_spec
     assert code == 0 and {r["run_id"] for r in json.loads(out)} == first
     code, out, _ = cli("runs", "--experiment", "toy", "--history", "-f", "json")
     assert code == 0 and {r["run_id"] for r in json.loads(out)} == everything
-    variant_runs = {r["run_id"] for r in sql(cli, f"SELECT run_id FROM apply_runs WHERE apply_id = '{variant['apply_id']}'")}
+    variant_runs = {
+        r["run_id"] for r in sql(cli, f"SELECT run_id FROM apply_runs WHERE apply_id = '{variant['apply_id']}'")
+    }
     assert len(variant_runs) == 1 and not variant_runs & first  # the variant's runs stay queryable
     # applying the new version without overrides makes its runs the current ones
     assert cli("apply", str(spec))[0] == 0
@@ -78,7 +80,7 @@ def test_run_id_is_content_hash(write_spec, cli):
 
 
 def test_plan_marks_cached_and_force_reruns(write_spec, cli):
-    spec = write_spec(train="max_steps = 3", extra="[sweep]\n\"train.learning_rate\" = [0.001, 0.002]")
+    spec = write_spec(train="max_steps = 3", extra='[sweep]\n"train.learning_rate" = [0.001, 0.002]')
     _, out, _ = cli("plan", str(spec), "-f", "json")
     assert [r["status"] for r in json.loads(out)] == ["new", "new"]
     code, _, err = cli("apply", str(spec))
@@ -87,15 +89,21 @@ def test_plan_marks_cached_and_force_reruns(write_spec, cli):
     assert [r["status"] for r in json.loads(out)] == ["cached", "cached"]
     code, _, err = cli("apply", str(spec), "--force")
     assert code == 0 and "2 completed" in err
-    rows = sql(cli, "SELECT attempts, (SELECT count(*) FROM metrics m WHERE m.run_id = r.run_id AND m.final AND m.name = 'accuracy') AS n FROM runs r")
+    rows = sql(
+        cli,
+        "SELECT attempts, (SELECT count(*) FROM metrics m WHERE m.run_id = r.run_id AND m.final AND m.name = 'accuracy') AS n FROM runs r",
+    )
     assert rows == [{"attempts": 2, "n": 1}, {"attempts": 2, "n": 1}]  # a rerun replaces, never duplicates
 
 
 def test_same_seed_same_result_other_seed_differs(write_spec, cli):
-    spec = write_spec(train="max_steps = 6", extra="[sweep]\n\"train.weight_decay\" = [0.0, 0.0001]")
+    spec = write_spec(train="max_steps = 6", extra='[sweep]\n"train.weight_decay" = [0.0, 0.0001]')
     spec.write_text(spec.read_text().replace("seeds = [0]", "seeds = [0, 1]"))
     assert cli("apply", str(spec))[0] == 0
-    rows = sql(cli, "SELECT seed, json_extract(sweep, '$.\"train.weight_decay\"')::DOUBLE AS wd, value FROM metrics JOIN runs USING (run_id) WHERE final AND split = 'validation' AND name = 'loss' ORDER BY seed, wd")
+    rows = sql(
+        cli,
+        "SELECT seed, json_extract(sweep, '$.\"train.weight_decay\"')::DOUBLE AS wd, value FROM metrics JOIN runs USING (run_id) WHERE final AND split = 'validation' AND name = 'loss' ORDER BY seed, wd",
+    )
     assert len(rows) == 4
     by_seed = {}
     for r in rows:
@@ -104,9 +112,13 @@ def test_same_seed_same_result_other_seed_differs(write_spec, cli):
     # rerunning a run reproduces its loss exactly
     _, out, _ = cli("plan", str(spec), "-f", "json")
     first = json.loads(out)[0]["run_id"]
-    before = sql(cli, f"SELECT value FROM metrics WHERE run_id = '{first}' AND final AND name = 'loss' AND split = 'validation'")
+    before = sql(
+        cli, f"SELECT value FROM metrics WHERE run_id = '{first}' AND final AND name = 'loss' AND split = 'validation'"
+    )
     assert cli("apply", str(spec), "--force")[0] == 0
-    after = sql(cli, f"SELECT value FROM metrics WHERE run_id = '{first}' AND final AND name = 'loss' AND split = 'validation'")
+    after = sql(
+        cli, f"SELECT value FROM metrics WHERE run_id = '{first}' AND final AND name = 'loss' AND split = 'validation'"
+    )
     assert before == after
 
 
@@ -129,7 +141,9 @@ def test_failed_run_recorded_others_go_on(write_spec, cli, monkeypatch):
 def test_predictions_and_provenance(write_spec, cli, toy_data):
     spec = write_spec(train="max_steps = 2")
     assert cli("apply", str(spec))[0] == 0
-    rows = sql(cli, "SELECT count(*) AS n, count(DISTINCT example_id) AS ids, min(confidence) >= 0.5 AS ok FROM predictions")
+    rows = sql(
+        cli, "SELECT count(*) AS n, count(DISTINCT example_id) AS ids, min(confidence) >= 0.5 AS ok FROM predictions"
+    )
     assert rows == [{"n": 80, "ids": 80, "ok": True}]
     rows = sql(cli, "SELECT count(*) AS n FROM train_examples")
     assert rows == [{"n": 240}]
@@ -139,8 +153,13 @@ def test_predictions_and_provenance(write_spec, cli, toy_data):
 
 def _spawn_apply(spec, store, *extra):
     env = {**os.environ, "SPECRUN_STORE": str(store)}
-    return subprocess.Popen([sys.executable, "-m", "specrun", "apply", str(spec), *extra], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "specrun", "apply", str(spec), *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_until_running(store, timeout=180):
@@ -168,7 +187,9 @@ def test_two_applies_on_one_store(write_spec, tmp_path):
     assert [p.returncode for p in procs] == [0, 0, 0], results
     db = duckdb.connect(str(store), read_only=True)
     status = db.execute("SELECT status, count(*) FROM runs GROUP BY ALL").fetchall()
-    per_run = db.execute("SELECT count(DISTINCT run_id), count(*) FROM metrics WHERE final AND name = 'accuracy'").fetchone()
+    per_run = db.execute(
+        "SELECT count(DISTINCT run_id), count(*) FROM metrics WHERE final AND name = 'accuracy'"
+    ).fetchone()
     db.close()
     assert status == [("completed", 6)]
     assert per_run == (6, 6)  # every run's results once: nothing lost, nothing doubled

@@ -25,7 +25,9 @@ metric = "accuracy"
 
 
 def search_spec(write_spec, n=6, sampler="tpe", pruner="median", extra=""):
-    return write_spec(train="max_steps = 6\neval_every = 2", extra=SEARCH.format(n=n, sampler=sampler, pruner=pruner) + extra)
+    return write_spec(
+        train="max_steps = 6\neval_every = 2", extra=SEARCH.format(n=n, sampler=sampler, pruner=pruner) + extra
+    )
 
 
 def sql(cli, store, query):
@@ -53,11 +55,19 @@ def test_a_search_with_a_pruner_trains_trials_as_runs_and_a_reapply_trains_nothi
         assert json.loads(run["sweep"]) == json.loads(t["params"]), "a trial's run is labelled with its configuration"
         if t["state"] == "pruned":  # stopped early, with its curve so far and no final results
             assert run["status"] == "pruned" and run["pruned_step"] in (2, 4) and t["value"] is None
-            curve = sql(cli, store, f"SELECT step, final FROM metrics WHERE run_id = '{t['run_id']}' AND split = 'validation' AND name = 'accuracy'")
+            curve = sql(
+                cli,
+                store,
+                f"SELECT step, final FROM metrics WHERE run_id = '{t['run_id']}' AND split = 'validation' AND name = 'accuracy'",
+            )
             assert curve and max(c["step"] for c in curve) == run["pruned_step"] and not any(c["final"] for c in curve)
         else:
             assert run["status"] == "completed" and run["pruned_step"] is None
-            [final] = sql(cli, store, f"SELECT value FROM metrics WHERE run_id = '{t['run_id']}' AND final AND split = 'validation' AND name = 'accuracy'")
+            [final] = sql(
+                cli,
+                store,
+                f"SELECT value FROM metrics WHERE run_id = '{t['run_id']}' AND final AND split = 'validation' AND name = 'accuracy'",
+            )
             assert t["value"] == final["value"]
 
     code, _, err = cli("apply", str(spec), "--store", str(store))
@@ -97,7 +107,9 @@ def test_an_interrupted_search_resumes_with_the_suggestions_it_would_have_made(w
     code, _, err = cli("apply", str(spec), "--store", str(resumed))
     assert code != 0 and len(stop.started) == 3, err
     assert [t["trial"] for t in sql(cli, resumed, TRIALS)] == [0, 1]
-    assert sql(cli, resumed, f"SELECT status FROM runs WHERE run_id = '{stop.started[-1]}'") == [{"status": "interrupted"}]
+    assert sql(cli, resumed, f"SELECT status FROM runs WHERE run_id = '{stop.started[-1]}'") == [
+        {"status": "interrupted"}
+    ]
     code, out, err = cli("plan", str(spec), "--store", str(resumed))
     assert code == 0 and "5 trials: 2 finished" in out + err, out + err
 
@@ -106,7 +118,9 @@ def test_an_interrupted_search_resumes_with_the_suggestions_it_would_have_made(w
     assert code == 0, err
     assert [(t["trial"], t["run_id"], t["params"], t["state"]) for t in sql(cli, resumed, TRIALS)] == expected
     trained_twice = sql(cli, resumed, "SELECT run_id FROM runs WHERE attempts > 1")
-    assert trained_twice == [{"run_id": stop.started[-1]}], "only the interrupted run trained again; the finished trials were told from the store"
+    assert trained_twice == [{"run_id": stop.started[-1]}], (
+        "only the interrupted run trained again; the finished trials were told from the store"
+    )
 
 
 def test_validate_locates_errors_in_the_search_space(write_spec, cli):
@@ -132,17 +146,26 @@ metric = "precision"
     assert "log = true needs low above 0" in lines["search.space.train.learning_rate"]
     assert "empty range: low 16 is not below high 8" in lines["search.space.train.batch_size"]
     rnk = at('"method.rnk"')
-    assert f"toy.toml:{rnk}:" in lines["search.space.method.rnk"] and "did you mean 'rank'" in lines["search.space.method.rnk"]
+    assert (
+        f"toy.toml:{rnk}:" in lines["search.space.method.rnk"]
+        and "did you mean 'rank'" in lines["search.space.method.rnk"]
+    )
     assert "can only search keys under model, data, method, train" in lines["search.space.experiment.name"]
     assert "value 'wide': method.alpha" in lines["search.space.method.alpha"]
 
 
 def check_optimization_analysis(cli, store, trials):
     """The optimization analysis's tables agree with the trials the search stored."""
-    rows = sql(cli, store, "SELECT trial, state, value, best_so_far, pruned_step FROM optimization_trials ORDER BY trial")
-    assert [(r["trial"], r["state"], r["value"]) for r in rows] == [(t["trial"], t["state"], t["value"]) for t in trials]
+    rows = sql(
+        cli, store, "SELECT trial, state, value, best_so_far, pruned_step FROM optimization_trials ORDER BY trial"
+    )
+    assert [(r["trial"], r["state"], r["value"]) for r in rows] == [
+        (t["trial"], t["state"], t["value"]) for t in trials
+    ]
     values = [t["value"] for t in trials]
-    assert [r["best_so_far"] for r in rows] == [max((v for v in values[:i + 1] if v is not None), default=None) for i in range(len(values))]
+    assert [r["best_so_far"] for r in rows] == [
+        max((v for v in values[: i + 1] if v is not None), default=None) for i in range(len(values))
+    ]
     importance = sql(cli, store, "SELECT param, importance FROM optimization_importance")
     assert {r["param"] for r in importance} <= {"train.learning_rate", "method.rank"} and importance
     assert sum(r["importance"] for r in importance) == pytest.approx(1.0)

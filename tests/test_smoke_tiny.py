@@ -12,7 +12,9 @@ def test_apply_then_cached_then_sql(write_spec, cli):
     assert code == 0 and "1 cached" in err
     code, out, err = cli("sql", "SELECT status, method FROM runs", "--format", "json")
     assert json.loads(out) == [{"status": "completed", "method": "full"}]
-    code, out, _ = cli("sql", "SELECT value FROM metrics WHERE final AND split='validation' AND name='accuracy'", "-f", "json")
+    code, out, _ = cli(
+        "sql", "SELECT value FROM metrics WHERE final AND split='validation' AND name='accuracy'", "-f", "json"
+    )
     assert json.loads(out)[0]["value"] > 0.8
 
 

@@ -39,7 +39,14 @@ def problems(tmp_path, text, registry, overrides=()):
 def test_valid_spec_expands_seeds(tmp_path, registry):
     loaded = load_spec(write(tmp_path, BASE), [], registry)
     assert [r.seed for r in loaded.runs] == [0, 1]
-    assert loaded.runs[0].config["method"] == {"name": "lora", "rank": 8, "alpha": 16.0, "dropout": 0.1, "placement": None, "target_modules": None}
+    assert loaded.runs[0].config["method"] == {
+        "name": "lora",
+        "rank": 8,
+        "alpha": 16.0,
+        "dropout": 0.1,
+        "placement": None,
+        "target_modules": None,
+    }
 
 
 def test_unknown_method_option_names_line_and_suggests(tmp_path, registry):
@@ -87,9 +94,13 @@ def test_set_overrides_and_errors(tmp_path, registry):
     assert loaded.runs[0].config["train"]["epochs"] == 2
     assert loaded.runs[0].config["method"]["rank"] == 4
     assert [r.seed for r in loaded.runs] == [3]
-    found, text = problems(tmp_path, BASE, registry, ["train.epochs=-1"])
+    found, _text = problems(tmp_path, BASE, registry, ["train.epochs=-1"])
     # at the line the --set item overrides, naming the item
-    assert found[0][0] == "train.epochs" and found[0][1] == locate(BASE, ["train", "epochs"]) and "(from --set train.epochs=-1)" in found[0][2]
+    assert (
+        found[0][0] == "train.epochs"
+        and found[0][1] == locate(BASE, ["train", "epochs"])
+        and "(from --set train.epochs=-1)" in found[0][2]
+    )
     with pytest.raises(SpecError):
         parse_override("train.epochs")
 
@@ -99,10 +110,13 @@ def test_sweep_expands_grid_and_validates_values(tmp_path, registry):
     loaded = load_spec(write(tmp_path, spec), [], registry)
     assert len(loaded.runs) == 8  # 2 × 2 × 2 seeds
     assert {(r.config["method"]["rank"], r.config["train"]["learning_rate"]) for r in loaded.runs} == {
-        (4, 1e-4), (4, 1e-3), (16, 1e-4), (16, 1e-3)
+        (4, 1e-4),
+        (4, 1e-3),
+        (16, 1e-4),
+        (16, 1e-3),
     }
     found, _ = problems(tmp_path, BASE + '\n[sweep]\n"method.rank" = [4, 0]\n', registry)
-    assert found[0][0] == 'sweep.method.rank' and found[0][1] == 17
+    assert found[0][0] == "sweep.method.rank" and found[0][1] == 17
     assert "value 0" in found[0][2]
     found, _ = problems(tmp_path, BASE + '\n[sweep]\n"experiment.name" = ["a"]\n', registry)
     assert "can only sweep" in found[0][2]

@@ -7,7 +7,6 @@ import json
 import tomllib
 
 import pytest
-
 from conftest import REPO
 
 SPECS = sorted((REPO / "specs").glob("*.toml"))
@@ -26,7 +25,15 @@ CASES = [(path, profile) for path in SPECS for profile in _profiles(path)]
 
 def test_the_studies_are_there():
     names = {path.stem for path in SPECS}
-    assert {"transfer_mrpc", "efficiency", "sensitivity", "freezing", "glue", "ag_news_budget", "ag_news_lora_grid"} <= names
+    assert {
+        "transfer_mrpc",
+        "efficiency",
+        "sensitivity",
+        "freezing",
+        "glue",
+        "ag_news_budget",
+        "ag_news_lora_grid",
+    } <= names
 
 
 @pytest.mark.parametrize(
@@ -40,7 +47,11 @@ def test_spec_validates_and_plans(path, profile, cli):
     code, out, err = cli("plan", str(path), *extra, "-f", "json")
     if code != 0 and profile is None and path.stem in HUB_MODELS:
         problems = [line for line in err.splitlines() if ".toml:" in line]
-        assert code == 2 and problems and all("model.name:" in line and "HF_HUB_OFFLINE is set" in line for line in problems), err
+        assert (
+            code == 2
+            and problems
+            and all("model.name:" in line and "HF_HUB_OFFLINE is set" in line for line in problems)
+        ), err
         assert all(any(repr(m) in line for m in HUB_MODELS[path.stem]) for line in problems), err
         return
     assert code == 0, err

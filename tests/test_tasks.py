@@ -42,7 +42,9 @@ def test_the_maximum_over_references_and_the_empty_prediction():
     assert em == 0.0 and f1 == pytest.approx(0.8)  # P = 2/3, R = 1
     assert question_scores("", ["Denver"]) == (0.0, 0.0)
     assert question_scores("the", ["a"]) == (1.0, 0.0)  # v1.1: equal after normalisation, but no token in common
-    scores = squad_scores(["Denver Broncos", "", "Santa Clara California"], [["Denver Broncos"], ["x"], ["Santa Clara"]])
+    scores = squad_scores(
+        ["Denver Broncos", "", "Santa Clara California"], [["Denver Broncos"], ["x"], ["Santa Clara"]]
+    )
     assert scores["exact_match"] == pytest.approx(1 / 3)
     assert scores["f1"] == pytest.approx((1 + 0 + 0.8) / 3)
 
@@ -62,7 +64,9 @@ def test_squad_files_are_checked_with_the_place_of_each_problem(tmp_path):
 
     wrong_start = json.loads(json.dumps(good))
     wrong_start["data"][0]["paragraphs"][1]["qas"][2]["answers"][0]["answer_start"] += 1
-    with pytest.raises(DataError, match=r"data\[0\]\.paragraphs\[1\]\.qas\[2\].*answers\[0\]: answer_start \d+ does not point at"):
+    with pytest.raises(
+        DataError, match=r"data\[0\]\.paragraphs\[1\]\.qas\[2\].*answers\[0\]: answer_start \d+ does not point at"
+    ):
         read_squad(_write(tmp_path, wrong_start))
 
     empty = json.loads(json.dumps(good))
@@ -88,7 +92,6 @@ def test_the_dev_file_splits_by_article_deterministically():
     assert not any(r[2] in train_contexts for a in held_out for r in a.rows)  # no shared paragraph
 
 
-
 @pytest.mark.skipif(not (SHARED_DATA / "squad" / "dev-v1.1.json").is_file(), reason="needs ../shared/data/squad")
 def test_the_squad_source_reads_the_local_dev_file_and_describes_its_split(registry):
     from specrun.plugins.api import DataContext
@@ -109,9 +112,18 @@ def test_extractive_qa_passes_the_task_contract(specrun_registry, tiny_model_dir
     from specrun.testing import check_task
 
     data = write_toy_squad(tmp_path / "squad")
-    report = check_task(specrun_registry, "extractive_qa", {"doc_stride": 8}, model_dir=tiny_model_dir, workdir=tmp_path / "qa",
-                        data={"dataset": "local", "options": {"files": {"train": str(data / "train.json"), "validation": str(data / "dev.json")}}},
-                        max_length=32)
+    report = check_task(
+        specrun_registry,
+        "extractive_qa",
+        {"doc_stride": 8},
+        model_dir=tiny_model_dir,
+        workdir=tmp_path / "qa",
+        data={
+            "dataset": "local",
+            "options": {"files": {"train": str(data / "train.json"), "validation": str(data / "dev.json")}},
+        },
+        max_length=32,
+    )
     assert report.n_train_features > 288  # contexts longer than a window: several windows per question
     assert report.metrics_after["f1"] > report.metrics_before["f1"]
 
@@ -119,9 +131,18 @@ def test_extractive_qa_passes_the_task_contract(specrun_registry, tiny_model_dir
 def test_classification_passes_the_task_contract(specrun_registry, tuned_model_dir, toy_data, tmp_path):
     from specrun.testing import check_task
 
-    report = check_task(specrun_registry, "classification", model_dir=tuned_model_dir, workdir=tmp_path / "cls", max_length=32,
-                        data={"dataset": "local", "options": {"files": {"train": str(toy_data / "train.tsv"), "validation": str(toy_data / "dev.tsv")}}},
-                        learning_rate=1e-3)
+    report = check_task(
+        specrun_registry,
+        "classification",
+        model_dir=tuned_model_dir,
+        workdir=tmp_path / "cls",
+        max_length=32,
+        data={
+            "dataset": "local",
+            "options": {"files": {"train": str(toy_data / "train.tsv"), "validation": str(toy_data / "dev.tsv")}},
+        },
+        learning_rate=1e-3,
+    )
     assert set(report.metrics_after) >= {"accuracy", "f1", "loss"}
 
 
@@ -134,7 +155,12 @@ def test_qa_windows_map_answers_to_their_tokens(specrun_registry, tiny_model_dir
 
     task = specrun_registry.get("task", "extractive_qa")
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    context = " ".join(f"the {o} is {c} ." for o, c in zip(["car", "boat", "door", "hat", "cup", "lamp"], ["red", "blue", "green", "pink", "white", "brown"]))
+    context = " ".join(
+        f"the {o} is {c} ."
+        for o, c in zip(
+            ["car", "boat", "door", "hat", "cup", "lamp"], ["red", "blue", "green", "pink", "white", "brown"]
+        )
+    )
     start = context.index("white")
     examples = QAExamples(("q1",), ("what color is the cup ?",), (context,), ((("white", start),),), ("t",))
     ctx = TaskContext(tokenizer, 24, task.Options(doc_stride=6), ())
@@ -144,7 +170,7 @@ def test_qa_windows_map_answers_to_their_tokens(specrun_registry, tiny_model_dir
     assert holding and len(holding) < len(features)
     for f in holding:
         s, e = features.start_positions[f], features.end_positions[f]
-        assert context[features.offsets[f][s][0]:features.offsets[f][e][1]] == "white"
+        assert context[features.offsets[f][s][0] : features.offsets[f][e][1]] == "white"
 
 
 def test_questions_that_cannot_be_used_are_counted_not_dropped(specrun_registry, tiny_model_dir):
@@ -193,18 +219,34 @@ metric = "f1"
     result = run_spec(qa_spec(tiny_model_dir, data, extra=extra, train="max_steps = 20"), tmp_path)
     assert [r["status"] for r in result.runs] == ["completed", "completed"]
     for run in result.runs:
-        headline = {r["name"]: r["value"] for r in result.sql(
-            "SELECT name, value FROM metrics WHERE run_id = ? AND final AND split = 'validation'", [run["run_id"]])}
-        stored = result.sql("SELECT avg(exact_match) AS em, avg(f1) AS f1, count(*) AS n, count(DISTINCT question_id) AS ids "
-                            "FROM qa_predictions WHERE run_id = ? AND split = 'validation'", [run["run_id"]])[0]
+        headline = {
+            r["name"]: r["value"]
+            for r in result.sql(
+                "SELECT name, value FROM metrics WHERE run_id = ? AND final AND split = 'validation'", [run["run_id"]]
+            )
+        }
+        stored = result.sql(
+            "SELECT avg(exact_match) AS em, avg(f1) AS f1, count(*) AS n, count(DISTINCT question_id) AS ids "
+            "FROM qa_predictions WHERE run_id = ? AND split = 'validation'",
+            [run["run_id"]],
+        )[0]
         assert stored["n"] == stored["ids"] == headline["n_examples"] == 72
         assert stored["em"] == pytest.approx(headline["exact_match"], abs=1e-12)
         assert stored["f1"] == pytest.approx(headline["f1"], abs=1e-12)
-        rows = result.sql("SELECT question_id, prediction_text, exact_match, f1, answers FROM qa_predictions WHERE run_id = ?", [run["run_id"]])
+        rows = result.sql(
+            "SELECT question_id, prediction_text, exact_match, f1, answers FROM qa_predictions WHERE run_id = ?",
+            [run["run_id"]],
+        )
         for row in rows:  # each row's EM and F1 are the official ones of its text against its references
-            assert (row["exact_match"], row["f1"]) == pytest.approx(question_scores(row["prediction_text"], json.loads(row["answers"])))
-        assert {r["question_id"] for r in rows} == {f"s2a{a}p{p}q{q}" for a in range(3) for p in range(3) for q in range(8)}
-        data_info = json.loads(result.sql("SELECT environment->'data' AS d FROM runs WHERE run_id = ?", [run["run_id"]])[0]["d"])
+            assert (row["exact_match"], row["f1"]) == pytest.approx(
+                question_scores(row["prediction_text"], json.loads(row["answers"]))
+            )
+        assert {r["question_id"] for r in rows} == {
+            f"s2a{a}p{p}q{q}" for a in range(3) for p in range(3) for q in range(8)
+        }
+        data_info = json.loads(
+            result.sql("SELECT environment->'data' AS d FROM runs WHERE run_id = ?", [run["run_id"]])[0]["d"]
+        )
         assert data_info["task"] == "extractive_qa"
         assert result.sql("SELECT count(*) AS n FROM predictions WHERE run_id = ?", [run["run_id"]])[0]["n"] == 0
     pairs = result.sql("SELECT n_examples, accuracy_a, accuracy_b FROM paired_comparison")
@@ -214,11 +256,25 @@ metric = "f1"
 
     run_id = result.runs[0]["run_id"]
     store = str(result.store)
-    code, out, err = run_cli("predict", run_id, "--question", "what color is the car ?", "--context", "the boat is red . the car is blue .",
-                             "--store", store, "-f", "json")
+    code, out, err = run_cli(
+        "predict",
+        run_id,
+        "--question",
+        "what color is the car ?",
+        "--context",
+        "the boat is red . the car is blue .",
+        "--store",
+        store,
+        "-f",
+        "json",
+    )
     assert code == 0, err
     (answer,) = json.loads(out)
-    assert answer["answer"] in "the boat is red . the car is blue ." and 0.0 <= answer["score"] <= 1.0 and answer["latency_ms"] > 0
+    assert (
+        answer["answer"] in "the boat is red . the car is blue ."
+        and 0.0 <= answer["score"] <= 1.0
+        and answer["latency_ms"] > 0
+    )
     questions = tmp_path / "questions.csv"
     questions.write_text('question,context,answers\nwhat color is the car ?,the car is blue .,"[""blue""]"\n')
     code, out, err = run_cli("predict", run_id, "--file", str(questions), "--store", store)
@@ -227,7 +283,11 @@ metric = "f1"
     code, out, err = run_cli("predict", run_id, "a text to classify", "--store", store)
     assert code == 2 and "task is 'extractive_qa'" in err
     code, out, err = run_cli("export", run_id, "-o", str(tmp_path / "exported"), "--store", store)
-    assert code == 2 and "run of task 'extractive_qa'" in err and "export writes sequence-classification models only" in err
+    assert (
+        code == 2
+        and "run of task 'extractive_qa'" in err
+        and "export writes sequence-classification models only" in err
+    )
 
 
 def test_the_app_refuses_qa_runs_with_a_message(specrun_registry, tiny_model_dir, tmp_path):
@@ -246,7 +306,13 @@ def test_the_app_refuses_qa_runs_with_a_message(specrun_registry, tiny_model_dir
 # --- refusals, and run ids that did not move -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("method, key", [(m, "method.name") for m in ('name = "lora"\nrank = 4', 'name = "prompt_tuning"', 'name = "ia3"', 'name = "qlora"')])
+@pytest.mark.parametrize(
+    "method, key",
+    [
+        (m, "method.name")
+        for m in ('name = "lora"\nrank = 4', 'name = "prompt_tuning"', 'name = "ia3"', 'name = "qlora"')
+    ],
+)
 def test_methods_a_task_cannot_serve_are_refused_at_validate(method, key, specrun_registry, tiny_model_dir, tmp_path):
     from specrun.testing.toy import run_cli
 
@@ -259,12 +325,16 @@ def test_methods_a_task_cannot_serve_are_refused_at_validate(method, key, specru
     assert "the task 'extractive_qa' cannot use the method" in err
 
 
-def test_transforms_datasets_and_options_a_task_cannot_serve_are_refused(specrun_registry, tiny_model_dir, toy_data, tmp_path):
+def test_transforms_datasets_and_options_a_task_cannot_serve_are_refused(
+    specrun_registry, tiny_model_dir, toy_data, tmp_path
+):
     from specrun.testing.toy import run_cli
 
     data = write_toy_squad(tmp_path / "squad", train_articles=1, dev_articles=1)
     spec = tmp_path / "qa.toml"
-    text = qa_spec(tiny_model_dir, data).replace('dataset = "local"', 'dataset = "local"\ntransforms = [{ name = "label_noise", rate = 0.1 }]')
+    text = qa_spec(tiny_model_dir, data).replace(
+        'dataset = "local"', 'dataset = "local"\ntransforms = [{ name = "label_noise", rate = 0.1 }]'
+    )
     spec.write_text(text)
     code, _, err = run_cli("validate", str(spec))
     assert code == 2 and "data.transforms.0.name" in err and "cannot use the transform 'label_noise'" in err
@@ -273,8 +343,11 @@ def test_transforms_datasets_and_options_a_task_cannot_serve_are_refused(specrun
     code, _, err = run_cli("validate", str(spec))
     assert code == 2 and "task.doc_stride" in err
 
-    spec.write_text(qa_spec(tiny_model_dir, data).replace(str(data / "train.json"), str(toy_data / "train.tsv"))
-                    .replace(str(data / "dev.json"), str(toy_data / "dev.tsv")))
+    spec.write_text(
+        qa_spec(tiny_model_dir, data)
+        .replace(str(data / "train.json"), str(toy_data / "train.tsv"))
+        .replace(str(data / "dev.json"), str(toy_data / "dev.tsv"))
+    )
     code, _, err = run_cli("plan", str(spec), "--store", str(tmp_path / "s.duckdb"))
     assert code == 2 and "data.dataset" in err and "extractive_qa needs questions with contexts and answers" in err
 
@@ -325,7 +398,19 @@ def test_methods_that_serve_extractive_qa_pass_its_contract(method, specrun_regi
     from specrun.testing import check_task
 
     data = write_toy_squad(tmp_path / "squad", train_articles=6, dev_articles=1)
-    report = check_task(specrun_registry, "extractive_qa", {"doc_stride": 8}, model_dir=tiny_model_dir, workdir=tmp_path / "qa",
-                        data={"dataset": "local", "options": {"files": {"train": str(data / "train.json"), "validation": str(data / "dev.json")}}},
-                        max_length=32, method=method, steps=30, learning_rate=1e-2)
+    report = check_task(
+        specrun_registry,
+        "extractive_qa",
+        {"doc_stride": 8},
+        model_dir=tiny_model_dir,
+        workdir=tmp_path / "qa",
+        data={
+            "dataset": "local",
+            "options": {"files": {"train": str(data / "train.json"), "validation": str(data / "dev.json")}},
+        },
+        max_length=32,
+        method=method,
+        steps=30,
+        learning_rate=1e-2,
+    )
     assert report.loss_after < 0.9 * report.loss_before

@@ -12,7 +12,8 @@ def test_difficulty_students_share_one_teacher(write_spec, cli, tmp_path):
         extra='[sweep]\n"data.transforms.0.strategy" = ["easy", "hard"]',
     )
     text = student.read_text().replace(
-        "[method]", f'[[data.transforms]]\nname = "difficulty"\nteacher = "{teacher.name}"\nn = 40\nstrategy = "easy"\n\n[method]'
+        "[method]",
+        f'[[data.transforms]]\nname = "difficulty"\nteacher = "{teacher.name}"\nn = 40\nstrategy = "easy"\n\n[method]',
     )
     student.write_text(text)
 
@@ -26,7 +27,10 @@ def test_difficulty_students_share_one_teacher(write_spec, cli, tmp_path):
         return json.loads(out)
 
     runs = q("SELECT experiment, status, count(*) AS n FROM runs GROUP BY ALL ORDER BY experiment")
-    assert runs == [{"experiment": "student", "status": "completed", "n": 2}, {"experiment": "teacher", "status": "completed", "n": 1}]
+    assert runs == [
+        {"experiment": "student", "status": "completed", "n": 2},
+        {"experiment": "teacher", "status": "completed", "n": 1},
+    ]
     # scores of the 240 training examples were computed once, though two students used them
     assert q("SELECT count(*) AS n, count(DISTINCT example_id) AS ids FROM example_scores") == [{"n": 240, "ids": 240}]
     # the student's config names the teacher by run id, so a changed teacher changes the student's id
@@ -50,9 +54,12 @@ def test_difficulty_students_share_one_teacher(write_spec, cli, tmp_path):
 def test_failed_teacher_fails_students_with_reason(write_spec, cli):
     teacher = write_spec(name="badteacher", train='max_steps = 2\ndevice = "cuda"')  # no CUDA here: the teacher fails
     student = write_spec(name="student2", train="max_steps = 2")
-    student.write_text(student.read_text().replace(
-        "[method]", f'[[data.transforms]]\nname = "difficulty"\nteacher = "{teacher.name}"\nn = 10\nstrategy = "easy"\n\n[method]'
-    ))
+    student.write_text(
+        student.read_text().replace(
+            "[method]",
+            f'[[data.transforms]]\nname = "difficulty"\nteacher = "{teacher.name}"\nn = 10\nstrategy = "easy"\n\n[method]',
+        )
+    )
     code, _, err = cli("apply", str(student))
     assert code == 1, err
     assert "required run" in err and "failed" in err
@@ -63,7 +70,10 @@ def test_every_seed_of_a_student_depends_on_the_teacher(write_spec, cli, registr
     from specrun.spec.load import load_spec
 
     write_spec(name="teacher", train="epochs = 1")
-    spec = write_spec(train="epochs = 1", extra='[[data.transforms]]\nname = "difficulty"\nteacher = "teacher.toml"\nn = 40\nstrategy = "easy"\n')
+    spec = write_spec(
+        train="epochs = 1",
+        extra='[[data.transforms]]\nname = "difficulty"\nteacher = "teacher.toml"\nn = 40\nstrategy = "easy"\n',
+    )
     spec.write_text(spec.read_text().replace("seeds = [0]", "seeds = [0, 1, 2]"))
     planned = plan_runs(load_spec(spec, registry=registry), registry)
     assert len(planned) == 3
@@ -73,8 +83,12 @@ def test_every_seed_of_a_student_depends_on_the_teacher(write_spec, cli, registr
 
 
 def test_a_missing_teacher_spec_names_the_key_that_points_to_it(write_spec, cli):
-    spec = write_spec(extra='[[data.transforms]]\nname = "difficulty"\nteacher = "nope.toml"\nn = 10\nstrategy = "easy"\n')
+    spec = write_spec(
+        extra='[[data.transforms]]\nname = "difficulty"\nteacher = "nope.toml"\nn = 10\nstrategy = "easy"\n'
+    )
     line = spec.read_text().splitlines().index('teacher = "nope.toml"') + 1
     code, _, err = cli("plan", str(spec))
     assert code == 2
-    assert err.startswith(f"error: {spec}:{line}: data.transforms.0.teacher: no spec file 'nope.toml' (looked for {spec.parent / 'nope.toml'};")
+    assert err.startswith(
+        f"error: {spec}:{line}: data.transforms.0.teacher: no spec file 'nope.toml' (looked for {spec.parent / 'nope.toml'};"
+    )

@@ -15,10 +15,17 @@ def test_init_from_spec_trains_source_first_and_loads_its_adapters(write_spec, c
     assert code == 0, err
     assert "[required first]" in err
 
-    code, out, _ = cli("sql", "SELECT r.experiment, r.config->'model'->>'init_from' AS init_from, a.path FROM runs r JOIN artifacts a USING (run_id) ORDER BY experiment", "-f", "json")
+    code, out, _ = cli(
+        "sql",
+        "SELECT r.experiment, r.config->'model'->>'init_from' AS init_from, a.path FROM runs r JOIN artifacts a USING (run_id) ORDER BY experiment",
+        "-f",
+        "json",
+    )
     src, tgt = json.loads(out)
     assert src["experiment"] == "source" and tgt["experiment"] == "target"
-    source_id = json.loads(cli("sql", "SELECT run_id FROM runs WHERE experiment = 'source'", "-f", "json")[1])[0]["run_id"]
+    source_id = json.loads(cli("sql", "SELECT run_id FROM runs WHERE experiment = 'source'", "-f", "json")[1])[0][
+        "run_id"
+    ]
     assert tgt["init_from"] == source_id
 
     a, b = load_file(tmp_path / src["path"]), load_file(tmp_path / tgt["path"])  # relative to the store's folder

@@ -24,14 +24,24 @@ rates = st.floats(min_value=0.01, max_value=0.6)
 seeds = st.integers(min_value=0, max_value=2**31)
 
 
-def run(plugin, examples: Examples, seed: int = 0, split: str = "train", labels=("a", "b", "c", "d", "e"), scores=None, **options) -> Examples:
+def run(
+    plugin,
+    examples: Examples,
+    seed: int = 0,
+    split: str = "train",
+    labels=("a", "b", "c", "d", "e"),
+    scores=None,
+    **options,
+) -> Examples:
     return plugin.apply(examples, plugin.Options.model_validate(options), TransformContext(seed, split, labels, scores))
 
 
 def big_text(seed: int, words: int = 1500) -> Examples:
     """One long lower-case text (about 7,500 letters), for measuring rates."""
     rng = random.Random(seed)
-    text = " ".join("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 8))) for _ in range(words))
+    text = " ".join(
+        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 8))) for _ in range(words)
+    )
     return Examples.from_columns(["t"], [text], [0])
 
 
@@ -83,7 +93,9 @@ def test_typo_rate_is_per_letter(rate, seed):
     examples = big_text(seed)
     noisy = run(Noise(), examples, seed, "dev", typo_rate=rate).text[0]
     original = examples.text[0]
-    assert within(sum(a != b for a, b in zip(original, noisy, strict=True)) / letters(original), rate, letters(original))
+    assert within(
+        sum(a != b for a, b in zip(original, noisy, strict=True)) / letters(original), rate, letters(original)
+    )
 
 
 @PROPERTY
@@ -101,7 +113,9 @@ def test_word_and_emoji_rates_are_per_word(rate, seed):
 @given(rate=rates, seed=seeds, copies=st.integers(1, 3))
 def test_augmented_copies_keep_labels_and_originals(rate, seed, copies):
     rng = random.Random(seed)
-    examples = Examples.from_columns(range(20), [f"text number {i} here" for i in range(20)], [rng.randrange(3) for _ in range(20)])
+    examples = Examples.from_columns(
+        range(20), [f"text number {i} here" for i in range(20)], [rng.randrange(3) for _ in range(20)]
+    )
     out = run(Noise(), examples, seed, "train", char_rate=rate, copies=copies)
     assert len(out) == (copies + 1) * 20 and len(set(out.ids)) == len(out)
     label_of = dict(zip(examples.ids, examples.label))
@@ -116,7 +130,9 @@ class_sizes = st.lists(st.integers(min_value=0, max_value=40), min_size=2, max_s
 def labelled(sizes: list[int], seed: int) -> Examples:
     labels = [y for y, n in enumerate(sizes) for _ in range(n)]
     random.Random(seed).shuffle(labels)
-    return Examples.from_columns([f"e{i}" for i in range(len(labels))], [f"text {i}" for i in range(len(labels))], labels)
+    return Examples.from_columns(
+        [f"e{i}" for i in range(len(labels))], [f"text {i}" for i in range(len(labels))], labels
+    )
 
 
 @PROPERTY
@@ -169,7 +185,7 @@ def scored(seed: int, n: int = 400, classes: int = 2):
     loss = {f"e{i}": rng.random() * (1 + labels[i]) for i in range(n)}  # labels differ in scale: ranking is per label
     examples = Examples.from_columns(list(loss), [f"t{i}" for i in range(n)], labels)
     quantile = {}
-    for y, indices in examples.indices_by_label().items():
+    for _y, indices in examples.indices_by_label().items():
         ranked = sorted(indices, key=lambda i: loss[examples.ids[i]])
         quantile.update({examples.ids[i]: r / (len(ranked) - 1) for r, i in enumerate(ranked)})
     return examples, (lambda teacher, ex: [loss[i] for i in ex.ids]), quantile
@@ -187,7 +203,10 @@ def quantiles_by_label(out: Examples, quantile: dict) -> dict[int, list[float]]:
 def test_difficulty_easy_hard_middle_take_the_right_quantiles(seed, budget):
     examples, scores, quantile = scored(seed)
     counts = {y: len(ix) for y, ix in examples.indices_by_label().items()}
-    picks = {s: run(Difficulty(), examples, seed, scores=scores, teacher="t", n=budget, strategy=s) for s in ("easy", "hard", "middle")}
+    picks = {
+        s: run(Difficulty(), examples, seed, scores=scores, teacher="t", n=budget, strategy=s)
+        for s in ("easy", "hard", "middle")
+    }
     for strategy, out in picks.items():
         assert len(out) == budget and len(set(out.ids)) == budget
         for y, qs in quantiles_by_label(out, quantile).items():
@@ -211,12 +230,22 @@ def run_length(ranks: list[int], start: int, step: int) -> int:
 
 
 @PROPERTY
-@given(seed=seeds, budget=st.integers(20, 120), mix=st.sampled_from([(0.2, 0.6, 0.2), (0.5, 0.0, 0.5), (0.1, 0.3, 0.6)]))
+@given(
+    seed=seeds, budget=st.integers(20, 120), mix=st.sampled_from([(0.2, 0.6, 0.2), (0.5, 0.0, 0.5), (0.1, 0.3, 0.6)])
+)
 def test_difficulty_mixed_respects_its_proportions(seed, budget, mix):
     examples, scores, quantile = scored(seed)
     easy, middle, hard = mix
-    out = run(Difficulty(), examples, seed, scores=scores, teacher="t", n=budget, strategy="mixed",
-              mix={"easy": easy, "middle": middle, "hard": hard})
+    out = run(
+        Difficulty(),
+        examples,
+        seed,
+        scores=scores,
+        teacher="t",
+        n=budget,
+        strategy="mixed",
+        mix={"easy": easy, "middle": middle, "hard": hard},
+    )
     assert len(out) == budget
     for y, qs in quantiles_by_label(out, quantile).items():
         size = examples.label.count(y)

@@ -70,13 +70,20 @@ def test_transform_contract(registry, name, pair, synonyms_file):
     options, kind = CONTRACT[name]
     options = {k: (str(synonyms_file) if v == "{synonyms}" else v) for k, v in options.items()}
     examples = make_examples(pair=pair)
-    out = check_transform(registry, name, options, kind=kind, examples=examples, context=lambda seed: context(seed=seed),
-                          seeded=kind != "map")
+    out = check_transform(
+        registry,
+        name,
+        options,
+        kind=kind,
+        examples=examples,
+        context=lambda seed: context(seed=seed),
+        seeded=kind != "map",
+    )
     if kind == "relabel":
         assert sum(a != b for a, b in zip(out.label, examples.label)) == round(0.3 * len(examples))
     if kind == "rewrite":
         assert len(out) == 3 * len(examples)
-        assert all(i.split("~")[1] in (f"{name}1", f"{name}2") for i in out.ids[len(examples):])
+        assert all(i.split("~")[1] in (f"{name}1", f"{name}2") for i in out.ids[len(examples) :])
 
 
 # --- noise ----------------------------------------------------------------------------------------
@@ -91,7 +98,9 @@ def test_noise_mode_auto_augments_train_and_replaces_eval_sets(registry):
     assert sum(a != b for a, b in zip(noisy_eval.text, examples.text)) > 50
     forced = apply(registry, "noise", examples, context(split="noisy"), char_rate=0.2, mode="augment", copies=3)
     assert len(forced) == 4 * len(examples)
-    assert len(apply(registry, "noise", examples, context(split="train"), char_rate=0.2, mode="replace")) == len(examples)
+    assert len(apply(registry, "noise", examples, context(split="train"), char_rate=0.2, mode="replace")) == len(
+        examples
+    )
 
 
 def test_noise_of_an_example_depends_on_its_id_seed_and_split_not_its_neighbours(registry):
@@ -122,7 +131,9 @@ def test_noise_sides_of_a_text_pair(registry):
 
 def test_noise_char_rate_per_word_edits_one_character_of_each_word(registry):
     examples = make_examples()
-    out = apply(registry, "noise", examples, context(split="dev"), char_rate=1.0, char_unit="word", char_ops=["substitute"])
+    out = apply(
+        registry, "noise", examples, context(split="dev"), char_rate=1.0, char_unit="word", char_ops=["substitute"]
+    )
     for old, new in zip(examples.text, out.text):
         for w_old, w_new in zip(old.split(" "), new.split(" "), strict=True):
             assert len(w_old) == len(w_new) and sum(a != b for a, b in zip(w_old, w_new)) == 1
@@ -162,15 +173,18 @@ def test_noise_chained_augmentation_keeps_ids_unique(registry):
     assert len(twice) == 4 * len(examples) and len(set(twice.ids)) == len(twice)
 
 
-@pytest.mark.parametrize("options, message", [
-    ({}, "at least one of"),
-    ({"char_rate": 1.5}, "less than or equal to 1"),
-    ({"char_rate": 0.1, "char_ops": []}, "at least 1"),
-    ({"char_rate": 0.1, "char_ops": ["swap", "swap"]}, "twice"),
-    ({"char_rate": 0.1, "char_ops": ["shuffle"]}, "substitute"),
-    ({"char_rate": 0.1, "copies": 0}, "greater than or equal to 1"),
-    ({"char_rate": 0.1, "mode": "both"}, "augment"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({}, "at least one of"),
+        ({"char_rate": 1.5}, "less than or equal to 1"),
+        ({"char_rate": 0.1, "char_ops": []}, "at least 1"),
+        ({"char_rate": 0.1, "char_ops": ["swap", "swap"]}, "twice"),
+        ({"char_rate": 0.1, "char_ops": ["shuffle"]}, "substitute"),
+        ({"char_rate": 0.1, "copies": 0}, "greater than or equal to 1"),
+        ({"char_rate": 0.1, "mode": "both"}, "augment"),
+    ],
+)
 def test_noise_options_are_checked_statically(registry, options, message):
     with pytest.raises(ValidationError, match=message):
         registry.get("transform", "noise").Options.model_validate(options)
@@ -240,13 +254,16 @@ def test_few_shot_errors_name_the_class_and_value(registry):
         apply(registry, "few_shot", examples, n=31)
 
 
-@pytest.mark.parametrize("options, message", [
-    ({}, "exactly one of k, n, fraction"),
-    ({"k": 4, "n": 10}, r"exactly one of k, n, fraction \(got k, n\)"),
-    ({"fraction": 1.5}, "less than or equal to 1"),
-    ({"fraction": 0}, "greater than 0"),
-    ({"k": -1}, "greater than or equal to 0"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({}, "exactly one of k, n, fraction"),
+        ({"k": 4, "n": 10}, r"exactly one of k, n, fraction \(got k, n\)"),
+        ({"fraction": 1.5}, "less than or equal to 1"),
+        ({"fraction": 0}, "greater than 0"),
+        ({"k": -1}, "greater than or equal to 0"),
+    ],
+)
 def test_few_shot_options_are_checked_statically(registry, options, message):
     with pytest.raises(ValidationError, match=message):
         registry.get("transform", "few_shot").Options.model_validate(options)
@@ -274,18 +291,40 @@ def test_difficulty_errors(registry):
     with pytest.raises(DataError, match="budget n=61 but the split has only 60 examples"):
         apply(registry, "difficulty", examples, teacher="abc", n=61, strategy="hard")
     with pytest.raises(DataError, match="gave 3 scores for 60 examples"):
-        apply(registry, "difficulty", examples, context(scores=lambda t, e: [0.1, 0.2, 0.3]), teacher="abc", n=5, strategy="hard")
+        apply(
+            registry,
+            "difficulty",
+            examples,
+            context(scores=lambda t, e: [0.1, 0.2, 0.3]),
+            teacher="abc",
+            n=5,
+            strategy="hard",
+        )
     with pytest.raises(DataError, match="non-finite"):
-        apply(registry, "difficulty", examples, context(scores=lambda t, e: [float("nan")] * len(e)), teacher="abc", n=5, strategy="hard")
+        apply(
+            registry,
+            "difficulty",
+            examples,
+            context(scores=lambda t, e: [float("nan")] * len(e)),
+            teacher="abc",
+            n=5,
+            strategy="hard",
+        )
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"teacher": "t", "n": 10, "strategy": "mixed", "mix": {"easy": 0.5, "middle": 0.5, "hard": 0.5}}, "must be 1"),
-    ({"teacher": "t", "n": 10, "strategy": "easy", "mix": {"easy": 0.5, "middle": 0.5, "hard": 0}}, "only applies to strategy = 'mixed'"),
-    ({"teacher": "t", "n": 0, "strategy": "easy"}, "greater than or equal to 1"),
-    ({"teacher": "t", "n": 10, "strategy": "hardest"}, "uniform"),
-    ({"n": 10, "strategy": "easy"}, "teacher"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"teacher": "t", "n": 10, "strategy": "mixed", "mix": {"easy": 0.5, "middle": 0.5, "hard": 0.5}}, "must be 1"),
+        (
+            {"teacher": "t", "n": 10, "strategy": "easy", "mix": {"easy": 0.5, "middle": 0.5, "hard": 0}},
+            "only applies to strategy = 'mixed'",
+        ),
+        ({"teacher": "t", "n": 0, "strategy": "easy"}, "greater than or equal to 1"),
+        ({"teacher": "t", "n": 10, "strategy": "hardest"}, "uniform"),
+        ({"n": 10, "strategy": "easy"}, "teacher"),
+    ],
+)
 def test_difficulty_options_are_checked_statically(registry, options, message):
     with pytest.raises(ValidationError, match=message):
         registry.get("transform", "difficulty").Options.model_validate(options)
@@ -302,12 +341,20 @@ def test_clean_html_punctuation_whitespace_and_lowercase(registry):
         ["<b>Bold</b>\tmove", "\u2018fine\u2019"],
     )
     out = apply(registry, "clean", examples)
-    assert out.text == ("It's a \"great\" film - really good!", "a < b > c, ok...")
+    assert out.text == ('It\'s a "great" film - really good!', "a < b > c, ok...")
     assert out.text_pair == ("Bold move", "'fine'")
     assert out.ids == examples.ids and out.label == examples.label
     assert apply(registry, "clean", examples, lowercase=True).text_pair == ("bold move", "'fine'")
-    untouched = apply(registry, "clean", examples, strip_html=False, normalize_unicode=False, normalize_punctuation=False,
-                      space_before_punctuation=False, normalize_whitespace=False)
+    untouched = apply(
+        registry,
+        "clean",
+        examples,
+        strip_html=False,
+        normalize_unicode=False,
+        normalize_punctuation=False,
+        space_before_punctuation=False,
+        normalize_whitespace=False,
+    )
     assert untouched == examples
     assert registry.get("transform", "clean").applies_to == "both"
 
@@ -344,7 +391,10 @@ def test_augment_swap_and_delete_without_synonyms(registry):
 
 def test_augment_missing_synonyms_file_is_a_data_error(registry, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(DataError, match=r"synonyms file not found: .*nope\.tsv \(synonyms='nope\.tsv'; relative paths are relative to the working directory"):
+    with pytest.raises(
+        DataError,
+        match=r"synonyms file not found: .*nope\.tsv \(synonyms='nope\.tsv'; relative paths are relative to the working directory",
+    ):
         apply(registry, "augment", make_examples(), synonyms="nope.tsv")
     (tmp_path / "nope.tsv").write_text("good\tgreat\n")  # relative to the working directory
     assert len(apply(registry, "augment", make_examples(), synonyms="nope.tsv")) == 120

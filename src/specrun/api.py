@@ -66,12 +66,31 @@ class ApplyResult:
         """One row per planned run: run_id, label, status, error and its headline numbers."""
         import polars
 
-        return polars.DataFrame([
-            {"run_id": o.run.run_id, "label": o.run.label(), "seed": o.run.seed, "status": o.status, "error": o.error,
-             "accuracy": o.metrics.get("accuracy"), "f1": o.metrics.get("f1"), "train_seconds": o.metrics.get("train_seconds")}
-            for o in self.outcomes
-        ], schema={"run_id": polars.String, "label": polars.String, "seed": polars.Int64, "status": polars.String,
-                   "error": polars.String, "accuracy": polars.Float64, "f1": polars.Float64, "train_seconds": polars.Float64})
+        return polars.DataFrame(
+            [
+                {
+                    "run_id": o.run.run_id,
+                    "label": o.run.label(),
+                    "seed": o.run.seed,
+                    "status": o.status,
+                    "error": o.error,
+                    "accuracy": o.metrics.get("accuracy"),
+                    "f1": o.metrics.get("f1"),
+                    "train_seconds": o.metrics.get("train_seconds"),
+                }
+                for o in self.outcomes
+            ],
+            schema={
+                "run_id": polars.String,
+                "label": polars.String,
+                "seed": polars.Int64,
+                "status": polars.String,
+                "error": polars.String,
+                "accuracy": polars.Float64,
+                "f1": polars.Float64,
+                "train_seconds": polars.Float64,
+            },
+        )
 
 
 def apply(
@@ -124,19 +143,36 @@ def apply(
 
         import_optuna()  # a missing extra: refused before anything is written
         if executor != "local":
-            raise UsageError("a [search] runs its trials one after the other on the local executor; --executor ray is not supported for it yet")
+            raise UsageError(
+                "a [search] runs its trials one after the other on the local executor; --executor ray is not supported for it yet"
+            )
     names = tracker_names(tracking, track)  # an unknown tracker or a missing extra: refused before anything runs
-    runner = _executor(executor, registry, ray_address, cpus_per_run, gpus_per_run)  # a cluster that cannot run them: before any write
+    runner = _executor(
+        executor, registry, ray_address, cpus_per_run, gpus_per_run
+    )  # a cluster that cannot run them: before any write
     trackers = None
     try:
         trackers = open_trackers(names, tracking, store.path)
         apply_id = record_apply(store, loaded, overrides or [], [] if search else [p.run_id for p in planned])
         total = search.n_trials * len(loaded.spec.experiment.seeds) if search else len(planned)
-        log.info(f"{loaded.experiment}: " + (f"a search of {search.n_trials} trial(s)" if search else f"{len(planned)} run(s)") + f" → {store.path}")
+        log.info(
+            f"{loaded.experiment}: "
+            + (f"a search of {search.n_trials} trial(s)" if search else f"{len(planned)} run(s)")
+            + f" → {store.path}"
+        )
         with ApplyProgress(total, quiet=is_quiet(), every=every) if progress else contextlib.nullcontext() as bars:
             runner.progress = bars
-            driver = Driver(store, registry, str(spec), runner, progress=bars, fail_fast=fail_fast, force=force,
-                            trackers=trackers, track_every=tracking.every)
+            driver = Driver(
+                store,
+                registry,
+                str(spec),
+                runner,
+                progress=bars,
+                fail_fast=fail_fast,
+                force=force,
+                trackers=trackers,
+                track_every=tracking.every,
+            )
             if search is not None:
                 from specrun.driver.search import Search
 
@@ -164,7 +200,12 @@ def apply(
     return result
 
 
-def runs(store: str | os.PathLike | None = None, experiment: str | None = None, status: str | None = None, history: bool = False) -> polars.DataFrame:
+def runs(
+    store: str | os.PathLike | None = None,
+    experiment: str | None = None,
+    status: str | None = None,
+    history: bool = False,
+) -> polars.DataFrame:
     """``specrun runs`` as a DataFrame: the experiment's current runs (``history``: every run it ever
     had), or all runs; optionally only those with ``status``."""
     import polars
@@ -245,15 +286,24 @@ def _analyze_and_report(loaded, registry, store, variant: bool) -> bool:
     if not loaded.analyses and not (loaded.spec.report and loaded.spec.report.path):
         return False
     if variant:
-        log.info("analyses and report skipped: an apply with --set is a variant, and they cover the spec's own runs "
-                 f"(specrun analyze / specrun report {loaded.path} after an apply without --set)")
+        log.info(
+            "analyses and report skipped: an apply with --set is a variant, and they cover the spec's own runs "
+            f"(specrun analyze / specrun report {loaded.path} after an apply without --set)"
+        )
         return False
     target = from_spec(loaded, store)
     failed = _run_analyses(store, registry, target, target.entries, force=False)
     report_spec = loaded.spec.report
     if report_spec and report_spec.path:
-        _write_report(store, registry, [target], Path(report_spec.path), report_spec.title,
-                      Path(report_spec.png) if report_spec.png else None, analyze=False)
+        _write_report(
+            store,
+            registry,
+            [target],
+            Path(report_spec.path),
+            report_spec.title,
+            Path(report_spec.png) if report_spec.png else None,
+            analyze=False,
+        )
     return failed
 
 
@@ -269,7 +319,9 @@ def _run_analyses(store, registry, target, entries, force: bool) -> bool:
     def done(outcome) -> None:
         (log.warning if outcome.status == "failed" else log.info)(analysis_line(outcome))
 
-    outcomes = run_analyses(store, registry, target.experiment, entries, force=force, on_done=done, declared=target.entries)
+    outcomes = run_analyses(
+        store, registry, target.experiment, entries, force=force, on_done=done, declared=target.entries
+    )
     return any(o.status == "failed" for o in outcomes)
 
 
@@ -287,5 +339,10 @@ def _write_report(store, registry, targets, out: Path, title, png: Path | None, 
     summary = build_report(store, registry, targets, out, title, png)
     for problem in summary.problems:
         log.warning(f"report: {problem}")
-    err.print(f"report: {out} ({summary.charts} charts, {summary.tables} tables"
-              + (f"; {len(summary.images)} images in {png}" if png else "") + ")", markup=False, highlight=False)
+    err.print(
+        f"report: {out} ({summary.charts} charts, {summary.tables} tables"
+        + (f"; {len(summary.images)} images in {png}" if png else "")
+        + ")",
+        markup=False,
+        highlight=False,
+    )

@@ -7,7 +7,7 @@ import logging
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import typer
 
@@ -24,8 +24,15 @@ app = typer.Typer(
 log = logging.getLogger("specrun.cli")
 
 StoreOpt = Annotated[Path, typer.Option("--store", envvar="SPECRUN_STORE", help="DuckDB result store")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a spec key: --set train.epochs=1 (repeatable)")]
-ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="apply the spec's \\[profiles.NAME] overrides (its runs form the experiment <name>-<profile>)")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="override a spec key: --set train.epochs=1 (repeatable)")
+]
+ProfileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--profile", help="apply the spec's \\[profiles.NAME] overrides (its runs form the experiment <name>-<profile>)"
+    ),
+]
 Format = Literal["table", "csv", "json", "markdown"]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="output format")]
 #: Run statuses (``runs.status``) and plugin kinds (``registry.HOOK_FOR_KIND``; a test keeps them equal).
@@ -45,9 +52,13 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def options(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="more detail: debug notes, and library warnings (each once)")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="more detail: debug notes, and library warnings (each once)")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="warnings, errors and results only")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
 ):
     """Declarative experiments for fine-tuning BERT-family text classifiers."""
     from specrun.logs import configure
@@ -68,24 +79,55 @@ def apply(
     set_: SetOpt = None,
     profile: ProfileOpt = None,
     store: StoreOpt = DEFAULT_STORE,
-    force: Annotated[bool, typer.Option("--force", help="rerun runs already completed; interrupted ones start over instead of resuming")] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="rerun runs already completed; interrupted ones start over instead of resuming"),
+    ] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="stop at the first failed run")] = False,
-    executor: Annotated[str | None, typer.Option(
-        "--executor", help="where runs execute: local (one at a time, in this process) or ray; default: $SPECRUN_EXECUTOR or local",
-        show_default=False)] = None,
-    ray_address: Annotated[str | None, typer.Option(
-        "--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray instance)", show_default=False)] = None,
-    cpus_per_run: Annotated[float, typer.Option("--cpus-per-run", help="with --executor ray: CPUs per run (torch threads follow)")] = 1,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            "--executor",
+            help="where runs execute: local (one at a time, in this process) or ray; default: $SPECRUN_EXECUTOR or local",
+            show_default=False,
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray instance)",
+            show_default=False,
+        ),
+    ] = None,
+    cpus_per_run: Annotated[
+        float, typer.Option("--cpus-per-run", help="with --executor ray: CPUs per run (torch threads follow)")
+    ] = 1,
     gpus_per_run: Annotated[float, typer.Option("--gpus-per-run", help="with --executor ray: GPUs per run")] = 0,
-    track: Annotated[list[str] | None, typer.Option(
-        "--track", help="log every run live to this built-in tracker (mlflow, tensorboard; repeatable), besides the spec's [tracking] trackers",
-        show_default=False)] = None,
+    track: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--track",
+            help="log every run live to this built-in tracker (mlflow, tensorboard; repeatable), besides the spec's [tracking] trackers",
+            show_default=False,
+        ),
+    ] = None,
 ):
     """Run every run of SPEC that the store does not hold completed (an interrupted one resumes from its
     last checkpoint), and record the results."""
     result = api.apply(
-        spec, overrides=set_, store=store, profile=profile, executor=executor, force=force, fail_fast=fail_fast,
-        ray_address=ray_address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, progress=True, track=track,
+        spec,
+        overrides=set_,
+        store=store,
+        profile=profile,
+        executor=executor,
+        force=force,
+        fail_fast=fail_fast,
+        ray_address=ray_address,
+        cpus_per_run=cpus_per_run,
+        gpus_per_run=gpus_per_run,
+        progress=True,
+        track=track,
     )
     if not result.ok:
         raise typer.Exit(1)
@@ -98,14 +140,28 @@ def _plan_search(loaded, registry, store, fmt: str) -> None:
 
     search = loaded.spec.search
     trials = Search(loaded, registry, store).run(train=False)
-    rows = [(t.number, "new" if t.state == "left" else t.state, "" if t.value is None else round(t.value, 6),
-             json.dumps(t.params) if t.params else "", " ".join(r.run_id for r in t.runs)) for t in trials]
-    print_rows(["trial", "status", "value", "params", "run_ids"], rows, fmt,
-               title=f"{loaded.experiment}: a search of {search.n_trials} trial(s) ({search.sampler}, pruner {search.pruner})")
+    rows = [
+        (
+            t.number,
+            "new" if t.state == "left" else t.state,
+            "" if t.value is None else round(t.value, 6),
+            json.dumps(t.params) if t.params else "",
+            " ".join(r.run_id for r in t.runs),
+        )
+        for t in trials
+    ]
+    print_rows(
+        ["trial", "status", "value", "params", "run_ids"],
+        rows,
+        fmt,
+        title=f"{loaded.experiment}: a search of {search.n_trials} trial(s) ({search.sampler}, pruner {search.pruner})",
+    )
     count = {s: sum(t.state == s for t in trials) for s in ("complete", "pruned", "failed", "left")}
-    log.info(f"search: {search.n_trials} trials: {count['complete'] + count['pruned'] + count['failed']} finished "
-             f"({count['complete']} complete, {count['pruned']} pruned, {count['failed']} failed), {count['left']} left; "
-             f"objective: the mean {search.metric} over {len(loaded.spec.experiment.seeds)} seed(s), {search.direction}d")
+    log.info(
+        f"search: {search.n_trials} trials: {count['complete'] + count['pruned'] + count['failed']} finished "
+        f"({count['complete']} complete, {count['pruned']} pruned, {count['failed']} failed), {count['left']} left; "
+        f"objective: the mean {search.metric} over {len(loaded.spec.experiment.seeds)} seed(s), {search.direction}d"
+    )
 
 
 @app.command()
@@ -118,10 +174,10 @@ def plan(
 ):
     """Print the runs SPEC expands into, which the store already holds and which will fail; checks every run's data and model; trains nothing."""
     from specrun.console import print_rows
-    from specrun.store.db import artifacts_root
-    from specrun.runner.checkpoint import saved_step
     from specrun.driver.preflight import preflight
+    from specrun.runner.checkpoint import saved_step
     from specrun.store import Store
+    from specrun.store.db import artifacts_root
 
     _check_format(fmt)
     loaded, planned, registry, skipped = api._plan(spec, set_, profile)
@@ -152,10 +208,20 @@ def plan(
         step = saved_step(artifacts_root(Path(store)), run.run_id)
         return f"will resume from step {step} ({state})" if step is not None else f"will rerun ({state})"
 
-    rows = [(d.run_id, d.method, f"required first ({d.experiment}: {d.spec_path})", d.seed, status(d)) for d in required.values()]
-    rows += [(p.run_id, p.method, json.dumps(p.sweep_values) if p.sweep_values else "", p.seed, status(p)) for p in planned]
-    rows += [(s.run.run_id, s.run.method, json.dumps(s.run.sweep_values), s.run.seed, f"left out: {s.reason}") for s in skipped]
-    print_rows(["run_id", "method", "sweep", "seed", "status"], rows, fmt, title=f"{loaded.experiment}: {len(planned)} run(s)")
+    rows = [
+        (d.run_id, d.method, f"required first ({d.experiment}: {d.spec_path})", d.seed, status(d))
+        for d in required.values()
+    ]
+    rows += [
+        (p.run_id, p.method, json.dumps(p.sweep_values) if p.sweep_values else "", p.seed, status(p)) for p in planned
+    ]
+    rows += [
+        (s.run.run_id, s.run.method, json.dumps(s.run.sweep_values), s.run.seed, f"left out: {s.reason}")
+        for s in skipped
+    ]
+    print_rows(
+        ["run_id", "method", "sweep", "seed", "status"], rows, fmt, title=f"{loaded.experiment}: {len(planned)} run(s)"
+    )
     if loaded.analyses or (loaded.spec.report and loaded.spec.report.path):
         then = [f"analyses {', '.join(a['id'] for a in loaded.analyses)}"] if loaded.analyses else []
         then += [f"report {loaded.spec.report.path}"] if loaded.spec.report and loaded.spec.report.path else []
@@ -172,7 +238,11 @@ def _all_dependencies(run):
 
 
 @app.command()
-def validate(spec: Annotated[Path, typer.Argument(help="the experiment's TOML spec")], set_: SetOpt = None, profile: ProfileOpt = None):
+def validate(
+    spec: Annotated[Path, typer.Argument(help="the experiment's TOML spec")],
+    set_: SetOpt = None,
+    profile: ProfileOpt = None,
+):
     """Check SPEC (syntax, keys, plugin options, sweep; every profile unless --profile names one) without touching data or the store."""
     from specrun.plugins import get_registry
     from specrun.spec.load import load_spec
@@ -180,11 +250,22 @@ def validate(spec: Annotated[Path, typer.Argument(help="the experiment's TOML sp
     registry = get_registry()
     loaded = load_spec(spec, set_ or [], registry, profile)
     search = loaded.spec.search
-    checked = [f"a search of {search.n_trials} trial(s) × {len(loaded.runs)} seed(s)" if search else f"{len(loaded.runs)} run(s)"]
-    for name in (loaded.composed.profiles if profile is None else []):
+    checked = [
+        f"a search of {search.n_trials} trial(s) × {len(loaded.runs)} seed(s)"
+        if search
+        else f"{len(loaded.runs)} run(s)"
+    ]
+    for name in loaded.composed.profiles if profile is None else []:
         other = load_spec(spec, set_ or [], registry, name)
         found = other.spec.search
-        checked.append(f"profile {name}: " + (f"a search of {found.n_trials} trial(s) × {len(other.runs)} seed(s)" if found else f"{len(other.runs)} run(s)"))
+        checked.append(
+            f"profile {name}: "
+            + (
+                f"a search of {found.n_trials} trial(s) × {len(other.runs)} seed(s)"
+                if found
+                else f"{len(other.runs)} run(s)"
+            )
+        )
     typer.echo(f"{spec}: ok ({'; '.join(checked)})")
 
 
@@ -195,11 +276,17 @@ RUNS_TABLE_LIMIT = 50
 @app.command()
 def runs(
     store: StoreOpt = DEFAULT_STORE,
-    experiment: Annotated[Optional[str], typer.Option(help="only this experiment's runs (those of its latest apply without --set)")] = None,
-    status: Annotated[Optional[Status], typer.Option(help="only runs with this status")] = None,
-    history: Annotated[bool, typer.Option("--history", help="with --experiment: also runs of its earlier applies")] = False,
-    limit: Annotated[Optional[int], typer.Option(
-        min=0, help="show the last N runs (default: 50 in a table, all in csv/json/markdown; 0: all)")] = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="only this experiment's runs (those of its latest apply without --set)")
+    ] = None,
+    status: Annotated[Status | None, typer.Option(help="only runs with this status")] = None,
+    history: Annotated[
+        bool, typer.Option("--history", help="with --experiment: also runs of its earlier applies")
+    ] = False,
+    limit: Annotated[
+        int | None,
+        typer.Option(min=0, help="show the last N runs (default: 50 in a table, all in csv/json/markdown; 0: all)"),
+    ] = None,
     fmt: FormatOpt = "table",
 ):
     """List the runs in the store with their main results (the most recently finished last)."""
@@ -208,12 +295,16 @@ def runs(
     from specrun.store.runs import list_runs
 
     if history and experiment is None:
-        raise UsageError("--history goes with --experiment NAME (without --experiment, runs lists every run in the store)")
+        raise UsageError(
+            "--history goes with --experiment NAME (without --experiment, runs lists every run in the store)"
+        )
     columns, rows = list_runs(Store(store), experiment, status, history)
     if limit is None:
         limit = RUNS_TABLE_LIMIT if fmt == "table" else 0
     if limit and len(rows) > limit:
-        log.info(f"the last {limit} of {len(rows)} runs (--limit 0 shows all; --experiment or --status narrow them down)")
+        log.info(
+            f"the last {limit} of {len(rows)} runs (--limit 0 shows all; --experiment or --status narrow them down)"
+        )
         rows = rows[-limit:]
     print_rows(columns, rows, fmt)
 
@@ -223,7 +314,9 @@ def sql(
     query: Annotated[str, typer.Argument(help="a SQL query over the store (read-only)")],
     store: StoreOpt = DEFAULT_STORE,
     fmt: FormatOpt = "table",
-    allow_files: Annotated[bool, typer.Option("--allow-files", help="let the query read and write other files (COPY, read_csv, ATTACH)")] = False,
+    allow_files: Annotated[
+        bool, typer.Option("--allow-files", help="let the query read and write other files (COPY, read_csv, ATTACH)")
+    ] = False,
 ):
     """Run a read-only SQL query over the store and print the result (other files only with --allow-files)."""
     from specrun.console import print_rows
@@ -248,13 +341,21 @@ def snapshot(
     log.info(f"snapshot of {store} ({runs} runs) written to {path}")
 
 
-TargetsArg = Annotated[list[str], typer.Argument(help="spec files, or names of experiments in the store", metavar="SPEC_OR_EXPERIMENT...")]
+TargetsArg = Annotated[
+    list[str], typer.Argument(help="spec files, or names of experiments in the store", metavar="SPEC_OR_EXPERIMENT...")
+]
 
 
 @app.command()
 def analyze(
     targets: TargetsArg,
-    only: Annotated[Optional[list[str]], typer.Option("--only", help="run only this analysis (an id in the spec, or any installed analysis with its defaults); repeatable")] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only",
+            help="run only this analysis (an id in the spec, or any installed analysis with its defaults); repeatable",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="recompute even when the results are current")] = False,
     set_: SetOpt = None,
     profile: ProfileOpt = None,
@@ -272,12 +373,16 @@ def analyze(
     for target in resolved:
         entries = select(target.entries, only, registry)
         if not entries:
-            raise UsageError(f"{target.spec_path} declares no analyses: add [[analyses]] entries, or name one with --only "
-                             f"({', '.join(registry.names('analysis'))})")
+            raise UsageError(
+                f"{target.spec_path} declares no analyses: add [[analyses]] entries, or name one with --only "
+                f"({', '.join(registry.names('analysis'))})"
+            )
         failed |= api._run_analyses(Store(store), registry, target, entries, force)
         tables = sorted({t.name for e in entries for t in registry.get("analysis", e.name).tables})
-        log.info(f"  query them: specrun sql \"SELECT * FROM {tables[0]} WHERE experiment = '{target.experiment}'\""
-                 f" (tables: {', '.join(tables)})")
+        log.info(
+            f"  query them: specrun sql \"SELECT * FROM {tables[0]} WHERE experiment = '{target.experiment}'\""
+            f" (tables: {', '.join(tables)})"
+        )
     if failed:
         raise typer.Exit(1)
 
@@ -285,10 +390,19 @@ def analyze(
 @app.command()
 def report(
     targets: TargetsArg,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="the HTML file (default: the spec's [report] path, else reports/<experiment>.html)")] = None,
-    png: Annotated[Optional[Path], typer.Option("--png", help="also export every chart as PNG and SVG into this folder")] = None,
-    title: Annotated[Optional[str], typer.Option("--title", help="the report's title")] = None,
-    no_analyze: Annotated[bool, typer.Option("--no-analyze", help="show stored analysis results as they are; compute nothing")] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="the HTML file (default: the spec's [report] path, else reports/<experiment>.html)"
+        ),
+    ] = None,
+    png: Annotated[
+        Path | None, typer.Option("--png", help="also export every chart as PNG and SVG into this folder")
+    ] = None,
+    title: Annotated[str | None, typer.Option("--title", help="the report's title")] = None,
+    no_analyze: Annotated[
+        bool, typer.Option("--no-analyze", help="show stored analysis results as they are; compute nothing")
+    ] = False,
     set_: SetOpt = None,
     profile: ProfileOpt = None,
     store: StoreOpt = DEFAULT_STORE,
@@ -301,18 +415,32 @@ def report(
     registry = get_registry()
     resolved = [resolve(t, Store(store), registry, set_ or [], profile) for t in targets]
     first = resolved[0].report
-    out = output or (Path(first.path) if len(resolved) == 1 and first and first.path else
-                     Path("reports") / ("+".join(t.experiment for t in resolved) + ".html"))
+    out = output or (
+        Path(first.path)
+        if len(resolved) == 1 and first and first.path
+        else Path("reports") / ("+".join(t.experiment for t in resolved) + ".html")
+    )
     png = png or (Path(first.png) if len(resolved) == 1 and first and first.png else None)
-    api._write_report(Store(store), registry, resolved, out, title or (first.title if len(resolved) == 1 and first else None), png,
-                  analyze=not no_analyze)
+    api._write_report(
+        Store(store),
+        registry,
+        resolved,
+        out,
+        title or (first.title if len(resolved) == 1 and first else None),
+        png,
+        analyze=not no_analyze,
+    )
 
 
 @app.command()
 def plugins(
-    name: Annotated[Optional[str], typer.Argument(help="show this plugin's options: type, default and description", metavar="NAME")] = None,
-    kind: Annotated[Optional[Kind], typer.Option(help="only plugins of this kind")] = None,
-    check: Annotated[bool, typer.Option("--check", help="exit with code 1 when any plugin failed to load (for CI)")] = False,
+    name: Annotated[
+        str | None, typer.Argument(help="show this plugin's options: type, default and description", metavar="NAME")
+    ] = None,
+    kind: Annotated[Kind | None, typer.Option(help="only plugins of this kind")] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="exit with code 1 when any plugin failed to load (for CI)")
+    ] = False,
     fmt: FormatOpt = "table",
 ):
     """List every plugin with its kind, origin and options; with NAME, one plugin's options in detail."""
@@ -327,8 +455,10 @@ def plugins(
         failed = len(registry.load_errors) + len(command_problems)
         loaded = f"{len(registry.all())} plugins loaded"
         if registry.deprecations:  # they work: not a failure, but CI should show what to change
-            loaded += (f"; {len(registry.deprecations)} use{'s' if len(registry.deprecations) == 1 else ''} a deprecated form "
-                       "of the plugin API (the warnings above say what to change)")
+            loaded += (
+                f"; {len(registry.deprecations)} use{'s' if len(registry.deprecations) == 1 else ''} a deprecated form "
+                "of the plugin API (the warnings above say what to change)"
+            )
         if failed:
             raise typer.Exit(_fail(f"{loaded}; {failed} failed to load (the warnings above say which and what to do)"))
         out.print(f"{loaded}; none failed", markup=False, highlight=False)
@@ -336,12 +466,20 @@ def plugins(
     if name is not None:
         for entry in describe.find(registry, name, kind):
             if fmt == "table":
-                out.print(f"{entry.plugin.name} ({entry.kind.replace('_', ' ')}) from {entry.origin}, "
-                          f"version {registry.code_version(entry.kind, entry.plugin.name)}", markup=False, highlight=False)
+                out.print(
+                    f"{entry.plugin.name} ({entry.kind.replace('_', ' ')}) from {entry.origin}, "
+                    f"version {registry.code_version(entry.kind, entry.plugin.name)}",
+                    markup=False,
+                    highlight=False,
+                )
                 if entry.plugin.description:
                     out.print(f"  {entry.plugin.description}", markup=False, highlight=False)
-            print_rows(["option", "type", "default", "description"], describe.option_rows(entry), fmt,
-                       title=None if fmt != "table" else f"{entry.plugin.name} options")
+            print_rows(
+                ["option", "type", "default", "description"],
+                describe.option_rows(entry),
+                fmt,
+                title=None if fmt != "table" else f"{entry.plugin.name} options",
+            )
             if hasattr(entry.plugin, "details"):  # e.g. lora: which placements each architecture takes
                 title, columns, rows = entry.plugin.details()
                 print_rows(columns, rows, fmt, title=None if fmt != "table" else title)
@@ -350,7 +488,11 @@ def plugins(
     for entry in registry.all():
         if kind and entry.kind != kind:
             continue
-        options = entry.plugin.Options.model_json_schema().get("properties", {}) if fmt == "json" else describe.options_summary(entry)
+        options = (
+            entry.plugin.Options.model_json_schema().get("properties", {})
+            if fmt == "json"
+            else describe.options_summary(entry)
+        )
         rows.append((entry.kind, entry.plugin.name, entry.origin, entry.plugin.description, options))
     print_rows(["kind", "name", "origin", "description", "options"], rows, fmt)
 
@@ -365,29 +507,48 @@ def _fail(message: str) -> int:
 
 @app.command("new-plugin")
 def new_plugin(
-    kind: Annotated[Kind, typer.Argument(help="what the plugin provides: method, dataset, model_source, transform or analysis", metavar="KIND")],
-    name: Annotated[str, typer.Argument(help="the plugin's name in specs (lower-case letters, digits, _ . / -)", metavar="NAME")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="the package folder to create (default: ./specrun-NAME)")] = None,
+    kind: Annotated[
+        Kind,
+        typer.Argument(
+            help="what the plugin provides: method, dataset, model_source, transform or analysis", metavar="KIND"
+        ),
+    ],
+    name: Annotated[
+        str, typer.Argument(help="the plugin's name in specs (lower-case letters, digits, _ . / -)", metavar="NAME")
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="the package folder to create (default: ./specrun-NAME)")
+    ] = None,
 ):
     """Write a plugin package for KIND called NAME: a working plugin, its pyproject.toml entry point, and
     tests on specrun.testing that pass as written."""
     from specrun.plugins.template import write_package
 
     written = write_package(kind, name, output)
-    log.info(f"wrote {written.folder}/ ({len(written.files)} files): the {kind.replace('_', ' ')} {name!r} in {written.module}")
+    log.info(
+        f"wrote {written.folder}/ ({len(written.files)} files): the {kind.replace('_', ' ')} {name!r} in {written.module}"
+    )
     log.info(f"next: pip install -e {written.folder} && pytest {written.folder}  (then: specrun plugins {name})")
 
 
 @app.command()
 def predict(
     run_id: Annotated[str, typer.Argument(help="a completed run's id")],
-    texts: Annotated[Optional[list[str]], typer.Argument(help="texts to classify")] = None,
+    texts: Annotated[list[str] | None, typer.Argument(help="texts to classify")] = None,
     file: Annotated[
-        Optional[Path], typer.Option("--file", help="a CSV/TSV/JSONL file with a 'text' column (and 'text_pair'; with 'label': accuracy and F1); "
-                                     "for a QA run 'question' and 'context' columns (with 'answers': EM and F1)")
+        Path | None,
+        typer.Option(
+            "--file",
+            help="a CSV/TSV/JSONL file with a 'text' column (and 'text_pair'; with 'label': accuracy and F1); "
+            "for a QA run 'question' and 'context' columns (with 'answers': EM and F1)",
+        ),
     ] = None,
-    question: Annotated[Optional[str], typer.Option("--question", help="extractive-QA runs: the question (with --context)")] = None,
-    context: Annotated[Optional[str], typer.Option("--context", help="extractive-QA runs: the text to find the answer in")] = None,
+    question: Annotated[
+        str | None, typer.Option("--question", help="extractive-QA runs: the question (with --context)")
+    ] = None,
+    context: Annotated[
+        str | None, typer.Option("--context", help="extractive-QA runs: the text to find the answer in")
+    ] = None,
     store: StoreOpt = DEFAULT_STORE,
     fmt: FormatOpt = "table",
 ):
@@ -401,7 +562,9 @@ def predict(
 
     get_registry()  # loads the plugins first, so their load warnings show whatever happens next
     if not re.fullmatch(r"[0-9a-fA-F]+", run_id):  # a prefix is matched with LIKE: '' or '%' picked any run
-        raise UsageError(f"{run_id!r} is not a run id: run ids are hexadecimal, e.g. 0f3a61f22496 or a prefix of one (specrun runs lists them)")
+        raise UsageError(
+            f"{run_id!r} is not a run id: run ids are hexadecimal, e.g. 0f3a61f22496 or a prefix of one (specrun runs lists them)"
+        )
     run_id = run_id.lower()
     if question is not None or context is not None:
         if texts:
@@ -415,7 +578,9 @@ def predict(
             _predict_qa(predictor, question, context, file, fmt)
             return
         if question is not None:
-            raise UsageError(f"run {run_id} is a run of task {predictor.task_name!r}: --question and --context are for extractive_qa runs; give texts")
+            raise UsageError(
+                f"run {run_id} is a run of task {predictor.task_name!r}: --question and --context are for extractive_qa runs; give texts"
+            )
     for number, text in enumerate(texts or [], start=1):
         if not text.strip():
             raise UsageError(f"text {number} is empty; give a text to classify")
@@ -432,10 +597,18 @@ def predict(
         print_rows(["text", "label", "confidence", "latency_ms"], rows, fmt)
         return
     expected = [None] * (len(items) - len(expected)) + expected  # texts given as arguments come first, unlabelled
-    print_rows(["text", "label", "expected", "confidence", "latency_ms"],
-               [(t, label, predictor.label_names[e] if e is not None else None, c, ms) for (t, label, c, ms), e in zip(rows, expected)], fmt)
+    print_rows(
+        ["text", "label", "expected", "confidence", "latency_ms"],
+        [
+            (t, label, predictor.label_names[e] if e is not None else None, c, ms)
+            for (t, label, c, ms), e in zip(rows, expected)
+        ],
+        fmt,
+    )
     labelled = [(row[1], e, row[3]) for row, e in zip(rows, expected) if e is not None]
-    found = scores([p for p, _, _ in labelled], [e for _, e, _ in labelled], predictor.label_names, [ms for _, _, ms in labelled])
+    found = scores(
+        [p for p, _, _ in labelled], [e for _, e, _ in labelled], predictor.label_names, [ms for _, _, ms in labelled]
+    )
     summary = f"{file}: {len(labelled)} labelled texts: " + ", ".join(f"{k} {v:.4g}" for k, v in found.items())
     if fmt == "table":
         out.print(summary, markup=False, highlight=False)
@@ -455,10 +628,17 @@ def _predict_qa(predictor, question: str | None, context: str | None, file: Path
     if given is not None:
         items += given.items
     answered = predictor.answer(items)
-    references = ([None] * (len(items) - len(given.answers)) + given.answers) if given is not None and given.answers is not None else None
+    references = (
+        ([None] * (len(items) - len(given.answers)) + given.answers)
+        if given is not None and given.answers is not None
+        else None
+    )
     if references is None:
-        print_rows(["question", "answer", "start", "score", "latency_ms"],
-                   [(a.question, a.answer, a.start, a.score, a.latency_ms) for a in answered], fmt)
+        print_rows(
+            ["question", "answer", "start", "score", "latency_ms"],
+            [(a.question, a.answer, a.start, a.score, a.latency_ms) for a in answered],
+            fmt,
+        )
         return
     rows, em, f1 = [], [], []
     for a, refs in zip(answered, references):
@@ -469,8 +649,10 @@ def _predict_qa(predictor, question: str | None, context: str | None, file: Path
         rows.append((a.question, a.answer, " | ".join(refs or []) or None, a.score, e, f, a.latency_ms))
     print_rows(["question", "answer", "expected", "score", "exact_match", "f1", "latency_ms"], rows, fmt)
     latency = sum(a.latency_ms for a in answered) / len(answered)
-    summary = (f"{file}: {len(em)} questions with answers: exact_match {sum(em) / len(em):.4g}, f1 {sum(f1) / len(f1):.4g}, "
-               f"latency_ms_mean {latency:.4g}")
+    summary = (
+        f"{file}: {len(em)} questions with answers: exact_match {sum(em) / len(em):.4g}, f1 {sum(f1) / len(f1):.4g}, "
+        f"latency_ms_mean {latency:.4g}"
+    )
     if fmt == "table":
         out.print(summary, markup=False, highlight=False)
     else:
@@ -480,11 +662,21 @@ def _predict_qa(predictor, question: str | None, context: str | None, file: Path
 @app.command("app")
 def serve_app(
     store: StoreOpt = DEFAULT_STORE,
-    experiment: Annotated[Optional[str], typer.Option(help="preselect this experiment's runs (and its efficiency view)")] = None,
-    host: Annotated[str, typer.Option(help="address to serve on; anything but a loopback address serves other machines too")] = "127.0.0.1",
+    experiment: Annotated[
+        str | None, typer.Option(help="preselect this experiment's runs (and its efficiency view)")
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="address to serve on; anything but a loopback address serves other machines too")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to serve on")] = 7860,
-    share: Annotated[bool, typer.Option("--share", help="also serve through a public gradio.live link (anyone with it can use the app)")] = False,
-    record: Annotated[bool, typer.Option("--record", help="write the predictions made in the app to the store's app_predictions table")] = False,
+    share: Annotated[
+        bool,
+        typer.Option("--share", help="also serve through a public gradio.live link (anyone with it can use the app)"),
+    ] = False,
+    record: Annotated[
+        bool,
+        typer.Option("--record", help="write the predictions made in the app to the store's app_predictions table"),
+    ] = False,
 ):
     """Serve a local web app over the store's trained models: classify texts and files, compare runs, see accuracy against cost."""
     from specrun.store import Store
@@ -502,7 +694,12 @@ def serve_app(
 def export(
     run_id: Annotated[str, typer.Argument(help="a completed run's id (or a unique prefix)")],
     output: Annotated[Path, typer.Option("--output", "-o", help="the folder to write (new, or empty)")],
-    merge: Annotated[bool, typer.Option("--merge", help="merge LoRA/IA3 adapters into the weights: a plain transformers model, no peft needed")] = False,
+    merge: Annotated[
+        bool,
+        typer.Option(
+            "--merge", help="merge LoRA/IA3 adapters into the weights: a plain transformers model, no peft needed"
+        ),
+    ] = False,
     store: StoreOpt = DEFAULT_STORE,
 ):
     """Write a stored run as a model folder that transformers' from_pretrained and pipeline load: the
@@ -514,16 +711,26 @@ def export(
 
     get_registry()  # loads the plugins first, so their load warnings show whatever happens next
     exported = export_run(Store(store), run_id, output, merge)
-    what = {"model": "the model", "merged": "the model with its adapters merged into the weights",
-            "model+adapter": "the base model and the run's adapters", "adapter": "the adapter folder"}[exported.kind]
-    out.print(f"exported run {exported.run_id or run_id} ({exported.method}) to {exported.folder}: {what}, labels {', '.join(exported.label_names)}",
-              markup=False, highlight=False)
+    what = {
+        "model": "the model",
+        "merged": "the model with its adapters merged into the weights",
+        "model+adapter": "the base model and the run's adapters",
+        "adapter": "the adapter folder",
+    }[exported.kind]
+    out.print(
+        f"exported run {exported.run_id or run_id} ({exported.method}) to {exported.folder}: {what}, labels {', '.join(exported.label_names)}",
+        markup=False,
+        highlight=False,
+    )
     if exported.note:
         log.info(exported.note)
     out.print(f"load it with {exported.how_to_load()}", markup=False, highlight=False)
     if exported.max_difference is not None:
-        out.print(f"checked: loaded that way, it predicts what the run does (largest probability difference {exported.max_difference:.1e})",
-                  markup=False, highlight=False)
+        out.print(
+            f"checked: loaded that way, it predicts what the run does (largest probability difference {exported.max_difference:.1e})",
+            markup=False,
+            highlight=False,
+        )
 
 
 # typer vendors click; its exception base is reachable through the public BadParameter

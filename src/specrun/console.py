@@ -29,7 +29,9 @@ from specrun.errors import UsageError
 def _console(stderr: bool = False) -> Console:
     probe = Console(stderr=stderr)
     # off a terminal (pipes, CI logs) rich assumes 80 columns; tables read better unwrapped
-    return Console(stderr=stderr, soft_wrap=True, markup=False, highlight=False, width=None if probe.is_terminal else 240)
+    return Console(
+        stderr=stderr, soft_wrap=True, markup=False, highlight=False, width=None if probe.is_terminal else 240
+    )
 
 
 out = _console()
@@ -58,8 +60,11 @@ def print_rows(columns: list[str], rows: list[tuple], fmt: str = "table", title:
         writer.writerow(columns)
         writer.writerows([[_jsonable(v) for v in row] for row in rows])
     elif fmt == "json":
-        sys.stdout.write(json.dumps([{c: _jsonable(v) for c, v in zip(columns, row)} for row in rows], indent=2, default=str) + "\n")
+        sys.stdout.write(
+            json.dumps([{c: _jsonable(v) for c, v in zip(columns, row)} for row in rows], indent=2, default=str) + "\n"
+        )
     elif fmt == "markdown":  # a GitHub table to paste into a paper's notes or a README
+
         def md(value) -> str:
             return _cell(value).replace("|", "\\|").replace("\n", " ")
 
@@ -156,7 +161,11 @@ class _RunState:
 
     def line(self, now: float) -> str:
         """One plain progress line: run, phase, step/total, loss, lr, samples/s, ETA."""
-        parts = [self.phase if self.phase == "training" or now - self.phase_since < 1 else f"{self.phase} ({duration(now - self.phase_since)})"]
+        parts = [
+            self.phase
+            if self.phase == "training" or now - self.phase_since < 1
+            else f"{self.phase} ({duration(now - self.phase_since)})"
+        ]
         if self.total:
             parts.append(f"step {self.step}/{self.total} ({100 * self.step // self.total}%)")
         stats = self.stats_text(", ") if self.phase == "training" or self.step < (self.total or 0) else ""
@@ -189,9 +198,14 @@ class ApplyProgress:
         self._ticker: threading.Thread | None = None
         if self.live:
             self.bar = Progress(
-                SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
-                TextColumn("{task.fields[count]}", markup=False), TimeElapsedColumn(),
-                TextColumn("{task.fields[info]}", markup=False), console=err, transient=False,
+                SpinnerColumn(),
+                TextColumn("{task.description}", markup=False),
+                BarColumn(),
+                TextColumn("{task.fields[count]}", markup=False),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[info]}", markup=False),
+                console=err,
+                transient=False,
             )
             self.runs_task = self.bar.add_task("runs", total=total_runs, count=f"0/{total_runs}", info="")
             self.step_task = None
@@ -287,7 +301,13 @@ class ApplyProgress:
                 run.measure(now)
                 fields["info"] = run.stats_text(" · ")
             if self.step_task is not None:
-                self.bar.update(self.step_task, completed=report.step, total=report.total, count=f"{report.step}/{report.total}", **fields)
+                self.bar.update(
+                    self.step_task,
+                    completed=report.step,
+                    total=report.total,
+                    count=f"{report.step}/{report.total}",
+                    **fields,
+                )
         elif now - self.last_line >= self.every:
             with self.lock:
                 run.measure(now)

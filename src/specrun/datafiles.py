@@ -76,7 +76,9 @@ def _decode(path: Path) -> str:
         return data.decode("utf-8-sig")  # a byte-order mark at the start is not part of the first column's name
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); save the file as UTF-8") from None
+        raise DataError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); save the file as UTF-8"
+        ) from None
 
 
 #: The csv module refuses fields over 128 KiB by default; a long document is a valid text (the tokenizer truncates it).
@@ -101,8 +103,10 @@ def _read_delimited(path: Path, text: str, fmt: str, header: bool, columns: Sequ
             break
         except csv.Error as exc:
             if "end of data" in str(exc):
-                raise DataError(f"{path}:{start}: a quoted field opens in the row starting here and never closes; "
-                                "close the quote or double the quote characters inside the text") from None
+                raise DataError(
+                    f"{path}:{start}: a quoted field opens in the row starting here and never closes; "
+                    "close the quote or double the quote characters inside the text"
+                ) from None
             raise DataError(f"{path}:{start}: cannot read as {fmt}: {exc}") from None
         if record:  # blank lines
             records.append((start, record))
@@ -113,7 +117,9 @@ def _read_delimited(path: Path, text: str, fmt: str, header: bool, columns: Sequ
     rows = Rows(path, names)
     for line, record in records:
         if len(record) != len(names):
-            raise DataError(f"{path}:{line}: {len(record)} field(s), but the header has {len(names)} ({', '.join(names)}); {hint}")
+            raise DataError(
+                f"{path}:{line}: {len(record)} field(s), but the header has {len(names)} ({', '.join(names)}); {hint}"
+            )
         rows.rows.append(dict(zip(names, record)))
         rows.lines.append(line)
     return rows
@@ -202,7 +208,9 @@ def _text(rows: Rows, n: int, row: dict, column: str) -> str:
 
 
 def json_kind(value) -> str:
-    return {list: "a JSON list", dict: "a JSON object", bool: f"the JSON {str(value).lower()}"}.get(type(value), type(value).__name__)
+    return {list: "a JSON list", dict: "a JSON object", bool: f"the JSON {str(value).lower()}"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def check_label_value(rows: Rows, n: int, raw, column: str) -> None:
@@ -210,12 +218,18 @@ def check_label_value(rows: Rows, n: int, raw, column: str) -> None:
     own), nor is a JSON true/false or a fractional number (``1.5`` next to ``0`` and ``1`` would make a
     third class)."""
     if isinstance(raw, (list, dict)):
-        raise DataError(f"{rows.where(n)}: the label in column {column!r} is {json_kind(raw)}; a label is a name or an integer id")
+        raise DataError(
+            f"{rows.where(n)}: the label in column {column!r} is {json_kind(raw)}; a label is a name or an integer id"
+        )
     if isinstance(raw, bool):
-        raise DataError(f"{rows.where(n)}: the label in column {column!r} is the JSON {str(raw).lower()}; a label is a name or an "
-                        f"integer id (write \"{str(raw).lower()}\" in quotes to use it as a name)")
+        raise DataError(
+            f"{rows.where(n)}: the label in column {column!r} is the JSON {str(raw).lower()}; a label is a name or an "
+            f'integer id (write "{str(raw).lower()}" in quotes to use it as a name)'
+        )
     if isinstance(raw, float) and not (math.isfinite(raw) and raw.is_integer()):
-        raise DataError(f"{rows.where(n)}: the label in column {column!r} is the number {raw!r}; a label is a name or an integer id")
+        raise DataError(
+            f"{rows.where(n)}: the label in column {column!r} is the number {raw!r}; a label is a name or an integer id"
+        )
 
 
 def label_key(raw) -> str:
@@ -232,7 +246,11 @@ def check_label_kinds(rows: Rows, column: str, kinds: dict[str, tuple[Rows, int]
         raw = row.get(column)
         if raw is None or isinstance(raw, (list, dict, bool)):
             continue
-        kind = "integer id" if isinstance(raw, (int, float)) else ("name" if not label_key(raw).lstrip("-").isdigit() else None)
+        kind = (
+            "integer id"
+            if isinstance(raw, (int, float))
+            else ("name" if not label_key(raw).lstrip("-").isdigit() else None)
+        )
         if kind is None or kind in kinds:
             continue
         kinds[kind] = (rows, n)

@@ -57,7 +57,10 @@ class Examples:
     def replace(self, **columns) -> Examples:
         """A copy with some columns swapped for new ones of the same length."""
         values = {
-            "ids": self.ids, "text": self.text, "label": self.label, "text_pair": self.text_pair,
+            "ids": self.ids,
+            "text": self.text,
+            "label": self.label,
+            "text_pair": self.text_pair,
         }
         for name, column in columns.items():
             if name not in values:

@@ -52,6 +52,7 @@ def _in_finalizer(frame) -> bool:
 def sigterm_as_interrupt():
     """Turn SIGTERM (and Ctrl-C) into a remembered KeyboardInterrupt so a stopped apply records its runs
     as interrupted. Only in the main thread (elsewhere signals cannot be handled)."""
+
     def handler(signum, frame):
         _terminated.set()
         if not _in_finalizer(frame):

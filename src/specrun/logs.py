@@ -10,8 +10,16 @@ import warnings
 
 #: Libraries whose advisory warnings and log reports are noise in normal use.
 LIBRARIES = (
-    "transformers", "peft", "bitsandbytes", "accelerate", "datasets", "huggingface_hub", "fsspec", "torch",
-    "tokenizers", "kernels",
+    "transformers",
+    "peft",
+    "bitsandbytes",
+    "accelerate",
+    "datasets",
+    "huggingface_hub",
+    "fsspec",
+    "torch",
+    "tokenizers",
+    "kernels",
 )
 _LIBRARY_MODULES = rf"({'|'.join(LIBRARIES)})(\..*)?$"
 #: Deprecations the libraries raise inside their own code, which specrun cannot change: each with why it
@@ -28,7 +36,12 @@ KNOWN_LIBRARY_DEPRECATIONS: tuple[tuple[str, type[Warning], str, str], ...] = (
 )
 #: The libraries whose deprecations the strict mode turns into errors (beside specrun's own).
 STRICT_LIBRARIES = ("transformers", "peft", "datasets")
-_PREFIX = {logging.DEBUG: "debug: ", logging.WARNING: "warning: ", logging.ERROR: "error: ", logging.CRITICAL: "error: "}
+_PREFIX = {
+    logging.DEBUG: "debug: ",
+    logging.WARNING: "warning: ",
+    logging.ERROR: "error: ",
+    logging.CRITICAL: "error: ",
+}
 _verbose = False
 _quiet = False
 

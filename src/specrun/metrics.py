@@ -20,9 +20,21 @@ EVAL_METRICS = ("accuracy", "f1", "f1_macro", "loss", "n_examples", "exact_match
 TRAIN_METRICS = ("loss", "accuracy", "learning_rate", "seconds")
 #: What a run cost (split = ``cost``, final).
 COST_METRICS = (
-    "trainable_params", "total_params", "trainable_pct", "train_seconds", "train_steps", "train_examples",
-    "samples_per_second", "peak_memory_mb", "model_memory_mb", "time_to_best_seconds",
-    "eval_examples_per_second", "latency_ms_mean", "latency_ms_p50", "latency_ms_p95", "artifact_bytes",
+    "trainable_params",
+    "total_params",
+    "trainable_pct",
+    "train_seconds",
+    "train_steps",
+    "train_examples",
+    "samples_per_second",
+    "peak_memory_mb",
+    "model_memory_mb",
+    "time_to_best_seconds",
+    "eval_examples_per_second",
+    "latency_ms_mean",
+    "latency_ms_p50",
+    "latency_ms_p95",
+    "artifact_bytes",
 )
 #: Metrics where lower is better (the rest: higher is better, or neither for costs).
 LOWER_IS_BETTER = frozenset({"loss"})

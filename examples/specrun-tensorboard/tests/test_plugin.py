@@ -23,10 +23,15 @@ def test_a_run_writes_its_curves_final_metrics_and_config(run_spec, tmp_path, mo
     [run] = result.runs
     folder = tmp_path / "tb" / "toy" / run["run_id"]
     scalars = _scalars(folder)
-    curve = result.sql("SELECT step, value FROM metrics WHERE run_id = ? AND split = 'validation' AND name = 'accuracy' AND NOT final "
-                       "ORDER BY step", [run["run_id"]])
+    curve = result.sql(
+        "SELECT step, value FROM metrics WHERE run_id = ? AND split = 'validation' AND name = 'accuracy' AND NOT final "
+        "ORDER BY step",
+        [run["run_id"]],
+    )
     assert [step for step, _ in scalars["validation/accuracy"]] == [r["step"] for r in curve] == [4, 8]
-    assert all(abs(value - row["value"]) < 1e-6 for (_, value), row in zip(scalars["validation/accuracy"], curve))  # float32 in events
+    assert all(
+        abs(value - row["value"]) < 1e-6 for (_, value), row in zip(scalars["validation/accuracy"], curve)
+    )  # float32 in events
     assert abs(scalars["final/validation/accuracy"][0][1] - run["accuracy"]) < 1e-6
     assert abs(scalars["hparam/accuracy"][0][1] - run["accuracy"]) < 1e-6
     assert {"train/loss", "train/learning_rate", "final/cost/train_seconds"} <= set(scalars)

@@ -60,8 +60,8 @@ def _task_metric_problem(facts: SpecFacts, ref: MetricRef) -> str | None:
     """Why no run's task records the evaluation metric ``ref`` (accuracy on extractive QA...), or None."""
     if ref.split == "cost" or ref.name == "n_examples" or not facts.configs:
         return None
-    from specrun.plugins import get_registry
     from specrun.core.tasks import task_name
+    from specrun.plugins import get_registry
 
     registry = get_registry()
     names = sorted({task_name(c) for c in facts.configs})
@@ -73,12 +73,16 @@ def _task_metric_problem(facts: SpecFacts, ref: MetricRef) -> str | None:
         computed |= set(entry.plugin.metrics)
     if ref.name in computed:
         return None
-    return f"the runs' task ({', '.join(names)}) records no metric {ref.name!r}; it records {', '.join(sorted(computed))}"
+    return (
+        f"the runs' task ({', '.join(names)}) records no metric {ref.name!r}; it records {', '.join(sorted(computed))}"
+    )
 
 
 def key_problems(facts: SpecFacts, **keys: str | None) -> list[tuple[str, str]]:
     """(option, message) for each config-key option that no run's config has."""
-    return [(option, problem) for option, key in keys.items() if key is not None and (problem := facts.key_problem(key))]
+    return [
+        (option, problem) for option, key in keys.items() if key is not None and (problem := facts.key_problem(key))
+    ]
 
 
 class ResamplingOptions(PluginOptions):
@@ -135,8 +139,13 @@ def _factor_text(dim, value: Any) -> set[str]:
     return {str(value), readable(dim.keys[0], value)}
 
 
-def resolve_design(arm_factors: dict[str, dict[str, str]], vary: str | None, baseline: dict[str, Any] | None, pairs: str,
-                   runs: list[RunInfo]) -> Design:
+def resolve_design(
+    arm_factors: dict[str, dict[str, str]],
+    vary: str | None,
+    baseline: dict[str, Any] | None,
+    pairs: str,
+    runs: list[RunInfo],
+) -> Design:
     """The pairs to compare among arms ({arm: factors}, in configuration order): ``vary`` compares the
     values of one key within each group of the others; ``baseline`` compares each other arm with the baseline
     arm of its group; ``pairs = "all"`` (or, by default, a study where one key varies) compares every pair."""
@@ -145,10 +154,15 @@ def resolve_design(arm_factors: dict[str, dict[str, str]], vary: str | None, bas
     arms = list(arm_factors)
     dims = _dimension_names(runs, arm_factors)
     if pairs == "all" or (vary is None and baseline is None and len(dims) <= 1):
-        return Design("all pairs" + (f" of {dims[0].name}" if len(dims) == 1 else ""), [(a, b, "") for a, b in combinations(arms, 2)])
+        return Design(
+            "all pairs" + (f" of {dims[0].name}" if len(dims) == 1 else ""),
+            [(a, b, "") for a, b in combinations(arms, 2)],
+        )
     if vary is None and baseline is None:
-        raise AnalysisError(f"{len(dims)} keys vary ({', '.join(d.name for d in dims)}): say which pairs to compare with "
-                            'vary = "KEY" (its values within each group of the others), baseline = {KEY = VALUE}, or pairs = "all"')
+        raise AnalysisError(
+            f"{len(dims)} keys vary ({', '.join(d.name for d in dims)}): say which pairs to compare with "
+            'vary = "KEY" (its values within each group of the others), baseline = {KEY = VALUE}, or pairs = "all"'
+        )
     if vary is not None:
         dim = _find(dims, vary, "vary")
         others = [d.name for d in dims if d is not dim]
@@ -173,11 +187,15 @@ def resolve_design(arm_factors: dict[str, dict[str, str]], vary: str | None, bas
 
     by_group = {group_of(b): b for b in base}
     chosen = [(a, by_group[group_of(a)], group_of(a)) for a in arms if a not in base and group_of(a) in by_group]
-    text = f"each arm against {label({k: arm_factors[base[0]][k] for k in wanted})}" + (f" within each {', '.join(others)}" if others else "")
+    text = f"each arm against {label({k: arm_factors[base[0]][k] for k in wanted})}" + (
+        f" within each {', '.join(others)}" if others else ""
+    )
     return Design(text, chosen)
 
 
-def design_problems(facts: SpecFacts, vary: str | None, baseline: dict[str, Any] | None, eval_sets: bool = False) -> list[tuple[str, str]]:
+def design_problems(
+    facts: SpecFacts, vary: str | None, baseline: dict[str, Any] | None, eval_sets: bool = False
+) -> list[tuple[str, str]]:
     """(option, message) for a ``vary`` or ``baseline`` key that names no swept key of the spec."""
     from specrun.errors import did_you_mean
 

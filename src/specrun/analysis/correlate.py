@@ -13,7 +13,9 @@ from collections.abc import Sequence
 MIN_DISTINCT_FOR_INTERVAL = 5
 
 
-def correlate(x: Sequence[float], y: Sequence[float], confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> dict:
+def correlate(
+    x: Sequence[float], y: Sequence[float], confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
+) -> dict:
     """n, distinct values, Pearson (r, interval, p), Spearman (ρ, interval, p) and ``note``; coefficients
     that cannot be computed are None, and the note says why."""
     import numpy as np
@@ -23,13 +25,26 @@ def correlate(x: Sequence[float], y: Sequence[float], confidence: float = 0.95, 
 
     xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     n, dx, dy = len(xs), len(set(xs.tolist())), len(set(ys.tolist()))
-    row = {"n": n, "distinct_x": dx, "distinct_y": dy, "pearson_r": None, "pearson_low": None, "pearson_high": None,
-           "pearson_p": None, "spearman_rho": None, "spearman_low": None, "spearman_high": None, "spearman_p": None,
-           "confidence": confidence}
+    row = {
+        "n": n,
+        "distinct_x": dx,
+        "distinct_y": dy,
+        "pearson_r": None,
+        "pearson_low": None,
+        "pearson_high": None,
+        "pearson_p": None,
+        "spearman_rho": None,
+        "spearman_low": None,
+        "spearman_high": None,
+        "spearman_p": None,
+        "confidence": confidence,
+    }
     notes = []
     if n < 3 or dx < 2 or dy < 2:
         which = "points" if n < 3 else ("distinct x values" if dx < 2 else "distinct y values")
-        row["note"] = f"no correlation: {min(n, dx, dy)} {which} (at least 3 points and 2 distinct values on each axis are needed)"
+        row["note"] = (
+            f"no correlation: {min(n, dx, dy)} {which} (at least 3 points and 2 distinct values on each axis are needed)"
+        )
         return row
     pearson = stats.pearsonr(xs, ys)
     row |= {"pearson_r": float(pearson.statistic), "pearson_p": float(pearson.pvalue)}
@@ -41,11 +56,21 @@ def correlate(x: Sequence[float], y: Sequence[float], confidence: float = 0.95, 
     spearman = stats.spearmanr(xs, ys)
     row |= {"spearman_rho": _number(spearman.statistic), "spearman_p": _number(spearman.pvalue)}
     if min(dx, dy) < MIN_DISTINCT_FOR_INTERVAL:
-        notes.append(f"no Spearman interval: {min(dx, dy)} distinct {'x' if dx <= dy else 'y'} values "
-                     f"(a bootstrap over so few repeats them; {MIN_DISTINCT_FOR_INTERVAL} are needed)")
+        notes.append(
+            f"no Spearman interval: {min(dx, dy)} distinct {'x' if dx <= dy else 'y'} values "
+            f"(a bootstrap over so few repeats them; {MIN_DISTINCT_FOR_INTERVAL} are needed)"
+        )
     else:
-        low, high = bootstrap_interval((xs, ys), lambda a, b: stats.spearmanr(a, b).statistic, confidence, n_resamples,
-                                       "percentile", seed, paired=True, vectorized=False)
+        low, high = bootstrap_interval(
+            (xs, ys),
+            lambda a, b: stats.spearmanr(a, b).statistic,
+            confidence,
+            n_resamples,
+            "percentile",
+            seed,
+            paired=True,
+            vectorized=False,
+        )
         row |= {"spearman_low": low, "spearman_high": high}
         if low is None:
             notes.append("no Spearman interval: too many bootstrap resamples had constant values")

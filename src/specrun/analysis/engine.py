@@ -60,8 +60,10 @@ def select(entries: list[AnalysisEntry], only: list[str] | None, registry: Regis
             if wanted not in registry.names("analysis"):
                 declared = [e.id for e in entries]
                 known = sorted(set(declared) | set(registry.names("analysis")))
-                raise PluginError(f"--only: no analysis {wanted!r}{did_you_mean(wanted, known)}; the spec declares: "
-                                  f"{', '.join(declared) or 'none'}; installed: {', '.join(registry.names('analysis'))}")
+                raise PluginError(
+                    f"--only: no analysis {wanted!r}{did_you_mean(wanted, known)}; the spec declares: "
+                    f"{', '.join(declared) or 'none'}; installed: {', '.join(registry.names('analysis'))}"
+                )
             plugin = registry.get("analysis", wanted)
             matches = [AnalysisEntry(wanted, wanted, plugin.Options().model_dump(mode="json"))]
         chosen += [m for m in matches if m not in chosen]
@@ -70,15 +72,28 @@ def select(entries: list[AnalysisEntry], only: list[str] | None, registry: Regis
 
 def inputs_sha256(plugin: AnalysisPlugin, entry: AnalysisEntry, stamps: list[tuple], earlier: list[str]) -> str:
     blob = json.dumps(
-        {"plugin": entry.name, "version": f"{module_version(plugin)}/{plugin.version}", "options": entry.options,
-         "runs": stamps, "earlier": earlier},
-        sort_keys=True, default=str,
+        {
+            "plugin": entry.name,
+            "version": f"{module_version(plugin)}/{plugin.version}",
+            "options": entry.options,
+            "runs": stamps,
+            "earlier": earlier,
+        },
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def run_analyses(store: Store, registry: Registry, experiment: str, entries: list[AnalysisEntry], force: bool = False,
-                 on_done=None, declared: list[AnalysisEntry] | None = None) -> list[AnalysisOutcome]:
+def run_analyses(
+    store: Store,
+    registry: Registry,
+    experiment: str,
+    entries: list[AnalysisEntry],
+    force: bool = False,
+    on_done=None,
+    declared: list[AnalysisEntry] | None = None,
+) -> list[AnalysisOutcome]:
     """Compute each entry in order (cached ones are skipped unless ``force``); one failing entry does
     not stop the others. ``on_done(outcome)`` is called after each.
 
@@ -118,25 +133,62 @@ def _run_one(store, registry, experiment, entry, record, earlier, force) -> tupl
     sha, runs, left_out = _inputs(store, registry, experiment, entry, earlier)
     counts = {"runs": len(runs), "left_out": len(left_out)}
     tables = list(plugin.tables)
-    if record and record.status == "completed" and record.inputs_sha256 == sha and not force and store_analyses.tables_current(store, tables):
+    if (
+        record
+        and record.status == "completed"
+        and record.inputs_sha256 == sha
+        and not force
+        and store_analyses.tables_current(store, tables)
+    ):
         return AnalysisOutcome(entry, "cached", **counts), sha
     try:
         options = plugin.Options.model_validate(entry.options)
         if not runs:
-            raise AnalysisError(f"experiment {experiment!r} has no completed runs to analyse ({len(left_out)} left out)")
+            raise AnalysisError(
+                f"experiment {experiment!r} has no completed runs to analyse ({len(left_out)} left out)"
+            )
         with store.read() as db:
             result = plugin.run(options, AnalysisContext(db, experiment, runs, left_out, entry.id))
         frames = _frames(plugin, result)
-    except Exception as exc:  # noqa: BLE001 - one analysis failing must not stop the others or the report
+    except Exception as exc:
         seconds = time.perf_counter() - start
         message = str(exc) if isinstance(exc, SpecrunError) else f"{type(exc).__name__}: {exc}"
         stored = message if isinstance(exc, SpecrunError) else f"{message}\n{''.join(traceback.format_exception(exc))}"
-        store_analyses.write_failure(store, store_analyses.new_record(
-            experiment, entry.id, entry.name, entry.options, [r.run_id for r in runs], sha, "failed", stored, tables, seconds), tables)
+        store_analyses.write_failure(
+            store,
+            store_analyses.new_record(
+                experiment,
+                entry.id,
+                entry.name,
+                entry.options,
+                [r.run_id for r in runs],
+                sha,
+                "failed",
+                stored,
+                tables,
+                seconds,
+            ),
+            tables,
+        )
         return AnalysisOutcome(entry, "failed", message, seconds, **counts), sha
     seconds = time.perf_counter() - start
-    store_analyses.write_results(store, store_analyses.new_record(
-        experiment, entry.id, entry.name, entry.options, [r.run_id for r in runs], sha, "completed", None, tables, seconds), tables, frames)
+    store_analyses.write_results(
+        store,
+        store_analyses.new_record(
+            experiment,
+            entry.id,
+            entry.name,
+            entry.options,
+            [r.run_id for r in runs],
+            sha,
+            "completed",
+            None,
+            tables,
+            seconds,
+        ),
+        tables,
+        frames,
+    )
     return AnalysisOutcome(entry, "computed", None, seconds, {k: v.height for k, v in frames.items()}, **counts), sha
 
 
@@ -149,18 +201,28 @@ def _frames(plugin: AnalysisPlugin, result: dict[str, Any]) -> dict[str, pl.Data
         raise PluginError(f"analysis {plugin.name!r} returned {type(result).__name__}; expected {{table name: rows}}")
     if is_legacy_analysis(plugin):  # plugin API 0.1: any dict, kept as JSON in the one table it was given
         [table] = plugin.tables
-        return {table.name: pl.DataFrame(legacy_rows(result), schema={"key": pl.Utf8, "item": pl.Int64, "value": pl.Utf8})}
+        return {
+            table.name: pl.DataFrame(legacy_rows(result), schema={"key": pl.Utf8, "item": pl.Int64, "value": pl.Utf8})
+        }
     frames = {}
     for name, rows in result.items():
         if name not in declared:
-            raise PluginError(f"analysis {plugin.name!r} returned table {name!r}, which it does not declare; declared: {', '.join(declared)}")
+            raise PluginError(
+                f"analysis {plugin.name!r} returned table {name!r}, which it does not declare; declared: {', '.join(declared)}"
+            )
         frame = rows if isinstance(rows, pl.DataFrame) else pl.DataFrame(list(rows), infer_schema_length=None)
         if frame.height:
             missing = [c for c in declared[name].columns if c not in frame.columns]
             extra = [c for c in frame.columns if c not in declared[name].columns]
             if missing or extra:
-                raise PluginError(f"analysis {plugin.name!r}, table {name!r}: "
-                                  + "; ".join(filter(None, [missing and f"missing columns {missing}", extra and f"undeclared columns {extra}"])))
+                raise PluginError(
+                    f"analysis {plugin.name!r}, table {name!r}: "
+                    + "; ".join(
+                        filter(
+                            None, [missing and f"missing columns {missing}", extra and f"undeclared columns {extra}"]
+                        )
+                    )
+                )
         frames[name] = frame
     return frames
 
@@ -177,7 +239,9 @@ def legacy_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             value = value.to_dicts()
         items = list(value) if isinstance(value, (list, tuple)) else [value]
         for index, item in enumerate(items):
-            rows.append({"key": str(key), "item": index, "value": json.dumps(_plain(item), default=str, allow_nan=False)})
+            rows.append(
+                {"key": str(key), "item": index, "value": json.dumps(_plain(item), default=str, allow_nan=False)}
+            )
     return rows
 
 

@@ -38,14 +38,26 @@ def bootstrap_interval(
         warnings.simplefilter("ignore", stats.ConstantInputWarning)
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
         result = stats.bootstrap(
-            tuple(samples), statistic, confidence_level=confidence, n_resamples=n_resamples, method=method,
-            vectorized=vectorized, paired=paired, rng=np.random.default_rng(seed),
+            tuple(samples),
+            statistic,
+            confidence_level=confidence,
+            n_resamples=n_resamples,
+            method=method,
+            vectorized=vectorized,
+            paired=paired,
+            rng=np.random.default_rng(seed),
         )
     low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     return (None if math.isnan(low) else low), (None if math.isnan(high) else high)
 
 
-def summarize(values: Sequence[float], confidence: float = 0.95, n_resamples: int = 2000, method: str = "percentile", seed: int = 0) -> dict:
+def summarize(
+    values: Sequence[float],
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    method: str = "percentile",
+    seed: int = 0,
+) -> dict:
     """n, mean, sample sd, min, max and a bootstrap CI of the mean of ``values`` (e.g. one metric over seeds)."""
     x = np.asarray(values, dtype=float)
     low, high = bootstrap_interval((x,), np.mean, confidence, n_resamples, method, seed)
@@ -70,7 +82,7 @@ def f1_statistic(num_labels: int) -> Callable[..., np.ndarray]:
 
     def f1(labels: np.ndarray, predictions: np.ndarray, axis: int = -1) -> np.ndarray:
         scores = []
-        for c in ([1] if num_labels == 2 else range(num_labels)):
+        for c in [1] if num_labels == 2 else range(num_labels):
             tp = np.sum((predictions == c) & (labels == c), axis=axis)
             fp = np.sum((predictions == c) & (labels != c), axis=axis)
             fn = np.sum((predictions != c) & (labels == c), axis=axis)
@@ -147,15 +159,14 @@ def pareto_front(costs: Sequence[float], values: Sequence[float], higher_is_bett
     points = [(float(c), sign * float(v)) for c, v in zip(costs, values)]
     front = []
     for i, (ci, vi) in enumerate(points):
-        dominated = any(
-            cj <= ci and vj >= vi and (cj < ci or vj > vi)
-            for j, (cj, vj) in enumerate(points) if j != i
-        )
+        dominated = any(cj <= ci and vj >= vi and (cj < ci or vj > vi) for j, (cj, vj) in enumerate(points) if j != i)
         front.append(not dominated)
     return front
 
 
-def first_reaching(steps: Sequence[float], values: Sequence[float], target: float, higher_is_better: bool = True) -> int | None:
+def first_reaching(
+    steps: Sequence[float], values: Sequence[float], target: float, higher_is_better: bool = True
+) -> int | None:
     """The index of the first value that reaches ``target`` (at or above it; at or below it for lower-is-better)."""
     for i, v in enumerate(values):
         if (v >= target) if higher_is_better else (v <= target):

@@ -46,14 +46,18 @@ def looks_like_spec(text: str) -> bool:
     return text.endswith(".toml") or Path(text).is_file()
 
 
-def resolve(text: str, store: Store, registry: Registry, overrides: list[str] = (), profile: str | None = None) -> Target:
+def resolve(
+    text: str, store: Store, registry: Registry, overrides: list[str] = (), profile: str | None = None
+) -> Target:
     """The experiment ``text`` names (a spec file, with ``profile`` applied, or an experiment in the
     store) with its analyses."""
     store_analyses.check_readable(store)
     if looks_like_spec(text):
         return from_spec(load_spec(text, overrides, registry, profile), store)
     if overrides or profile:
-        raise StoreError("--set and --profile apply to a spec file, not to an experiment name (it is analysed as it was applied)")
+        raise StoreError(
+            "--set and --profile apply to a spec file, not to an experiment name (it is analysed as it was applied)"
+        )
     applied = store_analyses.require_experiment(store, text)
     try:
         loaded = _recorded_spec(applied, registry)
@@ -65,12 +69,16 @@ def resolve(text: str, store: Store, registry: Registry, overrides: list[str] = 
 def _recorded_spec(applied: store_analyses.ApplyInfo, registry: Registry) -> LoadedSpec:
     """The spec an apply recorded: its effective tree (m008 on), else its text, else its file."""
     if applied.spec_tree is not None:
-        return load_tree(json.loads(applied.spec_tree), applied.spec_text or "", applied.spec_path, registry, applied.profile)
+        return load_tree(
+            json.loads(applied.spec_tree), applied.spec_text or "", applied.spec_path, registry, applied.profile
+        )
     spec_text = applied.spec_text
     if spec_text is None:  # applied before the store kept spec texts
         path = Path(applied.spec_path)
         if not path.is_file():
-            raise StoreError(f"the latest apply of {applied.experiment!r} recorded no spec and {applied.spec_path} is gone: pass the spec file instead")
+            raise StoreError(
+                f"the latest apply of {applied.experiment!r} recorded no spec and {applied.spec_path} is gone: pass the spec file instead"
+            )
         spec_text = path.read_text(encoding="utf-8")
     return load_spec_text(spec_text, applied.spec_path, (), registry)
 
@@ -114,5 +122,7 @@ def _drift(loaded: LoadedSpec, applied: store_analyses.ApplyInfo) -> list[str]:
             tree.pop(key, None)
     if now == then:
         return []
-    return [f"{applied.spec_path}'s runs changed after its latest apply ({applied.started_at:%Y-%m-%d %H:%M} UTC): the analyses cover "
-            "the runs that apply planned; run `specrun apply` to train the new ones."]
+    return [
+        f"{applied.spec_path}'s runs changed after its latest apply ({applied.started_at:%Y-%m-%d %H:%M} UTC): the analyses cover "
+        "the runs that apply planned; run `specrun apply` to train the new ones."
+    ]

@@ -57,8 +57,10 @@ class BatchResult:
         latency = f"mean latency {self.latency_ms_mean:.2f} ms, p95 {self.latency_ms_p95:.2f} ms"
         if self.scores is None:
             return f"{self.name}: {len(self.rows)} rows classified (no label column: no accuracy); {latency}"
-        return (f"{self.name}: {len(self.rows)} labelled rows: accuracy {self.scores['accuracy']:.4f}, "
-                f"F1 {self.scores['f1']:.4f} (macro F1 {self.scores['f1_macro']:.4f}); {latency}")
+        return (
+            f"{self.name}: {len(self.rows)} labelled rows: accuracy {self.scores['accuracy']:.4f}, "
+            f"F1 {self.scores['f1']:.4f} (macro F1 {self.scores['f1_macro']:.4f}); {latency}"
+        )
 
 
 def _named(exc: DataError, path: Path, name: str) -> DataError:
@@ -74,8 +76,10 @@ def read_upload(path: Path, name: str | None = None, max_rows: int = MAX_ROWS) -
     path = Path(path)
     name = name or path.name
     if path.suffix.lower() not in EXTENSIONS:
-        raise DataError(f"{name}: the app reads CSV, TSV, JSONL and parquet files (by their extension: "
-                        f"{', '.join(EXTENSIONS)}), not {path.suffix or 'a file without an extension'}")
+        raise DataError(
+            f"{name}: the app reads CSV, TSV, JSONL and parquet files (by their extension: "
+            f"{', '.join(EXTENSIONS)}), not {path.suffix or 'a file without an extension'}"
+        )
     try:
         found = read_texts(path)
     except DataError as exc:
@@ -83,8 +87,10 @@ def read_upload(path: Path, name: str | None = None, max_rows: int = MAX_ROWS) -
     if not found.items:
         raise DataError(f"{name}: no rows under the header")
     if len(found.items) > max_rows:
-        raise DataError(f"{name}: {len(found.items):,} rows; the app classifies at most {max_rows:,} rows per file: "
-                        f"split it, or run `specrun predict RUN --file {name}`, which has no limit")
+        raise DataError(
+            f"{name}: {len(found.items):,} rows; the app classifies at most {max_rows:,} rows per file: "
+            f"split it, or run `specrun predict RUN --file {name}`, which has no limit"
+        )
     lines = [found.rows.lines[i] if i < len(found.rows.lines) else i + 1 for i in range(len(found.items))]
     return Upload(name, found.items, found.labels, lines, found)
 
@@ -117,12 +123,30 @@ def classify_upload(predictor: Any, upload: Upload, out_dir: Path, run_id: str) 
     names = tuple(predictor.label_names)
     results = predictor.classify(upload.items)
     pairs = any(pair is not None for _, pair in upload.items)
-    columns = ["line", "text", *(["text_pair"] if pairs else []), *(["label"] if upload.labels is not None else []),
-               "prediction", "confidence", *[f"p({n})" for n in names], "latency_ms"]
+    columns = [
+        "line",
+        "text",
+        *(["text_pair"] if pairs else []),
+        *(["label"] if upload.labels is not None else []),
+        "prediction",
+        "confidence",
+        *[f"p({n})" for n in names],
+        "latency_ms",
+    ]
     rows = []
     for i, ((text, pair), found) in enumerate(zip(upload.items, results)):
-        rows.append([upload.lines[i], text, *([pair or ""] if pairs else []), *([upload.labels[i]] if upload.labels is not None else []),
-                     found.label, round(found.confidence, 4), *[round(found.probabilities[n], 4) for n in names], round(found.latency_ms, 3)])
+        rows.append(
+            [
+                upload.lines[i],
+                text,
+                *([pair or ""] if pairs else []),
+                *([upload.labels[i]] if upload.labels is not None else []),
+                found.label,
+                round(found.confidence, 4),
+                *[round(found.probabilities[n], 4) for n in names],
+                round(found.latency_ms, 3),
+            ]
+        )
     latencies = np.array([r.latency_ms for r in results])
     scores = confusion = None
     if upload.expected is not None:
@@ -135,4 +159,13 @@ def classify_upload(predictor: Any, upload: Upload, out_dir: Path, run_id: str) 
         writer = csv.writer(f)
         writer.writerow(columns)
         writer.writerows(rows)
-    return BatchResult(upload.name, columns, rows, float(latencies.mean()), float(np.percentile(latencies, 95)), scores, confusion, csv_path)
+    return BatchResult(
+        upload.name,
+        columns,
+        rows,
+        float(latencies.mean()),
+        float(np.percentile(latencies, 95)),
+        scores,
+        confusion,
+        csv_path,
+    )

@@ -32,21 +32,28 @@ def number(value: float | None, digits: int = 4) -> str:
     """A number for reading: 0.9123, 12.35, 3,140 (never 3.14e+03); None → '—'."""
     if value is None:
         return "—"
-    return f"{value:,.0f}" if abs(value) >= 10 ** digits else f"{value:.{digits}g}"
+    return f"{value:,.0f}" if abs(value) >= 10**digits else f"{value:.{digits}g}"
 
 
 def hyperparameters(model: StoredModel, limit: int = 5) -> str:
     """The method's options, the learning rate and any other swept value: ``rank=4 alpha=16 dropout=0.1 lr=0.05``."""
     from specrun.spec.labels import sweep_assignments
 
-    parts = [f"{k}={_short(v)}" for k, v in model.config.get("method", {}).items()
-             if k != "name" and v is not None and not isinstance(v, (dict, list))]
+    parts = [
+        f"{k}={_short(v)}"
+        for k, v in model.config.get("method", {}).items()
+        if k != "name" and v is not None and not isinstance(v, (dict, list))
+    ]
     rate = model.config.get("train", {}).get("learning_rate")
     if rate is not None:
         parts.append(f"lr={rate:g}")
     for key, value in model.sweep.items():
         for dotted, item in sweep_assignments(key, value):
-            if not dotted.startswith("method") and dotted != "train.learning_rate" and not isinstance(item, (dict, list)):
+            if (
+                not dotted.startswith("method")
+                and dotted != "train.learning_rate"
+                and not isinstance(item, (dict, list))
+            ):
                 parts.append(f"{dotted.split('.')[-1]}={_short(item)}")
     return " ".join(parts[:limit])
 
@@ -88,8 +95,12 @@ def card(model: StoredModel, loaded_seconds: float | None = None) -> str:
         (f"accuracy · F1 ({model.eval_set})", f"{number(model.accuracy)} · {number(model.f1)}"),
         ("trainable · total parameters", f"{human_count(model.trainable_params)} · {human_count(model.total_params)}"),
         ("model memory", "—" if model.model_memory_mb is None else f"{model.model_memory_mb:.1f} MB"),
-        ("latency (batch size 1)", "—" if model.latency_ms_mean is None
-         else f"{model.latency_ms_mean:.2f} ms mean, {number(model.latency_ms_p95)} ms p95 (measured by its run)"),
+        (
+            "latency (batch size 1)",
+            "—"
+            if model.latency_ms_mean is None
+            else f"{model.latency_ms_mean:.2f} ms mean, {number(model.latency_ms_p95)} ms p95 (measured by its run)",
+        ),
     ]
     if loaded_seconds is not None:
         rows.append(("loaded", f"in {loaded_seconds:.2f} s" if loaded_seconds > 0 else "(cached)"))

@@ -53,7 +53,9 @@ class Prediction:
 class Evaluation:
     """The app's state: the store (read-only unless ``record``), the loaded models, a folder for downloads."""
 
-    def __init__(self, store: Store, record: bool = False, cache_size: int = CACHE_SIZE, out_dir: Path | None = None, load=None):
+    def __init__(
+        self, store: Store, record: bool = False, cache_size: int = CACHE_SIZE, out_dir: Path | None = None, load=None
+    ):
         self.store = store
         self.record = record
         self.cache = PredictorCache(load or self._load, cache_size)
@@ -72,7 +74,9 @@ class Evaluation:
     def experiments(self) -> list[str]:
         return model_experiments(self.store)
 
-    def models(self, experiment: str | None = None, method: str | None = None, dataset: str | None = None) -> list[StoredModel]:
+    def models(
+        self, experiment: str | None = None, method: str | None = None, dataset: str | None = None
+    ) -> list[StoredModel]:
         """The models (completed runs with weights), newest first, filtered by experiment, method and dataset."""
         found = stored_models(self.store, experiment or None)
         return [m for m in found if (not method or m.method == method) and (not dataset or m.dataset == dataset)]
@@ -86,10 +90,14 @@ class Evaluation:
                 from specrun.core.tasks import DEFAULT_TASK, task_name
 
                 if task_name(model.config) != DEFAULT_TASK:
-                    raise UsageError(f"run {run_id} is a run of task {task_name(model.config)!r}: the app classifies texts and has no view for "
-                                     f"that task yet; answer questions with `specrun predict {run_id} --question ... --context ...`")
+                    raise UsageError(
+                        f"run {run_id} is a run of task {task_name(model.config)!r}: the app classifies texts and has no view for "
+                        f"that task yet; answer questions with `specrun predict {run_id} --question ... --context ...`"
+                    )
                 return model
-        raise StoreError(f"run {run_id} is no longer a completed run with weights in {self.store.path}; reload the model list")
+        raise StoreError(
+            f"run {run_id} is no longer a completed run with weights in {self.store.path}; reload the model list"
+        )
 
     def load(self, run_id: str) -> tuple[StoredModel, float]:
         """Load a model into the cache (for the picker, so that the first prediction is quick)."""
@@ -99,7 +107,9 @@ class Evaluation:
 
     # --- classifying ------------------------------------------------------------------------------
 
-    def classify(self, run_id: str | None, text: str | None, pair: str | None = None, source: str = "text") -> Prediction:
+    def classify(
+        self, run_id: str | None, text: str | None, pair: str | None = None, source: str = "text"
+    ) -> Prediction:
         """One text (and its pair, for a sentence-pair model) through one model."""
         return self._predict([self.model(run_id)], text, pair, source)[0]
 
@@ -111,7 +121,9 @@ class Evaluation:
         known = {m.run_id: m for m in stored_models(self.store)}
         missing = [r for r in chosen if r not in known]
         if missing:
-            raise StoreError(f"run {missing[0]} is no longer a completed run with weights in {self.store.path}; reload the model list")
+            raise StoreError(
+                f"run {missing[0]} is no longer a completed run with weights in {self.store.path}; reload the model list"
+            )
         return self._predict([known[r] for r in chosen], text, pair, "compare")
 
     def _predict(self, models: list[StoredModel], text: str | None, pair: str | None, source: str) -> list[Prediction]:
@@ -124,14 +136,23 @@ class Evaluation:
             predictor, seconds = self.cache.get(model.run_id)
             result = predictor.classify([(text, pair)])[0]
             trim(predictor)
-            found.append(Prediction(model, result.label, result.confidence, result.probabilities, result.latency_ms, seconds))
+            found.append(
+                Prediction(model, result.label, result.confidence, result.probabilities, result.latency_ms, seconds)
+            )
         if self.record:
-            record_predictions(self.store, source, [
-                RecordedPrediction(p.model.run_id, 0, text, pair, None, p.label, p.confidence, p.latency_ms) for p in found
-            ])
+            record_predictions(
+                self.store,
+                source,
+                [
+                    RecordedPrediction(p.model.run_id, 0, text, pair, None, p.label, p.confidence, p.latency_ms)
+                    for p in found
+                ],
+            )
         return found
 
-    def classify_file(self, run_id: str | None, path: str | Path | None, name: str | None = None) -> tuple[BatchResult, float]:
+    def classify_file(
+        self, run_id: str | None, path: str | Path | None, name: str | None = None
+    ) -> tuple[BatchResult, float]:
         """Every row of an uploaded file through one model: (result, seconds spent loading the model)."""
         model = self.model(run_id)
         if not path:
@@ -144,12 +165,23 @@ class Evaluation:
         result = classify_upload(predictor, upload, self.out_dir, model.run_id)
         trim(predictor)
         if self.record:
-            record_predictions(self.store, upload.name, [
-                RecordedPrediction(model.run_id, i, text, pair, upload.labels[i] if upload.labels is not None else None,
-                                   row[result.columns.index("prediction")], row[result.columns.index("confidence")],
-                                   row[result.columns.index("latency_ms")])
-                for i, ((text, pair), row) in enumerate(zip(upload.items, result.rows))
-            ])
+            record_predictions(
+                self.store,
+                upload.name,
+                [
+                    RecordedPrediction(
+                        model.run_id,
+                        i,
+                        text,
+                        pair,
+                        upload.labels[i] if upload.labels is not None else None,
+                        row[result.columns.index("prediction")],
+                        row[result.columns.index("confidence")],
+                        row[result.columns.index("latency_ms")],
+                    )
+                    for i, ((text, pair), row) in enumerate(zip(upload.items, result.rows))
+                ],
+            )
         return result, seconds
 
     # --- efficiency -------------------------------------------------------------------------------
@@ -163,7 +195,9 @@ class Evaluation:
         if cost not in COSTS:
             raise UsageError(f"cost must be one of {', '.join(COSTS)}, not {cost!r}")
         if not experiment:
-            raise UsageError("pick an experiment" if self.experiments() else "no experiment in the store has trained models yet")
+            raise UsageError(
+                "pick an experiment" if self.experiments() else "no experiment in the store has trained models yet"
+            )
         models = self.models(experiment)
         if not models:
             raise UsageError(f"experiment {experiment!r} has no completed runs with weights in {self.store.path}")
@@ -173,7 +207,12 @@ class Evaluation:
             groups.setdefault(label, []).append(model)
         rows = []
         for label, group in groups.items():
-            row = {"label": label, "config": label, "runs": len(group), "run_ids": ", ".join(m.run_id[:8] for m in group)}
+            row = {
+                "label": label,
+                "config": label,
+                "runs": len(group),
+                "run_ids": ", ".join(m.run_id[:8] for m in group),
+            }
             for column in ("accuracy", "f1", *COSTS, "latency_ms_p95"):
                 values = [getattr(m, column) for m in group if getattr(m, column) is not None]
                 row[column] = sum(values) / len(values) if values else None
@@ -191,8 +230,10 @@ def _check_text(text: str | None, what: str) -> str:
     if not text:
         raise UsageError(f"type a {what} to classify")
     if len(text) > MAX_TEXT_CHARS:
-        raise UsageError(f"the {what} has {len(text):,} characters; the app classifies at most {MAX_TEXT_CHARS:,} "
-                         "(the model reads only its first tokens anyway)")
+        raise UsageError(
+            f"the {what} has {len(text):,} characters; the app classifies at most {MAX_TEXT_CHARS:,} "
+            "(the model reads only its first tokens anyway)"
+        )
     return text
 
 
@@ -201,8 +242,12 @@ def _check_pair(model: StoredModel, has_pair: bool, where: str = "") -> None:
     (a model whose dataset the app does not know takes either)."""
     pairs = takes_pairs(model)
     if pairs is True and not has_pair:
-        raise UsageError(f"{where}run {model.run_id[:8]} classifies sentence pairs ({model.dataset}): give the second text too"
-                         + (" (a 'text_pair' column)" if where else ""))
+        raise UsageError(
+            f"{where}run {model.run_id[:8]} classifies sentence pairs ({model.dataset}): give the second text too"
+            + (" (a 'text_pair' column)" if where else "")
+        )
     if pairs is False and has_pair:
-        raise UsageError(f"{where}run {model.run_id[:8]} was trained on single texts ({model.dataset}): "
-                         + ("drop the 'text_pair' column" if where else "leave the second text empty"))
+        raise UsageError(
+            f"{where}run {model.run_id[:8]} was trained on single texts ({model.dataset}): "
+            + ("drop the 'text_pair' column" if where else "leave the second text empty")
+        )

@@ -51,10 +51,12 @@ def guarded(outputs: int, cleared: Callable[[], list] | None = None) -> Callable
                 return fn(*args)
             except SpecrunError as exc:
                 message = error(str(exc))
-            except Exception as exc:  # noqa: BLE001 - the page must say something; the terminal gets the traceback
+            except Exception as exc:
                 # specrun's console handler prints messages only: the traceback goes into the message
                 log.error("specrun app: %s failed (a bug):\n%s", fn.__name__, traceback.format_exc().rstrip())
-                message = error(f"internal error ({type(exc).__name__}: {exc}); this is a bug in specrun, details are in the terminal")
+                message = error(
+                    f"internal error ({type(exc).__name__}: {exc}); this is a bug in specrun, details are in the terminal"
+                )
             if outputs == 1:
                 return message
             rest = cleared() if cleared else [gr.update() for _ in range(outputs - 1)]
@@ -72,18 +74,45 @@ def _any(value: str | None) -> str | None:
 def models_frame(models: list[StoredModel]):
     import pandas as pd
 
-    return pd.DataFrame([{
-        "run": m.run_id[:12], "experiment": ", ".join(m.experiments), "method": m.method, "hyperparameters": hyperparameters(m),
-        "dataset": m.dataset, "seed": m.seed, "accuracy": number(m.accuracy), "F1": number(m.f1),
-        "trainable": human_count(m.trainable_params), "params": human_count(m.total_params),
-        "memory MB": "—" if m.model_memory_mb is None else f"{m.model_memory_mb:.1f}",
-        "ms mean": number(m.latency_ms_mean, 3), "ms p95": number(m.latency_ms_p95, 3),
-    } for m in models], columns=MODEL_COLUMNS)
+    return pd.DataFrame(
+        [
+            {
+                "run": m.run_id[:12],
+                "experiment": ", ".join(m.experiments),
+                "method": m.method,
+                "hyperparameters": hyperparameters(m),
+                "dataset": m.dataset,
+                "seed": m.seed,
+                "accuracy": number(m.accuracy),
+                "F1": number(m.f1),
+                "trainable": human_count(m.trainable_params),
+                "params": human_count(m.total_params),
+                "memory MB": "—" if m.model_memory_mb is None else f"{m.model_memory_mb:.1f}",
+                "ms mean": number(m.latency_ms_mean, 3),
+                "ms p95": number(m.latency_ms_p95, 3),
+            }
+            for m in models
+        ],
+        columns=MODEL_COLUMNS,
+    )
 
 
 #: The model table's columns: parameters (trainable, total), model memory, latency at batch size 1 (mean, p95).
-MODEL_COLUMNS = ["run", "experiment", "method", "hyperparameters", "dataset", "seed", "accuracy", "F1", "trainable", "params",
-                 "memory MB", "ms mean", "ms p95"]
+MODEL_COLUMNS = [
+    "run",
+    "experiment",
+    "method",
+    "hyperparameters",
+    "dataset",
+    "seed",
+    "accuracy",
+    "F1",
+    "trainable",
+    "params",
+    "memory MB",
+    "ms mean",
+    "ms p95",
+]
 #: Widths that fit the table on the page: the numbers stay in view, the hyperparameters wrap, and each
 #: header fits its column with words whole (the CSS forbids breaking inside a word).
 MODEL_WIDTHS = ["10%", "9%", "6%", "15%", "7%", "5%", "8%", "6%", "8%", "6%", "7%", "6%", "7%"]
@@ -96,8 +125,10 @@ def _choices(models: list[StoredModel]) -> list[tuple[str, str]]:
 def prediction_line(p: Prediction) -> str:
     store = f"; its run measured {p.model.latency_ms_mean:.2f} ms mean" if p.model.latency_ms_mean is not None else ""
     loaded = f" · model loaded in {p.load_seconds:.2f} s for this call" if p.load_seconds > 0 else ""
-    return (f"**{p.label}** · confidence **{p.confidence:.3f}** · latency **{p.latency_ms:.2f} ms** "
-            f"(batch size 1{store}){loaded}")
+    return (
+        f"**{p.label}** · confidence **{p.confidence:.3f}** · latency **{p.latency_ms:.2f} ms** "
+        f"(batch size 1{store}){loaded}"
+    )
 
 
 def efficiency_chart(rows: list[dict[str, Any]], cost: str):
@@ -106,29 +137,56 @@ def efficiency_chart(rows: list[dict[str, Any]], cost: str):
 
     title, log_scale = COSTS[cost]
     shown = [{**r, "accuracy": round(r["accuracy"], 4)} for r in rows]
-    return charts.scatter(shown, cost, "accuracy", "label", title, "accuracy", x_scale="log" if log_scale else "linear",
-                          highlight="on_front", connect="on_front", tooltip=["config", "runs", cost, "accuracy", "on_front"])
+    return charts.scatter(
+        shown,
+        cost,
+        "accuracy",
+        "label",
+        title,
+        "accuracy",
+        x_scale="log" if log_scale else "linear",
+        highlight="on_front",
+        connect="on_front",
+        tooltip=["config", "runs", cost, "accuracy", "on_front"],
+    )
 
 
 def efficiency_frame(rows: list[dict[str, Any]]):
     import pandas as pd
 
-    return pd.DataFrame([{
-        "configuration": r["label"], "runs": r["runs"], "accuracy": number(r["accuracy"]), "F1": number(r["f1"]),
-        "latency ms (mean)": number(r["latency_ms_mean"], 3), "trainable params": human_count(r["trainable_params"]),
-        "total params": human_count(r["total_params"]),
-        "model memory MB": "—" if r["model_memory_mb"] is None else f"{r['model_memory_mb']:.1f}",
-        "on the front": "yes" if r["on_front"] else "", "run ids": r["run_ids"],
-    } for r in rows])
+    return pd.DataFrame(
+        [
+            {
+                "configuration": r["label"],
+                "runs": r["runs"],
+                "accuracy": number(r["accuracy"]),
+                "F1": number(r["f1"]),
+                "latency ms (mean)": number(r["latency_ms_mean"], 3),
+                "trainable params": human_count(r["trainable_params"]),
+                "total params": human_count(r["total_params"]),
+                "model memory MB": "—" if r["model_memory_mb"] is None else f"{r['model_memory_mb']:.1f}",
+                "on the front": "yes" if r["on_front"] else "",
+                "run ids": r["run_ids"],
+            }
+            for r in rows
+        ]
+    )
 
 
 def intro_text(evaluation: Evaluation, models: list[StoredModel]) -> str:
-    recording = ("**Recording**: predictions made here are written to the store's `app_predictions` table."
-                 if evaluation.record else "Nothing you do here is written to the store.")
-    text = (f"## specrun · {len(models)} trained model{'s' if len(models) != 1 else ''} in `{evaluation.store.path}`\n"
-            f"Pick a model, then classify a text, compare models, or score a labelled file. {recording}")
+    recording = (
+        "**Recording**: predictions made here are written to the store's `app_predictions` table."
+        if evaluation.record
+        else "Nothing you do here is written to the store."
+    )
+    text = (
+        f"## specrun · {len(models)} trained model{'s' if len(models) != 1 else ''} in `{evaluation.store.path}`\n"
+        f"Pick a model, then classify a text, compare models, or score a labelled file. {recording}"
+    )
     if not models:
-        text += "\n\n" + error("this store holds no completed runs with saved weights yet: run `specrun apply SPEC`, then reload the page")
+        text += "\n\n" + error(
+            "this store holds no completed runs with saved weights yet: run `specrun apply SPEC`, then reload the page"
+        )
     return text
 
 
@@ -143,26 +201,49 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
     with gr.Blocks(title="specrun app", analytics_enabled=False, delete_cache=(3600, 3600)) as page:
         intro = gr.Markdown(intro_text(evaluation, all_models), elem_id="intro")
         with gr.Row(equal_height=True):
-            f_experiment = gr.Dropdown([ALL, *experiments], value=experiment or ALL, label="Experiment", elem_id="filter-experiment")
-            f_method = gr.Dropdown([ALL, *sorted({m.method for m in all_models})], value=ALL, label="Method", elem_id="filter-method")
-            f_dataset = gr.Dropdown([ALL, *sorted({m.dataset for m in all_models})], value=ALL, label="Dataset", elem_id="filter-dataset")
+            f_experiment = gr.Dropdown(
+                [ALL, *experiments], value=experiment or ALL, label="Experiment", elem_id="filter-experiment"
+            )
+            f_method = gr.Dropdown(
+                [ALL, *sorted({m.method for m in all_models})], value=ALL, label="Method", elem_id="filter-method"
+            )
+            f_dataset = gr.Dropdown(
+                [ALL, *sorted({m.dataset for m in all_models})], value=ALL, label="Dataset", elem_id="filter-dataset"
+            )
             reload = gr.Button("Reload from the store", size="sm", scale=0)
         models_status = gr.Markdown("", elem_id="models-status")
-        table = gr.Dataframe(models_frame(shown), label="Models: completed runs with saved weights, with what their runs recorded (parameters: trainable and total; latency: batch size 1)",
-                             interactive=False, wrap=True, elem_id="models-table", max_height=320, column_widths=MODEL_WIDTHS)
+        table = gr.Dataframe(
+            models_frame(shown),
+            label="Models: completed runs with saved weights, with what their runs recorded (parameters: trainable and total; latency: batch size 1)",
+            interactive=False,
+            wrap=True,
+            elem_id="models-table",
+            max_height=320,
+            column_widths=MODEL_WIDTHS,
+        )
         picker = gr.Dropdown(_choices(shown), value=first, label="Model", elem_id="picker", filterable=True)
         model_card = gr.Markdown(card(shown[0]) if shown else "", elem_id="model-card")
 
         with gr.Tabs():
             with gr.Tab("Single text", id="single"):
-                s_text = gr.Textbox(label="Text", lines=3, placeholder="an utterly gorgeous, heartfelt film", elem_id="single-text")
-                s_pair = gr.Textbox(label="Second text (sentence-pair models only, e.g. MRPC, RTE)", lines=1, elem_id="single-pair")
+                s_text = gr.Textbox(
+                    label="Text", lines=3, placeholder="an utterly gorgeous, heartfelt film", elem_id="single-text"
+                )
+                s_pair = gr.Textbox(
+                    label="Second text (sentence-pair models only, e.g. MRPC, RTE)", lines=1, elem_id="single-pair"
+                )
                 s_go = gr.Button("Classify", variant="primary", elem_id="single-go")
                 s_result = gr.Markdown("", elem_id="single-result")
                 s_label = gr.Label(label="Confidence per class", elem_id="single-label")
             with gr.Tab("Compare", id="compare"):
-                c_models = gr.Dropdown(_choices(shown), value=[m.run_id for m in shown[:2]] if len(shown) >= 2 else [], multiselect=True,
-                                       max_choices=COMPARE_MAX, label=f"Models to compare (2 to {COMPARE_MAX})", elem_id="compare-models")
+                c_models = gr.Dropdown(
+                    _choices(shown),
+                    value=[m.run_id for m in shown[:2]] if len(shown) >= 2 else [],
+                    multiselect=True,
+                    max_choices=COMPARE_MAX,
+                    label=f"Models to compare (2 to {COMPARE_MAX})",
+                    elem_id="compare-models",
+                )
                 c_text = gr.Textbox(label="Text", lines=2, elem_id="compare-text")
                 c_pair = gr.Textbox(label="Second text (sentence-pair models only)", lines=1, elem_id="compare-pair")
                 c_go = gr.Button("Compare", variant="primary", elem_id="compare-go")
@@ -171,22 +252,47 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
                     c_slots = [gr.Label(visible=False, elem_id=f"compare-slot-{i}") for i in range(COMPARE_MAX)]
                 c_table = gr.Dataframe(label="Side by side", interactive=False, wrap=True, elem_id="compare-table")
             with gr.Tab("Batch file", id="batch"):
-                b_file = gr.File(label=f"A CSV, TSV, JSONL or parquet file with a 'text' column (and 'text_pair'; with 'label': accuracy, F1, "
-                                       f"confusion matrix), at most {MAX_ROWS:,} rows", file_types=FILE_TYPES, elem_id="batch-file")
+                b_file = gr.File(
+                    label=f"A CSV, TSV, JSONL or parquet file with a 'text' column (and 'text_pair'; with 'label': accuracy, F1, "
+                    f"confusion matrix), at most {MAX_ROWS:,} rows",
+                    file_types=FILE_TYPES,
+                    elem_id="batch-file",
+                )
                 b_go = gr.Button("Classify the file", variant="primary", elem_id="batch-go")
                 b_result = gr.Markdown("", elem_id="batch-result")
-                b_download = gr.DownloadButton("Download the predictions (CSV)", visible=False, elem_id="batch-download")
-                b_confusion = gr.Dataframe(label="Confusion matrix (rows: true label; columns: predicted)", interactive=False, visible=False,
-                                           elem_id="batch-confusion")
-                b_rows = gr.Dataframe(label=f"Predictions (the first {SHOWN_ROWS}; the download holds every row)", interactive=False,
-                                      wrap=True, elem_id="batch-rows", max_height=420)
+                b_download = gr.DownloadButton(
+                    "Download the predictions (CSV)", visible=False, elem_id="batch-download"
+                )
+                b_confusion = gr.Dataframe(
+                    label="Confusion matrix (rows: true label; columns: predicted)",
+                    interactive=False,
+                    visible=False,
+                    elem_id="batch-confusion",
+                )
+                b_rows = gr.Dataframe(
+                    label=f"Predictions (the first {SHOWN_ROWS}; the download holds every row)",
+                    interactive=False,
+                    wrap=True,
+                    elem_id="batch-rows",
+                    max_height=420,
+                )
             with gr.Tab("Efficiency", id="efficiency"):
-                e_experiment = gr.Dropdown(experiments, value=experiment or (experiments[0] if experiments else None), label="Experiment",
-                                           elem_id="efficiency-experiment")
-                e_cost = gr.Radio([(title.split(" (")[0], key) for key, (title, _) in COSTS.items()], value="latency_ms_mean",
-                                  label="Accuracy against", elem_id="efficiency-cost")
+                e_experiment = gr.Dropdown(
+                    experiments,
+                    value=experiment or (experiments[0] if experiments else None),
+                    label="Experiment",
+                    elem_id="efficiency-experiment",
+                )
+                e_cost = gr.Radio(
+                    [(title.split(" (")[0], key) for key, (title, _) in COSTS.items()],
+                    value="latency_ms_mean",
+                    label="Accuracy against",
+                    elem_id="efficiency-cost",
+                )
                 e_result = gr.Markdown("", elem_id="efficiency-result")
-                e_plot = gr.Plot(label="Accuracy against cost, means over seeds (Pareto front in red)", elem_id="efficiency-plot")
+                e_plot = gr.Plot(
+                    label="Accuracy against cost, means over seeds (Pareto front in red)", elem_id="efficiency-plot"
+                )
                 e_table = gr.Dataframe(label="Configurations", interactive=False, wrap=True, elem_id="efficiency-table")
 
         # --- handlers ---------------------------------------------------------------------------
@@ -199,10 +305,17 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
             kept = [r for r in (compared or []) if r in ids]
             status = "" if models else error("no model matches these filters")
             experiments = evaluation.experiments()
-            return (status, models_frame(models), gr.update(choices=_choices(models), value=value),
-                    gr.update(choices=_choices(models), value=kept), gr.update(choices=[ALL, *experiments]), gr.update(choices=experiments),
-                    gr.update(choices=[ALL, *sorted({m.method for m in every})]), gr.update(choices=[ALL, *sorted({m.dataset for m in every})]),
-                    intro_text(evaluation, every))
+            return (
+                status,
+                models_frame(models),
+                gr.update(choices=_choices(models), value=value),
+                gr.update(choices=_choices(models), value=kept),
+                gr.update(choices=[ALL, *experiments]),
+                gr.update(choices=experiments),
+                gr.update(choices=[ALL, *sorted({m.method for m in every})]),
+                gr.update(choices=[ALL, *sorted({m.dataset for m in every})]),
+                intro_text(evaluation, every),
+            )
 
         @guarded(1)
         def pick(run_id):
@@ -221,18 +334,37 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
             import pandas as pd
 
             found = evaluation.compare(run_ids, text, pair)
-            slots = [gr.update(visible=True, value=p.probabilities, label=f"{p.model.run_id[:8]} · {p.model.method} {hyperparameters(p.model, 2)}")
-                     for p in found]
+            slots = [
+                gr.update(
+                    visible=True,
+                    value=p.probabilities,
+                    label=f"{p.model.run_id[:8]} · {p.model.method} {hyperparameters(p.model, 2)}",
+                )
+                for p in found
+            ]
             slots += [gr.update(visible=False, value=None) for _ in range(COMPARE_MAX - len(found))]
-            frame = pd.DataFrame([{
-                "run": p.model.run_id[:12], "method": f"{p.model.method} {hyperparameters(p.model, 3)}".strip(), "label": p.label,
-                "confidence": round(p.confidence, 4), "latency ms": round(p.latency_ms, 2),
-                "run's accuracy": number(p.model.accuracy), "run's latency ms (mean)": number(p.model.latency_ms_mean, 3),
-                "trainable params": human_count(p.model.trainable_params), "loaded now (s)": round(p.load_seconds, 2),
-            } for p in found])
+            frame = pd.DataFrame(
+                [
+                    {
+                        "run": p.model.run_id[:12],
+                        "method": f"{p.model.method} {hyperparameters(p.model, 3)}".strip(),
+                        "label": p.label,
+                        "confidence": round(p.confidence, 4),
+                        "latency ms": round(p.latency_ms, 2),
+                        "run's accuracy": number(p.model.accuracy),
+                        "run's latency ms (mean)": number(p.model.latency_ms_mean, 3),
+                        "trainable params": human_count(p.model.trainable_params),
+                        "loaded now (s)": round(p.load_seconds, 2),
+                    }
+                    for p in found
+                ]
+            )
             agree = len({p.label for p in found}) == 1
-            status = f"{len(found)} models: " + ("they agree on **" + found[0].label + "**" if agree else
-                                                   "they disagree: " + ", ".join(f"{p.model.run_id[:8]} **{p.label}**" for p in found))
+            status = f"{len(found)} models: " + (
+                "they agree on **" + found[0].label + "**"
+                if agree
+                else "they disagree: " + ", ".join(f"{p.model.run_id[:8]} **{p.label}**" for p in found)
+            )
             return (status, frame, *slots)
 
         @guarded(4, lambda: [None, gr.update(visible=False, value=None), gr.update(visible=False, value=None)])
@@ -247,15 +379,22 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
                 confusion = gr.update(visible=False, value=None)
             else:
                 names, counts = result.confusion
-                confusion = gr.update(visible=True, value=pd.DataFrame([[f"true {n}", *row] for n, row in zip(names, counts)],
-                                                                      columns=["", *[f"predicted {n}" for n in names]]))
+                confusion = gr.update(
+                    visible=True,
+                    value=pd.DataFrame(
+                        [[f"true {n}", *row] for n, row in zip(names, counts)],
+                        columns=["", *[f"predicted {n}" for n in names]],
+                    ),
+                )
             return result.summary() + loaded, frame, confusion, gr.update(visible=True, value=str(result.csv_path))
 
         @guarded(3, lambda: [None, None])
         def efficiency(exp, cost):
             rows = evaluation.efficiency(exp, cost)
             front = [r["label"] for r in rows if r["on_front"]]
-            status = f"{exp}: {len(rows)} configuration(s); on the Pareto front for {COSTS[cost][0]}: {', '.join(front)}"
+            status = (
+                f"{exp}: {len(rows)} configuration(s); on the Pareto front for {COSTS[cost][0]}: {', '.join(front)}"
+            )
             return status, efficiency_chart(rows, cost), efficiency_frame(rows)
 
         filters = [f_experiment, f_method, f_dataset, picker, c_models]

@@ -60,8 +60,11 @@ def linear_shapes(model_path: str) -> dict[str, tuple[int, int]]:
 
     with torch.device("meta"):
         model = AutoModelForSequenceClassification.from_config(load_config(model_path))
-    return {name: (module.in_features, module.out_features) for name, module in model.named_modules()
-            if isinstance(module, torch.nn.Linear)}
+    return {
+        name: (module.in_features, module.out_features)
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    }
 
 
 def quiet_load():

@@ -53,8 +53,13 @@ class QAExamples:
         return QAExamples(pick(self.ids), pick(self.question), pick(self.context), pick(self.answers), pick(self.title))
 
     def concat(self, other: QAExamples) -> QAExamples:
-        return QAExamples(self.ids + other.ids, self.question + other.question, self.context + other.context,
-                          self.answers + other.answers, self.title + other.title)
+        return QAExamples(
+            self.ids + other.ids,
+            self.question + other.question,
+            self.context + other.context,
+            self.answers + other.answers,
+            self.title + other.title,
+        )
 
     def answer_texts(self, i: int) -> list[str]:
         return [text for text, _ in self.answers[i]]
@@ -126,10 +131,12 @@ def read_squad(path: Path) -> list[Article]:
                     start = _field(answer, "answer_start", int, where_n, path)
                     if not text.strip():
                         raise DataError(f"{path}: {where_n}.text: the answer is empty")
-                    if start < 0 or context[start:start + len(text)] != text:
-                        found = context[max(start, 0):max(start, 0) + len(text)]
-                        raise DataError(f"{path}: {where_n}: answer_start {start} does not point at the answer text {text!r} "
-                                        f"(the context there reads {found!r})")
+                    if start < 0 or context[start : start + len(text)] != text:
+                        found = context[max(start, 0) : max(start, 0) + len(text)]
+                        raise DataError(
+                            f"{path}: {where_n}: answer_start {start} does not point at the answer text {text!r} "
+                            f"(the context there reads {found!r})"
+                        )
                     answers.append((text, start))
                 rows.append((qid, question, context, tuple(answers)))
         articles.append(Article(title, tuple(rows)))
@@ -139,8 +146,11 @@ def read_squad(path: Path) -> list[Article]:
 def to_examples(articles: Sequence[Article]) -> QAExamples:
     rows = [(r, a.title) for a in articles for r in a.rows]
     return QAExamples(
-        ids=tuple(r[0] for r, _ in rows), question=tuple(r[1] for r, _ in rows), context=tuple(r[2] for r, _ in rows),
-        answers=tuple(r[3] for r, _ in rows), title=tuple(t for _, t in rows),
+        ids=tuple(r[0] for r, _ in rows),
+        question=tuple(r[1] for r, _ in rows),
+        context=tuple(r[2] for r, _ in rows),
+        answers=tuple(r[3] for r, _ in rows),
+        title=tuple(t for _, t in rows),
     )
 
 

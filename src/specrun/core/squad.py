@@ -42,7 +42,9 @@ def exact_match_score(prediction: str, ground_truth: str) -> float:
     return float(normalize_answer(prediction) == normalize_answer(ground_truth))
 
 
-def metric_max_over_ground_truths(metric_fn: Callable[[str, str], float], prediction: str, ground_truths: Iterable[str]) -> float:
+def metric_max_over_ground_truths(
+    metric_fn: Callable[[str, str], float], prediction: str, ground_truths: Iterable[str]
+) -> float:
     return max(metric_fn(prediction, gt) for gt in ground_truths)
 
 
@@ -50,8 +52,10 @@ def question_scores(prediction: str, ground_truths: Sequence[str]) -> tuple[floa
     """(exact match, F1) of one question's prediction against its reference answers (at least one)."""
     if not ground_truths:
         raise ValueError("a SQuAD question needs at least one reference answer")
-    return (metric_max_over_ground_truths(exact_match_score, prediction, ground_truths),
-            metric_max_over_ground_truths(f1_score, prediction, ground_truths))
+    return (
+        metric_max_over_ground_truths(exact_match_score, prediction, ground_truths),
+        metric_max_over_ground_truths(f1_score, prediction, ground_truths),
+    )
 
 
 def squad_scores(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:

@@ -16,21 +16,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from specrun.core.task import RunRecord, RunTask
+from specrun.driver import tasks
 from specrun.errors import SpecrunError
 from specrun.executors import Executor
 from specrun.interrupts import sigterm_as_interrupt, stop_if_terminated
 from specrun.logs import quiet_libraries
 from specrun.plugins.lifecycle import notify
 from specrun.plugins.registry import Registry
-from specrun.store.db import artifacts_root
 from specrun.runner.plan import PlannedRun
-from specrun.core.task import RunRecord, RunTask
 from specrun.store import runs as store_runs
 from specrun.store import search as store_search
-from specrun.store.db import Store
+from specrun.store.db import Store, artifacts_root
 from specrun.tracking import Trackers
-
-from specrun.driver import tasks
 
 log = logging.getLogger("specrun.driver")
 
@@ -86,8 +84,16 @@ class Driver:
     """Applies planned runs through ``executor``, recording everything in ``store``."""
 
     def __init__(
-        self, store: Store, registry: Registry, spec_path: str, executor: Executor, progress=None,
-        fail_fast: bool = False, force: bool = False, threads: int | None = None, trackers: Trackers | None = None,
+        self,
+        store: Store,
+        registry: Registry,
+        spec_path: str,
+        executor: Executor,
+        progress=None,
+        fail_fast: bool = False,
+        force: bool = False,
+        threads: int | None = None,
+        trackers: Trackers | None = None,
         track_every: int = 10,
     ):
         self.store = store
@@ -133,7 +139,9 @@ class Driver:
                         continue
                     if not self.running:
                         if pending and not self.stopping:  # cannot happen with an acyclic plan
-                            raise RuntimeError(f"runs wait on dependencies that never ran: {[n.run.run_id for n in pending]}")
+                            raise RuntimeError(
+                                f"runs wait on dependencies that never ran: {[n.run.run_id for n in pending]}"
+                            )
                         break
                     self._show_pool(pending)
                     self._finish(self.executor.next_finished())
@@ -148,7 +156,11 @@ class Driver:
         the runs still pending."""
         left = []
         for node in pending:
-            if self.stopping or any(d.run_id not in self.done for d in node.run.dependencies) or self.executor.free_slots() <= 0:
+            if (
+                self.stopping
+                or any(d.run_id not in self.done for d in node.run.dependencies)
+                or self.executor.free_slots() <= 0
+            ):
                 left.append(node)
                 continue
             self._start(node)
@@ -179,15 +191,19 @@ class Driver:
                     store_runs.fail(self.store, run.run_id, error, status="skipped")
                 self._outcome(node, Outcome(run, "skipped", error))
                 return
-        claim = store_runs.claim(self.store, run, run.spec_path or self.spec_path, self._environment(run), self.force, self.keep_pruned)
+        claim = store_runs.claim(
+            self.store, run, run.spec_path or self.spec_path, self._environment(run), self.force, self.keep_pruned
+        )
         spec_dir = run.spec_dir or self.spec_dir
         if claim == "cached":
             self._start_evaluation(node, spec_dir)
             return
         if claim == "busy":
             holder = store_runs.held_elsewhere(self.store, [run.run_id]).get(run.run_id, "another process")
-            log.warning(f"run {run.run_id} ({run.label()}) is being trained by another apply ({holder}) on {self.store.path}: "
-                        "waiting for it to finish (Ctrl-C stops waiting; the other apply goes on)")
+            log.warning(
+                f"run {run.run_id} ({run.label()}) is being trained by another apply ({holder}) on {self.store.path}: "
+                "waiting for it to finish (Ctrl-C stops waiting; the other apply goes on)"
+            )
             self.busy.append(node)
             return
         if claim != "claimed":
@@ -206,7 +222,9 @@ class Driver:
         run = node.run
         missing, changed = run.eval_sets_to_add(store_runs.evaluations(self.store, [run.run_id]).get(run.run_id, {}))
         if changed:
-            self._outcome(node, Outcome(run, "failed", f"run {run.run_id} was {store_runs.different_definition(changed)}"))
+            self._outcome(
+                node, Outcome(run, "failed", f"run {run.run_id} was {store_runs.different_definition(changed)}")
+            )
             return
         if not missing:
             self._outcome(node, Outcome(run, "cached"))
@@ -244,10 +262,10 @@ class Driver:
 
     def _environment(self, run: PlannedRun) -> dict:
         """What the driver knows of where a run executes; the worker adds its own (device, threads, host)."""
+        import torch
+
         from specrun.runner.execute import environment_info
         from specrun.runner.modeling import pick_device
-
-        import torch
 
         try:
             device = pick_device(run.settings.train.device)
@@ -275,7 +293,13 @@ class Driver:
             store_search.prune(self.store, run.run_id, record)
             outcome = Outcome(run, "pruned", record.message)
         elif record.status == "interrupted":
-            store_runs.fail(self.store, run.run_id, record.error or "interrupted", status="interrupted", scores=record.teacher_scores)
+            store_runs.fail(
+                self.store,
+                run.run_id,
+                record.error or "interrupted",
+                status="interrupted",
+                scores=record.teacher_scores,
+            )
             outcome = Outcome(run, "interrupted", record.message or record.error)
         else:
             store_runs.fail(self.store, run.run_id, record.error or "failed", scores=record.teacher_scores)
@@ -295,7 +319,9 @@ class Driver:
         except SpecrunError as exc:
             return Outcome(run, "failed", f"evaluating on {', '.join(names)}: {exc}")
         final = record.final()
-        metrics = {f"{name}.{key}": final[(name, key)] for name in names for key in ("accuracy", "f1") if (name, key) in final}
+        metrics = {
+            f"{name}.{key}": final[(name, key)] for name in names for key in ("accuracy", "f1") if (name, key) in final
+        }
         return Outcome(run, "evaluated", metrics=metrics)
 
     def _receive_files(self, record: RunRecord) -> None:

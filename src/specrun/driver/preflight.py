@@ -79,7 +79,11 @@ class Preflight:
         """One error listing every problem (None when there is none); also when no run that would
         train can run on this machine."""
         if self.problems:
-            return DataError("\n".join(_render(where, key, message, failing) for (where, key, message), failing in self.problems.items()))
+            return DataError(
+                "\n".join(
+                    _render(where, key, message, failing) for (where, key, message), failing in self.problems.items()
+                )
+            )
         if self.to_train and all(run_id in self.unavailable for run_id in self.to_train):
             reasons = sorted(set(self.unavailable.values()))
             return MethodUnavailable(f"no run of this apply can run on this machine: {'; '.join(reasons)}")

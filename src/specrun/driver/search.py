@@ -72,7 +72,9 @@ def make_sampler(search: SearchSpec, optuna):
         try:
             import cmaes  # noqa: F401
         except ImportError:
-            raise UsageError("search.sampler \"cmaes\" needs the cmaes package: pip install 'specrun[search]'") from None
+            raise UsageError(
+                "search.sampler \"cmaes\" needs the cmaes package: pip install 'specrun[search]'"
+            ) from None
         return s.CmaEsSampler(seed=search.seed, warn_independent_sampling=False)
     # TPE: random for the first few trials (a third of them, at most 10), then modelled on the results
     return s.TPESampler(seed=search.seed, n_startup_trials=min(10, max(1, search.n_trials // 3)))
@@ -107,14 +109,23 @@ class Trial:
 class Search:
     """The study of one spec's ``[search]``, replayed from ``store``; ``driver`` trains what is missing."""
 
-    def __init__(self, loaded: LoadedSpec, registry: Registry, store: Store, driver: Driver | None = None, apply_id: str | None = None):
+    def __init__(
+        self,
+        loaded: LoadedSpec,
+        registry: Registry,
+        store: Store,
+        driver: Driver | None = None,
+        apply_id: str | None = None,
+    ):
         self.loaded, self.registry, self.store, self.driver, self.apply_id = loaded, registry, store, driver, apply_id
         self.search: SearchSpec = loaded.spec.search
         self.optuna = import_optuna()
         self.distributions = distributions(self.search, self.optuna)
         self.study = self.optuna.create_study(
-            study_name=loaded.experiment, direction=self.search.direction,
-            sampler=make_sampler(self.search, self.optuna), pruner=make_pruner(self.search, self.optuna),
+            study_name=loaded.experiment,
+            direction=self.search.direction,
+            sampler=make_sampler(self.search, self.optuna),
+            pruner=make_pruner(self.search, self.optuna),
         )
         self.trials: list[Trial] = []
         self.outcomes: dict[str, object] = {}
@@ -153,10 +164,17 @@ class Search:
                 results = self._results(trial)
             self._tell(trial, ot, results)
             if train:
-                log.info(f"[trial {number}] {trial.state}" + (f" {self.search.metric}={trial.value:.4g}" if trial.value is not None else "")
-                         + f" {describe_params(trial.params)}")
-                store_search.record_trial(self.store, self.loaded.experiment, number, [
-                    (r.run_id, r.seed, trial.params, trial.state, trial.value) for r in trial.runs])
+                log.info(
+                    f"[trial {number}] {trial.state}"
+                    + (f" {self.search.metric}={trial.value:.4g}" if trial.value is not None else "")
+                    + f" {describe_params(trial.params)}"
+                )
+                store_search.record_trial(
+                    self.store,
+                    self.loaded.experiment,
+                    number,
+                    [(r.run_id, r.seed, trial.params, trial.state, trial.value) for r in trial.runs],
+                )
                 if self.apply_id and trial.state == "complete":
                     store_search.add_apply_runs(self.store, self.apply_id, [r.run_id for r in trial.runs])
         if train:

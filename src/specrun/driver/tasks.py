@@ -51,10 +51,18 @@ def train_task(run: PlannedRun, store: Store, spec_dir: str | None, artifacts_di
     return base_task(run, store, spec_dir, artifacts_dir, kind="train", resume=resume, init_weights=init_weights)
 
 
-def evaluate_task(run: PlannedRun, store: Store, spec_dir: str | None, artifacts_dir: Path, names: list[str]) -> RunTask:
+def evaluate_task(
+    run: PlannedRun, store: Store, spec_dir: str | None, artifacts_dir: Path, names: list[str]
+) -> RunTask:
     """Evaluate completed ``run``'s stored weights on the named evaluation sets ``names``."""
     stored = store_runs.completed_weights(store, run.run_id, what="evaluating")
     return base_task(
-        run, store, spec_dir, artifacts_dir, kind="evaluate", weights=stored.path, evaluate_sets=list(names),
+        run,
+        store,
+        spec_dir,
+        artifacts_dir,
+        kind="evaluate",
+        weights=stored.path,
+        evaluate_sets=list(names),
         step=store_runs.final_step(store, run.run_id),
     )

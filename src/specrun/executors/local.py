@@ -48,7 +48,9 @@ class LocalExecutor:
 
         task = self.queue[0]
         try:
-            return execute(task, self.registry, on_step=self._on_step, on_phase=self._on_phase, on_metrics=self._live(task))
+            return execute(
+                task, self.registry, on_step=self._on_step, on_phase=self._on_phase, on_metrics=self._live(task)
+            )
         finally:
             self.queue.popleft()
 

@@ -41,8 +41,10 @@ def _run_task(task: RunTask, events=None) -> RunRecord:
     quiet_libraries()
     on_metrics = None
     if events is not None and task.track_every:
+
         def on_metrics(event, step, rows):
             events.put((task.run_id, event, step, rows))
+
     return execute(task, on_metrics=on_metrics)
 
 
@@ -51,7 +53,9 @@ class RayExecutor:
     progress = None  # set by the driver; workers report no steps, the driver shows the pool
     on_event = None  # set by the driver: live reports, forwarded from the workers through a Ray queue
 
-    def __init__(self, address: str | None = None, cpus_per_run: float = 1, gpus_per_run: float = 0, num_cpus: int | None = None):
+    def __init__(
+        self, address: str | None = None, cpus_per_run: float = 1, gpus_per_run: float = 0, num_cpus: int | None = None
+    ):
         if cpus_per_run <= 0 or gpus_per_run < 0:
             raise UsageError("--cpus-per-run must be above 0 and --gpus-per-run 0 or more")
         self.ray = _import_ray()
@@ -64,7 +68,9 @@ class RayExecutor:
             if address:
                 kwargs["address"] = address
             else:
-                kwargs.update(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, object_store_memory=512 * 2**20)
+                kwargs.update(
+                    num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, object_store_memory=512 * 2**20
+                )
                 self.started_here = True
             try:
                 self.ray.init(**kwargs)
@@ -81,11 +87,16 @@ class RayExecutor:
     def _check_fits(self) -> None:
         """A run asking for more than the whole cluster has would wait forever: refuse it up front."""
         resources = self.ray.cluster_resources()
-        for flag, wanted, kind in (("--cpus-per-run", self.cpus_per_run, "CPU"), ("--gpus-per-run", self.gpus_per_run, "GPU")):
+        for flag, wanted, kind in (
+            ("--cpus-per-run", self.cpus_per_run, "CPU"),
+            ("--gpus-per-run", self.gpus_per_run, "GPU"),
+        ):
             have = resources.get(kind, 0)
             if wanted > have:
                 self.close()
-                raise UsageError(f"{flag} {wanted:g}: the Ray cluster has {have:g} {kind}s in all, so no run could ever start")
+                raise UsageError(
+                    f"{flag} {wanted:g}: the Ray cluster has {have:g} {kind}s in all, so no run could ever start"
+                )
 
     def capacity(self) -> int:
         """How many runs fit the cluster at once; asked of Ray at most every 10 s (a cluster may grow)."""
@@ -110,7 +121,9 @@ class RayExecutor:
 
                 self.events = Queue(actor_options={"num_cpus": 0})
             events = self.events
-        ref = self.remote.options(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, name=f"specrun:{task.run_id}").remote(task, events)
+        ref = self.remote.options(
+            num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, name=f"specrun:{task.run_id}"
+        ).remote(task, events)
         self.refs[ref] = task.run_id
 
     def next_finished(self) -> RunRecord:
@@ -123,17 +136,35 @@ class RayExecutor:
         run_id = self.refs.pop(ref)
         try:
             return ray.get(ref)
-        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.TaskCancelledError,
-                ray.exceptions.OutOfMemoryError, ray.exceptions.LocalRayletDiedError) as exc:
+        except (
+            ray.exceptions.WorkerCrashedError,
+            ray.exceptions.NodeDiedError,
+            ray.exceptions.TaskCancelledError,
+            ray.exceptions.OutOfMemoryError,
+            ray.exceptions.LocalRayletDiedError,
+        ) as exc:
             why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            return RunRecord(run_id, status="interrupted", error=f"the Ray worker running it stopped: {why}",
-                             message=f"interrupted: the Ray worker running it stopped ({type(exc).__name__})")
-        except ray.exceptions.RayError as exc:  # the task raised past execute (a KeyboardInterrupt in the worker, a pickling error)
+            return RunRecord(
+                run_id,
+                status="interrupted",
+                error=f"the Ray worker running it stopped: {why}",
+                message=f"interrupted: the Ray worker running it stopped ({type(exc).__name__})",
+            )
+        except (
+            ray.exceptions.RayError
+        ) as exc:  # the task raised past execute (a KeyboardInterrupt in the worker, a pickling error)
             cause = getattr(exc, "cause", None) or exc
             if isinstance(cause, KeyboardInterrupt):
-                return RunRecord(run_id, status="interrupted", error="interrupted in its Ray worker", message="interrupted in its Ray worker")
+                return RunRecord(
+                    run_id,
+                    status="interrupted",
+                    error="interrupted in its Ray worker",
+                    message="interrupted in its Ray worker",
+                )
             text = str(cause).strip().splitlines()
-            return RunRecord(run_id, status="failed", error=str(exc), message=f"{type(cause).__name__}: {text[0] if text else ''}")
+            return RunRecord(
+                run_id, status="failed", error=str(exc), message=f"{type(cause).__name__}: {text[0] if text else ''}"
+            )
 
     def _forward_events(self) -> None:
         """Hand the live reports the workers queued to ``on_event``, in the driver's process (a finished

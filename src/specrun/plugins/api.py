@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from specrun.core.results import ResultTable, RunInfo, config_value  # noqa: F401  (part of the plugin API)
+from specrun.core.results import ResultTable, RunInfo, config_value
 from specrun.errors import AnalysisError, SpecrunDeprecationWarning
 from specrun.metrics import MetricRef
 
@@ -40,14 +40,33 @@ OLDEST_SUPPORTED_API = "0.1"
 CHANGES_DOC = "docs/plugins.md#changes-for-plugin-authors"
 
 __all__ = [
-    "PLUGIN_API_VERSION", "OLDEST_SUPPORTED_API", "SpecrunDeprecationWarning",
-    "Plugin", "PluginOptions", "NoOptions",
-    "MethodPlugin", "BuildContext", "ModelInfo",
-    "DatasetSource", "DataContext", "ModelSource",
-    "TransformPlugin", "TransformContext",
-    "AnalysisPlugin", "AnalysisContext", "RunInfo", "SpecFacts", "ResultTable", "Figure", "config_value", "table_prefix",
-    "TaskPlugin", "TaskContext", "TaskEvaluation",
-    "RESERVED_TABLES", "KIND_BASES",
+    "KIND_BASES",
+    "OLDEST_SUPPORTED_API",
+    "PLUGIN_API_VERSION",
+    "RESERVED_TABLES",
+    "AnalysisContext",
+    "AnalysisPlugin",
+    "BuildContext",
+    "DataContext",
+    "DatasetSource",
+    "Figure",
+    "MethodPlugin",
+    "ModelInfo",
+    "ModelSource",
+    "NoOptions",
+    "Plugin",
+    "PluginOptions",
+    "ResultTable",
+    "RunInfo",
+    "SpecFacts",
+    "SpecrunDeprecationWarning",
+    "TaskContext",
+    "TaskEvaluation",
+    "TaskPlugin",
+    "TransformContext",
+    "TransformPlugin",
+    "config_value",
+    "table_prefix",
 ]
 
 
@@ -284,10 +303,24 @@ class SpecFacts:
 
 
 #: specrun's own tables and views: no analysis may name a result table so.
-RESERVED_TABLES = frozenset({
-    "runs", "experiment_runs", "metrics", "predictions", "qa_predictions", "artifacts", "train_examples", "example_scores",
-    "evaluations", "applies", "apply_runs", "current_runs", "run_summary", "analyses",
-})
+RESERVED_TABLES = frozenset(
+    {
+        "runs",
+        "experiment_runs",
+        "metrics",
+        "predictions",
+        "qa_predictions",
+        "artifacts",
+        "train_examples",
+        "example_scores",
+        "evaluations",
+        "applies",
+        "apply_runs",
+        "current_runs",
+        "run_summary",
+        "analyses",
+    }
+)
 
 
 def table_prefix(analysis_name: str) -> str:
@@ -321,8 +354,16 @@ class AnalysisContext:
     read from the store on first use.
     """
 
-    def __init__(self, connection: Any, experiment: str, runs: list[RunInfo] = (), left_out: list[RunInfo] = (), analysis: str = "",
-                 *, run_ids: list[str] | None = None):
+    def __init__(
+        self,
+        connection: Any,
+        experiment: str,
+        runs: list[RunInfo] = (),
+        left_out: list[RunInfo] = (),
+        analysis: str = "",
+        *,
+        run_ids: list[str] | None = None,
+    ):
         self.connection = connection
         self.experiment = experiment
         self.left_out = list(left_out)
@@ -333,7 +374,8 @@ class AnalysisContext:
                 "AnalysisContext(connection, experiment, run_ids) is the plugin API 0.1 form, deprecated since specrun 0.2 and "
                 "removed in 0.4: pass runs=[RunInfo, ...] (specrun.testing.analysis_context(store, experiment) builds a "
                 f"context from a store); see {CHANGES_DOC}",
-                SpecrunDeprecationWarning, stacklevel=2,
+                SpecrunDeprecationWarning,
+                stacklevel=2,
             )
             self._run_ids: list[str] | None = [str(r) for r in (run_ids if run_ids is not None else given)]
             self._runs: list[RunInfo] | None = None
@@ -344,7 +386,9 @@ class AnalysisContext:
     def runs(self) -> list[RunInfo]:
         if self._runs is None:  # the 0.1 form: run ids only; their details come from the store
             if self.connection is None:
-                raise AnalysisError("this AnalysisContext was given run ids and no store connection: its runs are unknown")
+                raise AnalysisError(
+                    "this AnalysisContext was given run ids and no store connection: its runs are unknown"
+                )
             from specrun.store.analyses import run_infos
 
             self._runs = run_infos(self.connection, self._run_ids or [])
@@ -424,7 +468,10 @@ class AnalysisPlugin(Plugin):
         """The report section: charts and tables, each defined by SQL over the result tables. Default:
         each result table as a table."""
         return [
-            Figure(t.name, f"SELECT * EXCLUDE (experiment, analysis) FROM {t.name} WHERE experiment = $experiment AND analysis = $analysis")
+            Figure(
+                t.name,
+                f"SELECT * EXCLUDE (experiment, analysis) FROM {t.name} WHERE experiment = $experiment AND analysis = $analysis",
+            )
             for t in self.tables
         ]
 
@@ -513,15 +560,30 @@ class TaskPlugin(Plugin):
         """{reason: count} of the examples ``encode`` left out of ``features`` (recorded on the run)."""
         return {}
 
-    def loss(self, model: torch.nn.Module, features: Any, index: Any, batch: dict, ctx: TaskContext, precision: str,
-             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(
+        self,
+        model: torch.nn.Module,
+        features: Any,
+        index: Any,
+        batch: dict,
+        ctx: TaskContext,
+        precision: str,
+        device: torch.device,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean loss, number right as a tensor, for the running ``train_metric``) of one training batch:
         ``batch`` is ``features.collate(index, device)``, ``ctx.options`` the task's options; run the forward pass under
         ``specrun.runner.modeling.autocast(precision, device)``."""
         raise NotImplementedError
 
-    def evaluate(self, model: torch.nn.Module, features: Any, ctx: TaskContext, batch_size: int, precision: str,
-                 device: torch.device) -> TaskEvaluation:
+    def evaluate(
+        self,
+        model: torch.nn.Module,
+        features: Any,
+        ctx: TaskContext,
+        batch_size: int,
+        precision: str,
+        device: torch.device,
+    ) -> TaskEvaluation:
         """Metrics (``metrics``) and prediction rows of one evaluation set."""
         raise NotImplementedError
 

@@ -35,8 +35,11 @@ def add_plugin_commands(app) -> None:
             impl.function(app=app)
         except Exception as exc:  # a broken plugin must not take the command line down
             del app.registered_commands[commands:], app.registered_groups[groups:]
-            _skip(f"plugin {source.origin} failed in register_commands: {type(exc).__name__}: {exc} "
-                  f"(its commands are skipped: fix or uninstall it, or set {source.how_to_disable()})", source)
+            _skip(
+                f"plugin {source.origin} failed in register_commands: {type(exc).__name__}: {exc} "
+                f"(its commands are skipped: fix or uninstall it, or set {source.how_to_disable()})",
+                source,
+            )
             continue
         added = [(info, _command_names(info), app.registered_commands) for info in app.registered_commands[commands:]]
         added += [(info, _group_names(info), app.registered_groups) for info in app.registered_groups[groups:]]
@@ -44,9 +47,11 @@ def add_plugin_commands(app) -> None:
             clash = sorted(taken & names)
             if clash:
                 where.remove(info)
-                _skip(f"plugin {source.origin} adds the command {clash[0]!r}, which specrun or another plugin already "
-                      f"has; it is skipped (rename it in {source.package or source.origin}, or set {source.how_to_disable()})",
-                      source)
+                _skip(
+                    f"plugin {source.origin} adds the command {clash[0]!r}, which specrun or another plugin already "
+                    f"has; it is skipped (rename it in {source.package or source.origin}, or set {source.how_to_disable()})",
+                    source,
+                )
             else:
                 taken |= names
 

@@ -29,8 +29,10 @@ def type_text(annotation: Any) -> str:
 
 def option_rows(entry: Entry) -> list[tuple[str, str, str, str]]:
     """(option, type, default, description) for each option of a plugin."""
-    return [(name, type_text(field.annotation), default_text(field), field.description or "")
-            for name, field in entry.plugin.Options.model_fields.items()]
+    return [
+        (name, type_text(field.annotation), default_text(field), field.description or "")
+        for name, field in entry.plugin.Options.model_fields.items()
+    ]
 
 
 def options_summary(entry: Entry) -> str:
@@ -53,6 +55,8 @@ def find(registry: Registry, name: str, kind: str | None = None) -> list[Entry]:
         raise PluginError(f"no plugin {name!r} is available: it may come from {'; '.join(left_out)}")
     related = [str(p) for p in registry.load_errors if p.concerns(name)]
     if related:
-        raise PluginError(f"no plugin {name!r} is available: it comes from a plugin that failed to load: {'; '.join(related)}")
+        raise PluginError(
+            f"no plugin {name!r} is available: it comes from a plugin that failed to load: {'; '.join(related)}"
+        )
     known = sorted({n for k in HOOK_FOR_KIND for n in registry.entries[k]})
     raise PluginError(f"no plugin is called {name!r}{did_you_mean(name, known)} (specrun plugins lists them)")

@@ -28,5 +28,11 @@ def notify(registry: Registry, hook: str, **kwargs) -> None:
         except Exception as exc:  # a logger's failure must not fail the run, nor keep the others from hearing of it
             task = kwargs.get("task")
             run = f" for run {task.run_id}" if task is not None else ""
-            log.warning("plugin %s failed in %s%s: %s: %s (the run is not affected; fix or uninstall the plugin)",
-                        origin, hook, run, type(exc).__name__, exc)
+            log.warning(
+                "plugin %s failed in %s%s: %s: %s (the run is not affected; fix or uninstall the plugin)",
+                origin,
+                hook,
+                run,
+                type(exc).__name__,
+                exc,
+            )

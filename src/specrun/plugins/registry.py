@@ -16,8 +16,16 @@ import pluggy
 
 from specrun import hookspecs
 from specrun.errors import PluginError, SpecrunDeprecationWarning, did_you_mean
-from specrun.hookspecs import AUTOLOAD_ENV, ENTRY_POINT_GROUP  # noqa: F401  (re-exported: tests and docs use them here)
-from specrun.plugins.api import CHANGES_DOC, KIND_BASES, LEGACY_RESULT_COLUMNS, AnalysisPlugin, Plugin, ResultTable, table_prefix
+from specrun.hookspecs import AUTOLOAD_ENV, ENTRY_POINT_GROUP
+from specrun.plugins.api import (
+    CHANGES_DOC,
+    KIND_BASES,
+    LEGACY_RESULT_COLUMNS,
+    AnalysisPlugin,
+    Plugin,
+    ResultTable,
+    table_prefix,
+)
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_./-]*$")
 
@@ -36,6 +44,7 @@ BUILTIN_PACKAGES = (
 def builtin_modules() -> list[str]:
     """Built-in plugin modules (each package lists its own), registered through the same hooks third parties use."""
     return [m for package in BUILTIN_PACKAGES for m in importlib.import_module(package).MODULES]
+
 
 HOOK_FOR_KIND = {
     "method": "register_methods",
@@ -131,12 +140,16 @@ class Registry:
             raise PluginError(f"{what} is not available: it may come from {'; '.join(map(str, left_out))}")
         related = [p for p in self.load_errors if p.concerns(name)]
         if related:
-            raise PluginError(f"{what} is not available: it comes from a plugin that failed to load: "
-                              + "; ".join(map(str, related)))
+            raise PluginError(
+                f"{what} is not available: it comes from a plugin that failed to load: " + "; ".join(map(str, related))
+            )
         unknown_names = [p for p in self.load_errors if p.plugin is None]
         if unknown_names:  # the plugin the spec means may be one that failed to load: say so first
-            raise PluginError(f"unknown {what}; it may come from a plugin that failed to load: "
-                              + "; ".join(map(str, unknown_names)) + f"; otherwise {listing}{did_you_mean(name, known)}")
+            raise PluginError(
+                f"unknown {what}; it may come from a plugin that failed to load: "
+                + "; ".join(map(str, unknown_names))
+                + f"; otherwise {listing}{did_you_mean(name, known)}"
+            )
         raise PluginError(f"unknown {what}{did_you_mean(name, known)}; {listing}")
 
     def names(self, kind: str) -> list[str]:
@@ -208,7 +221,9 @@ def _validate_plugin(kind: str, plugin: object, origin: str) -> None:
         raise PluginError(f"{origin} registered {plugin!r} as a {kind}, but it is not a {base.__name__} instance")
     name = getattr(plugin, "name", None)
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise PluginError(f"{origin} registered a {kind} with an invalid name {name!r} (use lower-case letters, digits, _ . / -)")
+        raise PluginError(
+            f"{origin} registered a {kind} with an invalid name {name!r} (use lower-case letters, digits, _ . / -)"
+        )
     options = getattr(plugin, "Options", None)
     from pydantic import BaseModel
 
@@ -257,13 +272,17 @@ def _validate_tables(plugin: object, origin: str) -> None:
         if not isinstance(table, ResultTable):
             raise PluginError(f"{where}: tables must be ResultTable instances, not {table!r}")
         if not _IDENTIFIER.match(table.name) or not (table.name == prefix or table.name.startswith(prefix + "_")):
-            raise PluginError(f"{where}: result table {table.name!r} must be named {prefix!r} or {prefix + '_<suffix>'!r} (lower-case letters, digits, _)")
+            raise PluginError(
+                f"{where}: result table {table.name!r} must be named {prefix!r} or {prefix + '_<suffix>'!r} (lower-case letters, digits, _)"
+            )
         if table.name in RESERVED_TABLES:
             raise PluginError(f"{where}: result table {table.name!r} is one of specrun's own tables")
         bad = [c for c in table.columns if not _IDENTIFIER.match(c) or c in ("experiment", "analysis")]
         if bad or not table.columns:
-            raise PluginError(f"{where}: table {table.name!r} needs columns named in lower-case letters, digits and _, "
-                              f"other than experiment and analysis (specrun adds those); got {bad or 'none'}")
+            raise PluginError(
+                f"{where}: table {table.name!r} needs columns named in lower-case letters, digits and _, "
+                f"other than experiment and analysis (specrun adds those); got {bad or 'none'}"
+            )
 
 
 BUILTIN = "builtin"
@@ -305,7 +324,9 @@ def source_of(pm: pluggy.PluginManager, module: object) -> _Source:
     return _Source(BUILTIN if name.startswith("specrun.plugins.") else name)
 
 
-def make_plugin_manager(extra_plugins: list[object] = (), entry_points: bool = True) -> tuple[pluggy.PluginManager, list[LoadProblem]]:
+def make_plugin_manager(
+    extra_plugins: list[object] = (), entry_points: bool = True
+) -> tuple[pluggy.PluginManager, list[LoadProblem]]:
     """A plugin manager with the built-ins, the entry-point plugins and ``extra_plugins`` registered, and
     the entry-point plugins that failed to import. ``SPECRUN_DISABLE_PLUGINS`` leaves entry points out by
     their name or their package's; ``SPECRUN_DISABLE_PLUGIN_AUTOLOAD`` leaves them all out."""
@@ -320,18 +341,28 @@ def make_plugin_manager(extra_plugins: list[object] = (), entry_points: bool = T
             dist = ep.dist.name if ep.dist else None
             if _words(ep.name) in disabled or (dist and _words(dist) in disabled):
                 _trace(f"entry point {ep.name!r} ({dist}) disabled by {DISABLE_ENV}")
-                problems.append(LoadProblem(f"plugin {ep.name!r} from {dist or ep.value}, which {DISABLE_ENV} leaves out",
-                                            frozenset(n for n in (ep.name, dist, ep.value) if n), failed=False))
+                problems.append(
+                    LoadProblem(
+                        f"plugin {ep.name!r} from {dist or ep.value}, which {DISABLE_ENV} leaves out",
+                        frozenset(n for n in (ep.name, dist, ep.value) if n),
+                        failed=False,
+                    )
+                )
                 continue
             try:
                 module = ep.load()
-            except (Exception, SystemExit) as exc:  # a broken third-party plugin (one that exits on import too) must not take down the CLI
+            except (
+                Exception,
+                SystemExit,
+            ) as exc:  # a broken third-party plugin (one that exits on import too) must not take down the CLI
                 where = f"{dist} {ep.dist.version}" if ep.dist else "an unknown package"
-                problems.append(LoadProblem(
-                    f"plugin {ep.name!r} from {where} failed to load: {type(exc).__name__}: {exc} "
-                    f"(its plugins are skipped: fix or uninstall {dist or ep.value}, or set {DISABLE_ENV}={ep.name})",
-                    frozenset(n for n in (ep.name, dist, ep.value) if n),
-                ))
+                problems.append(
+                    LoadProblem(
+                        f"plugin {ep.name!r} from {where} failed to load: {type(exc).__name__}: {exc} "
+                        f"(its plugins are skipped: fix or uninstall {dist or ep.value}, or set {DISABLE_ENV}={ep.name})",
+                        frozenset(n for n in (ep.name, dist, ep.value) if n),
+                    )
+                )
                 continue
             if pm.is_registered(module):
                 continue
@@ -366,8 +397,11 @@ class _Loader:
                 raise PluginError(message) from exc
             for name in added:  # all or nothing: the hook did not finish
                 del self.registry.entries[kind][name]
-            self.skip(f"{message} (its {kind.replace('_', ' ')}s are skipped: fix or uninstall it, or set {source.how_to_disable()})",
-                      source, added)
+            self.skip(
+                f"{message} (its {kind.replace('_', ' ')}s are skipped: fix or uninstall it, or set {source.how_to_disable()})",
+                source,
+                added,
+            )
 
     def register(self, kind: str, plugin: object, source: _Source, added: list[str]) -> None:
         deprecated = _adapt_legacy(kind, plugin, source.origin)
@@ -379,15 +413,21 @@ class _Loader:
             except PluginError as exc:
                 if deprecated is None:
                     raise
-                raise PluginError(f"{exc}: a plugin API 0.1 analysis (it declares no result tables) cannot be honoured under this "
-                                  f"name, whose table specrun would write its results to; declare its tables instead "
-                                  f"(see {CHANGES_DOC})") from None
+                raise PluginError(
+                    f"{exc}: a plugin API 0.1 analysis (it declares no result tables) cannot be honoured under this "
+                    f"name, whose table specrun would write its results to; declare its tables instead "
+                    f"(see {CHANGES_DOC})"
+                ) from None
         except PluginError as exc:
             if source.builtin or self.strict:
                 raise
             name = getattr(plugin, "name", None)
-            self.skip(f"{exc}; it is skipped (fix or uninstall {source.package or source.origin}, or set {source.how_to_disable()})",
-                      source, [], plugin=name if isinstance(name, str) else "")
+            self.skip(
+                f"{exc}; it is skipped (fix or uninstall {source.package or source.origin}, or set {source.how_to_disable()})",
+                source,
+                [],
+                plugin=name if isinstance(name, str) else "",
+            )
             return
         what = f"{kind.replace('_', ' ')} {plugin.name!r}"
         if plugin.name in self.disabled:
@@ -400,9 +440,13 @@ class _Loader:
             if source.builtin or self.strict:
                 raise PluginError(clash)
             keep = "the built-in" if existing.origin == BUILTIN else f"the one from {existing.origin}"
-            self.skip(f"{clash}; {keep} is used and the one from {source.origin} is skipped "
-                      f"(rename the plugin in {source.package or source.origin}, or set {source.how_to_disable()} to leave it out)",
-                      source, [], plugin=plugin.name)
+            self.skip(
+                f"{clash}; {keep} is used and the one from {source.origin} is skipped "
+                f"(rename the plugin in {source.package or source.origin}, or set {source.how_to_disable()} to leave it out)",
+                source,
+                [],
+                plugin=plugin.name,
+            )
             return
         self.registry.entries[kind][plugin.name] = Entry(kind, plugin, source.origin, source.package, source.version)
         added.append(plugin.name)
@@ -411,8 +455,9 @@ class _Loader:
         _trace(f"  registered {what}")
 
     def skip(self, message: str, source: _Source, names: list[str], plugin: str | None = None) -> None:
-        self.registry.load_errors.append(LoadProblem(message, source.names() | {n for n in names if isinstance(n, str) and n},
-                                                     plugin=plugin))
+        self.registry.load_errors.append(
+            LoadProblem(message, source.names() | {n for n in names if isinstance(n, str) and n}, plugin=plugin)
+        )
 
 
 def build_registry(pm: pluggy.PluginManager, load_errors: list = (), strict: bool = False) -> Registry:
@@ -420,8 +465,11 @@ def build_registry(pm: pluggy.PluginManager, load_errors: list = (), strict: boo
     that collides with a registered name, is malformed or whose hook raises is skipped and reported in
     ``load_errors`` (with ``strict``, it raises ``PluginError`` instead, as a built-in always does)."""
     problems = [p if isinstance(p, LoadProblem) else LoadProblem(str(p)) for p in load_errors]
-    registry = Registry(load_errors=[p for p in problems if p.failed], manager=pm,
-                        disabled_entry_points=[p for p in problems if not p.failed])
+    registry = Registry(
+        load_errors=[p for p in problems if p.failed],
+        manager=pm,
+        disabled_entry_points=[p for p in problems if not p.failed],
+    )
     loader = _Loader(registry, strict)
     for kind, hook_name in HOOK_FOR_KIND.items():
         impls = [(impl, source_of(pm, impl.plugin)) for impl in getattr(pm.hook, hook_name).get_hookimpls()]
@@ -438,8 +486,10 @@ def _note_unmatched_disables(registry: Registry, pm: pluggy.PluginManager) -> No
     known |= {_words(ep.dist.name) for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.dist}
     for name in sorted(disabled_names()):
         if _words(name) not in known:
-            registry.notes.append(f"{DISABLE_ENV} names {name!r}, which is no installed plugin, entry point or package"
-                                  f"{did_you_mean(name, sorted(registry.names_everywhere()))}")
+            registry.notes.append(
+                f"{DISABLE_ENV} names {name!r}, which is no installed plugin, entry point or package"
+                f"{did_you_mean(name, sorted(registry.names_everywhere()))}"
+            )
 
 
 def _check_table_clash(registry: Registry, plugin, origin: str) -> None:

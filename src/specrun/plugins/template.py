@@ -78,7 +78,11 @@ def write_package(kind: str, name: str, folder: Path | None = None) -> Written:
     for relative, template in files.items():
         path = folder / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = _fill(_template(template), fills) if template else f'"""{dist}: a specrun {fills["__KIND_TEXT__"]} plugin."""\n'
+        text = (
+            _fill(_template(template), fills)
+            if template
+            else f'"""{dist}: a specrun {fills["__KIND_TEXT__"]} plugin."""\n'
+        )
         path.write_text(text)
         written.append(path)
     return Written(folder, module, written)

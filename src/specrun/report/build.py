@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from specrun.version import __version__
 #: Rows a table figure shows; the SQL under it gives them all.
 MAX_TABLE_ROWS = 200
 
+
 def run_table(columns: list[tuple[str, str]]) -> Figure:
     """The runs table: each swept key (``store.analyses.sweep_columns``) as a column of its own."""
     swept = "".join(f'{expression} AS "{name}", ' for name, expression in columns)
@@ -40,6 +41,8 @@ def run_table(columns: list[tuple[str, str]]) -> Figure:
         "ORDER BY r.created_at, s.run_id",
         caption="accuracy and f1 on the primary evaluation set, final weights; one column per key the sweep varies.",
     )
+
+
 LEFT_OUT = Figure(
     "Left out",
     "SELECT c.run_id, coalesce(r.status, 'not run') AS status, r.method, r.seed, regexp_extract(r.error, '^[^\\n]*') AS error\n"
@@ -89,7 +92,9 @@ def sql_literal(value: Any) -> str:
 
 def substitute(sql: str, params: dict[str, Any]) -> str:
     """``sql`` with ``$name`` parameters written in as SQL literals: the query a reader can rerun as shown."""
-    return re.sub(r"\$([a-z_]+)\b", lambda m: sql_literal(params[m.group(1)]) if m.group(1) in params else m.group(0), sql)
+    return re.sub(
+        r"\$([a-z_]+)\b", lambda m: sql_literal(params[m.group(1)]) if m.group(1) in params else m.group(0), sql
+    )
 
 
 class _Renderer:
@@ -105,7 +110,7 @@ class _Renderer:
         out = RenderedFigure(f"fig-{self.count}", figure.title, sql, figure.caption)
         try:
             frame = store_analyses.query_frame(self.db, sql)
-        except Exception as exc:  # noqa: BLE001 - a broken figure query must not take the report down
+        except Exception as exc:
             out.kind, out.error = "error", f"its query failed: {str(exc).splitlines()[0]}"
             return out
         rows = [{k: _jsonable(v) for k, v in row.items()} for row in frame.to_dicts()]
@@ -122,7 +127,7 @@ class _Renderer:
             out.spec = figure.chart(rows).to_dict()
             out.kind = "chart"
             self.summary_charts += 1
-        except Exception as exc:  # noqa: BLE001 - same: report what failed, draw the rest
+        except Exception as exc:
             out.kind, out.error = "error", f"{type(exc).__name__}: {exc}"
         return out
 
@@ -155,8 +160,14 @@ def _anchor(*parts: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", "--".join(parts)).strip("-")
 
 
-def build_report(store: Store, registry: Registry, targets: list[Target], out: Path, title: str | None = None,
-                 png_dir: Path | None = None) -> ReportSummary:
+def build_report(
+    store: Store,
+    registry: Registry,
+    targets: list[Target],
+    out: Path,
+    title: str | None = None,
+    png_dir: Path | None = None,
+) -> ReportSummary:
     """Write the report of ``targets`` to ``out``; returns what it holds and what it could not show."""
     import jinja2
 
@@ -174,7 +185,7 @@ def build_report(store: Store, registry: Registry, targets: list[Target], out: P
     html = env.get_template("report.html.j2").render(
         title=title or "specrun report: " + ", ".join(t.experiment for t in targets),
         version=__version__,
-        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         store=str(store.path),
         parts=parts,
         vega_js=jinja2.utils.markupsafe.Markup(vega.javascript()),
@@ -207,9 +218,21 @@ def _experiment(db, registry: Registry, target: Target, renderer: _Renderer, sum
     headline_id = target.report.headline if target.report else None
     headline = None
     if headline_id in entries:
-        headline = _section(registry, entries[headline_id], records.get(headline_id), params, renderer, summary, target.experiment,
-                            headline=True)
-    sections = [_section(registry, entries[i], records.get(i), params, renderer, summary, target.experiment) for i in wanted if i in entries]
+        headline = _section(
+            registry,
+            entries[headline_id],
+            records.get(headline_id),
+            params,
+            renderer,
+            summary,
+            target.experiment,
+            headline=True,
+        )
+    sections = [
+        _section(registry, entries[i], records.get(i), params, renderer, summary, target.experiment)
+        for i in wanted
+        if i in entries
+    ]
     return {
         "name": target.experiment,
         "anchor": _anchor("exp", target.experiment),
@@ -233,25 +256,46 @@ def _selection_notes(db, experiment: str) -> list[str]:
     n = store_analyses.selected_on_reported(db, experiment)
     if not n:
         return []
-    return [f"Selected-on numbers: {n} run(s) picked their weights (early stopping) on the evaluation split they report, so their "
-            "reported numbers are optimistic (train.allow_selection_on_reported, or run before specrun carved a selection set "
-            "from the training split)."]
+    return [
+        f"Selected-on numbers: {n} run(s) picked their weights (early stopping) on the evaluation split they report, so their "
+        "reported numbers are optimistic (train.allow_selection_on_reported, or run before specrun carved a selection set "
+        "from the training split)."
+    ]
 
 
-def _section(registry: Registry, entry: AnalysisEntry, record, params: dict, renderer: _Renderer, summary: ReportSummary,
-             experiment: str, headline: bool = False) -> dict[str, Any]:
+def _section(
+    registry: Registry,
+    entry: AnalysisEntry,
+    record,
+    params: dict,
+    renderer: _Renderer,
+    summary: ReportSummary,
+    experiment: str,
+    headline: bool = False,
+) -> dict[str, Any]:
     """One analysis's figures; the ``headline`` (the spec's ``report.headline``) is its first table and its
     first chart, shown before everything else."""
     plugin = registry.get("analysis", entry.name)
-    section = {"id": entry.id, "name": entry.name, "description": plugin.description, "anchor": _anchor("an", experiment, entry.id),
-               "figures": [], "error": None}
+    section = {
+        "id": entry.id,
+        "name": entry.name,
+        "description": plugin.description,
+        "anchor": _anchor("an", experiment, entry.id),
+        "figures": [],
+        "error": None,
+    }
     if record is None:
-        section |= {"status": "not computed", "note": "",
-                    "error": f"not computed yet: run `specrun analyze {experiment} --only {entry.id}`, or build the report without --no-analyze"}
+        section |= {
+            "status": "not computed",
+            "note": "",
+            "error": f"not computed yet: run `specrun analyze {experiment} --only {entry.id}`, or build the report without --no-analyze",
+        }
         summary.problems.append(f"{experiment}: analysis {entry.id!r} not computed")
         return section
     runs = len(record.run_ids)
-    section["note"] = f"{record.status} {record.computed_at:%Y-%m-%d %H:%M} UTC over {runs} completed run(s) in {record.seconds:.1f} s"
+    section["note"] = (
+        f"{record.status} {record.computed_at:%Y-%m-%d %H:%M} UTC over {runs} completed run(s) in {record.seconds:.1f} s"
+    )
     section["status"] = record.status
     if record.status != "completed":
         section["error"] = (record.error or "").splitlines()[0] if record.error else "unknown error"
@@ -261,7 +305,11 @@ def _section(registry: Registry, entry: AnalysisEntry, record, params: dict, ren
     figures = plugin.figures(options)
     if headline:
         section["full_anchor"], section["anchor"] = section["anchor"], _anchor("headline", experiment, entry.id)
-        figures = [f for f in (next((f for f in figures if f.chart is None), None), next((f for f in figures if f.chart), None)) if f]
+        figures = [
+            f
+            for f in (next((f for f in figures if f.chart is None), None), next((f for f in figures if f.chart), None))
+            if f
+        ]
     for figure in figures:
         rendered = renderer.figure(figure, {**params, "analysis": entry.id})
         if rendered.kind == "error":

@@ -86,7 +86,9 @@ class SavedRun:
             keys = set(f.keys())
             missing = [k for k in self.tensors if k not in keys]
             if missing:
-                raise StoreError(f"{self.weights}: {len(missing)} tensors that run.json lists are missing (e.g. {missing[0]})")
+                raise StoreError(
+                    f"{self.weights}: {len(missing)} tensors that run.json lists are missing (e.g. {missing[0]})"
+                )
             return {param: f.get_tensor(key) for key, param in self.tensors.items()}
 
 
@@ -97,7 +99,12 @@ _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I1
 
 
 def save_run(
-    model: torch.nn.Module, folder: Path, meta: dict, also: frozenset[str] = frozenset(), tokenizer=None, max_length: int | None = None,
+    model: torch.nn.Module,
+    folder: Path,
+    meta: dict,
+    also: frozenset[str] = frozenset(),
+    tokenizer=None,
+    max_length: int | None = None,
     base_model: str | None = None,
 ) -> SavedRun:
     """Save ``model``'s trained weights (and the frozen ones in ``also``) into ``folder`` in the most
@@ -132,7 +139,9 @@ def save_run(
     return SavedRun(folder, fmt, folder / FORMAT_WEIGHTS[fmt], tensors, meta)
 
 
-def _save_portable(model, trained: dict[str, torch.Tensor], folder: Path, tokenizer, max_length) -> tuple[str | None, dict[str, str]]:
+def _save_portable(
+    model, trained: dict[str, torch.Tensor], folder: Path, tokenizer, max_length
+) -> tuple[str | None, dict[str, str]]:
     """Save as peft or transformers would, when that holds every trained tensor; (None, {}) otherwise."""
     if is_peft_model(model):
         tensors = peft_tensor_names(model, trained)
@@ -216,7 +225,9 @@ def quantization_config(model) -> dict | None:
     the saved adapters over the base model needs (``BitsAndBytesConfig.from_dict``)."""
     if not quantized_bits(model):
         return None
-    config = getattr(getattr(model.get_base_model() if is_peft_model(model) else model, "config", None), "quantization_config", None)
+    config = getattr(
+        getattr(model.get_base_model() if is_peft_model(model) else model, "config", None), "quantization_config", None
+    )
     if config is None:
         return None
     return json.loads(config.to_json_string()) if hasattr(config, "to_json_string") else dict(config)
@@ -242,7 +253,9 @@ def peft_tensor_names(model, trained: dict[str, torch.Tensor]) -> dict[str, str]
     left = [n for n in trained if n not in names.values()]
     for key in unmatched:
         tensor = state[key].detach().to("cpu")
-        same = [n for n in left if trained[n].shape == tensor.shape and torch.equal(trained[n], tensor.to(trained[n].dtype))]
+        same = [
+            n for n in left if trained[n].shape == tensor.shape and torch.equal(trained[n], tensor.to(trained[n].dtype))
+        ]
         if len(same) != 1:
             return None
         names[key] = same[0]
@@ -287,7 +300,9 @@ def load_weights(model: torch.nn.Module, path: Path, strict: bool = True, skip: 
     params = dict(model.named_parameters())
     missing = [n for n in tensors if n not in params]
     if missing and strict:
-        raise StoreError(f"{saved.weights}: {len(missing)} saved tensors have no place in the model (e.g. {missing[0]})")
+        raise StoreError(
+            f"{saved.weights}: {len(missing)} saved tensors have no place in the model (e.g. {missing[0]})"
+        )
     skipped = []
     with torch.no_grad():
         for name, tensor in tensors.items():
@@ -327,8 +342,10 @@ class Transfer:
         return len(self.loaded) / self.transferable if self.transferable else 0.0
 
     def summary(self) -> str:
-        return (f"{len(self.loaded)} of {self.transferable} tensors loaded ({len(self.no_place)} with no place, "
-                f"{len(self.shape_mismatch)} of another shape; head of {len(self.head)} tensors not transferred)")
+        return (
+            f"{len(self.loaded)} of {self.transferable} tensors loaded ({len(self.no_place)} with no place, "
+            f"{len(self.shape_mismatch)} of another shape; head of {len(self.head)} tensors not transferred)"
+        )
 
 
 HEAD = ("classifier",)

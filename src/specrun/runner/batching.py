@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -18,7 +18,7 @@ class TokenCache:
     """Token ids of (text, pair) under one tokenizer and max_length, computed once per process."""
 
     #: {tokenizer: {max_length: {(text, pair): (ids, token types)}}}, dropped with the tokenizer.
-    _caches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    _caches: ClassVar[weakref.WeakKeyDictionary] = weakref.WeakKeyDictionary()
 
     def __init__(self, tokenizer: Any, max_length: int):
         self.tokenizer = tokenizer
@@ -100,7 +100,9 @@ def _pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id
 
 
-def train_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, group_by_length: bool) -> list[np.ndarray]:
+def train_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, group_by_length: bool
+) -> list[np.ndarray]:
     """One epoch of batch indices: shuffled, and (by default) grouped by length like HF's
     LengthGroupedSampler: sort within mega-batches of 50 batches, longest batch first."""
     order = rng.permutation(len(lengths))

@@ -28,7 +28,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(settings: RunSettings | dict, registry: Registry, num_labels: int, label_names: tuple[str, ...], device: torch.device):
+def build_model(
+    settings: RunSettings | dict,
+    registry: Registry,
+    num_labels: int,
+    label_names: tuple[str, ...],
+    device: torch.device,
+):
     """The method's model for ``settings`` (or a run's config tree), seeded, on ``device``; frozen weights
     in bf16 where that helps."""
     if isinstance(settings, dict):

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-
 from specrun.spec.schema import duration_seconds
 
 if TYPE_CHECKING:
@@ -43,7 +42,9 @@ def remove_checkpoint(artifacts_dir: Path, run_id: str) -> None:
     for name in (CHECKPOINT, SUMMARY, CHECKPOINT + ".tmp", SUMMARY + ".tmp"):
         try:
             path.with_name(name).unlink(missing_ok=True)
-        except OSError:  # e.g. the artifacts "folder" is a file: there is no checkpoint, and recording the failure must go on
+        except (
+            OSError
+        ):  # e.g. the artifacts "folder" is a file: there is no checkpoint, and recording the failure must go on
             pass
 
 
@@ -92,7 +93,9 @@ class Checkpoints:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         import torch
 
-        _write_atomically(self.path, lambda f: torch.save({"format": FORMAT, "meta": json.dumps(_plain(meta)), "tensors": tensors}, f))
+        _write_atomically(
+            self.path, lambda f: torch.save({"format": FORMAT, "meta": json.dumps(_plain(meta)), "tensors": tensors}, f)
+        )
         summary = json.dumps({"step": meta.get("step"), "steps": meta.get("steps")}).encode()
         _write_atomically(self.path.with_name(SUMMARY), lambda f: f.write(summary))
         self.last = time.perf_counter()
@@ -108,7 +111,16 @@ class Checkpoints:
             if saved.get("format") != FORMAT:
                 raise ValueError(f"format {saved.get('format')!r}, this specrun writes {FORMAT}")
             return saved["tensors"], _restore_arrays(json.loads(saved["meta"]))
-        except (OSError, EOFError, RuntimeError, ValueError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as exc:
+        except (
+            OSError,
+            EOFError,
+            RuntimeError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            pickle.UnpicklingError,
+        ) as exc:
             # a damaged or foreign file: start over rather than fail the run
             why = (str(exc).strip().splitlines() or [""])[0][:200]
             log.warning("ignoring the checkpoint %s (%s: %s); the run starts over", self.path, type(exc).__name__, why)

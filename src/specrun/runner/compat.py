@@ -10,8 +10,8 @@ from pathlib import Path
 from specrun.errors import ConfigError, MethodUnavailable
 from specrun.plugins.api import ModelInfo
 from specrun.plugins.registry import Registry
-from specrun.spec.schema import RunSettings
 from specrun.runner.modeling import check_precision, load_config, pick_device, resolve_model
+from specrun.spec.schema import RunSettings
 
 log = logging.getLogger("specrun.compat")
 
@@ -38,18 +38,26 @@ def _missing_model(name: str, path: str, exc: Exception) -> ConfigError:
             why = f"its config.json cannot be read: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         else:
             why = "the folder has no config.json"
-        return ConfigError(f"no model at {name!r} ({why}); give a folder with a Hugging Face model, or a hub id", key="model.name")
+        return ConfigError(
+            f"no model at {name!r} ({why}); give a folder with a Hugging Face model, or a hub id", key="model.name"
+        )
     if _offline():
         return ConfigError(
             f"{name!r} is not a local folder nor in the Hugging Face cache, and HF_HUB_OFFLINE is set: "
-            "download it once with network access, or give a local folder", key="model.name",
+            "download it once with network access, or give a local folder",
+            key="model.name",
         )
     return ConfigError(f"cannot load model {name!r} ({path}): {str(exc).splitlines()[0]}", key="model.name")
 
 
 #: Files a local model folder holds its weights in, and its tokenizer's vocabulary in (any ``*.model``:
 #: a sentencepiece model).
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
 
 
@@ -61,15 +69,23 @@ def _check_folder(name: str, path: str) -> None:
     if not folder.is_dir():
         return  # a hub id
     if not any((folder / f).is_file() for f in _WEIGHT_FILES):
-        raise ConfigError(f"no model weights in {str(folder)!r} (no {' or '.join(_WEIGHT_FILES[::2])}); save the model there "
-                          "with save_pretrained", key="model.name")
+        raise ConfigError(
+            f"no model weights in {str(folder)!r} (no {' or '.join(_WEIGHT_FILES[::2])}); save the model there "
+            "with save_pretrained",
+            key="model.name",
+        )
     if not any((folder / f).is_file() for f in _TOKENIZER_FILES) and not any(folder.glob("*.model")):
-        raise ConfigError(f"no tokenizer in {str(folder)!r} (no {', '.join(_TOKENIZER_FILES)} or sentencepiece *.model): every word "
-                          "would become [UNK]; save the tokenizer there too (tokenizer.save_pretrained)", key="model.name")
+        raise ConfigError(
+            f"no tokenizer in {str(folder)!r} (no {', '.join(_TOKENIZER_FILES)} or sentencepiece *.model): every word "
+            "would become [UNK]; save the tokenizer there too (tokenizer.save_pretrained)",
+            key="model.name",
+        )
     for weights in sorted(folder.glob("*.safetensors")):
         why = safetensors_problem(weights)
         if why:
-            raise ConfigError(f"{weights}: {why}; save the model again (save_pretrained) or copy the file whole", key="model.name")
+            raise ConfigError(
+                f"{weights}: {why}; save the model again (save_pretrained) or copy the file whole", key="model.name"
+            )
 
 
 def safetensors_problem(path: Path) -> str | None:
@@ -87,7 +103,9 @@ def safetensors_problem(path: Path) -> str | None:
                 return f"truncated: {size} bytes, too short for a safetensors header"
             (length,) = struct.unpack("<Q", head)
             if length > size - 8:
-                return f"truncated: its header says {length} bytes of header, the file holds {size - 8} after the first 8"
+                return (
+                    f"truncated: its header says {length} bytes of header, the file holds {size - 8} after the first 8"
+                )
             header = json.loads(handle.read(length))
     except OSError as exc:
         return f"cannot be read: {exc.strerror or exc}"
@@ -95,8 +113,14 @@ def safetensors_problem(path: Path) -> str | None:
         return "not a safetensors file (its header is not JSON)"
     if not isinstance(header, dict):
         return "not a safetensors file (its header is not a JSON object)"
-    ends = [entry["data_offsets"][1] for key, entry in header.items()
-            if key != "__metadata__" and isinstance(entry, dict) and isinstance(entry.get("data_offsets"), list) and len(entry["data_offsets"]) == 2]
+    ends = [
+        entry["data_offsets"][1]
+        for key, entry in header.items()
+        if key != "__metadata__"
+        and isinstance(entry, dict)
+        and isinstance(entry.get("data_offsets"), list)
+        and len(entry["data_offsets"]) == 2
+    ]
     expected = 8 + length + max(ends, default=0)
     if size < expected:
         return f"truncated: {size} bytes, but its tensors need {expected}"
@@ -133,13 +157,18 @@ def check_run_model(settings: RunSettings, registry: Registry) -> str | None:
     model = model_info(settings.model.name, registry, settings.model.max_length, settings.model.init_from)
     positions = usable_positions(model.config)
     if positions and model.max_length > positions:
-        raise ConfigError(f"{model.max_length} tokens, but {model.name!r} has {positions} positions; lower it to {positions} or less", key="model.max_length")
+        raise ConfigError(
+            f"{model.max_length} tokens, but {model.name!r} has {positions} positions; lower it to {positions} or less",
+            key="model.max_length",
+        )
     method = registry.get("method", settings.method.name)
     options = method.Options.model_validate(settings.method_options())
     method.check_model(options, model)
     train = settings.train
     if train.precision == "fp16" and train.device == "cpu":
-        raise ConfigError("'fp16' needs a CUDA device, and train.device = 'cpu'; use bf16 or fp32", key="train.precision")
+        raise ConfigError(
+            "'fp16' needs a CUDA device, and train.device = 'cpu'; use bf16 or fp32", key="train.precision"
+        )
     try:
         device = pick_device(train.device)
         check_precision(train.precision, device)

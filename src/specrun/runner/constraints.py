@@ -43,7 +43,10 @@ def trainable_counts(planned: list[PlannedRun], registry: Registry) -> dict[str,
     built: dict[str, int] = {}
     for run in planned:
         dataset = load_dataset(run.config["data"], registry, run.spec_dir)
-        key = json.dumps([run.config["model"], run.config["method"], run.config["train"]["precision"], dataset.num_labels], sort_keys=True)
+        key = json.dumps(
+            [run.config["model"], run.config["method"], run.config["train"]["precision"], dataset.num_labels],
+            sort_keys=True,
+        )
         if key not in built:
             model, _ = build_model(run.settings, registry, dataset.num_labels, dataset.label_names, torch.device("cpu"))
             built[key] = count_parameters(model)[0]
@@ -52,7 +55,9 @@ def trainable_counts(planned: list[PlannedRun], registry: Registry) -> dict[str,
     return counts
 
 
-def apply_constraints(loaded: LoadedSpec, planned: list[PlannedRun], registry: Registry) -> tuple[list[PlannedRun], list[Skipped]]:
+def apply_constraints(
+    loaded: LoadedSpec, planned: list[PlannedRun], registry: Registry
+) -> tuple[list[PlannedRun], list[Skipped]]:
     """The runs that respect the spec's constraints, and those left out (``on_violation = "skip"``);
     a SpecError at the constraint's line when runs break it and ``on_violation = "error"``."""
     constraints = loaded.spec.constraints
@@ -63,13 +68,23 @@ def apply_constraints(loaded: LoadedSpec, planned: list[PlannedRun], registry: R
     over = [Skipped(run, counts[run.run_id], limit) for run in planned if counts[run.run_id] > limit]
     within = [run for run in planned if counts[run.run_id] <= limit]
     if within:
-        log.info("constraints.max_trainable_params %s: %d run(s) within (%s to %s trainable)", f"{limit:,}", len(within),
-                 f"{min(counts[r.run_id] for r in within):,}", f"{max(counts[r.run_id] for r in within):,}")
+        log.info(
+            "constraints.max_trainable_params %s: %d run(s) within (%s to %s trainable)",
+            f"{limit:,}",
+            len(within),
+            f"{min(counts[r.run_id] for r in within):,}",
+            f"{max(counts[r.run_id] for r in within):,}",
+        )
     if over and constraints.on_violation == "error":
         labels = sorted({f"{s.run.label().rsplit(' seed=', 1)[0]}: {s.trainable:,}" for s in over})
-        raise SpecError(str(loaded.path), [loaded.locate(
-            "constraints.max_trainable_params",
-            f"{len(over)} run(s) train more than {limit:,} parameters ({'; '.join(labels)}); lower their size, "
-            "or set constraints.on_violation = \"skip\" to leave them out",
-        )])
+        raise SpecError(
+            str(loaded.path),
+            [
+                loaded.locate(
+                    "constraints.max_trainable_params",
+                    f"{len(over)} run(s) train more than {limit:,} parameters ({'; '.join(labels)}); lower their size, "
+                    'or set constraints.on_violation = "skip" to leave them out',
+                )
+            ],
+        )
     return within, over

@@ -14,7 +14,6 @@ import torch
 from specrun.runner.batching import Encoded
 from specrun.runner.modeling import autocast
 
-
 #: What a run's ``peak_memory_mb`` measures (``runs.memory_kind``): figures of different kinds are not
 #: comparable, so no analysis puts them on one axis.
 MEMORY_KINDS = {
@@ -95,8 +94,14 @@ LATENCY_WARMUP, LATENCY_MIN, LATENCY_MAX, LATENCY_BUDGET_S = 2, 12, 32, 0.3
 
 
 @torch.inference_mode()
-def latency(model: torch.nn.Module, data: Encoded, precision: str, device: torch.device,
-            n: int = LATENCY_MAX, budget_s: float = LATENCY_BUDGET_S) -> dict[str, float]:
+def latency(
+    model: torch.nn.Module,
+    data: Encoded,
+    precision: str,
+    device: torch.device,
+    n: int = LATENCY_MAX,
+    budget_s: float = LATENCY_BUDGET_S,
+) -> dict[str, float]:
     """Per-example inference latency at batch size 1 over the first examples of ``data`` (see the
     constants above); ``latency_examples`` says how many were timed."""
     was_training = model.training

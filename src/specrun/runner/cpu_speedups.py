@@ -53,12 +53,15 @@ def _cpu_train_attention(module, query, key, value, attention_mask, scaling=None
     plain = (
         not dropout
         or not isinstance(drop, CpuDropout)
-        or kwargs.get("is_causal") or getattr(module, "is_causal", False)
+        or kwargs.get("is_causal")
+        or getattr(module, "is_causal", False)
         or query.shape[1] != key.shape[1]  # grouped-query attention
         or kwargs.get("position_bias") is not None
     )
     if plain:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+        )
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
     scores = torch.matmul(query, key.transpose(-1, -2)) * scaling

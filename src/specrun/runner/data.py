@@ -12,15 +12,13 @@ import os
 import re
 from dataclasses import dataclass
 
-
-from specrun.version import __version__
 from specrun import cache
 from specrun.errors import DataError, did_you_mean
 from specrun.examples import Dataset, Examples
 from specrun.plugins.api import DataContext, TransformContext
 from specrun.plugins.registry import Registry
 from specrun.spec.schema import DataSpec, PluginRef, RunSettings
-
+from specrun.version import __version__
 
 
 @dataclass
@@ -53,15 +51,22 @@ def data_dir() -> str | None:
 
 
 @functools.lru_cache(maxsize=8)
-def _load_cached(name: str, options_json: str, data_dir_: str | None, spec_dir: str | None, registry: Registry) -> Dataset:
+def _load_cached(
+    name: str, options_json: str, data_dir_: str | None, spec_dir: str | None, registry: Registry
+) -> Dataset:
     """Loaded once per process; parsed once per set of files for sources that name them (``specrun.cache``)."""
     source = registry.get("dataset", name)
     options = source.Options.model_validate(json.loads(options_json))
     ctx = DataContext(data_dir=data_dir_, spec_dir=spec_dir)
     files = source.files(options, ctx)
     signature = cache.file_signature(files) if files else None
-    key = {"dataset": name, "version": registry.code_version("dataset", name), "specrun": __version__,
-           "options": options_json, "files": signature}
+    key = {
+        "dataset": name,
+        "version": registry.code_version("dataset", name),
+        "specrun": __version__,
+        "options": options_json,
+        "files": signature,
+    }
     if signature is not None:
         dataset = cache.get("datasets", key)
         if isinstance(dataset, Dataset):
@@ -71,7 +76,7 @@ def _load_cached(name: str, options_json: str, data_dir_: str | None, spec_dir: 
         raise DataError(f"dataset {name!r} has no splits")
     if signature is not None and signature == cache.file_signature(files):  # unchanged while it was read
         for examples in dataset.splits.values():
-            examples.fingerprint  # computed once, kept with the entry
+            _ = examples.fingerprint  # computed once, kept with the entry
         cache.put("datasets", key, dataset)
     return dataset
 
@@ -121,7 +126,9 @@ def _leaves(node, path: tuple):
 
 def eval_split_name(data: dict | DataSpec, registry: Registry) -> str:
     """The run's primary evaluation split: ``data.eval_split``, else its dataset's evaluation split."""
-    name, chosen = (data["dataset"], data.get("eval_split")) if isinstance(data, dict) else (data.dataset, data.eval_split)
+    name, chosen = (
+        (data["dataset"], data.get("eval_split")) if isinstance(data, dict) else (data.dataset, data.eval_split)
+    )
     return chosen or registry.get("dataset", name).eval_split
 
 
@@ -136,7 +143,10 @@ def split_examples(dataset: Dataset, name: str, key: str) -> Examples:
     base = sliced.group("split").strip() if sliced else name
     if base not in dataset.splits:
         known = list(dataset.splits)
-        raise DataError(f"dataset {dataset.name!r} has no split {base!r}{did_you_mean(base, known)}; splits: {', '.join(known)}", key=_spec_key(key))
+        raise DataError(
+            f"dataset {dataset.name!r} has no split {base!r}{did_you_mean(base, known)}; splits: {', '.join(known)}",
+            key=_spec_key(key),
+        )
     examples = dataset.splits[base]
     if not sliced:
         return examples
@@ -163,7 +173,9 @@ def stratified_indices(labels, size: int, seed: int) -> list[int]:
     total = len(labels)
     exact = {label: size * len(p) / total for label, p in by_label.items()} if total else {}
     quotas = {label: int(x) for label, x in exact.items()}
-    for label in sorted(exact, key=lambda label: (-(exact[label] - quotas[label]), label))[: size - sum(quotas.values())]:
+    for label in sorted(exact, key=lambda label: (-(exact[label] - quotas[label]), label))[
+        : size - sum(quotas.values())
+    ]:
         quotas[label] += 1  # largest remainder; ties to the smaller label
     rng = np.random.default_rng(seed)
     chosen: list[int] = []
@@ -178,13 +190,21 @@ def _slice_bound(text: str, size: int, name: str, key: str) -> int | None:
         return None
     bound = _BOUND.match(text)
     if bound is None:
-        raise DataError(f"cannot read the slice in {name!r}: bounds are whole numbers or percentages, e.g. 'train[:5000]' or 'train[90%:]'", key=_spec_key(key))
+        raise DataError(
+            f"cannot read the slice in {name!r}: bounds are whole numbers or percentages, e.g. 'train[:5000]' or 'train[90%:]'",
+            key=_spec_key(key),
+        )
     value = int(bound.group(1))
     return round(size * value / 100) if bound.group(2) else value
 
 
 def apply_transforms(
-    examples: Examples, transforms: list[PluginRef], registry: Registry, ctx: TransformContext, kind: str | None, where: str
+    examples: Examples,
+    transforms: list[PluginRef],
+    registry: Registry,
+    ctx: TransformContext,
+    kind: str | None,
+    where: str,
 ) -> Examples:
     """Apply ``transforms`` (the list at spec key ``where``) in order; with ``kind`` ('train' or 'eval'),
     only those whose ``on`` covers it. A transform's DataError is re-raised naming its spec key."""
@@ -203,7 +223,9 @@ def apply_transforms(
     return examples
 
 
-def prepare_run_data(settings: RunSettings | dict, registry: Registry, spec_dir: str | None = None, scores=None) -> RunData:
+def prepare_run_data(
+    settings: RunSettings | dict, registry: Registry, spec_dir: str | None = None, scores=None
+) -> RunData:
     """The training and evaluation examples of one run (its settings, or its config tree), transforms
     applied under the run's seed.
 
@@ -249,17 +271,28 @@ def prepare_run_data(settings: RunSettings | dict, registry: Registry, spec_dir:
     for name, (split_name, limit, own) in sets.items():
         key = "eval_split" if name == primary else f"eval_sets.{name}.split"
         examples = _limit(split_examples(dataset, split_name, key), limit)
-        ectx = TransformContext(seed=seed, split=name, label_names=dataset.label_names, scores=scores, spec_dir=spec_dir)
+        ectx = TransformContext(
+            seed=seed, split=name, label_names=dataset.label_names, scores=scores, spec_dir=spec_dir
+        )
         examples = apply_transforms(examples, data.transforms, registry, ectx, "eval", "data.transforms")
         eval_sets[name] = apply_transforms(examples, own, registry, ectx, None, f"data.eval_sets.{name}.transforms")
         if len(eval_sets[name]) == 0:
             raise DataError(f"evaluation set {name!r} is empty after its transforms")
     if selection is not None:  # evaluated like an evaluation set: the eval-side transforms apply
-        sctx = TransformContext(seed=seed, split=SELECTION_SET, label_names=dataset.label_names, scores=scores, spec_dir=spec_dir)
+        sctx = TransformContext(
+            seed=seed, split=SELECTION_SET, label_names=dataset.label_names, scores=scores, spec_dir=spec_dir
+        )
         selection = apply_transforms(selection, data.transforms, registry, sctx, "eval", "data.transforms")
         info["examples"] = len(selection)
-    return RunData(dataset=dataset, train=train, eval_sets=eval_sets, primary_eval=primary,
-                   selection_name=selection_name, selection=selection, selection_info=info)
+    return RunData(
+        dataset=dataset,
+        train=train,
+        eval_sets=eval_sets,
+        primary_eval=primary,
+        selection_name=selection_name,
+        selection=selection,
+        selection_info=info,
+    )
 
 
 def _selection(settings: RunSettings, dataset: Dataset, train: Examples, unused: Examples | None, primary: str):
@@ -276,15 +309,29 @@ def _selection(settings: RunSettings, dataset: Dataset, train: Examples, unused:
     if t.select_on is not None:
         examples = split_examples(dataset, t.select_on, "train.select_on")
         reported = {split_base(primary), *(split_base(s.split or primary) for s in settings.data.eval_sets.values())}
-        return SELECTION_SET, examples, {"source": "split", "split": t.select_on, "reported": split_base(t.select_on) in reported}, train
+        return (
+            SELECTION_SET,
+            examples,
+            {"source": "split", "split": t.select_on, "reported": split_base(t.select_on) in reported},
+            train,
+        )
     size = min(t.select_max_examples, max(len(dataset.label_names), round(t.select_fraction * len(train))))
-    info = {"source": "carved", "split": settings.data.train_split, "seed": SELECTION_SEED, "fraction": t.select_fraction, "reported": False}
+    info = {
+        "source": "carved",
+        "split": settings.data.train_split,
+        "seed": SELECTION_SEED,
+        "fraction": t.select_fraction,
+        "reported": False,
+    }
     if unused is not None and len(unused) >= size:
         info["from"] = "examples the training subsample leaves out"
         return SELECTION_SET, unused.select(stratified_indices(unused.label, size, SELECTION_SEED)), info, train
     if size >= len(train):
-        raise DataError(f"cannot carve a selection set of {size} examples out of {len(train)} training examples; "
-                        "set train.select_on to a split the run does not report", key="train.select_fraction")
+        raise DataError(
+            f"cannot carve a selection set of {size} examples out of {len(train)} training examples; "
+            "set train.select_on to a split the run does not report",
+            key="train.select_fraction",
+        )
     held = stratified_indices(train.label, size, SELECTION_SEED)
     info["from"] = "held out of the training examples"
     taken = set(held)

@@ -42,7 +42,9 @@ def classification_metrics(labels: np.ndarray, prediction: np.ndarray, num_label
 
 
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, data: Encoded, num_labels: int, batch_size: int, precision: str, device: torch.device) -> Evaluation:
+def evaluate(
+    model: torch.nn.Module, data: Encoded, num_labels: int, batch_size: int, precision: str, device: torch.device
+) -> Evaluation:
     start = time.perf_counter()
     was_training = model.training
     model.eval()

@@ -22,25 +22,27 @@ from pathlib import Path
 
 import torch
 
-from specrun.version import __version__
+from specrun.core.roles import padding_info
+from specrun.core.task import ArtifactFile, MetricRow, RunRecord, RunTask, StopRun
 from specrun.errors import ConfigError, SpecrunError
 from specrun.plugins.registry import Registry, get_registry, plugin_packages
 from specrun.runner import artifacts
-from specrun.runner.checkpoint import Checkpoints, checkpoint_path, remove_checkpoint
-from specrun.runner.costs import PeakMemory, latency, model_bytes
 from specrun.runner.batching import TokenCache
 from specrun.runner.build import build_model, seed_everything  # noqa: F401  (re-exported: tests and benchmarks use them here)
+from specrun.runner.checkpoint import Checkpoints, checkpoint_path, remove_checkpoint
+from specrun.runner.costs import PeakMemory, latency, model_bytes
 from specrun.runner.data import prepare_run_data
 from specrun.runner.modeling import count_parameters, load_tokenizer, pick_device, portable_model_name
 from specrun.runner.plan import _version
-from specrun.core.roles import padding_info
-from specrun.core.task import ArtifactFile, MetricRow, RunRecord, RunTask, StopRun
 from specrun.runner.teacher import teacher_scorer
 from specrun.runner.train import StepReport, train_model
 from specrun.spec.schema import RunSettings
+from specrun.version import __version__
 
 
-def environment_info(device: torch.device, spec_dir: str | None, config: dict | None = None, registry: Registry | None = None) -> dict:
+def environment_info(
+    device: torch.device, spec_dir: str | None, config: dict | None = None, registry: Registry | None = None
+) -> dict:
     """Where and with what a run executes: recorded in ``runs.environment``. With the run's config, its
     ``plugins`` are the plugin packages the run uses; without, every plugin package loaded."""
     info = {
@@ -48,16 +50,21 @@ def environment_info(device: torch.device, spec_dir: str | None, config: dict | 
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "worker": {"host": socket.gethostname(), "pid": os.getpid()},
         "packages": {lib: _version(lib) for lib in ("torch", "transformers", "peft", "bitsandbytes", "duckdb")},
         "plugins": plugin_packages(registry or get_registry(), config),
     }
     try:
-        info["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=spec_dir or ".", capture_output=True, text=True, timeout=5
-        ).stdout.strip() or None
+        info["git_commit"] = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=spec_dir or ".", capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         info["git_commit"] = None
     return info
@@ -89,7 +96,15 @@ def _no_phase(name: str) -> None:
 
 
 def evaluate_sets(
-    record: RunRecord, model, task: RunTask, data, evals: dict, step: int, device, known: dict | None = None, on_phase=_no_phase,
+    record: RunRecord,
+    model,
+    task: RunTask,
+    data,
+    evals: dict,
+    step: int,
+    device,
+    known: dict | None = None,
+    on_phase=_no_phase,
     run_task=None,
 ) -> dict[str, float]:
     """Evaluate ``model`` on each of ``evals`` (name -> the task's features) into ``record``: final metrics
@@ -114,7 +129,9 @@ def evaluate_sets(
         for column, values in rows.items():
             predictions.setdefault(column, []).extend(values)
         skipped = plugin.skipped(enc)
-        record.metrics += [MetricRow(step, None, name, f"skipped_{reason}", float(n), final=True) for reason, n in skipped.items()]
+        record.metrics += [
+            MetricRow(step, None, name, f"skipped_{reason}", float(n), final=True) for reason, n in skipped.items()
+        ]
         if skipped:
             record.environment.setdefault("data", {}).setdefault("skipped", {})[name] = skipped
         if name in task.eval_sets:
@@ -125,8 +142,8 @@ def evaluate_sets(
 
 def task_runtime(settings: RunSettings, registry: Registry, tokenizer, label_names: tuple[str, ...]):
     """(the run's task plugin, its TaskContext)."""
-    from specrun.plugins.api import TaskContext
     from specrun.core.tasks import task_of
+    from specrun.plugins.api import TaskContext
 
     plugin, options = task_of(settings, registry)
     return plugin, TaskContext(tokenizer, settings.model.max_length, options, tuple(label_names))
@@ -169,8 +186,15 @@ def _execute(task: RunTask, registry: Registry | None, on_step, on_phase, on_met
         raise
     except StopRun as stop:  # pruned at an evaluation: the curve so far, no weights
         remove_checkpoint(artifacts_dir, task.run_id)
-        return RunRecord(task.run_id, status="pruned", message=stop.reason, error=stop.reason, metrics=stop.rows,
-                         train_seconds=stop.train_seconds, pruned_step=stop.step)
+        return RunRecord(
+            task.run_id,
+            status="pruned",
+            message=stop.reason,
+            error=stop.reason,
+            metrics=stop.rows,
+            train_seconds=stop.train_seconds,
+            pruned_step=stop.step,
+        )
     except SpecrunError as exc:
         return _failed(task, artifacts_dir, f"{type(exc).__name__}: {exc}", str(exc))
     except Exception as exc:  # a bug or a library failure: keep the traceback in the store
@@ -227,10 +251,22 @@ def _evaluate_stored(task: RunTask, registry: Registry, on_phase) -> RunRecord:
     record = RunRecord(task.run_id, status="evaluated")
     predictor = Predictor.from_weights(task.config, Path(task.weights), registry)
     on_phase("loading data")
-    data = prepare_run_data(task.settings, registry, task.spec_dir, scores=teacher_scorer(task.teachers, registry, record.teacher_scores))
+    data = prepare_run_data(
+        task.settings, registry, task.spec_dir, scores=teacher_scorer(task.teachers, registry, record.teacher_scores)
+    )
     plugin, tctx = task_runtime(task.settings, registry, predictor.cache.tokenizer, data.dataset.label_names)
     evals = {n: plugin.encode(data.eval_sets[n], tctx, training=False) for n in task.evaluate_sets}
-    evaluate_sets(record, predictor.model, task, data, evals, task.step, predictor.device, on_phase=on_phase, run_task=(plugin, tctx))
+    evaluate_sets(
+        record,
+        predictor.model,
+        task,
+        data,
+        evals,
+        task.step,
+        predictor.device,
+        on_phase=on_phase,
+        run_task=(plugin, tctx),
+    )
     return record
 
 
@@ -244,7 +280,9 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
     if not task.resume:
         remove_checkpoint(artifacts_dir, task.run_id)
     on_phase("loading data")
-    data = prepare_run_data(settings, registry, task.spec_dir, scores=teacher_scorer(task.teachers, registry, record.teacher_scores))
+    data = prepare_run_data(
+        settings, registry, task.spec_dir, scores=teacher_scorer(task.teachers, registry, record.teacher_scores)
+    )
     device = pick_device(train_cfg.device)
     record.environment = environment_info(device, task.spec_dir, task.config, registry)
     num_labels = data.dataset.num_labels
@@ -264,7 +302,10 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
     evals = {name: plugin.encode(ex, tctx, training=False) for name, ex in data.eval_sets.items()}
     selection = None
     if data.selection_name is not None:
-        selection = (data.selection_name, plugin.encode(data.selection, tctx, training=False) if data.selection is not None else None)
+        selection = (
+            data.selection_name,
+            plugin.encode(data.selection, tctx, training=False) if data.selection is not None else None,
+        )
     skipped = plugin.skipped(train)
     data_info = {"dataset": settings.data.dataset, "task": plugin.name}
     if data.dataset.description:
@@ -276,9 +317,22 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
     trainable, total = count_parameters(model)
     with PeakMemory(device) as memory:
         outcome = train_model(
-            model, train, evals[data.primary_eval], data.primary_eval, num_labels, train_cfg, settings.seed, device,
-            on_step=on_step, on_phase=on_phase, checkpoints=checkpoints, selection=selection, on_metrics=on_metrics,
-            track_every=task.track_every, task=plugin, task_ctx=tctx,
+            model,
+            train,
+            evals[data.primary_eval],
+            data.primary_eval,
+            num_labels,
+            train_cfg,
+            settings.seed,
+            device,
+            on_step=on_step,
+            on_phase=on_phase,
+            checkpoints=checkpoints,
+            selection=selection,
+            on_metrics=on_metrics,
+            track_every=task.track_every,
+            task=plugin,
+            task_ctx=tctx,
         )
 
     record.train_seconds, record.resumed_from = outcome.train_seconds, outcome.resumed_from
@@ -287,10 +341,20 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
     record.metrics = [MetricRow(r.step, r.epoch, r.split, r.name, r.value, final=False) for r in outcome.rows]
     final_step = outcome.steps
     seconds = evaluate_sets(
-        record, model, task, data, evals, final_step, device, known={data.primary_eval: outcome.final_eval}, on_phase=on_phase,
+        record,
+        model,
+        task,
+        data,
+        evals,
+        final_step,
+        device,
+        known={data.primary_eval: outcome.final_eval},
+        on_phase=on_phase,
         run_task=(plugin, tctx),
     )
-    record.metrics += [MetricRow(final_step, None, "train", f"skipped_{reason}", float(n), final=True) for reason, n in skipped.items()]
+    record.metrics += [
+        MetricRow(final_step, None, "train", f"skipped_{reason}", float(n), final=True) for reason, n in skipped.items()
+    ]
     primary_seconds = seconds.get(data.primary_eval, 0.0)
 
     primary = evals[data.primary_eval]
@@ -298,8 +362,13 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
     meta = {"run_id": task.run_id, "config": task.config, "label_names": data.dataset.label_names, "task": plugin.name}
     on_phase("saving")
     saved = artifacts.save_run(
-        model, folder, meta, also=frozenset(transfer.frozen) if transfer else frozenset(), tokenizer=cache.tokenizer,
-        max_length=settings.model.max_length, base_model=portable_model_name(settings.model.name, registry),
+        model,
+        folder,
+        meta,
+        also=frozenset(transfer.frozen) if transfer else frozenset(),
+        tokenizer=cache.tokenizer,
+        max_length=settings.model.max_length,
+        base_model=portable_model_name(settings.model.name, registry),
     )
     record.artifacts = [ArtifactFile(*row) for row in saved.artifact_rows()]
     record.transfer = transfer
@@ -313,7 +382,9 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
         "samples_per_second": outcome.samples_seen / outcome.train_seconds if outcome.train_seconds else 0.0,
         "peak_memory_mb": memory.peak_bytes / 2**20,  # of memory.kind (recorded on the run)
         "model_memory_mb": model_bytes(model) / 2**20,
-        "eval_examples_per_second": len(data.eval_sets[data.primary_eval]) / primary_seconds if primary_seconds else 0.0,
+        "eval_examples_per_second": len(data.eval_sets[data.primary_eval]) / primary_seconds
+        if primary_seconds
+        else 0.0,
         "artifact_bytes": saved.trained_bytes(),
     }
     if outcome.time_to_best is not None:
@@ -327,7 +398,9 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
         size = len(data.selection) if data.selection is not None else len(primary)
         record.metrics += [
             MetricRow(final_step, None, "selection", "examples", float(size), final=True),
-            MetricRow(final_step, None, "selection", "on_reported_split", float(bool(info.get("reported"))), final=True),
+            MetricRow(
+                final_step, None, "selection", "on_reported_split", float(bool(info.get("reported"))), final=True
+            ),
         ]
     record.train_examples = (list(data.train.ids), list(data.train.label))
     return record

@@ -29,7 +29,11 @@ TOLERANCE = 1e-4
 def label_config(label_names: tuple[str, ...] | list[str]) -> dict:
     """``from_pretrained`` kwargs giving a classifier the run's labels."""
     names = list(label_names)
-    return {"num_labels": len(names), "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+    return {
+        "num_labels": len(names),
+        "id2label": dict(enumerate(names)),
+        "label2id": {n: i for i, n in enumerate(names)},
+    }
 
 
 def pad_config(base_name: str, folder: Path, registry: Registry | None = None) -> dict:
@@ -83,7 +87,9 @@ def load_plain(path: Path | str, device: str = "cpu", registry: Registry | None 
     if saved.meta.get("quantization"):
         from transformers import BitsAndBytesConfig
 
-        kwargs.update(quantization_config=BitsAndBytesConfig.from_dict(saved.meta["quantization"]), device_map={"": device})
+        kwargs.update(
+            quantization_config=BitsAndBytesConfig.from_dict(saved.meta["quantization"]), device_map={"": device}
+        )
     base = load_base(base_path, registry, **kwargs)
     model = PeftModel.from_pretrained(base, str(saved.folder))
     return model.eval() if saved.meta.get("quantization") else model.to(device).eval()
@@ -111,13 +117,17 @@ class Exported:
 
     def how_to_load(self) -> str:
         if self.kind != "adapter":
-            return (f"AutoModelForSequenceClassification.from_pretrained({str(self.folder)!r}) or "
-                    f"pipeline('text-classification', model={str(self.folder)!r})"
-                    + (" (with peft installed)" if self.kind == "model+adapter" else ""))
+            return (
+                f"AutoModelForSequenceClassification.from_pretrained({str(self.folder)!r}) or "
+                f"pipeline('text-classification', model={str(self.folder)!r})"
+                + (" (with peft installed)" if self.kind == "model+adapter" else "")
+            )
         labels = label_config(self.label_names)
         pad = f", pad_token_id={self.pad_token_id}" if self.pad_token_id is not None else ""
-        return (f"AutoPeftModelForSequenceClassification.from_pretrained({str(self.folder)!r}, num_labels={labels['num_labels']}, "
-                f"id2label={labels['id2label']}, label2id={labels['label2id']}{pad}) (peft; it loads the base model {self.base_model!r})")
+        return (
+            f"AutoPeftModelForSequenceClassification.from_pretrained({str(self.folder)!r}, num_labels={labels['num_labels']}, "
+            f"id2label={labels['id2label']}, label2id={labels['label2id']}{pad}) (peft; it loads the base model {self.base_model!r})"
+        )
 
 
 def export_model(config: dict, weights: Path, out: Path, merge: bool, registry: Registry) -> Exported:
@@ -147,9 +157,16 @@ def export_model(config: dict, weights: Path, out: Path, merge: bool, registry: 
             exported.pad_token_id = pad_config(base_path, staging, registry).get("pad_token_id")
         meta = artifacts.read_run(weights).meta
         exported.run_id = str(meta.get("run_id", ""))
-        (staging / artifacts.META).write_text(json.dumps(
-            {k: meta[k] for k in ("run_id", "config", "label_names") if k in meta} | {"export": exported.kind}, indent=2, default=str))
-        if not (exported.kind == "adapter" and artifacts.quantized_bits(model)):  # a quantized base: bitsandbytes' kernels
+        (staging / artifacts.META).write_text(
+            json.dumps(
+                {k: meta[k] for k in ("run_id", "config", "label_names") if k in meta} | {"export": exported.kind},
+                indent=2,
+                default=str,
+            )
+        )
+        if not (
+            exported.kind == "adapter" and artifacts.quantized_bits(model)
+        ):  # a quantized base: bitsandbytes' kernels
             exported.max_difference = _check(staging, exported.kind, reference, labels, max_length, registry)
         if out.exists():
             out.rmdir()  # empty: the caller checked
@@ -164,7 +181,9 @@ def _base(model):
     return model.get_base_model() if artifacts.is_peft_model(model) else model
 
 
-def _write(model, folder: Path, merge: bool, method: str, labels: tuple[str, ...], base_path: str, base_name: str) -> Exported:
+def _write(
+    model, folder: Path, merge: bool, method: str, labels: tuple[str, ...], base_path: str, base_name: str
+) -> Exported:
     """Save ``model`` into ``folder`` as the export's kind requires; returns what was written. ``base_path``
     is where the base model loads from here, ``base_name`` the name an adapter folder gives it."""
     exported = Exported(folder, "model", method, base_name or base_path, labels)
@@ -191,7 +210,9 @@ def _write(model, folder: Path, merge: bool, method: str, labels: tuple[str, ...
         (folder / "README.md").unlink(missing_ok=True)
         return exported
     if not artifacts.is_plain_transformers(model):
-        raise UsageError(f"method {method!r} builds a {type(model).__name__}, which is not a transformers model: it cannot be exported")
+        raise UsageError(
+            f"method {method!r} builds a {type(model).__name__}, which is not a transformers model: it cannot be exported"
+        )
     model.save_pretrained(str(folder))
     if merge:
         exported.note = f"method {method!r} trains the model's own weights: there was nothing to merge"
@@ -202,7 +223,9 @@ def _cannot_merge(model, method: str) -> str | None:
     """Why a peft model's adapters cannot be merged into its weights (None when they can)."""
     config = model.peft_config[model.active_adapter]
     if config.is_prompt_learning:
-        return f"{config.peft_type.value.lower()} adds virtual tokens to the input, which no weight of the model can hold"
+        return (
+            f"{config.peft_type.value.lower()} adds virtual tokens to the input, which no weight of the model can hold"
+        )
     bits = artifacts.quantized_bits(model)
     if bits:
         return f"its base model is quantized to {bits} bits, and merging would quantize the adapters too, changing predictions"
@@ -223,8 +246,14 @@ def _probabilities(model, tokenizer, max_length: int) -> torch.Tensor:
     return model(**inputs).logits.float().softmax(-1)
 
 
-def _check(folder: Path, kind: str, reference: torch.Tensor, labels: tuple[str, ...], max_length: int,
-           registry: Registry | None = None) -> float:
+def _check(
+    folder: Path,
+    kind: str,
+    reference: torch.Tensor,
+    labels: tuple[str, ...],
+    max_length: int,
+    registry: Registry | None = None,
+) -> float:
     """Load ``folder`` as ``how_to_load`` says (transformers; peft for an adapter folder, over the base model
     its ``adapter_config.json`` names, found through the model sources as ``load_plain`` does) and compare
     its predictions with ``reference`` (what ``specrun predict`` shows); returns the largest probability
@@ -247,6 +276,8 @@ def _check(folder: Path, kind: str, reference: torch.Tensor, labels: tuple[str, 
     names = [loaded.config.id2label[i] for i in range(got.shape[-1])]
     difference = float((got - reference).abs().max())
     if names != list(labels) or difference > TOLERANCE:
-        raise SpecrunError(f"the exported folder does not predict what the run does (labels {names} vs {list(labels)}, "
-                           f"probabilities differ by up to {difference:.2g}); it was not written")
+        raise SpecrunError(
+            f"the exported folder does not predict what the run does (labels {names} vs {list(labels)}, "
+            f"probabilities differ by up to {difference:.2g}); it was not written"
+        )
     return difference

@@ -107,12 +107,16 @@ def pick_device(requested: str) -> torch.device:
 def check_precision(precision: str, device: torch.device) -> None:
     """Fail before training when the device cannot compute in the requested precision."""
     if precision == "fp16" and device.type == "cpu":
-        raise MethodUnavailable("precision 'fp16' needs a CUDA device (this machine trains on the CPU; use bf16 or fp32)")
+        raise MethodUnavailable(
+            "precision 'fp16' needs a CUDA device (this machine trains on the CPU; use bf16 or fp32)"
+        )
     if precision == "bf16" and device.type == "cuda" and not gpu_supports_bf16(device):
         import torch
 
         name = torch.cuda.get_device_name(device)
-        raise MethodUnavailable(f"precision 'bf16' is not supported by this GPU ({name}: bf16 needs compute capability 8.0 or later); use fp16 or fp32")
+        raise MethodUnavailable(
+            f"precision 'bf16' is not supported by this GPU ({name}: bf16 needs compute capability 8.0 or later); use fp16 or fp32"
+        )
 
 
 def synchronize(device: torch.device) -> None:

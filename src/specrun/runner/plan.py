@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from specrun.version import RESULTS_VERSION
+from specrun.core.task import EvalSetDefinition as EvalSetPlan
 from specrun.errors import DataError, SpecError, SpecrunError
 from specrun.plugins.registry import Registry
 from specrun.runner.data import eval_split_name, load_dataset, split_examples
-from specrun.core.task import EvalSetDefinition as EvalSetPlan
-from specrun.spec.schema import RunSettings
 from specrun.spec.load import LoadedSpec, Origin, RunConfig
+from specrun.spec.schema import RunSettings
 from specrun.spec.stages import dependency_refs, stage_name, transform_entries
+from specrun.version import RESULTS_VERSION
 
 
 @dataclass
@@ -52,6 +52,7 @@ class PlannedRun:
                     pass
             return (key, line, message)
         return self.origin.locate(key, message, self.sweep_values, self.stage)
+
     #: What else shapes the result but is not in the run id (which hashes the model's name): the model's
     #: files or hub revision, and the numerics libraries of its method (``inputs_fingerprint``). Recorded
     #: on the run; a completed run recorded with other inputs is stale and trains again.
@@ -79,7 +80,9 @@ class PlannedRun:
         """Given the evaluation sets a completed run was evaluated on ({name: fingerprint}): the ones it
         still needs, and the ones recorded under the same name with a different definition."""
         new = [name for name in self.eval_sets if name not in recorded]
-        changed = [name for name, plan in self.eval_sets.items() if name in recorded and recorded[name] != plan.fingerprint]
+        changed = [
+            name for name, plan in self.eval_sets.items() if name in recorded and recorded[name] != plan.fingerprint
+        ]
         return new, changed
 
     def label(self) -> str:
@@ -132,14 +135,18 @@ def model_folder_digest(folder: str | Path) -> str:
     from specrun import cache
 
     folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.name not in _NOT_MODEL_FILES)
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.name not in _NOT_MODEL_FILES
+    )
     stats = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
     key = {"folder": str(folder.resolve()), "files": stats}
     found = cache.get("model-digests", key)
     if isinstance(found, str):
         return found
     signature = cache.file_signature(files) or []
-    digest = hashlib.sha256(json.dumps([[Path(path).name, size, sha] for path, size, sha in signature]).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(
+        json.dumps([[Path(path).name, size, sha] for path, size, sha in signature]).encode()
+    ).hexdigest()[:16]
     cache.put("model-digests", key, digest)
     return digest
 
@@ -221,7 +228,10 @@ def split_problems(config: dict, registry: Registry, spec_dir: str | None) -> li
 def data_fingerprint(config: dict, registry: Registry, spec_dir: str | None) -> dict[str, str]:
     """Content hashes of the splits a run reads (before transforms: those are in the config)."""
     dataset = load_dataset(config["data"], registry, spec_dir)
-    return {name: split_examples(dataset, name, key).fingerprint for key, name in sorted(_named_splits(config, registry).items())}
+    return {
+        name: split_examples(dataset, name, key).fingerprint
+        for key, name in sorted(_named_splits(config, registry).items())
+    }
 
 
 #: Train keys that change how a run is carried out, never what it computes: not part of its identity.
@@ -248,7 +258,9 @@ def eval_set_plans(config: dict, registry: Registry, spec_dir: str | None) -> di
         split = entry.get("split") or eval_split_name(data, registry)
         definition = {
             "eval_set": entry,
-            "split": split_examples(load_dataset(data, registry, spec_dir), split, f"eval_sets.{name}.split").fingerprint,
+            "split": split_examples(
+                load_dataset(data, registry, spec_dir), split, f"eval_sets.{name}.split"
+            ).fingerprint,
             "code": {k: v for k, v in versions.items() if k.startswith("transform:")},
             "inputs": transform_inputs(single, registry, spec_dir),
         }
@@ -279,7 +291,9 @@ def run_id_for(identity: dict) -> str:
 MAX_DEPTH = 4
 
 
-def _plan_single(ref: str, spec_dir: str, registry: Registry, depth: int, what: str, chain: tuple[Path, ...] = ()) -> PlannedRun:
+def _plan_single(
+    ref: str, spec_dir: str, registry: Registry, depth: int, what: str, chain: tuple[Path, ...] = ()
+) -> PlannedRun:
     """Plan the spec at ``ref`` (relative to ``spec_dir``), which must expand to exactly one run;
     ``chain``: the specs that led here (a spec met again is a cycle, reported by the caller)."""
     from specrun.spec.load import load_spec
@@ -293,7 +307,9 @@ def _plan_single(ref: str, spec_dir: str, registry: Registry, depth: int, what: 
     return runs[0]
 
 
-def resolve_dependencies(run: RunConfig, loaded: LoadedSpec, registry: Registry, depth: int, chain: tuple[Path, ...] = ()) -> list[PlannedRun]:
+def resolve_dependencies(
+    run: RunConfig, loaded: LoadedSpec, registry: Registry, depth: int, chain: tuple[Path, ...] = ()
+) -> list[PlannedRun]:
     """Runs this run needs first: the stage (``stage:NAME``) or spec (``.toml``) named by
     ``model.init_from`` (transfer) and by any transform's ``teacher`` option. Each reference is replaced
     in the run's config by its run's id, so the dependency's identity is part of this run's; a value that
@@ -309,10 +325,20 @@ def resolve_dependencies(run: RunConfig, loaded: LoadedSpec, registry: Registry,
         elif isinstance(ref, str) and ref.endswith(".toml"):
             path = Path(ref) if Path(ref).is_absolute() else Path(spec_dir) / ref
             if not path.is_file():
-                raise DataError(f"no spec file {ref!r} (looked for {path.resolve()}; relative paths are relative to this spec's folder)", key=dotted)
+                raise DataError(
+                    f"no spec file {ref!r} (looked for {path.resolve()}; relative paths are relative to this spec's folder)",
+                    key=dotted,
+                )
             if path.resolve() in chain:
-                cycle = " → ".join(p.name for p in (*chain[chain.index(path.resolve()):], path.resolve()))
-                raise SpecError(str(loaded.path), [loaded.locate(dotted, f"{what} specs refer to each other in a cycle: {cycle}", run.sweep_values, run.stage)])
+                cycle = " → ".join(p.name for p in (*chain[chain.index(path.resolve()) :], path.resolve()))
+                raise SpecError(
+                    str(loaded.path),
+                    [
+                        loaded.locate(
+                            dotted, f"{what} specs refer to each other in a cycle: {cycle}", run.sweep_values, run.stage
+                        )
+                    ],
+                )
             dependency = _plan_single(ref, spec_dir, registry, depth, what, chain)
         else:
             continue
@@ -321,20 +347,31 @@ def resolve_dependencies(run: RunConfig, loaded: LoadedSpec, registry: Registry,
     return needed
 
 
-def plan_one(run: RunConfig, loaded: LoadedSpec, registry: Registry, depth: int = 0, chain: tuple[Path, ...] = ()) -> PlannedRun:
+def plan_one(
+    run: RunConfig, loaded: LoadedSpec, registry: Registry, depth: int = 0, chain: tuple[Path, ...] = ()
+) -> PlannedRun:
     """One run of ``loaded`` (or of one of its stages) with its content-hash id and the runs it needs first."""
     if depth >= MAX_DEPTH:
-        raise SpecError(str(loaded.path), [("stages", None, f"stages and source specs nest deeper than {MAX_DEPTH} levels")])
+        raise SpecError(
+            str(loaded.path), [("stages", None, f"stages and source specs nest deeper than {MAX_DEPTH} levels")]
+        )
     spec_dir = str(Path(loaded.path).resolve().parent)
     try:
         problems = split_problems(run.config, registry, spec_dir)
     except DataError as exc:
         problems = [exc]
     if problems:
-        raise SpecError(str(loaded.path), [loaded.locate(e.key, e.message, run.sweep_values, run.stage) if e.key else ("", None, e.message)
-                                           for e in problems])
+        raise SpecError(
+            str(loaded.path),
+            [
+                loaded.locate(e.key, e.message, run.sweep_values, run.stage) if e.key else ("", None, e.message)
+                for e in problems
+            ],
+        )
     try:
-        dependencies = resolve_dependencies(run, loaded, registry, depth, chain)  # before training_view: it rewrites references to run ids
+        dependencies = resolve_dependencies(
+            run, loaded, registry, depth, chain
+        )  # before training_view: it rewrites references to run ids
         trained = training_view(run.config)
         inputs = transform_inputs(trained, registry, spec_dir)
         eval_sets = eval_set_plans(run.config, registry, spec_dir)
@@ -383,8 +420,15 @@ def plan_runs(loaded: LoadedSpec, registry: Registry, depth: int = 0, chain: tup
         first = seen[p.run_id]  # a swept eval set: the one training is evaluated on each
         for name, plan in p.eval_sets.items():
             if name in first.eval_sets and first.eval_sets[name].fingerprint != plan.fingerprint:
-                raise SpecError(str(loaded.path), [loaded.locate(f"data.eval_sets.{name}",
-                    f"sweep points that train the same run define evaluation set {name!r} differently; give them different names")])
+                raise SpecError(
+                    str(loaded.path),
+                    [
+                        loaded.locate(
+                            f"data.eval_sets.{name}",
+                            f"sweep points that train the same run define evaluation set {name!r} differently; give them different names",
+                        )
+                    ],
+                )
             first.eval_sets[name] = plan
             first.config["data"]["eval_sets"][name] = p.config["data"]["eval_sets"][name]
     return unique

@@ -66,13 +66,19 @@ def label_ids(file: TextFile, label_names: tuple[str, ...]) -> list[int]:
     return ids
 
 
-def scores(predicted: list[str], expected: list[int], label_names: tuple[str, ...], latencies: list[float]) -> dict[str, float]:
+def scores(
+    predicted: list[str], expected: list[int], label_names: tuple[str, ...], latencies: list[float]
+) -> dict[str, float]:
     """accuracy and F1 (as the run's evaluation computes them) and the mean latency in ms."""
     from specrun.runner.evaluate import classification_metrics
 
     index = {name: i for i, name in enumerate(label_names)}
     metrics = classification_metrics(np.array(expected), np.array([index[p] for p in predicted]), len(label_names))
-    return {"accuracy": metrics["accuracy"], "f1": metrics["f1"], "latency_ms_mean": float(np.mean(latencies)) if latencies else 0.0}
+    return {
+        "accuracy": metrics["accuracy"],
+        "f1": metrics["f1"],
+        "latency_ms_mean": float(np.mean(latencies)) if latencies else 0.0,
+    }
 
 
 @dataclass
@@ -119,13 +125,19 @@ def read_questions(path: Path) -> QAFile:
         raise DataError(f"{path}: no rows; give a file with a question and a context per row")
     missing = [c for c in ("question", "context") if c not in rows.columns]
     if missing:
-        raise DataError(f"{path}: needs 'question' and 'context' columns (missing {', '.join(missing)}); columns are {rows.columns}")
+        raise DataError(
+            f"{path}: needs 'question' and 'context' columns (missing {', '.join(missing)}); columns are {rows.columns}"
+        )
     items, answers = [], []
     for n, row in enumerate(rows.rows):
         question, context = row.get("question"), row.get("context")
         for name, value in (("question", question), ("context", context)):
             if not isinstance(value, str) or not value.strip():
-                raise DataError(f"{rows.where(n)}: the {name} is empty" if not value else f"{rows.where(n)}: the {name} is {json_kind(value)}, not a string")
+                raise DataError(
+                    f"{rows.where(n)}: the {name} is empty"
+                    if not value
+                    else f"{rows.where(n)}: the {name} is {json_kind(value)}, not a string"
+                )
         items.append((question, context))
         if "answers" in rows.columns:
             raw = row.get("answers")
@@ -161,8 +173,8 @@ class Predictor:
         """The model of a run with ``config`` (its config tree), with its saved ``weights`` (the run's
         folder or weights file, any format) loaded; the label names come from the ``run.json`` beside them."""
         quiet_libraries()
-        from specrun.plugins.api import TaskContext
         from specrun.core.tasks import DEFAULT_TASK, task_of
+        from specrun.plugins.api import TaskContext
 
         registry = registry or get_registry()
         saved = read_run(weights)  # StoreError when the weights are not where the store says
@@ -198,8 +210,10 @@ class Predictor:
             examples = QAExamples(("0",), (question,), (context,), ((("", 0),),), ("",))
             features = self.task.encode(examples, self.task_ctx, training=False)
             if not len(features):
-                raise DataError(f"question {number} is too long: with it, model.max_length = {self.task_ctx.max_length} tokens leave "
-                                f"no more than doc_stride = {options.doc_stride} tokens of context per window")
+                raise DataError(
+                    f"question {number} is too long: with it, model.max_length = {self.task_ctx.max_length} tokens leave "
+                    f"no more than doc_stride = {options.doc_stride} tokens of context per window"
+                )
             t0 = time.perf_counter()
             starts, ends = [], []
             for f in range(len(features)):
@@ -228,7 +242,11 @@ class Predictor:
             ms = (time.perf_counter() - t0) * 1000
             k = int(probs.argmax())
             every = dict(zip(self.label_names, (float(p) for p in probs)))
-            rows.append(Classified(text if pair is None else f"{text} / {pair}", self.label_names[k], float(probs[k]), every, ms))
+            rows.append(
+                Classified(
+                    text if pair is None else f"{text} / {pair}", self.label_names[k], float(probs[k]), every, ms
+                )
+            )
         return rows
 
     def predict(self, items: list[tuple[str, str | None]]) -> list[tuple[str, str, float, float]]:

@@ -31,7 +31,9 @@ def teacher_scorer(teachers: dict[str, TeacherSource], registry: Registry, produ
     def scores(teacher: str, examples: Examples) -> list[float]:
         source = teachers.get(teacher)
         if source is None:
-            raise DataError(f"teacher run {teacher!r} was not given to this run (its weights were not found in the store)")
+            raise DataError(
+                f"teacher run {teacher!r} was not given to this run (its weights were not found in the store)"
+            )
         pairs = examples.text_pair or (None,) * len(examples)
         keys = [(i, text_hash(t, p)) for i, t, p in zip(examples.ids, examples.text, pairs)]
         missing = [n for n, k in enumerate(keys) if k not in source.known]

@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from specrun.runner.checkpoint import Checkpoints, restore_rngs, rng_states, rng_tensors
+from specrun.core.task import MetricRow, StopRun
 from specrun.errors import TrainingError
 from specrun.runner.batching import Encoded, train_batches
-from specrun.core.task import MetricRow, StopRun
-from specrun.spec.schema import TrainSpec
+from specrun.runner.checkpoint import Checkpoints, restore_rngs, rng_states, rng_tensors
 from specrun.runner.cpu_speedups import cpu_training_speedups
 from specrun.runner.modeling import synchronize
+from specrun.spec.schema import TrainSpec
 
 log = logging.getLogger("specrun.train")
 
@@ -99,7 +99,9 @@ def _scheduler(optimizer, train: TrainSpec, steps: int):
         name = "constant_with_warmup"
     elif name == "polynomial":
         options = {"power": train.power or 1.0, "lr_end": 0.0}
-    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=max(steps, 1), scheduler_specific_kwargs=options)
+    return get_scheduler(
+        name, optimizer, num_warmup_steps=warmup, num_training_steps=max(steps, 1), scheduler_specific_kwargs=options
+    )
 
 
 def gradient_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
@@ -196,7 +198,9 @@ class _Loop:
         self.best_value: float | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
         self.bad_evals = 0
-        self.running_loss = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per step
+        self.running_loss = torch.zeros(
+            (), dtype=torch.float64, device=device
+        )  # summed on the device: no sync per step
         self.running_correct = torch.zeros((), dtype=torch.int64, device=device)
         self.running_n = 0
         self.trained_before = 0.0  # training seconds of the attempts before a resume
@@ -254,7 +258,9 @@ class _Loop:
         """One optimizer step on the batch ``index`` (and an evaluation when one is due); returns whether
         training is over."""
         batch = self.data.collate(index, self.device)
-        loss, right = self.task.loss(self.model, self.data, index, batch, self.task_ctx, self.train.precision, self.device)
+        loss, right = self.task.loss(
+            self.model, self.data, index, batch, self.task_ctx, self.train.precision, self.device
+        )
         if self.scaler.is_enabled():
             self.scaled_step(loss)
         else:
@@ -270,10 +276,18 @@ class _Loop:
         self.running_correct += right
         self.running_n += len(index)
         if self.on_step:
-            self.on_step(StepReport(
-                self.step, self.steps, self.outcome.samples_seen, self.elapsed(sync=False), self.scheduler.get_last_lr()[0],
-                self.running_loss, self.running_n, self.evaluations,
-            ))
+            self.on_step(
+                StepReport(
+                    self.step,
+                    self.steps,
+                    self.outcome.samples_seen,
+                    self.elapsed(sync=False),
+                    self.scheduler.get_last_lr()[0],
+                    self.running_loss,
+                    self.running_n,
+                    self.evaluations,
+                )
+            )
         if self.track_every and self.step % self.track_every == 0:
             self.window()
         last = self.step >= self.steps
@@ -327,7 +341,9 @@ class _Loop:
         # the training batches since the last evaluation (with dropout on): a running view, not a re-evaluation
         outcome.rows += [
             MetricRow(step, epoch, "train", "loss", train_loss),
-            MetricRow(step, epoch, "train", self.task.train_metric, float(self.running_correct) / max(self.running_n, 1)),
+            MetricRow(
+                step, epoch, "train", self.task.train_metric, float(self.running_correct) / max(self.running_n, 1)
+            ),
             MetricRow(step, epoch, "train", "learning_rate", float(self.scheduler.get_last_lr()[0])),
             MetricRow(step, epoch, "train", "seconds", self.elapsed()),
         ]
@@ -336,13 +352,22 @@ class _Loop:
         self.running_n = 0
         self.evaluations += 1
         t0 = time.perf_counter()
-        ev = self.task.evaluate(self.model, self.eval_data, self.task_ctx, self.train.eval_batch_size, self.train.precision, self.device)
+        ev = self.task.evaluate(
+            self.model, self.eval_data, self.task_ctx, self.train.eval_batch_size, self.train.precision, self.device
+        )
         self.eval_seconds += time.perf_counter() - t0  # evaluate reads its results back: the device is done
         outcome.rows += [MetricRow(step, epoch, self.eval_name, k, v) for k, v in ev.metrics.items()]
         outcome.final_eval = ev
         if self.stopping and self.select_data is not None:  # selection reads its own set, never the reported one
             t0 = time.perf_counter()
-            ev = self.task.evaluate(self.model, self.select_data, self.task_ctx, self.train.eval_batch_size, self.train.precision, self.device)
+            ev = self.task.evaluate(
+                self.model,
+                self.select_data,
+                self.task_ctx,
+                self.train.eval_batch_size,
+                self.train.precision,
+                self.device,
+            )
             self.eval_seconds += time.perf_counter() - t0
             outcome.rows += [MetricRow(step, epoch, self.select_name, k, v) for k, v in ev.metrics.items()]
         if self.on_metrics:
@@ -355,7 +380,9 @@ class _Loop:
             return False
         value = ev.metrics.get(self.stopping.metric)
         if value is None:
-            raise ValueError(f"early_stopping.metric {self.stopping.metric!r} is not an eval metric; have {sorted(ev.metrics)}")
+            raise ValueError(
+                f"early_stopping.metric {self.stopping.metric!r} is not an eval metric; have {sorted(ev.metrics)}"
+            )
         if _better(value, self.best_value, self.stopping.mode):
             self.best_value, self.bad_evals = value, 0
             self.best_state = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
@@ -371,6 +398,7 @@ class _Loop:
 
     def state(self) -> tuple[dict, dict]:
         """(tensors, plain values) that ``restore`` needs to go on from this step exactly."""
+
         def cpu(t: torch.Tensor) -> torch.Tensor:
             return t.detach().to("cpu", copy=True)
 
@@ -411,8 +439,11 @@ class _Loop:
         tensors, meta = saved
         shapes = {n: list(p.shape) for n, p in self.trainable().items()}
         if meta["steps"] != self.steps or meta["trainable"] != shapes:
-            log.warning("ignoring the checkpoint %s: it was saved by a run of %s steps with other trainable tensors; the run starts over",
-                        checkpoints.path, meta["steps"])
+            log.warning(
+                "ignoring the checkpoint %s: it was saved by a run of %s steps with other trainable tensors; the run starts over",
+                checkpoints.path,
+                meta["steps"],
+            )
             return False
         with torch.no_grad():
             for name, param in self.trainable().items():
@@ -431,7 +462,11 @@ class _Loop:
         self.trained_before = meta["train_seconds"]
         outcome = self.outcome
         outcome.rows = [MetricRow(**r) for r in meta["rows"]]
-        outcome.samples_seen, outcome.best_step, outcome.time_to_best = meta["samples_seen"], meta["best_step"], meta["time_to_best"]
+        outcome.samples_seen, outcome.best_step, outcome.time_to_best = (
+            meta["samples_seen"],
+            meta["best_step"],
+            meta["time_to_best"],
+        )
         outcome.skipped_steps = meta.get("skipped_steps", 0)
         outcome.resumed_from = self.step
         log.info("resuming from step %d of %d (checkpoint %s)", self.step, self.steps, checkpoints.path)

@@ -76,7 +76,11 @@ def deep_merge(base: dict, override: dict) -> dict:
     and ``options`` go with ``dataset`` the same way."""
     merged = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and not _other_plugin(merged[key], value, "name"):
+        if (
+            isinstance(value, dict)
+            and isinstance(merged.get(key), dict)
+            and not _other_plugin(merged[key], value, "name")
+        ):
             if _other_plugin(merged[key], value, "dataset"):
                 merged[key].pop("options", None)
             merged[key] = deep_merge(merged[key], value)
@@ -104,7 +108,9 @@ def _read(path: Path, text: str, chain: tuple[Path, ...]) -> tuple[dict, list[So
         return raw, sources
     line = locate(text, ("extends",))
     if not isinstance(ref, str) or not ref:
-        raise SpecError(str(path), [("extends", line, f"must be the path of a spec file (relative to this one), not {ref!r}")])
+        raise SpecError(
+            str(path), [("extends", line, f"must be the path of a spec file (relative to this one), not {ref!r}")]
+        )
     base = Path(ref) if Path(ref).is_absolute() else path.parent / ref
     if base.resolve() in {p.resolve() for p in (*chain, path)}:
         cycle = " → ".join(p.name for p in (*chain, path, base))
@@ -127,13 +133,31 @@ def compose(path: str | Path, text: str, profile: str | None = None) -> Composed
     composed = Composed(raw, sources)
     profiles = {} if profiles is None else profiles
     if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
-        raise SpecError(str(path), [("profiles", locate(text, ("profiles",)), "each profile is a table: [profiles.<name>] with keys to override")])
+        raise SpecError(
+            str(path),
+            [
+                (
+                    "profiles",
+                    locate(text, ("profiles",)),
+                    "each profile is a table: [profiles.<name>] with keys to override",
+                )
+            ],
+        )
     composed.profiles = sorted(profiles)
     if profile is None:
         return composed
     if profile not in profiles:
         known = ", ".join(composed.profiles) or "none"
-        raise SpecError(str(path), [("--profile", None, f"no profile {profile!r}{did_you_mean(profile, composed.profiles)}; the spec's profiles: {known}")])
+        raise SpecError(
+            str(path),
+            [
+                (
+                    "--profile",
+                    None,
+                    f"no profile {profile!r}{did_you_mean(profile, composed.profiles)}; the spec's profiles: {known}",
+                )
+            ],
+        )
     composed.raw = deep_merge(raw, profiles[profile])
     composed.profile = profile
     experiment = composed.raw.get("experiment")

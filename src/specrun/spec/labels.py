@@ -27,7 +27,9 @@ def sweep_assignments(key: str, value: Any) -> list[tuple[str, Any]]:
     if len(keys) == 1:
         return [(key, value)]
     if not isinstance(value, list) or len(value) != len(keys):
-        raise TypeError(f"each value must be a list of {len(keys)} items, one per key ({', '.join(keys)}), not {value!r}")
+        raise TypeError(
+            f"each value must be a list of {len(keys)} items, one per key ({', '.join(keys)}), not {value!r}"
+        )
     return list(zip(keys, value))
 
 
@@ -131,7 +133,11 @@ def _method_labels(flat: list[dict[str, Any]]) -> list[str]:
     for values in flat:
         name = values.get("method.name")
         peers = [v for v in flat if v.get("method.name") == name]
-        keys = [k for k in values if k.startswith("method.") and k != "method.name" and any(p.get(k) != values[k] for p in peers)]
+        keys = [
+            k
+            for k in values
+            if k.startswith("method.") and k != "method.name" and any(p.get(k) != values[k] for p in peers)
+        ]
         keys += [k for p in peers for k in p if k.startswith("method.") and k not in values and k not in keys]
         parts = [f"{k.split('.')[-1]}={_short(values[k])}" for k in keys if k in values]
         out.append(" ".join([str(name), *parts]))
@@ -172,18 +178,24 @@ def design(points: list[tuple[str, dict[str, Any]]]) -> tuple[list[Dimension], l
     """For the configurations (method, sweep values) of one experiment: its dimensions, each point's
     factors ({dimension: readable value}, dimensions in sweep order) and a sort key per point (values in
     the order they first appear, numbers in numeric order)."""
-    table_method = any(dotted == "method" for _, sweep in points for key, value in sweep.items()
-                       for dotted, _ in _safe_assignments(key, value))
+    table_method = any(
+        dotted == "method"
+        for _, sweep in points
+        for key, value in sweep.items()
+        for dotted, _ in _safe_assignments(key, value)
+    )
     flat = [_flatten(method, sweep) for method, sweep in points]
     if table_method:
         methods = _method_labels(flat)
-        flat = [{"method": m, **{k: v for k, v in f.items() if not k.startswith("method.")}} for m, f in zip(methods, flat)]
+        flat = [
+            {"method": m, **{k: v for k, v in f.items() if not k.startswith("method.")}} for m, f in zip(methods, flat)
+        ]
     entries: dict[str, str] = {}
     for _, sweep in points:
         for key, value in sweep.items():
             together = [dotted for dotted, _ in _safe_assignments(key, value)]
             if len(together) > 1:
-                entries.update({dotted: key for dotted in together})
+                entries.update(dict.fromkeys(together, key))
     dims = _dimensions(flat, entries)
     factors, orders = [], []
     firsts: dict[str, dict[str, int]] = {d.name: {} for d in dims}
@@ -191,7 +203,11 @@ def design(points: list[tuple[str, dict[str, Any]]]) -> tuple[list[Dimension], l
         for d in dims:
             firsts[d.name].setdefault(_key(values.get(d.keys[0])), len(firsts[d.name]))
     # a dimension whose readable values would coincide (two configurations of one transform) shows them in full
-    full = {d.name for d in dims if len({readable(d.keys[0], v.get(d.keys[0])) for v in flat}) < len({_key(v.get(d.keys[0])) for v in flat})}
+    full = {
+        d.name
+        for d in dims
+        if len({readable(d.keys[0], v.get(d.keys[0])) for v in flat}) < len({_key(v.get(d.keys[0])) for v in flat})
+    }
     for values in flat:
         mine, order = {}, []
         for d in dims:
@@ -200,8 +216,11 @@ def design(points: list[tuple[str, dict[str, Any]]]) -> tuple[list[Dimension], l
                 mine[d.name] = value
             else:
                 mine[d.name] = _short(value) if d.name in full else readable(d.keys[0], value)
-            order.append((0, float(value), "") if isinstance(value, int | float) and not isinstance(value, bool)
-                         else (1, firsts[d.name][_key(value)], ""))
+            order.append(
+                (0, float(value), "")
+                if isinstance(value, int | float) and not isinstance(value, bool)
+                else (1, firsts[d.name][_key(value)], "")
+            )
         factors.append(mine)
         orders.append(tuple(order))
     return dims, factors, orders
@@ -216,6 +235,7 @@ def _safe_assignments(key: str, value: Any) -> list[tuple[str, Any]]:
 
 def stage_factors(dims: list[Dimension], configs: list[dict[str, Any]]) -> list[dict[str, str]]:
     """Factors of stage runs (their configs): the experiment's dimensions that vary among them."""
+
     def value(config: dict, key: str) -> Any:
         if key == "method":
             return config.get("method", {}).get("name")

@@ -16,9 +16,9 @@ from pydantic import BaseModel, ValidationError
 from specrun.errors import PluginError, SpecError, did_you_mean
 from specrun.plugins.api import SpecFacts
 from specrun.plugins.registry import Registry, get_registry
-from specrun.spec.locate import split_key
 from specrun.spec.compose import Composed, Source, compose, toml_problem  # noqa: F401  (toml_problem: re-exported)
 from specrun.spec.labels import _short, describe_configs, describe_sweep, sweep_assignments  # noqa: F401  (re-exported)
+from specrun.spec.locate import split_key
 from specrun.spec.schema import RUN_SECTIONS, SELECTION_KEYS, SearchParam, Spec, TrainSpec
 from specrun.spec.stages import dependency_refs, fixed_seed, sets_key, stage_name, stage_tree
 
@@ -64,7 +64,9 @@ class LoadedSpec:
     #: ``--set`` items applied on top of ``tree``, by the key each sets (as given, ``key=value``).
     overrides: dict[str, str] = field(default_factory=dict)
 
-    def locate(self, key: str, message: str, sweep_values: dict[str, Any] | None = None, stage: str | None = None) -> tuple:
+    def locate(
+        self, key: str, message: str, sweep_values: dict[str, Any] | None = None, stage: str | None = None
+    ) -> tuple:
         """A problem about dotted ``key`` as SpecError takes it, located where its value comes from: the
         sweep entry (for a run's ``sweep_values``), the ``--set`` item, the stage's table (for a run of
         ``stage``), or the file (spec, base, profile) that sets the key."""
@@ -87,7 +89,13 @@ class Origin:
     #: The spec's tree before ``--set`` (which keys the files set).
     tree: dict[str, Any] = field(default_factory=dict)
 
-    def locate(self, key: str | tuple | list, message: str, sweep_values: dict[str, Any] | None = None, stage: str | None = None) -> tuple:
+    def locate(
+        self,
+        key: str | tuple | list,
+        message: str,
+        sweep_values: dict[str, Any] | None = None,
+        stage: str | None = None,
+    ) -> tuple:
         loc = tuple(split_key(key)) if isinstance(key, str) else tuple(str(p) for p in key)
         name = dotted(loc)
         stages = self.tree.get("stages") if isinstance(self.tree.get("stages"), dict) else {}
@@ -175,7 +183,9 @@ def set_dotted(tree: dict, key: str, value: Any) -> None:
             node = _list_item(node, part, parts[: i + 1])
         elif isinstance(node, dict):
             if parts[i + 1].isdigit() and not isinstance(node.get(part), list):
-                raise KeyError(f"{'.'.join(parts[: i + 1])} is not set, so it has no item {parts[i + 1]}; set the whole list instead")
+                raise KeyError(
+                    f"{'.'.join(parts[: i + 1])} is not set, so it has no item {parts[i + 1]}; set the whole list instead"
+                )
             if part not in node or not isinstance(node[part], (dict, list)):
                 node[part] = {}
             node = node[part]
@@ -201,7 +211,9 @@ def _list_item(items: list, part: str, path: list[str]) -> Any:
 # --- validation ----------------------------------------------------------------------------------
 
 
-def _pydantic_problems(exc: ValidationError, prefix: tuple = (), model: type[BaseModel] | None = None) -> list[tuple[tuple, str]]:
+def _pydantic_problems(
+    exc: ValidationError, prefix: tuple = (), model: type[BaseModel] | None = None
+) -> list[tuple[tuple, str]]:
     out = []
     for err in exc.errors():
         loc = tuple(str(p) for p in (*prefix, *err["loc"]))
@@ -293,7 +305,14 @@ def _resolve_plugins(raw: dict, registry: Registry) -> tuple[dict, list[tuple[tu
     Works on the raw tree, not on a validated ``Spec``, so that plugin problems are reported in the
     same pass as schema problems elsewhere in the spec."""
     problems: list[tuple[tuple, str]] = []
-    resolved: dict[str, Any] = {"method": {}, "data_options": {}, "transforms": [], "eval_sets": {}, "analyses": [], "task": None}
+    resolved: dict[str, Any] = {
+        "method": {},
+        "data_options": {},
+        "transforms": [],
+        "eval_sets": {},
+        "analyses": [],
+        "task": None,
+    }
 
     task_ref = _ref(raw.get("task"))
     task = task_options = None
@@ -333,7 +352,9 @@ def _resolve_plugins(raw: dict, registry: Registry) -> tuple[dict, list[tuple[tu
     if isinstance(data.get("dataset"), str):
         options = data.get("options", {})
         options = options if isinstance(options, dict) else {}
-        opts, p = _plugin_options(registry, "dataset", data["dataset"], options, ("data", "options"), ("data", "dataset"))
+        opts, p = _plugin_options(
+            registry, "dataset", data["dataset"], options, ("data", "options"), ("data", "dataset")
+        )
         problems += p
         resolved["data_options"] = opts or {}
 
@@ -369,8 +390,12 @@ def _resolve_plugins(raw: dict, registry: Registry) -> tuple[dict, list[tuple[tu
         if not isinstance(entry_id, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", entry_id):
             problems.append((("analyses", i, "id"), f"must be a name of letters, digits, _ . - (not {entry_id!r})"))
         elif entry_id in ids:
-            problems.append((("analyses", i, "id" if "id" in value else "name"),
-                             f"analyses {ids[entry_id]} and {i} are both {entry_id!r}: give one an `id` of its own"))
+            problems.append(
+                (
+                    ("analyses", i, "id" if "id" in value else "name"),
+                    f"analyses {ids[entry_id]} and {i} are both {entry_id!r}: give one an `id` of its own",
+                )
+            )
         ids.setdefault(str(entry_id), i)
         opts, p = _plugin_options(registry, "analysis", name, options, ("analyses", i))
         problems += p
@@ -385,11 +410,23 @@ def _sweep_key_problems(sweep: Any) -> list[tuple[tuple, str]]:
         for part in key.split(","):
             parts = split_key(part)
             if not parts:
-                problems.append((("sweep", key), "a sweep key names a dotted spec key, e.g. \"method.rank\"; this one is empty"))
+                problems.append(
+                    (("sweep", key), 'a sweep key names a dotted spec key, e.g. "method.rank"; this one is empty')
+                )
             elif empty_part(part):
-                problems.append((("sweep", key), f"{part.strip()!r} has an empty part between dots: give a dotted spec key, e.g. \"method.rank\""))
+                problems.append(
+                    (
+                        ("sweep", key),
+                        f'{part.strip()!r} has an empty part between dots: give a dotted spec key, e.g. "method.rank"',
+                    )
+                )
             elif parts[0] not in (*RUN_SECTIONS, "stages"):
-                problems.append((("sweep", key), f"can only sweep keys under {', '.join(RUN_SECTIONS)} and stages{did_you_mean(parts[0], RUN_SECTIONS)}"))
+                problems.append(
+                    (
+                        ("sweep", key),
+                        f"can only sweep keys under {', '.join(RUN_SECTIONS)} and stages{did_you_mean(parts[0], RUN_SECTIONS)}",
+                    )
+                )
     return problems
 
 
@@ -402,7 +439,11 @@ def _section(raw: dict, name: str, model: type[BaseModel]) -> BaseModel | None:
 
 
 #: Metric splits the store uses besides evaluation sets: an evaluation set of that name would mix with them.
-_RESERVED_SET_NAMES = {"train": "training metrics", "cost": "cost metrics", "selection": "selection-set metrics (early stopping)"}
+_RESERVED_SET_NAMES = {
+    "train": "training metrics",
+    "cost": "cost metrics",
+    "selection": "selection-set metrics (early stopping)",
+}
 
 
 def _eval_set_name_problems(raw: dict, registry: Registry) -> list[tuple[tuple, str]]:
@@ -421,11 +462,21 @@ def _eval_set_name_problems(raw: dict, registry: Registry) -> list[tuple[tuple, 
     problems = []
     for name in sets:
         if name == primary:
-            problems.append((("data", "eval_sets", name), f"{name!r} is the primary evaluation split (data.eval_split), which every run is "
-                             "evaluated on already; results are stored by evaluation set name, so give this set a name of its own"))
+            problems.append(
+                (
+                    ("data", "eval_sets", name),
+                    f"{name!r} is the primary evaluation split (data.eval_split), which every run is "
+                    "evaluated on already; results are stored by evaluation set name, so give this set a name of its own",
+                )
+            )
         elif name in _RESERVED_SET_NAMES:
-            problems.append((("data", "eval_sets", name), f"{name!r} is reserved: the store keeps the {_RESERVED_SET_NAMES[name]} under split "
-                             f"{name!r}; give this set another name"))
+            problems.append(
+                (
+                    ("data", "eval_sets", name),
+                    f"{name!r} is reserved: the store keeps the {_RESERVED_SET_NAMES[name]} under split "
+                    f"{name!r}; give this set another name",
+                )
+            )
     return problems
 
 
@@ -433,11 +484,21 @@ def _train_problems(train: TrainSpec) -> list[tuple[tuple, str]]:
     """Train settings that contradict each other or that the chosen schedule cannot honour."""
     problems = []
     if train.max_steps is not None and train.min_steps > train.max_steps:
-        problems.append((("train", "min_steps"), f"min_steps = {train.min_steps} is more than max_steps = {train.max_steps}: "
-                         "a run cannot do both; lower min_steps or raise max_steps (or leave one out)"))
+        problems.append(
+            (
+                ("train", "min_steps"),
+                f"min_steps = {train.min_steps} is more than max_steps = {train.max_steps}: "
+                "a run cannot do both; lower min_steps or raise max_steps (or leave one out)",
+            )
+        )
     if train.power is not None and train.scheduler != "polynomial":
-        problems.append((("train", "power"), f"only the polynomial schedule takes a power; scheduler = {train.scheduler!r} "
-                         "would ignore it: set scheduler = \"polynomial\" or leave power out"))
+        problems.append(
+            (
+                ("train", "power"),
+                f"only the polynomial schedule takes a power; scheduler = {train.scheduler!r} "
+                'would ignore it: set scheduler = "polynomial" or leave power out',
+            )
+        )
     return problems
 
 
@@ -469,23 +530,40 @@ def _selection_problems(raw: dict, train: TrainSpec, registry: Registry) -> list
     defaults = {k: TrainSpec.model_fields[k].default for k in SELECTION_KEYS}
     given = [k for k in SELECTION_KEYS if getattr(train, k) != defaults[k]]
     if train.early_stopping is None:
-        return [(("train", k), "only early stopping selects weights by evaluating; without train.early_stopping this key does nothing: "
-                 "leave it out") for k in given]
+        return [
+            (
+                ("train", k),
+                "only early stopping selects weights by evaluating; without train.early_stopping this key does nothing: "
+                "leave it out",
+            )
+            for k in given
+        ]
     problems = []
     carved = [k for k in ("select_fraction", "select_max_examples") if k in given]
     if train.select_on is not None or train.allow_selection_on_reported:
-        problems += [(("train", k), "applies to the selection set carved from the training split, which a spec with "
-                      "train.select_on or train.allow_selection_on_reported does not use: leave it out") for k in carved]
+        problems += [
+            (
+                ("train", k),
+                "applies to the selection set carved from the training split, which a spec with "
+                "train.select_on or train.allow_selection_on_reported does not use: leave it out",
+            )
+            for k in carved
+        ]
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     if train.select_on is None or train.allow_selection_on_reported:
         return problems
     for key, split in reported_splits(data, registry).items():
         if split_base(split) == split_base(train.select_on):
-            problems.append((("train", "select_on"), f"early stopping would select on {train.select_on!r}, examples of split "
-                             f"{split_base(split)!r} whose numbers the run reports ({key} = {split!r}): the reported numbers "
-                             "would be optimistic. Leave select_on out (a selection set is carved from the training split), name "
-                             "a split the run does not report, or set train.allow_selection_on_reported = true to accept it "
-                             "(the report marks those numbers selected-on)"))
+            problems.append(
+                (
+                    ("train", "select_on"),
+                    f"early stopping would select on {train.select_on!r}, examples of split "
+                    f"{split_base(split)!r} whose numbers the run reports ({key} = {split!r}): the reported numbers "
+                    "would be optimistic. Leave select_on out (a selection set is carved from the training split), name "
+                    "a split the run does not report, or set train.allow_selection_on_reported = true to accept it "
+                    "(the report marks those numbers selected-on)",
+                )
+            )
             break
     return problems
 
@@ -506,7 +584,12 @@ def _integer_range_problems(raw: dict) -> list[tuple[tuple, str]]:
     for key in STEP_KEYS:
         value = train.get(key)
         if type(value) is int and value > INT32_MAX:
-            problems.append((("train", key), f"{value} steps is more than the store can record (steps are 32-bit integers, at most {INT32_MAX})"))
+            problems.append(
+                (
+                    ("train", key),
+                    f"{value} steps is more than the store can record (steps are 32-bit integers, at most {INT32_MAX})",
+                )
+            )
 
     def walk(node: Any, loc: tuple) -> None:
         if isinstance(node, dict):
@@ -516,7 +599,9 @@ def _integer_range_problems(raw: dict) -> list[tuple[tuple, str]]:
             for i, v in enumerate(node):
                 walk(v, (*loc, i))
         elif type(node) is int and abs(node) > INT64_MAX:
-            problems.append((loc, f"{node} is beyond a 64-bit integer (at most {INT64_MAX}), the largest the store holds"))
+            problems.append(
+                (loc, f"{node} is beyond a 64-bit integer (at most {INT64_MAX}), the largest the store holds")
+            )
 
     walk(raw, ())
     return problems
@@ -527,15 +612,35 @@ def _cross_field_problems(raw: dict, registry: Registry) -> list[tuple[tuple, st
     problems = _eval_set_name_problems(raw, registry) + _integer_range_problems(raw)
     train = _section(raw, "train", TrainSpec)
     task = _task_plugin(raw, registry)
-    if train is not None and train.early_stopping is not None and task is not None and train.early_stopping.metric not in task.metrics:
-        problems.append((("train", "early_stopping", "metric"), f"the task {task.name!r} computes {', '.join(m for m in task.metrics if m != 'n_examples')}; "
-                         f"not {train.early_stopping.metric!r}"))
+    if (
+        train is not None
+        and train.early_stopping is not None
+        and task is not None
+        and train.early_stopping.metric not in task.metrics
+    ):
+        problems.append(
+            (
+                ("train", "early_stopping", "metric"),
+                f"the task {task.name!r} computes {', '.join(m for m in task.metrics if m != 'n_examples')}; "
+                f"not {train.early_stopping.metric!r}",
+            )
+        )
     elif train is not None and train.early_stopping is not None:
         stopping = train.early_stopping
         if stopping.metric == "loss" and stopping.mode == "max":
-            problems.append((("train", "early_stopping", "mode"), "the loss is minimised: early stopping on 'loss' needs mode = \"min\""))
+            problems.append(
+                (
+                    ("train", "early_stopping", "mode"),
+                    "the loss is minimised: early stopping on 'loss' needs mode = \"min\"",
+                )
+            )
         elif stopping.metric != "loss" and stopping.mode == "min":
-            problems.append((("train", "early_stopping", "mode"), f"{stopping.metric} is maximised: early stopping on it needs mode = \"max\""))
+            problems.append(
+                (
+                    ("train", "early_stopping", "mode"),
+                    f'{stopping.metric} is maximised: early stopping on it needs mode = "max"',
+                )
+            )
     if train is not None:
         problems += _train_problems(train)
         problems += _selection_problems(raw, train, registry)
@@ -543,7 +648,12 @@ def _cross_field_problems(raw: dict, registry: Registry) -> list[tuple[tuple, st
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]*$", name):
             problems.append((("stages", name), "a stage is named with letters, digits, _ and -"))
         elif not isinstance(raw["stages"][name], dict):
-            problems.append((("stages", name), "a stage is a table of spec tables to merge over this spec ([stages.<name>.data], ...)"))
+            problems.append(
+                (
+                    ("stages", name),
+                    "a stage is a table of spec tables to merge over this spec ([stages.<name>.data], ...)",
+                )
+            )
     return problems
 
 
@@ -593,7 +703,9 @@ def run_config(spec: Spec, resolved: dict, seed: int) -> dict[str, Any]:
     from specrun.core.tasks import DEFAULT_TASK
 
     task = resolved.get("task")
-    if task and task["name"] != DEFAULT_TASK:  # classification stays implicit: configs (and run ids) of earlier specs hold
+    if (
+        task and task["name"] != DEFAULT_TASK
+    ):  # classification stays implicit: configs (and run ids) of earlier specs hold
         config["task"] = task
     return config
 
@@ -601,7 +713,9 @@ def run_config(spec: Spec, resolved: dict, seed: int) -> dict[str, Any]:
 # --- loading -------------------------------------------------------------------------------------
 
 
-def load_spec(path: str | Path, overrides: list[str] = (), registry: Registry | None = None, profile: str | None = None) -> LoadedSpec:
+def load_spec(
+    path: str | Path, overrides: list[str] = (), registry: Registry | None = None, profile: str | None = None
+) -> LoadedSpec:
     """Read, validate and expand the spec at ``path`` (its bases merged, ``profile`` applied); raises
     SpecError listing every problem found."""
     path = Path(path)
@@ -614,14 +728,17 @@ def load_spec(path: str | Path, overrides: list[str] = (), registry: Registry | 
     return load_spec_text(text, path, overrides, registry, profile)
 
 
-def load_spec_text(text: str, path: str | Path, overrides: list[str] = (), registry: Registry | None = None,
-                   profile: str | None = None) -> LoadedSpec:
+def load_spec_text(
+    text: str, path: str | Path, overrides: list[str] = (), registry: Registry | None = None, profile: str | None = None
+) -> LoadedSpec:
     """Validate and expand spec ``text``; ``path`` names it in messages and anchors its relative paths
     (``extends`` included)."""
     return load_composed(compose(path, text, profile), overrides, registry)
 
 
-def load_tree(tree: dict, text: str, path: str | Path, registry: Registry | None = None, profile: str | None = None) -> LoadedSpec:
+def load_tree(
+    tree: dict, text: str, path: str | Path, registry: Registry | None = None, profile: str | None = None
+) -> LoadedSpec:
     """Validate and expand an effective spec tree as an apply recorded it (bases merged, profile
     applied); ``text`` is the spec file's text, for locating problems."""
     return load_composed(Composed(copy.deepcopy(tree), [Source(Path(path), text)], profile=profile), (), registry)
@@ -642,13 +759,28 @@ def load_composed(composed: Composed, overrides: list[str] = (), registry: Regis
     found = set_problems + [where(loc, msg) for loc, msg in problems]
     runs, sweep_problems = expand(raw, registry, where, known={(dotted(loc), msg) for loc, msg in problems})
     found += [p for p in sweep_problems if p not in found]
-    found += [p for p in search_problems(raw, registry, where, known={(dotted(loc), msg) for loc, msg in problems}) if p not in found]
+    found += [
+        p
+        for p in search_problems(raw, registry, where, known={(dotted(loc), msg) for loc, msg in problems})
+        if p not in found
+    ]
     if not found:  # the analyses check their options against the runs the spec expands into
         found = [where(loc, msg) for loc, msg in check_analyses(spec, resolved["analyses"], runs, registry)]
     if found:  # by file, in line order; --set problems (no line) first
-        raise SpecError(str(composed.path), sorted(found, key=lambda p: (p[3] if len(p) > 3 and p[3] else "", p[1] or 0)))
-    return LoadedSpec(path=composed.path, text=composed.text, raw=raw, spec=spec, runs=runs, analyses=resolved["analyses"],
-                      composed=composed, tree=effective, overrides=set_keys)
+        raise SpecError(
+            str(composed.path), sorted(found, key=lambda p: (p[3] if len(p) > 3 and p[3] else "", p[1] or 0))
+        )
+    return LoadedSpec(
+        path=composed.path,
+        text=composed.text,
+        raw=raw,
+        spec=spec,
+        runs=runs,
+        analyses=resolved["analyses"],
+        composed=composed,
+        tree=effective,
+        overrides=set_keys,
+    )
 
 
 def spec_facts(spec: Spec, runs: list[RunConfig], registry: Registry) -> SpecFacts:
@@ -658,7 +790,9 @@ def spec_facts(spec: Spec, runs: list[RunConfig], registry: Registry) -> SpecFac
     return SpecFacts((primary, *spec.data.eval_sets), swept, tuple(r.config for r in runs))
 
 
-def check_analyses(spec: Spec, entries: list[dict], runs: list[RunConfig], registry: Registry) -> list[tuple[tuple, str]]:
+def check_analyses(
+    spec: Spec, entries: list[dict], runs: list[RunConfig], registry: Registry
+) -> list[tuple[tuple, str]]:
     """Each analysis's own check of its options against the spec (metrics, keys, evaluation sets)."""
     problems: list[tuple[tuple, str]] = []
     facts = spec_facts(spec, runs, registry) if entries else None
@@ -669,13 +803,28 @@ def check_analyses(spec: Spec, entries: list[dict], runs: list[RunConfig], regis
     ids = [e["id"] for e in entries]
     for i, wanted in enumerate(spec.report.sections or [] if spec.report else []):
         if wanted not in ids:
-            problems.append((("report", "sections", i), f"no analysis {wanted!r}{did_you_mean(wanted, ids)}; the spec's analyses: {', '.join(ids) or 'none'}"))
+            problems.append(
+                (
+                    ("report", "sections", i),
+                    f"no analysis {wanted!r}{did_you_mean(wanted, ids)}; the spec's analyses: {', '.join(ids) or 'none'}",
+                )
+            )
     headline = spec.report.headline if spec.report else None
     if headline is not None:
         if headline not in ids:
-            problems.append((("report", "headline"), f"no analysis {headline!r}{did_you_mean(headline, ids)}; the spec's analyses: {', '.join(ids) or 'none'}"))
+            problems.append(
+                (
+                    ("report", "headline"),
+                    f"no analysis {headline!r}{did_you_mean(headline, ids)}; the spec's analyses: {', '.join(ids) or 'none'}",
+                )
+            )
         elif spec.report.sections is not None and headline not in spec.report.sections:
-            problems.append((("report", "headline"), f"{headline!r} is not among report.sections ({', '.join(spec.report.sections)}): add it there"))
+            problems.append(
+                (
+                    ("report", "headline"),
+                    f"{headline!r} is not among report.sections ({', '.join(spec.report.sections)}): add it there",
+                )
+            )
     return problems
 
 
@@ -701,9 +850,9 @@ def _apply_overrides(raw: dict, overrides: list[str]) -> tuple[dict[str, str], l
 def _holds(tree: Any, loc: tuple) -> bool:
     """Whether ``tree`` has a value at ``loc`` (keys and list indexes)."""
     for part in loc:
-        if isinstance(tree, dict) and part in tree:
-            tree = tree[part]
-        elif isinstance(tree, list) and isinstance(part, int) and 0 <= part < len(tree):
+        if (isinstance(tree, dict) and part in tree) or (
+            isinstance(tree, list) and isinstance(part, int) and 0 <= part < len(tree)
+        ):
             tree = tree[part]
         else:
             return False
@@ -763,7 +912,9 @@ def expand(raw: dict, registry: Registry, where, known: set = frozenset()) -> tu
     return runs, problems
 
 
-def resolve_stages(config: dict, tree: dict, seed: int, registry: Registry, chain: tuple[str, ...]) -> tuple[dict[str, RunConfig], list[tuple[tuple, str]]]:
+def resolve_stages(
+    config: dict, tree: dict, seed: int, registry: Registry, chain: tuple[str, ...]
+) -> tuple[dict[str, RunConfig], list[tuple[tuple, str]]]:
     """The stage runs ``config`` refers to (``stage:NAME``), resolved for its sweep point and seed, with
     the stages those refer to in turn: ({name: RunConfig}, problems by location)."""
     found: dict[str, RunConfig] = {}
@@ -775,10 +926,17 @@ def resolve_stages(config: dict, tree: dict, seed: int, registry: Registry, chai
             continue
         loc = tuple(dotted_key.split("."))
         if name not in declared:
-            problems.append((loc, f"no stage {name!r}{did_you_mean(name, declared)}; the spec's stages: {', '.join(declared) or 'none'} (declare [stages.{name}])"))
+            problems.append(
+                (
+                    loc,
+                    f"no stage {name!r}{did_you_mean(name, declared)}; the spec's stages: {', '.join(declared) or 'none'} (declare [stages.{name}])",
+                )
+            )
             continue
         if name in chain:
-            problems.append((("stages", name), f"stages start from each other in a cycle: {' → '.join((*chain, name))}"))
+            problems.append(
+                (("stages", name), f"stages start from each other in a cycle: {' → '.join((*chain, name))}")
+            )
             continue
         branch = stage_tree(tree, name)
         sub, resolved, stage_problems = validate_config(branch, registry)
@@ -826,12 +984,18 @@ def search_problems(raw: dict, registry: Registry, where, known: set = frozenset
         return []  # absent, or the schema check reports it
     problems: list[tuple] = []
     if raw.get("sweep"):
-        problems.append(where(("search",), "a spec has [search] or [sweep], not both: a search chooses its own configurations"))
+        problems.append(
+            where(("search",), "a spec has [search] or [sweep], not both: a search chooses its own configurations")
+        )
     for key, param in search["space"].items():
         loc = ("search", "space", key)
         parts = key.split(".")
         if empty_part(key) or len(parts) < 2 or parts[0] not in RUN_SECTIONS:
-            problems.append(where(loc, f"can only search keys under {', '.join(RUN_SECTIONS)}{did_you_mean(parts[0], RUN_SECTIONS)}"))
+            problems.append(
+                where(
+                    loc, f"can only search keys under {', '.join(RUN_SECTIONS)}{did_you_mean(parts[0], RUN_SECTIONS)}"
+                )
+            )
             continue
         try:
             SearchParam.model_validate(param)
@@ -847,9 +1011,9 @@ def search_problems(raw: dict, registry: Registry, where, known: set = frozenset
                 problems.append(where(loc, str(exc.args[0] if exc.args else exc)))
                 break
             _, _, found = validate_config(tree, registry)
-            found = [(l, m) for l, m in found if (dotted(l), m) not in known]
+            found = [(at, m) for at, m in found if (dotted(at), m) not in known]
             if found:
-                l, m = found[0]
-                problems.append(where(loc, f"value {value!r}: {dotted(l)}: {m}"))
+                at, m = found[0]
+                problems.append(where(loc, f"value {value!r}: {dotted(at)}: {m}"))
                 break
     return problems

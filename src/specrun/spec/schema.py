@@ -61,7 +61,7 @@ class ModelSpec(Section):
     max_length: int = Field(128, ge=8, le=4096)
     init_from: str | None = Field(
         None,
-        description="start from another run's trained weights (head excluded): a run id, or a spec path (.toml, relative to this spec) whose single run is trained first; \"\" = the pretrained model",
+        description='start from another run\'s trained weights (head excluded): a run id, or a spec path (.toml, relative to this spec) whose single run is trained first; "" = the pretrained model',
     )
 
     init_partial: bool = Field(
@@ -119,7 +119,9 @@ class TrainSpec(Section):
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     scheduler: Literal["linear", "constant", "cosine", "polynomial"] = "linear"
-    power: float | None = Field(None, gt=0, description="the polynomial schedule's power (default 1.0); only with scheduler = \"polynomial\"")
+    power: float | None = Field(
+        None, gt=0, description='the polynomial schedule\'s power (default 1.0); only with scheduler = "polynomial"'
+    )
     precision: Literal["fp32", "bf16", "fp16"] = "bf16"
     max_grad_norm: float | None = Field(1.0, gt=0)
     group_by_length: bool = True
@@ -132,9 +134,14 @@ class TrainSpec(Section):
         "from the training split (select_fraction). Never the reported split, unless allow_selection_on_reported",
     )
     select_fraction: float = Field(
-        0.1, gt=0, le=0.5, description="the carved selection set: this fraction of the run's training examples (stratified, at most select_max_examples)"
+        0.1,
+        gt=0,
+        le=0.5,
+        description="the carved selection set: this fraction of the run's training examples (stratified, at most select_max_examples)",
     )
-    select_max_examples: int = Field(2000, ge=1, description="the carved selection set holds at most this many examples")
+    select_max_examples: int = Field(
+        2000, ge=1, description="the carved selection set holds at most this many examples"
+    )
     allow_selection_on_reported: bool = Field(
         False,
         description="let early stopping select on the reported evaluation split (optimistic numbers: the report marks them selected-on)",
@@ -158,14 +165,22 @@ class TrainSpec(Section):
     def _device(cls, value: Any) -> Any:
         if value in ("auto", "cpu", "cuda") or (isinstance(value, str) and re.fullmatch(r"cuda:\d+", value)):
             return value
-        raise ValueError(f"Input should be 'auto', 'cpu', 'cuda' or 'cuda:N' (N: a GPU's number, e.g. 'cuda:1'), not {value!r}")
+        raise ValueError(
+            f"Input should be 'auto', 'cpu', 'cuda' or 'cuda:N' (N: a GPU's number, e.g. 'cuda:1'), not {value!r}"
+        )
 
     @field_validator("checkpoint_every", mode="before")
     @classmethod
     def _checkpoint_every(cls, value: Any) -> Any:
-        if (type(value) is int and value >= 1) or value == "off" or (isinstance(value, str) and duration_seconds(value)):
+        if (
+            (type(value) is int and value >= 1)
+            or value == "off"
+            or (isinstance(value, str) and duration_seconds(value))
+        ):
             return value
-        raise ValueError(f'must be a number of steps (1 or more), a duration such as "90s", "10m" or "1h", or "off"; not {value!r}')
+        raise ValueError(
+            f'must be a number of steps (1 or more), a duration such as "90s", "10m" or "1h", or "off"; not {value!r}'
+        )
 
     @model_serializer(mode="wrap")
     def _omit_new_defaults(self, handler):
@@ -175,7 +190,9 @@ class TrainSpec(Section):
         data = handler(self)
         if self.power is None:
             data.pop("power", None)
-        if self.early_stopping is None and all(getattr(self, k) == TrainSpec.model_fields[k].default for k in SELECTION_KEYS):
+        if self.early_stopping is None and all(
+            getattr(self, k) == TrainSpec.model_fields[k].default for k in SELECTION_KEYS
+        ):
             for key in SELECTION_KEYS:
                 data.pop(key, None)
         return data
@@ -190,10 +207,17 @@ SELECTION_KEYS = ("select_on", "select_fraction", "select_max_examples", "allow_
 
 
 class ReportSpec(Section):
-    path: str | None = Field(None, description="write the report here at the end of every apply (relative to the current directory)")
+    path: str | None = Field(
+        None, description="write the report here at the end of every apply (relative to the current directory)"
+    )
     title: str | None = Field(None, description="the report's title (default: 'specrun report: <experiment>')")
-    sections: list[str] | None = Field(None, description="the analyses to show, by id, in this order (default: all, as listed)")
-    headline: str | None = Field(None, description="the analysis (by id) that answers the study's question: the report opens with its table and chart, before the runs and the other analyses")
+    sections: list[str] | None = Field(
+        None, description="the analyses to show, by id, in this order (default: all, as listed)"
+    )
+    headline: str | None = Field(
+        None,
+        description="the analysis (by id) that answers the study's question: the report opens with its table and chart, before the runs and the other analyses",
+    )
     compare: list[str] = Field(default_factory=list, description="other experiments in the store shown after this one")
     png: str | None = Field(None, description="also export every chart as PNG and SVG into this folder")
 
@@ -201,8 +225,12 @@ class ReportSpec(Section):
 class Constraints(Section):
     """Limits every run must respect, checked by ``plan`` and ``apply`` before anything trains."""
 
-    max_trainable_params: int | None = Field(None, ge=1, description="at most this many trainable parameters per run (the model is built to count them)")
-    on_violation: Literal["error", "skip"] = Field("error", description="'error': refuse the spec; 'skip': leave the runs over budget out")
+    max_trainable_params: int | None = Field(
+        None, ge=1, description="at most this many trainable parameters per run (the model is built to count them)"
+    )
+    on_violation: Literal["error", "skip"] = Field(
+        "error", description="'error': refuse the spec; 'skip': leave the runs over budget out"
+    )
 
 
 class SearchParam(Section):
@@ -225,12 +253,16 @@ class SearchParam(Section):
                 raise ValueError("a categorical takes choices only (no low, high, log or step)")
             return self
         if self.choices is not None:
-            raise ValueError(f"choices go with type = \"categorical\", not {self.type!r}")
+            raise ValueError(f'choices go with type = "categorical", not {self.type!r}')
         if self.low is None or self.high is None:
             raise ValueError(f"a {self.type} needs low and high")
         if self.low > self.high or (self.low == self.high and self.type == "float"):
             raise ValueError(f"empty range: low {self.low:g} is not below high {self.high:g}")
-        if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high) or (self.step is not None and self.step != int(self.step))):
+        if self.type == "int" and (
+            self.low != int(self.low)
+            or self.high != int(self.high)
+            or (self.step is not None and self.step != int(self.step))
+        ):
             raise ValueError("an int's low, high and step must be whole numbers")
         if self.log and self.low <= 0:
             raise ValueError(f"log = true needs low above 0 (the log of {self.low:g} is undefined)")
@@ -243,7 +275,9 @@ class SearchSpec(Section):
     """An adaptive search (Optuna) over a space of keys: each trial a configuration, run over the seeds."""
 
     space: dict[str, SearchParam] = Field(min_length=1, description="dotted key -> distribution")
-    metric: Literal[EVAL_METRICS] = Field("accuracy", description="the objective: this metric on the selection (primary evaluation) set")
+    metric: Literal[EVAL_METRICS] = Field(
+        "accuracy", description="the objective: this metric on the selection (primary evaluation) set"
+    )
     direction: Literal["maximize", "minimize"] = "maximize"
     n_trials: int = Field(ge=1, le=100_000)
     sampler: Literal["random", "tpe", "qmc", "cmaes"] = "tpe"
@@ -258,23 +292,34 @@ TRACKERS = ("mlflow", "tensorboard")
 class TrackingSpec(Section):
     """Live experiment tracking: never part of a run's identity."""
 
-    trackers: list[Literal[TRACKERS]] = Field(default_factory=list, description="built-in trackers to log every run to (each an extra)")
+    trackers: list[Literal[TRACKERS]] = Field(
+        default_factory=list, description="built-in trackers to log every run to (each an extra)"
+    )
     every: int = Field(10, ge=1, description="report the training loss to trackers and plugins every N optimizer steps")
-    mlflow_uri: str | None = Field(None, description="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<store folder>/mlflow.db)")
-    tensorboard_dir: str | None = Field(None, description="TensorBoard event folder (default: <store folder>/tensorboard)")
+    mlflow_uri: str | None = Field(
+        None, description="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<store folder>/mlflow.db)"
+    )
+    tensorboard_dir: str | None = Field(
+        None, description="TensorBoard event folder (default: <store folder>/tensorboard)"
+    )
 
 
 class Spec(Section):
     experiment: Experiment
-    task: PluginRef | None = Field(None, description="the task: [task] name = \"extractive_qa\" (default: classification)")
+    task: PluginRef | None = Field(
+        None, description='the task: [task] name = "extractive_qa" (default: classification)'
+    )
     model: ModelSpec = Field(default_factory=ModelSpec)
     data: DataSpec
     method: PluginRef
     train: TrainSpec = Field(default_factory=TrainSpec)
-    sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict, description="dotted key -> values (grid)")
+    sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(
+        default_factory=dict, description="dotted key -> values (grid)"
+    )
     analyses: list[PluginRef] = Field(default_factory=list)
     stages: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="runs this spec's runs start from (model.init_from = \"stage:NAME\"): tables merged over this spec"
+        default_factory=dict,
+        description='runs this spec\'s runs start from (model.init_from = "stage:NAME"): tables merged over this spec',
     )
     constraints: Constraints | None = None
     report: ReportSpec | None = None

@@ -50,7 +50,7 @@ def dependency_refs(config: dict) -> list[tuple[dict, str, str, str]]:
 
 def stage_name(ref: Any) -> str | None:
     """The stage a reference names (``"stage:source"`` -> ``"source"``), or None."""
-    return ref[len(PREFIX):] if isinstance(ref, str) and ref.startswith(PREFIX) else None
+    return ref[len(PREFIX) :] if isinstance(ref, str) and ref.startswith(PREFIX) else None
 
 
 def stage_tree(tree: dict, name: str) -> dict:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import duckdb
     import polars as pl
 
+
 @dataclass(frozen=True)
 class ApplyInfo:
     """An experiment's latest apply: the spec it came from."""
@@ -70,7 +71,9 @@ def experiments(store: Store) -> list[str]:
     if not store.path.exists():
         return []
     with store.read() as db:
-        rows = db.execute("SELECT experiment FROM applies UNION SELECT experiment FROM experiment_runs ORDER BY 1").fetchall()
+        rows = db.execute(
+            "SELECT experiment FROM applies UNION SELECT experiment FROM experiment_runs ORDER BY 1"
+        ).fetchall()
     return [r[0] for r in rows]
 
 
@@ -92,7 +95,11 @@ def require_experiment(store: Store, experiment: str) -> ApplyInfo:
     found = latest_apply(store, experiment)
     if found is None:
         known = experiments(store)
-        hint = f"{did_you_mean(experiment, known)}; experiments in it: {', '.join(known)}" if known else " (it holds no experiments)"
+        hint = (
+            f"{did_you_mean(experiment, known)}; experiments in it: {', '.join(known)}"
+            if known
+            else " (it holds no experiments)"
+        )
         raise StoreError(f"no apply of experiment {experiment!r} in {store.path}{hint}; run `specrun apply SPEC` first")
     return found
 
@@ -121,7 +128,9 @@ def run_infos(db: duckdb.DuckDBPyConnection, run_ids: list[str]) -> list[RunInfo
 
     row = db.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
     store = Store(Path(row[0])) if row and row[0] else Store(Path("store.duckdb"))
-    rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id IN (SELECT unnest(?))", [list(run_ids)]).fetchall()
+    rows = db.execute(
+        f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id IN (SELECT unnest(?))", [list(run_ids)]
+    ).fetchall()
     found = {r[0]: _run_info(store, r) for r in rows}
     labelled = {r.run_id: r for r in label_runs([found[i] for i in run_ids if i in found])[0]}
     return [labelled[i] for i in run_ids if i in labelled]
@@ -135,17 +144,34 @@ def scope(store: Store, experiment: str, include_sources: bool = False) -> tuple
     keys that vary across the experiment (``specrun.spec.labels``), a stage run by its stage and the
     keys that vary among its stage's runs."""
     with store.read() as db:
-        planned = [r[0] for r in db.execute("SELECT run_id FROM current_runs WHERE experiment = ? ORDER BY run_id", [experiment]).fetchall()]
-        rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id IN (SELECT unnest(?)) ORDER BY r.created_at, r.run_id", [planned]).fetchall()
+        planned = [
+            r[0]
+            for r in db.execute(
+                "SELECT run_id FROM current_runs WHERE experiment = ? ORDER BY run_id", [experiment]
+            ).fetchall()
+        ]
+        rows = db.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id IN (SELECT unnest(?)) ORDER BY r.created_at, r.run_id",
+            [planned],
+        ).fetchall()
         runs = [_run_info(store, row) for row in rows]
         sources: list[RunInfo] = []
         if include_sources:
-            wanted = sorted({s for r in runs if r.status == "completed" and (s := r.config.get("model", {}).get("init_from"))})
-            rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id IN (SELECT unnest(?)) ORDER BY r.created_at, r.run_id", [wanted]).fetchall()
+            wanted = sorted(
+                {s for r in runs if r.status == "completed" and (s := r.config.get("model", {}).get("init_from"))}
+            )
+            rows = db.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id IN (SELECT unnest(?)) ORDER BY r.created_at, r.run_id",
+                [wanted],
+            ).fetchall()
             sources = [_run_info(store, row, role="source") for row in rows if row[2] == "completed"]
     runs, sources = label_runs(runs, sources)
     found = {r.run_id for r in runs}
-    never = [RunInfo(run_id, experiment, "not run", 0, "", {}, {}, "", "", "run") for run_id in planned if run_id not in found]
+    never = [
+        RunInfo(run_id, experiment, "not run", 0, "", {}, {}, "", "", "run")
+        for run_id in planned
+        if run_id not in found
+    ]
     completed = [r for r in runs if r.status == "completed"]
     return completed + sources, [r for r in runs if r.status != "completed"] + never
 
@@ -206,11 +232,18 @@ def final_metric(db: duckdb.DuckDBPyConnection, runs: list[RunInfo], ref: str | 
         [ids, splits, ref.name],
     ).fetchall()
     if runs and not rows:
-        recorded = [r[0] for r in db.execute(
-            "SELECT DISTINCT CASE WHEN split = 'cost' THEN 'cost.' || name ELSE split || '.' || name END FROM metrics "
-            "WHERE final AND run_id IN (SELECT unnest(?)) ORDER BY 1", [ids]).fetchall()]
-        raise AnalysisError(f"no run recorded metric {str(ref)!r}{did_you_mean(str(ref), recorded)}; recorded: {', '.join(recorded)}")
-    return {run_id: value for run_id, value in rows}
+        recorded = [
+            r[0]
+            for r in db.execute(
+                "SELECT DISTINCT CASE WHEN split = 'cost' THEN 'cost.' || name ELSE split || '.' || name END FROM metrics "
+                "WHERE final AND run_id IN (SELECT unnest(?)) ORDER BY 1",
+                [ids],
+            ).fetchall()
+        ]
+        raise AnalysisError(
+            f"no run recorded metric {str(ref)!r}{did_you_mean(str(ref), recorded)}; recorded: {', '.join(recorded)}"
+        )
+    return dict(rows)
 
 
 def predictions(db: duckdb.DuckDBPyConnection, runs: list[RunInfo], split: str | None = None) -> pl.DataFrame:
@@ -240,11 +273,15 @@ def qa_predictions(db: duckdb.DuckDBPyConnection, runs: list[RunInfo], split: st
     )
 
 
-_RECORD_COLUMNS = "experiment, analysis, name, options, run_ids, inputs_sha256, status, error, result_tables, computed_at, seconds"
+_RECORD_COLUMNS = (
+    "experiment, analysis, name, options, run_ids, inputs_sha256, status, error, result_tables, computed_at, seconds"
+)
 
 
 def record_from_row(row: tuple) -> AnalysisRecord:
-    return AnalysisRecord(*row[:3], json.loads(row[3]), json.loads(row[4]), *row[5:8], json.loads(row[8] or "[]"), *row[9:])
+    return AnalysisRecord(
+        *row[:3], json.loads(row[3]), json.loads(row[4]), *row[5:8], json.loads(row[8] or "[]"), *row[9:]
+    )
 
 
 def records_in(db: duckdb.DuckDBPyConnection, experiment: str) -> dict[str, AnalysisRecord]:
@@ -297,14 +334,21 @@ def latest_environment(db: duckdb.DuckDBPyConnection, experiment: str) -> dict |
 
 
 def table_exists(db: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(db.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?", [name]).fetchone()[0])
+    return bool(
+        db.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?", [name]
+        ).fetchone()[0]
+    )
 
 
 def _columns(db: duckdb.DuckDBPyConnection, name: str) -> list[str]:
-    return [r[0] for r in db.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
-        [name],
-    ).fetchall()]
+    return [
+        r[0]
+        for r in db.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
+            [name],
+        ).fetchall()
+    ]
 
 
 def _declared(table: ResultTable) -> list[str]:
@@ -331,19 +375,27 @@ def ensure_table(db: duckdb.DuckDBPyConnection, table: ResultTable, plugin: str)
     db.execute(f'CREATE TABLE "{table.name}" (experiment VARCHAR, analysis VARCHAR, {columns})')
 
 
-def write_results(store: Store, record: AnalysisRecord, tables: list[ResultTable], frames: dict[str, pl.DataFrame]) -> None:
+def write_results(
+    store: Store, record: AnalysisRecord, tables: list[ResultTable], frames: dict[str, pl.DataFrame]
+) -> None:
     """Replace the results of one analysis entry and record its computation, in one transaction."""
     with store.write() as db:
         for table in tables:
             ensure_table(db, table, record.name)
-            db.execute(f'DELETE FROM "{table.name}" WHERE experiment = ? AND analysis = ?', [record.experiment, record.analysis])
+            db.execute(
+                f'DELETE FROM "{table.name}" WHERE experiment = ? AND analysis = ?',
+                [record.experiment, record.analysis],
+            )
             frame = frames.get(table.name)
             if frame is None or frame.height == 0:
                 continue
             db.register("_analysis_rows", frame.to_arrow())
             try:
                 casts = ", ".join(f'CAST("{c}" AS {kind})' for c, kind in table.columns.items())
-                db.execute(f'INSERT INTO "{table.name}" SELECT ?, ?, {casts} FROM _analysis_rows', [record.experiment, record.analysis])
+                db.execute(
+                    f'INSERT INTO "{table.name}" SELECT ?, ?, {casts} FROM _analysis_rows',
+                    [record.experiment, record.analysis],
+                )
             finally:
                 db.unregister("_analysis_rows")
         _upsert_record(db, record)
@@ -354,7 +406,10 @@ def write_failure(store: Store, record: AnalysisRecord, tables: list[ResultTable
     with store.write() as db:
         for table in tables:
             if table_exists(db, table.name):
-                db.execute(f'DELETE FROM "{table.name}" WHERE experiment = ? AND analysis = ?', [record.experiment, record.analysis])
+                db.execute(
+                    f'DELETE FROM "{table.name}" WHERE experiment = ? AND analysis = ?',
+                    [record.experiment, record.analysis],
+                )
         _upsert_record(db, record)
 
 
@@ -363,15 +418,46 @@ def _upsert_record(db: duckdb.DuckDBPyConnection, record: AnalysisRecord) -> Non
     db.execute(
         "INSERT INTO analyses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            record.experiment, record.analysis, record.name, json.dumps(record.options, default=str), json.dumps(record.run_ids),
-            record.inputs_sha256, record.status, record.error, json.dumps(record.result_tables), record.computed_at, record.seconds,
+            record.experiment,
+            record.analysis,
+            record.name,
+            json.dumps(record.options, default=str),
+            json.dumps(record.run_ids),
+            record.inputs_sha256,
+            record.status,
+            record.error,
+            json.dumps(record.result_tables),
+            record.computed_at,
+            record.seconds,
         ],
     )
 
 
-def new_record(experiment: str, analysis: str, name: str, options: dict, run_ids: list[str], inputs_sha256: str,
-               status: str, error: str | None, tables: list[ResultTable], seconds: float) -> AnalysisRecord:
-    return AnalysisRecord(experiment, analysis, name, options, run_ids, inputs_sha256, status, error, [t.name for t in tables], now(), seconds)
+def new_record(
+    experiment: str,
+    analysis: str,
+    name: str,
+    options: dict,
+    run_ids: list[str],
+    inputs_sha256: str,
+    status: str,
+    error: str | None,
+    tables: list[ResultTable],
+    seconds: float,
+) -> AnalysisRecord:
+    return AnalysisRecord(
+        experiment,
+        analysis,
+        name,
+        options,
+        run_ids,
+        inputs_sha256,
+        status,
+        error,
+        [t.name for t in tables],
+        now(),
+        seconds,
+    )
 
 
 def check_readable(store: Store) -> None:
@@ -383,11 +469,13 @@ def sweep_columns(db: duckdb.DuckDBPyConnection, experiment: str) -> list[tuple[
     """(column name, SQL expression over ``runs r``) for each key that varies across the experiment's current
     runs, in sweep order: what the runs table shows instead of the sweep as JSON. Values read as labels
     show them (``from pretrained`` for an empty ``model.init_from``)."""
-    from specrun.spec.labels import design
-    from specrun.spec.labels import sweep_assignments
+    from specrun.spec.labels import design, sweep_assignments
 
-    rows = db.execute("SELECT r.method, r.sweep FROM runs r WHERE r.run_id IN (SELECT run_id FROM current_runs WHERE experiment = ?) "
-                      "ORDER BY r.created_at, r.run_id", [experiment]).fetchall()
+    rows = db.execute(
+        "SELECT r.method, r.sweep FROM runs r WHERE r.run_id IN (SELECT run_id FROM current_runs WHERE experiment = ?) "
+        "ORDER BY r.created_at, r.run_id",
+        [experiment],
+    ).fetchall()
     points = [(method or "?", json.loads(sweep) if sweep else {}) for method, sweep in rows]
     dims = design(points)[0]
     columns = []
@@ -401,7 +489,12 @@ def sweep_columns(db: duckdb.DuckDBPyConnection, experiment: str) -> list[tuple[
                 except TypeError:
                     continue
                 if key in together:
-                    path = '$."' + entry.replace("'", "''").replace('"', '\\"') + '"' + (f"[{together.index(key)}]" if len(together) > 1 else "")
+                    path = (
+                        '$."'
+                        + entry.replace("'", "''").replace('"', '\\"')
+                        + '"'
+                        + (f"[{together.index(key)}]" if len(together) > 1 else "")
+                    )
                     expression = f"json_extract_string(r.sweep, '{path}')"
                     break
             if expression:
@@ -411,7 +504,9 @@ def sweep_columns(db: duckdb.DuckDBPyConnection, experiment: str) -> list[tuple[
         if expression is None:
             continue
         if dim.name == "init_from":
-            expression = (f"CASE WHEN coalesce({expression}, '') = '' THEN 'from pretrained' "
-                          f"ELSE 'from ' || regexp_replace({expression}, '^stage:', '') END")
+            expression = (
+                f"CASE WHEN coalesce({expression}, '') = '' THEN 'from pretrained' "
+                f"ELSE 'from ' || regexp_replace({expression}, '^stage:', '') END"
+            )
         columns.append((dim.name, expression))
     return columns

@@ -72,8 +72,19 @@ def stored_models(store: Store, experiment: str | None = None) -> list[StoredMod
     with store.read() as db:
         rows = db.execute(_MODELS, {"experiment": experiment}).fetchall()
     return [
-        StoredModel(run_id, tuple(experiments), method, dataset, model, seed, json.loads(sweep) if sweep else {},
-                    json.loads(config) if config else {}, eval_set, *numbers, finished_at)
+        StoredModel(
+            run_id,
+            tuple(experiments),
+            method,
+            dataset,
+            model,
+            seed,
+            json.loads(sweep) if sweep else {},
+            json.loads(config) if config else {},
+            eval_set,
+            *numbers,
+            finished_at,
+        )
         for run_id, experiments, method, dataset, model, seed, sweep, config, eval_set, *numbers, finished_at in rows
     ]
 
@@ -109,15 +120,27 @@ def record_predictions(store: Store, source: str, predictions: list[RecordedPred
 
     request_id = uuid.uuid4().hex[:12]
     columns = ("run_id", "position", "text", "text_pair", "label", "prediction", "confidence", "latency_ms")
-    table = pa.table({
-        "request_id": [request_id] * len(predictions),
-        **{name: [getattr(p, name) for p in predictions] for name in columns},
-        "source": [source] * len(predictions),
-    }, schema=pa.schema([
-        ("request_id", pa.string()), ("run_id", pa.string()), ("position", pa.int32()), ("text", pa.string()),
-        ("text_pair", pa.string()), ("label", pa.string()), ("prediction", pa.string()), ("confidence", pa.float64()),
-        ("latency_ms", pa.float64()), ("source", pa.string()),
-    ]))
+    table = pa.table(
+        {
+            "request_id": [request_id] * len(predictions),
+            **{name: [getattr(p, name) for p in predictions] for name in columns},
+            "source": [source] * len(predictions),
+        },
+        schema=pa.schema(
+            [
+                ("request_id", pa.string()),
+                ("run_id", pa.string()),
+                ("position", pa.int32()),
+                ("text", pa.string()),
+                ("text_pair", pa.string()),
+                ("label", pa.string()),
+                ("prediction", pa.string()),
+                ("confidence", pa.float64()),
+                ("latency_ms", pa.float64()),
+                ("source", pa.string()),
+            ]
+        ),
+    )
     with store.write(timeout=RECORD_TIMEOUT) as db:
         db.register("_app_predictions", table)
         db.execute(

@@ -19,7 +19,7 @@ import random
 import re
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -54,7 +54,7 @@ def artifacts_root(store_path: Path) -> Path:
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _is_lock_error(exc: Exception) -> bool:
@@ -82,12 +82,19 @@ def _is_damage(exc: Exception) -> bool:
     text = str(exc)
     if _is_lock_error(exc):
         return False
-    return isinstance(exc, (duckdb.IOException, duckdb.SerializationException)) or "Corrupt database" in text or "not a valid DuckDB database" in text
+    return (
+        isinstance(exc, (duckdb.IOException, duckdb.SerializationException))
+        or "Corrupt database" in text
+        or "not a valid DuckDB database" in text
+    )
 
 
 def _is_unwritable(exc: Exception) -> bool:
     text = str(exc)
-    return any(s in text for s in ("Permission denied", "Read-only file system", "No space left", "File too large", "Disk quota"))
+    return any(
+        s in text
+        for s in ("Permission denied", "Read-only file system", "No space left", "File too large", "Disk quota")
+    )
 
 
 def damaged(path: Path, exc: Exception | str) -> StoreError:
@@ -146,7 +153,9 @@ class Store:
                     if _is_unwritable(exc) and not read_only:
                         raise unwritable(self.path, exc) from None
                     if "Permission denied" in str(exc):
-                        raise StoreError(f"cannot read store {self.path}: {str(exc).splitlines()[0]}; check its permissions") from None
+                        raise StoreError(
+                            f"cannot read store {self.path}: {str(exc).splitlines()[0]}; check its permissions"
+                        ) from None
                     raise damaged(self.path, exc) from None
                 waited = time.monotonic() - start
                 if waited > timeout:
@@ -162,11 +171,15 @@ class Store:
     def _locked(self, exc: Exception, timeout: float, read_only: bool) -> StoreError:
         holder = lock_holder(exc)
         if read_only:
-            advice = ("another process has it open for writing: wait for it, or close that connection "
-                      f"(longer waits: SPECRUN_STORE_READ_TIMEOUT, now {timeout:.0f}s)")
+            advice = (
+                "another process has it open for writing: wait for it, or close that connection "
+                f"(longer waits: SPECRUN_STORE_READ_TIMEOUT, now {timeout:.0f}s)"
+            )
         else:
-            advice = ("close that connection (a notebook should open the store read-only and close it promptly, or "
-                      f"read a copy made with `specrun snapshot`), then retry (longer waits: SPECRUN_STORE_TIMEOUT, now {timeout:.0f}s)")
+            advice = (
+                "close that connection (a notebook should open the store read-only and close it promptly, or "
+                f"read a copy made with `specrun snapshot`), then retry (longer waits: SPECRUN_STORE_TIMEOUT, now {timeout:.0f}s)"
+            )
         return StoreError(f"store {self.path} is locked by {holder}: {advice}")
 
     def _check_intact(self, db: duckdb.DuckDBPyConnection) -> None:
@@ -175,12 +188,22 @@ class Store:
         if Path(f"{self.path}.wal").exists():
             return
         try:
-            tables = [r[0] for r in db.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()").fetchall()]
+            tables = [
+                r[0]
+                for r in db.execute(
+                    "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+                ).fetchall()
+            ]
             if not tables:
                 return
-            blocks = " UNION ALL ".join(f"SELECT max(block_id) AS b FROM pragma_storage_info('{t.replace(chr(39), chr(39) * 2)}')" for t in tables)
+            blocks = " UNION ALL ".join(
+                f"SELECT max(block_id) AS b FROM pragma_storage_info('{t.replace(chr(39), chr(39) * 2)}')"
+                for t in tables
+            )
             top = db.execute(f"SELECT max(b) FROM ({blocks})").fetchone()[0]
-            block_size = db.execute("SELECT block_size FROM pragma_database_size() WHERE database_name = current_database()").fetchone()[0]
+            block_size = db.execute(
+                "SELECT block_size FROM pragma_database_size() WHERE database_name = current_database()"
+            ).fetchone()[0]
         except duckdb.Error as exc:
             raise damaged(self.path, exc) from None
         needed = _HEADER_BYTES + (top + 1) * block_size if top is not None and top >= 0 else 0
@@ -191,12 +214,23 @@ class Store:
     def pending_migrations(self, db: duckdb.DuckDBPyConnection) -> list[str]:
         """Names of the migrations this store has not had yet."""
         try:
-            tables = {r[0] for r in db.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
-            done = {r[0] for r in db.execute("SELECT name FROM _migrations").fetchall()} if "_migrations" in tables else set()
+            tables = {
+                r[0]
+                for r in db.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+                ).fetchall()
+            }
+            done = (
+                {r[0] for r in db.execute("SELECT name FROM _migrations").fetchall()}
+                if "_migrations" in tables
+                else set()
+            )
         except duckdb.Error as exc:
             raise damaged(self.path, exc) from None
         if tables and "_migrations" not in tables:
-            raise StoreError(f"{self.path} is a DuckDB database but not a specrun store (it has no _migrations table); pass --store with another path")
+            raise StoreError(
+                f"{self.path} is a DuckDB database but not a specrun store (it has no _migrations table); pass --store with another path"
+            )
         return [fn.__name__ for fn in MIGRATIONS if fn.__name__ not in done]
 
     def migrate(self, db: duckdb.DuckDBPyConnection) -> list[str]:

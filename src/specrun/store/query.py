@@ -23,12 +23,16 @@ def run_query(store: Store, query: str, allow_files: bool = False) -> tuple[list
         try:
             cursor = db.execute(query)
             if cursor is None:  # only semicolons and comments: DuckDB runs no statement
-                raise UsageError(f'no SQL statement in {query!r}; give a query, e.g. specrun sql "SELECT * FROM run_summary"')
+                raise UsageError(
+                    f'no SQL statement in {query!r}; give a query, e.g. specrun sql "SELECT * FROM run_summary"'
+                )
             if cursor.description is None:
                 return [], []
             return [d[0] for d in cursor.description], cursor.fetchall()
         except duckdb.PermissionException as exc:
-            raise UsageError(f"SQL error: {_first_line(exc)} (specrun sql reads the store only; pass --allow-files to read or write other files)") from None
+            raise UsageError(
+                f"SQL error: {_first_line(exc)} (specrun sql reads the store only; pass --allow-files to read or write other files)"
+            ) from None
         except (duckdb.IOException, duckdb.SerializationException):
             raise  # the file, not the query: Store.read turns it into a StoreError
         except duckdb.Error as exc:

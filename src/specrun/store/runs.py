@@ -12,6 +12,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,16 +58,21 @@ def held_elsewhere(store: Store, run_ids: list[str]) -> dict[str, str]:
     if not run_ids:
         return {}
     with store.read() as db:
-        rows = db.execute("SELECT run_id, pid, host, started_at FROM runs WHERE status = 'running' AND run_id IN "
-                          f"({', '.join('?' * len(run_ids))})", list(run_ids)).fetchall()
-    return {run_id: f"PID {pid} on {host}" for run_id, pid, host, started in rows
-            if _alive(pid, host, _utc(started)) and not (pid == os.getpid() and host == HOST)}
+        rows = db.execute(
+            "SELECT run_id, pid, host, started_at FROM runs WHERE status = 'running' AND run_id IN "
+            f"({', '.join('?' * len(run_ids))})",
+            list(run_ids),
+        ).fetchall()
+    return {
+        run_id: f"PID {pid} on {host}"
+        for run_id, pid, host, started in rows
+        if _alive(pid, host, _utc(started)) and not (pid == os.getpid() and host == HOST)
+    }
 
 
 def _utc(ts):
-    from datetime import timezone
 
-    return ts.replace(tzinfo=timezone.utc) if ts is not None else None
+    return ts.replace(tzinfo=UTC) if ts is not None else None
 
 
 def stale_inputs(recorded: dict | None, planned: dict) -> list[str]:
@@ -79,7 +85,11 @@ def stale_inputs(recorded: dict | None, planned: dict) -> list[str]:
 
 
 #: How ``plan`` names each input that made a run stale.
-INPUT_NAMES = {"model_files": "the model folder's files", "model_revision": "the hub model's revision", "bitsandbytes": "the bitsandbytes version"}
+INPUT_NAMES = {
+    "model_files": "the model folder's files",
+    "model_revision": "the hub model's revision",
+    "bitsandbytes": "the bitsandbytes version",
+}
 
 
 def recorded_inputs(store: Store, run_ids: list[str]) -> dict[str, dict]:
@@ -87,8 +97,10 @@ def recorded_inputs(store: Store, run_ids: list[str]) -> dict[str, dict]:
     if not store.path.exists() or not run_ids:
         return {}
     with store.read() as db:
-        rows = db.execute("SELECT run_id, inputs_fingerprint FROM runs WHERE run_id IN (SELECT unnest(?)) AND inputs_fingerprint IS NOT NULL",
-                          [run_ids]).fetchall()
+        rows = db.execute(
+            "SELECT run_id, inputs_fingerprint FROM runs WHERE run_id IN (SELECT unnest(?)) AND inputs_fingerprint IS NOT NULL",
+            [run_ids],
+        ).fetchall()
     return {run_id: json.loads(value) for run_id, value in rows}
 
 
@@ -114,11 +126,23 @@ def record_apply(store: Store, loaded: Any, overrides: list[str], run_ids: list[
         db.execute(
             "INSERT INTO applies (apply_id, experiment, spec_path, spec_sha256, overrides, started_at, spec_text, variant, profile, spec_tree) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [apply_id, loaded.experiment, str(loaded.path), spec_sha256(loaded.text), json.dumps(list(overrides)), now(), loaded.text,
-             bool(overrides), loaded.profile, json.dumps(loaded.tree)],
+            [
+                apply_id,
+                loaded.experiment,
+                str(loaded.path),
+                spec_sha256(loaded.text),
+                json.dumps(list(overrides)),
+                now(),
+                loaded.text,
+                bool(overrides),
+                loaded.profile,
+                json.dumps(loaded.tree),
+            ],
         )
         if run_ids:
-            db.executemany("INSERT INTO apply_runs VALUES (?, ?) ON CONFLICT DO NOTHING", [[apply_id, r] for r in run_ids])
+            db.executemany(
+                "INSERT INTO apply_runs VALUES (?, ?) ON CONFLICT DO NOTHING", [[apply_id, r] for r in run_ids]
+            )
     return apply_id
 
 
@@ -131,27 +155,43 @@ def claim(store: Store, run: Any, spec_path: str, environment: dict, force: bool
             "INSERT INTO experiment_runs VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [run.experiment, run.run_id, spec_path, now()],
         )
-        row = db.execute("SELECT status, pid, host, started_at, inputs_fingerprint FROM runs WHERE run_id = ?", [run.run_id]).fetchone()
+        row = db.execute(
+            "SELECT status, pid, host, started_at, inputs_fingerprint FROM runs WHERE run_id = ?", [run.run_id]
+        ).fetchone()
         inputs = getattr(run, "inputs", None) or {}
         if row is not None:
             status, pid, host, started, recorded = row
             recorded = json.loads(recorded) if recorded else None
             if status == "completed" and not force and not stale_inputs(recorded, inputs):  # stale: trains again
                 if recorded is None and inputs:  # a run from before fingerprints: today's inputs from now on
-                    db.execute("UPDATE runs SET inputs_fingerprint = ? WHERE run_id = ?", [json.dumps(inputs), run.run_id])
+                    db.execute(
+                        "UPDATE runs SET inputs_fingerprint = ? WHERE run_id = ?", [json.dumps(inputs), run.run_id]
+                    )
                 return "cached"
             if status == "pruned" and keep_pruned and not force:
                 return "pruned"
             if status == "running" and _alive(pid, host, _utc(started)) and pid != os.getpid():
                 return "busy"
-        values = dict(
-            experiment=run.experiment, status="running", method=run.method, dataset=run.dataset,
-            model=run.config["model"]["name"], seed=run.seed, eval_set=run.eval_set,
-            config=json.dumps(run.config), sweep=json.dumps(run.sweep_values),
-            started_at=now(), finished_at=None, train_seconds=None, error=None, pruned_step=None,
-            environment=json.dumps(environment), host=HOST, pid=os.getpid(),
-            inputs_fingerprint=json.dumps(inputs),
-        )
+        values = {
+            "experiment": run.experiment,
+            "status": "running",
+            "method": run.method,
+            "dataset": run.dataset,
+            "model": run.config["model"]["name"],
+            "seed": run.seed,
+            "eval_set": run.eval_set,
+            "config": json.dumps(run.config),
+            "sweep": json.dumps(run.sweep_values),
+            "started_at": now(),
+            "finished_at": None,
+            "train_seconds": None,
+            "error": None,
+            "pruned_step": None,
+            "environment": json.dumps(environment),
+            "host": HOST,
+            "pid": os.getpid(),
+            "inputs_fingerprint": json.dumps(inputs),
+        }
         if row is None:
             db.execute(
                 f"INSERT INTO runs (run_id, created_at, attempts, {', '.join(values)}) VALUES (?, ?, 1, {', '.join('?' * len(values))})",
@@ -159,7 +199,9 @@ def claim(store: Store, run: Any, spec_path: str, environment: dict, force: bool
             )
         else:
             sets = ", ".join(f"{k} = ?" for k in values)
-            db.execute(f"UPDATE runs SET {sets}, attempts = attempts + 1 WHERE run_id = ?", [*values.values(), run.run_id])
+            db.execute(
+                f"UPDATE runs SET {sets}, attempts = attempts + 1 WHERE run_id = ?", [*values.values(), run.run_id]
+            )
     return "claimed"
 
 
@@ -186,42 +228,57 @@ def _insert_columns(db, table: str, columns: dict[str, tuple[str, list]]) -> Non
 def _insert_evaluation_results(db, run_id: str, record: RunRecord) -> None:
     """Metrics, predictions and evaluation-set definitions of ``record``."""
     rows = record.metrics
-    _insert_columns(db, "metrics", {
-        "run_id": ("VARCHAR", [run_id] * len(rows)),
-        "step": ("BIGINT", [m.step for m in rows]),
-        "epoch": ("DOUBLE", [m.epoch for m in rows]),
-        "split": ("VARCHAR", [m.split for m in rows]),
-        "name": ("VARCHAR", [m.name for m in rows]),
-        "value": ("DOUBLE", [float(m.value) for m in rows]),
-        "final": ("BOOLEAN", [bool(m.final) for m in rows]),
-    })
+    _insert_columns(
+        db,
+        "metrics",
+        {
+            "run_id": ("VARCHAR", [run_id] * len(rows)),
+            "step": ("BIGINT", [m.step for m in rows]),
+            "epoch": ("DOUBLE", [m.epoch for m in rows]),
+            "split": ("VARCHAR", [m.split for m in rows]),
+            "name": ("VARCHAR", [m.name for m in rows]),
+            "value": ("DOUBLE", [float(m.value) for m in rows]),
+            "final": ("BOOLEAN", [bool(m.final) for m in rows]),
+        },
+    )
     preds = record.predictions or {}
     table = getattr(record, "prediction_table", "predictions")
     if preds.get("split") and table == "qa_predictions":
-        _insert_columns(db, "qa_predictions", {
-            "run_id": ("VARCHAR", [run_id] * len(preds["split"])),
-            "split": ("VARCHAR", list(preds["split"])),
-            "question_id": ("VARCHAR", [str(i) for i in preds["question_id"]]),
-            "prediction_text": ("VARCHAR", [str(x) for x in preds["prediction_text"]]),
-            "score": ("DOUBLE", [float(x) for x in preds["score"]]),
-            "exact_match": ("DOUBLE", [float(x) for x in preds["exact_match"]]),
-            "f1": ("DOUBLE", [float(x) for x in preds["f1"]]),
-            "answers": ("VARCHAR", [str(x) for x in preds["answers"]]),
-        })
+        _insert_columns(
+            db,
+            "qa_predictions",
+            {
+                "run_id": ("VARCHAR", [run_id] * len(preds["split"])),
+                "split": ("VARCHAR", list(preds["split"])),
+                "question_id": ("VARCHAR", [str(i) for i in preds["question_id"]]),
+                "prediction_text": ("VARCHAR", [str(x) for x in preds["prediction_text"]]),
+                "score": ("DOUBLE", [float(x) for x in preds["score"]]),
+                "exact_match": ("DOUBLE", [float(x) for x in preds["exact_match"]]),
+                "f1": ("DOUBLE", [float(x) for x in preds["f1"]]),
+                "answers": ("VARCHAR", [str(x) for x in preds["answers"]]),
+            },
+        )
     elif preds.get("split") and table != "predictions":
         raise ValueError(f"no prediction table {table!r} in the store (predictions, qa_predictions)")
     elif preds.get("split"):
-        _insert_columns(db, "predictions", {
-            "run_id": ("VARCHAR", [run_id] * len(preds["split"])),
-            "split": ("VARCHAR", list(preds["split"])),
-            "example_id": ("VARCHAR", [str(i) for i in preds["example_id"]]),
-            "label": ("BIGINT", [int(x) for x in preds["label"]]),
-            "prediction": ("BIGINT", [int(x) for x in preds["prediction"]]),
-            "confidence": ("DOUBLE", [float(x) for x in preds["confidence"]]),
-            "loss": ("DOUBLE", [float(x) for x in preds["loss"]]),
-        })
+        _insert_columns(
+            db,
+            "predictions",
+            {
+                "run_id": ("VARCHAR", [run_id] * len(preds["split"])),
+                "split": ("VARCHAR", list(preds["split"])),
+                "example_id": ("VARCHAR", [str(i) for i in preds["example_id"]]),
+                "label": ("BIGINT", [int(x) for x in preds["label"]]),
+                "prediction": ("BIGINT", [int(x) for x in preds["prediction"]]),
+                "confidence": ("DOUBLE", [float(x) for x in preds["confidence"]]),
+                "loss": ("DOUBLE", [float(x) for x in preds["loss"]]),
+            },
+        )
     for name, plan in record.evaluations:
-        db.execute("INSERT INTO evaluations VALUES (?, ?, ?, ?, ?)", [run_id, name, json.dumps(plan.definition, default=str), plan.fingerprint, now()])
+        db.execute(
+            "INSERT INTO evaluations VALUES (?, ?, ?, ?, ?)",
+            [run_id, name, json.dumps(plan.definition, default=str), plan.fingerprint, now()],
+        )
 
 
 def complete(store: Store, run_id: str, record: RunRecord) -> None:
@@ -230,14 +287,21 @@ def complete(store: Store, run_id: str, record: RunRecord) -> None:
     with store.write() as db:
         _clear_results(db, run_id)
         _insert_evaluation_results(db, run_id, record)
-        _insert_columns(db, "train_examples", {
-            "run_id": ("VARCHAR", [run_id] * len(ids)),
-            "position": ("BIGINT", list(range(len(ids)))),
-            "example_id": ("VARCHAR", [str(i) for i in ids]),
-            "label": ("BIGINT", [None if x is None else int(x) for x in labels]),
-        })
+        _insert_columns(
+            db,
+            "train_examples",
+            {
+                "run_id": ("VARCHAR", [run_id] * len(ids)),
+                "position": ("BIGINT", list(range(len(ids)))),
+                "example_id": ("VARCHAR", [str(i) for i in ids]),
+                "label": ("BIGINT", [None if x is None else int(x) for x in labels]),
+            },
+        )
         for a in record.artifacts:
-            db.execute("INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?)", [run_id, a.kind, stored_path(store, a.path), a.sha256, a.bytes, now()])
+            db.execute(
+                "INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?)",
+                [run_id, a.kind, stored_path(store, a.path), a.sha256, a.bytes, now()],
+            )
         _insert_scores(db, record.teacher_scores)
         if record.environment:
             db.execute(
@@ -263,20 +327,25 @@ def _insert_scores(db, scores: list[ScoreRow]) -> None:
     """Teacher scores a run computed; one row per (teacher, example, text) however many runs computed it."""
     if not scores:
         return
-    select, params = _columns_select({
-        "teacher_run_id": ("VARCHAR", [r.teacher_run_id for r in scores]),
-        "example_id": ("VARCHAR", [r.example_id for r in scores]),
-        "text_hash": ("VARCHAR", [r.text_hash for r in scores]),
-        "label": ("INTEGER", [int(r.label) for r in scores]),
-        "loss": ("DOUBLE", [float(r.loss) for r in scores]),
-    })
-    db.execute(f"""
+    select, params = _columns_select(
+        {
+            "teacher_run_id": ("VARCHAR", [r.teacher_run_id for r in scores]),
+            "example_id": ("VARCHAR", [r.example_id for r in scores]),
+            "text_hash": ("VARCHAR", [r.text_hash for r in scores]),
+            "label": ("INTEGER", [int(r.label) for r in scores]),
+            "loss": ("DOUBLE", [float(r.loss) for r in scores]),
+        }
+    )
+    db.execute(
+        f"""
         INSERT INTO example_scores
         SELECT DISTINCT ON (s.teacher_run_id, s.example_id, s.text_hash) s.teacher_run_id, s.example_id, s.text_hash, s.label, s.loss, ?
         FROM ({select}) s
         WHERE NOT EXISTS (SELECT 1 FROM example_scores e
                           WHERE e.teacher_run_id = s.teacher_run_id AND e.example_id = s.example_id AND e.text_hash = s.text_hash)
-    """, [now(), *params])
+    """,
+        [now(), *params],
+    )
 
 
 def save_scores(store: Store, scores: list[ScoreRow]) -> None:
@@ -289,7 +358,9 @@ def save_scores(store: Store, scores: list[ScoreRow]) -> None:
 def teacher_scores(store: Store, teacher_run_id: str) -> dict[tuple[str, str], float]:
     """{(example_id, text_hash): loss} the store holds for a teacher run."""
     with store.read() as db:
-        rows = db.execute("SELECT example_id, text_hash, loss FROM example_scores WHERE teacher_run_id = ?", [teacher_run_id]).fetchall()
+        rows = db.execute(
+            "SELECT example_id, text_hash, loss FROM example_scores WHERE teacher_run_id = ?", [teacher_run_id]
+        ).fetchall()
     return {(r[0], r[1]): r[2] for r in rows}
 
 
@@ -330,11 +401,15 @@ def run_weights(store: Store, run_id: str, prefix: bool = False) -> StoredWeight
     with store.read() as db:
         row = db.execute("SELECT run_id, status, config FROM runs WHERE run_id = ?", [run_id]).fetchone()
         if row is None and prefix:
-            like = [r[0] for r in db.execute("SELECT run_id FROM runs WHERE starts_with(run_id, ?)", [run_id]).fetchall()]
+            like = [
+                r[0] for r in db.execute("SELECT run_id FROM runs WHERE starts_with(run_id, ?)", [run_id]).fetchall()
+            ]
             if len(like) == 1:
                 row = db.execute("SELECT run_id, status, config FROM runs WHERE run_id = ?", [like[0]]).fetchone()
             elif like:
-                raise StoreError(f"no run {run_id!r} in {store.path} (the prefix matches {len(like)} runs; give more of the id)")
+                raise StoreError(
+                    f"no run {run_id!r} in {store.path} (the prefix matches {len(like)} runs; give more of the id)"
+                )
         if row is None:
             raise StoreError(f"no run {run_id!r} in {store.path}")
         weights = db.execute("SELECT path FROM artifacts WHERE run_id = ? AND kind = 'weights'", [row[0]]).fetchone()
@@ -345,22 +420,42 @@ def completed_weights(store: Store, run_id: str, what: str = "model.init_from") 
     """``run_weights`` of a run that must be completed with saved weights (a transfer source, a teacher)."""
     found = run_weights(store, run_id)
     if found.status != "completed" or found.path is None:
-        raise StoreError(f"{what}: no completed run {run_id!r} with saved weights in {store.path} (it is {found.status})")
+        raise StoreError(
+            f"{what}: no completed run {run_id!r} with saved weights in {store.path} (it is {found.status})"
+        )
     return found
 
 
 def final_step(store: Store, run_id: str) -> int:
     """The step a completed run's final metrics were taken at."""
     with store.read() as db:
-        return db.execute("SELECT coalesce(max(step), 0) FROM metrics WHERE run_id = ? AND final", [run_id]).fetchone()[0]
+        return db.execute("SELECT coalesce(max(step), 0) FROM metrics WHERE run_id = ? AND final", [run_id]).fetchone()[
+            0
+        ]
 
 
 def _insert_transfer(db, run_id: str, t) -> None:
-    details = {"loaded": t.loaded, "frozen": t.frozen, "shape_mismatch": t.shape_mismatch, "no_place": t.no_place, "head": t.head}
+    details = {
+        "loaded": t.loaded,
+        "frozen": t.frozen,
+        "shape_mismatch": t.shape_mismatch,
+        "no_place": t.no_place,
+        "head": t.head,
+    }
     db.execute(
         "INSERT INTO transfers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [run_id, t.source_run_id, t.source_method, t.transferable, len(t.loaded), len(t.frozen), len(t.shape_mismatch),
-         len(t.no_place), len(t.head), json.dumps(details)],
+        [
+            run_id,
+            t.source_run_id,
+            t.source_method,
+            t.transferable,
+            len(t.loaded),
+            len(t.frozen),
+            len(t.shape_mismatch),
+            len(t.no_place),
+            len(t.head),
+            json.dumps(details),
+        ],
     )
 
 
@@ -371,7 +466,9 @@ def add_evaluations(store: Store, run_id: str, record: RunRecord) -> None:
         status = db.execute("SELECT status FROM runs WHERE run_id = ?", [run_id]).fetchone()
         if status is None or status[0] != "completed":
             raise StoreError(f"run {run_id} is no longer completed; not adding evaluations {names}")
-        taken = db.execute("SELECT eval_set FROM evaluations WHERE run_id = ? AND eval_set IN (SELECT unnest(?))", [run_id, names]).fetchall()
+        taken = db.execute(
+            "SELECT eval_set FROM evaluations WHERE run_id = ? AND eval_set IN (SELECT unnest(?))", [run_id, names]
+        ).fetchall()
         if taken:  # another process added them meanwhile
             return
         _insert_evaluation_results(db, run_id, record)
@@ -382,7 +479,9 @@ def evaluations(store: Store, run_ids: list[str]) -> dict[str, dict[str, str]]:
     if not store.path.exists() or not run_ids:
         return {}
     with store.read() as db:
-        rows = db.execute("SELECT run_id, eval_set, fingerprint FROM evaluations WHERE run_id IN (SELECT unnest(?))", [run_ids]).fetchall()
+        rows = db.execute(
+            "SELECT run_id, eval_set, fingerprint FROM evaluations WHERE run_id IN (SELECT unnest(?))", [run_ids]
+        ).fetchall()
     found: dict[str, dict[str, str]] = {}
     for run_id, name, fingerprint in rows:
         found.setdefault(run_id, {})[name] = fingerprint

@@ -26,7 +26,9 @@ def run_results(store: Store, run_ids: list[str], split: str, metric: str) -> di
     if not run_ids:
         return {}
     with store.read() as db:
-        status = dict(db.execute("SELECT run_id, status FROM runs WHERE run_id IN (SELECT unnest(?))", [run_ids]).fetchall())
+        status = dict(
+            db.execute("SELECT run_id, status FROM runs WHERE run_id IN (SELECT unnest(?))", [run_ids]).fetchall()
+        )
         rows = db.execute(
             "SELECT run_id, step, value, final FROM metrics WHERE run_id IN (SELECT unnest(?)) AND split = ? AND name = ? ORDER BY run_id, step",
             [run_ids, split, metric],
@@ -40,13 +42,17 @@ def run_results(store: Store, run_ids: list[str], split: str, metric: str) -> di
     return out
 
 
-def record_trial(store: Store, experiment: str, trial: int, rows: list[tuple[str, int, dict, str, float | None]]) -> None:
+def record_trial(
+    store: Store, experiment: str, trial: int, rows: list[tuple[str, int, dict, str, float | None]]
+) -> None:
     """A trial's runs (run_id, seed, params, state, value), replacing what the store held for that trial number."""
     with store.write() as db:
         db.execute("DELETE FROM search_trials WHERE experiment = ? AND trial = ?", [experiment, trial])
         for run_id, seed, params, state, value in rows:
-            db.execute("INSERT INTO search_trials VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       [experiment, trial, run_id, seed, json.dumps(params), state, value, now()])
+            db.execute(
+                "INSERT INTO search_trials VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [experiment, trial, run_id, seed, json.dumps(params), state, value, now()],
+            )
 
 
 def forget_trials_from(store: Store, experiment: str, first: int) -> None:

@@ -83,8 +83,17 @@ def _metric_rows(run_id: str, run: HandRun) -> list[tuple]:
         split, _, name = ref.rpartition(".")
         rows.append((run_id, None, None, split or run.eval_set, name, float(value), True))
     for point in run.curve:
-        rows.append((run_id, int(point["step"]), point.get("epoch"), point.get("split", run.eval_set), point["name"],
-                     float(point["value"]), False))
+        rows.append(
+            (
+                run_id,
+                int(point["step"]),
+                point.get("epoch"),
+                point.get("split", run.eval_set),
+                point["name"],
+                float(point["value"]),
+                False,
+            )
+        )
     return rows
 
 
@@ -109,15 +118,38 @@ def analysis_store(path: str | Path, runs: list[HandRun], experiment: str = "exp
             db.execute(
                 "INSERT INTO runs (run_id, experiment, status, method, dataset, model, seed, eval_set, config, sweep, created_at, "
                 "started_at, finished_at, error, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
-                [run_id, experiment, run.status, run.method, config["data"]["dataset"], config["model"]["name"], run.seed,
-                 run.eval_set, json.dumps(config), json.dumps(run.sweep), started, started, finished, run.error],
+                [
+                    run_id,
+                    experiment,
+                    run.status,
+                    run.method,
+                    config["data"]["dataset"],
+                    config["model"]["name"],
+                    run.seed,
+                    run.eval_set,
+                    json.dumps(config),
+                    json.dumps(run.sweep),
+                    started,
+                    started,
+                    finished,
+                    run.error,
+                ],
             )
-            db.execute("INSERT INTO experiment_runs VALUES (?, ?, ?, ?)", [experiment, run_id, f"{experiment}.toml", started])
+            db.execute(
+                "INSERT INTO experiment_runs VALUES (?, ?, ?, ?)", [experiment, run_id, f"{experiment}.toml", started]
+            )
             db.execute("INSERT INTO apply_runs VALUES (?, ?)", [apply_id, run_id])
             metrics = _metric_rows(run_id, run)
             if metrics:
-                db.executemany("INSERT INTO metrics (run_id, step, epoch, split, name, value, final) VALUES (?, ?, ?, ?, ?, ?, ?)", metrics)
-            predictions = run.predictions if isinstance(run.predictions, dict) else {"split": run.eval_set, "rows": run.predictions}
+                db.executemany(
+                    "INSERT INTO metrics (run_id, step, epoch, split, name, value, final) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    metrics,
+                )
+            predictions = (
+                run.predictions
+                if isinstance(run.predictions, dict)
+                else {"split": run.eval_set, "rows": run.predictions}
+            )
             if predictions["rows"]:
                 db.executemany(
                     "INSERT INTO predictions (run_id, split, example_id, label, prediction, confidence, loss) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -127,8 +159,9 @@ def analysis_store(path: str | Path, runs: list[HandRun], experiment: str = "exp
 
 
 @contextlib.contextmanager
-def analysis_context(store: Store | str | Path, experiment: str = "exp", include_sources: bool = False,
-                     analysis: str = "") -> Iterator[AnalysisContext]:
+def analysis_context(
+    store: Store | str | Path, experiment: str = "exp", include_sources: bool = False, analysis: str = ""
+) -> Iterator[AnalysisContext]:
     """The context ``specrun analyze`` gives an analysis over ``experiment`` in ``store``: its completed
     runs, the others left out, and a read-only connection (open inside the ``with`` block)."""
     from specrun.store import analyses as store_analyses
@@ -148,9 +181,13 @@ def spec_facts(store: Store | str | Path, experiment: str = "exp") -> SpecFacts:
     runs, left_out = store_analyses.scope(store, experiment)
     everything = [r for r in runs + left_out if r.config]
     with store.read() as db:
-        splits = [r[0] for r in db.execute(
-            "SELECT DISTINCT split FROM metrics WHERE final AND split <> 'cost' AND run_id IN (SELECT unnest(?)) ORDER BY 1",
-            [[r.run_id for r in everything]]).fetchall()]
+        splits = [
+            r[0]
+            for r in db.execute(
+                "SELECT DISTINCT split FROM metrics WHERE final AND split <> 'cost' AND run_id IN (SELECT unnest(?)) ORDER BY 1",
+                [[r.run_id for r in everything]],
+            ).fetchall()
+        ]
     primary = everything[0].eval_set if everything else "validation"
     keys = sorted({k for r in everything for k in r.sweep})
     return SpecFacts((primary, *[s for s in splits if s != primary]), tuple(keys), tuple(r.config for r in everything))
@@ -183,12 +220,15 @@ def check_analysis(
 
     store = store if isinstance(store, Store) else Store(Path(store))
     plugin = registry.get("analysis", name)
-    assert not is_legacy_analysis(plugin), (f"{name}: declares no result tables, the plugin API 0.1 form (deprecated); "
-                                            "declare `tables` and return {table name: rows}: see docs/plugins.md#changes-for-plugin-authors")
+    assert not is_legacy_analysis(plugin), (
+        f"{name}: declares no result tables, the plugin API 0.1 form (deprecated); "
+        "declare `tables` and return {table name: rows}: see docs/plugins.md#changes-for-plugin-authors"
+    )
     validated = plugin.Options.model_validate(options or {})
     problems = plugin.check(validated, spec_facts(store, experiment))
-    assert isinstance(problems, list) and all(isinstance(p, tuple) and len(p) == 2 and all(isinstance(x, str) for x in p)
-                                              for p in problems), f"{name}: check must return a list of (option, message) pairs: {problems!r}"
+    assert isinstance(problems, list) and all(
+        isinstance(p, tuple) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in problems
+    ), f"{name}: check must return a list of (option, message) pairs: {problems!r}"
     assert not problems, f"{name}: check found problems with these options: {problems}"
     entry = AnalysisEntry(name, name, validated.model_dump(mode="json"))
 
@@ -196,14 +236,22 @@ def check_analysis(
         [outcome] = run_analyses(store, registry, experiment, [entry], force=True)
         assert outcome.status == "computed", f"{name}: the analysis {outcome.status}: {outcome.error}"
         with store.read() as db:
-            return {t.name: query_frame(db, f'SELECT * EXCLUDE (experiment, analysis) FROM "{t.name}" '
-                                            "WHERE experiment = ? AND analysis = ? ORDER BY ALL", [experiment, entry.id])
-                    for t in plugin.tables}
+            return {
+                t.name: query_frame(
+                    db,
+                    f'SELECT * EXCLUDE (experiment, analysis) FROM "{t.name}" '
+                    "WHERE experiment = ? AND analysis = ? ORDER BY ALL",
+                    [experiment, entry.id],
+                )
+                for t in plugin.tables
+            }
 
     first = compute()
     again = compute()
     for table, frame in first.items():
-        assert frame.equals(again[table]), f"{name}: table {table!r} differs between two computations over the same runs"
+        assert frame.equals(again[table]), (
+            f"{name}: table {table!r} differs between two computations over the same runs"
+        )
     with store.read() as db:
         renderer = _Renderer(db)
         for figure in plugin.figures(validated):

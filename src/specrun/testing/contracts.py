@@ -99,32 +99,45 @@ def check_method(
         names = [n for n, _ in model.named_parameters()]
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
         intended = {n for n in names if trains is None or trains(n)}
-        assert trainable == intended, (f"{name}: trainable but not intended: {sorted(trainable - intended)[:5]}; "
-                                       f"intended but frozen: {sorted(intended - trainable)[:5]}")
+        assert trainable == intended, (
+            f"{name}: trainable but not intended: {sorted(trainable - intended)[:5]}; "
+            f"intended but frozen: {sorted(intended - trainable)[:5]}"
+        )
         assert trainable, f"{name}: no parameter requires grad"
         counts = count_parameters(model)
         numel = dict(model.named_parameters())
         held = sum(numel[n].numel() for n in trainable)
-        assert counts[0] == held, f"{name}: the runner counts {counts[0]} trainable parameters, the trainable tensors hold {held}"
+        assert counts[0] == held, (
+            f"{name}: the runner counts {counts[0]} trainable parameters, the trainable tensors hold {held}"
+        )
         assert 0 < counts[0] <= counts[1], f"{name}: parameter counts (trainable, total) = {counts}"
 
         before = _snapshot(model)
         loss_before = evaluate(model, train, len(labels), 256, precision, device).metrics["loss"]
         train_model(model, train, dev, "validation", len(labels), config["train"], config["seed"], device)
         loss_after = evaluate(model, train, len(labels), 256, precision, device).metrics["loss"]
-        assert loss_after < 0.9 * loss_before, f"{name}: training loss {loss_before:.4f} -> {loss_after:.4f} (expected 10% lower)"
+        assert loss_after < 0.9 * loss_before, (
+            f"{name}: training loss {loss_before:.4f} -> {loss_after:.4f} (expected 10% lower)"
+        )
 
         after = _snapshot(model)
         changed = {n for n in before if not _same_values(before[n], after[n])}
         assert changed <= trainable, f"{name}: frozen tensors changed: {sorted(changed - trainable)[:5]}"
         head = {n for n in trainable if is_head(n)}
         assert head and head <= changed, f"{name}: the classifier head did not train"
-        assert len(changed) >= 0.5 * len(trainable), f"{name}: only {len(changed)} of {len(trainable)} trainable tensors changed"
+        assert len(changed) >= 0.5 * len(trainable), (
+            f"{name}: only {len(changed)} of {len(trainable)} trainable tensors changed"
+        )
 
         expected = evaluate(model, dev, len(labels), 64, precision, device)
         folder = workdir / "saved-run"
-        save_run(model, folder, {"run_id": "contract", "config": config, "label_names": labels}, tokenizer=cache.tokenizer,
-                 max_length=config["model"]["max_length"])
+        save_run(
+            model,
+            folder,
+            {"run_id": "contract", "config": config, "label_names": labels},
+            tokenizer=cache.tokenizer,
+            max_length=config["model"]["max_length"],
+        )
         reloaded, _ = build_model(config, registry, len(labels), labels, device)
         load_weights(reloaded, folder)
         got = evaluate(reloaded, dev, len(labels), 64, precision, device)
@@ -132,12 +145,16 @@ def check_method(
         plain = load_plain(folder, registry=registry) if not quantized_bits(model) else None
         plain_got = evaluate(plain, dev, len(labels), 64, precision, device) if plain is not None else None
     assert (got.prediction == expected.prediction).all(), f"{name}: the saved and rebuilt model predicts other labels"
-    assert max(abs(a - b) for a, b in zip(got.confidence, expected.confidence)) <= 1e-6, \
+    assert max(abs(a - b) for a, b in zip(got.confidence, expected.confidence)) <= 1e-6, (
         f"{name}: the saved and rebuilt model predicts other confidences"
+    )
     if plain_got is not None:
-        assert (plain_got.prediction == expected.prediction).all(), f"{name}: the saved folder, loaded with plain peft/transformers, predicts other labels"
-        assert max(abs(a - b) for a, b in zip(plain_got.confidence, expected.confidence)) <= PLAIN_TOLERANCE, \
+        assert (plain_got.prediction == expected.prediction).all(), (
+            f"{name}: the saved folder, loaded with plain peft/transformers, predicts other labels"
+        )
+        assert max(abs(a - b) for a, b in zip(plain_got.confidence, expected.confidence)) <= PLAIN_TOLERANCE, (
             f"{name}: the saved folder, loaded with plain peft/transformers, predicts other confidences"
+        )
     return MethodReport(loss_before, loss_after, trainable, changed, counts)
 
 
@@ -170,7 +187,25 @@ def _same_values(before, after) -> bool:
 
 # --- transforms ----------------------------------------------------------------------------------
 
-WORDS = "the movie was really quite good bad plot acting film story very fine nice awful long short".split()
+WORDS = [
+    "the",
+    "movie",
+    "was",
+    "really",
+    "quite",
+    "good",
+    "bad",
+    "plot",
+    "acting",
+    "film",
+    "story",
+    "very",
+    "fine",
+    "nice",
+    "awful",
+    "long",
+    "short",
+]
 LABELS = ("neg", "neu", "pos")
 
 
@@ -182,7 +217,9 @@ def sample_examples(n: int = 60, pair: bool = False, seed: int = 0, num_labels: 
     return Examples.from_columns([f"ex{i}" for i in range(n)], texts, [i % num_labels for i in range(n)], pairs)
 
 
-def transform_context(seed: int = 0, split: str = "train", scores=None, spec_dir: str | None = None) -> TransformContext:
+def transform_context(
+    seed: int = 0, split: str = "train", scores=None, spec_dir: str | None = None
+) -> TransformContext:
     """A transform's context for ``sample_examples`` (label names ``neg, neu, pos``)."""
     return TransformContext(seed=seed, split=split, label_names=LABELS, scores=scores, spec_dir=spec_dir)
 
@@ -222,23 +259,33 @@ def check_transform(
         before = (given.fingerprint, given.ids, given.text, given.label, given.text_pair)
         out = plugin.apply(given, validated, make_context(0))
         assert isinstance(out, Examples), f"{name}: apply returned {type(out).__name__}, not Examples"
-        assert (given.fingerprint, given.ids, given.text, given.label, given.text_pair) == before, f"{name}: the input was modified"
+        assert (given.fingerprint, given.ids, given.text, given.label, given.text_pair) == before, (
+            f"{name}: the input was modified"
+        )
         assert Examples.fingerprint.func(given) == before[0], f"{name}: the input was modified in place"
         assert plugin.apply(given, validated, make_context(0)) == out, f"{name}: not deterministic for a seed"
         assert len(out.ids) == len(out.text) == len(out.label), f"{name}: ids, texts and labels are not parallel"
-        assert (out.text_pair is None) == (given.text_pair is None), f"{name}: the text_pair column was added or dropped"
+        assert (out.text_pair is None) == (given.text_pair is None), (
+            f"{name}: the text_pair column was added or dropped"
+        )
         assert len(set(out.ids)) == len(out.ids), f"{name}: ids must stay unique"
         source = {i: k for k, i in enumerate(given.ids)}
         unknown = [i for i in out.ids if i.split("~")[0] not in source]
-        assert not unknown, f"{name}: output ids {unknown[:3]} come from no input example (a copy's id is '<id>~<suffix>')"
+        assert not unknown, (
+            f"{name}: output ids {unknown[:3]} come from no input example (a copy's id is '<id>~<suffix>')"
+        )
         origin = [source[i.split("~")[0]] for i in out.ids]
         if kind != "relabel":
             assert list(out.label) == [given.label[k] for k in origin], f"{name}: labels must follow their examples"
-        assert all(0 <= y < len(make_context(0).label_names) for y in out.label), f"{name}: a label outside the label names"
+        assert all(0 <= y < len(make_context(0).label_names) for y in out.label), (
+            f"{name}: a label outside the label names"
+        )
         _check_kind(name, kind, given, out, origin)
         other = plugin.apply(given, validated, make_context(1))
         if seeded and kind != "map":
-            assert other != out, f"{name}: another seed gave the same output (pass seeded=False for a transform without randomness)"
+            assert other != out, (
+                f"{name}: another seed gave the same output (pass seeded=False for a transform without randomness)"
+            )
         elif kind == "map":
             assert other == out, f"{name}: a map transform changed with the seed"
         first = first or out
@@ -255,7 +302,9 @@ def _check_kind(name: str, kind: TransformKind | None, given: Examples, out: Exa
         assert out.text == given.text and out.text_pair == given.text_pair, f"{name}: a relabel transform changed texts"
     if kind == "rewrite":
         n = len(given)
-        assert out.ids[:n] == given.ids and out.text[:n] == given.text, f"{name}: the input examples must come first, unchanged"
+        assert out.ids[:n] == given.ids and out.text[:n] == given.text, (
+            f"{name}: the input examples must come first, unchanged"
+        )
         assert len(out) > n, f"{name}: a rewrite transform added no copies"
         assert out.text[n:] != given.text * ((len(out) - n) // n), f"{name}: the copies are unchanged"
 
@@ -281,13 +330,20 @@ def check_dataset(
     ``data_dir`` and ``spec_dir`` are the ``DataContext`` it gets. Returns the dataset."""
     source = registry.get("dataset", name)
     validated = source.Options.model_validate(options or {})
-    ctx = DataContext(data_dir=str(data_dir) if data_dir is not None else None, spec_dir=str(spec_dir) if spec_dir is not None else None)
+    ctx = DataContext(
+        data_dir=str(data_dir) if data_dir is not None else None,
+        spec_dir=str(spec_dir) if spec_dir is not None else None,
+    )
     first = source.load(validated, ctx)
     assert isinstance(first, Dataset), f"{name}: load returned {type(first).__name__}, not a Dataset"
     assert first.splits, f"{name}: no splits"
     labels = tuple(first.label_names)
-    assert len(labels) >= 2 and len(set(labels)) == len(labels), f"{name}: label names must be 2 or more, distinct: {labels}"
-    assert source.eval_split in first.splits, f"{name}: eval_split {source.eval_split!r} is not a split ({', '.join(first.splits)})"
+    assert len(labels) >= 2 and len(set(labels)) == len(labels), (
+        f"{name}: label names must be 2 or more, distinct: {labels}"
+    )
+    assert source.eval_split in first.splits, (
+        f"{name}: eval_split {source.eval_split!r} is not a split ({', '.join(first.splits)})"
+    )
     for split, ex in first.splits.items():
         where = f"{name}: split {split!r}"
         assert isinstance(ex, Examples), f"{where} is {type(ex).__name__}, not Examples"
@@ -303,6 +359,10 @@ def check_dataset(
     assert tuple(second.label_names) == labels, f"{name}: label names differ between two loads"
     assert set(second.splits) == set(first.splits), f"{name}: splits differ between two loads"
     for split, ex in first.splits.items():
-        assert second.splits[split].ids == ex.ids, f"{name}: split {split!r}: ids differ between two loads (they must be stable)"
-        assert second.splits[split].fingerprint == ex.fingerprint, f"{name}: split {split!r}: examples differ between two loads"
+        assert second.splits[split].ids == ex.ids, (
+            f"{name}: split {split!r}: ids differ between two loads (they must be stable)"
+        )
+        assert second.splits[split].fingerprint == ex.fingerprint, (
+            f"{name}: split {split!r}: examples differ between two loads"
+        )
     return first

@@ -13,13 +13,20 @@ MARK = "specrun_plugins"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addini(INI, type="linelist", default=[],
-                  help="modules with specrun hook implementations that the specrun_registry fixture registers")
+    parser.addini(
+        INI,
+        type="linelist",
+        default=[],
+        help="modules with specrun hook implementations that the specrun_registry fixture registers",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", f"{MARK}(*modules): also register these plugin modules (objects or dotted names) "
-                                       "in the specrun_registry fixture")
+    config.addinivalue_line(
+        "markers",
+        f"{MARK}(*modules): also register these plugin modules (objects or dotted names) "
+        "in the specrun_registry fixture",
+    )
 
 
 @pytest.fixture

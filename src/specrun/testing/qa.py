@@ -48,8 +48,17 @@ def write_toy_squad(folder: Path, train_articles: int = 12, dev_articles: int = 
     return folder
 
 
-def qa_spec(model_dir: Path, data_dir: Path, *, method: str = 'name = "full"', train: str = "max_steps = 30",
-            task: str = "doc_stride = 8", extra: str = "", max_length: int = 32, name: str = "toyqa") -> str:
+def qa_spec(
+    model_dir: Path,
+    data_dir: Path,
+    *,
+    method: str = 'name = "full"',
+    train: str = "max_steps = 30",
+    task: str = "doc_stride = 8",
+    extra: str = "",
+    max_length: int = 32,
+    name: str = "toyqa",
+) -> str:
     """A spec of the toy QA task on ``model_dir`` (contexts longer than ``max_length``: several windows)."""
     return f"""[experiment]
 name = "{name}"
@@ -66,7 +75,7 @@ max_length = {max_length}
 dataset = "local"
 
 [data.options]
-files = {{ train = "{data_dir / 'train.json'}", validation = "{data_dir / 'dev.json'}" }}
+files = {{ train = "{data_dir / "train.json"}", validation = "{data_dir / "dev.json"}" }}
 
 [method]
 {method}

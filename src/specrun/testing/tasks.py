@@ -68,19 +68,39 @@ def check_task(
 
     task = registry.get("task", name)
     assert isinstance(task, TaskPlugin), f"{name}: registered as a task but not a TaskPlugin"
-    assert task.metrics and "loss" in task.metrics, f"{name}: metrics must name the headline first and include loss; got {task.metrics}"
-    assert task.prediction_table in TABLE_COLUMNS, f"{name}: prediction_table {task.prediction_table!r} is no store table ({', '.join(TABLE_COLUMNS)})"
+    assert task.metrics and "loss" in task.metrics, (
+        f"{name}: metrics must name the headline first and include loss; got {task.metrics}"
+    )
+    assert task.prediction_table in TABLE_COLUMNS, (
+        f"{name}: prediction_table {task.prediction_table!r} is no store table ({', '.join(TABLE_COLUMNS)})"
+    )
 
     task_table = {"name": name, **(options or {})}
-    spec = "\n".join([
-        '[experiment]\nname = "task-contract"',
-        "[task]", *(f"{k} = {_toml(v)}" for k, v in task_table.items()),
-        "[model]", f"name = {json.dumps(str(model_dir))}", f"max_length = {max_length}",
-        "[data]", *(f"{k} = {_toml(v)}" for k, v in data.items() if not isinstance(v, dict)),
-        *(line for k, v in data.items() if isinstance(v, dict) for line in (f"[data.{k}]", *(f"{kk} = {_toml(vv)}" for kk, vv in v.items()))),
-        "[method]", *(f"{k} = {_toml(v)}" for k, v in (method or {"name": "full"}).items()),
-        "[train]", f"max_steps = {steps}", "batch_size = 16", 'precision = "fp32"', f"learning_rate = {learning_rate}",
-    ])
+    spec = "\n".join(
+        [
+            '[experiment]\nname = "task-contract"',
+            "[task]",
+            *(f"{k} = {_toml(v)}" for k, v in task_table.items()),
+            "[model]",
+            f"name = {json.dumps(str(model_dir))}",
+            f"max_length = {max_length}",
+            "[data]",
+            *(f"{k} = {_toml(v)}" for k, v in data.items() if not isinstance(v, dict)),
+            *(
+                line
+                for k, v in data.items()
+                if isinstance(v, dict)
+                for line in (f"[data.{k}]", *(f"{kk} = {_toml(vv)}" for kk, vv in v.items()))
+            ),
+            "[method]",
+            *(f"{k} = {_toml(v)}" for k, v in (method or {"name": "full"}).items()),
+            "[train]",
+            f"max_steps = {steps}",
+            "batch_size = 16",
+            'precision = "fp32"',
+            f"learning_rate = {learning_rate}",
+        ]
+    )
     workdir.mkdir(parents=True, exist_ok=True)
     spec_path = workdir / "task-contract.toml"
     spec_path.write_text(spec)
@@ -102,7 +122,9 @@ def check_task(
         index = np.arange(min(4, len(train)))
         batch = train.collate(index, device)
         assert all(t.shape[0] == len(index) for t in batch.values()), f"{name}: collate gave batches of another size"
-        assert batch["input_ids"].shape[1] == int(train.lengths[index].max()), f"{name}: collate pads to another width than the longest feature"
+        assert batch["input_ids"].shape[1] == int(train.lengths[index].max()), (
+            f"{name}: collate pads to another width than the longest feature"
+        )
 
         def train_loss() -> float:
             model.eval()
@@ -117,27 +139,49 @@ def check_task(
         before = task.evaluate(model, dev, tctx, 64, "fp32", device)
         loss_before = train_loss()
         assert math.isfinite(loss_before), f"{name}: the loss is {loss_before}"
-        train_model(model, train, dev, prepared.primary_eval, len(labels), config["train"], config["seed"], device, task=task, task_ctx=tctx)
+        train_model(
+            model,
+            train,
+            dev,
+            prepared.primary_eval,
+            len(labels),
+            config["train"],
+            config["seed"],
+            device,
+            task=task,
+            task_ctx=tctx,
+        )
         loss_after = train_loss()
-        assert loss_after < 0.9 * loss_before, f"{name}: training loss {loss_before:.4f} -> {loss_after:.4f} (expected 10% lower)"
+        assert loss_after < 0.9 * loss_before, (
+            f"{name}: training loss {loss_before:.4f} -> {loss_after:.4f} (expected 10% lower)"
+        )
         after = task.evaluate(model, dev, tctx, 64, "fp32", device)
         for ev in (before, after):
             missing = [m for m in task.metrics if m not in ev.metrics]
             assert not missing, f"{name}: evaluate did not compute {missing}"
             assert all(math.isfinite(v) for v in ev.metrics.values()), f"{name}: non-finite metrics {ev.metrics}"
             assert set(ev.rows) == TABLE_COLUMNS[task.prediction_table], (
-                f"{name}: prediction rows have columns {sorted(ev.rows)}, the table {task.prediction_table} {sorted(TABLE_COLUMNS[task.prediction_table])}")
+                f"{name}: prediction rows have columns {sorted(ev.rows)}, the table {task.prediction_table} {sorted(TABLE_COLUMNS[task.prediction_table])}"
+            )
             n = len(prepared.eval_sets[prepared.primary_eval])
-            assert all(len(v) == n for v in ev.rows.values()), f"{name}: prediction rows are not one per evaluation example ({n})"
+            assert all(len(v) == n for v in ev.rows.values()), (
+                f"{name}: prediction rows are not one per evaluation example ({n})"
+            )
         folder = workdir / "saved-run"
-        save_run(model, folder, {"run_id": "contract", "config": config, "label_names": labels, "task": name},
-                 tokenizer=tctx.tokenizer, max_length=max_length)
+        save_run(
+            model,
+            folder,
+            {"run_id": "contract", "config": config, "label_names": labels, "task": name},
+            tokenizer=tctx.tokenizer,
+            max_length=max_length,
+        )
         reloaded, _ = build_model(config, registry, len(labels), labels, device)
         load_weights(reloaded, folder)
         again = task.evaluate(reloaded, dev, tctx, 64, "fp32", device)
     for metric in task.metrics:
         assert abs(again.metrics[metric] - after.metrics[metric]) <= 1e-6, (
-            f"{name}: the saved and rebuilt model gives {metric} {again.metrics[metric]}, not {after.metrics[metric]}")
+            f"{name}: the saved and rebuilt model gives {metric} {again.metrics[metric]}, not {after.metrics[metric]}"
+        )
     return TaskReport(loss_before, loss_after, before.metrics, after.metrics, again.metrics, len(train), n)
 
 

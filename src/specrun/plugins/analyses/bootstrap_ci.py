@@ -28,11 +28,22 @@ QA_FROM_PREDICTIONS = ("exact_match", "f1")
 
 
 class BootstrapOptions(ResamplingOptions):
-    metric: str = Field("accuracy", description="the final metric to summarize per configuration: accuracy, f1, noisy.accuracy, cost.train_seconds, ...")
-    method: Literal["percentile", "basic", "BCa"] = Field("percentile", description="scipy.stats.bootstrap's interval method")
+    metric: str = Field(
+        "accuracy",
+        description="the final metric to summarize per configuration: accuracy, f1, noisy.accuracy, cost.train_seconds, ...",
+    )
+    method: Literal["percentile", "basic", "BCa"] = Field(
+        "percentile", description="scipy.stats.bootstrap's interval method"
+    )
     per_run: bool = Field(True, description="also each run's accuracy and F1 CI from its per-example predictions")
-    vary: str | None = Field(None, description="also the metric's difference between the values of this swept key within each group of the other keys, paired by seed")
-    baseline: dict[str, Any] | None = Field(None, description="also each configuration's difference from the baseline configuration of its group, paired by seed")
+    vary: str | None = Field(
+        None,
+        description="also the metric's difference between the values of this swept key within each group of the other keys, paired by seed",
+    )
+    baseline: dict[str, Any] | None = Field(
+        None,
+        description="also each configuration's difference from the baseline configuration of its group, paired by seed",
+    )
 
     @model_validator(mode="after")
     def _one_design(self):
@@ -43,22 +54,59 @@ class BootstrapOptions(ResamplingOptions):
 
 class BootstrapCI(AnalysisPlugin):
     name = "bootstrap_ci"
-    description = "mean ± bootstrap CI of a metric over seeds per configuration; per-run CIs from per-example predictions"
+    description = (
+        "mean ± bootstrap CI of a metric over seeds per configuration; per-run CIs from per-example predictions"
+    )
     Options = BootstrapOptions
     version = "2"
     tables = (
-        ResultTable("bootstrap_ci", {
-            "config": "VARCHAR", "metric": "VARCHAR", "n": "INTEGER", "mean": "DOUBLE", "sd": "DOUBLE", "min": "DOUBLE",
-            "max": "DOUBLE", "ci_low": "DOUBLE", "ci_high": "DOUBLE", "confidence": "DOUBLE",
-        }, "one row per configuration: the metric over its seeds (n), with a bootstrap CI of the mean (NULL for one seed)"),
-        ResultTable("bootstrap_ci_runs", {
-            "run_id": "VARCHAR", "config": "VARCHAR", "seed": "INTEGER", "eval_set": "VARCHAR", "metric": "VARCHAR",
-            "value": "DOUBLE", "ci_low": "DOUBLE", "ci_high": "DOUBLE", "n_examples": "INTEGER",
-        }, "one row per run and metric: the run's value with a bootstrap CI over its evaluation examples (NULL for metrics predictions do not determine)"),
-        ResultTable("bootstrap_ci_diffs", {
-            "a": "VARCHAR", "b": "VARCHAR", "grp": "VARCHAR", "design": "VARCHAR", "metric": "VARCHAR", "n": "INTEGER",
-            "diff": "DOUBLE", "ci_low": "DOUBLE", "ci_high": "DOUBLE", "confidence": "DOUBLE",
-        }, "with vary or baseline: one row per pair of configurations the design names: the mean over shared seeds of a − b, with a bootstrap CI over those seeds"),
+        ResultTable(
+            "bootstrap_ci",
+            {
+                "config": "VARCHAR",
+                "metric": "VARCHAR",
+                "n": "INTEGER",
+                "mean": "DOUBLE",
+                "sd": "DOUBLE",
+                "min": "DOUBLE",
+                "max": "DOUBLE",
+                "ci_low": "DOUBLE",
+                "ci_high": "DOUBLE",
+                "confidence": "DOUBLE",
+            },
+            "one row per configuration: the metric over its seeds (n), with a bootstrap CI of the mean (NULL for one seed)",
+        ),
+        ResultTable(
+            "bootstrap_ci_runs",
+            {
+                "run_id": "VARCHAR",
+                "config": "VARCHAR",
+                "seed": "INTEGER",
+                "eval_set": "VARCHAR",
+                "metric": "VARCHAR",
+                "value": "DOUBLE",
+                "ci_low": "DOUBLE",
+                "ci_high": "DOUBLE",
+                "n_examples": "INTEGER",
+            },
+            "one row per run and metric: the run's value with a bootstrap CI over its evaluation examples (NULL for metrics predictions do not determine)",
+        ),
+        ResultTable(
+            "bootstrap_ci_diffs",
+            {
+                "a": "VARCHAR",
+                "b": "VARCHAR",
+                "grp": "VARCHAR",
+                "design": "VARCHAR",
+                "metric": "VARCHAR",
+                "n": "INTEGER",
+                "diff": "DOUBLE",
+                "ci_low": "DOUBLE",
+                "ci_high": "DOUBLE",
+                "confidence": "DOUBLE",
+            },
+            "with vary or baseline: one row per pair of configurations the design names: the mean over shared seeds of a − b, with a bootstrap CI over those seeds",
+        ),
     )
 
     def check(self, options, spec):
@@ -76,8 +124,11 @@ class BootstrapCI(AnalysisPlugin):
                 continue
             summary = summarize(seen, options.confidence, options.n_resamples, options.method, options.seed)
             configs.append({"config": label, "metric": str(ref), **summary, "confidence": options.confidence})
-        return {"bootstrap_ci": configs, "bootstrap_ci_runs": self._per_run(options, ctx, ref, values),
-                "bootstrap_ci_diffs": self._differences(options, ctx, ref, values)}
+        return {
+            "bootstrap_ci": configs,
+            "bootstrap_ci_runs": self._per_run(options, ctx, ref, values),
+            "bootstrap_ci_diffs": self._differences(options, ctx, ref, values),
+        }
 
     def _differences(self, options, ctx, ref, values) -> list[dict]:
         """The design's pairs of configurations (``vary`` or ``baseline``): a − b per shared seed, summarized."""
@@ -86,8 +137,13 @@ class BootstrapCI(AnalysisPlugin):
         if options.vary is None and options.baseline is None:
             return []
         groups = by_config(r for r in ctx.runs if r.role == "run")
-        design = resolve_design({label: runs[0].factors for label, runs in groups.items()}, options.vary, options.baseline, "design",
-                                [r for r in ctx.runs if r.role == "run"])
+        design = resolve_design(
+            {label: runs[0].factors for label, runs in groups.items()},
+            options.vary,
+            options.baseline,
+            "design",
+            [r for r in ctx.runs if r.role == "run"],
+        )
         rows = []
         for a, b, group in design.pairs:
             seeds_a = {r.seed: values[r.run_id] for r in groups[a] if r.run_id in values}
@@ -95,9 +151,27 @@ class BootstrapCI(AnalysisPlugin):
             shared = sorted(set(seeds_a) & set(seeds_b))
             if not shared:
                 continue
-            summary = summarize([seeds_a[s] - seeds_b[s] for s in shared], options.confidence, options.n_resamples, options.method, options.seed)
-            rows.append({"a": a, "b": b, "grp": group, "design": design.text, "metric": str(ref), "n": len(shared), "diff": summary["mean"],
-                         "ci_low": summary["ci_low"], "ci_high": summary["ci_high"], "confidence": options.confidence})
+            summary = summarize(
+                [seeds_a[s] - seeds_b[s] for s in shared],
+                options.confidence,
+                options.n_resamples,
+                options.method,
+                options.seed,
+            )
+            rows.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "grp": group,
+                    "design": design.text,
+                    "metric": str(ref),
+                    "n": len(shared),
+                    "diff": summary["mean"],
+                    "ci_low": summary["ci_low"],
+                    "ci_high": summary["ci_high"],
+                    "confidence": options.confidence,
+                }
+            )
         return rows
 
     def _per_run(self, options, ctx, ref, values):
@@ -107,7 +181,11 @@ class BootstrapCI(AnalysisPlugin):
             f1_statistic,
         )
 
-        metrics = [ref] + ([MetricRef(ref.split if ref.split != "cost" else None, m) for m in FROM_PREDICTIONS] if options.per_run else [])
+        metrics = [ref] + (
+            [MetricRef(ref.split if ref.split != "cost" else None, m) for m in FROM_PREDICTIONS]
+            if options.per_run
+            else []
+        )
         rows, done = [], set()
         for metric in metrics:
             key = (metric.split, metric.name)
@@ -129,23 +207,51 @@ class BootstrapCI(AnalysisPlugin):
                 if answered is not None and answered.height:  # extractive QA: the mean of per-question EM or F1
                     values = answered[metric.name].to_numpy().astype(float)
                     n = len(values)
-                    low, high = bootstrap_interval((values,), accuracy_statistic, options.confidence, options.n_resamples,
-                                                   options.method, options.seed)
+                    low, high = bootstrap_interval(
+                        (values,),
+                        accuracy_statistic,
+                        options.confidence,
+                        options.n_resamples,
+                        options.method,
+                        options.seed,
+                    )
                 elif frame is not None:
                     mine = frame.filter(frame["run_id"] == run.run_id)
                     labels, predicted = mine["label"].to_numpy(), mine["prediction"].to_numpy()
                     n = len(labels)
                     if metric.name == "accuracy":
-                        low, high = bootstrap_interval(((labels == predicted).astype(float),), accuracy_statistic,
-                                                       options.confidence, options.n_resamples, options.method, options.seed)
+                        low, high = bootstrap_interval(
+                            ((labels == predicted).astype(float),),
+                            accuracy_statistic,
+                            options.confidence,
+                            options.n_resamples,
+                            options.method,
+                            options.seed,
+                        )
                     else:
                         num_labels = max(2, int(max(labels.max(initial=0), predicted.max(initial=0))) + 1)
-                        low, high = bootstrap_interval((labels, predicted), f1_statistic(num_labels), options.confidence,
-                                                       options.n_resamples, options.method, options.seed, paired=True)
-                rows.append({
-                    "run_id": run.run_id, "config": run.config_label, "seed": run.seed, "eval_set": metric.split_for(run.eval_set),
-                    "metric": str(metric), "value": known[run.run_id], "ci_low": low, "ci_high": high, "n_examples": n,
-                })
+                        low, high = bootstrap_interval(
+                            (labels, predicted),
+                            f1_statistic(num_labels),
+                            options.confidence,
+                            options.n_resamples,
+                            options.method,
+                            options.seed,
+                            paired=True,
+                        )
+                rows.append(
+                    {
+                        "run_id": run.run_id,
+                        "config": run.config_label,
+                        "seed": run.seed,
+                        "eval_set": metric.split_for(run.eval_set),
+                        "metric": str(metric),
+                        "value": known[run.run_id],
+                        "ci_low": low,
+                        "ci_high": high,
+                        "n_examples": n,
+                    }
+                )
         return rows
 
     def figures(self, options):
@@ -161,25 +267,49 @@ class BootstrapCI(AnalysisPlugin):
                 f"{metric}: mean over seeds with {level} bootstrap CI, per configuration",
                 f"SELECT config, n, round(mean, 4) AS mean, round(sd, 4) AS sd, round(ci_low, 4) AS ci_low, round(ci_high, 4) AS ci_high\n"
                 f"FROM bootstrap_ci WHERE {MINE} ORDER BY mean DESC",
-                lambda rows: charts.interval_dots(rows, "mean", "ci_low", "ci_high", "config", f"{metric} (mean, {level} CI)",
-                                                  tooltip=["config", "n", "mean", "sd", "ci_low", "ci_high"]),
+                lambda rows: charts.interval_dots(
+                    rows,
+                    "mean",
+                    "ci_low",
+                    "ci_high",
+                    "config",
+                    f"{metric} (mean, {level} CI)",
+                    tooltip=["config", "n", "mean", "sd", "ci_low", "ci_high"],
+                ),
                 caption="The interval resamples the seeds' values: with few seeds it understates the uncertainty; n is the number of seeds.",
             ),
-            Figure(f"{metric} per configuration", f"SELECT * EXCLUDE (experiment, analysis) FROM bootstrap_ci WHERE {MINE} ORDER BY mean DESC"),
+            Figure(
+                f"{metric} per configuration",
+                f"SELECT * EXCLUDE (experiment, analysis) FROM bootstrap_ci WHERE {MINE} ORDER BY mean DESC",
+            ),
             Figure(
                 f"Each run's {per_run} with its {level} CI from its evaluation examples",
                 f"SELECT config, seed, metric, round(value, 4) AS value, round(ci_low, 4) AS ci_low, round(ci_high, 4) AS ci_high,\n"
                 f"       config || ' · seed ' || seed AS run\n"
                 f"FROM bootstrap_ci_runs WHERE {MINE} AND ci_low IS NOT NULL AND metric = '{quoted}' ORDER BY value DESC",
-                lambda rows: charts.interval_dots(rows, "value", "ci_low", "ci_high", "run", f"{per_run} ({level} CI over examples)",
-                                                  tooltip=["run", "metric", "value", "ci_low", "ci_high"]),
+                lambda rows: charts.interval_dots(
+                    rows,
+                    "value",
+                    "ci_low",
+                    "ci_high",
+                    "run",
+                    f"{per_run} ({level} CI over examples)",
+                    tooltip=["run", "metric", "value", "ci_low", "ci_high"],
+                ),
                 caption="Resampling the evaluation examples of one run: the spread a different test sample would give.",
             ),
-            *([Figure(f"{metric}: differences by design (a − b, paired by seed)",
-                      "SELECT a, b, design, n, round(diff, 4) AS diff, round(ci_low, 4) AS ci_low, round(ci_high, 4) AS ci_high\n"
-                      f"FROM bootstrap_ci_diffs WHERE {MINE} ORDER BY diff DESC",
-                      caption="n: the seeds both configurations ran; the interval resamples the per-seed differences (none for one seed).")]
-              if options.vary is not None or options.baseline is not None else []),
+            *(
+                [
+                    Figure(
+                        f"{metric}: differences by design (a − b, paired by seed)",
+                        "SELECT a, b, design, n, round(diff, 4) AS diff, round(ci_low, 4) AS ci_low, round(ci_high, 4) AS ci_high\n"
+                        f"FROM bootstrap_ci_diffs WHERE {MINE} ORDER BY diff DESC",
+                        caption="n: the seeds both configurations ran; the interval resamples the per-seed differences (none for one seed).",
+                    )
+                ]
+                if options.vary is not None or options.baseline is not None
+                else []
+            ),
         ]
 
 

@@ -33,26 +33,56 @@ class CorrelationOptions(ResamplingOptions):
     def _form(cls, text: str) -> str:
         kind = text.split(":", 1)[0] if ":" in text else "metric"
         if kind not in ("metric", "config", "table", "sql"):
-            raise ValueError(f"unknown quantity kind {kind!r}: use a metric, config:KEY, table:TABLE.COLUMN or sql:QUERY")
+            raise ValueError(
+                f"unknown quantity kind {kind!r}: use a metric, config:KEY, table:TABLE.COLUMN or sql:QUERY"
+            )
         if kind == "table" and not _TABLE.match(text):
-            raise ValueError(f"{text!r}: write table:<result table>.<column>, e.g. table:lora_svd_runs.mean_stable_rank")
+            raise ValueError(
+                f"{text!r}: write table:<result table>.<column>, e.g. table:lora_svd_runs.mean_stable_rank"
+            )
         return text
 
 
 class Correlation(AnalysisPlugin):
     name = "correlation"
-    description = "one per-run quantity against another (e.g. source stable rank vs transfer gain): Pearson and Spearman with CIs"
+    description = (
+        "one per-run quantity against another (e.g. source stable rank vs transfer gain): Pearson and Spearman with CIs"
+    )
     Options = CorrelationOptions
     version = "2"
     tables = (
-        ResultTable("correlation", {
-            "x": "VARCHAR", "y": "VARCHAR", "n": "INTEGER", "pearson_r": "DOUBLE", "pearson_low": "DOUBLE", "pearson_high": "DOUBLE",
-            "pearson_p": "DOUBLE", "spearman_rho": "DOUBLE", "spearman_low": "DOUBLE", "spearman_high": "DOUBLE", "spearman_p": "DOUBLE",
-            "confidence": "DOUBLE", "distinct_x": "INTEGER", "distinct_y": "INTEGER", "note": "VARCHAR",
-        }, "one row: the two coefficients over the runs that have both quantities; note: why an interval is missing"),
-        ResultTable("correlation_points", {
-            "run_id": "VARCHAR", "config": "VARCHAR", "seed": "INTEGER", "x": "DOUBLE", "y": "DOUBLE",
-        }, "one row per run with both quantities"),
+        ResultTable(
+            "correlation",
+            {
+                "x": "VARCHAR",
+                "y": "VARCHAR",
+                "n": "INTEGER",
+                "pearson_r": "DOUBLE",
+                "pearson_low": "DOUBLE",
+                "pearson_high": "DOUBLE",
+                "pearson_p": "DOUBLE",
+                "spearman_rho": "DOUBLE",
+                "spearman_low": "DOUBLE",
+                "spearman_high": "DOUBLE",
+                "spearman_p": "DOUBLE",
+                "confidence": "DOUBLE",
+                "distinct_x": "INTEGER",
+                "distinct_y": "INTEGER",
+                "note": "VARCHAR",
+            },
+            "one row: the two coefficients over the runs that have both quantities; note: why an interval is missing",
+        ),
+        ResultTable(
+            "correlation_points",
+            {
+                "run_id": "VARCHAR",
+                "config": "VARCHAR",
+                "seed": "INTEGER",
+                "x": "DOUBLE",
+                "y": "DOUBLE",
+            },
+            "one row per run with both quantities",
+        ),
     )
 
     def check(self, options, spec):
@@ -71,13 +101,16 @@ class Correlation(AnalysisPlugin):
         xs, ys = self._quantity(ctx, options.x), self._quantity(ctx, options.y)
         points = [
             {"run_id": r.run_id, "config": r.config_label, "seed": r.seed, "x": xs[r.run_id], "y": ys[r.run_id]}
-            for r in ctx.runs if xs.get(r.run_id) is not None and ys.get(r.run_id) is not None
+            for r in ctx.runs
+            if xs.get(r.run_id) is not None and ys.get(r.run_id) is not None
         ]
         if len(points) < 3:
             raise AnalysisError(f"needs at least 3 runs with both {options.x!r} and {options.y!r}; found {len(points)}")
         x, y = [p["x"] for p in points], [p["y"] for p in points]
         if len(set(x)) == 1 or len(set(y)) == 1:
-            raise AnalysisError(f"{options.x if len(set(x)) == 1 else options.y!r} is the same for every run: no correlation to measure")
+            raise AnalysisError(
+                f"{options.x if len(set(x)) == 1 else options.y!r} is the same for every run: no correlation to measure"
+            )
         row = {"x": options.x, "y": options.y, **correlate(x, y, options.confidence, options.n_resamples, options.seed)}
         return {"correlation": [row], "correlation_points": points}
 
@@ -96,14 +129,19 @@ class Correlation(AnalysisPlugin):
             return found
         if text.startswith(("table:", "sql:")):
             match = _TABLE.match(text)
-            query = (f'SELECT run_id, avg("{match["column"]}") AS value FROM "{match["table"]}" WHERE experiment = $experiment GROUP BY run_id'
-                     if match else text.removeprefix("sql:"))
+            query = (
+                f'SELECT run_id, avg("{match["column"]}") AS value FROM "{match["table"]}" WHERE experiment = $experiment GROUP BY run_id'
+                if match
+                else text.removeprefix("sql:")
+            )
             try:
                 frame = ctx.sql(query, {"experiment": ctx.experiment} if "$experiment" in query else None)
-            except Exception as exc:  # noqa: BLE001 - DuckDB's own message says what is wrong with the query
+            except Exception as exc:
                 raise AnalysisError(f"{text}: {str(exc).splitlines()[0]}") from None
             if "run_id" not in frame.columns or "value" not in frame.columns:
-                raise AnalysisError(f"{text}: the query must return columns run_id and value; it returned {frame.columns}")
+                raise AnalysisError(
+                    f"{text}: the query must return columns run_id and value; it returned {frame.columns}"
+                )
             return {r: float(v) for r, v in zip(frame["run_id"], frame["value"]) if v is not None}
         return ctx.final_metric(text.removeprefix("metric:"))
 
@@ -114,14 +152,19 @@ class Correlation(AnalysisPlugin):
             Figure(
                 f"{options.y} against {options.x}",
                 f"SELECT config, seed, run_id, x, y FROM correlation_points WHERE {MINE} ORDER BY x",
-                lambda rows: charts.scatter(rows, "x", "y", "config", options.x, options.y, tooltip=["config", "seed", "x", "y"]),
+                lambda rows: charts.scatter(
+                    rows, "x", "y", "config", options.x, options.y, tooltip=["config", "seed", "x", "y"]
+                ),
             ),
-            Figure("Coefficients", "SELECT n, round(pearson_r, 3) AS pearson_r, round(pearson_low, 3) AS pearson_low,\n"
-                                   "       round(pearson_high, 3) AS pearson_high, pearson_p, round(spearman_rho, 3) AS spearman_rho,\n"
-                                   "       round(spearman_low, 3) AS spearman_low, round(spearman_high, 3) AS spearman_high, spearman_p,\n"
-                                   "       distinct_x, distinct_y, note\n"
-                                   f"FROM correlation WHERE {MINE}",
-                   caption="Pearson: Fisher-z interval; Spearman: bootstrap over runs. Runs of one configuration are not independent of each other."),
+            Figure(
+                "Coefficients",
+                "SELECT n, round(pearson_r, 3) AS pearson_r, round(pearson_low, 3) AS pearson_low,\n"
+                "       round(pearson_high, 3) AS pearson_high, pearson_p, round(spearman_rho, 3) AS spearman_rho,\n"
+                "       round(spearman_low, 3) AS spearman_low, round(spearman_high, 3) AS spearman_high, spearman_p,\n"
+                "       distinct_x, distinct_y, note\n"
+                f"FROM correlation WHERE {MINE}",
+                caption="Pearson: Fisher-z interval; Spearman: bootstrap over runs. Runs of one configuration are not independent of each other.",
+            ),
         ]
 
 

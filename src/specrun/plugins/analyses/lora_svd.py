@@ -24,28 +24,70 @@ _LAYER = re.compile(r"\.layer\.(\d+)\.")
 
 
 class LoraSvdOptions(PluginOptions):
-    spectrum: int = Field(64, ge=1, le=4096, description="singular values kept per module in lora_svd_spectrum (at most the rank are non-zero)")
+    spectrum: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description="singular values kept per module in lora_svd_spectrum (at most the rank are non-zero)",
+    )
 
 
 class LoraSvd(AnalysisPlugin):
     name = "lora_svd"
-    description = "SVD of each LoRA update ΔW = (alpha/r)·B·A: singular values, stable rank, effective rank per layer and module"
+    description = (
+        "SVD of each LoRA update ΔW = (alpha/r)·B·A: singular values, stable rank, effective rank per layer and module"
+    )
     Options = LoraSvdOptions
     include_sources = True
     tables = (
-        ResultTable("lora_svd", {
-            "run_id": "VARCHAR", "role": "VARCHAR", "config": "VARCHAR", "seed": "INTEGER", "module": "VARCHAR", "layer": "INTEGER",
-            "module_type": "VARCHAR", "rank": "INTEGER", "scaling": "DOUBLE", "frobenius_norm": "DOUBLE", "spectral_norm": "DOUBLE",
-            "stable_rank": "DOUBLE", "effective_rank": "DOUBLE",
-        }, "one row per run and adapted module: norms and ranks of its ΔW"),
-        ResultTable("lora_svd_runs", {
-            "run_id": "VARCHAR", "role": "VARCHAR", "config": "VARCHAR", "seed": "INTEGER", "modules": "INTEGER",
-            "mean_stable_rank": "DOUBLE", "mean_effective_rank": "DOUBLE", "mean_frobenius_norm": "DOUBLE", "max_spectral_norm": "DOUBLE",
-        }, "one row per run: its modules' stable and effective ranks averaged (for correlating with other per-run quantities)"),
-        ResultTable("lora_svd_spectrum", {
-            "run_id": "VARCHAR", "module": "VARCHAR", "layer": "INTEGER", "module_type": "VARCHAR", "idx": "INTEGER",
-            "singular_value": "DOUBLE", "relative": "DOUBLE", "energy": "DOUBLE",
-        }, "one row per run, module and singular value: σᵢ, σᵢ/σ₁, and the cumulative share of ‖ΔW‖²_F up to i"),
+        ResultTable(
+            "lora_svd",
+            {
+                "run_id": "VARCHAR",
+                "role": "VARCHAR",
+                "config": "VARCHAR",
+                "seed": "INTEGER",
+                "module": "VARCHAR",
+                "layer": "INTEGER",
+                "module_type": "VARCHAR",
+                "rank": "INTEGER",
+                "scaling": "DOUBLE",
+                "frobenius_norm": "DOUBLE",
+                "spectral_norm": "DOUBLE",
+                "stable_rank": "DOUBLE",
+                "effective_rank": "DOUBLE",
+            },
+            "one row per run and adapted module: norms and ranks of its ΔW",
+        ),
+        ResultTable(
+            "lora_svd_runs",
+            {
+                "run_id": "VARCHAR",
+                "role": "VARCHAR",
+                "config": "VARCHAR",
+                "seed": "INTEGER",
+                "modules": "INTEGER",
+                "mean_stable_rank": "DOUBLE",
+                "mean_effective_rank": "DOUBLE",
+                "mean_frobenius_norm": "DOUBLE",
+                "max_spectral_norm": "DOUBLE",
+            },
+            "one row per run: its modules' stable and effective ranks averaged (for correlating with other per-run quantities)",
+        ),
+        ResultTable(
+            "lora_svd_spectrum",
+            {
+                "run_id": "VARCHAR",
+                "module": "VARCHAR",
+                "layer": "INTEGER",
+                "module_type": "VARCHAR",
+                "idx": "INTEGER",
+                "singular_value": "DOUBLE",
+                "relative": "DOUBLE",
+                "energy": "DOUBLE",
+            },
+            "one row per run, module and singular value: σᵢ, σᵢ/σ₁, and the cumulative share of ‖ΔW‖²_F up to i",
+        ),
     )
 
     def run(self, options, ctx):
@@ -57,13 +99,19 @@ class LoraSvd(AnalysisPlugin):
                 without.append(f"{run.run_id} ({run.method})")
                 continue
             modules += found
-            runs.append({
-                "run_id": run.run_id, "role": run.role, "config": run.config_label, "seed": run.seed, "modules": len(found),
-                "mean_stable_rank": mean_of_present(m["stable_rank"] for m in found),
-                "mean_effective_rank": mean_of_present(m["effective_rank"] for m in found),
-                "mean_frobenius_norm": mean_of_present(m["frobenius_norm"] for m in found),
-                "max_spectral_norm": max(m["spectral_norm"] for m in found),
-            })
+            runs.append(
+                {
+                    "run_id": run.run_id,
+                    "role": run.role,
+                    "config": run.config_label,
+                    "seed": run.seed,
+                    "modules": len(found),
+                    "mean_stable_rank": mean_of_present(m["stable_rank"] for m in found),
+                    "mean_effective_rank": mean_of_present(m["effective_rank"] for m in found),
+                    "mean_frobenius_norm": mean_of_present(m["frobenius_norm"] for m in found),
+                    "max_spectral_norm": max(m["spectral_norm"] for m in found),
+                }
+            )
         if not runs:
             raise AnalysisError(f"none of the {len(ctx.runs)} runs has saved LoRA adapters: {', '.join(without)}")
         return {"lora_svd": modules, "lora_svd_runs": runs, "lora_svd_spectrum": spectrum}
@@ -95,15 +143,32 @@ class LoraSvd(AnalysisPlugin):
             module = match.group("module").removeprefix("base_model.model.")
             layer = _LAYER.search(module + ".")
             module_type = module.split(f".layer.{layer.group(1)}.", 1)[1] if layer else module
-            rows.append({
-                "run_id": run.run_id, "role": run.role, "config": run.config_label, "seed": run.seed, "module": module,
-                "layer": int(layer.group(1)) if layer else None, "module_type": module_type, "rank": r, "scaling": scaling,
-                **{k: summary[k] for k in ("frobenius_norm", "spectral_norm", "stable_rank", "effective_rank")},
-            })
+            rows.append(
+                {
+                    "run_id": run.run_id,
+                    "role": run.role,
+                    "config": run.config_label,
+                    "seed": run.seed,
+                    "module": module,
+                    "layer": int(layer.group(1)) if layer else None,
+                    "module_type": module_type,
+                    "rank": r,
+                    "scaling": scaling,
+                    **{k: summary[k] for k in ("frobenius_norm", "spectral_norm", "stable_rank", "effective_rank")},
+                }
+            )
             energy = np.cumsum(sigma**2) / max(float(np.sum(sigma**2)), 1e-30)
             spectrum += [
-                {"run_id": run.run_id, "module": module, "layer": rows[-1]["layer"], "module_type": module_type, "idx": i + 1,
-                 "singular_value": float(s), "relative": float(s / sigma[0]) if sigma[0] > 0 else 0.0, "energy": float(energy[i])}
+                {
+                    "run_id": run.run_id,
+                    "module": module,
+                    "layer": rows[-1]["layer"],
+                    "module_type": module_type,
+                    "idx": i + 1,
+                    "singular_value": float(s),
+                    "relative": float(s / sigma[0]) if sigma[0] > 0 else 0.0,
+                    "energy": float(energy[i]),
+                }
                 for i, s in enumerate(sigma[: min(options.spectrum, r)])
             ]
         return rows
@@ -116,8 +181,17 @@ class LoraSvd(AnalysisPlugin):
                 "Stable rank of ΔW by layer and module (mean over runs of a configuration)",
                 "SELECT config, module_type, layer, round(avg(stable_rank), 3) AS stable_rank, round(avg(effective_rank), 3) AS effective_rank,\n"
                 f"       count(*) AS runs\nFROM lora_svd WHERE {MINE} GROUP BY ALL ORDER BY config, module_type, layer",
-                lambda rows: charts.curves(rows, "layer", "stable_rank", "module_type", None, "config", "layer",
-                                           tooltip=["config", "module_type", "layer", "stable_rank", "effective_rank", "runs"], x_type="O"),
+                lambda rows: charts.curves(
+                    rows,
+                    "layer",
+                    "stable_rank",
+                    "module_type",
+                    None,
+                    "config",
+                    "layer",
+                    tooltip=["config", "module_type", "layer", "stable_rank", "effective_rank", "runs"],
+                    x_type="O",
+                ),
                 caption="Stable rank = ‖ΔW‖²_F / ‖ΔW‖²₂: 1 when one direction carries the whole update, r when all r share it equally.",
             ),
             Figure(
@@ -125,16 +199,31 @@ class LoraSvd(AnalysisPlugin):
                 "SELECT l.config, s.idx, round(avg(s.relative), 4) AS relative, round(avg(s.energy), 4) AS energy\n"
                 "FROM lora_svd_spectrum s JOIN lora_svd l USING (experiment, analysis, run_id, module)\n"
                 "WHERE s.experiment = $experiment AND s.analysis = $analysis GROUP BY ALL ORDER BY l.config, s.idx",
-                lambda rows: charts.curves(rows, "idx", "relative", "config", None, None, "singular value index i",
-                                           tooltip=["config", "idx", "relative", "energy"], x_type="O"),
+                lambda rows: charts.curves(
+                    rows,
+                    "idx",
+                    "relative",
+                    "config",
+                    None,
+                    None,
+                    "singular value index i",
+                    tooltip=["config", "idx", "relative", "energy"],
+                    x_type="O",
+                ),
                 caption="energy: the cumulative share of ‖ΔW‖²_F in the first i singular values.",
             ),
-            Figure("Per run", "SELECT role, config, seed, run_id, modules, round(mean_stable_rank, 3) AS mean_stable_rank,\n"
-                              "       round(mean_effective_rank, 3) AS mean_effective_rank, round(mean_frobenius_norm, 4) AS mean_frobenius_norm,\n"
-                              f"       round(max_spectral_norm, 4) AS max_spectral_norm\nFROM lora_svd_runs WHERE {MINE} ORDER BY role, config, seed"),
-            Figure("Per module", "SELECT config, seed, layer, module_type, rank, round(frobenius_norm, 4) AS frobenius_norm,\n"
-                                 "       round(spectral_norm, 4) AS spectral_norm, round(stable_rank, 3) AS stable_rank, round(effective_rank, 3) AS effective_rank\n"
-                                 f"FROM lora_svd WHERE {MINE} ORDER BY config, seed, layer, module_type"),
+            Figure(
+                "Per run",
+                "SELECT role, config, seed, run_id, modules, round(mean_stable_rank, 3) AS mean_stable_rank,\n"
+                "       round(mean_effective_rank, 3) AS mean_effective_rank, round(mean_frobenius_norm, 4) AS mean_frobenius_norm,\n"
+                f"       round(max_spectral_norm, 4) AS max_spectral_norm\nFROM lora_svd_runs WHERE {MINE} ORDER BY role, config, seed",
+            ),
+            Figure(
+                "Per module",
+                "SELECT config, seed, layer, module_type, rank, round(frobenius_norm, 4) AS frobenius_norm,\n"
+                "       round(spectral_norm, 4) AS spectral_norm, round(stable_rank, 3) AS stable_rank, round(effective_rank, 3) AS effective_rank\n"
+                f"FROM lora_svd WHERE {MINE} ORDER BY config, seed, layer, module_type",
+            ),
         ]
 
 

@@ -17,8 +17,12 @@ from specrun.plugins.api import AnalysisPlugin, Figure, PluginOptions, ResultTab
 
 class OptimizationOptions(PluginOptions):
     curve_metric: str = Field("accuracy", description="the evaluation metric drawn on the learning curves")
-    contour: list[str] | None = Field(None, min_length=2, max_length=2,
-                                      description="the two parameters of the contour view (default: the two most important)")
+    contour: list[str] | None = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="the two parameters of the contour view (default: the two most important)",
+    )
 
 
 class Optimization(AnalysisPlugin):
@@ -26,19 +30,49 @@ class Optimization(AnalysisPlugin):
     description = "a search's trials: best value over trials, parameter importances, slices and contour, pruning points"
     Options = OptimizationOptions
     tables = (
-        ResultTable("optimization_trials", {
-            "trial": "INTEGER", "state": "VARCHAR", "value": "DOUBLE", "best_so_far": "DOUBLE", "params": "VARCHAR",
-            "pruned_step": "BIGINT", "n_runs": "INTEGER",
-        }, "one row per trial in order: its state, objective and the best objective up to it"),
-        ResultTable("optimization_importance", {"param": "VARCHAR", "importance": "DOUBLE"},
-                    "each searched key's importance for the objective (fANOVA over the complete trials; they sum to 1)"),
-        ResultTable("optimization_slices", {
-            "trial": "INTEGER", "param": "VARCHAR", "x": "VARCHAR", "x_num": "DOUBLE", "value": "DOUBLE",
-            "contour_x": "DOUBLE", "contour_y": "DOUBLE",
-        }, "one row per complete trial and key: the key's value against the objective; contour_x/y: the contour view's two keys"),
-        ResultTable("optimization_curves", {
-            "trial": "INTEGER", "run_id": "VARCHAR", "state": "VARCHAR", "step": "BIGINT", "value": "DOUBLE", "pruned_here": "BOOLEAN",
-        }, "the learning curve (curve_metric on the selection set) of each trial's first run; pruned_here marks where a pruner stopped it"),
+        ResultTable(
+            "optimization_trials",
+            {
+                "trial": "INTEGER",
+                "state": "VARCHAR",
+                "value": "DOUBLE",
+                "best_so_far": "DOUBLE",
+                "params": "VARCHAR",
+                "pruned_step": "BIGINT",
+                "n_runs": "INTEGER",
+            },
+            "one row per trial in order: its state, objective and the best objective up to it",
+        ),
+        ResultTable(
+            "optimization_importance",
+            {"param": "VARCHAR", "importance": "DOUBLE"},
+            "each searched key's importance for the objective (fANOVA over the complete trials; they sum to 1)",
+        ),
+        ResultTable(
+            "optimization_slices",
+            {
+                "trial": "INTEGER",
+                "param": "VARCHAR",
+                "x": "VARCHAR",
+                "x_num": "DOUBLE",
+                "value": "DOUBLE",
+                "contour_x": "DOUBLE",
+                "contour_y": "DOUBLE",
+            },
+            "one row per complete trial and key: the key's value against the objective; contour_x/y: the contour view's two keys",
+        ),
+        ResultTable(
+            "optimization_curves",
+            {
+                "trial": "INTEGER",
+                "run_id": "VARCHAR",
+                "state": "VARCHAR",
+                "step": "BIGINT",
+                "value": "DOUBLE",
+                "pruned_here": "BOOLEAN",
+            },
+            "the learning curve (curve_metric on the selection set) of each trial's first run; pruned_here marks where a pruner stopped it",
+        ),
     )
 
     def run(self, options, ctx):
@@ -48,8 +82,10 @@ class Optimization(AnalysisPlugin):
             {"experiment": ctx.experiment},
         ).to_dicts()
         if not trials:
-            raise AnalysisError(f"experiment {ctx.experiment!r} has no search trials in the store: the optimization analysis "
-                                "goes with a spec's [search]")
+            raise AnalysisError(
+                f"experiment {ctx.experiment!r} has no search trials in the store: the optimization analysis "
+                "goes with a spec's [search]"
+            )
         by_trial: dict[int, list[dict]] = {}
         for row in trials:
             by_trial.setdefault(row["trial"], []).append(row)
@@ -60,8 +96,17 @@ class Optimization(AnalysisPlugin):
             value = first["value"]
             if value is not None and (best is None or (value > best if direction == "maximize" else value < best)):
                 best = value
-            rows.append({"trial": number, "state": first["state"], "value": value, "best_so_far": best, "params": first["params"],
-                         "pruned_step": first["pruned_step"], "n_runs": len(runs)})
+            rows.append(
+                {
+                    "trial": number,
+                    "state": first["state"],
+                    "value": value,
+                    "best_so_far": best,
+                    "params": first["params"],
+                    "pruned_step": first["pruned_step"],
+                    "n_runs": len(runs),
+                }
+            )
         complete = [r for r in rows if r["state"] == "complete"]
         params = [(r["trial"], json.loads(r["params"]), r["value"]) for r in complete]
         importance = _importance(params, direction)
@@ -70,8 +115,17 @@ class Optimization(AnalysisPlugin):
         for number, values, objective in params:
             cx, cy = (_num(values.get(keys[0])), _num(values.get(keys[1]))) if len(keys) == 2 else (None, None)
             for key, x in values.items():
-                slices.append({"trial": number, "param": key, "x": x if isinstance(x, str) else json.dumps(x), "x_num": _num(x),
-                               "value": objective, "contour_x": cx, "contour_y": cy})
+                slices.append(
+                    {
+                        "trial": number,
+                        "param": key,
+                        "x": x if isinstance(x, str) else json.dumps(x),
+                        "x_num": _num(x),
+                        "value": objective,
+                        "contour_x": cx,
+                        "contour_y": cy,
+                    }
+                )
         firsts = {number: runs[0] for number, runs in by_trial.items()}
         curve_rows = ctx.sql(
             "SELECT run_id, step, value FROM metrics WHERE run_id IN (SELECT unnest($ids)) AND NOT final AND name = $metric "
@@ -82,11 +136,21 @@ class Optimization(AnalysisPlugin):
         curves = []
         for c in curve_rows:
             number, run = trial_of[c["run_id"]]
-            curves.append({"trial": number, "run_id": c["run_id"], "state": run["state"], "step": c["step"], "value": c["value"],
-                           "pruned_here": run["state"] == "pruned" and c["step"] == run["pruned_step"]})
+            curves.append(
+                {
+                    "trial": number,
+                    "run_id": c["run_id"],
+                    "state": run["state"],
+                    "step": c["step"],
+                    "value": c["value"],
+                    "pruned_here": run["state"] == "pruned" and c["step"] == run["pruned_step"],
+                }
+            )
         return {
             "optimization_trials": rows,
-            "optimization_importance": [{"param": k, "importance": v} for k, v in sorted(importance.items(), key=lambda kv: -kv[1])],
+            "optimization_importance": [
+                {"param": k, "importance": v} for k, v in sorted(importance.items(), key=lambda kv: -kv[1])
+            ],
             "optimization_slices": slices,
             "optimization_curves": curves,
         }
@@ -96,8 +160,12 @@ class Optimization(AnalysisPlugin):
 
         best = Figure(
             "the search's objective over trials, and the best so far",
-            "SELECT trial, 'best so far' AS series, best_so_far AS value FROM optimization_trials WHERE " + MINE + " AND best_so_far IS NOT NULL\n"
-            "UNION ALL SELECT trial, 'trial' AS series, value FROM optimization_trials WHERE " + MINE + " AND value IS NOT NULL ORDER BY series, trial",
+            "SELECT trial, 'best so far' AS series, best_so_far AS value FROM optimization_trials WHERE "
+            + MINE
+            + " AND best_so_far IS NOT NULL\n"
+            "UNION ALL SELECT trial, 'trial' AS series, value FROM optimization_trials WHERE "
+            + MINE
+            + " AND value IS NOT NULL ORDER BY series, trial",
             lambda rows: charts.curves(rows, "trial", "value", "series", None, None, "trial"),
             caption="Pruned and failed trials have no objective; the table below lists every trial.",
         )
@@ -109,28 +177,53 @@ class Optimization(AnalysisPlugin):
         slices = Figure(
             "slices: the objective against each parameter",
             f"SELECT trial, param, x, x_num, value FROM optimization_slices WHERE {MINE} AND x_num IS NOT NULL ORDER BY param, x_num",
-            lambda rows: charts.curves(rows, "x_num", "value", "param", None, "param", "value of the parameter", tooltip=["trial", "x", "value"]),
+            lambda rows: charts.curves(
+                rows,
+                "x_num",
+                "value",
+                "param",
+                None,
+                "param",
+                "value of the parameter",
+                tooltip=["trial", "x", "value"],
+            ),
             caption="Each point a complete trial (points joined in the order of the parameter's value).",
         )
         contour = Figure(
             "contour view: the objective over the two most important parameters",
             f"SELECT DISTINCT trial, contour_x, contour_y, round(value, 4) AS value, printf('%.3f', value) AS label FROM optimization_slices "
             f"WHERE {MINE} AND contour_x IS NOT NULL AND contour_y IS NOT NULL ORDER BY trial",
-            lambda rows: charts.heatmap(rows, "contour_x", "contour_y", "value", "label", "first parameter", "second parameter", "objective",
-                                        x_sort="contour_x", y_sort="contour_y"),
+            lambda rows: charts.heatmap(
+                rows,
+                "contour_x",
+                "contour_y",
+                "value",
+                "label",
+                "first parameter",
+                "second parameter",
+                "objective",
+                x_sort="contour_x",
+                y_sort="contour_y",
+            ),
         )
         curves = Figure(
             f"learning curves ({options.curve_metric}) of each trial's first run; pruned trials end where they were stopped",
             f"SELECT 'trial ' || trial || ' (' || state || ')' AS trial, step, value, pruned_here FROM optimization_curves WHERE {MINE} ORDER BY trial, step",
-            lambda rows: charts.curves(rows, "step", "value", "trial", None, None, "step", tooltip=["trial", "step", "value", "pruned_here"]),
+            lambda rows: charts.curves(
+                rows, "step", "value", "trial", None, None, "step", tooltip=["trial", "step", "value", "pruned_here"]
+            ),
         )
-        table = Figure("trials", f"SELECT * EXCLUDE (experiment, analysis) FROM optimization_trials WHERE {MINE} ORDER BY trial")
+        table = Figure(
+            "trials", f"SELECT * EXCLUDE (experiment, analysis) FROM optimization_trials WHERE {MINE} ORDER BY trial"
+        )
         return [best, importance, slices, contour, curves, table]
 
 
 def _direction(ctx) -> str:
-    found = ctx.sql("SELECT spec_tree FROM applies WHERE experiment = $experiment AND NOT variant ORDER BY started_at DESC LIMIT 1",
-                    {"experiment": ctx.experiment}).to_dicts()
+    found = ctx.sql(
+        "SELECT spec_tree FROM applies WHERE experiment = $experiment AND NOT variant ORDER BY started_at DESC LIMIT 1",
+        {"experiment": ctx.experiment},
+    ).to_dicts()
     tree = json.loads(found[0]["spec_tree"]) if found and found[0]["spec_tree"] else {}
     return (tree.get("search") or {}).get("direction", "maximize")
 

@@ -40,12 +40,26 @@ from specrun.plugins.api import AnalysisPlugin, Figure, ResultTable
 
 
 class PairedOptions(ResamplingOptions):
-    eval_sets: list[str] | None = Field(None, description="evaluation sets to compare on (default: the primary one); with several, each configuration on each set is an arm")
+    eval_sets: list[str] | None = Field(
+        None,
+        description="evaluation sets to compare on (default: the primary one); with several, each configuration on each set is an arm",
+    )
     alpha: float = Field(0.05, gt=0, lt=1, description="significance level after adjustment")
-    correction: Literal["holm", "bonferroni", "none"] = Field("holm", description="adjustment of p-values for the number of pairs tested")
-    vary: str | None = Field(None, description="compare the values of this swept key (or eval_set) within each group of the other keys, e.g. \"init_from\": one pair per placement")
-    baseline: dict[str, Any] | None = Field(None, description="the arm every other arm of its group is compared with, by swept key: {init_from = \"\"}, {method = \"full\"}")
-    pairs: Literal["design", "all"] = Field("design", description="\"design\": the pairs vary or baseline define (every pair when one key varies); \"all\": every pair of arms")
+    correction: Literal["holm", "bonferroni", "none"] = Field(
+        "holm", description="adjustment of p-values for the number of pairs tested"
+    )
+    vary: str | None = Field(
+        None,
+        description='compare the values of this swept key (or eval_set) within each group of the other keys, e.g. "init_from": one pair per placement',
+    )
+    baseline: dict[str, Any] | None = Field(
+        None,
+        description='the arm every other arm of its group is compared with, by swept key: {init_from = ""}, {method = "full"}',
+    )
+    pairs: Literal["design", "all"] = Field(
+        "design",
+        description='"design": the pairs vary or baseline define (every pair when one key varies); "all": every pair of arms',
+    )
 
     @model_validator(mode="after")
     def _one_design(self):
@@ -54,7 +68,7 @@ class PairedOptions(ResamplingOptions):
         if self.pairs == "all" and (self.vary is not None or self.baseline is not None):
             raise ValueError('pairs = "all" compares every pair: leave out vary and baseline')
         if self.baseline is not None and not self.baseline:
-            raise ValueError("baseline names no key: write e.g. baseline = { init_from = \"\" }")
+            raise ValueError('baseline names no key: write e.g. baseline = { init_from = "" }')
         return self
 
 
@@ -64,17 +78,46 @@ class PairedComparison(AnalysisPlugin):
     description = "paired bootstrap of accuracy differences and McNemar's test between configurations on the same examples, pairs chosen by the study's design; a significance ranking"
     Options = PairedOptions
     tables = (
-        ResultTable("paired_comparison", {
-            "a": "VARCHAR", "b": "VARCHAR", "pair": "VARCHAR", "grp": "VARCHAR", "n_seeds": "INTEGER", "n_examples": "INTEGER",
-            "accuracy_a": "DOUBLE", "accuracy_b": "DOUBLE", "diff": "DOUBLE", "ci_low": "DOUBLE", "ci_high": "DOUBLE",
-            "only_a_right": "INTEGER", "only_b_right": "INTEGER", "p_value": "DOUBLE", "p_adjusted": "DOUBLE", "significant": "BOOLEAN",
-            "design": "VARCHAR", "n_tests": "INTEGER", "correction": "VARCHAR",
-        }, "one row per pair of arms the design compares: accuracy of each on their common examples, the difference a − b with a paired "
-           "bootstrap CI, the paired test over examples; n_tests pairs share the correction"),
-        ResultTable("paired_comparison_ranking", {
-            "arm": "VARCHAR", "config": "VARCHAR", "eval_set": "VARCHAR", "accuracy": "DOUBLE", "n_seeds": "INTEGER",
-            "rank": "INTEGER", "significantly_better_than": "INTEGER", "beats": "VARCHAR",
-        }, "one row per arm: rank = 1 + the number of arms significantly better than it (ties share a rank)"),
+        ResultTable(
+            "paired_comparison",
+            {
+                "a": "VARCHAR",
+                "b": "VARCHAR",
+                "pair": "VARCHAR",
+                "grp": "VARCHAR",
+                "n_seeds": "INTEGER",
+                "n_examples": "INTEGER",
+                "accuracy_a": "DOUBLE",
+                "accuracy_b": "DOUBLE",
+                "diff": "DOUBLE",
+                "ci_low": "DOUBLE",
+                "ci_high": "DOUBLE",
+                "only_a_right": "INTEGER",
+                "only_b_right": "INTEGER",
+                "p_value": "DOUBLE",
+                "p_adjusted": "DOUBLE",
+                "significant": "BOOLEAN",
+                "design": "VARCHAR",
+                "n_tests": "INTEGER",
+                "correction": "VARCHAR",
+            },
+            "one row per pair of arms the design compares: accuracy of each on their common examples, the difference a − b with a paired "
+            "bootstrap CI, the paired test over examples; n_tests pairs share the correction",
+        ),
+        ResultTable(
+            "paired_comparison_ranking",
+            {
+                "arm": "VARCHAR",
+                "config": "VARCHAR",
+                "eval_set": "VARCHAR",
+                "accuracy": "DOUBLE",
+                "n_seeds": "INTEGER",
+                "rank": "INTEGER",
+                "significantly_better_than": "INTEGER",
+                "beats": "VARCHAR",
+            },
+            "one row per arm: rank = 1 + the number of arms significantly better than it (ties share a rank)",
+        ),
     )
 
     def check(self, options, spec):
@@ -86,21 +129,35 @@ class PairedComparison(AnalysisPlugin):
     def run(self, options, ctx):
         arms = self._arms(options, ctx)
         if len(arms) < 2:
-            raise AnalysisError(f"needs two or more configurations (or evaluation sets) to compare; found {len(arms)}: {', '.join(arms) or 'none'}")
-        design = resolve_design({arm: info["factors"] for arm, info in arms.items()}, options.vary, options.baseline, options.pairs,
-                                [r for r in ctx.runs if r.role == "run"])
+            raise AnalysisError(
+                f"needs two or more configurations (or evaluation sets) to compare; found {len(arms)}: {', '.join(arms) or 'none'}"
+            )
+        design = resolve_design(
+            {arm: info["factors"] for arm, info in arms.items()},
+            options.vary,
+            options.baseline,
+            options.pairs,
+            [r for r in ctx.runs if r.role == "run"],
+        )
         pairs = []
         for a, b, group in design.pairs:
             row = self._pair(options, a, arms[a], b, arms[b])
             if row:
                 pairs.append({**row, "pair": design.pair_label(a, b, arms, group), "grp": group})
         if not pairs:
-            raise AnalysisError(f"no two arms the design compares ({design.text}) share a seed and evaluation examples to pair")
+            raise AnalysisError(
+                f"no two arms the design compares ({design.text}) share a seed and evaluation examples to pair"
+            )
         from specrun.analysis.stats import adjust_pvalues
 
         for row, adjusted in zip(pairs, adjust_pvalues([r["p_value"] for r in pairs], options.correction)):
-            row |= {"p_adjusted": adjusted, "significant": adjusted < options.alpha, "design": design.text, "n_tests": len(pairs),
-                    "correction": options.correction}
+            row |= {
+                "p_adjusted": adjusted,
+                "significant": adjusted < options.alpha,
+                "design": design.text,
+                "n_tests": len(pairs),
+                "correction": options.correction,
+            }
         return {"paired_comparison": pairs, "paired_comparison_ranking": self._ranking(arms, pairs)}
 
     def _arms(self, options, ctx) -> dict[str, dict]:
@@ -115,13 +172,20 @@ class PairedComparison(AnalysisPlugin):
                     for run in runs:
                         answered = qa.filter(qa["run_id"] == run.run_id)
                         if answered.height:
-                            seeds[run.seed] = dict(zip(answered["question_id"].to_list(), (answered["exact_match"] == 1.0).to_list()))
+                            seeds[run.seed] = dict(
+                                zip(answered["question_id"].to_list(), (answered["exact_match"] == 1.0).to_list())
+                            )
                 if seeds:
                     eval_set = name or runs[0].eval_set
                     label = config if len(names) == 1 else f"{config} @ {eval_set}"
                     factors = dict(runs[0].factors) | ({"eval_set": eval_set} if len(names) > 1 else {})
-                    arms[label] = {"config": config, "eval_set": eval_set, "seeds": seeds, "dataset": _dataset(runs[0]),
-                                   "factors": factors}
+                    arms[label] = {
+                        "config": config,
+                        "eval_set": eval_set,
+                        "seeds": seeds,
+                        "dataset": _dataset(runs[0]),
+                        "factors": factors,
+                    }
         return arms
 
     def _pair(self, options, a: str, arm_a: dict, b: str, arm_b: dict) -> dict | None:
@@ -130,7 +194,9 @@ class PairedComparison(AnalysisPlugin):
         from specrun.analysis.stats import bootstrap_interval, paired_seeds_p
 
         seeds = sorted(set(arm_a["seeds"]) & set(arm_b["seeds"]))
-        if not seeds or arm_a["dataset"] != arm_b["dataset"]:  # example ids of different datasets name different examples
+        if (
+            not seeds or arm_a["dataset"] != arm_b["dataset"]
+        ):  # example ids of different datasets name different examples
             return None
         examples = sorted(set.intersection(*(set(arm_a["seeds"][s]) & set(arm_b["seeds"][s]) for s in seeds)))
         if not examples:
@@ -138,12 +204,23 @@ class PairedComparison(AnalysisPlugin):
         ca = np.array([[arm_a["seeds"][s][e] for e in examples] for s in seeds], dtype=float)
         cb = np.array([[arm_b["seeds"][s][e] for e in examples] for s in seeds], dtype=float)
         d = (ca - cb).mean(axis=0)
-        low, high = bootstrap_interval((d,), np.mean, options.confidence, options.n_resamples, "percentile", options.seed)
+        low, high = bootstrap_interval(
+            (d,), np.mean, options.confidence, options.n_resamples, "percentile", options.seed
+        )
         only_a, only_b = int(((ca == 1) & (cb == 0)).sum()), int(((ca == 0) & (cb == 1)).sum())
         return {
-            "a": a, "b": b, "n_seeds": len(seeds), "n_examples": len(examples), "accuracy_a": float(ca.mean()),
-            "accuracy_b": float(cb.mean()), "diff": float(d.mean()), "ci_low": low, "ci_high": high,
-            "only_a_right": only_a, "only_b_right": only_b, "p_value": paired_seeds_p(ca, cb),
+            "a": a,
+            "b": b,
+            "n_seeds": len(seeds),
+            "n_examples": len(examples),
+            "accuracy_a": float(ca.mean()),
+            "accuracy_b": float(cb.mean()),
+            "diff": float(d.mean()),
+            "ci_low": low,
+            "ci_high": high,
+            "only_a_right": only_a,
+            "only_b_right": only_b,
+            "p_value": paired_seeds_p(ca, cb),
         }
 
     def _ranking(self, arms: dict, pairs: list[dict]) -> list[dict]:
@@ -156,11 +233,18 @@ class PairedComparison(AnalysisPlugin):
         for arm, info in arms.items():
             accuracy = sum(sum(v.values()) / len(v) for v in info["seeds"].values()) / len(info["seeds"])
             better = sum(arm in losers for losers in beats.values())
-            rows.append({
-                "arm": arm, "config": info["config"], "eval_set": info["eval_set"], "accuracy": accuracy,
-                "n_seeds": len(info["seeds"]), "rank": 1 + better, "significantly_better_than": len(beats[arm]),
-                "beats": ", ".join(sorted(beats[arm])),
-            })
+            rows.append(
+                {
+                    "arm": arm,
+                    "config": info["config"],
+                    "eval_set": info["eval_set"],
+                    "accuracy": accuracy,
+                    "n_seeds": len(info["seeds"]),
+                    "rank": 1 + better,
+                    "significantly_better_than": len(beats[arm]),
+                    "beats": ", ".join(sorted(beats[arm])),
+                }
+            )
         return sorted(rows, key=lambda r: (r["rank"], -r["accuracy"]))
 
     def figures(self, options):
@@ -168,32 +252,52 @@ class PairedComparison(AnalysisPlugin):
 
         level = f"{options.confidence:.0%}"
         return [
-            Figure("Design", "SELECT any_value(design) AS design, count(*) AS n_tests, any_value(correction) AS correction,\n"
-                             f"       count(*) FILTER (WHERE significant) AS significant\nFROM paired_comparison WHERE {MINE}",
-                   caption=f"n_tests: the pairs compared, all counted by the correction; significant at α = {options.alpha} after it."),
+            Figure(
+                "Design",
+                "SELECT any_value(design) AS design, count(*) AS n_tests, any_value(correction) AS correction,\n"
+                f"       count(*) FILTER (WHERE significant) AS significant\nFROM paired_comparison WHERE {MINE}",
+                caption=f"n_tests: the pairs compared, all counted by the correction; significant at α = {options.alpha} after it.",
+            ),
             Figure(
                 f"Accuracy difference a − b on the same examples, {level} paired bootstrap CI",
                 "SELECT pair, a, b, round(diff, 4) AS diff, round(ci_low, 4) AS ci_low, round(ci_high, 4) AS ci_high,\n"
                 f"       p_adjusted, significant, n_tests, correction\nFROM paired_comparison WHERE {MINE} ORDER BY diff DESC",
-                lambda rows: charts.interval_dots(rows, "diff", "ci_low", "ci_high", "pair", f"accuracy difference ({level} CI)",
-                                                  color="significant", tooltip=["pair", "a", "b", "diff", "ci_low", "ci_high", "p_adjusted", "n_tests"],
-                                                  reference=0.0),
+                lambda rows: charts.interval_dots(
+                    rows,
+                    "diff",
+                    "ci_low",
+                    "ci_high",
+                    "pair",
+                    f"accuracy difference ({level} CI)",
+                    color="significant",
+                    tooltip=["pair", "a", "b", "diff", "ci_low", "ci_high", "p_adjusted", "n_tests"],
+                    reference=0.0,
+                ),
                 caption=f"Red: significant at α = {options.alpha} after {options.correction} adjustment over the pairs tested "
-                        "(exact sign test over examples, seeds averaged: McNemar's with one seed).",
+                "(exact sign test over examples, seeds averaged: McNemar's with one seed).",
             ),
-            Figure("Ranking", f"SELECT rank, arm, round(accuracy, 4) AS accuracy, n_seeds, significantly_better_than, beats\n"
-                              f"FROM paired_comparison_ranking WHERE {MINE} ORDER BY rank, accuracy DESC",
-                   caption="rank = 1 + the number of arms significantly better among the pairs compared; arms that no test separates share a rank."),
-            Figure("Pairs", "SELECT a, b, n_seeds, n_examples, round(accuracy_a, 4) AS accuracy_a, round(accuracy_b, 4) AS accuracy_b,\n"
-                            "       round(diff, 4) AS diff, round(ci_low, 4) AS ci_low, round(ci_high, 4) AS ci_high, only_a_right, only_b_right,\n"
-                            f"       p_value, p_adjusted, significant, n_tests, correction\nFROM paired_comparison WHERE {MINE} ORDER BY p_value"),
+            Figure(
+                "Ranking",
+                f"SELECT rank, arm, round(accuracy, 4) AS accuracy, n_seeds, significantly_better_than, beats\n"
+                f"FROM paired_comparison_ranking WHERE {MINE} ORDER BY rank, accuracy DESC",
+                caption="rank = 1 + the number of arms significantly better among the pairs compared; arms that no test separates share a rank.",
+            ),
+            Figure(
+                "Pairs",
+                "SELECT a, b, n_seeds, n_examples, round(accuracy_a, 4) AS accuracy_a, round(accuracy_b, 4) AS accuracy_b,\n"
+                "       round(diff, 4) AS diff, round(ci_low, 4) AS ci_low, round(ci_high, 4) AS ci_high, only_a_right, only_b_right,\n"
+                f"       p_value, p_adjusted, significant, n_tests, correction\nFROM paired_comparison WHERE {MINE} ORDER BY p_value",
+            ),
         ]
 
 
 def _dataset(run) -> str:
     """What an arm's example ids refer to: the dataset, its options and the primary evaluation split."""
     data = run.config.get("data", {})
-    return json.dumps([data.get("dataset"), data.get("options"), data.get("eval_split"), data.get("max_eval_examples")], sort_keys=True)
+    return json.dumps(
+        [data.get("dataset"), data.get("options"), data.get("eval_split"), data.get("max_eval_examples")],
+        sort_keys=True,
+    )
 
 
 @hookimpl

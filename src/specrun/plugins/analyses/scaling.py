@@ -16,9 +16,14 @@ from specrun.plugins.api import AnalysisPlugin, Figure, ResultTable
 
 
 class ScalingOptions(ResamplingOptions):
-    x: str = Field("train_examples", description="the size: a cost metric (train_examples, train_steps) or a dotted config key (data.transforms.0.k, data.max_train_examples)")
+    x: str = Field(
+        "train_examples",
+        description="the size: a cost metric (train_examples, train_steps) or a dotted config key (data.transforms.0.k, data.max_train_examples)",
+    )
     metric: str = Field("accuracy", description="the final metric")
-    group: str | None = Field(None, description="a dotted config key drawing one line per value (e.g. method.name); default: one line")
+    group: str | None = Field(
+        None, description="a dotted config key drawing one line per value (e.g. method.name); default: one line"
+    )
 
 
 class Scaling(AnalysisPlugin):
@@ -26,10 +31,22 @@ class Scaling(AnalysisPlugin):
     description = "a metric against training-set size (few-shot k, examples) with a bootstrap CI band over seeds"
     Options = ScalingOptions
     tables = (
-        ResultTable("scaling", {
-            "x_key": "VARCHAR", "grp": "VARCHAR", "size": "DOUBLE", "metric": "VARCHAR", "n": "INTEGER", "mean": "DOUBLE",
-            "sd": "DOUBLE", "ci_low": "DOUBLE", "ci_high": "DOUBLE", "confidence": "DOUBLE",
-        }, "one row per group and size: the metric over the runs there, with a bootstrap CI of the mean (NULL for one run)"),
+        ResultTable(
+            "scaling",
+            {
+                "x_key": "VARCHAR",
+                "grp": "VARCHAR",
+                "size": "DOUBLE",
+                "metric": "VARCHAR",
+                "n": "INTEGER",
+                "mean": "DOUBLE",
+                "sd": "DOUBLE",
+                "ci_low": "DOUBLE",
+                "ci_high": "DOUBLE",
+                "confidence": "DOUBLE",
+            },
+            "one row per group and size: the metric over the runs there, with a bootstrap CI of the mean (NULL for one run)",
+        ),
     )
 
     def check(self, options, spec):
@@ -57,11 +74,25 @@ class Scaling(AnalysisPlugin):
                 raise AnalysisError(f"{options.x} of run {run.run_id} is {size!r}, not a number")
             points.setdefault((group, float(size)), []).append(values[run.run_id])
         if not points:
-            raise AnalysisError(f"no run with {options.metric!r} has {options.x!r}" + (f" and {options.group!r}" if options.group else ""))
+            raise AnalysisError(
+                f"no run with {options.metric!r} has {options.x!r}"
+                + (f" and {options.group!r}" if options.group else "")
+            )
         rows = [
-            {"x_key": options.x, "grp": group, "size": size, "metric": str(ref),
-             **{k: v for k, v in summarize(found, options.confidence, options.n_resamples, "percentile", options.seed).items() if k not in ("min", "max")},
-             "confidence": options.confidence}
+            {
+                "x_key": options.x,
+                "grp": group,
+                "size": size,
+                "metric": str(ref),
+                **{
+                    k: v
+                    for k, v in summarize(
+                        found, options.confidence, options.n_resamples, "percentile", options.seed
+                    ).items()
+                    if k not in ("min", "max")
+                },
+                "confidence": options.confidence,
+            }
             for (group, size), found in sorted(points.items())
         ]
         return {"scaling": rows}
@@ -73,14 +104,26 @@ class Scaling(AnalysisPlugin):
         return [
             Figure(
                 f"{options.metric} against {options.x} (band: {level} bootstrap CI over seeds)",
-                "SELECT grp AS \"group\", size, n, round(mean, 4) AS mean, round(sd, 4) AS sd, round(ci_low, 4) AS ci_low,\n"
+                'SELECT grp AS "group", size, n, round(mean, 4) AS mean, round(sd, 4) AS sd, round(ci_low, 4) AS ci_low,\n'
                 f"       round(ci_high, 4) AS ci_high\nFROM scaling WHERE {MINE} ORDER BY grp, size",
-                lambda rows: charts.line_with_band(rows, "size", "mean", "ci_low", "ci_high", "group" if len({r["group"] for r in rows}) > 1 else None,
-                                                   f"{options.x} ({_scale(rows)} scale)", options.metric, x_scale=_scale(rows),
-                                                   tooltip=["group", "size", "n", "mean", "sd", "ci_low", "ci_high"]),
+                lambda rows: charts.line_with_band(
+                    rows,
+                    "size",
+                    "mean",
+                    "ci_low",
+                    "ci_high",
+                    "group" if len({r["group"] for r in rows}) > 1 else None,
+                    f"{options.x} ({_scale(rows)} scale)",
+                    options.metric,
+                    x_scale=_scale(rows),
+                    tooltip=["group", "size", "n", "mean", "sd", "ci_low", "ci_high"],
+                ),
                 caption="n: runs (seeds) at that size. The interval resamples their values: with three seeds it understates the uncertainty.",
             ),
-            Figure(f"{options.metric} by {options.x}", f"SELECT * EXCLUDE (experiment, analysis) FROM scaling WHERE {MINE} ORDER BY grp, size"),
+            Figure(
+                f"{options.metric} by {options.x}",
+                f"SELECT * EXCLUDE (experiment, analysis) FROM scaling WHERE {MINE} ORDER BY grp, size",
+            ),
         ]
 
 

@@ -26,11 +26,25 @@ class Sensitivity(AnalysisPlugin):
     description = "a metric over one or two swept keys (e.g. learning rate × rank), mean over seeds with the spread"
     Options = SensitivityOptions
     tables = (
-        ResultTable("sensitivity", {
-            "x_key": "VARCHAR", "x": "VARCHAR", "x_num": "DOUBLE", "y_key": "VARCHAR", "y": "VARCHAR", "y_num": "DOUBLE",
-            "metric": "VARCHAR", "n_runs": "INTEGER", "n_configs": "INTEGER", "mean": "DOUBLE", "sd": "DOUBLE",
-            "min": "DOUBLE", "max": "DOUBLE",
-        }, "one row per value (pair) of the keys: the metric over the runs there; n_configs > 1 when other swept keys vary within it"),
+        ResultTable(
+            "sensitivity",
+            {
+                "x_key": "VARCHAR",
+                "x": "VARCHAR",
+                "x_num": "DOUBLE",
+                "y_key": "VARCHAR",
+                "y": "VARCHAR",
+                "y_num": "DOUBLE",
+                "metric": "VARCHAR",
+                "n_runs": "INTEGER",
+                "n_configs": "INTEGER",
+                "mean": "DOUBLE",
+                "sd": "DOUBLE",
+                "min": "DOUBLE",
+                "max": "DOUBLE",
+            },
+            "one row per value (pair) of the keys: the metric over the runs there; n_configs > 1 when other swept keys vary within it",
+        ),
     )
 
     def check(self, options, spec):
@@ -54,42 +68,75 @@ class Sensitivity(AnalysisPlugin):
             cell["values"].append(values[run.run_id])
             cell["configs"].add(run.config_label)
         if not cells:
-            raise AnalysisError(f"no run with {options.metric!r} has {options.x!r}" + (f" and {options.y!r}" if options.y else ""))
+            raise AnalysisError(
+                f"no run with {options.metric!r} has {options.x!r}" + (f" and {options.y!r}" if options.y else "")
+            )
         rows = []
         for (x_text, y_text), cell in cells.items():
             summary = summarize(cell["values"], n_resamples=100)
-            rows.append({
-                "x_key": options.x, "x": x_text, "x_num": _number(cell["x"]), "y_key": options.y, "y": y_text if options.y else None,
-                "y_num": _number(cell["y"]), "metric": str(ref), "n_runs": summary["n"], "n_configs": len(cell["configs"]),
-                "mean": summary["mean"], "sd": summary["sd"], "min": summary["min"], "max": summary["max"],
-            })
+            rows.append(
+                {
+                    "x_key": options.x,
+                    "x": x_text,
+                    "x_num": _number(cell["x"]),
+                    "y_key": options.y,
+                    "y": y_text if options.y else None,
+                    "y_num": _number(cell["y"]),
+                    "metric": str(ref),
+                    "n_runs": summary["n"],
+                    "n_configs": len(cell["configs"]),
+                    "mean": summary["mean"],
+                    "sd": summary["sd"],
+                    "min": summary["min"],
+                    "max": summary["max"],
+                }
+            )
         return {"sensitivity": sorted(rows, key=lambda r: (r["y_num"] or 0, r["y"] or "", r["x_num"] or 0, r["x"]))}
 
     def figures(self, options):
         from specrun.report import charts
 
         x, y, metric = options.x, options.y, options.metric
-        sql = ("SELECT x AS {xk}, x_num, {ysel}round(mean, 4) AS mean, round(sd, 4) AS sd, n_runs, n_configs,\n"
-               "       round(mean - coalesce(sd, 0), 4) AS low, round(mean + coalesce(sd, 0), 4) AS high,\n"
-               "       printf('%.3f', mean) || CASE WHEN sd IS NULL THEN '' ELSE printf(' ±%.3f', sd) END AS label\n"
-               f"FROM sensitivity WHERE {MINE} ORDER BY y_num, y, x_num, x")
+        sql = (
+            "SELECT x AS {xk}, x_num, {ysel}round(mean, 4) AS mean, round(sd, 4) AS sd, n_runs, n_configs,\n"
+            "       round(mean - coalesce(sd, 0), 4) AS low, round(mean + coalesce(sd, 0), 4) AS high,\n"
+            "       printf('%.3f', mean) || CASE WHEN sd IS NULL THEN '' ELSE printf(' ±%.3f', sd) END AS label\n"
+            f"FROM sensitivity WHERE {MINE} ORDER BY y_num, y, x_num, x"
+        )
         xk, yk = _column(x), _column(y) if y else None
         if y:
             figure = Figure(
                 f"{metric} over {x} × {y} (mean ± sd over seeds)",
                 sql.format(xk=xk, ysel=f"y AS {yk}, y_num, "),
-                lambda rows: charts.heatmap(rows, xk, yk, "mean", "label", x, y, metric, x_sort="x_num", y_sort="y_num"),
+                lambda rows: charts.heatmap(
+                    rows, xk, yk, "mean", "label", x, y, metric, x_sort="x_num", y_sort="y_num"
+                ),
                 caption="Each cell: the mean over the runs there, ± their sample standard deviation.",
             )
         else:
             figure = Figure(
                 f"{metric} over {x} (mean, band: ± 1 sd over seeds)",
                 sql.format(xk=xk, ysel=""),
-                lambda rows: charts.line_with_band(rows, "x_num", "mean", "low", "high", None, x, metric, x_scale=_scale(rows),
-                                                   tooltip=[xk, "mean", "sd", "n_runs"]),
+                lambda rows: charts.line_with_band(
+                    rows,
+                    "x_num",
+                    "mean",
+                    "low",
+                    "high",
+                    None,
+                    x,
+                    metric,
+                    x_scale=_scale(rows),
+                    tooltip=[xk, "mean", "sd", "n_runs"],
+                ),
             )
-        return [figure, Figure(f"{metric} by {x}" + (f" and {y}" if y else ""),
-                               f"SELECT * EXCLUDE (experiment, analysis) FROM sensitivity WHERE {MINE} ORDER BY y_num, y, x_num, x")]
+        return [
+            figure,
+            Figure(
+                f"{metric} by {x}" + (f" and {y}" if y else ""),
+                f"SELECT * EXCLUDE (experiment, analysis) FROM sensitivity WHERE {MINE} ORDER BY y_num, y, x_num, x",
+            ),
+        ]
 
 
 def _text(value: Any) -> str:

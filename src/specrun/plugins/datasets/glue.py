@@ -42,7 +42,9 @@ class PublicDataset(DatasetSource):
     Options = NoOptions
     version = "1"
 
-    def __init__(self, name: str, label_names: tuple[str, ...], layout: Layout, description: str, eval_split: str = "validation"):
+    def __init__(
+        self, name: str, label_names: tuple[str, ...], layout: Layout, description: str, eval_split: str = "validation"
+    ):
         self.name = name
         self.label_names = label_names
         self.layout = layout
@@ -96,34 +98,76 @@ class PublicDataset(DatasetSource):
 
 BUILTIN_DATASETS = [
     PublicDataset(
-        "glue/sst2", ("negative", "positive"),
-        Layout("glue/SST-2", {"train": "train.tsv", "validation": "dev.tsv"}, text="sentence", label="label",
-               hub=("nyu-mll/glue", "sst2")),
+        "glue/sst2",
+        ("negative", "positive"),
+        Layout(
+            "glue/SST-2",
+            {"train": "train.tsv", "validation": "dev.tsv"},
+            text="sentence",
+            label="label",
+            hub=("nyu-mll/glue", "sst2"),
+        ),
         "GLUE SST-2: binary sentiment of movie-review phrases",
     ),
     PublicDataset(
-        "glue/mrpc", ("not_equivalent", "equivalent"),
-        Layout("glue/MRPC", {"train": "train.tsv", "validation": "dev.tsv"}, text="#1 String", pair="#2 String",
-               label="Quality", hub=("nyu-mll/glue", "mrpc"), hub_text="sentence1", hub_pair="sentence2"),
+        "glue/mrpc",
+        ("not_equivalent", "equivalent"),
+        Layout(
+            "glue/MRPC",
+            {"train": "train.tsv", "validation": "dev.tsv"},
+            text="#1 String",
+            pair="#2 String",
+            label="Quality",
+            hub=("nyu-mll/glue", "mrpc"),
+            hub_text="sentence1",
+            hub_pair="sentence2",
+        ),
         "GLUE MRPC: are two sentences paraphrases (sentence pairs)",
     ),
     PublicDataset(
-        "glue/rte", ("entailment", "not_entailment"),
-        Layout("glue/RTE", {"train": "train.tsv", "validation": "dev.tsv"}, text="sentence1", pair="sentence2",
-               label="label", hub=("nyu-mll/glue", "rte"), hub_text="sentence1", hub_pair="sentence2"),
+        "glue/rte",
+        ("entailment", "not_entailment"),
+        Layout(
+            "glue/RTE",
+            {"train": "train.tsv", "validation": "dev.tsv"},
+            text="sentence1",
+            pair="sentence2",
+            label="label",
+            hub=("nyu-mll/glue", "rte"),
+            hub_text="sentence1",
+            hub_pair="sentence2",
+        ),
         "GLUE RTE: textual entailment (sentence pairs)",
     ),
     PublicDataset(
-        "ag_news", ("World", "Sports", "Business", "Sci/Tech"),
-        Layout("ag_news", {"train": "train_10k.tsv", "test": "test.tsv"}, text="text", label="label",
-               header=False, columns=("text", "label"), hub=("fancyzhx/ag_news", None), hub_text="text"),
+        "ag_news",
+        ("World", "Sports", "Business", "Sci/Tech"),
+        Layout(
+            "ag_news",
+            {"train": "train_10k.tsv", "test": "test.tsv"},
+            text="text",
+            label="label",
+            header=False,
+            columns=("text", "label"),
+            hub=("fancyzhx/ag_news", None),
+            hub_text="text",
+        ),
         "AG News: 4-class news topic classification (local copy: 10k training rows)",
         eval_split="test",
     ),
     PublicDataset(
-        "imdb", ("neg", "pos"),
-        Layout("imdb", {"train": "train_10k.csv", "test": "test_5k.csv"}, text="text", label="label", format="csv",
-               hub=("stanfordnlp/imdb", None), hub_text="text", hub_shuffle=True),
+        "imdb",
+        ("neg", "pos"),
+        Layout(
+            "imdb",
+            {"train": "train_10k.csv", "test": "test_5k.csv"},
+            text="text",
+            label="label",
+            format="csv",
+            hub=("stanfordnlp/imdb", None),
+            hub_text="text",
+            hub_shuffle=True,
+        ),
         "IMDb movie reviews, binary sentiment (local copy: 10k train / 5k test reviews from the official splits; "
         "<br /> tags kept: the clean transform strips them)",
         eval_split="test",

@@ -27,8 +27,12 @@ DEV_FILE = Path("squad") / "dev-v1.1.json"
 
 class SquadOptions(PluginOptions):
     source: Literal["auto", "local", "hub"] = Field(
-        "auto", description="'local': the dev file in SPECRUN_DATA_DIR, split by article; 'hub': the hub's squad; 'auto': local when present")
-    eval_fraction: float = Field(0.25, gt=0, lt=1, description="local: the share of the dev file's articles held out for evaluation")
+        "auto",
+        description="'local': the dev file in SPECRUN_DATA_DIR, split by article; 'hub': the hub's squad; 'auto': local when present",
+    )
+    eval_fraction: float = Field(
+        0.25, gt=0, lt=1, description="local: the share of the dev file's articles held out for evaluation"
+    )
 
 
 class Squad(DatasetSource):
@@ -44,8 +48,10 @@ class Squad(DatasetSource):
         if path is not None and path.is_file():
             return path
         if options.source == "local":
-            raise DataError(f"squad with source = 'local' needs {DEV_FILE} in SPECRUN_DATA_DIR "
-                            f"({ctx.data_dir or 'not set'}); it is not there")
+            raise DataError(
+                f"squad with source = 'local' needs {DEV_FILE} in SPECRUN_DATA_DIR "
+                f"({ctx.data_dir or 'not set'}); it is not there"
+            )
         return None
 
     def files(self, options: SquadOptions, ctx: DataContext) -> list[Path] | None:
@@ -65,26 +71,38 @@ class Squad(DatasetSource):
             f"their title, the first round({len(articles)} x {options.eval_fraction}) held out. Validation titles: "
             + ", ".join(sorted(a.title for a in held_out))
         )
-        return Dataset("squad", (), {"train": to_examples(train), "validation": to_examples(held_out)}, description=description)
+        return Dataset(
+            "squad", (), {"train": to_examples(train), "validation": to_examples(held_out)}, description=description
+        )
 
 
 def _from_hub() -> Dataset:
     try:
         import datasets
     except ImportError:
-        raise DataError("squad: no local dev file (SPECRUN_DATA_DIR/squad/dev-v1.1.json) and the `datasets` library "
-                        "is not installed to load the hub's squad") from None
+        raise DataError(
+            "squad: no local dev file (SPECRUN_DATA_DIR/squad/dev-v1.1.json) and the `datasets` library "
+            "is not installed to load the hub's squad"
+        ) from None
     try:
         hub = datasets.load_dataset("squad")
     except Exception as exc:  # offline, no cache: say what to do
-        raise DataError(f"squad: cannot load the hub's squad ({type(exc).__name__}: {exc}); put dev-v1.1.json in "
-                        "SPECRUN_DATA_DIR/squad/ to work offline") from None
+        raise DataError(
+            f"squad: cannot load the hub's squad ({type(exc).__name__}: {exc}); put dev-v1.1.json in "
+            "SPECRUN_DATA_DIR/squad/ to work offline"
+        ) from None
     splits = {}
     for split in ("train", "validation"):
         rows = hub[split]
-        answers: list[tuple[Answer, ...]] = [tuple(zip(a["text"], (int(s) for s in a["answer_start"]))) for a in rows["answers"]]
-        splits[split] = QAExamples(tuple(rows["id"]), tuple(rows["question"]), tuple(rows["context"]), tuple(answers), tuple(rows["title"]))
-    return Dataset("squad", (), splits, description="SQuAD v1.1 from the Hugging Face hub (squad): train and validation")
+        answers: list[tuple[Answer, ...]] = [
+            tuple(zip(a["text"], (int(s) for s in a["answer_start"]))) for a in rows["answers"]
+        ]
+        splits[split] = QAExamples(
+            tuple(rows["id"]), tuple(rows["question"]), tuple(rows["context"]), tuple(answers), tuple(rows["title"])
+        )
+    return Dataset(
+        "squad", (), splits, description="SQuAD v1.1 from the Hugging Face hub (squad): train and validation"
+    )
 
 
 @hookimpl

@@ -32,7 +32,9 @@ class BitFitOptions(PluginOptions):
 def subset_biases(roles, module_names: list[str], parameter_names) -> dict[str, list[str]]:
     """For each role of the query-ffn subset, the bias parameters of its modules."""
     params = set(parameter_names)
-    return {role: [f"{m}.bias" for m in roles.modules((role,), module_names) if f"{m}.bias" in params] for role in QUERY_FFN}
+    return {
+        role: [f"{m}.bias" for m in roles.modules((role,), module_names) if f"{m}.bias" in params] for role in QUERY_FFN
+    }
 
 
 class BitFit(MethodPlugin):
@@ -50,19 +52,27 @@ class BitFit(MethodPlugin):
             head = roles.in_head if roles else (lambda n: n.split(".")[0] in ("classifier", "score"))
             biases = [n for n in names if n.endswith(".bias") and not head(n)]
             if not biases:
-                raise ConfigError(f"{describe(model)} has no bias terms: BitFit would train only the classifier head "
-                                  "(use method head_only for that)", key="method.subset")
+                raise ConfigError(
+                    f"{describe(model)} has no bias terms: BitFit would train only the classifier head "
+                    "(use method head_only for that)",
+                    key="method.subset",
+                )
             return
         roles = required_roles(model, "method.subset", "bitfit's query-ffn subset")
         if roles.qkv:
-            raise ConfigError(f"{describe(model)} computes query, key and value in one fused projection ({roles.qkv}): "
-                              "its bias cannot train for the query alone; use subset = 'all'", key="method.subset")
+            raise ConfigError(
+                f"{describe(model)} computes query, key and value in one fused projection ({roles.qkv}): "
+                "its bias cannot train for the query alone; use subset = 'all'",
+                key="method.subset",
+            )
         found = subset_biases(roles, model.module_names(), names)
         lacking = [role for role, biases in found.items() if not biases]
         if lacking:
-            raise ConfigError(f"{describe(model)} has no {' and no '.join(lacking)} biases: the query-ffn subset would train "
-                              f"{'only the classifier head' if len(lacking) == 2 else 'less than it says'}; use subset = 'all'",
-                              key="method.subset")
+            raise ConfigError(
+                f"{describe(model)} has no {' and no '.join(lacking)} biases: the query-ffn subset would train "
+                f"{'only the classifier head' if len(lacking) == 2 else 'less than it says'}; use subset = 'all'",
+                key="method.subset",
+            )
 
     def build(self, options: BitFitOptions, ctx: BuildContext):
         model = ctx.load_backbone()

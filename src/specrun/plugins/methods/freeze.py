@@ -19,9 +19,14 @@ from specrun.plugins.methods.parts import (
 
 
 class FreezeOptions(PluginOptions):
-    layers: int | None = Field(None, ge=0, description="how many of the lowest layers to freeze (give this or fraction)")
+    layers: int | None = Field(
+        None, ge=0, description="how many of the lowest layers to freeze (give this or fraction)"
+    )
     fraction: float | None = Field(
-        None, ge=0, le=1, description="the share of layers to freeze, lowest first, rounded to the nearest layer, halves up (give this or layers)"
+        None,
+        ge=0,
+        le=1,
+        description="the share of layers to freeze, lowest first, rounded to the nearest layer, halves up (give this or layers)",
     )
 
     @model_validator(mode="after")
@@ -47,11 +52,15 @@ class Freeze(MethodPlugin):
         key = "method.layers" if options.layers is not None else "method.fraction"
         roles = required_roles(model, key, "layer freezing")
         if roles.layer_list is None:
-            raise ConfigError(f"{describe(model)}: {roles.note}, so there are no lowest layers to freeze on their own", key=key)
+            raise ConfigError(
+                f"{describe(model)}: {roles.note}, so there are no lowest layers to freeze on their own", key=key
+            )
         layers = getattr(model.config, "num_hidden_layers", None)
         if options.layers is not None and layers is not None and options.layers > layers:
             kind = "decoder" if roles.decoder else "encoder"
-            raise ConfigError(f"{options.layers} layers to freeze, but {model.name!r} has {layers} {kind} layers", key="method.layers")
+            raise ConfigError(
+                f"{options.layers} layers to freeze, but {model.name!r} has {layers} {kind} layers", key="method.layers"
+            )
 
     def build(self, options: FreezeOptions, ctx: BuildContext):
         model = ctx.load_backbone()

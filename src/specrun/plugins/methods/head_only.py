@@ -20,7 +20,9 @@ class HeadOnlyOptions(PluginOptions):
 
 class HeadOnly(MethodPlugin):
     name = "head_only"
-    description = "linear probe: the backbone (pooler included, unless train_pooler) is frozen, only the classifier head trains"
+    description = (
+        "linear probe: the backbone (pooler included, unless train_pooler) is frozen, only the classifier head trains"
+    )
     Options = HeadOnlyOptions
 
     def check_model(self, options: HeadOnlyOptions, model: ModelInfo) -> None:
@@ -31,14 +33,18 @@ class HeadOnly(MethodPlugin):
         roles = role_map_for(getattr(model.config, "model_type", None))
         if roles is not None and roles.pooler is None:
             why = f" ({roles.note})" if roles.note else ""
-            raise ConfigError(f"train_pooler = true, but {describe(model)} has no pooler{why}; set train_pooler = false",
-                              key="method.train_pooler")
+            raise ConfigError(
+                f"train_pooler = true, but {describe(model)} has no pooler{why}; set train_pooler = false",
+                key="method.train_pooler",
+            )
         if roles is None:
             from specrun.core.models import parameter_names
 
             if not any(".pooler." in n for n in parameter_names(model.path)):
-                raise ConfigError(f"train_pooler = true, but {describe(model)} has no pooler; set train_pooler = false",
-                                  key="method.train_pooler")
+                raise ConfigError(
+                    f"train_pooler = true, but {describe(model)} has no pooler; set train_pooler = false",
+                    key="method.train_pooler",
+                )
 
     def build(self, options: HeadOnlyOptions, ctx: BuildContext):
         model = ctx.load_backbone()

@@ -11,7 +11,10 @@ from specrun.plugins.methods.parts import required_roles, roles_of
 
 
 class IA3Options(PluginOptions):
-    ffn: bool = Field(True, description="also rescale the FFN's intermediate activations (the input of each layer's FFN out projection)")
+    ffn: bool = Field(
+        True,
+        description="also rescale the FFN's intermediate activations (the input of each layer's FFN out projection)",
+    )
 
 
 def attention_roles(roles: RoleMap) -> tuple[str, ...]:
@@ -26,7 +29,7 @@ def ia3_config(options: IA3Options, roles: RoleMap):
     attention = attention_roles(roles)
     return IA3Config(
         task_type=TaskType.SEQ_CLS,
-        target_modules=roles.regex(attention + ("ffn_out",) if options.ffn else attention),
+        target_modules=roles.regex((*attention, "ffn_out") if options.ffn else attention),
         # (IA)^3 rescales the FFN out projection's input, the intermediate activations (l_ff)
         feedforward_modules=roles.regex(("ffn_out",)) if options.ffn else [],
         modules_to_save=list(roles.head),
@@ -35,7 +38,9 @@ def ia3_config(options: IA3Options, roles: RoleMap):
 
 class IA3(MethodPlugin):
     name = "ia3"
-    description = "(IA)^3: learned vectors rescale attention keys, values and FFN activations (Liu et al. 2022), head trained"
+    description = (
+        "(IA)^3: learned vectors rescale attention keys, values and FFN activations (Liu et al. 2022), head trained"
+    )
     Options = IA3Options
 
     def check_model(self, options: IA3Options, model: ModelInfo) -> None:

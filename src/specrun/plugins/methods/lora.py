@@ -39,12 +39,14 @@ class LoraAdapterOptions(PluginOptions):
     alpha: float = Field(16, gt=0, description="scaling numerator: updates are scaled by alpha / rank")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout on the adapter's input")
     placement: Literal["attn-q", "attn-v", "attn-qv", "attn-qkv", "attn-full", "ffn-only", "full-model"] | None = Field(
-        None, description="where adapters go (default attn-qv; attn-qkv on architectures with a fused query/key/value "
-        "projection: GPT-2, GPT-NeoX); or give target_modules"
+        None,
+        description="where adapters go (default attn-qv; attn-qkv on architectures with a fused query/key/value "
+        "projection: GPT-2, GPT-NeoX); or give target_modules",
     )
     target_modules: list[str] | None = Field(None, description="module-name suffixes to adapt, instead of a placement")
     train: Literal["all", "head"] = Field(
-        "all", description="'head': keep the adapters as model.init_from loaded them, frozen like the backbone, and train only the fresh head"
+        "all",
+        description="'head': keep the adapters as model.init_from loaded them, frozen like the backbone, and train only the fresh head",
     )
 
     #: Options left out of the resolved config at these values, so that runs keep the ids they had
@@ -84,7 +86,8 @@ class LoraAdapterOptions(PluginOptions):
 
 class LoraOptions(LoraAdapterOptions):
     quantize: Literal["8bit"] | None = Field(
-        None, description="'8bit': load the frozen backbone in 8 bits (bitsandbytes LLM.int8); head and pooler stay full precision"
+        None,
+        description="'8bit': load the frozen backbone in 8 bits (bitsandbytes LLM.int8); head and pooler stay full precision",
     )
 
     OMIT_AT_DEFAULT: ClassVar[dict[str, Any]] = {"train": "all", "quantize": None}
@@ -95,13 +98,17 @@ def check_targets(options: LoraAdapterOptions, model: ModelInfo) -> None:
     model (peft would fail when building it)."""
     names = model.module_names()
     if not options.target_modules:
-        roles = role_map(model.config, key="method.placement", what=f"lora placement {options.placement or 'attn-qv'!r}")
+        roles = role_map(
+            model.config, key="method.placement", what=f"lora placement {options.placement or 'attn-qv'!r}"
+        )
         placement = options.placement_for(roles)
         why = roles.supports(placement)
         if why:
             usable = [p for p in PLACEMENTS if roles.supports(p) is None]
-            raise ConfigError(f"placement {placement!r} cannot go on {model.name!r}: {why}; its placements are {', '.join(usable)}",
-                              key="method.placement")
+            raise ConfigError(
+                f"placement {placement!r} cannot go on {model.name!r}: {why}; its placements are {', '.join(usable)}",
+                key="method.placement",
+            )
         check_resolves(roles, names, PLACEMENTS[placement], key="method.placement")
         _check_rank(options, model, roles.regex(PLACEMENTS[placement]))
         return
@@ -114,15 +121,22 @@ def check_targets(options: LoraAdapterOptions, model: ModelInfo) -> None:
         _check_rank(options, model, targets)
     if not found:
         key = "method.target_modules" if options.target_modules else "method.placement"
-        what = f"target_modules {targets}" if options.target_modules else f"placement {options.placement or 'attn-qv'!r}"
+        what = (
+            f"target_modules {targets}" if options.target_modules else f"placement {options.placement or 'attn-qv'!r}"
+        )
         parents = {n.rsplit(".", 1)[0] for n in names if "." in n}
-        leaves = sorted({n.rsplit(".", 1)[-1] for n in names if n and n not in parents and not n.rsplit(".", 1)[-1].isdigit()})
-        raise ConfigError(f"{what} matches no module of {model.name!r}; its innermost modules are named {', '.join(leaves)}", key=key)
+        leaves = sorted(
+            {n.rsplit(".", 1)[-1] for n in names if n and n not in parents and not n.rsplit(".", 1)[-1].isdigit()}
+        )
+        raise ConfigError(
+            f"{what} matches no module of {model.name!r}; its innermost modules are named {', '.join(leaves)}", key=key
+        )
 
 
 def _check_rank(options: LoraAdapterOptions, model: ModelInfo, targets) -> None:
     """Refuse a rank beyond the smaller dimension of an adapted matrix: B·A of rank r > min(in, out) is
     no low-rank update (it only adds parameters), and ranks past the hidden size are a slip."""
+
     def matched(name: str) -> bool:
         if isinstance(targets, str):
             return re.fullmatch(targets, name) is not None
@@ -265,7 +279,9 @@ def placement_table() -> tuple[str, list[str], list[tuple]]:
     for roles in ROLE_MAPS:
         usable = [p for p in PLACEMENTS if roles.supports(p) is None]
         refused = [p for p in PLACEMENTS if p not in usable]
-        rows.append((roles.name, ", ".join(roles.model_types), ", ".join(usable), ", ".join(refused) or "-", roles.note))
+        rows.append(
+            (roles.name, ", ".join(roles.model_types), ", ".join(usable), ", ".join(refused) or "-", roles.note)
+        )
     return "placements by architecture", ["architecture", "model_type", "placements", "refused", "note"], rows
 
 
@@ -288,7 +304,9 @@ class LoRA(MethodPlugin):
         if options.quantize == "8bit":
             from transformers import BitsAndBytesConfig
 
-            backbone = load_kbit_backbone(ctx, BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=NOT_QUANTIZED))
+            backbone = load_kbit_backbone(
+                ctx, BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=NOT_QUANTIZED)
+            )
         else:
             backbone = ctx.load_backbone()
         return adapted(backbone, options)

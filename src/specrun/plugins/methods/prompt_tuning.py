@@ -14,7 +14,8 @@ from specrun.plugins.api import BuildContext, MethodPlugin, ModelInfo, PluginOpt
 class PromptTuningOptions(PluginOptions):
     num_virtual_tokens: int = Field(20, ge=1, le=256, description="length of the soft prompt prepended to every input")
     init: Literal["random", "text"] = Field(
-        "random", description="'random': random soft tokens; 'text': the embeddings of init_text's tokens, repeated or cut to length"
+        "random",
+        description="'random': random soft tokens; 'text': the embeddings of init_text's tokens, repeated or cut to length",
     )
     init_text: str | None = Field(None, description="the text whose token embeddings start the prompt (init = 'text')")
 
@@ -37,8 +38,11 @@ def prompt_config(options: PromptTuningOptions, model_path: str, backbone=None):
     if backbone is not None:
         # the prompt lives in the input embeddings' space (narrower than the layers on ALBERT and ELECTRA)
         config = backbone.config
-        shape = {"token_dim": backbone.get_input_embeddings().embedding_dim, "num_layers": config.num_hidden_layers,
-                     "num_attention_heads": config.num_attention_heads}
+        shape = {
+            "token_dim": backbone.get_input_embeddings().embedding_dim,
+            "num_layers": config.num_hidden_layers,
+            "num_attention_heads": config.num_attention_heads,
+        }
         roles = roles_of(backbone)
         if roles is not None:
             shape["modules_to_save"] = list(roles.head)
@@ -54,7 +58,9 @@ def prompt_config(options: PromptTuningOptions, model_path: str, backbone=None):
 
 class PromptTuning(MethodPlugin):
     name = "prompt_tuning"
-    description = "prompt tuning: N trainable virtual-token embeddings prepended to the input (Lester et al. 2021), head trained"
+    description = (
+        "prompt tuning: N trainable virtual-token embeddings prepended to the input (Lester et al. 2021), head trained"
+    )
     Options = PromptTuningOptions
 
     def check_model(self, options: PromptTuningOptions, model: ModelInfo) -> None:

@@ -53,7 +53,9 @@ class QLoRA(MethodPlugin):
 
         check_kbit(self.name, 4, device)
         if options.compute_dtype == "bf16" and device.type == "cuda" and not gpu_supports_bf16(device):
-            raise MethodUnavailable("qlora: compute_dtype 'bf16' is not supported by this GPU; use compute_dtype = 'fp32'")
+            raise MethodUnavailable(
+                "qlora: compute_dtype 'bf16' is not supported by this GPU; use compute_dtype = 'fp32'"
+            )
 
     def check_model(self, options: QLoraOptions, model: ModelInfo) -> None:
         check_adapters(options, model)

@@ -28,8 +28,10 @@ class Classification(TaskPlugin):
         from specrun.examples import Examples
 
         if not isinstance(examples, Examples):
-            return (f"its examples are {type(examples).__name__}, not labelled texts: set [task] to the task they are for "
-                    "(e.g. name = \"extractive_qa\" for SQuAD)")
+            return (
+                f"its examples are {type(examples).__name__}, not labelled texts: set [task] to the task they are for "
+                '(e.g. name = "extractive_qa" for SQuAD)'
+            )
         return None
 
     def check_examples(self, examples, label_names: tuple[str, ...], what: str, key: str) -> None:

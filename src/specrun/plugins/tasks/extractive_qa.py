@@ -38,8 +38,10 @@ from specrun.hookspecs import hookimpl
 from specrun.plugins.api import PluginOptions, TaskContext, TaskEvaluation, TaskPlugin
 from specrun.runner.batching import Encoded
 
-_PEFT_WRAPPER = ("it wraps the model in peft's sequence-classification wrapper, which would leave the QA head "
-                 "(qa_outputs) frozen and out of the saved adapter")
+_PEFT_WRAPPER = (
+    "it wraps the model in peft's sequence-classification wrapper, which would leave the QA head "
+    "(qa_outputs) frozen and out of the saved adapter"
+)
 
 
 class QAOptions(PluginOptions):
@@ -66,7 +68,9 @@ class QAFeatures(Encoded):
 
 class ExtractiveQA(TaskPlugin):
     name = "extractive_qa"
-    description = "extractive QA (SQuAD): question + context windows, start/end logits, n-best spans, SQuAD v1.1 EM / F1"
+    description = (
+        "extractive QA (SQuAD): question + context windows, start/end logits, n-best spans, SQuAD v1.1 EM / F1"
+    )
     Options = QAOptions
     metrics = ("f1", "exact_match", "loss", "n_examples")
     train_metric = "span_accuracy"
@@ -74,7 +78,9 @@ class ExtractiveQA(TaskPlugin):
     auto_model = "AutoModelForQuestionAnswering"
     refused: ClassVar[dict[str, dict[str, str]]] = {
         "method": {
-            "lora": _PEFT_WRAPPER, "qlora": _PEFT_WRAPPER, "ia3": _PEFT_WRAPPER,
+            "lora": _PEFT_WRAPPER,
+            "qlora": _PEFT_WRAPPER,
+            "ia3": _PEFT_WRAPPER,
             "prompt_tuning": "peft's prompt tuning has no question-answering model type to wrap a QA head",
         },
     }
@@ -83,15 +89,22 @@ class ExtractiveQA(TaskPlugin):
         from specrun.core.qa import QAExamples
 
         if not isinstance(examples, QAExamples):
-            return ("extractive_qa needs questions with contexts and answers (dataset \"squad\", or \"local\" with SQuAD-format "
-                    f"JSON files), not {type(examples).__name__}")
+            return (
+                'extractive_qa needs questions with contexts and answers (dataset "squad", or "local" with SQuAD-format '
+                f"JSON files), not {type(examples).__name__}"
+            )
         return None
 
     def check(self, options: QAOptions, max_length: int) -> list[tuple[str, str]]:
         """Problems of these options with ``model.max_length``, as (option, message)."""
         if options.doc_stride >= max_length // 2:
-            return [("doc_stride", f"doc_stride {options.doc_stride} leaves too little room for the context: windows hold at most "
-                                   f"model.max_length = {max_length} tokens with the question; use less than {max_length // 2}")]
+            return [
+                (
+                    "doc_stride",
+                    f"doc_stride {options.doc_stride} leaves too little room for the context: windows hold at most "
+                    f"model.max_length = {max_length} tokens with the question; use less than {max_length // 2}",
+                )
+            ]
         return []
 
     def load_model(self, ctx, **kwargs):
@@ -105,21 +118,38 @@ class ExtractiveQA(TaskPlugin):
             except OSError as exc:
                 raise DataError(f"cannot load model {ctx.model_path!r}: {exc}") from None
             except ValueError as exc:
-                raise DataError(f"model {ctx.model_path!r} has no question-answering head in transformers: {exc}") from None
+                raise DataError(
+                    f"model {ctx.model_path!r} has no question-answering head in transformers: {exc}"
+                ) from None
 
     # --- inputs ----------------------------------------------------------------------------------
 
     def encode(self, examples, ctx: TaskContext, training: bool) -> QAFeatures:
         tok, options, max_length = ctx.tokenizer, ctx.options, ctx.max_length
         if not getattr(tok, "is_fast", False):
-            raise DataError(f"extractive_qa needs a fast tokenizer (for character offsets); {type(tok).__name__} is not one")
+            raise DataError(
+                f"extractive_qa needs a fast tokenizer (for character offsets); {type(tok).__name__} is not one"
+            )
         if getattr(tok, "padding_side", "right") != "right":
-            raise DataError("extractive_qa puts the question first and the context second; this tokenizer pads on the left")
+            raise DataError(
+                "extractive_qa puts the question first and the context second; this tokenizer pads on the left"
+            )
         n = len(examples)
         pad = tok.pad_token_id or 0
         if not n:
-            return QAFeatures([], [], np.zeros(0, np.int64), np.zeros(0, np.int64), pad, np.zeros(0, np.int64),
-                              np.zeros(0, np.int64), np.zeros(0, np.int64), [], examples, {})
+            return QAFeatures(
+                [],
+                [],
+                np.zeros(0, np.int64),
+                np.zeros(0, np.int64),
+                pad,
+                np.zeros(0, np.int64),
+                np.zeros(0, np.int64),
+                np.zeros(0, np.int64),
+                [],
+                examples,
+                {},
+            )
         question_tokens = tok(list(examples.question), add_special_tokens=False)["input_ids"]
         special = tok.num_special_tokens_to_add(pair=True)
         fits = [max_length - special - len(q) > options.doc_stride for q in question_tokens]
@@ -129,19 +159,32 @@ class ExtractiveQA(TaskPlugin):
             skipped["question_too_long"] = n - len(kept)
         features = _windows(tok, examples, kept, max_length, options.doc_stride)
         if training:
-            answered = {features["example"][f] for f in range(len(features["ids"])) if features["start"][f] != features["cls"][f]}
+            answered = {
+                features["example"][f]
+                for f in range(len(features["ids"]))
+                if features["start"][f] != features["cls"][f]
+            }
             missing = {i for i in kept if i not in answered}
             if missing:
                 skipped["answer_in_no_window"] = len(missing)
-                features = {k: [v[f] for f in range(len(features["ids"])) if features["example"][f] not in missing] for k, v in features.items()}
+                features = {
+                    k: [v[f] for f in range(len(features["ids"])) if features["example"][f] not in missing]
+                    for k, v in features.items()
+                }
         covered = set(features["example"])
         ids = features["ids"]
         return QAFeatures(
-            ids=ids, types=features["types"], labels=np.zeros(len(ids), dtype=np.int64),
-            lengths=np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)), pad_id=pad,
+            ids=ids,
+            types=features["types"],
+            labels=np.zeros(len(ids), dtype=np.int64),
+            lengths=np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)),
+            pad_id=pad,
             example_index=np.asarray(features["example"], dtype=np.int64),
-            start_positions=np.asarray(features["start"], dtype=np.int64), end_positions=np.asarray(features["end"], dtype=np.int64),
-            offsets=features["offsets"], examples=examples, skipped=skipped,
+            start_positions=np.asarray(features["start"], dtype=np.int64),
+            end_positions=np.asarray(features["end"], dtype=np.int64),
+            offsets=features["offsets"],
+            examples=examples,
+            skipped=skipped,
             unanswered=tuple(i for i in range(n) if i not in covered),
         )
 
@@ -194,9 +237,13 @@ class ExtractiveQA(TaskPlugin):
         if was_training:
             model.train()
         answers = postprocess(features, starts, ends, ctx.options.n_best, ctx.options.max_answer_length)
-        return self.scored(features.examples, answers, float(losses.mean()) if len(losses) else 0.0, time.perf_counter() - began)
+        return self.scored(
+            features.examples, answers, float(losses.mean()) if len(losses) else 0.0, time.perf_counter() - began
+        )
 
-    def best_spans(self, features: QAFeatures, starts: list, ends: list, options: QAOptions) -> list[tuple[str, float, int]]:
+    def best_spans(
+        self, features: QAFeatures, starts: list, ends: list, options: QAOptions
+    ) -> list[tuple[str, float, int]]:
         """(answer text, score, first character in the context; -1 for none) per question of ``features``,
         from each window's start and end logits (``predict`` and the app use it)."""
         return best_spans(features, starts, ends, options.n_best, options.max_answer_length)
@@ -209,8 +256,12 @@ class ExtractiveQA(TaskPlugin):
             em.append(e)
             f1.append(f)
         n = len(answers)
-        metrics = {"f1": float(np.mean(f1)) if n else 0.0, "exact_match": float(np.mean(em)) if n else 0.0,
-                   "loss": loss, "n_examples": float(n)}
+        metrics = {
+            "f1": float(np.mean(f1)) if n else 0.0,
+            "exact_match": float(np.mean(em)) if n else 0.0,
+            "loss": loss,
+            "n_examples": float(n),
+        }
         rows = {
             "question_id": list(examples.ids),
             "prediction_text": [t for t, _ in answers],
@@ -235,9 +286,16 @@ def _windows(tok, examples, kept: list[int], max_length: int, stride: int) -> di
     start/end token of its first answer ([CLS] when the window does not hold it) and context offsets."""
     out = {k: [] for k in ("ids", "types", "example", "start", "end", "cls", "offsets")}
     for chunk in range(0, len(kept), 512):
-        part = kept[chunk:chunk + 512]
-        enc = tok([examples.question[i] for i in part], [examples.context[i] for i in part], truncation="only_second",
-                  max_length=max_length, stride=stride, return_overflowing_tokens=True, return_offsets_mapping=True)
+        part = kept[chunk : chunk + 512]
+        enc = tok(
+            [examples.question[i] for i in part],
+            [examples.context[i] for i in part],
+            truncation="only_second",
+            max_length=max_length,
+            stride=stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+        )
         types = enc.get("token_type_ids")
         for f, sample in enumerate(enc["overflow_to_sample_mapping"]):
             i = part[sample]
@@ -267,13 +325,17 @@ def _windows(tok, examples, kept: list[int], max_length: int, stride: int) -> di
     return out
 
 
-def postprocess(features: QAFeatures, starts: list, ends: list, n_best: int, max_answer_length: int) -> list[tuple[str, float]]:
+def postprocess(
+    features: QAFeatures, starts: list, ends: list, n_best: int, max_answer_length: int
+) -> list[tuple[str, float]]:
     """(answer text, score) per question: the best valid span over all its windows (see the module
     docstring); ("", 0.0) for a question with no window or no valid span."""
     return [(text, score) for text, score, _ in best_spans(features, starts, ends, n_best, max_answer_length)]
 
 
-def best_spans(features: QAFeatures, starts: list, ends: list, n_best: int, max_answer_length: int) -> list[tuple[str, float, int]]:
+def best_spans(
+    features: QAFeatures, starts: list, ends: list, n_best: int, max_answer_length: int
+) -> list[tuple[str, float, int]]:
     """(answer text, score, its first character in the context; -1 for none) per question."""
     examples = features.examples
     by_example: dict[int, list[int]] = {}
@@ -302,7 +364,7 @@ def best_spans(features: QAFeatures, starts: list, ends: list, n_best: int, max_
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         best = candidates[0]
-        answers.append((examples.context[i][best[1]:best[2]], float(probs[0]), best[1]))
+        answers.append((examples.context[i][best[1] : best[2]], float(probs[0]), best[1]))
     return answers
 
 

@@ -25,22 +25,99 @@ from specrun.plugins.transforms.common import CopyOptions, fail, rewrite_example
 Op = Literal["swap", "delete", "insert", "synonym"]
 NEEDS_SYNONYMS = ("insert", "synonym")
 STOP_WORDS = frozenset(
-    "a an the and or but if of at by for with about to from in on into over under again then than so "
-    "i me my we our you your he him his she her it its they them their this that these those "
-    "is am are was were be been being have has had do does did not no nor only own same too very "
-    "s t can will just don should now".split()
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "of",
+        "at",
+        "by",
+        "for",
+        "with",
+        "about",
+        "to",
+        "from",
+        "in",
+        "on",
+        "into",
+        "over",
+        "under",
+        "again",
+        "then",
+        "than",
+        "so",
+        "i",
+        "me",
+        "my",
+        "we",
+        "our",
+        "you",
+        "your",
+        "he",
+        "him",
+        "his",
+        "she",
+        "her",
+        "it",
+        "its",
+        "they",
+        "them",
+        "their",
+        "this",
+        "that",
+        "these",
+        "those",
+        "is",
+        "am",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "have",
+        "has",
+        "had",
+        "do",
+        "does",
+        "did",
+        "not",
+        "no",
+        "nor",
+        "only",
+        "own",
+        "same",
+        "too",
+        "very",
+        "s",
+        "t",
+        "can",
+        "will",
+        "just",
+        "don",
+        "should",
+        "now",
+    ]
 )
 _STRIP = "\"'.,!?;:()[]{}"
 
 
 class AugmentOptions(CopyOptions):
     ops: list[Op] | None = Field(
-        None, description="operations to draw from, one per copy, uniformly: swap, delete, insert, synonym "
+        None,
+        description="operations to draw from, one per copy, uniformly: swap, delete, insert, synonym "
         "(default: all four with a synonyms file, else swap and delete)",
     )
-    alpha: float = Field(0.1, gt=0, le=1, description="share of a text's words each operation changes (EDA's alpha; at least one word)")
+    alpha: float = Field(
+        0.1, gt=0, le=1, description="share of a text's words each operation changes (EDA's alpha; at least one word)"
+    )
     synonyms: str | None = Field(
-        None, description="TSV (word<TAB>synonym...) or JSON ({word: [synonyms]}) file; absolute, or relative to the spec's folder",
+        None,
+        description="TSV (word<TAB>synonym...) or JSON ({word: [synonyms]}) file; absolute, or relative to the spec's folder",
     )
 
     @model_validator(mode="after")
@@ -166,7 +243,9 @@ def eda(text: str, ops: list[str], alpha: float, synonyms: dict, rng: random.Ran
 
 class Augment(TransformPlugin):
     name = "augment"
-    description = "EDA-style augmentation: random swap / deletion / insertion and synonym replacement from your synonyms file"
+    description = (
+        "EDA-style augmentation: random swap / deletion / insertion and synonym replacement from your synonyms file"
+    )
     Options = AugmentOptions
     applies_to = "train"
 
@@ -175,7 +254,9 @@ class Augment(TransformPlugin):
         if options.synonyms and not synonyms:
             raise fail(self.name, ctx, f"synonyms file {options.synonyms!r} defines no synonyms")
         ops = options.resolved_ops()
-        return rewrite_examples(examples, options, ctx, self.name, lambda text, rng: eda(text, ops, options.alpha, synonyms, rng))
+        return rewrite_examples(
+            examples, options, ctx, self.name, lambda text, rng: eda(text, ops, options.alpha, synonyms, rng)
+        )
 
     def inputs(self, options: AugmentOptions, spec_dir: str | None) -> dict[str, str]:
         if not options.synonyms:

@@ -16,16 +16,41 @@ _TAG = re.compile(r"<!--.*?-->|<[/!?]?[A-Za-z][^<>]{0,2000}>", re.DOTALL)  # not
 _BREAK_TAG = re.compile(r"<\s*(br|/?p|/?div|/?li|/?tr|/?h[1-6])\b[^<>]*>", re.IGNORECASE)
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([.,!?;:%)\]}])")
 _SPACES = re.compile(r"\s+")
-PUNCTUATION = str.maketrans({
-    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'", "\u00b4": "'", "`": "'",
-    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"', "\u00ab": '"', "\u00bb": '"',
-    "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2015": "-", "\u2212": "-",
-    "\u2026": "...", "\u00a0": " ", "\u200b": "", "\ufeff": "",
-})
+PUNCTUATION = str.maketrans(
+    {
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201a": "'",
+        "\u201b": "'",
+        "\u2032": "'",
+        "\u00b4": "'",
+        "`": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u201f": '"',
+        "\u2033": '"',
+        "\u00ab": '"',
+        "\u00bb": '"',
+        "\u2010": "-",
+        "\u2011": "-",
+        "\u2012": "-",
+        "\u2013": "-",
+        "\u2014": "-",
+        "\u2015": "-",
+        "\u2212": "-",
+        "\u2026": "...",
+        "\u00a0": " ",
+        "\u200b": "",
+        "\ufeff": "",
+    }
+)
 
 
 class CleanOptions(PluginOptions):
-    strip_html: bool = Field(True, description="remove HTML tags (line-breaking tags become spaces) and unescape entities (&amp; -> &)")
+    strip_html: bool = Field(
+        True, description="remove HTML tags (line-breaking tags become spaces) and unescape entities (&amp; -> &)"
+    )
     normalize_unicode: bool = Field(True, description="unicode NFKC normal form (e.g. full-width letters, ligatures)")
     normalize_punctuation: bool = Field(True, description="curly quotes -> straight, dashes -> '-', '…' -> '...'")
     space_before_punctuation: bool = Field(True, description="remove spaces before . , ! ? ; : % and closing brackets")

@@ -46,7 +46,7 @@ def proportional_quotas(total: int, counts: dict[int, int]) -> dict[int, int]:
     """
     size = sum(counts.values())
     if size == 0:
-        return {label: 0 for label in counts}
+        return dict.fromkeys(counts, 0)
     exact = {label: total * n / size for label, n in counts.items()}
     quotas = {label: int(x) for label, x in exact.items()}
     order = sorted(counts, key=lambda label: (-(exact[label] - quotas[label]), label))
@@ -94,7 +94,8 @@ class CopyOptions(PluginOptions):
         "both", description="for text pairs: rewrite both texts, only the first, or only the second"
     )
     seed: int | None = Field(
-        None, description="fixed seed for the rewriting instead of the run's seed (e.g. the same corrupted eval set for every run)"
+        None,
+        description="fixed seed for the rewriting instead of the run's seed (e.g. the same corrupted eval set for every run)",
     )
 
     def resolved_mode(self, ctx: TransformContext) -> Literal["augment", "replace"]:
@@ -106,7 +107,9 @@ class CopyOptions(PluginOptions):
 Rewrite = Callable[[str, random.Random], str]
 
 
-def rewrite_examples(examples: Examples, options: CopyOptions, ctx: TransformContext, transform: str, rewrite: Rewrite) -> Examples:
+def rewrite_examples(
+    examples: Examples, options: CopyOptions, ctx: TransformContext, transform: str, rewrite: Rewrite
+) -> Examples:
     """Apply ``rewrite`` to every text (per ``options.sides``), as copies or in place (per ``options.mode``).
 
     Each (example, copy) gets its own generator from ``rng_for``, keyed by the example's id and the copy
@@ -124,7 +127,9 @@ def rewrite_examples(examples: Examples, options: CopyOptions, ctx: TransformCon
     return out
 
 
-def _rewritten(examples: Examples, options: CopyOptions, ctx: TransformContext, transform: str, rewrite: Rewrite, copy: int) -> Examples:
+def _rewritten(
+    examples: Examples, options: CopyOptions, ctx: TransformContext, transform: str, rewrite: Rewrite, copy: int
+) -> Examples:
     texts, pairs = [], []
     has_pair = examples.text_pair is not None
     for k, example_id in enumerate(examples.ids):

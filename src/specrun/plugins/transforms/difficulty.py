@@ -39,7 +39,10 @@ class DifficultyOptions(PluginOptions):
     teacher: str = Field(
         description="the teacher run: a run id, or the path of a spec (.toml, relative to this spec's folder) whose single run is the teacher"
     )
-    n: int = Field(ge=1, description="budget: how many training examples to keep (split over labels in proportion to their frequency)")
+    n: int = Field(
+        ge=1,
+        description="budget: how many training examples to keep (split over labels in proportion to their frequency)",
+    )
     strategy: Strategy = Field(
         description="uniform: random within each label; easy / hard: lowest / highest teacher loss within each label; "
         "middle: around each label's median loss; mixed: easy, middle and hard shares (see mix)"
@@ -79,23 +82,33 @@ class Difficulty(TransformPlugin):
 
     def apply(self, examples: Examples, options: DifficultyOptions, ctx: TransformContext) -> Examples:
         if ctx.scores is None:
-            raise fail(self.name, ctx, f"difficulty needs a teacher's per-example losses (teacher={options.teacher!r}), "
-                       "but this runner provides no teacher scores")
+            raise fail(
+                self.name,
+                ctx,
+                f"difficulty needs a teacher's per-example losses (teacher={options.teacher!r}), "
+                "but this runner provides no teacher scores",
+            )
         if options.n > len(examples):
             raise fail(self.name, ctx, f"budget n={options.n} but the split has only {len(examples)} examples")
         losses = [float(x) for x in ctx.scores(options.teacher, examples)]
         if len(losses) != len(examples):
-            raise fail(self.name, ctx, f"teacher {options.teacher!r} gave {len(losses)} scores for {len(examples)} examples")
+            raise fail(
+                self.name, ctx, f"teacher {options.teacher!r} gave {len(losses)} scores for {len(examples)} examples"
+            )
         bad = [examples.ids[i] for i, x in enumerate(losses) if not math.isfinite(x)]
         if bad:
-            raise fail(self.name, ctx, f"teacher {options.teacher!r} gave non-finite losses, e.g. for example {bad[0]!r}")
+            raise fail(
+                self.name, ctx, f"teacher {options.teacher!r} gave non-finite losses, e.g. for example {bad[0]!r}"
+            )
 
         quotas = proportional_quotas(options.n, {y: len(ix) for y, ix in examples.indices_by_label().items()})
         mix = options.mix or Mix()
 
         def choose(label: int, indices: list[int]) -> list[int]:
             ranked = sorted(indices, key=lambda i: (losses[i], examples.ids[i]))
-            shuffled = rng_for(ctx, self.name, label).sample(indices, len(indices)) if options.strategy == "uniform" else []
+            shuffled = (
+                rng_for(ctx, self.name, label).sample(indices, len(indices)) if options.strategy == "uniform" else []
+            )
             return rank_order(options.strategy, ranked, mix, shuffled, quotas[label])
 
         return pick_per_label(examples, quotas, choose)

@@ -11,8 +11,14 @@ from specrun.plugins.transforms.common import fail, label_name, pick_per_label, 
 
 
 class FewShotOptions(PluginOptions):
-    k: int | None = Field(None, ge=0, description="examples per class (exactly k of every class); 0 = no training: the pretrained model with a randomly initialised head, a chance-level reference, not a zero-shot classifier")
-    n: int | None = Field(None, ge=0, description="examples in total, split over classes in proportion to their frequency")
+    k: int | None = Field(
+        None,
+        ge=0,
+        description="examples per class (exactly k of every class); 0 = no training: the pretrained model with a randomly initialised head, a chance-level reference, not a zero-shot classifier",
+    )
+    n: int | None = Field(
+        None, ge=0, description="examples in total, split over classes in proportion to their frequency"
+    )
     fraction: float | None = Field(None, gt=0, le=1, description="a fraction of the split, stratified like n")
 
     @model_validator(mode="after")
@@ -25,8 +31,10 @@ class FewShotOptions(PluginOptions):
 
 class FewShot(TransformPlugin):
     name = "few_shot"
-    description = ("a seeded stratified subset: k per class, n in total or a fraction; k = 0 trains nothing and evaluates the pretrained "
-                   "model with a randomly initialised head (a chance-level reference, not a zero-shot classifier)")
+    description = (
+        "a seeded stratified subset: k per class, n in total or a fraction; k = 0 trains nothing and evaluates the pretrained "
+        "model with a randomly initialised head (a chance-level reference, not a zero-shot classifier)"
+    )
     Options = FewShotOptions
     applies_to = "train"
 
@@ -53,10 +61,11 @@ class FewShot(TransformPlugin):
             for label in classes:
                 if counts.get(label, 0) < k:
                     raise fail(
-                        self.name, ctx,
+                        self.name,
+                        ctx,
                         f"k={k} but class {label_name(ctx, label)} has only {counts.get(label, 0)} examples",
                     )
-        return {label: k for label in counts}
+        return dict.fromkeys(counts, k)
 
 
 @hookimpl

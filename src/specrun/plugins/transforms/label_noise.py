@@ -12,9 +12,12 @@ from specrun.plugins.transforms.common import fail, rng_for
 
 
 class LabelNoiseOptions(PluginOptions):
-    fraction: float = Field(gt=0, le=1, description="fraction of the split's examples whose label is changed (rounded to a count)")
+    fraction: float = Field(
+        gt=0, le=1, description="fraction of the split's examples whose label is changed (rounded to a count)"
+    )
     to: str | None = Field(
-        None, description="flip to this class (a label name); default: symmetric noise, each flip to a uniformly random other class"
+        None,
+        description="flip to this class (a label name); default: symmetric noise, each flip to a uniformly random other class",
     )
 
 
@@ -33,7 +36,8 @@ class LabelNoise(TransformPlugin):
         candidates = [i for i, y in enumerate(examples.label) if y != target]
         if count > len(candidates):
             raise fail(
-                self.name, ctx,
+                self.name,
+                ctx,
                 f"fraction={options.fraction} asks for {count} flips to {options.to!r}, "
                 f"but only {len(candidates)} of {len(examples)} examples have another label",
             )
@@ -48,7 +52,11 @@ class LabelNoise(TransformPlugin):
             return None
         if options.to not in ctx.label_names:
             known = ", ".join(map(repr, ctx.label_names))
-            raise fail(self.name, ctx, f"to={options.to!r} is not a class{did_you_mean(options.to, ctx.label_names)}; classes: {known}")
+            raise fail(
+                self.name,
+                ctx,
+                f"to={options.to!r} is not a class{did_you_mean(options.to, ctx.label_names)}; classes: {known}",
+            )
         return ctx.label_names.index(options.to)
 
 

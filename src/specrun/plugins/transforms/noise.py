@@ -31,27 +31,55 @@ def _qwerty_neighbours() -> dict[str, str]:
 
 
 QWERTY = _qwerty_neighbours()
-EMOJIS = ["😀", "😂", "😍", "😊", "😢", "😡", "👍", "👎", "🔥", "🎉", "💯", "🙄", "😱", "🤔", "❤️", "✨", "😎", "🙏", "👀", "💀"]
+EMOJIS = [
+    "😀",
+    "😂",
+    "😍",
+    "😊",
+    "😢",
+    "😡",
+    "👍",
+    "👎",
+    "🔥",
+    "🎉",
+    "💯",
+    "🙄",
+    "😱",
+    "🤔",
+    "❤️",
+    "✨",
+    "😎",
+    "🙏",
+    "👀",
+    "💀",
+]
 LETTERS = string.ascii_lowercase
 _WHITESPACE = re.compile(r"(\s+)")
 
 
 class NoiseOptions(CopyOptions):
-    char_rate: float = Field(0.0, ge=0, le=1, description="probability of a character edit, per character or per word (char_unit)")
+    char_rate: float = Field(
+        0.0, ge=0, le=1, description="probability of a character edit, per character or per word (char_unit)"
+    )
     char_ops: list[CharOp] = Field(
-        ["substitute", "insert", "delete", "swap"], min_length=1,
+        ["substitute", "insert", "delete", "swap"],
+        min_length=1,
         description="character edits to draw from, uniformly: substitute, insert, delete, swap (adjacent)",
     )
     char_unit: Literal["char", "word"] = Field(
-        "char", description="char: each non-space character is edited with probability char_rate; "
+        "char",
+        description="char: each non-space character is edited with probability char_rate; "
         "word: each word gets one character edit with probability char_rate",
     )
     word_rate: float = Field(0.0, ge=0, le=1, description="probability of a word-level edit, per word")
     word_ops: list[WordOp] = Field(
-        ["delete", "swap", "repeat"], min_length=1,
+        ["delete", "swap", "repeat"],
+        min_length=1,
         description="word edits to draw from, uniformly: delete, swap (with the next word), repeat",
     )
-    typo_rate: float = Field(0.0, ge=0, le=1, description="probability, per letter or digit, of hitting a QWERTY neighbour instead")
+    typo_rate: float = Field(
+        0.0, ge=0, le=1, description="probability, per letter or digit, of hitting a QWERTY neighbour instead"
+    )
     emoji_rate: float = Field(0.0, ge=0, le=1, description="probability, per word, of inserting an emoji after it")
 
     @model_validator(mode="after")

@@ -34,7 +34,15 @@ class SeedSpread(AnalysisPlugin):
             [options.metric, ctx.run_ids],
         ).fetchall()
         table = [
-            {"method": method, "metric": options.metric, "runs": n, "mean": mean, "min": low, "max": high, "spread": high - low}
+            {
+                "method": method,
+                "metric": options.metric,
+                "runs": n,
+                "mean": mean,
+                "min": low,
+                "max": high,
+                "spread": high - low,
+            }
             for method, n, mean, low, high in rows
         ]
         return {"analysis": table, "runs": len(ctx.run_ids)}
