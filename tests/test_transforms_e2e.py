@@ -87,13 +87,17 @@ def test_few_shot_sweep_with_k_zero_evaluates_the_untrained_model(write_spec, cl
 
 def test_few_shot_k_larger_than_a_class_fails_before_anything_trains(write_spec, cli, tmp_path):
     spec = write_spec(extra=FEW_SHOT_SWEEP.replace("[0, 4]", "[4, 500]"))
-    line = spec.read_text().splitlines().index("[[data.transforms]]") + 1
+    # located at the sweep entry that set k = 500, which the message names
+    line = next(
+        i for i, text in enumerate(spec.read_text().splitlines(), 1) if text.startswith('"data.transforms.0.k"')
+    )
     for command in ("plan", "apply"):
         code, out, err = cli(command, str(spec))
         assert code == 2, (command, out, err)
         message = err.strip()
         assert message.startswith(
-            f"error: {spec}:{line}: data.transforms.0: transform 'few_shot' on split 'train': k=500 but class '0' has only"
+            f"error: {spec}:{line}: data.transforms.0: (from sweep data.transforms.0.k = 500) "
+            "transform 'few_shot' on split 'train': k=500 but class '0' has only"
         ), message
         assert "[1 run: " in message and "k=500 seed=0" in message
         assert "k=4" not in message  # the feasible sweep point is not blamed
