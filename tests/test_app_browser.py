@@ -132,6 +132,7 @@ def test_app_in_chromium(served, two_runs, chromium, tmp_path):  # noqa: F811 - 
             page.goto(url)
             assert "2 trained models" in _text(page, "#intro", "trained model")
             # the models table's headers stay readable: no header is broken inside a word ("accura|cy")
+            page.wait_for_function("document.querySelectorAll('#models-table th').length >= 13", timeout=60_000)
             lines = page.evaluate("""() => [...document.querySelectorAll('#models-table th')].map(th => {
                 const walker = document.createTreeWalker(th, NodeFilter.SHOW_TEXT);
                 let text = '', most = 0;
