@@ -858,7 +858,13 @@ CLI_CASES = [
     Case("unknown-command", ("frobnicate",), ("No such command 'frobnicate'",)),
     Case("apply-without-spec", ("apply",), ("Missing argument 'spec'",)),
     Case("verbose-and-quiet", ("-v", "-q", "runs"), ("give -v/--verbose or -q/--quiet, not both",), store="template"),
-    Case("help-short", ("runs", "-h"), (), code=0, out=("--status", "<running|completed|failed", "|interrupted|skipped|prun")),
+    Case(
+        "help-short",
+        ("runs", "-h"),
+        (),
+        code=0,
+        out=("--status", "<running|completed|failed", "|interrupted|skipped|prun"),
+    ),
     Case("version", ("--version",), (), code=0, out=("specrun 0.",)),
     Case("predict-nothing", ("predict", "{run}"), ("give texts to classify, or --file",), store="template"),
     # a run id prefix is matched with LIKE: an empty one, % or _ matched any run
