@@ -12,6 +12,26 @@ from collections.abc import Sequence
 #: (most resamples repeat the same few values, ρ is undefined or ±1 in them).
 MIN_DISTINCT_FOR_INTERVAL = 5
 
+#: The columns of a table of ``correlate`` rows (with the two quantities' names, x and y): the
+#: ``correlation`` and ``transfer_correlation`` tables declare them through this one mapping.
+CORRELATION_COLUMNS = {
+    "x": "VARCHAR",
+    "y": "VARCHAR",
+    "n": "INTEGER",
+    "pearson_r": "DOUBLE",
+    "pearson_low": "DOUBLE",
+    "pearson_high": "DOUBLE",
+    "pearson_p": "DOUBLE",
+    "spearman_rho": "DOUBLE",
+    "spearman_low": "DOUBLE",
+    "spearman_high": "DOUBLE",
+    "spearman_p": "DOUBLE",
+    "confidence": "DOUBLE",
+    "distinct_x": "INTEGER",
+    "distinct_y": "INTEGER",
+    "note": "VARCHAR",
+}
+
 
 def correlate(
     x: Sequence[float], y: Sequence[float], confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0

@@ -17,6 +17,7 @@ import re
 from pydantic import Field, field_validator
 
 from specrun.analysis.common import MINE, ResamplingOptions, key_problems, metric_problems
+from specrun.analysis.correlate import CORRELATION_COLUMNS
 from specrun.errors import AnalysisError
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import AnalysisPlugin, Figure, ResultTable
@@ -53,23 +54,7 @@ class Correlation(AnalysisPlugin):
     tables = (
         ResultTable(
             "correlation",
-            {
-                "x": "VARCHAR",
-                "y": "VARCHAR",
-                "n": "INTEGER",
-                "pearson_r": "DOUBLE",
-                "pearson_low": "DOUBLE",
-                "pearson_high": "DOUBLE",
-                "pearson_p": "DOUBLE",
-                "spearman_rho": "DOUBLE",
-                "spearman_low": "DOUBLE",
-                "spearman_high": "DOUBLE",
-                "spearman_p": "DOUBLE",
-                "confidence": "DOUBLE",
-                "distinct_x": "INTEGER",
-                "distinct_y": "INTEGER",
-                "note": "VARCHAR",
-            },
+            CORRELATION_COLUMNS,
             "one row: the two coefficients over the runs that have both quantities; note: why an interval is missing",
         ),
         ResultTable(

@@ -21,6 +21,7 @@ from specrun.analysis.common import (
     correct_by_seed,
     mean_of_present,
 )
+from specrun.analysis.correlate import CORRELATION_COLUMNS
 from specrun.errors import AnalysisError
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import AnalysisPlugin, Figure, ResultTable
@@ -85,23 +86,7 @@ class Transfer(AnalysisPlugin):
         ),
         ResultTable(
             "transfer_correlation",
-            {
-                "x": "VARCHAR",
-                "y": "VARCHAR",
-                "n": "INTEGER",
-                "distinct_x": "INTEGER",
-                "distinct_y": "INTEGER",
-                "pearson_r": "DOUBLE",
-                "pearson_low": "DOUBLE",
-                "pearson_high": "DOUBLE",
-                "pearson_p": "DOUBLE",
-                "spearman_rho": "DOUBLE",
-                "spearman_low": "DOUBLE",
-                "spearman_high": "DOUBLE",
-                "spearman_p": "DOUBLE",
-                "confidence": "DOUBLE",
-                "note": "VARCHAR",
-            },
+            CORRELATION_COLUMNS,
             "one row: the gain against the source's stable rank across configurations; note: why a coefficient or interval is missing",
         ),
     )
