@@ -113,7 +113,7 @@ class Workload:
 def run_specrun(work: Workload, folder: Path) -> dict:
     import specrun
     import specrun.runner.execute as execute
-    import specrun.runner.train as train
+    from specrun.plugins.tasks.classification import Classification
 
     cpu = {"train": 0.0, "eval": 0.0}
 
@@ -129,12 +129,12 @@ def run_specrun(work: Workload, folder: Path) -> dict:
 
     store = folder / f"store-{time.monotonic_ns()}.duckdb"
     os.environ["SPECRUN_ARTIFACTS"] = str(folder / "artifacts")
-    train_model, evaluate = execute.train_model, train.evaluate
-    execute.train_model, train.evaluate = clocked(train_model, "train"), clocked(evaluate, "eval")
+    train_model, evaluate = execute.train_model, Classification.evaluate  # evaluation goes through the task
+    execute.train_model, Classification.evaluate = clocked(train_model, "train"), clocked(evaluate, "eval")
     try:
         outcome = specrun.apply(work.spec_path, store=store, force=True, progress=False).outcomes[0]
     finally:
-        execute.train_model, train.evaluate = train_model, evaluate
+        execute.train_model, Classification.evaluate = train_model, evaluate
     if outcome.status != "completed":
         raise RuntimeError(f"specrun run {outcome.status}: {outcome.error}")
     m = outcome.metrics
