@@ -14,6 +14,7 @@ batch 32, lr 2e-3, max_length 128 (bench_trainer.py). Targets 3-5 run at the lar
 
     make bench                                                   # all targets, the defaults
     .venv/bin/python benchmarks/bench_all.py --quick --threads 1 # smoke test: 1 round, small sizes
+    .venv/bin/python benchmarks/bench_all.py --smoke             # tests/test_benchmarks.py: a few steps, measures nothing
     .venv/bin/python benchmarks/bench_all.py --only 3,4 --rounds 3 --json out.json
 """
 
@@ -331,12 +332,34 @@ def parse_args(argv: list[str] | None):
     parser.add_argument(
         "--quick", action="store_true", help="smoke test: 1 round and small sizes everywhere (numbers are not results)"
     )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="the smallest sizes that still run every target's code (tests/test_benchmarks.py): a few steps, "
+        "no warm-ups, short sequences; checks that the benchmark works, measures nothing",
+    )
     parser.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-ups")
     parser.add_argument(
         "--keep", type=Path, help="work in this folder and keep it (stores, specs, examples) instead of a temporary one"
     )
     parser.add_argument("--json", type=Path, help="write every measurement here")
     args = parser.parse_args(argv)
+    if args.smoke:
+        smallest = {
+            "rounds": 1,
+            "sweep_rounds": 1,
+            "cli_repeats": 1,
+            "threads": "1",
+            "train_examples": 16,
+            "max_eval_examples": 16,
+            "sweep_examples": 8,
+        }
+        for key, value in smallest.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+        args.quick, args.no_warmup = True, True
+        if args.max_length == 128:
+            args.max_length = 32
     quick = args.quick
     defaults = {
         "rounds": 1 if quick else 5,
@@ -399,7 +422,10 @@ def main(argv: list[str] | None = None) -> int:
 
             log(f"[5] evaluation throughput, {top} thread(s), {args.rounds} round(s)")
             (folder / "eval").mkdir()
-            work = Workload(folder / "eval", 128, args.max_length, seed=0)  # the dev set is all that is used
+            # the dev set is all that is used: all of it, but for --smoke
+            work = Workload(
+                folder / "eval", 128, args.max_length, seed=0, max_eval_examples=args.max_eval_examples if args.smoke else None
+            )
             results["evaluation"] = bench_eval.run(work, folder / "eval", args.rounds, threads=top, log=log)
         if "3" in args.only:
             log(f"[3] end to end, {top} thread(s), {args.rounds} round(s)")

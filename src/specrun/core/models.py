@@ -67,6 +67,62 @@ def linear_shapes(model_path: str) -> dict[str, tuple[int, int]]:
     }
 
 
+#: ``from_pretrained`` arguments about where and how weights are stored: a model built on the meta
+#: device has no weights, so ``meta_pretrained`` drops them (4-bit and 8-bit layers then count as the
+#: parameters they stand for, as peft counts them).
+_STORAGE_KWARGS = (
+    "quantization_config",
+    "device_map",
+    "dtype",
+    "torch_dtype",
+    "low_cpu_mem_usage",
+    "max_memory",
+    "offload_folder",
+    "offload_state_dict",
+    "use_safetensors",
+    "weights_only",
+    "local_files_only",
+    "cache_dir",
+    "revision",
+    "token",
+)
+
+
+@contextlib.contextmanager
+def meta_pretrained():
+    """While active, every transformers ``from_pretrained`` (a method's ``ctx.load_backbone``, a task's
+    ``load_model``) builds the model from its config on the meta device instead of loading weights: the
+    same modules and parameter shapes in a few milliseconds, no tensor data. For counting parameters
+    (``plan``'s budget), never for running a model. Not thread-safe: it swaps the class method."""
+    import copy
+    import os
+
+    import torch
+    from transformers import PreTrainedModel
+
+    original = PreTrainedModel.__dict__["from_pretrained"]
+
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, **kwargs):
+        for name in _STORAGE_KWARGS:
+            kwargs.pop(name, None)
+        if config is None or isinstance(config, (str, os.PathLike)):
+            config, kwargs = cls.config_class.from_pretrained(
+                config or pretrained_model_name_or_path, return_unused_kwargs=True, **kwargs
+            )
+        else:
+            config = copy.deepcopy(config)
+            for name, value in kwargs.items():
+                setattr(config, name, value)
+        with torch.device("meta"):
+            return cls._from_config(config)
+
+    PreTrainedModel.from_pretrained = classmethod(from_pretrained)
+    try:
+        yield
+    finally:
+        PreTrainedModel.from_pretrained = original
+
+
 def quiet_load():
     """Around ``from_pretrained``: transformers prints a load report on stdout."""
     return contextlib.redirect_stdout(io.StringIO())

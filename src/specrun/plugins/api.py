@@ -176,6 +176,11 @@ class MethodPlugin(Plugin):
         and returns an object with ``.logits`` (like ``AutoModelForSequenceClassification``)."""
         raise NotImplementedError
 
+    #: Options that change neither which parameters the model has nor which train (``lora``'s ``alpha``
+    #: and ``dropout``): ``plan`` counts the trainable parameters of runs that differ only in these once.
+    #: ``specrun.testing`` checks the claim (``check_method``'s parameter counts).
+    count_free_options: ClassVar[frozenset[str]] = frozenset()
+
     def prefers_frozen_bf16(self, options: PluginOptions) -> bool:
         """Whether frozen weights may be stored in bf16 under bf16 precision (saves re-casting each step)."""
         return True

@@ -1,8 +1,9 @@
 """A spec's ``[constraints]``, checked by ``plan`` and ``apply`` before anything trains.
 
-``max_trainable_params`` is counted, not estimated: each configuration's model is built once (on the
-CPU, as its method builds it) and its trainable parameters counted the way the run's cost metric
-``trainable_params`` counts them. Runs over the budget refuse the spec (``on_violation = "error"``) or
+``max_trainable_params`` is counted, not estimated: each configuration's model is built once, as its
+method builds it but on the meta device (no weights loaded), and its trainable parameters counted the
+way the run's cost metric ``trainable_params`` counts them (tests check the two agree for every
+built-in method). Runs over the budget refuse the spec (``on_violation = "error"``) or
 are left out of the apply (``"skip"``), each with the count it reaches.
 """
 
@@ -32,25 +33,32 @@ class Skipped:
 
 
 def trainable_counts(planned: list[PlannedRun], registry: Registry) -> dict[str, int]:
-    """{run id: trainable parameters} of each run's model, built once per configuration (seeds share one)."""
-    import torch
-
-    from specrun.runner.build import build_model
+    """{run id: trainable parameters} of each run's model, counted once per configuration from a copy
+    built on the meta device (``build.trainable_parameters``): seeds share one count, and so do runs that
+    differ only in options their method declares free of parameters (``count_free_options``: lora's
+    alpha and dropout)."""
+    from specrun.runner.build import trainable_parameters
     from specrun.runner.data import load_dataset
-    from specrun.runner.modeling import count_parameters
 
     counts: dict[str, int] = {}
     built: dict[str, int] = {}
     for run in planned:
         dataset = load_dataset(run.config["data"], registry, run.spec_dir)
+        method = dict(run.config["method"])
+        free = registry.get("method", method.get("name")).count_free_options
         key = json.dumps(
-            [run.config["model"], run.config["method"], run.config["train"]["precision"], dataset.num_labels],
+            [
+                run.config["model"],
+                {k: v for k, v in method.items() if k not in free},
+                run.config.get("task"),
+                run.config["train"]["precision"],
+                dataset.num_labels,
+            ],
             sort_keys=True,
+            default=str,
         )
         if key not in built:
-            model, _ = build_model(run.settings, registry, dataset.num_labels, dataset.label_names, torch.device("cpu"))
-            built[key] = count_parameters(model)[0]
-            del model
+            built[key] = trainable_parameters(run.settings, registry, dataset.num_labels, dataset.label_names)
         counts[run.run_id] = built[key]
     return counts
 

@@ -60,7 +60,8 @@ def check_method(
     """Train method ``name`` with ``options`` on the toy task through the runner's own code and check:
 
     - exactly the parameters ``trains(name)`` accepts require grad (``None``: every parameter), and
-      some do; the parameter counts the runner records agree with them;
+      some do; the parameter counts the runner records agree with them, and with the count ``plan``
+      takes from the model built on the meta device (``specrun.runner.build.trainable_parameters``);
     - ``steps`` steps at ``learning_rate`` lower the training loss by 10% or more;
     - only trainable tensors change (frozen weights and buffers stay), the classifier head trains, and
       at least half of the trainable tensors change;
@@ -155,6 +156,12 @@ def check_method(
         assert max(abs(a - b) for a, b in zip(plain_got.confidence, expected.confidence)) <= PLAIN_TOLERANCE, (
             f"{name}: the saved folder, loaded with plain peft/transformers, predicts other confidences"
         )
+    from specrun.runner.build import trainable_parameters
+
+    planned = trainable_parameters(config, registry, len(labels), labels)
+    assert planned == counts[0], (
+        f"{name}: plan counts {planned} trainable parameters (the model built on the meta device), the run {counts[0]}"
+    )
     return MethodReport(loss_before, loss_after, trainable, changed, counts)
 
 

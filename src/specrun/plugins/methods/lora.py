@@ -289,6 +289,7 @@ class LoRA(MethodPlugin):
     name = "lora"
     description = "LoRA: trainable low-rank updates on frozen linear layers (Hu et al. 2021), head trained; optionally an 8-bit backbone"
     Options = LoraOptions
+    count_free_options = frozenset({"alpha", "dropout"})
 
     def check(self, options: LoraOptions, device: torch.device, precision: str) -> None:
         if options.quantize == "8bit":

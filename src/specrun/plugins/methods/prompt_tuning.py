@@ -62,6 +62,7 @@ class PromptTuning(MethodPlugin):
         "prompt tuning: N trainable virtual-token embeddings prepended to the input (Lester et al. 2021), head trained"
     )
     Options = PromptTuningOptions
+    count_free_options = frozenset({"init", "init_text"})
 
     def check_model(self, options: PromptTuningOptions, model: ModelInfo) -> None:
         _check_decoder(model.config, model.name)

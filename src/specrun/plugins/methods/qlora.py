@@ -47,6 +47,8 @@ class QLoRA(MethodPlugin):
     name = "qlora"
     description = "QLoRA: LoRA adapters over a frozen 4-bit NF4 backbone (bitsandbytes), head and pooler unquantized"
     Options = QLoraOptions
+    # 4-bit weights count as the parameters they stand for (as peft counts them), whatever their packing
+    count_free_options = frozenset({"alpha", "dropout", "compute_dtype", "double_quant"})
 
     def check(self, options: QLoraOptions, device: torch.device, precision: str) -> None:
         from specrun.core.models import gpu_supports_bf16

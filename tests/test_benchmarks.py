@@ -1,0 +1,52 @@
+"""`make bench` in miniature: every target bench_all.py knows runs a few steps and reports its row, so a
+refactor cannot break the benchmark silently (it did once: the task refactor moved what it clocked)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+BENCH = REPO / "benchmarks"
+
+
+def targets() -> list[str]:
+    """The targets bench_all.py measures (its GOALS): new ones are smoke-tested without editing this file."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import bench_all
+    finally:
+        sys.path.remove(str(BENCH))
+    return sorted(bench_all.GOALS)
+
+
+@pytest.mark.slow
+def test_every_benchmark_target_runs_and_reports(tmp_path):
+    out = tmp_path / "bench.json"
+    environ = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "bench_all.py"), "--smoke", "--keep", str(tmp_path / "work"), "--json", str(out)],
+        cwd=REPO,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["meta"]["args"]["smoke"] is True
+    reported = {row["target"] for row in results["summary"]}
+    expected = set(targets())
+    assert expected <= reported, f"targets without a summary row: {sorted(expected - reported)}"
+    for row in results["summary"]:
+        assert row["measured"] and row["what"], row
+        assert row["met"] in ("met", "NOT met", "-", ""), row  # a verdict, whatever the smoke sizes gave
