@@ -35,6 +35,12 @@ COST_METRICS = (
     "latency_ms_p50",
     "latency_ms_p95",
     "artifact_bytes",
+    "train_flops",
+    "eval_flops",
+    "train_real_tokens",
+    "eval_real_tokens",
+    "train_flops_per_second",
+    "eval_flops_per_second",
 )
 #: Metrics where lower is better (the rest: higher is better, or neither for costs).
 LOWER_IS_BETTER = frozenset({"loss"})

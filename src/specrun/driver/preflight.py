@@ -12,6 +12,7 @@ teacher that is itself planned has no scores yet; one named by run id must be co
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from specrun.errors import DataError, KeyedError, MethodUnavailable, SpecrunError
@@ -98,6 +99,7 @@ def preflight(planned: list[PlannedRun], registry: Registry, store: Store, force
     evaluated = evaluations(store, [r.run_id for r in runs if known.get(r.run_id) == "completed"])
     found = Preflight(statuses=known, evaluated=evaluated)
     recorded = recorded_inputs(store, [r.run_id for r in runs if known.get(r.run_id) == "completed"])
+    data_checked: dict[str, KeyedError | None] = {}  # runs differing in their method only share their data
     for run in runs:
         changed_inputs = stale_inputs(recorded.get(run.run_id), run.inputs)
         if changed_inputs:
@@ -115,7 +117,10 @@ def preflight(planned: list[PlannedRun], registry: Registry, store: Store, force
             found.to_train.append(run.run_id)
         for check in checks:
             try:
-                check(run, registry, store, found)
+                if check is _check_one:
+                    _check_data_once(run, registry, store, found, data_checked)
+                else:
+                    check(run, registry, store, found)
             except KeyedError as exc:
                 found.add(run, exc.key, exc.message)
     return found
@@ -134,6 +139,23 @@ def _check_model(run: PlannedRun, registry: Registry, store: Store, found: Prefl
     why = check_run_model(run.settings, registry)
     if why:
         found.unavailable[run.run_id] = why
+
+
+def _check_data_once(
+    run: PlannedRun, registry: Registry, store: Store, found: Preflight, done: dict[str, KeyedError | None]
+) -> None:
+    """``_check_one``, once per distinct data preparation: a run's data depends on its whole config but
+    its method (``prepare_run_data`` reads the data, seed, task and train sections), so the runs of a
+    method sweep share one check, and its error if it fails."""
+    key = json.dumps([run.spec_dir, {k: v for k, v in run.config.items() if k != "method"}], sort_keys=True, default=str)
+    if key not in done:
+        try:
+            _check_one(run, registry, store, found)
+            done[key] = None
+        except KeyedError as exc:
+            done[key] = exc
+    if done[key] is not None:
+        raise done[key]
 
 
 def _check_one(run: PlannedRun, registry: Registry, store: Store, found: Preflight | None = None) -> None:

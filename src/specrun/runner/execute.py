@@ -20,6 +20,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from specrun.core.roles import padding_info
@@ -32,6 +33,7 @@ from specrun.runner.build import build_model, seed_everything  # noqa: F401  (re
 from specrun.runner.checkpoint import Checkpoints, checkpoint_path, remove_checkpoint
 from specrun.runner.costs import PeakMemory, latency, model_bytes
 from specrun.runner.data import prepare_run_data
+from specrun.runner.flops import TokenTally
 from specrun.runner.modeling import count_parameters, load_tokenizer, pick_device, portable_model_name
 from specrun.runner.plan import _version
 from specrun.runner.teacher import teacher_scorer
@@ -229,6 +231,28 @@ def _malloc_trim():
         return None
 
 
+def compute_costs(model, tally, precision: str, device, outcome, primary, primary_seconds: float) -> dict[str, float]:
+    """The run's useful FLOPs (``runner/flops.py``): of its training passes and of all its evaluation
+    passes, the rate of training over ``train_seconds``, and of the primary evaluation set's final
+    evaluation over its seconds. A run resumed from a checkpoint records no training FLOPs: the passes
+    of its earlier attempts were not counted."""
+    from specrun.runner.flops import flop_model
+
+    fm = flop_model(model, precision, device)
+    evaluation = tally.totals("eval")
+    costs = {"eval_flops": fm.forward.flops(*evaluation), "eval_real_tokens": evaluation[1]}
+    if outcome.resumed_from is None:
+        train = tally.totals("train")
+        costs.update(train_flops=fm.train.flops(*train), train_real_tokens=train[1])
+        if outcome.train_seconds:
+            costs["train_flops_per_second"] = costs["train_flops"] / outcome.train_seconds
+    lengths = getattr(primary, "lengths", None)
+    if lengths is not None and primary_seconds:
+        n = np.asarray(lengths, dtype=np.float64)
+        costs["eval_flops_per_second"] = fm.forward.flops(len(n), n.sum(), np.square(n).sum()) / primary_seconds
+    return costs
+
+
 def _failed(task: RunTask, artifacts_dir: Path, error: str, message: str) -> RunRecord:
     if task.kind == "train":
         remove_checkpoint(artifacts_dir, task.run_id)
@@ -315,6 +339,7 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
     record.environment["data"] = data_info
 
     trainable, total = count_parameters(model)
+    tally = TokenTally(model)  # the real tokens of every pass, for the run's FLOPs (runner/flops.py)
     with PeakMemory(device) as memory:
         outcome = train_model(
             model,
@@ -391,7 +416,10 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
         costs["time_to_best_seconds"] = outcome.time_to_best
     if len(primary):
         on_phase("measuring latency")
-        costs.update(latency(model, primary, train_cfg.precision, device))
+        with tally.pause():
+            costs.update(latency(model, primary, train_cfg.precision, device))
+    tally.remove()
+    costs.update(compute_costs(model, tally, train_cfg.precision, device, outcome, primary, primary_seconds))
     record.metrics += [MetricRow(final_step, None, "cost", k, float(v), final=True) for k, v in costs.items()]
     if data.selection_info is not None:  # what early stopping selected on: its size, and whether it is reported
         info = data.selection_info
