@@ -165,6 +165,6 @@ def test_plan_of_a_budget_counts_each_configuration_on_the_meta_device(write_spe
         extra='[sweep]\n"method.rank" = [2, 64]\n"method.alpha" = [8, 16]\n\n'
         '[constraints]\nmax_trainable_params = 5000\non_violation = "skip"\n',
     )
-    result = cli("plan", str(spec))
-    assert result.exit_code == 0, result.output
-    assert "over constraints.max_trainable_params" in result.output
+    code, out, err = cli("plan", str(spec))
+    assert code == 0, err
+    assert "over constraints.max_trainable_params" in out + err
