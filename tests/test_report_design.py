@@ -380,3 +380,11 @@ def test_a_sweep_over_the_method_shows_it_in_one_runs_column(study_store):
             sql = run_table(columns).sql.replace("$experiment", "'none'")
             names = db.sql(sql).columns
             assert names.count("method") == 1 and not any(n.startswith("method_") for n in names), names
+
+
+def test_progress_lines_name_the_initialisation_readably():
+    from specrun.spec.labels import describe_sweep
+
+    key = "model.init_from, method.train"
+    assert describe_sweep("lora", {key: ["", "all"]}) == "lora from pretrained train=all"
+    assert describe_sweep("lora", {key: ["stage:source", "head"]}) == "lora from source train=head"
