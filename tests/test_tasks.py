@@ -290,7 +290,7 @@ metric = "f1"
     )
 
 
-def test_the_app_refuses_qa_runs_with_a_message(specrun_registry, tiny_model_dir, tmp_path):
+def test_the_app_sends_qa_runs_to_its_question_answering_view(specrun_registry, tiny_model_dir, tmp_path):
     from specrun.app.service import Evaluation
     from specrun.errors import UsageError
     from specrun.store import Store
@@ -299,8 +299,10 @@ def test_the_app_refuses_qa_runs_with_a_message(specrun_registry, tiny_model_dir
     data = write_toy_squad(tmp_path / "squad", train_articles=2, dev_articles=1)
     result = run_spec(qa_spec(tiny_model_dir, data, train="max_steps = 2"), tmp_path)
     service = Evaluation(Store(result.store))
-    with pytest.raises(UsageError, match="run of task 'extractive_qa': the app classifies texts"):
+    with pytest.raises(UsageError, match="run of task 'extractive_qa': it answers questions.*Question answering tab"):
         service.classify(result.runs[0]["run_id"], "some text")
+    found = service.answer(result.runs[0]["run_id"], "what color is the car ?", "the car is red .")
+    assert found.answer in "the car is red ." and 0.0 <= found.score <= 1.0
 
 
 # --- refusals, and run ids that did not move -----------------------------------------------------------
