@@ -476,3 +476,51 @@ def test_peft_methods_on_qa_keep_the_question_and_context_segments(specrun_regis
             pair = torch.tensor([[0, 0, 0, 1, 1, 1]])
             segments = model(input_ids=ids, attention_mask=mask, token_type_ids=pair).start_logits
         assert not torch.allclose(zeros, segments), f"{method}: token_type_ids do not reach the model"
+
+
+def test_a_qa_lora_run_saves_its_head_in_the_adapter_predicts_and_transfers(specrun_registry, tiny_model_dir, tmp_path):
+    """A LoRA run on extractive QA: its adapter folder holds the QA head (modules_to_save) and no peft task
+    type (peft's QA wrapper would drop token_type_ids when loading it); `predict --question` answers with it;
+    a QA run starting from it (model.init_from) loads its adapters and leaves its qa_outputs behind."""
+    from specrun.testing.toy import run_cli, run_spec
+
+    data = write_toy_squad(tmp_path / "squad", train_articles=2, dev_articles=1)
+    result = run_spec(
+        qa_spec(tiny_model_dir, data, method='name = "lora"\nrank = 4', train="max_steps = 6", name="qalora"), tmp_path
+    )
+    (run,) = result.runs
+    assert run["status"] == "completed"
+    path = result.sql("SELECT path FROM artifacts WHERE run_id = ? AND kind = 'weights'", [run["run_id"]])[0]["path"]
+    folder = (result.store.parent / path).parent  # a relative path is the store's folder's; an absolute one stays
+    meta = json.loads((folder / "run.json").read_text())
+    adapter = json.loads((folder / "adapter_config.json").read_text())
+    assert meta["format"] == "peft" and adapter["task_type"] is None and "qa_outputs" in adapter["modules_to_save"]
+    assert any("qa_outputs" in name for name in meta["tensors"].values())
+
+    code, out, err = run_cli(
+        "predict",
+        run["run_id"],
+        "--question",
+        "what color is the car ?",
+        "--context",
+        "the boat is red . the car is blue .",
+        "--store",
+        str(result.store),
+        "-f",
+        "json",
+    )
+    assert code == 0, err
+    (answer,) = json.loads(out)
+    assert answer["answer"] in "the boat is red . the car is blue ." and 0.0 <= answer["score"] <= 1.0
+
+    target = qa_spec(
+        tiny_model_dir, data, method='name = "lora"\nrank = 4', train="max_steps = 2", name="qalora-transfer"
+    ).replace("max_length = 32", f'max_length = 32\ninit_from = "{run["run_id"]}"')
+    moved = run_spec(target, tmp_path)  # the same store
+    (child,) = moved.runs
+    (transfer,) = moved.sql("SELECT * FROM transfers WHERE run_id = ?", [child["run_id"]])
+    assert transfer["source_run_id"] == run["run_id"]
+    details = json.loads(transfer["details"])
+    loaded, head = details["loaded"], details["head"]
+    assert loaded and all("lora_" in name for name in loaded)
+    assert head and all("qa_outputs" in name for name in head)
