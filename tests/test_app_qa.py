@@ -84,6 +84,25 @@ def test_a_question_is_answered_as_predict_answers_it_with_the_answer_marked(eva
     assert again.load_seconds == 0.0  # cached
 
 
+def test_a_qa_models_card_shows_its_exact_match_and_f1(evaluation, qa_store):
+    from specrun.app.models import card, choice_label
+    from specrun.store import Store
+
+    qa, cls = _runs(evaluation)
+    with Store(qa_store).read() as db:
+        em, f1 = db.execute(
+            "SELECT max(value) FILTER (WHERE name = 'exact_match'), max(value) FILTER (WHERE name = 'f1') "
+            "FROM metrics WHERE run_id = ? AND final AND split = 'validation'",
+            [qa],
+        ).fetchone()
+    model = evaluation.model(qa, task=None)
+    assert model.accuracy is None and model.exact_match == pytest.approx(em) and model.f1 == pytest.approx(f1)
+    assert f"| exact match · F1 (validation, SQuAD v1.1) | {em:.4g} · {f1:.4g} |" in card(model)
+    assert f"EM {em:.3f} F1 {f1:.3f}" in choice_label(model)
+    classifier = evaluation.model(cls)
+    assert classifier.exact_match is None and "| accuracy · F1 (validation) |" in card(classifier)
+
+
 def test_a_file_of_questions_is_scored_with_squad_em_and_f1(evaluation, tmp_path):
     from specrun.core.squad import question_scores
 

@@ -193,7 +193,8 @@ def intro_text(evaluation: Evaluation, models: list[StoredModel]) -> str:
     )
     text = (
         f"## specrun · {len(models)} trained model{'s' if len(models) != 1 else ''} in `{evaluation.store.path}`\n"
-        f"Pick a model, then classify a text, compare models, or score a labelled file. {recording}"
+        f"Pick a model, then classify a text, compare models, score a labelled file, or answer questions with an "
+        f"extractive-QA run. {recording}"
     )
     if not models:
         text += "\n\n" + error(
