@@ -16,7 +16,8 @@ n_trials = {n}
 sampler = "{sampler}"
 seed = 3
 pruner = "{pruner}"
-metric = "accuracy"
+metric = "loss"
+direction = "minimize"
 
 [search.space]
 "train.learning_rate" = {{ type = "float", low = 1e-4, high = 3e-2, log = true }}
@@ -58,7 +59,7 @@ def test_a_search_with_a_pruner_trains_trials_as_runs_and_a_reapply_trains_nothi
             curve = sql(
                 cli,
                 store,
-                f"SELECT step, final FROM metrics WHERE run_id = '{t['run_id']}' AND split = 'validation' AND name = 'accuracy'",
+                f"SELECT step, final FROM metrics WHERE run_id = '{t['run_id']}' AND split = 'selection' AND name = 'loss'",
             )
             assert curve and max(c["step"] for c in curve) == run["pruned_step"] and not any(c["final"] for c in curve)
         else:
@@ -66,7 +67,7 @@ def test_a_search_with_a_pruner_trains_trials_as_runs_and_a_reapply_trains_nothi
             [final] = sql(
                 cli,
                 store,
-                f"SELECT value FROM metrics WHERE run_id = '{t['run_id']}' AND final AND split = 'validation' AND name = 'accuracy'",
+                f"SELECT value FROM metrics WHERE run_id = '{t['run_id']}' AND final AND split = 'selection' AND name = 'loss'",
             )
             assert t["value"] == final["value"]
 
@@ -164,7 +165,7 @@ def check_optimization_analysis(cli, store, trials):
     ]
     values = [t["value"] for t in trials]
     assert [r["best_so_far"] for r in rows] == [
-        max((v for v in values[: i + 1] if v is not None), default=None) for i in range(len(values))
+        min((v for v in values[: i + 1] if v is not None), default=None) for i in range(len(values))
     ]
     importance = sql(cli, store, "SELECT param, importance FROM optimization_importance")
     assert {r["param"] for r in importance} <= {"train.learning_rate", "method.rank"} and importance
