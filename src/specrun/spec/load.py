@@ -554,10 +554,13 @@ def _selection_problems(raw: dict, train: TrainSpec, registry: Registry) -> list
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     if train.select_on is None or train.allow_selection_on_reported:
         return problems
-    what = " and ".join(
-        (["the search's objective and pruner (search.metric)"] if searching else [])
-        + (["early stopping"] if train.early_stopping is not None else [])
-    ) or "the selection metrics (train.evaluate_selection)"
+    what = (
+        " and ".join(
+            (["the search's objective and pruner (search.metric)"] if searching else [])
+            + (["early stopping"] if train.early_stopping is not None else [])
+        )
+        or "the selection metrics (train.evaluate_selection)"
+    )
     for key, split in reported_splits(data, registry).items():
         if split_base(split) == split_base(train.select_on):
             problems.append(
