@@ -7,6 +7,11 @@ starts, not while it queues. Workers on this machine (a local instance) write ar
 reads them; on a cluster they send them back in the record unless ``SPECRUN_ARTIFACTS`` names a folder
 every worker sees. A worker that dies mid-run (killed, out of memory, a lost node) returns its run as
 'interrupted'; the others go on.
+
+Live reports (the ``on_train_window`` / ``on_evaluation`` hooks, the trackers) travel from the workers to
+the driver through one Ray queue. A run a search's pruner watches (``RunTask.awaits_decision``) waits
+after each evaluation for the driver's answer (a small ``Decisions`` actor): the pruner runs in the
+driver on the forwarded evaluation and the worker stops there ('pruned') or trains on.
 """
 
 from __future__ import annotations
