@@ -42,7 +42,9 @@ def bench_flops():
     return bench_flops
 
 
-@pytest.mark.parametrize("options", [{"rank": 4}, {"rank": 2, "placement": "ffn-only"}, {"rank": 4, "placement": "full-model"}])
+@pytest.mark.parametrize(
+    "options", [{"rank": 4}, {"rank": 2, "placement": "ffn-only"}, {"rank": 4, "placement": "full-model"}]
+)
 def test_training_coefficients_match_bench_flops(options, bench_flops, tiny_model_dir, toy_config, specrun_registry):
     """LoRA (W1's method) on the tiny BERT: the run's per-token, per-sequence and attention coefficients
     are bench_flops.py's, which counts from one training-mode pass of its own."""

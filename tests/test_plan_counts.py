@@ -137,11 +137,17 @@ def test_counts_follow_the_number_of_labels(backbones, toy_config, specrun_regis
     "method,options,free",
     [
         ("lora", {"rank": 4}, {"alpha": 64, "dropout": 0.3}),
-        ("qlora", {"rank": 4, "compute_dtype": "fp32"}, {"alpha": 3, "dropout": 0.0, "compute_dtype": "bf16", "double_quant": False}),
+        (
+            "qlora",
+            {"rank": 4, "compute_dtype": "fp32"},
+            {"alpha": 3, "dropout": 0.0, "compute_dtype": "bf16", "double_quant": False},
+        ),
         ("prompt_tuning", {"num_virtual_tokens": 3}, {"init": "text", "init_text": "movie"}),
     ],
 )
-def test_options_declared_count_free_leave_the_real_count_alone(method, options, free, backbones, toy_config, specrun_registry):
+def test_options_declared_count_free_leave_the_real_count_alone(
+    method, options, free, backbones, toy_config, specrun_registry
+):
     """``count_free_options`` lets plan share one count between runs that differ in those options: true
     of the real models."""
     folder = backbones("bert")

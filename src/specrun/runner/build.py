@@ -72,8 +72,13 @@ def trainable_parameters(
                 model = method.build(options, ctx)
     except SpecrunError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any method whose build needs real weights
-        log.debug("method %r cannot build on the meta device (%s: %s); counting a real model", method.name, type(exc).__name__, exc)
+    except Exception as exc:  # any method whose build needs real weights
+        log.debug(
+            "method %r cannot build on the meta device (%s: %s); counting a real model",
+            method.name,
+            type(exc).__name__,
+            exc,
+        )
         model, _ = build_model(settings, registry, num_labels, label_names, torch.device("cpu"))
     return count_parameters(model)[0]
 

@@ -112,7 +112,9 @@ def flop_model(model: torch.nn.Module, precision: str = "fp32", device: torch.de
                         "out": shape[1],
                         "rows": x.numel() // shape[0],
                         "input_grad": bool(x.requires_grad),
-                        "weight_grad": bool(getattr(module, "weight", None) is not None and module.weight.requires_grad),
+                        "weight_grad": bool(
+                            getattr(module, "weight", None) is not None and module.weight.requires_grad
+                        ),
                     }
                 )
 

@@ -26,17 +26,17 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import numpy as np
 from pydantic import Field
 
 from specrun.core.squad import question_scores
 from specrun.errors import DataError
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import PluginOptions, TaskContext, TaskEvaluation, TaskPlugin
-from specrun.runner.batching import Encoded
+
+if TYPE_CHECKING:  # numpy and the features class are imported where examples are encoded or scored
+    from specrun.plugins.tasks.qa_features import QAFeatures
 
 #: Why prompt tuning is refused: peft prepends a soft prompt only through its task wrappers, and its
 #: question-answering one (``PeftModelForQuestionAnswering``, peft 0.21) never passes ``token_type_ids``
@@ -54,20 +54,13 @@ class QAOptions(PluginOptions):
     n_best: int = Field(20, ge=1, le=200, description="start and end candidates considered per window")
 
 
-@dataclass
-class QAFeatures(Encoded):
-    """Tokenized windows (one per overflowing window of a question's context), with their targets and the
-    character offsets of their context tokens (None for question and special tokens)."""
+def __getattr__(name: str):
+    """``QAFeatures`` lives in ``qa_features`` (it needs numpy, which listing and planning must not import)."""
+    if name == "QAFeatures":
+        from specrun.plugins.tasks.qa_features import QAFeatures
 
-    example_index: np.ndarray = None
-    start_positions: np.ndarray = None
-    end_positions: np.ndarray = None
-    offsets: list = None
-    examples: object = None
-    #: {reason: questions} left out of training, or answered with the empty answer in evaluation.
-    skipped: dict = field(default_factory=dict)
-    #: Positions (in ``examples``) of evaluation questions no window was made for (answered empty).
-    unanswered: tuple = ()
+        return QAFeatures
+    raise AttributeError(name)
 
 
 class ExtractiveQA(TaskPlugin):
@@ -124,6 +117,10 @@ class ExtractiveQA(TaskPlugin):
     # --- inputs ----------------------------------------------------------------------------------
 
     def encode(self, examples, ctx: TaskContext, training: bool) -> QAFeatures:
+        import numpy as np
+
+        from specrun.plugins.tasks.qa_features import QAFeatures
+
         tok, options, max_length = ctx.tokenizer, ctx.options, ctx.max_length
         if not getattr(tok, "is_fast", False):
             raise DataError(
@@ -209,6 +206,7 @@ class ExtractiveQA(TaskPlugin):
     # --- evaluation ------------------------------------------------------------------------------
 
     def evaluate(self, model, features: QAFeatures, ctx: TaskContext, batch_size, precision, device) -> TaskEvaluation:
+        import numpy as np
         import torch
 
         from specrun.runner.batching import eval_batches
@@ -249,6 +247,8 @@ class ExtractiveQA(TaskPlugin):
 
     def scored(self, examples, answers: list[tuple[str, float]], loss: float, seconds: float = 0.0) -> TaskEvaluation:
         """Metrics and rows of ``answers`` ((text, score) per question of ``examples``)."""
+        import numpy as np
+
         em, f1 = [], []
         for i, (text, _) in enumerate(answers):
             e, f = question_scores(text, examples.answer_texts(i))
@@ -336,6 +336,8 @@ def best_spans(
     features: QAFeatures, starts: list, ends: list, n_best: int, max_answer_length: int
 ) -> list[tuple[str, float, int]]:
     """(answer text, score, its first character in the context; -1 for none) per question."""
+    import numpy as np
+
     examples = features.examples
     by_example: dict[int, list[int]] = {}
     for f, i in enumerate(features.example_index):
