@@ -283,11 +283,14 @@ metric = "f1"
     code, out, err = run_cli("predict", run_id, "a text to classify", "--store", store)
     assert code == 2 and "task is 'extractive_qa'" in err
     code, out, err = run_cli("export", run_id, "-o", str(tmp_path / "exported"), "--store", store)
-    assert (
-        code == 2
-        and "run of task 'extractive_qa'" in err
-        and "export writes sequence-classification models only" in err
-    )
+    assert code == 0, err
+    assert "task extractive_qa" in out and "AutoModelForQuestionAnswering.from_pretrained" in out
+    assert "checked: loaded that way, it predicts what the run does" in out
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    exported = AutoModelForQuestionAnswering.from_pretrained(str(tmp_path / "exported"))
+    inputs = AutoTokenizer.from_pretrained(str(tmp_path / "exported"))("what color is the car ?", "the car is blue .")
+    assert exported(**inputs.convert_to_tensors("pt")).start_logits.shape == (1, len(inputs["input_ids"]))
 
 
 def test_the_app_sends_qa_runs_to_its_question_answering_view(specrun_registry, tiny_model_dir, tmp_path):
@@ -512,6 +515,11 @@ def test_a_qa_lora_run_saves_its_head_in_the_adapter_predicts_and_transfers(spec
     assert code == 0, err
     (answer,) = json.loads(out)
     assert answer["answer"] in "the boat is red . the car is blue ." and 0.0 <= answer["score"] <= 1.0
+    for merge, kind in ((["--merge"], "adapters merged"), ([], "the base model and the run's adapters")):
+        out_dir = tmp_path / f"exported{len(merge)}"
+        code, out, err = run_cli("export", run["run_id"], "-o", str(out_dir), *merge, "--store", str(result.store))
+        assert code == 0, err
+        assert kind in out and "checked: loaded that way, it predicts what the run does" in out
 
     target = qa_spec(
         tiny_model_dir, data, method='name = "lora"\nrank = 4', train="max_steps = 2", name="qalora-transfer"
