@@ -289,8 +289,9 @@ metric = "f1"
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     exported = AutoModelForQuestionAnswering.from_pretrained(str(tmp_path / "exported"))
-    inputs = AutoTokenizer.from_pretrained(str(tmp_path / "exported"))("what color is the car ?", "the car is blue .")
-    assert exported(**inputs.convert_to_tensors("pt")).start_logits.shape == (1, len(inputs["input_ids"]))
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "exported"))
+    inputs = tokenizer("what color is the car ?", "the car is blue .", return_tensors="pt")
+    assert exported(**inputs).start_logits.shape == inputs["input_ids"].shape
 
 
 def test_the_app_sends_qa_runs_to_its_question_answering_view(specrun_registry, tiny_model_dir, tmp_path):
