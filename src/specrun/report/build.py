@@ -32,9 +32,11 @@ MAX_TABLE_ROWS = 200
 def run_table(columns: list[tuple[str, str]]) -> Figure:
     """The runs table: each swept key (``store.analyses.sweep_columns``) as a column of its own."""
     swept = "".join(f'{expression} AS "{name}", ' for name, expression in columns)
+    # a sweep over the method shows it as a swept column: once, not again as `method_1`
+    method = "" if any(name == "method" for name, _ in columns) else "s.method, "
     return Figure(
         "Runs",
-        f"SELECT s.run_id, {swept}s.seed, s.status, s.method, round(s.accuracy, 4) AS accuracy, round(s.f1, 4) AS f1,\n"
+        f"SELECT s.run_id, {swept}s.seed, s.status, {method}round(s.accuracy, 4) AS accuracy, round(s.f1, 4) AS f1,\n"
         "       round(s.train_seconds, 1) AS train_seconds, regexp_extract(r.error, '^[^\\n]*') AS error\n"
         "FROM run_summary s JOIN runs r USING (run_id)\n"
         "WHERE s.run_id IN (SELECT run_id FROM current_runs WHERE experiment = $experiment)\n"
