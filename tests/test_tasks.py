@@ -303,7 +303,7 @@ def test_the_app_sends_qa_runs_to_its_question_answering_view(specrun_registry, 
     data = write_toy_squad(tmp_path / "squad", train_articles=2, dev_articles=1)
     result = run_spec(qa_spec(tiny_model_dir, data, train="max_steps = 2"), tmp_path)
     service = Evaluation(Store(result.store))
-    with pytest.raises(UsageError, match="run of task 'extractive_qa': it answers questions.*Question answering tab"):
+    with pytest.raises(UsageError, match=r"run of task 'extractive_qa': it answers questions.*Question answering tab"):
         service.classify(result.runs[0]["run_id"], "some text")
     found = service.answer(result.runs[0]["run_id"], "what color is the car ?", "the car is red .")
     assert found.answer in "the car is red ." and 0.0 <= found.score <= 1.0
