@@ -233,6 +233,8 @@ metric = "f1"
         assert stored["n"] == stored["ids"] == headline["n_examples"] == 72
         assert stored["em"] == pytest.approx(headline["exact_match"], abs=1e-12)
         assert stored["f1"] == pytest.approx(headline["f1"], abs=1e-12)
+        summary = result.sql("SELECT accuracy, f1, exact_match FROM run_summary WHERE run_id = ?", [run["run_id"]])[0]
+        assert summary == {"accuracy": None, "f1": headline["f1"], "exact_match": headline["exact_match"]}
         rows = result.sql(
             "SELECT question_id, prediction_text, exact_match, f1, answers FROM qa_predictions WHERE run_id = ?",
             [run["run_id"]],
@@ -256,6 +258,19 @@ metric = "f1"
 
     run_id = result.runs[0]["run_id"]
     store = str(result.store)
+    code, out, err = run_cli("runs", "--store", store)
+    assert code == 0 and "exact_match" in out, err
+    from specrun.report.build import headline_metrics, run_table
+    from specrun.store.db import Store
+
+    with Store(result.store).read() as db:
+        experiment = db.execute("SELECT experiment FROM runs LIMIT 1").fetchone()[0]
+        metrics = headline_metrics(db, experiment)
+        assert metrics == ("exact_match", "f1")
+        cursor = db.execute(run_table([("method", "r.method")], metrics).sql.replace("$experiment", f"'{experiment}'"))
+        columns, table = [d[0] for d in cursor.description], cursor.fetchall()
+        assert "exact_match" in columns and "accuracy" not in columns
+        assert len(table) == 2 and all(row[columns.index("exact_match")] is not None for row in table)
     code, out, err = run_cli(
         "predict",
         run_id,
