@@ -388,3 +388,22 @@ def test_progress_lines_name_the_initialisation_readably():
     key = "model.init_from, method.train"
     assert describe_sweep("lora", {key: ["", "all"]}) == "lora from pretrained train=all"
     assert describe_sweep("lora", {key: ["stage:source", "head"]}) == "lora from source train=head"
+
+
+def test_the_runs_table_tells_two_configurations_of_one_method_apart():
+    import duckdb
+
+    from specrun.store.analyses import _method_column
+
+    tables = [
+        ("lora", {"name": "lora", "rank": 8}),
+        ("lora", {"name": "lora", "rank": 8, "quantize": "8bit"}),
+        ("full", {"name": "full"}),
+    ]
+    expression = _method_column(tables)
+    db = duckdb.connect()
+    db.execute("CREATE TABLE runs (method VARCHAR, config JSON)")
+    db.executemany("INSERT INTO runs VALUES (?, ?)", [[m, json.dumps({"method": t})] for m, t in tables])
+    got = [row[0] for row in db.execute(f"SELECT {expression} FROM runs r").fetchall()]
+    assert got == ["lora", "lora quantize=8bit", "full"]
+    assert _method_column([("full", {"name": "full"})]) == "r.method"
