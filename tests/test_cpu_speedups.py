@@ -30,7 +30,9 @@ def _lora_model(tiny_model_dir):
 
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2)
-    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=4, lora_alpha=8, lora_dropout=0.1, target_modules=["query", "value"])
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS, r=4, lora_alpha=8, lora_dropout=0.1, target_modules=["query", "value"]
+    )
     model = get_peft_model(model, config)
     assert freeze_frozen_linears_to_bf16(model) > 0
     return model
@@ -69,7 +71,7 @@ def test_shared_input_cast_changes_nothing_to_the_bit(tiny_model_dir, monkeypatc
     before, weights_before, calls_before = _train(_lora_model(tiny_model_dir), False, monkeypatch)
     after, weights_after, calls_after = _train(_lora_model(tiny_model_dir), True, monkeypatch)
     assert calls_before == 0 and calls_after > 0  # the comparison is between two different paths
-    for (a, b) in zip(before, after, strict=True):
+    for a, b in zip(before, after, strict=True):
         for x, y in zip(a, b, strict=True):
             assert x.dtype == y.dtype and torch.equal(x, y)
     for x, y in zip(weights_before, weights_after, strict=True):

@@ -1,4 +1,5 @@
-"""Faster training steps on the CPU: dropout masks drawn by numpy and an attention that uses them.
+"""Faster training steps on the CPU: dropout masks drawn by numpy and an attention that uses them, and
+one bf16 cast of a Linear's input shared by the Linears that read it (exact: the same bits as before).
 
 Swapped in by the training loop (``cpu_training_speedups``) for the length of a run's training only.
 """
@@ -152,7 +153,8 @@ def _register_cpu_train_attention() -> bool:
 @contextlib.contextmanager
 def cpu_training_speedups(model: torch.nn.Module, device: torch.device, seed: int):
     """While training on the CPU: ``CpuDropout`` in place of every ``nn.Dropout``, and attention that
-    uses it (for transformers models on SDPA). Restores the model as it was on exit. Yields the numpy
+    uses it (for transformers models on SDPA), and a ``SharedInputCast`` pre-hook on each frozen bf16
+    Linear. Restores the model as it was on exit. Yields the numpy
     generator the dropout masks come from (None off the CPU), for checkpoints to save and restore."""
     if device.type != "cpu":
         yield None
@@ -169,7 +171,11 @@ def cpu_training_speedups(model: torch.nn.Module, device: torch.device, seed: in
                 swapped.append((parent, name, child))
     shared_cast, hooks = SharedInputCast(), []
     for module in model.modules():
-        if type(module) is torch.nn.Linear and not module.weight.requires_grad and module.weight.dtype == torch.bfloat16:
+        if (
+            type(module) is torch.nn.Linear
+            and not module.weight.requires_grad
+            and module.weight.dtype == torch.bfloat16
+        ):
             hooks.append(module.register_forward_pre_hook(shared_cast))
     switched = []
     if swapped and _register_cpu_train_attention():
