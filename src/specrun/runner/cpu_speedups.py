@@ -1,5 +1,4 @@
-"""Faster training steps on the CPU: dropout masks drawn by numpy and an attention that uses them, and
-one bf16 cast of a Linear's input shared by the Linears that read it (exact: the same bits as before).
+"""Faster training steps on the CPU: dropout masks drawn by numpy and an attention that uses them.
 
 Swapped in by the training loop (``cpu_training_speedups``) for the length of a run's training only.
 """
@@ -7,8 +6,6 @@ Swapped in by the training loop (``cpu_training_speedups``) for the length of a 
 from __future__ import annotations
 
 import contextlib
-import functools
-import weakref
 
 import numpy as np
 import torch
@@ -44,65 +41,8 @@ def cpu_dropout(x: torch.Tensor, p: float, rng: np.random.Generator) -> torch.Te
     draws = rng.random(x.numel(), dtype=np.float32)
     # As torch's own dropout: a mask of 0 and 1 / (1 - p) (float32, then x's dtype), times x; autograd
     # saves the mask. Scaling in numpy skips torch's slow bool -> float conversion.
-    if x.dtype == torch.bfloat16:  # the same mask built in bf16 directly: no float32 mask to cast
-        mask16 = (draws >= np.float32(p)).astype(np.uint16)
-        mask16 *= _bf16_bits(1 / (1 - p))
-        return x * torch.from_numpy(mask16).view(torch.bfloat16).view(x.shape)
     mask = np.multiply(draws >= np.float32(p), np.float32(1 / (1 - p)), out=draws)
     return x * torch.from_numpy(mask).view(x.shape).to(x.dtype)
-
-
-@functools.lru_cache(maxsize=16)
-def _bf16_bits(value: float) -> np.uint16:
-    """The bit pattern of ``value`` as float32 cast to bf16 by torch (round to nearest even)."""
-    return np.uint16(torch.tensor(value, dtype=torch.float32).to(torch.bfloat16).view(torch.int16).item() & 0xFFFF)
-
-
-class _SharedCast(torch.autograd.Function):
-    """One Linear's bf16 view of an fp32 input whose bf16 copy several Linears share (query, key and
-    value read the same hidden states). Forward hands out the shared copy; backward casts this
-    consumer's gradient to the input's dtype, exactly what autocast's own cast does, so the gradients
-    still reach the fp32 input one by one and accumulate in fp32 in the same order."""
-
-    @staticmethod
-    def forward(ctx, x, cast):
-        ctx.dtype = x.dtype
-        return cast.view_as(cast)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad.to(ctx.dtype), None
-
-
-class SharedInputCast:
-    """A forward pre-hook for frozen bf16 Linears: under bf16 autocast, autocast casts an fp32 input to
-    bf16 for every Linear it enters, so the hidden states that feed query, key and value are cast three
-    times per step. This casts them once and gives each Linear that copy (the same values: the same
-    cast). Only where autocast would cast: CPU bf16 autocast, an fp32 input, a bf16 weight."""
-
-    def __init__(self):
-        self.source: weakref.ref | None = None
-        self.version = -1
-        self.cast: torch.Tensor | None = None
-
-    def __call__(self, module, args):
-        x = args[0] if args else None
-        if (
-            not isinstance(x, torch.Tensor)
-            or x.dtype != torch.float32
-            or x.device.type != "cpu"
-            or module.weight.dtype != torch.bfloat16
-            or not torch.is_autocast_enabled("cpu")
-            or torch.get_autocast_dtype("cpu") != torch.bfloat16
-        ):
-            return None
-        if self.source is None or self.source() is not x or self.version != x._version:
-            self.source, self.version = weakref.ref(x), x._version
-            self.cast = x.detach().to(torch.bfloat16)
-        return (_SharedCast.apply(x, self.cast), *args[1:])
-
-    def clear(self) -> None:
-        self.source, self.version, self.cast = None, -1, None
 
 
 def _cpu_train_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -153,8 +93,7 @@ def _register_cpu_train_attention() -> bool:
 @contextlib.contextmanager
 def cpu_training_speedups(model: torch.nn.Module, device: torch.device, seed: int):
     """While training on the CPU: ``CpuDropout`` in place of every ``nn.Dropout``, and attention that
-    uses it (for transformers models on SDPA), and a ``SharedInputCast`` pre-hook on each frozen bf16
-    Linear. Restores the model as it was on exit. Yields the numpy
+    uses it (for transformers models on SDPA). Restores the model as it was on exit. Yields the numpy
     generator the dropout masks come from (None off the CPU), for checkpoints to save and restore."""
     if device.type != "cpu":
         yield None
@@ -169,14 +108,6 @@ def cpu_training_speedups(model: torch.nn.Module, device: torch.device, seed: in
                 new = replacements[id(child)]
                 parent._modules[name] = new
                 swapped.append((parent, name, child))
-    shared_cast, hooks = SharedInputCast(), []
-    for module in model.modules():
-        if (
-            type(module) is torch.nn.Linear
-            and not module.weight.requires_grad
-            and module.weight.dtype == torch.bfloat16
-        ):
-            hooks.append(module.register_forward_pre_hook(shared_cast))
     switched = []
     if swapped and _register_cpu_train_attention():
         from transformers import PreTrainedModel
@@ -195,9 +126,6 @@ def cpu_training_speedups(model: torch.nn.Module, device: torch.device, seed: in
     try:
         yield rng
     finally:
-        for hook in hooks:
-            hook.remove()
-        shared_cast.clear()
         for module in switched:
             module.set_attn_implementation("sdpa")
         for parent, name, child in swapped:
