@@ -468,7 +468,10 @@ def test_methods_that_serve_extractive_qa_pass_its_contract(
     assert head and head <= report.changed, "the QA head did not train"
     if trains is not None:
         intended = {n for n in report.parameters if trains(n)}
-        assert report.trainable == intended, (sorted(report.trainable - intended)[:5], sorted(intended - report.trainable)[:5])
+        assert report.trainable == intended, (
+            sorted(report.trainable - intended)[:5],
+            sorted(intended - report.trainable)[:5],
+        )
     if method["name"] not in ("qlora",) and not method.get("quantize"):
         assert report.metrics_plain is not None  # a peft or transformers folder, loaded plainly to the same metrics
 

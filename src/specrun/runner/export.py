@@ -186,7 +186,9 @@ def export_model(config: dict, weights: Path, out: Path, merge: bool, registry: 
     model_name = config.get("model", {}).get("name")
     base_name = portable_model_name(model_name, registry) if model_name and registry is not None else base_path
     # what `specrun predict` shows for the probes (its code path, at fp32); for QA the start/end distributions
-    reference = _predicted(predictor) if task != QA_TASK else _span_probabilities(model, predictor.cache.tokenizer, max_length)
+    reference = (
+        _predicted(predictor) if task != QA_TASK else _span_probabilities(model, predictor.cache.tokenizer, max_length)
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
