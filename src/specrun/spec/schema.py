@@ -146,6 +146,12 @@ class TrainSpec(Section):
         False,
         description="let early stopping select on the reported evaluation split (optimistic numbers: the report marks them selected-on)",
     )
+    cache_frozen: bool = Field(
+        False,
+        description="compute the frozen backbone's output once per example, in inference mode (no dropout in the "
+        "frozen part), keep it in specrun's cache, and train the head on it: for runs that train only what sits "
+        "above a frozen backbone (head_only, freeze of every layer, lora/qlora with train = 'head'); classification",
+    )
     checkpoint_every: int | str = Field(
         DEFAULT_CHECKPOINT_EVERY,
         description="save a resumable checkpoint every N steps or every duration ('90s', '10m', '1h'); 'off' for none. "
@@ -190,6 +196,8 @@ class TrainSpec(Section):
         data = handler(self)
         if self.power is None:
             data.pop("power", None)
+        if not self.cache_frozen:
+            data.pop("cache_frozen", None)
         if self.early_stopping is None and all(
             getattr(self, k) == TrainSpec.model_fields[k].default for k in SELECTION_KEYS
         ):
