@@ -35,7 +35,9 @@ MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 PEERS = ("plain", "cold", "warm")
 
 
-def spec_text(seed: int, cached: bool, train_examples: int, epochs: float, max_eval_examples: int | None) -> str:
+def spec_text(
+    seed: int, cached: bool, train_examples: int, epochs: float, max_eval_examples: int | None, model: str = MODEL
+) -> str:
     limit = f"max_eval_examples = {max_eval_examples}\n" if max_eval_examples else ""
     return f"""
 [experiment]
@@ -43,7 +45,7 @@ name = "bench-frozen-{"cached" if cached else "plain"}"
 seeds = [{seed}]
 
 [model]
-name = "{MODEL}"
+name = "{model}"
 max_length = 128
 
 [data]
@@ -71,7 +73,9 @@ def run_peer(folder: Path, peer: str, seed: int, args) -> dict:
     sub = folder / f"{peer}-{seed}"
     sub.mkdir()
     spec = sub / "spec.toml"
-    spec.write_text(spec_text(seed, peer != "plain", args.train_examples, args.epochs, args.max_eval_examples))
+    spec.write_text(
+        spec_text(seed, peer != "plain", args.train_examples, args.epochs, args.max_eval_examples, args.model)
+    )
     os.environ["SPECRUN_ARTIFACTS"] = str(sub / "artifacts")
     if peer == "cold":
         os.environ["SPECRUN_CACHE_DIR"] = str(folder / f"cache-{seed}")  # empty: nothing computed yet
@@ -98,6 +102,19 @@ def run_peer(folder: Path, peer: str, seed: int, args) -> dict:
 
 
 def run(folder: Path, args, log=print) -> dict:
+    """``args.rounds`` rounds of the three peers in ``folder``; per-round figures and a summary."""
+    saved = {k: os.environ.get(k) for k in ("SPECRUN_CACHE_DIR", "SPECRUN_ARTIFACTS")}
+    try:
+        return _run(folder, args, log)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run(folder: Path, args, log) -> dict:
     import torch
 
     if args.threads:
@@ -145,6 +162,7 @@ def parse_args(argv=None):
     parser.add_argument("--train-examples", type=int, default=2000)
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--max-eval-examples", type=int, default=None)
+    parser.add_argument("--model", default=MODEL, help="the backbone (default MiniLM; the test suite's smoke run: a tiny BERT)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 200 pairs, 1 epoch, 64 eval pairs, 1 round")
     parser.add_argument("--json", type=Path)
@@ -156,13 +174,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    saved = {k: os.environ.get(k) for k in ("SPECRUN_CACHE_DIR", "SPECRUN_ARTIFACTS")}
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-frozen-") as tmp:
-            results = run(Path(tmp), args)
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    os.environ.setdefault("SPECRUN_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with tempfile.TemporaryDirectory(prefix="bench-frozen-") as tmp:
+        results = run(Path(tmp), args)
     s = results["summary"]
     print(
         f"frozen features: train time plain / cold {s['ratio_cold']:.1f}x, plain / warm {s['ratio_warm']:.1f}x "

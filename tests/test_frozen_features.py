@@ -211,3 +211,25 @@ def test_transferred_frozen_adapters_are_part_of_the_prefix(write_spec, cli):
     rows = _final(cli, "target")
     assert _value(rows, "cost", "frozen_features_cached") == 0.0
     assert _value(rows, "validation", "n_examples") == 80
+
+
+def test_the_benchmark_runs(tiny_model_dir, tmp_path):
+    """A smoke run of benchmarks/bench_frozen.py (tiny BERT, 64 MRPC pairs, one epoch): the three
+    peers complete and the figures it reports are there (not their values: those are the benchmark's)."""
+    import sys
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import bench_frozen
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    args = bench_frozen.parse_args(
+        ["--rounds", "1", "--train-examples", "64", "--epochs", "1", "--max-eval-examples", "32", "--model", str(tiny_model_dir)]
+    )
+    results = bench_frozen.run(tmp_path, args, log=lambda message: None)
+    (round_,) = results["rounds"]
+    assert round_["cold"]["features_cached"] == 0.0 and round_["warm"]["features_cached"] == 1.0
+    assert round_["plain"]["features_cached"] is None
+    assert set(results["summary"]["accuracy"]) == {"plain", "cold", "warm"}
