@@ -312,7 +312,7 @@ def summary_rows(results: dict) -> list[tuple[str, ...]]:
                     f"{e['ratio_' + peer]:.1f}x",
                     verdict("frozen", e["ratio_" + peer]),
                     fmt([r["ratio_" + peer] for r in results["frozen"]["rounds"]], "{:.1f}"),
-                    f"MRPC dev acc {acc['plain']:.4f}{spread} / {acc[peer]:.4f}",
+                    f"MRPC dev acc {acc['plain']:.4f}{spread} / {acc[peer]:.4f}; train CPU-time ratio {e['cpu_ratio_' + peer]:.1f}x",
                 )
             )
     return rows
