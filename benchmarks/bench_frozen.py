@@ -220,7 +220,9 @@ def parse_args(argv=None):
     parser.add_argument("--train-examples", type=int, default=2000)
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--max-eval-examples", type=int, default=None)
-    parser.add_argument("--model", default=MODEL, help="the backbone (default MiniLM; the test suite's smoke run: a tiny BERT)")
+    parser.add_argument(
+        "--model", default=MODEL, help="the backbone (default MiniLM; the test suite's smoke run: a tiny BERT)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 200 pairs, 1 epoch, 64 eval pairs, 1 round")
     parser.add_argument("--json", type=Path)

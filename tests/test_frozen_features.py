@@ -55,7 +55,9 @@ def test_cached_head_training_is_the_same_computation_when_nothing_drops_out(
     without frozen features (same batches, same seed): only the backbone's repetition is gone."""
     for name, cache in (("plain", ""), ("cached", "cache_frozen = true")):
         spec = write_spec(
-            name=name, method='name = "head_only"\ntrain_pooler = true', train=f"epochs = 2\nlearning_rate = 0.05\n{cache}"
+            name=name,
+            method='name = "head_only"\ntrain_pooler = true',
+            train=f"epochs = 2\nlearning_rate = 0.05\n{cache}",
         )
         spec.write_text(spec.read_text().replace(str(tiny_model_dir), str(no_dropout_model)))
         code, _, err = cli("apply", str(spec))
@@ -97,12 +99,12 @@ def _head_only_model(tiny_model_dir, precision="fp32"):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_evaluating_on_cached_features_equals_evaluating_the_whole_model(tiny_model_dir, toy_data, precision):
+    from specrun.examples import Examples
+    from specrun.plugins.api import NoOptions, TaskContext
     from specrun.plugins.tasks.classification import Classification
-    from specrun.plugins.api import TaskContext, NoOptions
     from specrun.runner.batching import Encoded, TokenCache
     from specrun.runner.frozen import FrozenPrefix
     from specrun.runner.modeling import load_tokenizer
-    from specrun.examples import Examples
     from specrun.testing.toy import toy_rows
 
     model, settings = _head_only_model(tiny_model_dir, precision)
@@ -226,7 +228,18 @@ def test_the_benchmark_runs(tiny_model_dir, tmp_path):
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
     args = bench_frozen.parse_args(
-        ["--rounds", "1", "--train-examples", "64", "--epochs", "1", "--max-eval-examples", "32", "--model", str(tiny_model_dir)]
+        [
+            "--rounds",
+            "1",
+            "--train-examples",
+            "64",
+            "--epochs",
+            "1",
+            "--max-eval-examples",
+            "32",
+            "--model",
+            str(tiny_model_dir),
+        ]
     )
     results = bench_frozen.run(tmp_path, args, log=lambda message: None)
     (round_,) = results["rounds"]

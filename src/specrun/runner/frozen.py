@@ -163,9 +163,7 @@ class FrozenPrefix:
         self.model = model
         self.classifier = classifier_of(model)
         paths = _head_paths(self.classifier)
-        inside = [
-            n for n, p in self.classifier.named_parameters() if p.requires_grad and not _under(n, paths.values())
-        ]
+        inside = [n for n, p in self.classifier.named_parameters() if p.requires_grad and not _under(n, paths.values())]
         if inside:
             raise ConfigError(
                 f"the method {settings.method.name!r} built a model that trains {len(inside)} parameter tensors inside "
