@@ -157,10 +157,18 @@ def _plan_search(loaded, registry, store, fmt: str) -> None:
         title=f"{loaded.experiment}: a search of {search.n_trials} trial(s) ({search.sampler}, pruner {search.pruner})",
     )
     count = {s: sum(t.state == s for t in trials) for s in ("complete", "pruned", "failed", "left")}
+    train = loaded.spec.train
+    if train.allow_selection_on_reported and not train.select_on:
+        where = "on the reported evaluation set (train.allow_selection_on_reported: optimistic, marked selected-on)"
+    elif train.select_on:
+        where = f"on split 'selection' (train.select_on = {train.select_on!r})"
+    else:
+        where = f"on split 'selection' (carved from {loaded.spec.data.train_split!r}; never the reported split)"
     log.info(
         f"search: {search.n_trials} trials: {count['complete'] + count['pruned'] + count['failed']} finished "
-        f"({count['complete']} complete, {count['pruned']} pruned, {count['failed']} failed), {count['left']} left; "
-        f"objective: the mean {search.metric} over {len(loaded.spec.experiment.seeds)} seed(s), {search.direction}d"
+        f"({count['complete']} complete, {count['pruned']} pruned, {count['failed']} failed), {count['left']} left, "
+        f"{search.parallel} at a time; "
+        f"objective: the mean {search.metric} {where} over {len(loaded.spec.experiment.seeds)} seed(s), {search.direction}d"
     )
 
 
@@ -292,7 +300,7 @@ def runs(
     """List the runs in the store with their main results (the most recently finished last)."""
     from specrun.console import print_rows
     from specrun.store import Store
-    from specrun.store.runs import list_runs
+    from specrun.store.runs import drop_empty, list_runs
 
     if history and experiment is None:
         raise UsageError(
@@ -306,6 +314,8 @@ def runs(
             f"the last {limit} of {len(rows)} runs (--limit 0 shows all; --experiment or --status narrow them down)"
         )
         rows = rows[-limit:]
+    if fmt == "table":  # a terminal table leaves out the QA column when it lists no QA run; files keep every column
+        columns, rows = drop_empty(columns, rows, ("exact_match",))
     print_rows(columns, rows, fmt)
 
 
