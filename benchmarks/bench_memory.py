@@ -110,9 +110,9 @@ def heap_mb() -> dict[str, float]:
 
 def tensor_census() -> tuple[int, float]:
     """(live torch tensors the garbage collector sees, their storage in MB, each storage once)."""
-    import torch
-
     import warnings
+
+    import torch
 
     count, seen, size = 0, set(), 0
     with warnings.catch_warnings():

@@ -112,9 +112,9 @@ _KERNEL_CACHE_PROBE = textwrap.dedent("""
 
     shapes(range(1, 5))  # oneDNN's and torch's one-time set-up
     start = in_use()
-    shapes(range(5, 305))
+    shapes(range(200, 400, 2))  # 100 new shapes: a few hundred primitives
     middle = in_use()
-    shapes(range(305, 605))
+    shapes(range(201, 401, 2))  # 100 more, of the same sizes
     print(middle - start, in_use() - middle)
 """)
 
@@ -124,7 +124,8 @@ _KERNEL_CACHE_PROBE = textwrap.dedent("""
 def test_shape_keyed_kernel_caches_stop_growing():
     """bf16 products on the CPU go through oneDNN, whose kernel caches keep a primitive (and its heap) per
     shape; a sweep brings new shapes run after run. With the capacities specrun.runner sets, the heap stops
-    growing once the caches are full: 300 more shapes after the first 300 add next to nothing."""
+    growing once the caches are full: 100 more shapes after the first 100 add next to nothing (with
+    oneDNN's default capacities, as much again)."""
     env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")}
     env["OMP_NUM_THREADS"] = "1"
     done = subprocess.run(
@@ -136,4 +137,4 @@ def test_shape_keyed_kernel_caches_stop_growing():
     first, second = (int(v) for v in done.stdout.split())
     if first < 2**20:
         pytest.skip(f"bf16 products keep no shape-keyed kernels on this CPU (the heap grew {first} bytes)")
-    assert second < 0.2 * first, f"heap grew {first / 2**20:.1f} MB over 300 shapes, then {second / 2**20:.1f} MB over 300 more"
+    assert second < 0.25 * first, f"heap grew {first / 2**20:.1f} MB over 100 shapes, then {second / 2**20:.1f} MB over 100 more"
