@@ -90,7 +90,16 @@ def heap_mb() -> dict[str, float]:
         _fields_ = [
             (name, ctypes.c_size_t)
             for name in (
-                "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost"
+                "arena",
+                "ordblks",
+                "smblks",
+                "hblks",
+                "hblkhd",
+                "usmblks",
+                "fsmblks",
+                "uordblks",
+                "fordblks",
+                "keepcost",
             )
         ]
 
@@ -263,7 +272,11 @@ max_steps = {args.steps}
             census.append(row)
             if n == 5:
                 types_at[5] = type_counts()
-            print("         " + "  ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), file=sys.stderr, flush=True)
+            print(
+                "         " + "  ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
+                file=sys.stderr,
+                flush=True,
+            )
         if args.every or args.census or n in (1, 5) or n % 5 == 0 or n == args.runs:
             task = a[0] if a else kw.get("task")
             what = ""
@@ -304,7 +317,9 @@ max_steps = {args.steps}
         print(f"run 50 / run 5: {series[49]:.1f} / {base:.1f} MB = {series[49] / base:.3f}")
     if args.census and 5 in types_at:
         last = type_counts()
-        grown = sorted(((last.get(k, 0) - types_at[5].get(k, 0), k) for k in set(last) | set(types_at[5])), reverse=True)
+        grown = sorted(
+            ((last.get(k, 0) - types_at[5].get(k, 0), k) for k in set(last) | set(types_at[5])), reverse=True
+        )
         summary["census"] = census
         summary["types_grown_since_run5"] = {k: d for d, k in grown[:15] if d}
         print("objects grown since run 5: " + (", ".join(f"{k} +{d}" for d, k in grown[:15] if d > 0) or "none"))

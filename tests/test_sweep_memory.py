@@ -137,4 +137,6 @@ def test_shape_keyed_kernel_caches_stop_growing():
     first, second = (int(v) for v in done.stdout.split())
     if first < 2**20:
         pytest.skip(f"bf16 products keep no shape-keyed kernels on this CPU (the heap grew {first} bytes)")
-    assert second < 0.25 * first, f"heap grew {first / 2**20:.1f} MB over 100 shapes, then {second / 2**20:.1f} MB over 100 more"
+    assert second < 0.25 * first, (
+        f"heap grew {first / 2**20:.1f} MB over 100 shapes, then {second / 2**20:.1f} MB over 100 more"
+    )
