@@ -21,7 +21,7 @@ Measured (each a fresh process, as a user runs it, after one untimed warm-up):
            at 1,000 runs.
 
     python benchmarks/bench_scale.py                 # 240-run report, 1,000-run app, 3 repeats each
-    python benchmarks/bench_scale.py --quick         # smoke test: 8 runs and 20 runs, 1 repeat
+    python benchmarks/bench_scale.py --quick         # smoke test: 8 runs and 24 runs, 1 round, no warm-up
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import socket
 import statistics
 import subprocess
@@ -263,13 +264,23 @@ def env() -> dict:
     }
 
 
-def timed(cmd: list[str], cwd: Path) -> float:
+def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system) of a fresh process of ``cmd``. On a loaded machine the
+    CPU time is the steadier figure: the work done, whoever else was on the cores."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     done = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True)
     seconds = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return seconds
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a running process has used so far (/proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def clear_analyses(store_path: Path) -> None:
@@ -283,7 +294,7 @@ def clear_analyses(store_path: Path) -> None:
         db.close()
 
 
-def bench_report(folder: Path, configs: int, seeds: int, repeats: int, log=print) -> dict:
+def bench_report(folder: Path, configs: int, seeds: int, repeats: int, log=print, warmup: bool = True) -> dict:
     store = folder / "report.duckdb"
     made = generate(folder, store, "scale-report", configs, seeds)
     log(
@@ -294,21 +305,28 @@ def bench_report(folder: Path, configs: int, seeds: int, repeats: int, log=print
     spec = str(made["spec"])
     rounds = []
     for r in range(repeats + 1):  # round 0: the untimed warm-up (page cache, .pyc)
+        if r == 0 and not warmup:
+            continue
         clear_analyses(store)
         full = timed([SPECRUN, "-q", "report", spec, "--store", str(store), "-o", str(out)], folder)
         build = timed([SPECRUN, "-q", "report", spec, "--store", str(store), "-o", str(out), "--no-analyze"], folder)
         clear_analyses(store)
         analyze = timed([SPECRUN, "-q", "analyze", spec, "--store", str(store)], folder)
         if r:
-            rounds.append({"report": full, "build_only": build, "analyze": analyze, "load_avg_1min": os.getloadavg()[0]})
+            row = {"load_avg_1min": os.getloadavg()[0]}
+            for key, (wall, cpu) in (("report", full), ("build_only", build), ("analyze", analyze)):
+                row[key], row[key + "_cpu"] = wall, cpu
+            rounds.append(row)
             log(
-                f"  round {r}: report {full:.2f} s (build only {build:.2f} s; analyze alone {analyze:.2f} s)  load {rounds[-1]['load_avg_1min']:.1f}"
+                f"  round {r}: report {full[0]:.2f} s wall, {full[1]:.2f} s CPU (build only {build[0]:.2f} s, {build[1]:.2f} s CPU; "
+                f"analyze alone {analyze[0]:.2f} s, {analyze[1]:.2f} s CPU)  load {row['load_avg_1min']:.1f}"
             )
+    keys = ("report", "report_cpu", "build_only", "build_only_cpu", "analyze", "analyze_cpu")
     return {
         **{k: v for k, v in made.items() if k != "spec"},
         "html_bytes": out.stat().st_size,
         "rounds": rounds,
-        "median": {k: statistics.median(r[k] for r in rounds) for k in ("report", "build_only", "analyze")},
+        "median": {k: statistics.median(r[k] for r in rounds) for k in keys},
     }
 
 
@@ -343,6 +361,7 @@ def first_page(store: Path, folder: Path, timeout: float = 120) -> dict:
             except OSError:
                 time.sleep(0.05)
         first = time.perf_counter() - t0
+        first_cpu = cpu_seconds(proc.pid)
         if body is None:
             raise RuntimeError(f"specrun app did not answer {url} in {timeout:.0f} s")
         t = time.perf_counter()
@@ -350,7 +369,7 @@ def first_page(store: Path, folder: Path, timeout: float = 120) -> dict:
             again = len(response.read())
         warm = time.perf_counter() - t
         loaded = page_load(url)
-        return {"first_page": first, "page_bytes": len(body), "warm_page": warm, "warm_bytes": again, **loaded}
+        return {"first_page": first, "first_page_cpu": first_cpu, "page_bytes": len(body), "warm_page": warm, "warm_bytes": again, **loaded}
     finally:
         proc.terminate()
         try:
@@ -382,7 +401,7 @@ def page_load(url: str) -> dict:
     return {"client_connect": connect, "model_list": seconds, "model_list_rows": rows}
 
 
-def bench_app(folder: Path, configs: int, seeds: int, repeats: int, log=print) -> dict:
+def bench_app(folder: Path, configs: int, seeds: int, repeats: int, log=print, warmup: bool = True) -> dict:
     store = folder / "app.duckdb"
     made = generate(folder, store, "scale-app", configs, seeds)
     log(
@@ -391,16 +410,18 @@ def bench_app(folder: Path, configs: int, seeds: int, repeats: int, log=print) -
     )
     rounds = []
     for r in range(repeats + 1):
+        if r == 0 and not warmup:
+            continue
         result = first_page(store, folder)
         if r:
             result["load_avg_1min"] = os.getloadavg()[0]
             rounds.append(result)
             log(
-                f"  round {r}: first page {result['first_page']:.2f} s after launch ({result['page_bytes'] / 1e3:.0f} kB; "
+                f"  round {r}: first page {result['first_page']:.2f} s after launch, {result['first_page_cpu']:.2f} s CPU ({result['page_bytes'] / 1e3:.0f} kB; "
                 f"again {result['warm_page']:.2f} s); model list {result.get('model_list', float('nan')):.2f} s "
                 f"({result.get('model_list_rows')} rows)  load {result['load_avg_1min']:.1f}"
             )
-    keys = [k for k in ("first_page", "warm_page", "model_list") if all(k in r for r in rounds)]
+    keys = [k for k in ("first_page", "first_page_cpu", "warm_page", "model_list") if all(k in r for r in rounds)]
     return {
         **{k: v for k, v in made.items() if k != "spec"},
         "rounds": rounds,
@@ -409,18 +430,18 @@ def bench_app(folder: Path, configs: int, seeds: int, repeats: int, log=print) -
 
 
 def run(folder: Path, quick: bool, repeats: int, log=print, which=("report", "app")) -> dict:
-    """Both measurements at their sizes (quick: 8 and 20 runs); the bench_all entry point."""
+    """Both measurements at their sizes (quick: 8 and 24 runs, no warm-up round); the bench_all entry point."""
     results = {}
     if "report" in which:
         configs, seeds = (8, 1) if quick else (80, 3)
         log(f"[scale] report over {configs * seeds} runs, {repeats} round(s)")
         (folder / "report").mkdir(parents=True, exist_ok=True)
-        results["report"] = bench_report(folder / "report", configs, seeds, repeats, log)
+        results["report"] = bench_report(folder / "report", configs, seeds, repeats, log, warmup=not quick)
     if "app" in which:
         configs, seeds = (10, 2) if quick else (80, 13)  # 80 x 13 = 1,040 runs
         log(f"[scale] app's first page over {configs * seeds} runs, {repeats} round(s)")
         (folder / "app").mkdir(parents=True, exist_ok=True)
-        results["app"] = bench_app(folder / "app", configs, seeds, repeats, log)
+        results["app"] = bench_app(folder / "app", configs, seeds, repeats, log, warmup=not quick)
     return results
 
 
