@@ -60,3 +60,22 @@ def build_two_runs(folder: Path, model_dir: Path) -> Path:
         code, _, err = run_cli("apply", str(spec), "--store", str(store))
     assert code == 0, err
     return store
+
+
+def build_qa_run(folder: Path, model_dir: Path, steps: int = 80) -> Path:
+    """Full fine-tuning of the tiny BERT on the toy extractive-QA task ("what color is the car ?" over
+    "the car is red . the boat is blue ..."), one run, into ``folder``/store.duckdb; returns the store."""
+    from specrun.testing.qa import qa_spec, write_toy_squad
+
+    data = write_toy_squad(folder / "squad")
+    spec = folder / "toyqa.toml"
+    spec.write_text(qa_spec(model_dir, data, train=f"max_steps = {steps}", name="toyqa"))
+    store = folder / "store.duckdb"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SPECRUN_ARTIFACTS", str(folder / "artifacts"))
+        env.setenv("SPECRUN_DATA_DIR", str(SHARED_DATA))
+        env.setenv("SPECRUN_DISABLE_PLUGIN_AUTOLOAD", "1")
+        env.setenv("HF_HUB_OFFLINE", "1")
+        code, _, err = run_cli("apply", str(spec), "--store", str(store))
+    assert code == 0, err
+    return store

@@ -369,3 +369,41 @@ def test_a_headline_or_design_key_the_spec_does_not_have_is_a_located_error(cli,
         f"bad.toml:{lines.index(next(line for line in lines if line.startswith('headline = '))) + 1}: report.headline: no analysis 'tranfser' (did you mean 'transfer'?)"
         in err
     )
+
+
+def test_a_sweep_over_the_method_shows_it_in_one_runs_column(study_store):
+    from specrun.report.build import run_table
+
+    store = study_store[0]
+    with store.read() as db:
+        for columns in ([("method", "r.method"), ("placement", "'x'")], [("placement", "'x'")]):
+            sql = run_table(columns).sql.replace("$experiment", "'none'")
+            names = db.sql(sql).columns
+            assert names.count("method") == 1 and not any(n.startswith("method_") for n in names), names
+
+
+def test_progress_lines_name_the_initialisation_readably():
+    from specrun.spec.labels import describe_sweep
+
+    key = "model.init_from, method.train"
+    assert describe_sweep("lora", {key: ["", "all"]}) == "lora from pretrained train=all"
+    assert describe_sweep("lora", {key: ["stage:source", "head"]}) == "lora from source train=head"
+
+
+def test_the_runs_table_tells_two_configurations_of_one_method_apart():
+    import duckdb
+
+    from specrun.store.analyses import _method_column
+
+    tables = [
+        ("lora", {"name": "lora", "rank": 8}),
+        ("lora", {"name": "lora", "rank": 8, "quantize": "8bit"}),
+        ("full", {"name": "full"}),
+    ]
+    expression = _method_column(tables)
+    db = duckdb.connect()
+    db.execute("CREATE TABLE runs (method VARCHAR, config JSON)")
+    db.executemany("INSERT INTO runs VALUES (?, ?)", [[m, json.dumps({"method": t})] for m, t in tables])
+    got = [row[0] for row in db.execute(f"SELECT {expression} FROM runs r").fetchall()]
+    assert got == ["lora", "lora quantize=8bit", "full"]
+    assert _method_column([("full", {"name": "full"})]) == "r.method"

@@ -233,6 +233,8 @@ metric = "f1"
         assert stored["n"] == stored["ids"] == headline["n_examples"] == 72
         assert stored["em"] == pytest.approx(headline["exact_match"], abs=1e-12)
         assert stored["f1"] == pytest.approx(headline["f1"], abs=1e-12)
+        summary = result.sql("SELECT accuracy, f1, exact_match FROM run_summary WHERE run_id = ?", [run["run_id"]])[0]
+        assert summary == {"accuracy": None, "f1": headline["f1"], "exact_match": headline["exact_match"]}
         rows = result.sql(
             "SELECT question_id, prediction_text, exact_match, f1, answers FROM qa_predictions WHERE run_id = ?",
             [run["run_id"]],
@@ -256,6 +258,19 @@ metric = "f1"
 
     run_id = result.runs[0]["run_id"]
     store = str(result.store)
+    code, out, err = run_cli("runs", "--store", store)
+    assert code == 0 and "exact_match" in out, err
+    from specrun.report.build import headline_metrics, run_table
+    from specrun.store.db import Store
+
+    with Store(result.store).read() as db:
+        experiment = db.execute("SELECT experiment FROM runs LIMIT 1").fetchone()[0]
+        metrics = headline_metrics(db, experiment)
+        assert metrics == ("exact_match", "f1")
+        cursor = db.execute(run_table([("method", "r.method")], metrics).sql.replace("$experiment", f"'{experiment}'"))
+        columns, table = [d[0] for d in cursor.description], cursor.fetchall()
+        assert "exact_match" in columns and "accuracy" not in columns
+        assert len(table) == 2 and all(row[columns.index("exact_match")] is not None for row in table)
     code, out, err = run_cli(
         "predict",
         run_id,
@@ -290,7 +305,7 @@ metric = "f1"
     )
 
 
-def test_the_app_refuses_qa_runs_with_a_message(specrun_registry, tiny_model_dir, tmp_path):
+def test_the_app_sends_qa_runs_to_its_question_answering_view(specrun_registry, tiny_model_dir, tmp_path):
     from specrun.app.service import Evaluation
     from specrun.errors import UsageError
     from specrun.store import Store
@@ -299,30 +314,25 @@ def test_the_app_refuses_qa_runs_with_a_message(specrun_registry, tiny_model_dir
     data = write_toy_squad(tmp_path / "squad", train_articles=2, dev_articles=1)
     result = run_spec(qa_spec(tiny_model_dir, data, train="max_steps = 2"), tmp_path)
     service = Evaluation(Store(result.store))
-    with pytest.raises(UsageError, match="run of task 'extractive_qa': the app classifies texts"):
+    with pytest.raises(UsageError, match="run of task 'extractive_qa': it answers questions.*Question answering tab"):
         service.classify(result.runs[0]["run_id"], "some text")
+    found = service.answer(result.runs[0]["run_id"], "what color is the car ?", "the car is red .")
+    assert found.answer in "the car is red ." and 0.0 <= found.score <= 1.0
 
 
 # --- refusals, and run ids that did not move -----------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "method, key",
-    [
-        (m, "method.name")
-        for m in ('name = "lora"\nrank = 4', 'name = "prompt_tuning"', 'name = "ia3"', 'name = "qlora"')
-    ],
-)
-def test_methods_a_task_cannot_serve_are_refused_at_validate(method, key, specrun_registry, tiny_model_dir, tmp_path):
+def test_prompt_tuning_is_refused_on_extractive_qa_at_validate(specrun_registry, tiny_model_dir, tmp_path):
     from specrun.testing.toy import run_cli
 
     data = write_toy_squad(tmp_path / "squad", train_articles=1, dev_articles=1)
     spec = tmp_path / "qa.toml"
-    spec.write_text(qa_spec(tiny_model_dir, data, method=method))
+    spec.write_text(qa_spec(tiny_model_dir, data, method='name = "prompt_tuning"'))
     code, _, err = run_cli("validate", str(spec))
     assert code == 2
-    assert f"qa.toml:{spec.read_text().splitlines().index('[method]') + 2}" in err and key in err
-    assert "the task 'extractive_qa' cannot use the method" in err
+    assert f"qa.toml:{spec.read_text().splitlines().index('[method]') + 2}" in err and "method.name" in err
+    assert "the task 'extractive_qa' cannot use the method 'prompt_tuning'" in err and "drops token_type_ids" in err
 
 
 def test_transforms_datasets_and_options_a_task_cannot_serve_are_refused(
@@ -392,11 +402,47 @@ def test_analyses_asking_for_a_metric_the_task_does_not_record_are_refused(specr
     assert code == 0, err
 
 
-@pytest.mark.parametrize("method", [{"name": "bitfit"}, {"name": "freeze", "layers": 1}, {"name": "head_only"}])
-def test_methods_that_serve_extractive_qa_pass_its_contract(method, specrun_registry, tiny_model_dir, tmp_path):
-    """The QA head (qa_outputs) trains under each method that keeps the model a plain transformers one."""
+def _qa_head(name: str) -> bool:
+    """A parameter of the QA head, plain or as peft's trained copy (``modules_to_save``)."""
+    return name.startswith("qa_outputs.") or ".qa_outputs.modules_to_save." in name
+
+
+def _adapter(name: str) -> bool:
+    return ".lora_A." in name or ".lora_B." in name or ".ia3_l." in name
+
+
+#: Every method but prompt_tuning (refused above, with its reason), with what it is meant to train on a QA model.
+QA_METHODS = [
+    ({"name": "full"}, lambda n: True, 3e-3),
+    ({"name": "bitfit"}, lambda n: n.endswith(".bias") or _qa_head(n), 1e-2),
+    ({"name": "bitfit", "subset": "query-ffn"}, None, 1e-2),
+    ({"name": "freeze", "layers": 1}, lambda n: not n.startswith(("bert.embeddings.", "bert.encoder.layer.0.")), 1e-2),
+    ({"name": "head_only"}, _qa_head, 1e-2),
+    ({"name": "lora", "rank": 4}, lambda n: _adapter(n) or _qa_head(n), 1e-2),
+    ({"name": "lora", "rank": 4, "quantize": "8bit"}, lambda n: _adapter(n) or _qa_head(n), 1e-2),
+    ({"name": "qlora", "rank": 4, "compute_dtype": "fp32"}, lambda n: _adapter(n) or _qa_head(n), 1e-2),
+    ({"name": "ia3"}, lambda n: _adapter(n) or _qa_head(n), 1e-2),
+]
+
+
+@pytest.mark.parametrize(
+    "method, trains, learning_rate",
+    QA_METHODS,
+    ids=["-".join(str(v) for v in m.values()) for m, _, _ in QA_METHODS],
+)
+def test_methods_that_serve_extractive_qa_pass_its_contract(
+    method, trains, learning_rate, specrun_registry, tiny_model_dir, tmp_path
+):
+    """The QA head (qa_outputs) trains under every method, inside peft's adapters (modules_to_save) for the
+    peft methods; the run saves, rebuilds and loads with plain peft/transformers to the same metrics."""
     from specrun.testing import check_task
 
+    if method.get("quantize") or method["name"] == "qlora":
+        from specrun.plugins.methods.lora import bitsandbytes_problem
+
+        problem = bitsandbytes_problem(4 if method["name"] == "qlora" else 8, "cpu")
+        if problem:
+            pytest.skip(problem)
     data = write_toy_squad(tmp_path / "squad", train_articles=6, dev_articles=1)
     report = check_task(
         specrun_registry,
@@ -411,6 +457,85 @@ def test_methods_that_serve_extractive_qa_pass_its_contract(method, specrun_regi
         max_length=32,
         method=method,
         steps=30,
-        learning_rate=1e-2,
+        learning_rate=learning_rate,
     )
     assert report.loss_after < 0.9 * report.loss_before
+    head = {n for n in report.trainable if _qa_head(n)}
+    assert head and head <= report.changed, "the QA head did not train"
+    if trains is not None:
+        intended = {n for n in report.parameters if trains(n)}
+        assert report.trainable == intended, (sorted(report.trainable - intended)[:5], sorted(intended - report.trainable)[:5])
+    if method["name"] not in ("qlora",) and not method.get("quantize"):
+        assert report.metrics_plain is not None  # a peft or transformers folder, loaded plainly to the same metrics
+
+
+def test_peft_methods_on_qa_keep_the_question_and_context_segments(specrun_registry, tiny_model_dir, tmp_path):
+    """peft's question-answering wrapper drops token_type_ids; lora and ia3 on a QA model must not (BERT reads
+    the question/context segments from them, as under full fine-tuning)."""
+    import torch
+
+    from specrun.runner.build import build_model
+    from specrun.spec.load import load_spec
+
+    data = write_toy_squad(tmp_path / "squad", train_articles=1, dev_articles=1)
+    for method in ('name = "lora"\nrank = 4', 'name = "ia3"'):
+        spec = tmp_path / "qa.toml"
+        spec.write_text(qa_spec(tiny_model_dir, data, method=method))
+        config = load_spec(spec, registry=specrun_registry).runs[0].config
+        model, _ = build_model(config, specrun_registry, 0, (), torch.device("cpu"))
+        model.eval()
+        ids = torch.tensor([[101, 2054, 102, 1996, 2482, 102]])
+        mask = torch.ones_like(ids)
+        with torch.no_grad():
+            zeros = model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).start_logits
+            pair = torch.tensor([[0, 0, 0, 1, 1, 1]])
+            segments = model(input_ids=ids, attention_mask=mask, token_type_ids=pair).start_logits
+        assert not torch.allclose(zeros, segments), f"{method}: token_type_ids do not reach the model"
+
+
+def test_a_qa_lora_run_saves_its_head_in_the_adapter_predicts_and_transfers(specrun_registry, tiny_model_dir, tmp_path):
+    """A LoRA run on extractive QA: its adapter folder holds the QA head (modules_to_save) and no peft task
+    type (peft's QA wrapper would drop token_type_ids when loading it); `predict --question` answers with it;
+    a QA run starting from it (model.init_from) loads its adapters and leaves its qa_outputs behind."""
+    from specrun.testing.toy import run_cli, run_spec
+
+    data = write_toy_squad(tmp_path / "squad", train_articles=2, dev_articles=1)
+    result = run_spec(
+        qa_spec(tiny_model_dir, data, method='name = "lora"\nrank = 4', train="max_steps = 6", name="qalora"), tmp_path
+    )
+    (run,) = result.runs
+    assert run["status"] == "completed"
+    path = result.sql("SELECT path FROM artifacts WHERE run_id = ? AND kind = 'weights'", [run["run_id"]])[0]["path"]
+    folder = (result.store.parent / path).parent  # a relative path is the store's folder's; an absolute one stays
+    meta = json.loads((folder / "run.json").read_text())
+    adapter = json.loads((folder / "adapter_config.json").read_text())
+    assert meta["format"] == "peft" and adapter["task_type"] is None and "qa_outputs" in adapter["modules_to_save"]
+    assert any("qa_outputs" in name for name in meta["tensors"].values())
+
+    code, out, err = run_cli(
+        "predict",
+        run["run_id"],
+        "--question",
+        "what color is the car ?",
+        "--context",
+        "the boat is red . the car is blue .",
+        "--store",
+        str(result.store),
+        "-f",
+        "json",
+    )
+    assert code == 0, err
+    (answer,) = json.loads(out)
+    assert answer["answer"] in "the boat is red . the car is blue ." and 0.0 <= answer["score"] <= 1.0
+
+    target = qa_spec(
+        tiny_model_dir, data, method='name = "lora"\nrank = 4', train="max_steps = 2", name="qalora-transfer"
+    ).replace("max_length = 32", f'max_length = 32\ninit_from = "{run["run_id"]}"')
+    moved = run_spec(target, tmp_path)  # the same store
+    (child,) = moved.runs
+    (transfer,) = moved.sql("SELECT * FROM transfers WHERE run_id = ?", [child["run_id"]])
+    assert transfer["source_run_id"] == run["run_id"]
+    details = json.loads(transfer["details"])
+    loaded, head = details["loaded"], details["head"]
+    assert loaded and all("lora_" in name for name in loaded)
+    assert head and all("qa_outputs" in name for name in head)

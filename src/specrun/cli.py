@@ -292,7 +292,7 @@ def runs(
     """List the runs in the store with their main results (the most recently finished last)."""
     from specrun.console import print_rows
     from specrun.store import Store
-    from specrun.store.runs import list_runs
+    from specrun.store.runs import drop_empty, list_runs
 
     if history and experiment is None:
         raise UsageError(
@@ -306,6 +306,8 @@ def runs(
             f"the last {limit} of {len(rows)} runs (--limit 0 shows all; --experiment or --status narrow them down)"
         )
         rows = rows[-limit:]
+    if fmt == "table":  # a terminal table leaves out the QA column when it lists no QA run; files keep every column
+        columns, rows = drop_empty(columns, rows, ("exact_match",))
     print_rows(columns, rows, fmt)
 
 

@@ -63,8 +63,18 @@ class BatchResult:
         )
 
 
-def _named(exc: DataError, path: Path, name: str) -> DataError:
+def named(exc: DataError, path: Path, name: str) -> DataError:
+    """``exc`` with the server's copy of an upload named as the user called it."""
     return DataError(str(exc).replace(str(path), name))
+
+
+def check_extension(path: Path, name: str) -> None:
+    """DataError for an upload whose extension is not one of the files the app reads."""
+    if path.suffix.lower() not in EXTENSIONS:
+        raise DataError(
+            f"{name}: the app reads CSV, TSV, JSONL and parquet files (by their extension: "
+            f"{', '.join(EXTENSIONS)}), not {path.suffix or 'a file without an extension'}"
+        )
 
 
 def read_upload(path: Path, name: str | None = None, max_rows: int = MAX_ROWS) -> Upload:
@@ -75,15 +85,11 @@ def read_upload(path: Path, name: str | None = None, max_rows: int = MAX_ROWS) -
 
     path = Path(path)
     name = name or path.name
-    if path.suffix.lower() not in EXTENSIONS:
-        raise DataError(
-            f"{name}: the app reads CSV, TSV, JSONL and parquet files (by their extension: "
-            f"{', '.join(EXTENSIONS)}), not {path.suffix or 'a file without an extension'}"
-        )
+    check_extension(path, name)
     try:
         found = read_texts(path)
     except DataError as exc:
-        raise _named(exc, path, name) from None
+        raise named(exc, path, name) from None
     if not found.items:
         raise DataError(f"{name}: no rows under the header")
     if len(found.items) > max_rows:
@@ -104,7 +110,7 @@ def expect_labels(upload: Upload, label_names: tuple[str, ...]) -> Upload:
         try:
             upload.expected = label_ids(upload.source, label_names)
         except DataError as exc:
-            raise _named(exc, upload.source.rows.path, upload.name) from None
+            raise named(exc, upload.source.rows.path, upload.name) from None
     return upload
 
 

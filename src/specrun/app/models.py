@@ -80,7 +80,10 @@ def takes_pairs(model: StoredModel) -> bool | None:
 
 def choice_label(model: StoredModel) -> str:
     """How the model picker names a model: id, experiment, method and hyperparameters, seed, accuracy."""
-    accuracy = f"acc {model.accuracy:.3f}" if model.accuracy is not None else "acc —"
+    if model.accuracy is None and model.exact_match is not None:  # an extractive-QA run
+        accuracy = f"EM {model.exact_match:.3f} F1 {model.f1:.3f}" if model.f1 is not None else f"EM {model.exact_match:.3f}"
+    else:
+        accuracy = f"acc {model.accuracy:.3f}" if model.accuracy is not None else "acc —"
     details = " ".join(p for p in (model.method, hyperparameters(model, limit=3)) if p)
     return f"{model.run_id[:8]} · {', '.join(model.experiments)} · {details} · seed {model.seed} · {accuracy}"
 
@@ -92,7 +95,11 @@ def card(model: StoredModel, loaded_seconds: float | None = None) -> str:
         ("method", f"{model.method} {hyperparameters(model, limit=8)}".strip()),
         ("model · dataset", f"{model.model} · {model.dataset}" + (" (sentence pairs)" if takes_pairs(model) else "")),
         ("seed", str(model.seed)),
-        (f"accuracy · F1 ({model.eval_set})", f"{number(model.accuracy)} · {number(model.f1)}"),
+        (
+            (f"exact match · F1 ({model.eval_set}, SQuAD v1.1)", f"{number(model.exact_match)} · {number(model.f1)}")
+            if model.accuracy is None and model.exact_match is not None
+            else (f"accuracy · F1 ({model.eval_set})", f"{number(model.accuracy)} · {number(model.f1)}")
+        ),
         ("trainable · total parameters", f"{human_count(model.trainable_params)} · {human_count(model.total_params)}"),
         ("model memory", "—" if model.model_memory_mb is None else f"{model.model_memory_mb:.1f} MB"),
         (

@@ -1,5 +1,6 @@
 """What the app does, without its page: list the store's models, classify a text with one or several of
-them, classify an uploaded file, and put an experiment's runs on accuracy against a cost.
+them, classify an uploaded file, answer a question from a context with an extractive-QA run (or a file of
+questions, scored with EM and F1), and put an experiment's runs on accuracy against a cost.
 
 Everything here is plain Python (the page in ``ui.py`` only lays it out), so tests call it directly. A
 user's mistake is a ``SpecrunError`` with a message for the page; the store is only read, unless the
@@ -18,6 +19,8 @@ from typing import Any
 
 from specrun.app.batch import BatchResult, classify_upload, expect_labels, read_upload
 from specrun.app.models import CACHE_SIZE, PredictorCache, takes_pairs, trim
+from specrun.app.qa import QABatchResult, answer_upload, check_question, highlighted, read_qa_upload
+from specrun.core.tasks import DEFAULT_TASK, task_name
 from specrun.errors import StoreError, UsageError
 from specrun.store.catalog import RecordedPrediction, StoredModel, model_experiments, record_predictions, stored_models
 from specrun.store.db import Store
@@ -48,6 +51,30 @@ class Prediction:
     latency_ms: float
     #: Seconds spent loading the model for this call (0.0 when it was cached).
     load_seconds: float
+
+
+@dataclass
+class Answer:
+    """One question through an extractive-QA model: the answer found in the context (its first character;
+    -1: none found), its score and how long it took."""
+
+    model: StoredModel
+    question: str
+    context: str
+    answer: str
+    start: int
+    score: float
+    latency_ms: float
+    #: Seconds spent loading the model for this call (0.0 when it was cached).
+    load_seconds: float
+
+    def highlighted(self) -> list[tuple[str, str | None]]:
+        """The context with the answer marked, for the page."""
+        return highlighted(self.context, self.answer, self.start)
+
+
+#: The task of the runs the app answers questions with.
+QA_TASK = "extractive_qa"
 
 
 class Evaluation:
@@ -81,19 +108,14 @@ class Evaluation:
         found = stored_models(self.store, experiment or None)
         return [m for m in found if (not method or m.method == method) and (not dataset or m.dataset == dataset)]
 
-    def model(self, run_id: str | None) -> StoredModel:
-        """The model with this run id; UsageError when none is picked, StoreError when it is gone."""
+    def model(self, run_id: str | None, task: str | None = DEFAULT_TASK) -> StoredModel:
+        """The model with this run id; UsageError when none is picked or it is a run of another task than
+        ``task`` (None: any task), StoreError when it is gone."""
         if not run_id:
             raise UsageError("pick a model first")
         for model in stored_models(self.store):
             if model.run_id == run_id:
-                from specrun.core.tasks import DEFAULT_TASK, task_name
-
-                if task_name(model.config) != DEFAULT_TASK:
-                    raise UsageError(
-                        f"run {run_id} is a run of task {task_name(model.config)!r}: the app classifies texts and has no view for "
-                        f"that task yet; answer questions with `specrun predict {run_id} --question ... --context ...`"
-                    )
+                _check_task(model, task)
                 return model
         raise StoreError(
             f"run {run_id} is no longer a completed run with weights in {self.store.path}; reload the model list"
@@ -101,7 +123,7 @@ class Evaluation:
 
     def load(self, run_id: str) -> tuple[StoredModel, float]:
         """Load a model into the cache (for the picker, so that the first prediction is quick)."""
-        model = self.model(run_id)
+        model = self.model(run_id, task=None)
         _, seconds = self.cache.get(model.run_id)
         return model, seconds
 
@@ -130,6 +152,7 @@ class Evaluation:
         text = _check_text(text, "text")
         pair = _check_text(pair, "second text") if (pair or "").strip() else None
         for model in models:
+            _check_task(model, DEFAULT_TASK)
             _check_pair(model, bool(pair))
         found = []
         for model in models:
@@ -184,6 +207,59 @@ class Evaluation:
             )
         return result, seconds
 
+    # --- question answering -----------------------------------------------------------------------
+
+    def answer(self, run_id: str | None, question: str | None, context: str | None) -> Answer:
+        """A question answered from ``context`` by an extractive-QA run (``specrun predict --question``'s path)."""
+        model = self.model(run_id, QA_TASK)
+        question, context = check_question(question, context)
+        predictor, seconds = self.cache.get(model.run_id)
+        (found,) = predictor.answer([(question, context)])
+        result = Answer(
+            model, question, context, found.answer, found.start, found.score, found.latency_ms, seconds
+        )
+        if self.record:
+            record_predictions(
+                self.store,
+                "question",
+                [RecordedPrediction(model.run_id, 0, question, context, None, found.answer, found.score, found.latency_ms)],
+            )
+        return result
+
+    def answer_file(
+        self, run_id: str | None, path: str | Path | None, name: str | None = None
+    ) -> tuple[QABatchResult, float]:
+        """Every question of an uploaded file answered by one extractive-QA run: (result, seconds spent
+        loading the model)."""
+        import json
+
+        model = self.model(run_id, QA_TASK)
+        if not path:
+            raise UsageError("upload a CSV, TSV, JSONL or parquet file with 'question' and 'context' columns first")
+        upload = read_qa_upload(Path(path), name)
+        predictor, seconds = self.cache.get(model.run_id)
+        result = answer_upload(predictor, upload, self.out_dir, model.run_id)
+        if self.record:
+            at = {name: result.columns.index(name) for name in ("answer", "score", "latency_ms")}
+            record_predictions(
+                self.store,
+                upload.name,
+                [
+                    RecordedPrediction(
+                        model.run_id,
+                        i,
+                        question,
+                        context,
+                        json.dumps(upload.answers[i], ensure_ascii=False) if upload.answers is not None else None,
+                        row[at["answer"]],
+                        row[at["score"]],
+                        row[at["latency_ms"]],
+                    )
+                    for i, ((question, context), row) in enumerate(zip(upload.items, result.rows))
+                ],
+            )
+        return result, seconds
+
     # --- efficiency -------------------------------------------------------------------------------
 
     def efficiency(self, experiment: str | None, cost: str = "latency_ms_mean") -> list[dict[str, Any]]:
@@ -223,6 +299,28 @@ class Evaluation:
         for row, on in zip(have, pareto_front([r[cost] for r in have], [r["accuracy"] for r in have])):
             row["on_front"] = on
         return sorted(have, key=lambda r: r[cost])
+
+
+def _check_task(model: StoredModel, task: str | None) -> None:
+    """UsageError when ``model`` is a run of another task than ``task`` (None: any will do), saying where
+    in the app its task is served."""
+    found = task_name(model.config)
+    if task is None or found == task:
+        return
+    if found == QA_TASK:
+        raise UsageError(
+            f"run {model.run_id[:8]} is a run of task {found!r}: it answers questions, it does not classify texts; "
+            "use the Question answering tab"
+        )
+    if task == QA_TASK:
+        raise UsageError(
+            f"run {model.run_id[:8]} is a run of task {found!r}: the Question answering tab needs a run of task "
+            f"{QA_TASK!r}; pick one"
+        )
+    raise UsageError(
+        f"run {model.run_id[:8]} is a run of task {found!r}: the app has no view for that task; "
+        f"use `specrun predict {model.run_id}`"
+    )
 
 
 def _check_text(text: str | None, what: str) -> str:

@@ -1,5 +1,6 @@
 """The app's page (Gradio): a model picker over the store, then tabs to classify one text, compare models
-on one text, classify a file, and see an experiment's accuracy against its costs.
+on one text, classify a file, answer questions with an extractive-QA run (one question and its context, or
+a file of them), and see an experiment's accuracy against its costs.
 
 Each handler's first output is a status line: a user's mistake shows there as one sentence, never
 as a traceback.
@@ -17,7 +18,7 @@ import gradio as gr
 
 from specrun.app.batch import MAX_ROWS, SHOWN_ROWS
 from specrun.app.models import card, choice_label, human_count, hyperparameters, number
-from specrun.app.service import COMPARE_MAX, COSTS, Evaluation, Prediction
+from specrun.app.service import COMPARE_MAX, COSTS, Answer, Evaluation, Prediction
 from specrun.errors import SpecrunError
 from specrun.store.catalog import StoredModel
 
@@ -25,7 +26,7 @@ log = logging.getLogger("specrun.app")
 
 ALL = "(all)"
 CSS = """
-#single-result p, #batch-result p, #compare-result p { font-size: 1.05rem; }
+#single-result p, #batch-result p, #compare-result p, #qa-result p, #qa-file-result p { font-size: 1.05rem; }
 .specrun-error { color: #b91c1c; }
 /* table headers (and the models' numbers) break between words, never inside one ("accura|cy", "0.604|7") */
 #models-table th, #models-table th *, #models-table td, #models-table td *, #efficiency-table th, #efficiency-table th *, #compare-table th, #compare-table th * {
@@ -131,6 +132,17 @@ def prediction_line(p: Prediction) -> str:
     )
 
 
+def answer_line(a: Answer) -> str:
+    """The answer, its score and latency, for the page."""
+    store = f"; its run measured {a.model.latency_ms_mean:.2f} ms mean" if a.model.latency_ms_mean is not None else ""
+    loaded = f" · model loaded in {a.load_seconds:.2f} s for this call" if a.load_seconds > 0 else ""
+    found = f"**{a.answer}**" if a.answer else "no answer found in the context"
+    return (
+        f"{found} · score **{a.score:.3f}** · latency **{a.latency_ms:.2f} ms** "
+        f"(every window of the context, batch size 1{store}){loaded}"
+    )
+
+
 def efficiency_chart(rows: list[dict[str, Any]], cost: str):
     """Accuracy against ``cost`` per configuration with the Pareto front in red: the report's efficiency figure."""
     from specrun.report import charts
@@ -181,7 +193,8 @@ def intro_text(evaluation: Evaluation, models: list[StoredModel]) -> str:
     )
     text = (
         f"## specrun · {len(models)} trained model{'s' if len(models) != 1 else ''} in `{evaluation.store.path}`\n"
-        f"Pick a model, then classify a text, compare models, or score a labelled file. {recording}"
+        f"Pick a model, then classify a text, compare models, score a labelled file, or answer questions with an "
+        f"extractive-QA run. {recording}"
     )
     if not models:
         text += "\n\n" + error(
@@ -274,6 +287,41 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
                     interactive=False,
                     wrap=True,
                     elem_id="batch-rows",
+                    max_height=420,
+                )
+            with gr.Tab("Question answering", id="qa"):
+                gr.Markdown(
+                    "For extractive-QA runs (`[task] name = \"extractive_qa\"`): the answer is a span of the context.",
+                    elem_id="qa-intro",
+                )
+                q_question = gr.Textbox(
+                    label="Question", lines=1, placeholder="what color is the car ?", elem_id="qa-question"
+                )
+                q_context = gr.Textbox(
+                    label="Context (the text the answer is to be found in)", lines=6, elem_id="qa-context"
+                )
+                q_go = gr.Button("Answer", variant="primary", elem_id="qa-go")
+                q_result = gr.Markdown("", elem_id="qa-result")
+                q_highlight = gr.HighlightedText(
+                    label="The answer in its context",
+                    color_map={"answer": "#facc15"},
+                    show_inline_category=False,
+                    elem_id="qa-highlight",
+                )
+                q_file = gr.File(
+                    label="A CSV, TSV, JSONL or parquet file with 'question' and 'context' columns (with 'answers', a JSON "
+                    f"list of texts or one text: exact match and F1), at most {MAX_ROWS:,} rows",
+                    file_types=FILE_TYPES,
+                    elem_id="qa-file",
+                )
+                q_file_go = gr.Button("Answer the file", variant="primary", elem_id="qa-file-go")
+                q_file_result = gr.Markdown("", elem_id="qa-file-result")
+                q_download = gr.DownloadButton("Download the answers (CSV)", visible=False, elem_id="qa-download")
+                q_rows = gr.Dataframe(
+                    label=f"Answers (the first {SHOWN_ROWS}; the download holds every row)",
+                    interactive=False,
+                    wrap=True,
+                    elem_id="qa-rows",
                     max_height=420,
                 )
             with gr.Tab("Efficiency", id="efficiency"):
@@ -388,6 +436,21 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
                 )
             return result.summary() + loaded, frame, confusion, gr.update(visible=True, value=str(result.csv_path))
 
+        @guarded(2, lambda: [None])
+        def answer(run_id, question, context):
+            found = evaluation.answer(run_id, question, context)
+            return answer_line(found), found.highlighted()
+
+        @guarded(3, lambda: [None, gr.update(visible=False, value=None)])
+        def answer_file(run_id, upload):
+            import pandas as pd
+
+            path = getattr(upload, "name", upload)
+            result, seconds = evaluation.answer_file(run_id, path, _original_name(path))
+            loaded = f" (model loaded in {seconds:.2f} s)" if seconds > 0 else ""
+            frame = pd.DataFrame(result.rows[:SHOWN_ROWS], columns=result.columns)
+            return result.summary() + loaded, frame, gr.update(visible=True, value=str(result.csv_path))
+
         @guarded(3, lambda: [None, None])
         def efficiency(exp, cost):
             rows = evaluation.efficiency(exp, cost)
@@ -408,6 +471,9 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
         s_text.submit(classify, [picker, s_text, s_pair], [s_result, s_label])
         c_go.click(compare, [c_models, c_text, c_pair], [c_result, c_table, *c_slots])
         b_go.click(classify_file, [picker, b_file], [b_result, b_rows, b_confusion, b_download])
+        q_go.click(answer, [picker, q_question, q_context], [q_result, q_highlight])
+        q_question.submit(answer, [picker, q_question, q_context], [q_result, q_highlight])
+        q_file_go.click(answer_file, [picker, q_file], [q_file_result, q_rows, q_download])
         e_experiment.change(efficiency, [e_experiment, e_cost], [e_result, e_plot, e_table])
         e_cost.change(efficiency, [e_experiment, e_cost], [e_result, e_plot, e_table])
         page.load(efficiency, [e_experiment, e_cost], [e_result, e_plot, e_table])

@@ -29,18 +29,35 @@ from specrun.version import __version__
 MAX_TABLE_ROWS = 200
 
 
-def run_table(columns: list[tuple[str, str]]) -> Figure:
-    """The runs table: each swept key (``store.analyses.sweep_columns``) as a column of its own."""
+def run_table(columns: list[tuple[str, str]], metrics: tuple[str, ...] = ("accuracy", "f1")) -> Figure:
+    """The runs table: each swept key (``store.analyses.sweep_columns``) as a column of its own, then the
+    headline ``metrics`` (``run_summary`` columns: ``exact_match`` and ``f1`` for extractive QA)."""
     swept = "".join(f'{expression} AS "{name}", ' for name, expression in columns)
+    # a sweep over the method shows it as a swept column: once, not again as `method_1`
+    method = "" if any(name == "method" for name, _ in columns) else "s.method, "
+    shown = "".join(f"round(s.{metric}, 4) AS {metric}, " for metric in metrics)
     return Figure(
         "Runs",
-        f"SELECT s.run_id, {swept}s.seed, s.status, s.method, round(s.accuracy, 4) AS accuracy, round(s.f1, 4) AS f1,\n"
+        f"SELECT s.run_id, {swept}s.seed, s.status, {method}{shown}\n"
         "       round(s.train_seconds, 1) AS train_seconds, regexp_extract(r.error, '^[^\\n]*') AS error\n"
         "FROM run_summary s JOIN runs r USING (run_id)\n"
         "WHERE s.run_id IN (SELECT run_id FROM current_runs WHERE experiment = $experiment)\n"
         "ORDER BY r.created_at, s.run_id",
-        caption="accuracy and f1 on the primary evaluation set, final weights; one column per key the sweep varies.",
+        caption=f"{' and '.join(metrics)} on the primary evaluation set, final weights; one column per key the sweep varies.",
     )
+
+
+def headline_metrics(db, experiment: str) -> tuple[str, ...]:
+    """The runs table's metrics: accuracy and f1, and exact_match where the experiment has runs that record
+    it (extractive QA; without accuracy when none records that)."""
+    accuracy, exact_match = db.execute(
+        "SELECT count(accuracy), count(exact_match) FROM run_summary "
+        "WHERE run_id IN (SELECT run_id FROM current_runs WHERE experiment = ?)",
+        [experiment],
+    ).fetchall()[0]  # fetched whole: a connection with an unfinished result serves no other query
+    if exact_match and not accuracy:
+        return ("exact_match", "f1")
+    return ("accuracy", "f1", "exact_match") if exact_match else ("accuracy", "f1")
 
 
 LEFT_OUT = Figure(
@@ -243,7 +260,10 @@ def _experiment(db, registry: Registry, target: Target, renderer: _Renderer, sum
         "counts": counts,
         "notes": target.notes + _selection_notes(db, target.experiment),
         "headline": headline,
-        "run_table": renderer.figure(run_table(store_analyses.sweep_columns(db, target.experiment)), params),
+        "run_table": renderer.figure(
+            run_table(store_analyses.sweep_columns(db, target.experiment), headline_metrics(db, target.experiment)),
+            params,
+        ),
         "left_out": renderer.figure(LEFT_OUT, params) if left_out else None,
         "left_out_count": left_out,
         "environment": json.dumps(environment, indent=2) if environment else "(no completed run)",

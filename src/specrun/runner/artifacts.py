@@ -327,7 +327,7 @@ class Transfer:
     #: Tensors copied in, by name; those that stay frozen in the new model are kept with its weights.
     loaded: list[str] = field(default_factory=list)
     frozen: list[str] = field(default_factory=list)
-    #: The source's classification head: never transferred (the new run's head starts fresh).
+    #: The source's task head (classifier, qa_outputs): never transferred (the new run's head starts fresh).
     head: list[str] = field(default_factory=list)
     #: Source tensors whose name exists in the new model with another shape, or not at all.
     shape_mismatch: list[str] = field(default_factory=list)
@@ -348,12 +348,14 @@ class Transfer:
         )
 
 
-HEAD = ("classifier",)
+#: The task heads a transfer leaves behind: a classifier's (``classifier``, ``pre_classifier``) and
+#: extractive QA's (``qa_outputs``).
+HEAD = ("classifier", "qa_outputs")
 
 
 def transfer_weights(model: torch.nn.Module, path: Path, source_run_id: str, head: tuple[str, ...] = HEAD) -> Transfer:
     """Copy a source run's saved trained weights into ``model`` wherever a parameter of the same name
-    and shape exists, except its classification head; returns what went where."""
+    and shape exists, except its task head (``HEAD``); returns what went where."""
     try:
         saved = read_run(path)
     except StoreError as exc:

@@ -65,25 +65,29 @@ def pad_config(base_name: str, folder: Path, registry: Registry | None = None) -
 
 def load_plain(path: Path | str, device: str = "cpu", registry: Registry | None = None):
     """A run's saved folder loaded as someone without specrun loads it: a transformers folder with
-    ``AutoModelForSequenceClassification.from_pretrained(folder)``; an adapter folder with
+    ``AutoModelForSequenceClassification.from_pretrained(folder)`` (``AutoModelForQuestionAnswering`` for an
+    extractive-QA run); an adapter folder with
     ``PeftModel.from_pretrained`` over the base model its ``adapter_config.json`` names, given the run's
     labels (and, for a quantized base, its bitsandbytes config from ``run.json``). None for
     ``trained.safetensors`` (specrun's own format: only specrun reloads it). The base model's name is
     found through specrun's model sources (``runner.modeling.load_base``): a hub id that a source serves
     from a local copy loads offline here, as it loads from the hub on a machine without specrun."""
-    from transformers import AutoModelForSequenceClassification
+    import transformers
 
     from specrun.runner.modeling import load_base
 
     saved = artifacts.read_run(path)
+    qa = saved_task(saved.meta) == "extractive_qa"
+    auto_model = "AutoModelForQuestionAnswering" if qa else "AutoModelForSequenceClassification"
     if saved.format == "transformers":
-        return AutoModelForSequenceClassification.from_pretrained(str(saved.folder)).to(device).eval()
+        return getattr(transformers, auto_model).from_pretrained(str(saved.folder)).to(device).eval()
     if saved.format != "peft":
         return None
     from peft import PeftConfig, PeftModel
 
     base_path = PeftConfig.from_pretrained(str(saved.folder)).base_model_name_or_path
-    kwargs = label_config(saved.meta["label_names"]) | pad_config(base_path, saved.folder, registry)
+    kwargs = ({} if qa else label_config(saved.meta["label_names"])) | pad_config(base_path, saved.folder, registry)
+    kwargs["auto_model"] = auto_model
     if saved.meta.get("quantization"):
         from transformers import BitsAndBytesConfig
 
@@ -93,6 +97,13 @@ def load_plain(path: Path | str, device: str = "cpu", registry: Registry | None 
     base = load_base(base_path, registry, **kwargs)
     model = PeftModel.from_pretrained(base, str(saved.folder))
     return model.eval() if saved.meta.get("quantization") else model.to(device).eval()
+
+
+def saved_task(meta: dict) -> str:
+    """The task of a saved run (``run.json``): its ``task``, else its config's, else classification."""
+    from specrun.core.tasks import task_name
+
+    return str(meta.get("task") or task_name(meta.get("config") or {}))
 
 
 @dataclass

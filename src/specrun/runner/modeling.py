@@ -45,11 +45,12 @@ def portable_model_name(name: str, registry: Registry) -> str:
     return name
 
 
-def load_base(name: str, registry: Registry | None = None, **kwargs):
-    """``AutoModelForSequenceClassification.from_pretrained`` of the base model a saved adapter folder
-    names (``kwargs`` pass through): through specrun's model sources, so a hub id served from a local
-    copy loads offline here as it loads from the hub elsewhere."""
-    from transformers import AutoModelForSequenceClassification
+def load_base(name: str, registry: Registry | None = None, auto_model: str = "AutoModelForSequenceClassification", **kwargs):
+    """``AutoModelForSequenceClassification.from_pretrained`` (or the ``auto_model`` class of the run's task,
+    e.g. ``AutoModelForQuestionAnswering``) of the base model a saved adapter folder names (``kwargs`` pass
+    through): through specrun's model sources, so a hub id served from a local copy loads offline here as
+    it loads from the hub elsewhere."""
+    import transformers
 
     if registry is None:
         from specrun.plugins.registry import get_registry
@@ -60,7 +61,7 @@ def load_base(name: str, registry: Registry | None = None, **kwargs):
     except DataError:
         path = name
     with quiet_load():
-        return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+        return getattr(transformers, auto_model).from_pretrained(path, **kwargs)
 
 
 @contextlib.contextmanager

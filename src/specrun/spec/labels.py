@@ -42,6 +42,8 @@ def describe_sweep(method: str, sweep_values: dict[str, Any]) -> str:
             if dotted == "method" and isinstance(item, dict):
                 options = ",".join(f"{k}={_short(v)}" for k, v in item.items() if k != "name")
                 method = f"{item.get('name', method)}({options})" if options else str(item.get("name", method))
+            elif dotted.endswith("init_from"):
+                parts.append(readable(dotted, item))  # `from pretrained`, not `init_from=""`
             else:
                 parts.append(f"{dotted.split('.')[-1]}={_short(item)}")
     return " ".join([method, *parts])

@@ -472,11 +472,12 @@ def sweep_columns(db: duckdb.DuckDBPyConnection, experiment: str) -> list[tuple[
     from specrun.spec.labels import design, sweep_assignments
 
     rows = db.execute(
-        "SELECT r.method, r.sweep FROM runs r WHERE r.run_id IN (SELECT run_id FROM current_runs WHERE experiment = ?) "
-        "ORDER BY r.created_at, r.run_id",
+        "SELECT r.method, r.sweep, r.config->'method' FROM runs r "
+        "WHERE r.run_id IN (SELECT run_id FROM current_runs WHERE experiment = ?) ORDER BY r.created_at, r.run_id",
         [experiment],
     ).fetchall()
-    points = [(method or "?", json.loads(sweep) if sweep else {}) for method, sweep in rows]
+    points = [(method or "?", json.loads(sweep) if sweep else {}) for method, sweep, _ in rows]
+    tables = [(method or "?", json.loads(options) if options else {}) for method, _, options in rows]
     dims = design(points)[0]
     columns = []
     for dim in dims:
@@ -500,7 +501,7 @@ def sweep_columns(db: duckdb.DuckDBPyConnection, experiment: str) -> list[tuple[
             if expression:
                 break
         if key == "method":
-            expression = "r.method"
+            expression = _method_column(tables)
         if expression is None:
             continue
         if dim.name == "init_from":
@@ -510,3 +511,20 @@ def sweep_columns(db: duckdb.DuckDBPyConnection, experiment: str) -> list[tuple[
             )
         columns.append((dim.name, expression))
     return columns
+
+
+def _method_column(tables: list[tuple[str, dict]]) -> str:
+    """SQL for the runs table's method column: the method's name, and where two runs of one method differ
+    in its options (``lora`` and 8-bit ``lora``), those options as ``key=value`` (``lora quantize=8bit``)."""
+    parts = []
+    for name in dict.fromkeys(method for method, _ in tables):
+        options = [table for method, table in tables if method == name]
+        keys = sorted({k for table in options for k in table if k != "name"})
+        for key in keys:
+            if len({json.dumps(table.get(key), sort_keys=True) for table in options}) < 2:
+                continue
+            path = "$." + '"' + key.replace('"', '\\"').replace("'", "''") + '"'
+            value = f"json_extract_string(r.config, '$.method{path[1:]}')"
+            literal = name.replace("'", "''")
+            parts.append(f"CASE WHEN r.method = '{literal}' AND {value} IS NOT NULL THEN '{key}=' || {value} END")
+    return f"concat_ws(' ', r.method, {', '.join(parts)})" if parts else "r.method"

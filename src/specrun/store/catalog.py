@@ -27,14 +27,19 @@ WITH costs AS (
     FROM metrics WHERE split = 'cost' AND final GROUP BY run_id
 ), current AS (
     SELECT run_id, list(DISTINCT experiment ORDER BY experiment) AS experiments FROM current_runs GROUP BY run_id
+), qa AS (
+    SELECT m.run_id, max(m.value) AS exact_match
+    FROM metrics m JOIN runs r2 ON r2.run_id = m.run_id AND m.split = r2.eval_set
+    WHERE m.name = 'exact_match' AND m.final GROUP BY m.run_id
 )
 SELECT r.run_id, coalesce(c.experiments, [r.experiment]) AS experiments, r.method, r.dataset, r.model, r.seed,
        r.sweep, r.config, r.eval_set, s.accuracy, s.f1, s.trainable_params, s.total_params,
-       k.model_memory_mb, k.latency_ms_mean, k.latency_ms_p95, r.finished_at
+       k.model_memory_mb, k.latency_ms_mean, k.latency_ms_p95, r.finished_at, q.exact_match
 FROM runs r
 JOIN run_summary s USING (run_id)
 LEFT JOIN costs k USING (run_id)
 LEFT JOIN current c USING (run_id)
+LEFT JOIN qa q USING (run_id)
 WHERE r.status = 'completed'
   AND EXISTS (SELECT 1 FROM artifacts a WHERE a.run_id = r.run_id AND a.kind = 'weights')
   AND ($experiment IS NULL OR list_contains(c.experiments, $experiment))
@@ -65,6 +70,8 @@ class StoredModel:
     latency_ms_mean: float | None
     latency_ms_p95: float | None
     finished_at: datetime | None = field(default=None, compare=False)
+    #: Exact match on ``eval_set`` for an extractive-QA run (``f1`` is then its SQuAD F1); None otherwise.
+    exact_match: float | None = None
 
 
 def stored_models(store: Store, experiment: str | None = None) -> list[StoredModel]:
@@ -84,8 +91,9 @@ def stored_models(store: Store, experiment: str | None = None) -> list[StoredMod
             eval_set,
             *numbers,
             finished_at,
+            exact_match,
         )
-        for run_id, experiments, method, dataset, model, seed, sweep, config, eval_set, *numbers, finished_at in rows
+        for run_id, experiments, method, dataset, model, seed, sweep, config, eval_set, *numbers, finished_at, exact_match in rows
     ]
 
 

@@ -361,3 +361,29 @@ def m015_qa_predictions(db):
             answers JSON
         )
     """)
+
+
+@migration
+def m016_run_summary_exact_match(db):
+    """``run_summary`` gains ``exact_match`` (extractive-QA runs' SQuAD exact match on the primary
+    evaluation set; NULL for classification runs), as its last column: every earlier column keeps its
+    name and position."""
+    db.execute("""
+        CREATE OR REPLACE VIEW run_summary AS
+        SELECT
+            r.run_id, r.experiment, r.status, r.method, r.dataset, r.model, r.seed, r.sweep,
+            max(m.value) FILTER (WHERE m.split = r.eval_set AND m.name = 'accuracy') AS accuracy,
+            max(m.value) FILTER (WHERE m.split = r.eval_set AND m.name = 'f1') AS f1,
+            max(m.value) FILTER (WHERE m.split = r.eval_set AND m.name = 'loss') AS eval_loss,
+            max(m.value) FILTER (WHERE m.split = 'cost' AND m.name = 'trainable_params') AS trainable_params,
+            max(m.value) FILTER (WHERE m.split = 'cost' AND m.name = 'total_params') AS total_params,
+            max(m.value) FILTER (WHERE m.split = 'cost' AND m.name = 'trainable_pct') AS trainable_pct,
+            max(m.value) FILTER (WHERE m.split = 'cost' AND m.name = 'train_seconds') AS train_seconds,
+            max(m.value) FILTER (WHERE m.split = 'cost' AND m.name = 'samples_per_second') AS samples_per_second,
+            max(m.value) FILTER (WHERE m.split = 'cost' AND m.name = 'peak_memory_mb') AS peak_memory_mb,
+            r.finished_at,
+            max(m.value) FILTER (WHERE m.split = r.eval_set AND m.name = 'exact_match') AS exact_match
+        FROM runs r
+        LEFT JOIN metrics m ON m.run_id = r.run_id AND m.final
+        GROUP BY ALL
+    """)

@@ -508,7 +508,7 @@ def fail(store: Store, run_id: str, error: str, status: str = "failed", scores: 
 
 
 _RUNS_QUERY = """
-    SELECT s.run_id, s.experiment, s.status, s.method, s.seed, s.sweep, s.accuracy, s.f1, s.train_seconds,
+    SELECT s.run_id, s.experiment, s.status, s.method, s.seed, s.sweep, s.accuracy, s.f1, s.exact_match, s.train_seconds,
            strftime(s.finished_at, '%Y-%m-%d %H:%M:%S') AS finished_at, regexp_extract(r.error, '^[^\n]*') AS error,
            r.pid, r.host, r.started_at
     FROM run_summary s JOIN runs r USING (run_id)
@@ -542,3 +542,11 @@ def list_runs(store: Store, experiment: str | None, status: str | None, history:
         if status is None or row[2] == status:
             rows.append(tuple(row))
     return columns, rows
+
+
+def drop_empty(columns: list[str], rows: list[tuple], names: tuple[str, ...]) -> tuple[list[str], list[tuple]]:
+    """The table without the columns among ``names`` that hold nothing (``exact_match`` where no
+    extractive-QA run is listed)."""
+    empty = [i for i, c in enumerate(columns) if c in names and all(row[i] is None for row in rows)]
+    keep = [i for i in range(len(columns)) if i not in empty]
+    return [columns[i] for i in keep], [tuple(row[i] for i in keep) for row in rows]

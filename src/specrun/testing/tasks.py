@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,13 @@ class TaskReport:
     metrics_reloaded: dict[str, float]
     n_train_features: int
     n_eval_examples: int
+    #: Every parameter name, those that require grad after ``build``, and those whose values training changed.
+    parameters: set[str] = field(default_factory=set)
+    trainable: set[str] = field(default_factory=set)
+    changed: set[str] = field(default_factory=set)
+    #: The metrics of the saved folder loaded with plain peft/transformers (None: specrun's own format, or a
+    #: quantized base).
+    metrics_plain: dict[str, float] | None = None
 
 
 def check_task(
@@ -50,20 +57,24 @@ def check_task(
 
     - it is a ``TaskPlugin`` whose ``metrics`` name its headline first; a spec naming it validates;
     - ``encode`` gives features with one length per feature, and ``collate`` batches of those lengths;
-    - ``loss`` is finite, and ``steps`` training steps at ``learning_rate`` lower it by 10% or more;
+    - ``loss`` is finite, and ``steps`` training steps at ``learning_rate`` lower it by 10% or more; only
+      parameters that require grad change (frozen weights and buffers stay);
     - ``evaluate`` returns every metric in ``metrics`` (finite) and one prediction row per evaluation
       example, with exactly the columns of its ``prediction_table``;
-    - the run saved as the runner saves it and rebuilt evaluates to the same metrics.
+    - the run saved as the runner saves it and rebuilt evaluates to the same metrics; so does its folder
+      loaded with plain peft or transformers (``specrun.runner.export.load_plain``), where it can be.
     ``workdir`` is an empty folder."""
     import torch
 
     from specrun.plugins.api import TaskPlugin
-    from specrun.runner.artifacts import load_weights, save_run
+    from specrun.runner.artifacts import load_weights, quantized_bits, save_run
     from specrun.runner.data import prepare_run_data
     from specrun.runner.execute import build_model, task_runtime
+    from specrun.runner.export import load_plain
     from specrun.runner.modeling import load_tokenizer
     from specrun.runner.train import train_model
     from specrun.spec.load import load_spec_text
+    from specrun.testing.contracts import _same_values, _snapshot
     from specrun.testing.toy import single_thread
 
     task = registry.get("task", name)
@@ -136,6 +147,9 @@ def check_task(
                     total += float(loss) * len(idx)
             return total / len(train)
 
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        assert trainable, f"{name}: no parameter requires grad"
+        weights_before = _snapshot(model)
         before = task.evaluate(model, dev, tctx, 64, "fp32", device)
         loss_before = train_loss()
         assert math.isfinite(loss_before), f"{name}: the loss is {loss_before}"
@@ -155,6 +169,9 @@ def check_task(
         assert loss_after < 0.9 * loss_before, (
             f"{name}: training loss {loss_before:.4f} -> {loss_after:.4f} (expected 10% lower)"
         )
+        weights_after = _snapshot(model)
+        changed = {n for n in weights_before if not _same_values(weights_before[n], weights_after[n])}
+        assert changed <= trainable, f"{name}: frozen tensors changed: {sorted(changed - trainable)[:5]}"
         after = task.evaluate(model, dev, tctx, 64, "fp32", device)
         for ev in (before, after):
             missing = [m for m in task.metrics if m not in ev.metrics]
@@ -178,11 +195,31 @@ def check_task(
         reloaded, _ = build_model(config, registry, len(labels), labels, device)
         load_weights(reloaded, folder)
         again = task.evaluate(reloaded, dev, tctx, 64, "fp32", device)
+        # a quantized base loaded plainly runs bitsandbytes' inference kernels, not the trained path: not compared
+        plain = load_plain(folder, registry=registry) if not quantized_bits(model) else None
+        plain_metrics = task.evaluate(plain, dev, tctx, 64, "fp32", device).metrics if plain is not None else None
     for metric in task.metrics:
         assert abs(again.metrics[metric] - after.metrics[metric]) <= 1e-6, (
             f"{name}: the saved and rebuilt model gives {metric} {again.metrics[metric]}, not {after.metrics[metric]}"
         )
-    return TaskReport(loss_before, loss_after, before.metrics, after.metrics, again.metrics, len(train), n)
+        if plain_metrics is not None:
+            assert abs(plain_metrics[metric] - after.metrics[metric]) <= 1e-5, (
+                f"{name}: the saved folder, loaded with plain peft/transformers, gives {metric} "
+                f"{plain_metrics[metric]}, not {after.metrics[metric]}"
+            )
+    return TaskReport(
+        loss_before,
+        loss_after,
+        before.metrics,
+        after.metrics,
+        again.metrics,
+        len(train),
+        n,
+        {n for n, _ in model.named_parameters()},
+        trainable,
+        changed,
+        plain_metrics,
+    )
 
 
 def _settings(config: dict):

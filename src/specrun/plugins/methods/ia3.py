@@ -23,16 +23,20 @@ def attention_roles(roles: RoleMap) -> tuple[str, ...]:
     return ("query", "key", "value") if roles.qkv else ("key", "value")
 
 
-def ia3_config(options: IA3Options, roles: RoleMap):
+def ia3_config(options: IA3Options, roles: RoleMap, backbone=None):
+    """peft's config; ``backbone`` (the model the vectors go on) picks the task type and the head that
+    trains with them (a sequence classifier's when None)."""
     from peft import IA3Config, TaskType
+
+    from specrun.plugins.methods.parts import head_modules, peft_task_type
 
     attention = attention_roles(roles)
     return IA3Config(
-        task_type=TaskType.SEQ_CLS,
+        task_type=peft_task_type(backbone) if backbone is not None else TaskType.SEQ_CLS,
         target_modules=roles.regex((*attention, "ffn_out") if options.ffn else attention),
         # (IA)^3 rescales the FFN out projection's input, the intermediate activations (l_ff)
         feedforward_modules=roles.regex(("ffn_out",)) if options.ffn else [],
-        modules_to_save=list(roles.head),
+        modules_to_save=head_modules(backbone, roles) if backbone is not None else list(roles.head),
     )
 
 
@@ -52,7 +56,7 @@ class IA3(MethodPlugin):
         from peft import get_peft_model
 
         backbone = ctx.load_backbone()
-        return get_peft_model(backbone, ia3_config(options, roles_of(backbone)))
+        return get_peft_model(backbone, ia3_config(options, roles_of(backbone), backbone))
 
 
 @hookimpl

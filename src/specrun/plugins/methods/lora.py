@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import torch
 
 #: Kept in full precision when the backbone is quantized: the new head (``classifier``, and DistilBERT's
-#: ``pre_classifier``; ``score`` on decoders), and the pooler it reads.
+#: ``pre_classifier``; ``score`` on decoders), and the pooler it reads (``qa_outputs`` too for QA: ``not_quantized``).
 NOT_QUANTIZED = ["classifier", "pooler", "score", "pre_classifier"]
 
 
@@ -173,7 +173,8 @@ def adapted(backbone, options: LoraAdapterOptions):
     """The backbone with LoRA adapters; with ``train = "head"`` the adapters are frozen too."""
     from peft import get_peft_model
 
-    model = get_peft_model(backbone, lora_config(options, role_map_for(getattr(backbone.config, "model_type", None))))
+    roles = role_map_for(getattr(backbone.config, "model_type", None))
+    model = get_peft_model(backbone, lora_config(options, roles, backbone))
     if options.train == "head":
         for name, param in model.named_parameters():
             if "lora_" in name:
@@ -181,19 +182,30 @@ def adapted(backbone, options: LoraAdapterOptions):
     return model
 
 
-def lora_config(options: LoraAdapterOptions, roles: RoleMap | None = None):
+def lora_config(options: LoraAdapterOptions, roles: RoleMap | None = None, backbone=None):
+    """peft's config of the adapters; ``backbone`` (the model they go on) picks the task type and the
+    head that trains with them (a sequence classifier's when None)."""
     from peft import LoraConfig, TaskType
 
+    from specrun.plugins.methods.parts import head_modules, peft_task_type
+
     return LoraConfig(
-        task_type=TaskType.SEQ_CLS,
+        task_type=peft_task_type(backbone) if backbone is not None else TaskType.SEQ_CLS,
         r=options.rank,
         lora_alpha=options.alpha,
         lora_dropout=options.dropout,
         target_modules=options.targets(roles),
         bias="none",
-        # the architecture's whole head trains (DistilBERT's pre_classifier too), as in every method
-        modules_to_save=list(roles.head) if roles else None,
+        # the architecture's whole head trains (DistilBERT's pre_classifier too; qa_outputs on QA), as in every method
+        modules_to_save=head_modules(backbone, roles) if backbone is not None else (list(roles.head) if roles else None),
     )
+
+
+def not_quantized(ctx: BuildContext) -> list[str]:
+    """The modules a quantized backbone keeps in full precision: the head the run trains (and the pooler)."""
+    from specrun.plugins.methods.parts import QA_HEAD
+
+    return NOT_QUANTIZED if ctx.task_name == "classification" else [*NOT_QUANTIZED, QA_HEAD]
 
 
 # --- k-bit backbones (bitsandbytes) ---------------------------------------------------------------
@@ -305,7 +317,7 @@ class LoRA(MethodPlugin):
             from transformers import BitsAndBytesConfig
 
             backbone = load_kbit_backbone(
-                ctx, BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=NOT_QUANTIZED)
+                ctx, BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=not_quantized(ctx))
             )
         else:
             backbone = ctx.load_backbone()

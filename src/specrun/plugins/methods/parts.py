@@ -46,6 +46,32 @@ def is_head(model: torch.nn.Module, name: str) -> bool:
 QA_HEAD = "qa_outputs"
 
 
+def is_qa_model(model: torch.nn.Module) -> bool:
+    """Whether ``model`` is a transformers ``*ForQuestionAnswering`` model (start/end logits from ``qa_outputs``)."""
+    return type(model).__name__.endswith("ForQuestionAnswering")
+
+
+def head_modules(model: torch.nn.Module, roles: RoleMap | None) -> list[str] | None:
+    """The modules of the task head a peft method trains and saves with its adapters (``modules_to_save``):
+    ``qa_outputs`` on a question-answering model, else the classifier's head of the architecture (None:
+    no role map, peft's own default)."""
+    if is_qa_model(model):
+        return [QA_HEAD]
+    return list(roles.head) if roles else None
+
+
+def peft_task_type(model: torch.nn.Module):
+    """peft's task type for adapters on ``model``: ``SEQ_CLS`` on a sequence classifier; None (peft's plain
+    ``PeftModel``, which hands every input to the model as it is) on a question-answering model, because
+    peft's ``QUESTION_ANS`` wrapper (``PeftModelForQuestionAnswering``, peft 0.21) takes ``token_type_ids``
+    as an argument and never passes it on: BERT-like models would lose the question/context segments
+    (a silently different model from the one full fine-tuning trains). The head is trained and saved
+    through ``modules_to_save`` (``head_modules``) either way."""
+    from peft import TaskType
+
+    return None if is_qa_model(model) else TaskType.SEQ_CLS
+
+
 def describe(model: ModelInfo) -> str:
     """``'roberta-base' (RoBERTa)``: the model and its architecture, for messages."""
     return f"{model.name!r} ({arch_name(model.config)})"

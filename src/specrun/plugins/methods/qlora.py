@@ -16,6 +16,7 @@ from specrun.plugins.methods.lora import (
     check_adapters,
     check_kbit,
     load_kbit_backbone,
+    not_quantized,
     placement_table,
 )
 
@@ -30,7 +31,8 @@ class QLoraOptions(LoraAdapterOptions):
     double_quant: bool = Field(True, description="also quantize the per-block scales (saves ~0.4 bit per weight)")
 
 
-def quantization_config(options: QLoraOptions):
+def quantization_config(options: QLoraOptions, skip: list[str] | None = None):
+    """bitsandbytes' NF4 config; ``skip``: the modules kept in full precision (default: a classifier's head and pooler)."""
     import torch
     from transformers import BitsAndBytesConfig
 
@@ -39,7 +41,7 @@ def quantization_config(options: QLoraOptions):
         bnb_4bit_quant_type="nf4",
         bnb_4bit_compute_dtype=torch.bfloat16 if options.compute_dtype == "bf16" else torch.float32,
         bnb_4bit_use_double_quant=options.double_quant,
-        llm_int8_skip_modules=NOT_QUANTIZED,
+        llm_int8_skip_modules=skip if skip is not None else NOT_QUANTIZED,
     )
 
 
@@ -64,7 +66,7 @@ class QLoRA(MethodPlugin):
         return placement_table()
 
     def build(self, options: QLoraOptions, ctx: BuildContext):
-        return adapted(load_kbit_backbone(ctx, quantization_config(options)), options)
+        return adapted(load_kbit_backbone(ctx, quantization_config(options, not_quantized(ctx))), options)
 
 
 @hookimpl

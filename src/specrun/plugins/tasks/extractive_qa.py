@@ -38,9 +38,13 @@ from specrun.hookspecs import hookimpl
 from specrun.plugins.api import PluginOptions, TaskContext, TaskEvaluation, TaskPlugin
 from specrun.runner.batching import Encoded
 
-_PEFT_WRAPPER = (
-    "it wraps the model in peft's sequence-classification wrapper, which would leave the QA head "
-    "(qa_outputs) frozen and out of the saved adapter"
+#: Why prompt tuning is refused: peft prepends a soft prompt only through its task wrappers, and its
+#: question-answering one (``PeftModelForQuestionAnswering``, peft 0.21) never passes ``token_type_ids``
+#: on, so BERT-like models would lose the question/context segments that every other method keeps.
+_PROMPT_TUNING = (
+    "peft prepends the soft prompt to a QA model only through its question-answering wrapper, which drops "
+    "token_type_ids (the question/context segments BERT-like models read) and returns start/end logits over "
+    "the virtual tokens too: the model would silently differ from the one the other methods train"
 )
 
 
@@ -77,12 +81,7 @@ class ExtractiveQA(TaskPlugin):
     prediction_table = "qa_predictions"
     auto_model = "AutoModelForQuestionAnswering"
     refused: ClassVar[dict[str, dict[str, str]]] = {
-        "method": {
-            "lora": _PEFT_WRAPPER,
-            "qlora": _PEFT_WRAPPER,
-            "ia3": _PEFT_WRAPPER,
-            "prompt_tuning": "peft's prompt tuning has no question-answering model type to wrap a QA head",
-        },
+        "method": {"prompt_tuning": _PROMPT_TUNING},
     }
 
     def examples_problem(self, examples) -> str | None:

@@ -1,0 +1,318 @@
+"""The app's question-answering view: a question and its context answered by an extractive-QA run (the
+answer marked in the context, its score and latency, as `specrun predict --question` gives them), a file
+of questions scored with SQuAD v1.1 EM and F1, runs of the wrong task refused with a sentence, --record;
+and the view used in a real headless Chromium."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from app_support import build_qa_run
+from conftest import SHARED_DATA
+from test_app_browser import _free_port, _text
+from test_report_browser import ARTIFACTS, BROWSER_ARGS, chromium  # noqa: F401 - the chromium fixture
+
+from specrun.testing import run_cli, toy_spec, write_toy_data
+
+pytest.importorskip("gradio")
+
+CONTEXT = "the car is red . the boat is blue . the hat is green ."
+
+
+@pytest.fixture(scope="module")
+def qa_store(tmp_path_factory, tiny_model_dir) -> Path:
+    """A store with the toy QA run and a two-step classification run (for the refusals)."""
+    folder = tmp_path_factory.mktemp("app-qa")
+    store = build_qa_run(folder, tiny_model_dir)
+    data = write_toy_data(folder / "toy")
+    spec = folder / "cls.toml"
+    spec.write_text(
+        toy_spec(model=str(tiny_model_dir), train="max_steps = 2", name="cls")
+        .replace("{toy_train}", str(data / "train.tsv"))
+        .replace("{toy_dev}", str(data / "dev.tsv"))
+    )
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SPECRUN_ARTIFACTS", str(folder / "artifacts"))
+        env.setenv("SPECRUN_DATA_DIR", str(SHARED_DATA))
+        env.setenv("SPECRUN_DISABLE_PLUGIN_AUTOLOAD", "1")
+        env.setenv("HF_HUB_OFFLINE", "1")
+        code, _, err = run_cli("apply", str(spec), "--store", str(store))
+    assert code == 0, err
+    return store
+
+
+@pytest.fixture
+def evaluation(qa_store, tmp_path):
+    from specrun.app.service import Evaluation
+    from specrun.store import Store
+
+    return Evaluation(Store(qa_store), out_dir=tmp_path / "downloads")
+
+
+def _runs(evaluation) -> tuple[str, str]:
+    """(the QA run's id, the classification run's id)."""
+    from specrun.core.tasks import task_name
+
+    by_task = {task_name(m.config): m.run_id for m in evaluation.models()}
+    return by_task["extractive_qa"], by_task["classification"]
+
+
+def test_a_question_is_answered_as_predict_answers_it_with_the_answer_marked(evaluation, qa_store):
+    from specrun.driver.models import load_predictor
+    from specrun.store import Store
+
+    qa, _ = _runs(evaluation)
+    found = evaluation.answer(qa, "  what color is the boat ?  ", CONTEXT)
+    (expected,) = load_predictor(Store(qa_store), qa).answer([("what color is the boat ?", CONTEXT)])
+    assert (found.answer, found.start) == (expected.answer, expected.start)
+    assert found.score == pytest.approx(expected.score, abs=1e-6)
+    assert found.answer and CONTEXT[found.start : found.start + len(found.answer)] == found.answer
+    assert 0.0 < found.score <= 1.0 and found.latency_ms > 0 and found.load_seconds > 0
+    pieces = found.highlighted()
+    assert "".join(text for text, _ in pieces) == CONTEXT
+    assert [text for text, label in pieces if label == "answer"] == [found.answer]
+    again = evaluation.answer(qa, "what color is the boat ?", CONTEXT)
+    assert again.load_seconds == 0.0  # cached
+
+
+def test_a_qa_models_card_shows_its_exact_match_and_f1(evaluation, qa_store):
+    from specrun.app.models import card, choice_label
+    from specrun.store import Store
+
+    qa, cls = _runs(evaluation)
+    with Store(qa_store).read() as db:
+        em, f1 = db.execute(
+            "SELECT max(value) FILTER (WHERE name = 'exact_match'), max(value) FILTER (WHERE name = 'f1') "
+            "FROM metrics WHERE run_id = ? AND final AND split = 'validation'",
+            [qa],
+        ).fetchone()
+    model = evaluation.model(qa, task=None)
+    assert model.accuracy is None and model.exact_match == pytest.approx(em) and model.f1 == pytest.approx(f1)
+    assert f"| exact match · F1 (validation, SQuAD v1.1) | {em:.4g} · {f1:.4g} |" in card(model)
+    assert f"EM {em:.3f} F1 {f1:.3f}" in choice_label(model)
+    classifier = evaluation.model(cls)
+    assert classifier.exact_match is None and "| accuracy · F1 (validation) |" in card(classifier)
+
+
+def test_a_file_of_questions_is_scored_with_squad_em_and_f1(evaluation, tmp_path):
+    from specrun.core.squad import question_scores
+
+    qa, _ = _runs(evaluation)
+    upload = tmp_path / "server-copy.csv"
+    rows = [
+        ("what color is the car ?", CONTEXT, '["red", "Red"]'),
+        ("what color is the boat ?", CONTEXT, "blue"),
+        ("what color is the hat ?", "the hat, it is said, is green .", '["green"]'),
+    ]
+    with upload.open("w", newline="") as f:
+        csv.writer(f).writerows([("question", "context", "answers"), *rows])
+    result, seconds = evaluation.answer_file(qa, upload, "questions.csv")
+    assert result.columns == [
+        "line",
+        "question",
+        "context",
+        "answers",
+        "answer",
+        "start",
+        "score",
+        "exact_match",
+        "f1",
+        "latency_ms",
+    ]
+    assert [r[0] for r in result.rows] == [2, 3, 4] and len(result.rows) == 3
+    refs = [["red", "Red"], ["blue"], ["green"]]
+    expected = [question_scores(r[4], ref) for r, ref in zip(result.rows, refs)]
+    assert result.scores["exact_match"] == pytest.approx(sum(e for e, _ in expected) / 3)
+    assert result.scores["f1"] == pytest.approx(sum(f for _, f in expected) / 3)
+    assert re.match(r"questions\.csv: 3 questions with answers: exact match \d\.\d{4}, F1 \d\.\d{4}; mean latency", result.summary())
+    with result.csv_path.open() as f:
+        written = list(csv.reader(f))
+    assert written[0] == result.columns and len(written) == 4 and written[3][2] == "the hat, it is said, is green ."
+
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"question": "what color is the car ?", "context": CONTEXT}) + "\n")
+    result, _ = evaluation.answer_file(qa, plain, "plain.jsonl")
+    assert result.scores is None and "no 'answers' column: no EM or F1" in result.summary()
+    assert "exact_match" not in result.columns
+
+
+def test_mistakes_and_runs_of_the_other_task_get_a_sentence(evaluation, tmp_path):
+    from specrun.errors import DataError, UsageError
+
+    qa, cls = _runs(evaluation)
+    with pytest.raises(UsageError, match="the Question answering tab needs a run of task 'extractive_qa'"):
+        evaluation.answer(cls, "what color is the car ?", CONTEXT)
+    with pytest.raises(UsageError, match=rf"run {qa[:8]} is a run of task 'extractive_qa': it answers questions"):
+        evaluation.classify(qa, "some text")
+    with pytest.raises(UsageError, match="it answers questions, it does not classify texts"):
+        evaluation.compare([qa, cls], "some text")
+    assert evaluation.load(qa)[0].run_id == qa  # the picker loads either kind
+    with pytest.raises(UsageError, match="type a question"):
+        evaluation.answer(qa, "  ", CONTEXT)
+    with pytest.raises(UsageError, match="paste the context"):
+        evaluation.answer(qa, "what ?", "")
+    with pytest.raises(UsageError, match="pick a model first"):
+        evaluation.answer(None, "what ?", CONTEXT)
+    bad = tmp_path / "upload.csv"
+    bad.write_text("question,answers\nwhat ?,red\n")
+    with pytest.raises(DataError, match=r"mine\.csv: needs 'question' and 'context' columns \(missing context\)"):
+        evaluation.answer_file(qa, bad, "mine.csv")
+    bad.write_text('question,context\nwhat ?,""\n')
+    with pytest.raises(DataError, match=r"mine\.csv.*2.*the context is empty"):
+        evaluation.answer_file(qa, bad, "mine.csv")
+    with pytest.raises(DataError, match="the app reads CSV, TSV, JSONL and parquet"):
+        evaluation.answer_file(qa, tmp_path / "q.xlsx", "q.xlsx")
+    with pytest.raises(UsageError, match="the Question answering tab needs"):
+        evaluation.answer_file(cls, bad, "mine.csv")
+
+
+def test_record_writes_answers_to_app_predictions(qa_store, tmp_path):
+    import shutil
+
+    from specrun.app.service import Evaluation
+    from specrun.store import Store
+
+    mine = tmp_path / "store.duckdb"
+    shutil.copy(qa_store, mine)
+    (tmp_path / "artifacts").symlink_to(qa_store.parent / "artifacts", target_is_directory=True)
+    evaluation = Evaluation(Store(mine), record=True, out_dir=tmp_path / "downloads")
+    qa, _ = _runs(evaluation)
+    found = evaluation.answer(qa, "what color is the hat ?", CONTEXT)
+    upload = tmp_path / "q.csv"
+    upload.write_text(f'question,context,answers\nwhat color is the car ?,{CONTEXT},"[""red""]"\n')
+    evaluation.answer_file(qa, upload, "q.csv")
+    with Store(mine).read() as db:
+        rows = db.execute(
+            "SELECT source, position, text, text_pair, label, prediction, confidence FROM app_predictions ORDER BY recorded_at, position"
+        ).fetchall()
+    assert rows[0] == ("question", 0, "what color is the hat ?", CONTEXT, None, found.answer, pytest.approx(found.score))
+    assert rows[1][:5] == ("q.csv", 0, "what color is the car ?", CONTEXT, '["red"]') and len(rows) == 2
+
+
+# --- in a browser ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def served_qa(qa_store, tmp_path):
+    """`specrun app` over the QA store in its own process: its url."""
+    pytest.importorskip("playwright")
+    port = _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
+    log = (tmp_path / "app.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "specrun", "app", "--store", str(qa_store), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    started = time.perf_counter()
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"specrun app exited with {proc.returncode}: {(tmp_path / 'app.log').read_text()}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.perf_counter() - started > 180:
+                pytest.fail(f"specrun app served nothing within 180 s: {(tmp_path / 'app.log').read_text()}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_the_qa_view_in_chromium(served_qa, qa_store, chromium, tmp_path):  # noqa: F811 - chromium is a fixture
+    from playwright.sync_api import sync_playwright
+
+    url = served_qa
+    origin = url.rstrip("/")
+    errors = []
+    questions = tmp_path / "squad-questions.csv"
+    with questions.open("w", newline="") as f:
+        csv.writer(f).writerows(
+            [
+                ("question", "context", "answers"),
+                ("what color is the car ?", CONTEXT, '["red"]'),
+                ("what color is the hat ?", CONTEXT, '["green"]'),
+            ]
+        )
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=BROWSER_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        context.route(
+            "**/*",
+            lambda route: route.continue_()
+            if route.request.url.startswith((origin, "data:", "blob:", "about:"))
+            else route.abort(),
+        )
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        try:
+            page.goto(url)
+            _text(page, "#intro", "2 trained models")
+            page.locator("#picker input").click()
+            page.get_by_role("option", name=re.compile(r"toyqa")).click()
+            _text(page, "#model-card", r"experiment\s+toyqa", timeout=180_000)  # loaded (slow on a busy machine)
+
+            page.get_by_role("tab", name="Question answering").click()
+            page.locator("#qa-question textarea").fill("what color is the boat ?")
+            page.locator("#qa-context textarea").fill(CONTEXT)
+            page.locator("#qa-go").click()
+            line = _text(page, "#qa-result", r"latency")
+            found = re.search(r"^(.+?) · score (\d\.\d+) · latency (\d+\.\d+) ms", line)
+            assert found, line
+            answer, score, latency = found.group(1), float(found.group(2)), float(found.group(3))
+            assert answer in CONTEXT and 0.0 < score <= 1.0 and latency > 0
+            # the context, whole, with the answer as the one highlighted span
+            marked = page.locator("#qa-highlight .token.highlighted .text")
+            marked.first.wait_for(timeout=30_000)
+            assert [t.strip() for t in marked.all_inner_texts()] == [answer]
+            assert re.sub(r"\s+", " ", _text(page, "#qa-highlight", re.escape(answer))).count("the boat is blue") == 1
+            page.screenshot(path=str(ARTIFACTS / "app-qa.png"), full_page=True)
+
+            page.locator("#qa-file input[type=file]").set_input_files(str(questions))
+            page.wait_for_function(
+                "() => document.querySelector('#qa-file').innerText.includes('squad-questions.csv')", timeout=30_000
+            )
+            page.locator("#qa-file-go").click()
+            summary = _text(page, "#qa-file-result", r"exact match")
+            assert re.search(
+                r"squad-questions\.csv: 2 questions with answers: exact match (\d\.\d{4}), F1 (\d\.\d{4}); mean latency",
+                summary,
+            ), summary
+            _text(page, "#qa-rows", r"what color is the hat \?")
+            page.locator("#qa-download").wait_for(state="visible", timeout=30_000)
+
+            # a classification run on this tab: one sentence, not a traceback
+            page.locator("#picker input").click()
+            page.get_by_role("option", name=re.compile(r" cls ")).click()
+            page.locator("#qa-go").click()
+            assert "the Question answering tab needs a run of task 'extractive_qa'" in _text(
+                page, "#qa-result", "needs a run of task"
+            )
+            page.screenshot(path=str(ARTIFACTS / "app-qa-file.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "app-qa-failure.png"), full_page=True)
+            raise
+        browser.close()
+    assert errors == [], errors
