@@ -199,3 +199,24 @@ def test_report_of_an_unknown_experiment_or_store(cli, tmp_path, built_study):
     code, _, err = cli("report", "study", "--store", str(tmp_path / "missing.duckdb"))
     assert code == 2 and "no store at" in err
     assert not (tmp_path / "r.html").exists()
+
+
+def test_the_inlined_vega_bundle_is_built_once_and_read_from_the_cache(tmp_path, monkeypatch):
+    """vl-convert's bundle (~2 CPU-seconds) is kept in specrun's cache under its versions; a damaged
+    entry is a miss, rebuilt."""
+    import specrun.report.vega as vega
+
+    monkeypatch.setenv("SPECRUN_CACHE_DIR", str(tmp_path / "cache"))
+    vega.javascript.cache_clear()
+    built = vega.javascript()
+    assert "vegaEmbed" in built
+    entries = list((tmp_path / "cache" / "vega-js").glob("*.pickle"))
+    assert len(entries) == 1
+    vega.javascript.cache_clear()
+    calls = []
+    monkeypatch.setattr("vl_convert.javascript_bundle", lambda **kw: calls.append(kw) or "rebuilt")
+    assert vega.javascript() == built and not calls  # from the cache
+    entries[0].write_bytes(b"not a pickle")
+    vega.javascript.cache_clear()
+    assert vega.javascript() == "rebuilt" and len(calls) == 1
+    vega.javascript.cache_clear()

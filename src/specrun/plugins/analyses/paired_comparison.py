@@ -191,7 +191,7 @@ class PairedComparison(AnalysisPlugin):
     def _pair(self, options, a: str, arm_a: dict, b: str, arm_b: dict) -> dict | None:
         import numpy as np
 
-        from specrun.analysis.stats import bootstrap_interval, paired_seeds_p
+        from specrun.analysis.stats import bootstrap_interval, counted_interval, paired_seeds_p, weighted_mean
 
         seeds = sorted(set(arm_a["seeds"]) & set(arm_b["seeds"]))
         if (
@@ -204,9 +204,10 @@ class PairedComparison(AnalysisPlugin):
         ca = np.array([[arm_a["seeds"][s][e] for e in examples] for s in seeds], dtype=float)
         cb = np.array([[arm_b["seeds"][s][e] for e in examples] for s in seeds], dtype=float)
         d = (ca - cb).mean(axis=0)
-        low, high = bootstrap_interval(
-            (d,), np.mean, options.confidence, options.n_resamples, "percentile", options.seed
-        )
+        # d takes few values (2 x seeds + 1): drawn by counts, the same bootstrap as scipy's at a fraction of the cost
+        resampling = (options.confidence, options.n_resamples, "percentile", options.seed)
+        found = counted_interval((d,), weighted_mean, *resampling)
+        low, high = found if found is not None else bootstrap_interval((d,), np.mean, *resampling)
         only_a, only_b = int(((ca == 1) & (cb == 0)).sum()), int(((ca == 0) & (cb == 1)).sum())
         return {
             "a": a,
