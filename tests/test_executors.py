@@ -357,3 +357,47 @@ def test_ray_forwards_live_reports_to_the_driver_and_mlflow_reads_them_back(ray_
     ]
     values = {k: [r[3] for c in calls for r in c[3] or [] if r[2] != "seconds"] for k, calls in heard.items()}
     assert values["local"] == pytest.approx(values["ray"], abs=1e-4)
+
+
+def test_a_search_trains_a_wave_of_trials_side_by_side_on_ray_and_its_pruner_stops_workers(
+    ray_instance, write_spec, cli, tmp_path, monkeypatch
+):
+    """``search.parallel = 2`` on Ray: a wave's trials are claimed and trained together, the driver's pruner
+    stops a worker at the evaluation it decided on, and the store replays the same trials on any executor."""
+    optuna = pytest.importorskip("optuna")
+    from test_search import SEARCH, TRIALS, sql
+
+    import specrun.driver.search as search_module
+
+    class PruneTheSecondWave(optuna.pruners.BasePruner):
+        """Decided in the driver from the forwarded evaluations: the second wave's trials stop at their first."""
+
+        def prune(self, study, trial):
+            return trial.number >= 2
+
+    monkeypatch.setattr(search_module, "make_pruner", lambda search, optuna: PruneTheSecondWave())
+    text = SEARCH.format(n=4, sampler="random", pruner="median").replace("seed = 3", "seed = 3\nparallel = 2")
+    spec, store = write_spec(train="max_steps = 6\neval_every = 2", extra=text), tmp_path / "ray.duckdb"
+    code, _, err = cli("apply", str(spec), "--store", str(store), "--executor", "ray")
+    assert code == 0 and "2 completed" in err and "2 pruned" in err, err
+    trials = sql(cli, store, TRIALS)
+    assert [t["state"] for t in trials] == ["complete", "complete", "pruned", "pruned"]
+    runs = {
+        r["run_id"]: r for r in sql(cli, store, "SELECT run_id, status, pruned_step, started_at, finished_at FROM runs")
+    }
+    for t in trials[2:]:  # stopped in its worker right after its first evaluation, with that evaluation's curve
+        assert runs[t["run_id"]]["status"] == "pruned" and runs[t["run_id"]]["pruned_step"] == 2
+        steps = sql(
+            cli, store, f"SELECT DISTINCT step FROM metrics WHERE run_id = '{t['run_id']}' AND split = 'selection'"
+        )
+        assert steps == [{"step": 2}]
+    for a, b in ((0, 1), (2, 3)):  # a wave's runs are claimed together, before either finishes
+        first, second = runs[trials[a]["run_id"]], runs[trials[b]["run_id"]]
+        assert max(first["started_at"], second["started_at"]) < min(first["finished_at"], second["finished_at"])
+
+    monkeypatch.undo()
+    code, out, err = cli("plan", str(spec), "--store", str(store))
+    assert code == 0 and "4 trials: 4 finished (2 complete, 2 pruned, 0 failed), 0 left, 2 at a time" in out + err
+    code, _, err = cli("apply", str(spec), "--store", str(store))  # the local executor replays the same trials
+    assert code == 0 and "completed" not in err.split("summary:")[1], err
+    assert sql(cli, store, TRIALS) == trials

@@ -16,7 +16,8 @@ n_trials = {n}
 sampler = "{sampler}"
 seed = 3
 pruner = "{pruner}"
-metric = "accuracy"
+metric = "loss"
+direction = "minimize"
 
 [search.space]
 "train.learning_rate" = {{ type = "float", low = 1e-4, high = 3e-2, log = true }}
@@ -58,7 +59,7 @@ def test_a_search_with_a_pruner_trains_trials_as_runs_and_a_reapply_trains_nothi
             curve = sql(
                 cli,
                 store,
-                f"SELECT step, final FROM metrics WHERE run_id = '{t['run_id']}' AND split = 'validation' AND name = 'accuracy'",
+                f"SELECT step, final FROM metrics WHERE run_id = '{t['run_id']}' AND split = 'selection' AND name = 'loss'",
             )
             assert curve and max(c["step"] for c in curve) == run["pruned_step"] and not any(c["final"] for c in curve)
         else:
@@ -66,7 +67,7 @@ def test_a_search_with_a_pruner_trains_trials_as_runs_and_a_reapply_trains_nothi
             [final] = sql(
                 cli,
                 store,
-                f"SELECT value FROM metrics WHERE run_id = '{t['run_id']}' AND final AND split = 'validation' AND name = 'accuracy'",
+                f"SELECT value FROM metrics WHERE run_id = '{t['run_id']}' AND final AND split = 'selection' AND name = 'loss'",
             )
             assert t["value"] == final["value"]
 
@@ -164,7 +165,7 @@ def check_optimization_analysis(cli, store, trials):
     ]
     values = [t["value"] for t in trials]
     assert [r["best_so_far"] for r in rows] == [
-        max((v for v in values[: i + 1] if v is not None), default=None) for i in range(len(values))
+        min((v for v in values[: i + 1] if v is not None), default=None) for i in range(len(values))
     ]
     importance = sql(cli, store, "SELECT param, importance FROM optimization_importance")
     assert {r["param"] for r in importance} <= {"train.learning_rate", "method.rank"} and importance
@@ -173,3 +174,52 @@ def check_optimization_analysis(cli, store, trials):
     assert marks == [{"trial": r["trial"], "step": r["pruned_step"]} for r in rows if r["state"] == "pruned"]
     complete = [t for t in trials if t["state"] == "complete"]
     assert sql(cli, store, "SELECT count(DISTINCT trial) AS n FROM optimization_slices")[0]["n"] == len(complete)
+
+
+def test_the_objective_is_the_mean_selection_metric_never_the_reported_one(write_spec, cli, tmp_path):
+    """Nothing selects on the split whose numbers are reported: a trial's runs carve a selection set from the
+    training split, and the objective is the mean of search.metric over the seeds on split 'selection'."""
+    spec = write_spec(train="max_steps = 4\neval_every = 2", extra=SEARCH.format(n=2, sampler="random", pruner="none"))
+    spec.write_text(spec.read_text().replace("seeds = [0]", "seeds = [0, 1]"))
+    store = tmp_path / "s.duckdb"
+    code, _, err = cli("apply", str(spec), "--store", str(store))
+    assert code == 0 and "4 completed" in err, err
+    finals = sql(
+        cli,
+        store,
+        "SELECT t.trial, m.split, avg(m.value) AS mean FROM search_trials t JOIN metrics m USING (run_id) "
+        "WHERE m.final AND m.name = 'loss' GROUP BY ALL",
+    )
+    mean = {(r["trial"], r["split"]): r["mean"] for r in finals}
+    trials = sql(cli, store, "SELECT trial, count(*) AS runs, any_value(value) AS value FROM search_trials GROUP BY 1")
+    assert len(trials) == 2
+    for t in trials:
+        assert t["runs"] == 2 and t["value"] == pytest.approx(mean[(t["trial"], "selection")], abs=1e-12)
+        assert t["value"] != pytest.approx(mean[(t["trial"], "validation")], abs=1e-9), "not the reported split's"
+    carved = sql(
+        cli,
+        store,
+        "SELECT DISTINCT config->>'$.train.evaluate_selection' AS on, m.name, m.value FROM runs JOIN metrics m USING (run_id) "
+        "WHERE m.final AND m.split = 'selection' AND m.name IN ('examples', 'on_reported_split') ORDER BY m.name",
+    )
+    assert carved == [
+        {"on": "true", "name": "examples", "value": 24.0},  # 10% of the 240 training examples
+        {"on": "true", "name": "on_reported_split", "value": 0.0},
+    ]
+
+
+def test_a_search_that_would_select_on_the_reported_split_is_refused_with_the_fix(write_spec, cli, tmp_path):
+    extra = SEARCH.format(n=2, sampler="random", pruner="none")
+    spec = write_spec(train='max_steps = 2\nselect_on = "validation"', extra=extra)
+    code, _, err = cli("validate", str(spec))
+    line = next(i + 1 for i, text in enumerate(spec.read_text().splitlines()) if text.startswith("select_on"))
+    assert code == 2 and "Traceback" not in err, err
+    assert (
+        f"toy.toml:{line}: train.select_on: the search's objective and pruner (search.metric) would select on 'validation'"
+        in err
+    )
+    assert "Leave select_on out" in err and "train.allow_selection_on_reported = true" in err
+    spec = write_spec(train="max_steps = 2\nallow_selection_on_reported = true", extra=extra)
+    code, out, err = cli("plan", str(spec), "--store", str(tmp_path / "s.duckdb"))
+    assert code == 0, err
+    assert "objective: the mean loss on the reported evaluation set (train.allow_selection_on_reported" in out + err

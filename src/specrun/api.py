@@ -142,10 +142,6 @@ def apply(
         from specrun.driver.search import import_optuna
 
         import_optuna()  # a missing extra: refused before anything is written
-        if executor != "local":
-            raise UsageError(
-                "a [search] runs its trials one after the other on the local executor; --executor ray is not supported for it yet"
-            )
     names = tracker_names(tracking, track)  # an unknown tracker or a missing extra: refused before anything runs
     runner = _executor(
         executor, registry, ray_address, cpus_per_run, gpus_per_run

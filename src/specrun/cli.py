@@ -157,10 +157,18 @@ def _plan_search(loaded, registry, store, fmt: str) -> None:
         title=f"{loaded.experiment}: a search of {search.n_trials} trial(s) ({search.sampler}, pruner {search.pruner})",
     )
     count = {s: sum(t.state == s for t in trials) for s in ("complete", "pruned", "failed", "left")}
+    train = loaded.spec.train
+    if train.allow_selection_on_reported and not train.select_on:
+        where = "on the reported evaluation set (train.allow_selection_on_reported: optimistic, marked selected-on)"
+    elif train.select_on:
+        where = f"on split 'selection' (train.select_on = {train.select_on!r})"
+    else:
+        where = f"on split 'selection' (carved from {loaded.spec.data.train_split!r}; never the reported split)"
     log.info(
         f"search: {search.n_trials} trials: {count['complete'] + count['pruned'] + count['failed']} finished "
-        f"({count['complete']} complete, {count['pruned']} pruned, {count['failed']} failed), {count['left']} left; "
-        f"objective: the mean {search.metric} over {len(loaded.spec.experiment.seeds)} seed(s), {search.direction}d"
+        f"({count['complete']} complete, {count['pruned']} pruned, {count['failed']} failed), {count['left']} left, "
+        f"{search.parallel} at a time; "
+        f"objective: the mean {search.metric} {where} over {len(loaded.spec.experiment.seeds)} seed(s), {search.direction}d"
     )
 
 

@@ -121,6 +121,9 @@ class Driver:
         #: A search's: keep its pruned runs (not rerun them), and watch its runs' live reports (may raise StopRun).
         self.keep_pruned = False
         self.watch = None
+        #: Runs ``watch`` may stop after an evaluation: on an executor that runs them in other processes
+        #: they wait for its decision (``RunTask.awaits_decision``).
+        self.watched: set[str] = set()
 
     # --- the walk ----------------------------------------------------------------------------------
 
@@ -246,6 +249,7 @@ class Driver:
         if self.progress:
             self.progress.run_started(node.run, required=node.required, action=action)
         task.track_every = self.track_every if task.kind == "train" else 0
+        task.awaits_decision = task.kind == "train" and task.run_id in self.watched and bool(task.track_every)
         notify(self.registry, "on_run_start", task=task)
         self.trackers.call("run_start", task)
         self.executor.submit(task)

@@ -7,6 +7,11 @@ starts, not while it queues. Workers on this machine (a local instance) write ar
 reads them; on a cluster they send them back in the record unless ``SPECRUN_ARTIFACTS`` names a folder
 every worker sees. A worker that dies mid-run (killed, out of memory, a lost node) returns its run as
 'interrupted'; the others go on.
+
+Live reports (the ``on_train_window`` / ``on_evaluation`` hooks, the trackers) travel from the workers to
+the driver through one Ray queue. A run a search's pruner watches (``RunTask.awaits_decision``) waits
+after each evaluation for the driver's answer (a small ``Decisions`` actor): the pruner runs in the
+driver on the forwarded evaluation and the worker stops there ('pruned') or trains on.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import logging
 import os
 import time
 
-from specrun.core.task import RunRecord, RunTask
+from specrun.core.task import RunRecord, RunTask, StopRun
 from specrun.errors import UsageError
 
 log = logging.getLogger("specrun.executors.ray")
@@ -32,9 +37,29 @@ def _import_ray():
     return ray
 
 
-def _run_task(task: RunTask, events=None) -> RunRecord:
+#: How often a worker that waits for the driver's decision after an evaluation asks again (seconds).
+DECISION_POLL_S = 0.05
+
+
+class Decisions:
+    """A Ray actor: the driver's answer, after each evaluation of a run that waits for one
+    (``RunTask.awaits_decision``): '' to go on, or the reason to stop it there (a search's pruner)."""
+
+    def __init__(self):
+        self.answers: dict[tuple[str, int], str] = {}
+
+    def put(self, run_id: str, step: int, reason: str) -> None:
+        self.answers[(run_id, step)] = reason
+
+    def take(self, run_id: str, step: int) -> str | None:
+        return self.answers.pop((run_id, step), None)
+
+
+def _run_task(task: RunTask, events=None, decisions=None) -> RunRecord:
     """What a Ray worker executes: the run, with the plugins installed in the worker's environment. Its
-    live reports go into ``events`` (a Ray queue the driver drains), in order, before the record returns."""
+    live reports go into ``events`` (a Ray queue the driver drains), in order, before the record returns.
+    A run that ``awaits_decision`` waits after each evaluation for the driver's answer in ``decisions``
+    and stops there (``StopRun``: recorded 'pruned') when the answer is a reason."""
     from specrun.logs import quiet_libraries
     from specrun.runner.execute import execute
 
@@ -44,6 +69,13 @@ def _run_task(task: RunTask, events=None) -> RunRecord:
 
         def on_metrics(event, step, rows):
             events.put((task.run_id, event, step, rows))
+            if event == "evaluation" and decisions is not None:
+                import ray
+
+                while (reason := ray.get(decisions.take.remote(task.run_id, step))) is None:
+                    time.sleep(DECISION_POLL_S)
+                if reason:
+                    raise StopRun(reason)
 
     return execute(task, on_metrics=on_metrics)
 
@@ -81,6 +113,8 @@ class RayExecutor:
         self.remote = self.ray.remote(max_retries=0)(_run_task)
         self.refs: dict[object, str] = {}
         self.events = None  # the queue of live reports, made when a task first asks for them
+        self.decisions = None  # the driver's answers to runs that wait for one after each evaluation
+        self.awaiting: set[str] = set()
         self._capacity, self._capacity_at = 1, float("-inf")
         self._check_fits()
 
@@ -121,9 +155,15 @@ class RayExecutor:
 
                 self.events = Queue(actor_options={"num_cpus": 0})
             events = self.events
+        decisions = None
+        if events is not None and task.awaits_decision:
+            if self.decisions is None:
+                self.decisions = self.ray.remote(num_cpus=0)(Decisions).remote()
+            decisions = self.decisions
+            self.awaiting.add(task.run_id)
         ref = self.remote.options(
             num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, name=f"specrun:{task.run_id}"
-        ).remote(task, events)
+        ).remote(task, events, decisions)
         self.refs[ref] = task.run_id
 
     def next_finished(self) -> RunRecord:
@@ -134,6 +174,7 @@ class RayExecutor:
             self._forward_events()
         ref = ready[0]
         run_id = self.refs.pop(ref)
+        self.awaiting.discard(run_id)
         try:
             return ray.get(ref)
         except (
@@ -181,7 +222,14 @@ class RayExecutor:
             if not batch:
                 return
             for run_id, event, step, rows in batch:
-                self.on_event(run_id, event, step, rows)
+                reason = ""
+                try:
+                    self.on_event(run_id, event, step, rows)
+                except StopRun as stop:  # the driver's watch (a search's pruner) stops the run here
+                    reason = stop.reason
+                finally:
+                    if event == "evaluation" and run_id in self.awaiting:  # the worker waits for this answer
+                        self.decisions.put.remote(run_id, step, reason)
 
     def cancel(self) -> None:
         for ref in list(self.refs):
@@ -190,10 +238,14 @@ class RayExecutor:
             except Exception as exc:  # already finished or gone
                 log.debug("cancel %s: %s", self.refs[ref], exc)
         self.refs.clear()
+        self.awaiting.clear()
 
     def close(self) -> None:
         if self.events is not None:
             self.events.shutdown()
             self.events = None
+        if self.decisions is not None:
+            self.ray.kill(self.decisions)
+            self.decisions = None
         if self.started_here and self.ray.is_initialized():
             self.ray.shutdown()

@@ -277,7 +277,8 @@ def _selection_notes(db, experiment: str) -> list[str]:
     if not n:
         return []
     return [
-        f"Selected-on numbers: {n} run(s) picked their weights (early stopping) on the evaluation split they report, so their "
+        f"Selected-on numbers: {n} run(s) picked their weights (early stopping) on the evaluation split they report "
+        "(or a search's objective read it), so their "
         "reported numbers are optimistic (train.allow_selection_on_reported, or run before specrun carved a selection set "
         "from the training split)."
     ]

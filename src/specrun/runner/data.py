@@ -296,13 +296,14 @@ def prepare_run_data(
 
 
 def _selection(settings: RunSettings, dataset: Dataset, train: Examples, unused: Examples | None, primary: str):
-    """What early stopping selects on: (name, examples or None, description, the training examples left).
+    """What early stopping (or a search's objective: ``train.evaluate_selection``) selects on: (name,
+    examples or None, description, the training examples left).
 
     By default a stratified ``select_fraction`` of the run's training examples (at most
     ``select_max_examples``), drawn with a fixed seed: from the examples a subsample
     (``max_train_examples``) leaves out when they are enough, else held out of the training set."""
     t = settings.train
-    if t.early_stopping is None:
+    if not t.selects():
         return None, None, None, train
     if t.select_on is None and t.allow_selection_on_reported:
         return primary, None, {"source": "reported", "split": primary, "reported": True}, train

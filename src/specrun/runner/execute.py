@@ -396,6 +396,12 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
     if data.selection_info is not None:  # what early stopping selected on: its size, and whether it is reported
         info = data.selection_info
         size = len(data.selection) if data.selection is not None else len(primary)
+        if data.selection is not None:  # the selection metrics of the weights the run keeps (a search's objective)
+            record.metrics += [
+                MetricRow(final_step, None, r.split, r.name, r.value, final=True)
+                for r in outcome.rows
+                if r.split == data.selection_name and r.step == outcome.weights_step
+            ]
         record.metrics += [
             MetricRow(final_step, None, "selection", "examples", float(size), final=True),
             MetricRow(

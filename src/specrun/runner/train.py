@@ -39,6 +39,8 @@ class TrainOutcome:
     resumed_from: int | None = None
     #: Optimizer steps skipped because the fp16 gradient scaler found inf/NaN gradients (0 otherwise).
     skipped_steps: int = 0
+    #: The step whose weights the model ends with: the last, or the best one early stopping restored.
+    weights_step: int = 0
 
 
 @dataclass
@@ -237,8 +239,9 @@ class _Loop:
                         checkpoints.save(*self.state())
                         self.phase("training")
             self.outcome.train_seconds = self.elapsed()
-        self.outcome.steps = self.step
+        self.outcome.steps = self.outcome.weights_step = self.step
         if self.best_state is not None and self.outcome.best_step != self.step:
+            self.outcome.weights_step = self.outcome.best_step
             with torch.no_grad():
                 for name, param in self.model.named_parameters():
                     if name in self.best_state:
@@ -358,7 +361,7 @@ class _Loop:
         self.eval_seconds += time.perf_counter() - t0  # evaluate reads its results back: the device is done
         outcome.rows += [MetricRow(step, epoch, self.eval_name, k, v) for k, v in ev.metrics.items()]
         outcome.final_eval = ev
-        if self.stopping and self.select_data is not None:  # selection reads its own set, never the reported one
+        if self.select_data is not None:  # selection reads its own set, never the reported one
             t0 = time.perf_counter()
             ev = self.task.evaluate(
                 self.model,
@@ -371,11 +374,17 @@ class _Loop:
             self.eval_seconds += time.perf_counter() - t0
             outcome.rows += [MetricRow(step, epoch, self.select_name, k, v) for k, v in ev.metrics.items()]
         if self.on_metrics:
-            self.on_metrics("evaluation", step, [r for r in outcome.rows if r.step == step])
-        if not self.stopping:
+            try:
+                self.on_metrics("evaluation", step, [r for r in outcome.rows if r.step == step])
+            except StopRun:
+                if step < self.steps:
+                    raise
+                # the final evaluation: stopping here saves nothing, the run completes (a pruner stops runs early)
+        if not self.stopping:  # nothing picks weights: the best step of the primary set, for time to best
             headline = self.task.metrics[0]
-            if outcome.best_step is None or _better(ev.metrics[headline], self.best_value, "max"):
-                self.best_value = ev.metrics[headline]
+            metrics = outcome.final_eval.metrics
+            if outcome.best_step is None or _better(metrics[headline], self.best_value, "max"):
+                self.best_value = metrics[headline]
                 outcome.best_step, outcome.time_to_best = step, self.elapsed()
             return False
         value = ev.metrics.get(self.stopping.metric)

@@ -525,16 +525,18 @@ def reported_splits(data: dict, registry: Registry) -> dict[str, str]:
 
 
 def _selection_problems(raw: dict, train: TrainSpec, registry: Registry) -> list[tuple[tuple, str]]:
-    """Selection (early stopping and its best-weight restore) never evaluates a reported split unless the
-    spec says so; the selection keys say something only when training selects."""
+    """Selection (early stopping and its best-weight restore; a search's objective and pruner) never
+    evaluates a reported split unless the spec says so; the selection keys say something only when
+    something selects."""
     defaults = {k: TrainSpec.model_fields[k].default for k in SELECTION_KEYS}
     given = [k for k in SELECTION_KEYS if getattr(train, k) != defaults[k]]
-    if train.early_stopping is None:
+    searching = isinstance(raw.get("search"), dict)
+    if not (train.selects() or searching):
         return [
             (
                 ("train", k),
-                "only early stopping selects weights by evaluating; without train.early_stopping this key does nothing: "
-                "leave it out",
+                "only early stopping selects weights by evaluating (and a [search] configurations); without either "
+                "this key does nothing: leave it out",
             )
             for k in given
         ]
@@ -552,12 +554,19 @@ def _selection_problems(raw: dict, train: TrainSpec, registry: Registry) -> list
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     if train.select_on is None or train.allow_selection_on_reported:
         return problems
+    what = (
+        " and ".join(
+            (["the search's objective and pruner (search.metric)"] if searching else [])
+            + (["early stopping"] if train.early_stopping is not None else [])
+        )
+        or "the selection metrics (train.evaluate_selection)"
+    )
     for key, split in reported_splits(data, registry).items():
         if split_base(split) == split_base(train.select_on):
             problems.append(
                 (
                     ("train", "select_on"),
-                    f"early stopping would select on {train.select_on!r}, examples of split "
+                    f"{what} would select on {train.select_on!r}, examples of split "
                     f"{split_base(split)!r} whose numbers the run reports ({key} = {split!r}): the reported numbers "
                     "would be optimistic. Leave select_on out (a selection set is carved from the training split), name "
                     "a split the run does not report, or set train.allow_selection_on_reported = true to accept it "
@@ -697,7 +706,10 @@ def run_config(spec: Spec, resolved: dict, seed: int) -> dict[str, Any]:
         "model": spec.model.model_dump(mode="json"),
         "data": data,
         "method": resolved["method"],
-        "train": spec.train.model_dump(mode="json"),
+        # a search's trials evaluate a selection set at every evaluation: its objective and pruner read it
+        "train": (
+            spec.train.model_copy(update={"evaluate_selection": True}) if spec.search is not None else spec.train
+        ).model_dump(mode="json"),
         "seed": seed,
     }
     from specrun.core.tasks import DEFAULT_TASK
@@ -1002,8 +1014,7 @@ def search_problems(raw: dict, registry: Registry, where, known: set = frozenset
         except ValidationError:
             continue  # the schema check reports it
         for value in search_points(param):
-            tree = copy.deepcopy(raw)
-            tree.pop("search", None)
+            tree = copy.deepcopy(raw)  # [search] stays: a trial's run evaluates a selection set
             tree.pop("sweep", None)
             try:
                 set_dotted(tree, key, value)

@@ -144,7 +144,12 @@ class TrainSpec(Section):
     )
     allow_selection_on_reported: bool = Field(
         False,
-        description="let early stopping select on the reported evaluation split (optimistic numbers: the report marks them selected-on)",
+        description="let early stopping (or a search's objective) select on the reported evaluation split (optimistic numbers: the report marks them selected-on)",
+    )
+    evaluate_selection: bool = Field(
+        False,
+        description="evaluate the selection set at every evaluation although early stopping is off; a [search] sets it "
+        "on its trials (its objective and pruner read split 'selection')",
     )
     checkpoint_every: int | str = Field(
         DEFAULT_CHECKPOINT_EVERY,
@@ -190,6 +195,8 @@ class TrainSpec(Section):
         data = handler(self)
         if self.power is None:
             data.pop("power", None)
+        if not self.evaluate_selection:  # added after the other selection keys: runs that early-stop keep their ids
+            data.pop("evaluate_selection", None)
         if self.early_stopping is None and all(
             getattr(self, k) == TrainSpec.model_fields[k].default for k in SELECTION_KEYS
         ):
@@ -198,12 +205,32 @@ class TrainSpec(Section):
         return data
 
     def selects(self) -> bool:
-        """Whether training picks weights by evaluating (early stopping, with its best-weight restore)."""
-        return self.early_stopping is not None
+        """Whether the run evaluates a selection set: to pick its weights (early stopping, with its
+        best-weight restore), or for a search to pick configurations (``evaluate_selection``)."""
+        return self.early_stopping is not None or self.evaluate_selection
 
 
-#: The train keys that say which examples early stopping selects on (see ``TrainSpec.select_on``).
-SELECTION_KEYS = ("select_on", "select_fraction", "select_max_examples", "allow_selection_on_reported")
+#: The train keys that say which examples early stopping (or a search) selects on (see ``TrainSpec.select_on``).
+SELECTION_KEYS = (
+    "select_on",
+    "select_fraction",
+    "select_max_examples",
+    "allow_selection_on_reported",
+    "evaluate_selection",
+)
+
+
+def selection_split(train: dict, primary: str) -> str:
+    """The split (``metrics.split``) a run's selection metrics are stored under, from its config's ``train``
+    section: 'selection' (a set carved from training, or ``select_on``), or the primary evaluation set
+    ``primary`` when the run selects on it (``allow_selection_on_reported`` without ``select_on``) or does
+    not evaluate a selection set at all (no early stopping, no ``evaluate_selection``: a search's trial
+    run before issue 24 gave its trials a selection set)."""
+    if not (train.get("early_stopping") or train.get("evaluate_selection")):
+        return primary
+    if train.get("allow_selection_on_reported") and not train.get("select_on"):
+        return primary
+    return "selection"
 
 
 class ReportSpec(Section):
@@ -276,13 +303,23 @@ class SearchSpec(Section):
 
     space: dict[str, SearchParam] = Field(min_length=1, description="dotted key -> distribution")
     metric: Literal[EVAL_METRICS] = Field(
-        "accuracy", description="the objective: this metric on the selection (primary evaluation) set"
+        "accuracy",
+        description="the objective: this metric on the selection set (split 'selection': carved from the training split, "
+        "or train.select_on), mean over the seeds",
     )
     direction: Literal["maximize", "minimize"] = "maximize"
     n_trials: int = Field(ge=1, le=100_000)
     sampler: Literal["random", "tpe", "qmc", "cmaes"] = "tpe"
     seed: int = Field(0, ge=0, description="the sampler's seed: the same seed, the same suggestions")
     pruner: Literal["none", "median", "successive_halving", "hyperband"] = "none"
+    parallel: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="trials in flight at once: asked together, trained together (--executor ray runs them side by "
+        "side), told in trial order once all have finished. The suggestions depend on it, never on the executor "
+        "or on which trial finished first",
+    )
 
 
 #: The built-in trackers ``[tracking] trackers`` and ``apply --track`` may name (``specrun.tracking``).

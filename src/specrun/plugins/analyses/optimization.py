@@ -13,6 +13,7 @@ from specrun.analysis.common import MINE
 from specrun.errors import AnalysisError
 from specrun.hookspecs import hookimpl
 from specrun.plugins.api import AnalysisPlugin, Figure, PluginOptions, ResultTable
+from specrun.spec.schema import selection_split
 
 
 class OptimizationOptions(PluginOptions):
@@ -40,8 +41,10 @@ class Optimization(AnalysisPlugin):
                 "params": "VARCHAR",
                 "pruned_step": "BIGINT",
                 "n_runs": "INTEGER",
+                "split": "VARCHAR",
             },
-            "one row per trial in order: its state, objective and the best objective up to it",
+            "one row per trial in order: its state, objective and the best objective up to it; split: the split the "
+            "objective was measured on ('selection', never a reported split unless the spec allowed it)",
         ),
         ResultTable(
             "optimization_importance",
@@ -70,14 +73,16 @@ class Optimization(AnalysisPlugin):
                 "step": "BIGINT",
                 "value": "DOUBLE",
                 "pruned_here": "BOOLEAN",
+                "split": "VARCHAR",
             },
-            "the learning curve (curve_metric on the selection set) of each trial's first run; pruned_here marks where a pruner stopped it",
+            "the learning curve (curve_metric on the split the objective and the pruner read) of each trial's first run; "
+            "pruned_here marks where a pruner stopped it",
         ),
     )
 
     def run(self, options, ctx):
         trials = ctx.sql(
-            "SELECT t.trial, t.run_id, t.seed, t.params, t.state, t.value, r.pruned_step, r.eval_set FROM search_trials t "
+            "SELECT t.trial, t.run_id, t.seed, t.params, t.state, t.value, r.pruned_step, r.eval_set, r.config FROM search_trials t "
             "LEFT JOIN runs r USING (run_id) WHERE t.experiment = $experiment ORDER BY t.trial, t.seed",
             {"experiment": ctx.experiment},
         ).to_dicts()
@@ -88,6 +93,8 @@ class Optimization(AnalysisPlugin):
             )
         by_trial: dict[int, list[dict]] = {}
         for row in trials:
+            config = json.loads(row["config"]) if row["config"] else {}
+            row["split"] = selection_split(config.get("train") or {}, row["eval_set"] or "")
             by_trial.setdefault(row["trial"], []).append(row)
         direction = _direction(ctx)
         rows, best = [], None
@@ -105,6 +112,7 @@ class Optimization(AnalysisPlugin):
                     "params": first["params"],
                     "pruned_step": first["pruned_step"],
                     "n_runs": len(runs),
+                    "split": first["split"],
                 }
             )
         complete = [r for r in rows if r["state"] == "complete"]
@@ -128,14 +136,16 @@ class Optimization(AnalysisPlugin):
                 )
         firsts = {number: runs[0] for number, runs in by_trial.items()}
         curve_rows = ctx.sql(
-            "SELECT run_id, step, value FROM metrics WHERE run_id IN (SELECT unnest($ids)) AND NOT final AND name = $metric "
-            "AND split = (SELECT eval_set FROM runs r WHERE r.run_id = metrics.run_id) ORDER BY run_id, step",
+            "SELECT run_id, split, step, value FROM metrics WHERE run_id IN (SELECT unnest($ids)) AND NOT final "
+            "AND name = $metric ORDER BY run_id, step",
             {"ids": [r["run_id"] for r in firsts.values()], "metric": options.curve_metric},
         ).to_dicts()
         trial_of = {r["run_id"]: (n, r) for n, r in firsts.items()}
         curves = []
         for c in curve_rows:
             number, run = trial_of[c["run_id"]]
+            if c["split"] != run["split"]:  # the objective's split only
+                continue
             curves.append(
                 {
                     "trial": number,
@@ -144,6 +154,7 @@ class Optimization(AnalysisPlugin):
                     "step": c["step"],
                     "value": c["value"],
                     "pruned_here": run["state"] == "pruned" and c["step"] == run["pruned_step"],
+                    "split": run["split"],
                 }
             )
         return {
@@ -167,7 +178,9 @@ class Optimization(AnalysisPlugin):
             + MINE
             + " AND value IS NOT NULL ORDER BY series, trial",
             lambda rows: charts.curves(rows, "trial", "value", "series", None, None, "trial"),
-            caption="Pruned and failed trials have no objective; the table below lists every trial.",
+            caption="The objective: the mean of search.metric over a trial's seeds on its selection set (split 'selection', "
+            "carved from the training split or train.select_on; the table's split column), never on the split the runs "
+            "report unless the spec allowed it. Pruned and failed trials have no objective; the table below lists every trial.",
         )
         importance = Figure(
             "parameter importance (fANOVA over the complete trials)",
@@ -207,7 +220,7 @@ class Optimization(AnalysisPlugin):
             ),
         )
         curves = Figure(
-            f"learning curves ({options.curve_metric}) of each trial's first run; pruned trials end where they were stopped",
+            f"learning curves ({options.curve_metric} on the objective's split) of each trial's first run; pruned trials end where they were stopped",
             f"SELECT 'trial ' || trial || ' (' || state || ')' AS trial, step, value, pruned_here FROM optimization_curves WHERE {MINE} ORDER BY trial, step",
             lambda rows: charts.curves(
                 rows, "step", "value", "trial", None, None, "step", tooltip=["trial", "step", "value", "pruned_here"]
@@ -234,8 +247,8 @@ def _num(value):
 
 def _importance(trials: list[tuple[int, dict, float]], direction: str) -> dict[str, float]:
     """Optuna's fANOVA importances over the complete trials (a study rebuilt from them); {} with fewer than two."""
-    if len(trials) < 2:
-        return {}
+    if len(trials) < 2 or len({value for _, _, value in trials}) < 2:
+        return {}  # no variation of the objective: no importance to measure
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
