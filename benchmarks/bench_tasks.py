@@ -547,18 +547,18 @@ def run(folder: Path, args, log=print) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--qa-train", type=int, help="WQA training questions (default 1000; --quick 32)")
-    parser.add_argument("--qa-eval", type=int, help="WQA evaluation questions (default 300; --quick 16)")
-    parser.add_argument("--dec-train", type=int, help="WDEC training sentences (default 2000; --quick 64)")
-    parser.add_argument("--dec-eval", type=int, help="WDEC dev sentences (default: all 872; --quick 64)")
+    parser.add_argument("--qa-train", type=int, help="WQA training questions (default 1000; --quick 16)")
+    parser.add_argument("--qa-eval", type=int, help="WQA evaluation questions (default 300; --quick 8)")
+    parser.add_argument("--dec-train", type=int, help="WDEC training sentences (default 2000; --quick 32)")
+    parser.add_argument("--dec-eval", type=int, help="WDEC dev sentences (default: all 872; --quick 32)")
 
 
 def fill_defaults(args, quick: bool) -> None:
     defaults = {
-        "qa_train": 32 if quick else 1000,
-        "qa_eval": 16 if quick else 300,
-        "dec_train": 64 if quick else 2000,
-        "dec_eval": 64 if quick else None,
+        "qa_train": 16 if quick else 1000,
+        "qa_eval": 8 if quick else 300,
+        "dec_train": 32 if quick else 2000,
+        "dec_eval": 32 if quick else None,
     }
     for key, value in defaults.items():
         if getattr(args, key, None) is None:
