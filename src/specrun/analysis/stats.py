@@ -114,7 +114,8 @@ def summarize(
 ) -> dict:
     """n, mean, sample sd, min, max and a bootstrap CI of the mean of ``values`` (e.g. one metric over seeds)."""
     x = np.asarray(values, dtype=float)
-    low, high = bootstrap_interval((x,), np.mean, confidence, n_resamples, method, seed)
+    found = counted_interval((x,), weighted_mean, confidence, n_resamples, method, seed) if len(x) else None
+    low, high = found if found is not None else bootstrap_interval((x,), np.mean, confidence, n_resamples, method, seed)
     return {
         "n": len(x),
         "mean": float(x.mean()) if len(x) else None,
