@@ -115,7 +115,7 @@ def test_a_file_of_questions_is_scored_with_squad_em_and_f1(evaluation, tmp_path
     ]
     with upload.open("w", newline="") as f:
         csv.writer(f).writerows([("question", "context", "answers"), *rows])
-    result, seconds = evaluation.answer_file(qa, upload, "questions.csv")
+    result, _ = evaluation.answer_file(qa, upload, "questions.csv")
     assert result.columns == [
         "line",
         "question",
@@ -133,7 +133,9 @@ def test_a_file_of_questions_is_scored_with_squad_em_and_f1(evaluation, tmp_path
     expected = [question_scores(r[4], ref) for r, ref in zip(result.rows, refs)]
     assert result.scores["exact_match"] == pytest.approx(sum(e for e, _ in expected) / 3)
     assert result.scores["f1"] == pytest.approx(sum(f for _, f in expected) / 3)
-    assert re.match(r"questions\.csv: 3 questions with answers: exact match \d\.\d{4}, F1 \d\.\d{4}; mean latency", result.summary())
+    assert re.match(
+        r"questions\.csv: 3 questions with answers: exact match \d\.\d{4}, F1 \d\.\d{4}; mean latency", result.summary()
+    )
     with result.csv_path.open() as f:
         written = list(csv.reader(f))
     assert written[0] == result.columns and len(written) == 4 and written[3][2] == "the hat, it is said, is green ."
@@ -194,7 +196,15 @@ def test_record_writes_answers_to_app_predictions(qa_store, tmp_path):
         rows = db.execute(
             "SELECT source, position, text, text_pair, label, prediction, confidence FROM app_predictions ORDER BY recorded_at, position"
         ).fetchall()
-    assert rows[0] == ("question", 0, "what color is the hat ?", CONTEXT, None, found.answer, pytest.approx(found.score))
+    assert rows[0] == (
+        "question",
+        0,
+        "what color is the hat ?",
+        CONTEXT,
+        None,
+        found.answer,
+        pytest.approx(found.score),
+    )
     assert rows[1][:5] == ("q.csv", 0, "what color is the car ?", CONTEXT, '["red"]') and len(rows) == 2
 
 
@@ -261,9 +271,11 @@ def test_the_qa_view_in_chromium(served_qa, qa_store, chromium, tmp_path):  # no
         context = browser.new_context(viewport={"width": 1280, "height": 1000})
         context.route(
             "**/*",
-            lambda route: route.continue_()
-            if route.request.url.startswith((origin, "data:", "blob:", "about:"))
-            else route.abort(),
+            lambda route: (
+                route.continue_()
+                if route.request.url.startswith((origin, "data:", "blob:", "about:"))
+                else route.abort()
+            ),
         )
         page = context.new_page()
         page.on("pageerror", lambda exc: errors.append(str(exc)))

@@ -222,3 +222,23 @@ def test_a_failed_source_skips_its_dependants_with_the_reason(write_spec, cli):
     ]  # its method table replaced: one source for both
     code, out, _ = cli("runs", "--status", "skipped", "-f", "json")
     assert code == 0 and len(json.loads(out)) == 2
+
+
+def test_a_transfer_leaves_every_architecture_s_task_head_behind():
+    from specrun.runner.artifacts import is_head
+
+    heads = [
+        "classifier.weight",
+        "classifier.out_proj.weight",  # RoBERTa
+        "pre_classifier.weight",  # DistilBERT
+        "score.weight",  # decoders (GPT-2, GPT-Neo, Llama)
+        "base_model.model.score.modules_to_save.default.weight",
+        "qa_outputs.bias",
+    ]
+    bodies = [
+        "bert.encoder.layer.0.attention.self.query.lora_A.default.weight",
+        "transformer.h.0.attn.c_attn.weight",
+        "model.layers.0.self_attn.q_proj.weight",
+        "bert.pooler.dense.weight",
+    ]
+    assert all(is_head(n) for n in heads) and not any(is_head(n) for n in bodies)

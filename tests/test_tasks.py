@@ -298,11 +298,15 @@ metric = "f1"
     code, out, err = run_cli("predict", run_id, "a text to classify", "--store", store)
     assert code == 2 and "task is 'extractive_qa'" in err
     code, out, err = run_cli("export", run_id, "-o", str(tmp_path / "exported"), "--store", store)
-    assert (
-        code == 2
-        and "run of task 'extractive_qa'" in err
-        and "export writes sequence-classification models only" in err
-    )
+    assert code == 0, err
+    assert "task extractive_qa" in out and "AutoModelForQuestionAnswering.from_pretrained" in out
+    assert "checked: loaded that way, it predicts what the run does" in out
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    exported = AutoModelForQuestionAnswering.from_pretrained(str(tmp_path / "exported"))
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "exported"))
+    inputs = tokenizer("what color is the car ?", "the car is blue .", return_tensors="pt")
+    assert exported(**inputs).start_logits.shape == inputs["input_ids"].shape
 
 
 def test_the_app_sends_qa_runs_to_its_question_answering_view(specrun_registry, tiny_model_dir, tmp_path):
@@ -314,7 +318,7 @@ def test_the_app_sends_qa_runs_to_its_question_answering_view(specrun_registry, 
     data = write_toy_squad(tmp_path / "squad", train_articles=2, dev_articles=1)
     result = run_spec(qa_spec(tiny_model_dir, data, train="max_steps = 2"), tmp_path)
     service = Evaluation(Store(result.store))
-    with pytest.raises(UsageError, match="run of task 'extractive_qa': it answers questions.*Question answering tab"):
+    with pytest.raises(UsageError, match=r"run of task 'extractive_qa': it answers questions.*Question answering tab"):
         service.classify(result.runs[0]["run_id"], "some text")
     found = service.answer(result.runs[0]["run_id"], "what color is the car ?", "the car is red .")
     assert found.answer in "the car is red ." and 0.0 <= found.score <= 1.0
@@ -464,7 +468,10 @@ def test_methods_that_serve_extractive_qa_pass_its_contract(
     assert head and head <= report.changed, "the QA head did not train"
     if trains is not None:
         intended = {n for n in report.parameters if trains(n)}
-        assert report.trainable == intended, (sorted(report.trainable - intended)[:5], sorted(intended - report.trainable)[:5])
+        assert report.trainable == intended, (
+            sorted(report.trainable - intended)[:5],
+            sorted(intended - report.trainable)[:5],
+        )
     if method["name"] not in ("qlora",) and not method.get("quantize"):
         assert report.metrics_plain is not None  # a peft or transformers folder, loaded plainly to the same metrics
 
@@ -527,6 +534,11 @@ def test_a_qa_lora_run_saves_its_head_in_the_adapter_predicts_and_transfers(spec
     assert code == 0, err
     (answer,) = json.loads(out)
     assert answer["answer"] in "the boat is red . the car is blue ." and 0.0 <= answer["score"] <= 1.0
+    for merge, kind in ((["--merge"], "adapters merged"), ([], "the base model and the run's adapters")):
+        out_dir = tmp_path / f"exported{len(merge)}"
+        code, out, err = run_cli("export", run["run_id"], "-o", str(out_dir), *merge, "--store", str(result.store))
+        assert code == 0, err
+        assert kind in out and "checked: loaded that way, it predicts what the run does" in out
 
     target = qa_spec(
         tiny_model_dir, data, method='name = "lora"\nrank = 4', train="max_steps = 2", name="qalora-transfer"

@@ -728,7 +728,8 @@ def export(
         "adapter": "the adapter folder",
     }[exported.kind]
     out.print(
-        f"exported run {exported.run_id or run_id} ({exported.method}) to {exported.folder}: {what}, labels {', '.join(exported.label_names)}",
+        f"exported run {exported.run_id or run_id} ({exported.method}) to {exported.folder}: {what}, "
+        + (f"labels {', '.join(exported.label_names)}" if exported.label_names else f"task {exported.task}"),
         markup=False,
         highlight=False,
     )

@@ -81,7 +81,9 @@ def takes_pairs(model: StoredModel) -> bool | None:
 def choice_label(model: StoredModel) -> str:
     """How the model picker names a model: id, experiment, method and hyperparameters, seed, accuracy."""
     if model.accuracy is None and model.exact_match is not None:  # an extractive-QA run
-        accuracy = f"EM {model.exact_match:.3f} F1 {model.f1:.3f}" if model.f1 is not None else f"EM {model.exact_match:.3f}"
+        accuracy = (
+            f"EM {model.exact_match:.3f} F1 {model.f1:.3f}" if model.f1 is not None else f"EM {model.exact_match:.3f}"
+        )
     else:
         accuracy = f"acc {model.accuracy:.3f}" if model.accuracy is not None else "acc —"
     details = " ".join(p for p in (model.method, hyperparameters(model, limit=3)) if p)

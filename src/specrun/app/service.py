@@ -215,14 +215,16 @@ class Evaluation:
         question, context = check_question(question, context)
         predictor, seconds = self.cache.get(model.run_id)
         (found,) = predictor.answer([(question, context)])
-        result = Answer(
-            model, question, context, found.answer, found.start, found.score, found.latency_ms, seconds
-        )
+        result = Answer(model, question, context, found.answer, found.start, found.score, found.latency_ms, seconds)
         if self.record:
             record_predictions(
                 self.store,
                 "question",
-                [RecordedPrediction(model.run_id, 0, question, context, None, found.answer, found.score, found.latency_ms)],
+                [
+                    RecordedPrediction(
+                        model.run_id, 0, question, context, None, found.answer, found.score, found.latency_ms
+                    )
+                ],
             )
         return result
 

@@ -308,7 +308,7 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
                 )
             with gr.Tab("Question answering", id="qa"):
                 gr.Markdown(
-                    "For extractive-QA runs (`[task] name = \"extractive_qa\"`): the answer is a span of the context.",
+                    'For extractive-QA runs (`[task] name = "extractive_qa"`): the answer is a span of the context.',
                     elem_id="qa-intro",
                 )
                 q_question = gr.Textbox(

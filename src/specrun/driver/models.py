@@ -38,14 +38,6 @@ def export_run(store: Store, run_id: str, out: Path, merge: bool = False, regist
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{out} exists and is not an empty folder: give a new folder to export into")
     stored = _completed(store, run_id, "be exported")
-    from specrun.core.tasks import DEFAULT_TASK, task_name
-
-    if task_name(stored.config) != DEFAULT_TASK:
-        raise UsageError(
-            f"run {stored.run_id} is a run of task {task_name(stored.config)!r}: export writes sequence-classification models "
-            "only (for pipeline('text-classification')); exporting other tasks is not supported yet — "
-            "its folder in the store's artifacts holds the trained model"
-        )
     try:
         return export_model(stored.config, Path(stored.path), out, merge, registry or get_registry())
     except (StoreError, UsageError) as exc:

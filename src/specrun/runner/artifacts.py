@@ -348,9 +348,15 @@ class Transfer:
         )
 
 
-#: The task heads a transfer leaves behind: a classifier's (``classifier``, ``pre_classifier``) and
+#: The task heads a transfer leaves behind, as components of a parameter's dotted name: an encoder
+#: classifier's (``classifier``, DistilBERT's ``pre_classifier``), a decoder classifier's (``score``) and
 #: extractive QA's (``qa_outputs``).
-HEAD = ("classifier", "qa_outputs")
+HEAD = ("classifier", "pre_classifier", "score", "qa_outputs")
+
+
+def is_head(name: str, head: tuple[str, ...] = HEAD) -> bool:
+    """Whether parameter ``name`` belongs to a task head (a component of its dotted name is one of ``head``)."""
+    return any(part in head for part in name.split("."))
 
 
 def transfer_weights(model: torch.nn.Module, path: Path, source_run_id: str, head: tuple[str, ...] = HEAD) -> Transfer:
@@ -364,7 +370,7 @@ def transfer_weights(model: torch.nn.Module, path: Path, source_run_id: str, hea
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, tensor in sorted(saved.tensors_by_parameter().items()):
-            if any(part in name for part in head):
+            if is_head(name, head):
                 transfer.head.append(name)
             elif name not in params:
                 transfer.no_place.append(name)

@@ -1,6 +1,7 @@
 """A run as others load it: its saved folder through plain transformers or peft, and ``specrun export``
 (a model folder that ``AutoModelForSequenceClassification.from_pretrained`` and
-``pipeline("text-classification")`` load without specrun).
+``pipeline("text-classification")`` load without specrun; for an extractive-QA run,
+``AutoModelForQuestionAnswering.from_pretrained``).
 
 Nothing here touches the store: ``specrun.driver.models`` looks the run up and calls ``export_model``.
 """
@@ -22,6 +23,14 @@ from specrun.runner import artifacts
 
 #: Sentences the export is checked on: the folder must predict what the run's model predicts.
 PROBES = ["a gorgeous, heartfelt film", "the plot was dull and the acting was worse", "it is a movie", "not bad at all"]
+#: (question, context) pairs an extractive-QA export is checked on: its start and end distributions must
+#: be the run's model's.
+QA_PROBES = [
+    ("what color is the car ?", "the car is red and the boat is blue ."),
+    ("who won the game ?", "the broncos won the game against the panthers in february 2016 ."),
+    ("when was the bridge built ?", "the bridge was built in 1932 and painted orange in 1933 ."),
+]
+QA_TASK = "extractive_qa"
 #: Largest difference in any class probability between the run's model and its export.
 TOLERANCE = 1e-4
 
@@ -125,8 +134,20 @@ class Exported:
     run_id: str = ""
     #: A decoder's pad token id, which an adapter folder's base model needs (None: not needed).
     pad_token_id: int | None = None
+    #: The run's task: ``classification`` or ``extractive_qa`` (a question-answering model).
+    task: str = "classification"
 
     def how_to_load(self) -> str:
+        if self.task == QA_TASK:
+            if self.kind != "adapter":
+                # transformers 5 has no question-answering pipeline: the model gives start/end logits
+                return f"AutoModelForQuestionAnswering.from_pretrained({str(self.folder)!r})" + (
+                    " (with peft installed)" if self.kind == "model+adapter" else ""
+                )
+            return (
+                f"PeftModel.from_pretrained(AutoModelForQuestionAnswering.from_pretrained({self.base_model!r}), "
+                f"{str(self.folder)!r}) (peft)"
+            )
         if self.kind != "adapter":
             return (
                 f"AutoModelForSequenceClassification.from_pretrained({str(self.folder)!r}) or "
@@ -153,16 +174,25 @@ def export_model(config: dict, weights: Path, out: Path, merge: bool, registry: 
     fp32.setdefault("train", {}).update(precision="fp32", device="cpu")  # weights kept (and merged) at full precision
     predictor = Predictor.from_weights(fp32, weights, registry)
     model, labels = predictor.model, predictor.label_names
+    task = predictor.task_name
+    if task not in ("classification", QA_TASK):
+        raise UsageError(
+            f"a run of task {task!r}: export writes sequence-classification and extractive-QA models only; "
+            "its folder in the store's artifacts holds the trained model"
+        )
     method = str(config.get("method", {}).get("name", "?"))
     max_length = predictor.cache.max_length
     base_path = getattr(getattr(_base(model), "config", None), "_name_or_path", "") or ""
     model_name = config.get("model", {}).get("name")
     base_name = portable_model_name(model_name, registry) if model_name and registry is not None else base_path
-    reference = _predicted(predictor)  # what `specrun predict` shows for the probes (its code path, at fp32)
+    # what `specrun predict` shows for the probes (its code path, at fp32); for QA the start/end distributions
+    reference = (
+        _predicted(predictor) if task != QA_TASK else _span_probabilities(model, predictor.cache.tokenizer, max_length)
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        exported = _write(model, staging, merge, method, labels, base_path, base_name)
+        exported = _write(model, staging, merge, method, labels, base_path, base_name, task)
         artifacts.save_tokenizer(predictor.cache.tokenizer, staging, max_length)
         if exported.kind == "adapter" and base_path:
             exported.pad_token_id = pad_config(base_path, staging, registry).get("pad_token_id")
@@ -178,7 +208,7 @@ def export_model(config: dict, weights: Path, out: Path, merge: bool, registry: 
         if not (
             exported.kind == "adapter" and artifacts.quantized_bits(model)
         ):  # a quantized base: bitsandbytes' kernels
-            exported.max_difference = _check(staging, exported.kind, reference, labels, max_length, registry)
+            exported.max_difference = _check(staging, exported.kind, reference, labels, max_length, registry, task)
         if out.exists():
             out.rmdir()  # empty: the caller checked
         staging.replace(out)
@@ -193,11 +223,18 @@ def _base(model):
 
 
 def _write(
-    model, folder: Path, merge: bool, method: str, labels: tuple[str, ...], base_path: str, base_name: str
+    model,
+    folder: Path,
+    merge: bool,
+    method: str,
+    labels: tuple[str, ...],
+    base_path: str,
+    base_name: str,
+    task: str = "classification",
 ) -> Exported:
     """Save ``model`` into ``folder`` as the export's kind requires; returns what was written. ``base_path``
     is where the base model loads from here, ``base_name`` the name an adapter folder gives it."""
-    exported = Exported(folder, "model", method, base_name or base_path, labels)
+    exported = Exported(folder, "model", method, base_name or base_path, labels, task=task)
     if artifacts.is_peft_model(model):
         why_not = _cannot_merge(model, method)
         if merge:
@@ -210,10 +247,18 @@ def _write(
         if why_not:  # plain transformers cannot attach this adapter: the adapter folder, over the base it names
             model.save_pretrained(str(folder), save_embedding_layers=False)
             exported.kind = "adapter"
-        else:  # the base model with the run's labels, and the adapter transformers attaches when loading it
-            from specrun.runner.modeling import load_classifier
+        else:  # the base model with the run's labels (QA: its head), and the adapter transformers attaches when loading it
+            if task == QA_TASK:
+                from transformers import AutoModelForQuestionAnswering
 
-            load_classifier(base_path, len(labels), labels).save_pretrained(str(folder))
+                from specrun.runner.modeling import quiet_load
+
+                with quiet_load():
+                    AutoModelForQuestionAnswering.from_pretrained(base_path).save_pretrained(str(folder))
+            else:
+                from specrun.runner.modeling import load_classifier
+
+                load_classifier(base_path, len(labels), labels).save_pretrained(str(folder))
             model.save_pretrained(str(folder), save_embedding_layers=False)
             exported.kind = "model+adapter"
         if base_name:
@@ -252,6 +297,18 @@ def _predicted(predictor) -> torch.Tensor:
 
 
 @torch.inference_mode()
+def _span_probabilities(model, tokenizer, max_length: int) -> torch.Tensor:
+    """The start and end distributions (softmax over each probe's tokens) of ``QA_PROBES``, one probe at a
+    time (no padding), concatenated: what a QA model's answers are made from."""
+    found = []
+    for question, context in QA_PROBES:
+        inputs = tokenizer(question, context, truncation="only_second", max_length=max_length, return_tensors="pt")
+        out = model(**inputs)
+        found += [out.start_logits.float().softmax(-1)[0], out.end_logits.float().softmax(-1)[0]]
+    return torch.cat(found)
+
+
+@torch.inference_mode()
 def _probabilities(model, tokenizer, max_length: int) -> torch.Tensor:
     inputs = tokenizer(PROBES, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
     return model(**inputs).logits.float().softmax(-1)
@@ -264,25 +321,40 @@ def _check(
     labels: tuple[str, ...],
     max_length: int,
     registry: Registry | None = None,
+    task: str = "classification",
 ) -> float:
     """Load ``folder`` as ``how_to_load`` says (transformers; peft for an adapter folder, over the base model
     its ``adapter_config.json`` names, found through the model sources as ``load_plain`` does) and compare
-    its predictions with ``reference`` (what ``specrun predict`` shows); returns the largest probability
-    difference. SpecrunError when it predicts otherwise (a bug, not a user error)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    its predictions with ``reference`` (what ``specrun predict`` shows; for QA, the start/end distributions
+    of the run's model); returns the largest probability difference. SpecrunError when it predicts
+    otherwise (a bug, not a user error)."""
+    import transformers
+    from transformers import AutoTokenizer
 
     from specrun.runner.modeling import load_base, quiet_load
 
+    qa = task == QA_TASK
+    auto_model = "AutoModelForQuestionAnswering" if qa else "AutoModelForSequenceClassification"
     with quiet_load():
         if kind == "adapter":
             from peft import PeftConfig, PeftModel
 
             base_name = PeftConfig.from_pretrained(str(folder)).base_model_name_or_path
-            base = load_base(base_name, registry, **label_config(labels) | pad_config(base_name, folder, registry))
+            kwargs = ({} if qa else label_config(labels)) | pad_config(base_name, folder, registry)
+            base = load_base(base_name, registry, auto_model=auto_model, **kwargs)
             loaded = PeftModel.from_pretrained(base, str(folder)).eval()
         else:
-            loaded = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
+            loaded = getattr(transformers, auto_model).from_pretrained(str(folder)).eval()
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    if qa:
+        got = _span_probabilities(loaded, tokenizer, max_length)
+        difference = float((got - reference).abs().max())
+        if difference > TOLERANCE:
+            raise SpecrunError(
+                f"the exported folder does not answer as the run does (start/end probabilities differ by up to "
+                f"{difference:.2g}); it was not written"
+            )
+        return difference
     got = _probabilities(loaded, tokenizer, max_length)
     names = [loaded.config.id2label[i] for i in range(got.shape[-1])]
     difference = float((got - reference).abs().max())

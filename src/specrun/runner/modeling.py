@@ -45,7 +45,9 @@ def portable_model_name(name: str, registry: Registry) -> str:
     return name
 
 
-def load_base(name: str, registry: Registry | None = None, auto_model: str = "AutoModelForSequenceClassification", **kwargs):
+def load_base(
+    name: str, registry: Registry | None = None, auto_model: str = "AutoModelForSequenceClassification", **kwargs
+):
     """``AutoModelForSequenceClassification.from_pretrained`` (or the ``auto_model`` class of the run's task,
     e.g. ``AutoModelForQuestionAnswering``) of the base model a saved adapter folder names (``kwargs`` pass
     through): through specrun's model sources, so a hub id served from a local copy loads offline here as

@@ -27,19 +27,14 @@ WITH costs AS (
     FROM metrics WHERE split = 'cost' AND final GROUP BY run_id
 ), current AS (
     SELECT run_id, list(DISTINCT experiment ORDER BY experiment) AS experiments FROM current_runs GROUP BY run_id
-), qa AS (
-    SELECT m.run_id, max(m.value) AS exact_match
-    FROM metrics m JOIN runs r2 ON r2.run_id = m.run_id AND m.split = r2.eval_set
-    WHERE m.name = 'exact_match' AND m.final GROUP BY m.run_id
 )
 SELECT r.run_id, coalesce(c.experiments, [r.experiment]) AS experiments, r.method, r.dataset, r.model, r.seed,
        r.sweep, r.config, r.eval_set, s.accuracy, s.f1, s.trainable_params, s.total_params,
-       k.model_memory_mb, k.latency_ms_mean, k.latency_ms_p95, r.finished_at, q.exact_match
+       k.model_memory_mb, k.latency_ms_mean, k.latency_ms_p95, r.finished_at, s.exact_match
 FROM runs r
 JOIN run_summary s USING (run_id)
 LEFT JOIN costs k USING (run_id)
 LEFT JOIN current c USING (run_id)
-LEFT JOIN qa q USING (run_id)
 WHERE r.status = 'completed'
   AND EXISTS (SELECT 1 FROM artifacts a WHERE a.run_id = r.run_id AND a.kind = 'weights')
   AND ($experiment IS NULL OR list_contains(c.experiments, $experiment))

@@ -197,7 +197,9 @@ def lora_config(options: LoraAdapterOptions, roles: RoleMap | None = None, backb
         target_modules=options.targets(roles),
         bias="none",
         # the architecture's whole head trains (DistilBERT's pre_classifier too; qa_outputs on QA), as in every method
-        modules_to_save=head_modules(backbone, roles) if backbone is not None else (list(roles.head) if roles else None),
+        modules_to_save=head_modules(backbone, roles)
+        if backbone is not None
+        else (list(roles.head) if roles else None),
     )
 
 
