@@ -333,7 +333,10 @@ def summary_rows(results: dict) -> list[tuple[str, ...]]:
                     + (f"; model list {m['model_list']:.2f} s" if "model_list" in m else ""),
                 )
             )
-    for name, label in (("qa", "extractive QA (SQuAD) train windows/s"), ("decoder", "GPT-2 classifier train samples/s")):
+    for name, label in (
+        ("qa", "extractive QA (SQuAD) train windows/s"),
+        ("decoder", "GPT-2 classifier train samples/s"),
+    ):
         e = results.get("tasks", {}).get(name)
         if e:
             rows.append(
@@ -345,7 +348,9 @@ def summary_rows(results: dict) -> list[tuple[str, ...]]:
                     verdict("8", e["ratio"]),
                     fmt(e["per_round"]),
                     f"evaluation {e['eval_ratio']:.2f}x ({fmt(e['eval_per_round'])}); "
-                    + "; ".join(f"{p} " + ", ".join(f"{k} {v:.4f}" for k, v in ms.items()) for p, ms in e["metrics"].items()),
+                    + "; ".join(
+                        f"{p} " + ", ".join(f"{k} {v:.4f}" for k, v in ms.items()) for p, ms in e["metrics"].items()
+                    ),
                 )
             )
     return rows

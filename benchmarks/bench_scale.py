@@ -124,10 +124,7 @@ def _quality(config: dict) -> float:
     placement = PLACEMENTS.index(method.get("placement", "attn-qv")) if method.get("placement") in PLACEMENTS else 0
     return min(
         0.93,
-        0.80
-        + 0.012 * math.log2(method.get("rank", 8))
-        + 0.01 * placement
-        - 0.03 * abs(math.log10(lr) + 3),
+        0.80 + 0.012 * math.log2(method.get("rank", 8)) + 0.01 * placement - 0.03 * abs(math.log10(lr) + 3),
     )
 
 
@@ -201,7 +198,10 @@ def synthetic_record(run, steps: int, eval_every: int, difficulty: list[float], 
             "loss": [0.1 if ok else 1.5 for ok in right],
         },
         artifacts=[ArtifactFile("weights", str(weights), hashlib.sha256(weights.read_bytes()).hexdigest(), 4)],
-        train_examples=([f"train-{(i * 7919 + run.seed) % 67349}" for i in range(TRAIN_EXAMPLES)], [i % 2 for i in range(TRAIN_EXAMPLES)]),
+        train_examples=(
+            [f"train-{(i * 7919 + run.seed) % 67349}" for i in range(TRAIN_EXAMPLES)],
+            [i % 2 for i in range(TRAIN_EXAMPLES)],
+        ),
         train_seconds=train_seconds,
         environment={"executor": "local", "synthetic": "benchmarks/bench_scale.py"},
     )
@@ -369,7 +369,14 @@ def first_page(store: Path, folder: Path, timeout: float = 120) -> dict:
             again = len(response.read())
         warm = time.perf_counter() - t
         loaded = page_load(url)
-        return {"first_page": first, "first_page_cpu": first_cpu, "page_bytes": len(body), "warm_page": warm, "warm_bytes": again, **loaded}
+        return {
+            "first_page": first,
+            "first_page_cpu": first_cpu,
+            "page_bytes": len(body),
+            "warm_page": warm,
+            "warm_bytes": again,
+            **loaded,
+        }
     finally:
         proc.terminate()
         try:
@@ -460,7 +467,9 @@ def main(argv: list[str] | None = None) -> int:
         folder = args.keep or Path(tmp)
         results = run(folder, args.quick, repeats, which=args.only or ("report", "app"))
     for what, r in results.items():
-        print(f"{what}: median {json.dumps({k: round(v, 2) for k, v in r['median'].items()})} (goal <= {GOALS[what]} s)")
+        print(
+            f"{what}: median {json.dumps({k: round(v, 2) for k, v in r['median'].items()})} (goal <= {GOALS[what]} s)"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
     return 0

@@ -380,7 +380,9 @@ def make_decoder(folder: Path, sentences: list[str]) -> Path:
     tok.train_from_iterator(
         sentences,
         trainers.BpeTrainer(
-            special_tokens=["<|endoftext|>"], vocab_size=DEC["vocab"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+            special_tokens=["<|endoftext|>"],
+            vocab_size=DEC["vocab"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         ),
     )
     tokenizer = PreTrainedTokenizerFast(

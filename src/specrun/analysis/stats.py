@@ -135,7 +135,9 @@ def f1_statistic(num_labels: int) -> Callable[..., np.ndarray]:
     """F1 as specrun records it (binary: of label 1; more classes: macro), vectorized for bootstrap over
     paired (labels, predictions); with ``weights``, each pair counted that many times (``counted_interval``)."""
 
-    def f1(labels: np.ndarray, predictions: np.ndarray, axis: int = -1, weights: np.ndarray | None = None) -> np.ndarray:
+    def f1(
+        labels: np.ndarray, predictions: np.ndarray, axis: int = -1, weights: np.ndarray | None = None
+    ) -> np.ndarray:
         scores = []
         w = 1 if weights is None else np.asarray(weights, dtype=float)
         for c in [1] if num_labels == 2 else range(num_labels):
