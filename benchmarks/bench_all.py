@@ -12,6 +12,8 @@
      first page over a generated 1,040-run store, fresh processes (bench_scale.py)
   8  new tasks against the Trainer (issue 23): extractive QA (run_qa recipe: training, then predict +
      post-processing) and a random GPT-2 classifier, paired rounds at the largest --threads (bench_tasks.py)
+  frozen  issue 23: the same head-only MiniLM/MRPC run with and without train.cache_frozen (cache empty,
+     then filled), side by side per round: train-time ratios and both accuracies (bench_frozen.py)
 
 W1: sentence-transformers/all-MiniLM-L6-v2, LoRA r16 on query/value, 2,000 SST-2 sentences, 1 epoch,
 batch 32, lr 2e-3, max_length 128 (bench_trainer.py). Targets 3-5 run at the largest --threads count.
@@ -47,6 +49,7 @@ GOALS: dict[str, tuple[str, float] | None] = {
     "6": ("<=", 0.5),
     "7": ("<=", 10.0),  # the report, seconds; the app's first page: APP_GOAL
     "8": (">=", 1.0),  # at least as fast as the Trainer (aim: 1.5x)
+    "frozen": (">=", 10.0),
 }
 APP_GOAL = 3.0
 
@@ -353,6 +356,22 @@ def summary_rows(results: dict) -> list[tuple[str, ...]]:
                     ),
                 )
             )
+    if "frozen" in results:
+        e = results["frozen"]["summary"]
+        acc, sd = e["accuracy"], e["accuracy_seed_sd"]
+        spread = f" (seed sd {sd['plain']:.4f})" if sd["plain"] is not None else ""
+        for peer in ("cold", "warm"):
+            rows.append(
+                (
+                    "frozen",
+                    f"head-only train seconds without / with cache_frozen, cache {'empty' if peer == 'cold' else 'filled'}",
+                    goal_text("frozen"),
+                    f"{e['ratio_' + peer]:.1f}x",
+                    verdict("frozen", e["ratio_" + peer]),
+                    fmt([r["ratio_" + peer] for r in results["frozen"]["rounds"]], "{:.1f}"),
+                    f"MRPC dev acc {acc['plain']:.4f}{spread} / {acc[peer]:.4f}; train CPU-time ratio {e['cpu_ratio_' + peer]:.1f}x",
+                )
+            )
     return rows
 
 
@@ -369,7 +388,7 @@ def parse_args(argv: list[str] | None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.splitlines()[1:]),
     )
-    parser.add_argument("--only", help="comma-separated targets to run (1-8; default all)")
+    parser.add_argument("--only", help="comma-separated targets to run (1-8, frozen; default all)")
     parser.add_argument("--rounds", type=int, help="paired rounds of targets 1, 3 and 5 (default 5; --quick 1)")
     parser.add_argument("--sweep-rounds", type=int, help="applies of the sweep, target 4 (default 3; --quick 1)")
     parser.add_argument("--cli-repeats", type=int, help="processes per command, target 6 (default 5; --quick 2)")
@@ -417,7 +436,7 @@ def parse_args(argv: list[str] | None):
     args.only = sorted(set(args.only.split(","))) if args.only else list(GOALS)
     unknown = set(args.only) - set(GOALS)
     if unknown:
-        parser.error(f"--only takes targets 1-8, not {', '.join(sorted(unknown))}")
+        parser.error(f"--only takes targets 1-8 and frozen, not {', '.join(sorted(unknown))}")
     return args
 
 
@@ -515,6 +534,15 @@ def main(argv: list[str] | None = None) -> int:
             tasks_args.workloads = ["qa", "decoder"]
             tasks_args.no_warmup = args.no_warmup or args.quick
             results["tasks"] = bench_tasks.run(folder / "tasks", tasks_args, log=log)
+        if "frozen" in args.only:
+            import bench_frozen
+
+            frozen_args = bench_frozen.parse_args(
+                ["--quick"] if args.quick else ["--rounds", str(min(args.rounds, 3)), "--threads", str(top)]
+            )
+            log(f"[frozen] cache_frozen, {frozen_args.rounds} round(s) of plain / cold / warm")
+            (folder / "frozen").mkdir()
+            results["frozen"] = bench_frozen.run(folder / "frozen", frozen_args, log=log)
 
     results["meta"]["load_avg_end"] = os.getloadavg()
     results["meta"]["seconds"] = time.perf_counter() - started

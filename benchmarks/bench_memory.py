@@ -28,6 +28,127 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+#: ``--study``: what a paper's comparison of methods and LoRA placements sweeps, scaled down to short runs
+#: (memory growth per run is what is measured, not training): every run is a new configuration of
+#: method, placement and task (single sentences, sentence pairs), at specrun's defaults (bf16, length-
+#: grouped batches of varying shapes). Seeds are the inner loop: run 5 is the third configuration.
+STUDY = """[experiment]
+name = "memory-study"
+seeds = [0, 1]
+
+[model]
+name = "{model}"
+max_length = 128
+
+[data]
+dataset = "glue/sst2"
+max_train_examples = 160
+max_eval_examples = 64
+
+[method]
+name = "lora"
+
+[train]
+batch_size = 16
+max_steps = {steps}
+
+[sweep]
+"method, train.learning_rate" = [
+    [{{ name = "lora", rank = 8, placement = "attn-q" }}, 1e-3],
+    [{{ name = "lora", rank = 8, placement = "attn-v" }}, 1e-3],
+    [{{ name = "lora", rank = 8, placement = "attn-qv" }}, 1e-3],
+    [{{ name = "lora", rank = 8, placement = "attn-qkv" }}, 1e-3],
+    [{{ name = "lora", rank = 8, placement = "attn-full" }}, 1e-3],
+    [{{ name = "lora", rank = 8, placement = "ffn-only" }}, 1e-3],
+    [{{ name = "lora", rank = 8, placement = "full-model" }}, 1e-3],
+    [{{ name = "ia3" }}, 3e-3],
+    [{{ name = "bitfit" }}, 1e-3],
+    [{{ name = "prompt_tuning", num_virtual_tokens = 10 }}, 3e-2],
+    [{{ name = "head_only" }}, 1e-2],
+    [{{ name = "freeze", layers = 3 }}, 5e-5],
+    [{{ name = "full" }}, 5e-5],
+]
+"data.dataset" = ["glue/sst2", "glue/mrpc"]
+"""
+
+
+def proc_status_mb() -> dict[str, float]:
+    """RssAnon (heap, tensors) and RssFile (mapped files: shared libraries' code, mmapped weights), in MB."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("RssAnon", "RssFile", "RssShmem"):
+            out[key] = int(value.split()[0]) / 1024
+    return out
+
+
+def heap_mb() -> dict[str, float]:
+    """glibc's ``mallinfo2`` over all arenas, in MB: bytes in use, free bytes kept in the arenas, mmapped chunks."""
+    import ctypes
+
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in (
+                "arena",
+                "ordblks",
+                "smblks",
+                "hblks",
+                "hblkhd",
+                "usmblks",
+                "fsmblks",
+                "uordblks",
+                "fordblks",
+                "keepcost",
+            )
+        ]
+
+    try:
+        fn = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return {}
+    fn.restype = Mallinfo2
+    info = fn()
+    return {
+        "heap_in_use": info.uordblks / 2**20,
+        "heap_free": info.fordblks / 2**20,
+        "heap_arena": info.arena / 2**20,
+        "mmapped": info.hblkhd / 2**20,
+    }
+
+
+def tensor_census() -> tuple[int, float]:
+    """(live torch tensors the garbage collector sees, their storage in MB, each storage once)."""
+    import warnings
+
+    import torch
+
+    count, seen, size = 0, set(), 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # isinstance on deprecated module attributes warns
+        objects = gc.get_objects()
+    for obj in objects:
+        try:
+            if isinstance(obj, torch.Tensor):
+                count += 1
+                storage = obj.untyped_storage()
+                if storage.data_ptr() not in seen:
+                    seen.add(storage.data_ptr())
+                    size += storage.nbytes()
+        except Exception:  # meta tensors, tensor subclasses without storage
+            continue
+    return count, size / 2**20
+
+
+def type_counts() -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for obj in gc.get_objects():
+        kind = type(obj)
+        name = f"{getattr(kind, '__module__', '?')}.{getattr(kind, '__qualname__', kind.__name__)}"
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=50)
@@ -53,6 +174,16 @@ def main() -> None:
         "--trim",
         action="store_true",
         help="glibc malloc_trim(0) after each run, before measuring (is the growth freed memory the allocator keeps?)",
+    )
+    parser.add_argument(
+        "--study",
+        action="store_true",
+        help="a realistic study: MiniLM (bf16, 128 tokens) on SST-2 and MRPC, 13 methods and LoRA placements, 2 seeds: 52 runs",
+    )
+    parser.add_argument(
+        "--census",
+        action="store_true",
+        help="after each run also: anonymous vs file-backed RSS, glibc's heap (in use / free / mmapped), live torch tensors, gc objects",
     )
     parser.add_argument("--every", action="store_true", help="print the RSS after every run")
     parser.add_argument("--json", type=Path, help="write the RSS series here")
@@ -116,9 +247,13 @@ max_steps = {args.steps}
 {sweep}
 """)
 
+    if args.study:
+        spec.write_text(STUDY.format(model="sentence-transformers/all-MiniLM-L6-v2", steps=args.steps))
     if args.spec:
         spec = args.spec
     series: list[float] = []
+    census: list[dict] = []
+    types_at: dict[int, dict[str, int]] = {}
     real_execute = execute_module.execute
 
     def measured(*a, **kw):
@@ -130,7 +265,19 @@ max_steps = {args.steps}
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         series.append(rss_mb())
         n = len(series)
-        if args.every or n in (1, 5) or n % 5 == 0 or n == args.runs:
+        if args.census:
+            tensors, tensor_mb = tensor_census()
+            row = {"rss": series[-1], **proc_status_mb(), **heap_mb(), "tensors": tensors, "tensor_mb": tensor_mb}
+            row["gc_objects"] = len(gc.get_objects())
+            census.append(row)
+            if n == 5:
+                types_at[5] = type_counts()
+            print(
+                "         " + "  ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
+                file=sys.stderr,
+                flush=True,
+            )
+        if args.every or args.census or n in (1, 5) or n % 5 == 0 or n == args.runs:
             task = a[0] if a else kw.get("task")
             what = ""
             if task is not None:
@@ -151,12 +298,14 @@ max_steps = {args.steps}
     base = series[4] if len(series) >= 5 else series[0]
     summary = {
         "runs": len(series),
-        "model": model if args.minilm else "tiny random BERT",
+        "model": "MiniLM study (--study)" if args.study else model if args.minilm else "tiny random BERT",
         "method": args.method,
         "rss_mb_run1": series[0],
         "rss_mb_run5": base,
         "rss_mb_last": series[-1],
         "ratio_last_over_run5": series[-1] / base,
+        "rss_mb_run50": series[49] if len(series) >= 50 else None,
+        "ratio_run50_over_run5": series[49] / base if len(series) >= 50 else None,
         "wall_seconds": wall,
         "series_mb": series,
     }
@@ -164,6 +313,16 @@ max_steps = {args.steps}
         f"runs {len(series)}: rss after run 5 {base:.1f} MB, after run {len(series)} {series[-1]:.1f} MB, "
         f"ratio {series[-1] / base:.3f} (goal <= 1.10); {wall:.0f} s"
     )
+    if len(series) >= 50:
+        print(f"run 50 / run 5: {series[49]:.1f} / {base:.1f} MB = {series[49] / base:.3f}")
+    if args.census and 5 in types_at:
+        last = type_counts()
+        grown = sorted(
+            ((last.get(k, 0) - types_at[5].get(k, 0), k) for k in set(last) | set(types_at[5])), reverse=True
+        )
+        summary["census"] = census
+        summary["types_grown_since_run5"] = {k: d for d, k in grown[:15] if d}
+        print("objects grown since run 5: " + (", ".join(f"{k} +{d}" for d, k in grown[:15] if d > 0) or "none"))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
 

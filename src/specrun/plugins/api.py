@@ -180,6 +180,18 @@ class MethodPlugin(Plugin):
         """Whether frozen weights may be stored in bf16 under bf16 precision (saves re-casting each step)."""
         return True
 
+    def frozen_prefix_problem(self, options: PluginOptions, model: ModelInfo | None) -> str | None:
+        """Why ``train.cache_frozen`` cannot serve this method with ``options``: some parameter it trains
+        sits inside the backbone (the frozen prefix whose output the option computes once per example);
+        None when everything it trains sits above it (the task head, and a pooler). ``model`` is the model
+        the run loads, or None when the spec is validated without it (answer what the options alone
+        tell). The runner checks the built model's trainable parameters again before it trains. Default:
+        a reason (a method says so itself when it can)."""
+        return (
+            f"the method {self.name!r} does not declare that what it trains sits above a frozen backbone "
+            "(MethodPlugin.frozen_prefix_problem)"
+        )
+
 
 # --- data ----------------------------------------------------------------------------------------
 

@@ -165,6 +165,12 @@ def check_run_model(settings: RunSettings, registry: Registry) -> str | None:
     options = method.Options.model_validate(settings.method_options())
     method.check_model(options, model)
     train = settings.train
+    if train.cache_frozen:
+        from specrun.runner.frozen import architecture_problem
+
+        why = architecture_problem(model.config) or method.frozen_prefix_problem(options, model)
+        if why:
+            raise ConfigError(f"{why}; leave cache_frozen out for this run", key="train.cache_frozen")
     if train.precision == "fp16" and train.device == "cpu":
         raise ConfigError(
             "'fp16' needs a CUDA device, and train.device = 'cpu'; use bf16 or fp32", key="train.precision"

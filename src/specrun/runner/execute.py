@@ -270,6 +270,23 @@ def _evaluate_stored(task: RunTask, registry: Registry, on_phase) -> RunRecord:
     return record
 
 
+def frozen_inputs(model, settings: RunSettings, train, evals: dict, selection, device):
+    """``train.cache_frozen``: (the head to train, the training set's, evaluation sets' and selection
+    set's frozen features in place of their tokens, the ``FrozenPrefix``). See ``runner.frozen``."""
+    from specrun.runner.frozen import FrozenPrefix
+
+    prefix = FrozenPrefix(model, settings)
+    cfg = settings.train
+
+    def features(enc):
+        return prefix.features(enc, cfg.eval_batch_size, cfg.precision, device)
+
+    evals_in = {name: features(enc) for name, enc in evals.items()}
+    if selection is not None and selection[1] is not None:
+        selection = (selection[0], features(selection[1]))
+    return prefix.head, features(train), evals_in, selection, prefix
+
+
 def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_phase, on_metrics=None) -> RunRecord:
     """Train and evaluate; with ``task.resume``, training goes on from the run's last checkpoint in
     ``artifacts_dir`` if it has one (an interrupted or killed attempt); without, it starts over."""
@@ -315,11 +332,14 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
     record.environment["data"] = data_info
 
     trainable, total = count_parameters(model)
+    trained, train_in, evals_in, prefix = model, train, evals, None
+    if train_cfg.cache_frozen:  # the backbone once per example; the head trains on its output
+        trained, train_in, evals_in, selection, prefix = frozen_inputs(model, settings, train, evals, selection, device)
     with PeakMemory(device) as memory:
         outcome = train_model(
-            model,
-            train,
-            evals[data.primary_eval],
+            trained,
+            train_in,
+            evals_in[data.primary_eval],
             data.primary_eval,
             num_labels,
             train_cfg,
@@ -335,6 +355,10 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
             task_ctx=tctx,
         )
 
+    if prefix is not None:  # computing (or loading) the features is part of training this run
+        outcome.train_seconds += prefix.seconds
+        if outcome.time_to_best is not None:
+            outcome.time_to_best += prefix.seconds
     record.train_seconds, record.resumed_from = outcome.train_seconds, outcome.resumed_from
     record.skipped_steps = outcome.skipped_steps
     record.memory_kind = memory.kind
@@ -342,10 +366,10 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
     final_step = outcome.steps
     seconds = evaluate_sets(
         record,
-        model,
+        trained,
         task,
         data,
-        evals,
+        evals_in,
         final_step,
         device,
         known={data.primary_eval: outcome.final_eval},
@@ -389,6 +413,9 @@ def _train(task: RunTask, registry: Registry, artifacts_dir: Path, on_step, on_p
     }
     if outcome.time_to_best is not None:
         costs["time_to_best_seconds"] = outcome.time_to_best
+    if prefix is not None:
+        costs["frozen_features_seconds"] = prefix.seconds
+        costs["frozen_features_cached"] = prefix.loaded / max(prefix.loaded + prefix.computed, 1)
     if len(primary):
         on_phase("measuring latency")
         costs.update(latency(model, primary, train_cfg.precision, device))

@@ -690,7 +690,37 @@ def validate_config(raw: dict, registry: Registry) -> tuple[Spec | None, dict, l
     problems += plugin_problems
     problems += _sweep_key_problems(raw.get("sweep"))
     problems += _cross_field_problems(raw, registry)
+    problems += _cache_frozen_problems(raw, resolved, registry)
     return (None if problems else spec), resolved, problems
+
+
+def _cache_frozen_problems(raw: dict, resolved: dict, registry: Registry) -> list[tuple[tuple, str]]:
+    """``train.cache_frozen`` on a run it cannot serve: another task than classification, or a method
+    that trains inside the backbone (what the method's options alone tell; plan and apply ask again
+    with the model, ``runner.compat.check_run_model``)."""
+    train = _section(raw, "train", TrainSpec)
+    if train is None or not train.cache_frozen:
+        return []
+    loc = ("train", "cache_frozen")
+    task = _task_plugin(raw, registry)
+    if task is not None and task.name != "classification":
+        return [
+            (
+                loc,
+                f"frozen features serve classification heads, which read one token's hidden state; the task "
+                f"{task.name!r} reads every token's, which would mean caching whole sequences: leave cache_frozen out",
+            )
+        ]
+    method = resolved.get("method") or {}
+    entry = registry.entries.get("method", {}).get(method.get("name"))
+    if entry is None:
+        return []
+    try:
+        options = entry.plugin.Options.model_validate({k: v for k, v in method.items() if k != "name"})
+    except ValidationError:  # reported at [method]
+        return []
+    why = entry.plugin.frozen_prefix_problem(options, None)
+    return [(loc, f"{why}; leave cache_frozen out for this run")] if why else []
 
 
 def run_config(spec: Spec, resolved: dict, seed: int) -> dict[str, Any]:

@@ -151,6 +151,12 @@ class TrainSpec(Section):
         description="evaluate the selection set at every evaluation although early stopping is off; a [search] sets it "
         "on its trials (its objective and pruner read split 'selection')",
     )
+    cache_frozen: bool = Field(
+        False,
+        description="compute the frozen backbone's output once per example, in inference mode (no dropout in the "
+        "frozen part), keep it in specrun's cache, and train the head on it: for runs that train only what sits "
+        "above a frozen backbone (head_only, freeze of every layer, lora/qlora with train = 'head'); classification",
+    )
     checkpoint_every: int | str = Field(
         DEFAULT_CHECKPOINT_EVERY,
         description="save a resumable checkpoint every N steps or every duration ('90s', '10m', '1h'); 'off' for none. "
@@ -195,6 +201,8 @@ class TrainSpec(Section):
         data = handler(self)
         if self.power is None:
             data.pop("power", None)
+        if not self.cache_frozen:
+            data.pop("cache_frozen", None)
         if not self.evaluate_selection:  # added after the other selection keys: runs that early-stop keep their ids
             data.pop("evaluate_selection", None)
         if self.early_stopping is None and all(

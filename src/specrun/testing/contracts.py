@@ -61,6 +61,8 @@ def check_method(
 
     - exactly the parameters ``trains(name)`` accepts require grad (``None``: every parameter), and
       some do; the parameter counts the runner records agree with them;
+    - a method that says ``train.cache_frozen`` can serve these options (``frozen_prefix_problem``
+      answers None for this model) trains nothing inside the backbone;
     - ``steps`` steps at ``learning_rate`` lower the training loss by 10% or more;
     - only trainable tensors change (frozen weights and buffers stay), the classifier head trains, and
       at least half of the trainable tensors change;
@@ -111,6 +113,7 @@ def check_method(
             f"{name}: the runner counts {counts[0]} trainable parameters, the trainable tensors hold {held}"
         )
         assert 0 < counts[0] <= counts[1], f"{name}: parameter counts (trainable, total) = {counts}"
+        _check_frozen_prefix(registry, method, validated, config, model)
 
         before = _snapshot(model)
         loss_before = evaluate(model, train, len(labels), 256, precision, device).metrics["loss"]
@@ -156,6 +159,23 @@ def check_method(
             f"{name}: the saved folder, loaded with plain peft/transformers, predicts other confidences"
         )
     return MethodReport(loss_before, loss_after, trainable, changed, counts)
+
+
+def _check_frozen_prefix(registry: Registry, method, options, config: dict, model) -> None:
+    """A method whose ``frozen_prefix_problem`` accepts these options builds a model that
+    ``train.cache_frozen`` can serve: every trainable parameter in the head."""
+    from specrun.errors import ConfigError
+    from specrun.runner.compat import model_info
+    from specrun.runner.frozen import FrozenPrefix, architecture_problem
+    from specrun.spec.schema import RunSettings
+
+    info = model_info(config["model"]["name"], registry, config["model"]["max_length"])
+    if architecture_problem(info.config) or method.frozen_prefix_problem(options, info) is not None:
+        return
+    try:
+        FrozenPrefix(model, RunSettings.of(config))
+    except ConfigError as exc:
+        raise AssertionError(f"{method.name}: says train.cache_frozen can serve it, but {exc}") from None
 
 
 def _toy_config(registry: Registry, workdir: Path, model_dir: Path, train: str) -> tuple[dict, str]:

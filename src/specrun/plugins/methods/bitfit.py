@@ -74,6 +74,9 @@ class BitFit(MethodPlugin):
                 key="method.subset",
             )
 
+    def frozen_prefix_problem(self, options: BitFitOptions, model) -> str | None:
+        return "BitFit trains bias terms inside every layer of the backbone: no prefix of the model is frozen"
+
     def build(self, options: BitFitOptions, ctx: BuildContext):
         model = ctx.load_backbone()
         if options.subset == "all":

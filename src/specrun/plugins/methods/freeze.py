@@ -62,6 +62,22 @@ class Freeze(MethodPlugin):
                 f"{options.layers} layers to freeze, but {model.name!r} has {layers} {kind} layers", key="method.layers"
             )
 
+    def frozen_prefix_problem(self, options: FreezeOptions, model: ModelInfo | None) -> str | None:
+        """Only freezing every layer leaves nothing trainable inside the backbone (the pooler and head train)."""
+        key = "layers" if options.layers is not None else "fraction"
+        value = options.layers if options.layers is not None else options.fraction
+        if options.fraction is not None and options.fraction < 0.5:
+            return f"{key} = {value} leaves the upper layers training, inside the backbone; freeze every layer (fraction = 1.0)"
+        layers = getattr(model.config, "num_hidden_layers", None) if model is not None else None
+        if layers is None:
+            return None  # known once the model is (plan and apply ask again with it)
+        if options.frozen_layers(layers) < layers:
+            return (
+                f"{key} = {value} freezes {options.frozen_layers(layers)} of the {layers} layers of {model.name!r}: "
+                f"the others train, inside the backbone; freeze every layer (layers = {layers} or fraction = 1.0)"
+            )
+        return None
+
     def build(self, options: FreezeOptions, ctx: BuildContext):
         model = ctx.load_backbone()
         roles = roles_of(model)

@@ -11,6 +11,9 @@ class FullFineTuning(MethodPlugin):
     description = "full fine-tuning: every parameter trains (fp32, bf16 autocast, or fp16 on CUDA)"
     Options = NoOptions
 
+    def frozen_prefix_problem(self, options: NoOptions, model) -> str | None:
+        return "full fine-tuning trains every parameter: no part of the model is frozen"
+
     def build(self, options: NoOptions, ctx: BuildContext):
         model = ctx.load_backbone()
         for param in model.parameters():

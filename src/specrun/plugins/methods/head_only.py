@@ -46,6 +46,9 @@ class HeadOnly(MethodPlugin):
                     key="method.train_pooler",
                 )
 
+    def frozen_prefix_problem(self, options: HeadOnlyOptions, model: ModelInfo | None) -> str | None:
+        return None  # the head (and with train_pooler the pooler) reads the frozen backbone's output
+
     def build(self, options: HeadOnlyOptions, ctx: BuildContext):
         model = ctx.load_backbone()
         roles = roles_of(model)

@@ -52,6 +52,9 @@ class IA3(MethodPlugin):
         wanted = attention_roles(roles) + (("ffn_out",) if options.ffn else ())
         check_resolves(roles, model.module_names(), wanted, key="method")
 
+    def frozen_prefix_problem(self, options: IA3Options, model) -> str | None:
+        return "IA3 trains scaling vectors inside the backbone's layers: no prefix of the model is frozen"
+
     def build(self, options: IA3Options, ctx: BuildContext):
         from peft import get_peft_model
 

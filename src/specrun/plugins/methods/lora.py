@@ -169,6 +169,16 @@ def check_adapters(options: LoraAdapterOptions, model: ModelInfo) -> None:
         )
 
 
+def adapters_problem(options: LoraAdapterOptions, method: str) -> str | None:
+    """``frozen_prefix_problem`` of ``lora`` and ``qlora``: only frozen adapters (``train = "head"``) qualify."""
+    if options.train == "head":
+        return None  # the adapters are frozen with the backbone: part of its prefix
+    return (
+        f'{method} with train = "all" trains the adapters inside the backbone\'s layers; only train = "head" '
+        "(frozen adapters from model.init_from, a fresh head) leaves a frozen prefix to compute once"
+    )
+
+
 def adapted(backbone, options: LoraAdapterOptions):
     """The backbone with LoRA adapters; with ``train = "head"`` the adapters are frozen too."""
     from peft import get_peft_model
@@ -313,6 +323,9 @@ class LoRA(MethodPlugin):
 
     def details(self) -> tuple[str, list[str], list[tuple]]:
         return placement_table()
+
+    def frozen_prefix_problem(self, options: LoraOptions, model) -> str | None:
+        return adapters_problem(options, "lora")
 
     def build(self, options: LoraOptions, ctx: BuildContext):
         if options.quantize == "8bit":

@@ -67,6 +67,11 @@ class PromptTuning(MethodPlugin):
         _check_decoder(model.config, model.name)
         _check_positions(options, model.config, model.max_length)
 
+    def frozen_prefix_problem(self, options: PromptTuningOptions, model) -> str | None:
+        return (
+            "prompt tuning trains the prompt embeddings fed into the backbone's input: no prefix of the model is frozen"
+        )
+
     def build(self, options: PromptTuningOptions, ctx: BuildContext):
         from peft import get_peft_model
 

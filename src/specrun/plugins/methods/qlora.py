@@ -13,6 +13,7 @@ from specrun.plugins.methods.lora import (
     NOT_QUANTIZED,
     LoraAdapterOptions,
     adapted,
+    adapters_problem,
     check_adapters,
     check_kbit,
     load_kbit_backbone,
@@ -64,6 +65,9 @@ class QLoRA(MethodPlugin):
 
     def details(self) -> tuple[str, list[str], list[tuple]]:
         return placement_table()
+
+    def frozen_prefix_problem(self, options: QLoraOptions, model) -> str | None:
+        return adapters_problem(options, "qlora")
 
     def build(self, options: QLoraOptions, ctx: BuildContext):
         return adapted(load_kbit_backbone(ctx, quantization_config(options, not_quantized(ctx))), options)
