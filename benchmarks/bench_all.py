@@ -8,6 +8,10 @@
   4  sweep: wall of one `specrun apply` of 8 runs / the sum of its runs' train + eval seconds (store)
   5  evaluation throughput on the SST-2 dev set: specrun's evaluate / Trainer.predict (bf16), same weights
   6  CLI latency: median wall of fresh processes of the light commands, against python's own start-up
+  7  scale of what users read (issue 23): `specrun report` over a generated 240-run store, and `specrun app`'s
+     first page over a generated 1,040-run store, fresh processes (bench_scale.py)
+  8  new tasks against the Trainer (issue 23): extractive QA (run_qa recipe: training, then predict +
+     post-processing) and a random GPT-2 classifier, paired rounds at the largest --threads (bench_tasks.py)
   frozen  issue 23: the same head-only MiniLM/MRPC run with and without train.cache_frozen (cache empty,
      then filled), side by side per round: train-time ratios and both accuracies (bench_frozen.py)
 
@@ -44,8 +48,11 @@ GOALS: dict[str, tuple[str, float] | None] = {
     "4": ("<=", 1.15),
     "5": (">=", 1.5),
     "6": ("<=", 0.5),
+    "7": ("<=", 10.0),  # the report, seconds; the app's first page: APP_GOAL
+    "8": (">=", 1.0),  # at least as fast as the Trainer (aim: 1.5x)
     "frozen": (">=", 10.0),
 }
+APP_GOAL = 3.0
 
 
 def log(message: str = "") -> None:
@@ -300,6 +307,56 @@ def summary_rows(results: dict) -> list[tuple[str, ...]]:
                     note,
                 )
             )
+    if "scale" in results:
+        e = results["scale"]
+        if "report" in e:
+            m = e["report"]["median"]
+            rows.append(
+                (
+                    "7",
+                    f"report over {e['report']['runs']} runs: `specrun report` wall (analyses computed)",
+                    goal_text("7", " s"),
+                    f"{m['report']:.2f} s",
+                    verdict("7", m["report"]),
+                    fmt([r["report"] for r in e["report"]["rounds"]]),
+                    f"CPU {m['report_cpu']:.2f} s; build only {m['build_only']:.2f} s (CPU {m['build_only_cpu']:.2f}); "
+                    f"HTML {e['report']['html_bytes'] / 1e6:.1f} MB",
+                )
+            )
+        if "app" in e:
+            m = e["app"]["median"]
+            rows.append(
+                (
+                    "7",
+                    f"app over {e['app']['runs']} runs: launch to first page (GET /)",
+                    f"<= {APP_GOAL:g} s",
+                    f"{m['first_page']:.2f} s",
+                    "met" if m["first_page"] <= APP_GOAL else "NOT met",
+                    fmt([r["first_page"] for r in e["app"]["rounds"]]),
+                    f"CPU {m['first_page_cpu']:.2f} s; page {e['app']['rounds'][-1]['page_bytes'] / 1e3:.0f} kB"
+                    + (f"; model list {m['model_list']:.2f} s" if "model_list" in m else ""),
+                )
+            )
+    for name, label in (
+        ("qa", "extractive QA (SQuAD) train windows/s"),
+        ("decoder", "GPT-2 classifier train samples/s"),
+    ):
+        e = results.get("tasks", {}).get(name)
+        if e:
+            rows.append(
+                (
+                    "8",
+                    f"{label} specrun / Trainer",
+                    goal_text("8"),
+                    f"{e['ratio']:.2f}x",
+                    verdict("8", e["ratio"]),
+                    fmt(e["per_round"]),
+                    f"evaluation {e['eval_ratio']:.2f}x ({fmt(e['eval_per_round'])}); "
+                    + "; ".join(
+                        f"{p} " + ", ".join(f"{k} {v:.4f}" for k, v in ms.items()) for p, ms in e["metrics"].items()
+                    ),
+                )
+            )
     if "frozen" in results:
         e = results["frozen"]["summary"]
         acc, sd = e["accuracy"], e["accuracy_seed_sd"]
@@ -332,7 +389,7 @@ def parse_args(argv: list[str] | None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.splitlines()[1:]),
     )
-    parser.add_argument("--only", help="comma-separated targets to run (1-6, frozen; default all)")
+    parser.add_argument("--only", help="comma-separated targets to run (1-8, frozen; default all)")
     parser.add_argument("--rounds", type=int, help="paired rounds of targets 1, 3 and 5 (default 5; --quick 1)")
     parser.add_argument("--sweep-rounds", type=int, help="applies of the sweep, target 4 (default 3; --quick 1)")
     parser.add_argument("--cli-repeats", type=int, help="processes per command, target 6 (default 5; --quick 2)")
@@ -348,6 +405,10 @@ def parse_args(argv: list[str] | None):
         "--sweep-examples", type=int, help="training examples per sweep run (default 2000, the W1 size; --quick 64)"
     )
     parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--scale-rounds", type=int, help="timed rounds of target 7 (default 3; --quick 1, no warm-up)")
+    import bench_tasks
+
+    bench_tasks.add_arguments(parser)
     parser.add_argument(
         "--quick", action="store_true", help="smoke test: 1 round and small sizes everywhere (numbers are not results)"
     )
@@ -388,15 +449,17 @@ def parse_args(argv: list[str] | None):
         "train_examples": 256 if quick else 2000,
         "max_eval_examples": 128 if quick else None,
         "sweep_examples": 64 if quick else 2000,
+        "scale_rounds": 1 if quick else 3,
     }
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    bench_tasks.fill_defaults(args, quick)
     args.threads = [int(t) for t in str(args.threads).split(",")]
     args.only = sorted(set(args.only.split(","))) if args.only else list(GOALS)
     unknown = set(args.only) - set(GOALS)
     if unknown:
-        parser.error(f"--only takes targets 1-6 and frozen, not {', '.join(sorted(unknown))}")
+        parser.error(f"--only takes targets 1-8 and frozen, not {', '.join(sorted(unknown))}")
     return args
 
 
@@ -484,6 +547,19 @@ def main(argv: list[str] | None = None) -> int:
                     cwd=folder / "cli",
                 )
             results["cli"] = procs.cli_latency(folder / "cli", args.cli_repeats, spec, store, log=log)
+        if "7" in args.only:
+            import bench_scale
+
+            results["scale"] = bench_scale.run(folder / "scale", args.quick, args.scale_rounds, log=log)
+        if "8" in args.only:
+            import bench_tasks
+
+            torch.set_num_threads(top)
+            log(f"[8] new tasks against the Trainer, {top} thread(s), {args.rounds} round(s)")
+            tasks_args = argparse.Namespace(**vars(args))
+            tasks_args.workloads = ["qa", "decoder"]
+            tasks_args.no_warmup = args.no_warmup or args.quick
+            results["tasks"] = bench_tasks.run(folder / "tasks", tasks_args, log=log)
         if "frozen" in args.only:
             import bench_frozen
 

@@ -170,6 +170,24 @@ def test_models_are_described_with_their_numbers(evaluation):
     assert takes_pairs(type(full)(**{**full.__dict__, "config": paired})) is True
 
 
+def test_the_model_table_shows_the_newest_models_and_says_how_many_it_leaves_out(evaluation):
+    """A store of thousands of runs: the page sends the newest TABLE_ROWS rows, says so, and keeps every
+    model in the picker (issue 23: the first page of a 1,000-run store)."""
+    import dataclasses
+
+    from specrun.app.ui import TABLE_ROWS, _choices, models_frame, table_note
+
+    model = evaluation.models()[0]
+    many = [dataclasses.replace(model, run_id=f"{i:012x}", seed=i) for i in range(TABLE_ROWS + 40)]
+    frame = models_frame(many)
+    assert frame["run"].tolist() == [m.run_id[:12] for m in many[:TABLE_ROWS]]
+    note = table_note(many)
+    assert f"newest {TABLE_ROWS} of {TABLE_ROWS + 40:,} models" in note and "picker lists them all" in note
+    assert len(_choices(many)) == TABLE_ROWS + 40
+    few = many[:3]
+    assert len(models_frame(few)) == 3 and table_note(few) == ""
+
+
 # --- reading uploaded files -------------------------------------------------------------------------
 
 

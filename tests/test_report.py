@@ -199,3 +199,54 @@ def test_report_of_an_unknown_experiment_or_store(cli, tmp_path, built_study):
     code, _, err = cli("report", "study", "--store", str(tmp_path / "missing.duckdb"))
     assert code == 2 and "no store at" in err
     assert not (tmp_path / "r.html").exists()
+
+
+def test_the_inlined_vega_bundle_is_built_once_and_read_from_the_cache(tmp_path, monkeypatch):
+    """vl-convert's bundle (~2 CPU-seconds) is kept in specrun's cache under its versions; a damaged
+    entry is a miss, rebuilt."""
+    import specrun.report.vega as vega
+
+    monkeypatch.setenv("SPECRUN_CACHE_DIR", str(tmp_path / "cache"))
+    vega.javascript.cache_clear()
+    built = vega.javascript()
+    assert "vegaEmbed" in built
+    entries = list((tmp_path / "cache" / "vega-js").glob("*.pickle"))
+    assert len(entries) == 1
+    vega.javascript.cache_clear()
+    calls = []
+    monkeypatch.setattr("vl_convert.javascript_bundle", lambda **kw: calls.append(kw) or "rebuilt")
+    assert vega.javascript() == built and not calls  # from the cache
+    entries[0].write_bytes(b"not a pickle")
+    vega.javascript.cache_clear()
+    assert vega.javascript() == "rebuilt" and len(calls) == 1
+    vega.javascript.cache_clear()
+
+
+def test_a_large_chart_keeps_every_row_of_its_query_and_is_still_validated(tmp_path):
+    """Charts over more rows than VALIDATED_ROWS are validated on their first rows only (Altair's schema
+    check of every data row cost seconds over a 240-run study); the spec still holds every row of the SQL,
+    and a chart whose structure is wrong is still an error, not a broken figure."""
+    import altair as alt
+    import duckdb
+
+    from specrun.plugins.api import Figure
+    from specrun.report import charts
+    from specrun.report.build import VALIDATED_ROWS, _Renderer
+
+    n = VALIDATED_ROWS * 3 + 7
+    sql = f"SELECT i AS step, i % 7 AS run, (i / 1000)::DOUBLE AS value FROM range({n}) t(i) ORDER BY i"
+    db = duckdb.connect()
+    renderer = _Renderer(db)
+    good = renderer.figure(
+        Figure("curve", sql, lambda rows: charts.scatter(rows, "step", "value", "run", "step", "value")), {}
+    )
+    assert good.kind == "chart"
+    spec = good.spec
+    values = next(iter(spec["datasets"].values())) if "datasets" in spec else spec["data"]["values"]
+    assert [(r["step"], r["value"]) for r in values] == db.execute(f"SELECT step, value FROM ({sql})").fetchall()
+
+    def broken(rows):
+        return alt.Chart(alt.Data(values=rows)).mark_point().encode(x=alt.X("step:Q", scale=alt.Scale(type="nonsense")))
+
+    bad = renderer.figure(Figure("broken", sql, broken), {})
+    assert bad.kind == "error" and "nonsense" in bad.error

@@ -51,6 +51,60 @@ def bootstrap_interval(
     return (None if math.isnan(low) else low), (None if math.isnan(high) else high)
 
 
+#: Above this many distinct observations ``counted_interval`` leaves the bootstrap to scipy.
+MAX_DISTINCT = 64
+
+
+def counted_interval(
+    data: Sequence[np.ndarray],
+    statistic: Callable[..., np.ndarray],
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    method: str = "percentile",
+    seed: int = 0,
+) -> tuple[float | None, float | None] | None:
+    """The percentile (or basic) bootstrap interval of ``statistic`` over paired observations ``data``
+    (columns of one length n) that take few distinct values — a 0/1 "correct" column, (label, prediction)
+    pairs — drawn by counts: a resample of n observations with replacement is a multinomial draw of how
+    often each distinct observation occurs, so ``statistic(*distinct, weights=counts)`` over those draws
+    has exactly the bootstrap distribution ``scipy.stats.bootstrap(..., paired=True)`` samples one
+    observation at a time, at a cost of resamples × distinct values instead of resamples × n (per-run CIs
+    over a 240-run study: seconds instead of minutes). The interval is read off that distribution as scipy
+    reads it (linear quantiles; ``basic``: reflected about the statistic). The draws differ from scipy's,
+    so the bounds agree with scipy's to Monte Carlo precision, not to the last digit.
+
+    ``statistic(*columns, weights=..., axis=-1)`` takes the distinct observations' columns and a
+    (resamples × distinct) array of counts. Returns None where this does not apply (BCa, fewer than two
+    observations, more than ``MAX_DISTINCT`` distinct ones): use ``bootstrap_interval`` then."""
+    n = len(data[0])
+    if method not in ("percentile", "basic") or n < 2:
+        return None
+    rows = np.stack([np.asarray(d, dtype=float) for d in data], axis=1)
+    distinct, inverse = np.unique(rows, axis=0, return_inverse=True)
+    if len(distinct) > MAX_DISTINCT:
+        return None
+    columns = [distinct[:, j] for j in range(distinct.shape[1])]
+    frequencies = np.bincount(inverse.reshape(-1), minlength=len(distinct)) / n
+    if len(distinct) == 1:  # every resample is the same: the interval is that point
+        point = float(statistic(*columns, weights=np.array([n]), axis=-1))
+        return point, point
+    counts = np.random.default_rng(seed).multinomial(n, frequencies, size=n_resamples)
+    theta = np.asarray(statistic(*columns, weights=counts, axis=-1), dtype=float)
+    alpha = (1 - confidence) / 2
+    low, high = (float(q) for q in np.quantile(theta, [alpha, 1 - alpha]))
+    if method == "basic":
+        point = float(statistic(*columns, weights=np.bincount(inverse.reshape(-1), minlength=len(distinct)), axis=-1))
+        low, high = 2 * point - high, 2 * point - low
+    return (None if math.isnan(low) else low), (None if math.isnan(high) else high)
+
+
+def weighted_mean(values: np.ndarray, weights: np.ndarray, axis: int = -1) -> np.ndarray:
+    """The mean of ``values`` each counted ``weights`` times (``counted_interval``'s form of the accuracy
+    statistic: the mean of a 0/1 column)."""
+    weights = np.asarray(weights, dtype=float)
+    return (weights * values).sum(axis=axis) / weights.sum(axis=axis)
+
+
 def summarize(
     values: Sequence[float],
     confidence: float = 0.95,
@@ -60,7 +114,8 @@ def summarize(
 ) -> dict:
     """n, mean, sample sd, min, max and a bootstrap CI of the mean of ``values`` (e.g. one metric over seeds)."""
     x = np.asarray(values, dtype=float)
-    low, high = bootstrap_interval((x,), np.mean, confidence, n_resamples, method, seed)
+    found = counted_interval((x,), weighted_mean, confidence, n_resamples, method, seed) if len(x) else None
+    low, high = found if found is not None else bootstrap_interval((x,), np.mean, confidence, n_resamples, method, seed)
     return {
         "n": len(x),
         "mean": float(x.mean()) if len(x) else None,
@@ -78,14 +133,17 @@ def accuracy_statistic(correct: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def f1_statistic(num_labels: int) -> Callable[..., np.ndarray]:
     """F1 as specrun records it (binary: of label 1; more classes: macro), vectorized for bootstrap over
-    paired (labels, predictions)."""
+    paired (labels, predictions); with ``weights``, each pair counted that many times (``counted_interval``)."""
 
-    def f1(labels: np.ndarray, predictions: np.ndarray, axis: int = -1) -> np.ndarray:
+    def f1(
+        labels: np.ndarray, predictions: np.ndarray, axis: int = -1, weights: np.ndarray | None = None
+    ) -> np.ndarray:
         scores = []
+        w = 1 if weights is None else np.asarray(weights, dtype=float)
         for c in [1] if num_labels == 2 else range(num_labels):
-            tp = np.sum((predictions == c) & (labels == c), axis=axis)
-            fp = np.sum((predictions == c) & (labels != c), axis=axis)
-            fn = np.sum((predictions != c) & (labels == c), axis=axis)
+            tp = np.sum(w * ((predictions == c) & (labels == c)), axis=axis)
+            fp = np.sum(w * ((predictions == c) & (labels != c)), axis=axis)
+            fn = np.sum(w * ((predictions != c) & (labels == c)), axis=axis)
             denom = 2 * tp + fp + fn
             scores.append(np.divide(2 * tp, denom, out=np.zeros(np.shape(denom), dtype=float), where=denom > 0))
         return np.mean(scores, axis=0)

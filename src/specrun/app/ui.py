@@ -72,9 +72,26 @@ def _any(value: str | None) -> str | None:
     return None if value in (None, "", ALL) else value
 
 
+#: The model table shows at most this many models (the newest): a store of thousands of runs would
+#: otherwise send every row with the page. The picker still lists every model; filters narrow the table.
+TABLE_ROWS = 100
+
+
+def table_note(models: list[StoredModel]) -> str:
+    """The status line under the filters: empty, or that the table shows only the newest ``TABLE_ROWS``."""
+    if len(models) <= TABLE_ROWS:
+        return ""
+    return (
+        f"The table shows the newest {TABLE_ROWS} of {len(models):,} models; the model picker lists them all. "
+        "Filter by experiment, method or dataset to see others."
+    )
+
+
 def models_frame(models: list[StoredModel]):
+    """The model table's rows: the first ``TABLE_ROWS`` of ``models`` (newest first)."""
     import pandas as pd
 
+    models = models[:TABLE_ROWS]
     return pd.DataFrame(
         [
             {
@@ -207,7 +224,7 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
     """The page over ``evaluation``'s store; ``experiment`` preselects the filter and the efficiency view."""
     experiments = evaluation.experiments()
     all_models = evaluation.models()
-    shown = evaluation.models(experiment)
+    shown = evaluation.models(experiment) if experiment else all_models
     first = shown[0].run_id if shown else None
 
     # uploads and downloads older than an hour are deleted, hourly: a long-running app does not fill the disk
@@ -224,7 +241,7 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
                 [ALL, *sorted({m.dataset for m in all_models})], value=ALL, label="Dataset", elem_id="filter-dataset"
             )
             reload = gr.Button("Reload from the store", size="sm", scale=0)
-        models_status = gr.Markdown("", elem_id="models-status")
+        models_status = gr.Markdown(table_note(shown), elem_id="models-status")
         table = gr.Dataframe(
             models_frame(shown),
             label="Models: completed runs with saved weights, with what their runs recorded (parameters: trainable and total; latency: batch size 1)",
@@ -347,11 +364,12 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
         @guarded(9)
         def refilter(exp, method, dataset, current, compared):
             every = evaluation.models()
-            models = evaluation.models(_any(exp), _any(method), _any(dataset))
+            filtered = any(_any(x) for x in (exp, method, dataset))
+            models = evaluation.models(_any(exp), _any(method), _any(dataset)) if filtered else every
             ids = [m.run_id for m in models]
             value = current if current in ids else (ids[0] if ids else None)
             kept = [r for r in (compared or []) if r in ids]
-            status = "" if models else error("no model matches these filters")
+            status = table_note(models) if models else error("no model matches these filters")
             experiments = evaluation.experiments()
             return (
                 status,

@@ -29,6 +29,10 @@ from specrun.version import __version__
 MAX_TABLE_ROWS = 200
 
 
+#: A chart with more data rows than this is validated on this many (see ``_Renderer.figure``).
+VALIDATED_ROWS = 200
+
+
 def run_table(columns: list[tuple[str, str]], metrics: tuple[str, ...] = ("accuracy", "f1")) -> Figure:
     """The runs table: each swept key (``store.analyses.sweep_columns``) as a column of its own, then the
     headline ``metrics`` (``run_summary`` columns: ``exact_match`` and ``f1`` for extractive QA)."""
@@ -141,7 +145,15 @@ class _Renderer:
             self.summary_tables += 1
             return out
         try:
-            out.spec = figure.chart(rows).to_dict()
+            # Altair validates a whole spec against Vega-Lite's JSON schema, every inline data row included:
+            # thousands of rows (a 240-run study's learning curves) cost seconds. The chart is validated
+            # with its first VALIDATED_ROWS rows (what the schema checks is the spec's structure), and
+            # serialised with all of them unvalidated.
+            if len(rows) > VALIDATED_ROWS:
+                figure.chart(rows[:VALIDATED_ROWS]).to_dict()
+                out.spec = figure.chart(rows).to_dict(validate=False)
+            else:
+                out.spec = figure.chart(rows).to_dict()
             out.kind = "chart"
             self.summary_charts += 1
         except Exception as exc:

@@ -175,11 +175,21 @@ class BootstrapCI(AnalysisPlugin):
         return rows
 
     def _per_run(self, options, ctx, ref, values):
+        import numpy as np
+
         from specrun.analysis.stats import (
             accuracy_statistic,
             bootstrap_interval,
+            counted_interval,
             f1_statistic,
+            weighted_mean,
         )
+
+        def interval(data, statistic, counted_statistic, paired=False):
+            """By counts where the observations take few values (same distribution, far fewer draws), else scipy's."""
+            args = (options.confidence, options.n_resamples, options.method, options.seed)
+            found = counted_interval(data, counted_statistic, *args)
+            return found if found is not None else bootstrap_interval(data, statistic, *args, paired=paired)
 
         metrics = [ref] + (
             [MetricRef(ref.split if ref.split != "cost" else None, m) for m in FROM_PREDICTIONS]
@@ -199,46 +209,29 @@ class BootstrapCI(AnalysisPlugin):
             split = metric.split if metric.split not in (None, "cost") else None
             frame = ctx.predictions(split) if metric.name in FROM_PREDICTIONS else None
             qa = ctx.qa_predictions(split) if metric.name in QA_FROM_PREDICTIONS else None
+            # each run's rows, split once (not one filter over every run's rows per run)
+            frames = frame.partition_by("run_id", as_dict=True) if frame is not None and frame.height else {}
+            qas = qa.partition_by("run_id", as_dict=True) if qa is not None and qa.height else {}
             for run in ctx.runs:
                 if run.run_id not in known:
                     continue
                 low = high = n = None
-                answered = qa.filter(qa["run_id"] == run.run_id) if qa is not None else None
-                if answered is not None and answered.height:  # extractive QA: the mean of per-question EM or F1
+                answered = qas.get((run.run_id,))
+                mine = frames.get((run.run_id,))
+                if answered is not None:  # extractive QA: the mean of per-question EM or F1
                     values = answered[metric.name].to_numpy().astype(float)
                     n = len(values)
-                    low, high = bootstrap_interval(
-                        (values,),
-                        accuracy_statistic,
-                        options.confidence,
-                        options.n_resamples,
-                        options.method,
-                        options.seed,
-                    )
+                    low, high = interval((values,), accuracy_statistic, weighted_mean)
                 elif frame is not None:
-                    mine = frame.filter(frame["run_id"] == run.run_id)
-                    labels, predicted = mine["label"].to_numpy(), mine["prediction"].to_numpy()
+                    labels = mine["label"].to_numpy() if mine is not None else np.zeros(0, dtype=np.int64)
+                    predicted = mine["prediction"].to_numpy() if mine is not None else np.zeros(0, dtype=np.int64)
                     n = len(labels)
                     if metric.name == "accuracy":
-                        low, high = bootstrap_interval(
-                            ((labels == predicted).astype(float),),
-                            accuracy_statistic,
-                            options.confidence,
-                            options.n_resamples,
-                            options.method,
-                            options.seed,
-                        )
+                        low, high = interval(((labels == predicted).astype(float),), accuracy_statistic, weighted_mean)
                     else:
                         num_labels = max(2, int(max(labels.max(initial=0), predicted.max(initial=0))) + 1)
-                        low, high = bootstrap_interval(
-                            (labels, predicted),
-                            f1_statistic(num_labels),
-                            options.confidence,
-                            options.n_resamples,
-                            options.method,
-                            options.seed,
-                            paired=True,
-                        )
+                        f1 = f1_statistic(num_labels)
+                        low, high = interval((labels, predicted), f1, f1, paired=True)
                 rows.append(
                     {
                         "run_id": run.run_id,

@@ -164,11 +164,26 @@ class PairedComparison(AnalysisPlugin):
         """{arm label: {config, eval_set, dataset, factors, seeds: {seed: {example id: correct}}}}, in configuration order."""
         names = options.eval_sets or [None]
         arms = {}
+        # every run's predictions on each set, read once (not once per configuration: 80 reads of 209k rows
+        # over a 240-run study)
+        frames: dict = {}
+        qa_frames: dict = {}
+
+        def predictions(name):
+            if name not in frames:
+                frames[name] = ctx.predictions(name)
+            return frames[name]
+
+        def qa_predictions(name):
+            if name not in qa_frames:
+                qa_frames[name] = ctx.qa_predictions(name)
+            return qa_frames[name]
+
         for config, runs in by_config(r for r in ctx.runs if r.role == "run").items():
             for name in names:
-                seeds = correct_by_seed(ctx.predictions(name), runs)
+                seeds = correct_by_seed(predictions(name), runs)
                 if not seeds:  # extractive QA: right = exact match, per question id
-                    qa = ctx.qa_predictions(name)
+                    qa = qa_predictions(name)
                     for run in runs:
                         answered = qa.filter(qa["run_id"] == run.run_id)
                         if answered.height:
@@ -191,7 +206,7 @@ class PairedComparison(AnalysisPlugin):
     def _pair(self, options, a: str, arm_a: dict, b: str, arm_b: dict) -> dict | None:
         import numpy as np
 
-        from specrun.analysis.stats import bootstrap_interval, paired_seeds_p
+        from specrun.analysis.stats import bootstrap_interval, counted_interval, paired_seeds_p, weighted_mean
 
         seeds = sorted(set(arm_a["seeds"]) & set(arm_b["seeds"]))
         if (
@@ -204,9 +219,10 @@ class PairedComparison(AnalysisPlugin):
         ca = np.array([[arm_a["seeds"][s][e] for e in examples] for s in seeds], dtype=float)
         cb = np.array([[arm_b["seeds"][s][e] for e in examples] for s in seeds], dtype=float)
         d = (ca - cb).mean(axis=0)
-        low, high = bootstrap_interval(
-            (d,), np.mean, options.confidence, options.n_resamples, "percentile", options.seed
-        )
+        # d takes few values (2 x seeds + 1): drawn by counts, the same bootstrap as scipy's at a fraction of the cost
+        resampling = (options.confidence, options.n_resamples, "percentile", options.seed)
+        found = counted_interval((d,), weighted_mean, *resampling)
+        low, high = found if found is not None else bootstrap_interval((d,), np.mean, *resampling)
         only_a, only_b = int(((ca == 1) & (cb == 0)).sum()), int(((ca == 0) & (cb == 1)).sum())
         return {
             "a": a,
