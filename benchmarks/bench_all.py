@@ -506,7 +506,11 @@ def main(argv: list[str] | None = None) -> int:
             (folder / "eval").mkdir()
             # the dev set is all that is used: all of it, but for --smoke
             work = Workload(
-                folder / "eval", 128, args.max_length, seed=0, max_eval_examples=args.max_eval_examples if args.smoke else None
+                folder / "eval",
+                128,
+                args.max_length,
+                seed=0,
+                max_eval_examples=args.max_eval_examples if args.smoke else None,
             )
             results["evaluation"] = bench_eval.run(work, folder / "eval", args.rounds, threads=top, log=log)
         if "3" in args.only:

@@ -41,6 +41,8 @@ COST_METRICS = (
     "eval_real_tokens",
     "train_flops_per_second",
     "eval_flops_per_second",
+    "frozen_features_seconds",
+    "frozen_features_cached",
 )
 #: Metrics where lower is better (the rest: higher is better, or neither for costs).
 LOWER_IS_BETTER = frozenset({"loss"})

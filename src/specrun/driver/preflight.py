@@ -147,7 +147,9 @@ def _check_data_once(
     """``_check_one``, once per distinct data preparation: a run's data depends on its whole config but
     its method (``prepare_run_data`` reads the data, seed, task and train sections), so the runs of a
     method sweep share one check, and its error if it fails."""
-    key = json.dumps([run.spec_dir, {k: v for k, v in run.config.items() if k != "method"}], sort_keys=True, default=str)
+    key = json.dumps(
+        [run.spec_dir, {k: v for k, v in run.config.items() if k != "method"}], sort_keys=True, default=str
+    )
     if key not in done:
         try:
             _check_one(run, registry, store, found)

@@ -81,12 +81,12 @@ def flop_model(model: torch.nn.Module, precision: str = "fp32", device: torch.de
     linear layer and at the attention's query/key/value projections."""
     import torch
 
-    from specrun.plugins.methods.parts import roles_of
+    from specrun.core.roles import role_map_for
     from specrun.runner.modeling import autocast
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = base.config
-    roles = roles_of(base)
+    roles = role_map_for(getattr(config, "model_type", None))
     names = [n for n, _ in base.named_modules()]
     qkv_roles = ("query", "key", "value") if roles is not None and roles.qkv is None else ("query",)
     if roles is not None:
