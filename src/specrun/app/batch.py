@@ -159,12 +159,7 @@ def classify_upload(predictor: Any, upload: Upload, out_dir: Path, run_id: str) 
         predicted = [names.index(r.label) for r in results]
         scores = classification_metrics(np.array(upload.expected), np.array(predicted), len(names))
         confusion = (names, confusion_matrix(upload.expected, predicted, len(names)))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = out_dir / f"{Path(upload.name).stem}-predictions-{run_id[:8]}.csv"
-    with csv_path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        writer.writerows(rows)
+    csv_path = write_csv(out_dir / f"{Path(upload.name).stem}-predictions-{run_id[:8]}.csv", columns, rows)
     return BatchResult(
         upload.name,
         columns,
@@ -175,3 +170,13 @@ def classify_upload(predictor: Any, upload: Upload, out_dir: Path, run_id: str) 
         confusion,
         csv_path,
     )
+
+
+def write_csv(path: Path, columns: list[str], rows: list[list]) -> Path:
+    """Write a batch's result table as the CSV the app offers for download; returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    return path

@@ -8,14 +8,13 @@ Questions are answered through ``runner.predict.Predictor.answer``, the path ``s
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from specrun.app.batch import MAX_ROWS, check_extension, named
+from specrun.app.batch import MAX_ROWS, check_extension, named, write_csv
 from specrun.errors import DataError, UsageError
 
 #: The longest context the app answers from (the run reads it window by window, so any length works, but
@@ -144,12 +143,7 @@ def answer_upload(predictor: Any, upload: QAUpload, out_dir: Path, run_id: str) 
         )
     latencies = np.array([a.latency_ms for a in answered])
     scores = {"exact_match": float(np.mean(em)), "f1": float(np.mean(f1))} if has_answers else None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = out_dir / f"{Path(upload.name).stem}-answers-{run_id[:8]}.csv"
-    with csv_path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        writer.writerows(rows)
+    csv_path = write_csv(out_dir / f"{Path(upload.name).stem}-answers-{run_id[:8]}.csv", columns, rows)
     return QABatchResult(
         upload.name,
         columns,
