@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -100,7 +101,9 @@ class PlannedRun:
 RUNNER_VERSION = "2"
 
 
+@functools.lru_cache(maxsize=None)
 def _version(dist: str) -> str:
+    """An installed distribution's version ("absent" when it is not installed), read once per process."""
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
