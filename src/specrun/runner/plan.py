@@ -101,7 +101,7 @@ class PlannedRun:
 RUNNER_VERSION = "2"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _version(dist: str) -> str:
     """An installed distribution's version ("absent" when it is not installed), read once per process."""
     try:
