@@ -138,3 +138,11 @@ def test_every_builtin_analysis_documented():
             assert [c.strip() for c in columns.split("(", 1)[1].split(",")] == list(table.columns), (
                 f"{table.name}: columns differ from the docs"
             )
+
+
+def test_every_metric_name_documented():
+    from specrun.metrics import COST_METRICS, EVAL_METRICS, TRAIN_METRICS
+
+    text = (DOCS / "store.md").read_text()
+    for name in (*COST_METRICS, *EVAL_METRICS, *TRAIN_METRICS):
+        assert name in text, f"metric {name} is missing from docs/store.md"
