@@ -255,8 +255,10 @@ def generate(folder: Path, store_path: Path, name: str, configs: int, seeds: int
 
 
 def env() -> dict:
+    # as installed: specrun's bytecode written once and read after (see bench_processes.env)
+    environ = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
     return {
-        **os.environ,
+        **environ,
         "PYTHONPATH": str(HERE.parent / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
         "HF_HUB_OFFLINE": "1",
         "SPECRUN_DATA_DIR": os.environ.get("SPECRUN_DATA_DIR", str(HERE.parent.parent / "shared" / "data")),
