@@ -126,6 +126,8 @@ def apply(
         raise UsageError("--ray-address, --cpus-per-run and --gpus-per-run go with --executor ray")
     store = _store(store)
     loaded, planned, registry, skipped = _plan(spec, overrides, profile)
+    if loaded.spec.report and loaded.spec.report.path and not overrides:  # before training, not after
+        _check_report_path(store, Path(loaded.spec.report.path))
     for left in skipped:
         log.warning("run %s (%s) left out: %s", left.run.run_id, left.run.label(), left.reason)
     if not planned:
@@ -321,11 +323,29 @@ def _run_analyses(store, registry, target, entries, force: bool) -> bool:
     return any(o.status == "failed" for o in outcomes)
 
 
+def _check_report_path(store, out: Path) -> None:
+    """A report replaces an earlier report only: never the store (its WAL), a spec or another file.
+    UsageError before anything is computed or written."""
+    target = out.resolve()
+    held = Path(store.path).resolve()
+    if target in (held, held.with_name(held.name + ".wal")):
+        raise UsageError(f"the report path {out} is the store itself: give the report an .html path (-o report.html)")
+    if target.is_file():
+        with target.open("rb") as file:
+            head = file.read(512).lstrip().lower()
+        if head and not head.startswith((b"<!doctype html", b"<html")):
+            raise UsageError(
+                f"the report path {out} is a file that is not an HTML report: give another path "
+                "(a report replaces only an earlier report)"
+            )
+
+
 def _write_report(store, registry, targets, out: Path, title, png: Path | None, analyze: bool) -> None:
     from specrun.analysis.targets import resolve
     from specrun.console import err
     from specrun.report.build import build_report
 
+    _check_report_path(store, out)
     named = {t.experiment for t in targets}
     compared = dict.fromkeys(name for t in targets if t.report for name in t.report.compare if name not in named)
     targets = list(targets) + [resolve(name, store, registry) for name in compared]

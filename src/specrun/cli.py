@@ -40,6 +40,11 @@ Status = Literal["running", "completed", "failed", "interrupted", "skipped", "pr
 Kind = Literal["method", "dataset", "model_source", "transform", "analysis", "task"]
 DEFAULT_STORE = Path("specrun.duckdb")
 FORMATS = ("table", "csv", "json", "markdown")
+APPLY_INTERRUPTED = (
+    "interrupted: a run in progress is recorded as interrupted; the next apply resumes it "
+    "(from its last checkpoint when it has one)"
+)
+_interrupt_note = "interrupted"  # what Ctrl-C prints: apply says what becomes of its run, other commands train nothing
 
 
 def _version(value: bool) -> None:
@@ -115,6 +120,8 @@ def apply(
 ):
     """Run every run of SPEC that the store does not hold completed (an interrupted one resumes from its
     last checkpoint), and record the results."""
+    global _interrupt_note
+    _interrupt_note = APPLY_INTERRUPTED
     result = api.apply(
         spec,
         overrides=set_,
@@ -520,7 +527,7 @@ def new_plugin(
     kind: Annotated[
         Kind,
         typer.Argument(
-            help="what the plugin provides: method, dataset, model_source, transform or analysis", metavar="KIND"
+            help="what the plugin provides: method, dataset, model_source, transform, analysis or task", metavar="KIND"
         ),
     ],
     name: Annotated[
@@ -603,6 +610,8 @@ def predict(
     predictor = predictor or load_predictor(Store(store), run_id)
     expected = label_ids(given, predictor.label_names) if given is not None and given.labels is not None else None
     rows = predictor.predict(items)
+    if fmt == "table":  # a long text would fill the terminal: the table shows its start, csv/json all of it
+        rows = [(_clipped(t), *rest) for t, *rest in rows]
     if expected is None:
         print_rows(["text", "label", "confidence", "latency_ms"], rows, fmt)
         return
@@ -624,6 +633,18 @@ def predict(
         out.print(summary, markup=False, highlight=False)
     else:  # keep csv and json output machine-readable
         log.info(summary)
+
+
+#: Characters of a text ``predict``'s table shows (csv, json and markdown show it whole).
+SHOWN_TEXT = 200
+
+
+def _clipped(text: str) -> str:
+    """``text`` as a table cell: whitespace runs as one space, cut after ``SHOWN_TEXT`` characters."""
+    flat = " ".join(text.split())
+    if len(flat) <= SHOWN_TEXT:
+        return flat
+    return f"{flat[:SHOWN_TEXT].rstrip()}… ({len(text):,} characters; --format csv shows them all)"
 
 
 def _predict_qa(predictor, question: str | None, context: str | None, file: Path | None, fmt: str) -> None:
@@ -764,6 +785,8 @@ def main() -> None:
     from specrun.console import err
     from specrun.logs import configure
 
+    global _interrupt_note
+    _interrupt_note = "interrupted"
     configure()  # the defaults, for errors raised before the options are read
     plugin_commands = _plugin_commands_possible()
     if plugin_commands:
@@ -776,10 +799,12 @@ def main() -> None:
         err.print(f"error: {exc}", markup=False, highlight=False)
         sys.exit(exc.exit_code)
     except _ClickException as exc:  # usage errors from the argument parser
+        if isinstance(getattr(exc, "message", None), str):  # pydantic's prefix on a choice typer refused
+            exc.message = exc.message.replace("Value error, ", "")
         exc.show()
         sys.exit(exc.exit_code if exc.exit_code else 2)
     except (KeyboardInterrupt, typer.Abort):
-        err.print("interrupted: a run in progress is recorded as interrupted and reruns on the next apply")
+        err.print(_interrupt_note, markup=False, highlight=False)
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -789,7 +814,7 @@ def main() -> None:
 
             restore_own_commands(app)
     if code == 130:  # typer turns Ctrl-C into exit code 130
-        err.print("interrupted: a run in progress is recorded as interrupted and reruns on the next apply")
+        err.print(_interrupt_note, markup=False, highlight=False)
     sys.exit(code if isinstance(code, int) else 0)
 
 

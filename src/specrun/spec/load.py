@@ -158,7 +158,16 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise SpecError("--set", [(item, None, "empty key")])
     try:
         value = tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except tomllib.TOMLDecodeError as exc:
+        if not text:
+            raise SpecError(
+                "--set", [(key, None, f"(from --set {item}) no value after '=' (an empty string: {key}=\"\")")]
+            ) from None
+        if text[0] in "[{\"'":  # meant as a list, table or quoted string, not a bare word
+            reason = str(exc).split(" (at ")[0]
+            raise SpecError(
+                "--set", [(key, None, f"(from --set {item}) {text!r} is not a TOML value: {reason}")]
+            ) from None
         value = text
     return key, value
 

@@ -407,8 +407,9 @@ def run_weights(store: Store, run_id: str, prefix: bool = False) -> StoredWeight
             if len(like) == 1:
                 row = db.execute("SELECT run_id, status, config FROM runs WHERE run_id = ?", [like[0]]).fetchone()
             elif like:
+                shown = ", ".join(sorted(like)[:5]) + (f" and {len(like) - 5} more" if len(like) > 5 else "")
                 raise StoreError(
-                    f"no run {run_id!r} in {store.path} (the prefix matches {len(like)} runs; give more of the id)"
+                    f"run id prefix {run_id!r} matches {len(like)} runs in {store.path} ({shown}): give more of the id"
                 )
         if row is None:
             raise StoreError(f"no run {run_id!r} in {store.path}")
