@@ -1,0 +1,196 @@
+"""Rough edges a new user hit trying every command (session 29): each keeps a clear message, exit code 2
+and the store whole."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+from typing import get_args
+
+import duckdb
+import pytest
+
+from specrun.testing import run_cli, write_toy_data
+
+SPEC = """
+[experiment]
+name = "trial"
+seeds = [0]
+
+[model]
+name = "{model}"
+max_length = 32
+
+[data]
+dataset = "local"
+eval_split = "validation"
+[data.options]
+files = {{ train = "{data}/train.tsv", validation = "{data}/dev.tsv" }}
+
+[method]
+name = "lora"
+rank = 4
+
+[train]
+batch_size = 16
+precision = "fp32"
+max_steps = 2
+{extra}
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir):
+    """A store holding one completed run of the 'trial' experiment: (folder, spec, store, run id)."""
+    folder = tmp_path_factory.mktemp("trial")
+    data = write_toy_data(folder / "toy")
+    spec = folder / "trial.toml"
+    spec.write_text(SPEC.format(model=tiny_model_dir, data=data, extra=""))
+    store = folder / "store.duckdb"
+    with pytest.MonkeyPatch.context() as env:  # before the per-test `isolated` fixture: set what it would
+        env.setenv("SPECRUN_ARTIFACTS", str(folder / "artifacts"))
+        env.setenv("SPECRUN_CACHE_DIR", str(folder / "cache"))
+        env.setenv("SPECRUN_DISABLE_PLUGIN_AUTOLOAD", "1")
+        env.setenv("HF_HUB_OFFLINE", "1")
+        code, _, err = run_cli("apply", str(spec), "--store", str(store))
+    assert code == 0, err
+    with duckdb.connect(str(store), read_only=True) as db:
+        (run_id,) = db.execute("SELECT run_id FROM runs").fetchone()
+    return folder, spec, store, run_id
+
+
+@pytest.fixture
+def store_copy(trained, tmp_path):
+    """A copy of the trained store for one test, beside a link to its artifacts."""
+    folder, spec, store, run_id = trained
+    mine = tmp_path / "store.duckdb"
+    shutil.copy(store, mine)
+    (tmp_path / "artifacts").symlink_to(folder / "artifacts")
+    return spec, mine, run_id
+
+
+def _runs(store: Path) -> list:
+    with duckdb.connect(str(store), read_only=True) as db:
+        return db.execute("SELECT run_id, status FROM runs").fetchall()
+
+
+def test_report_never_writes_over_the_store_or_a_spec(store_copy, tmp_path):
+    spec, store, run_id = store_copy
+    before = store.read_bytes()
+    code, _, err = run_cli("report", "trial", "--store", str(store), "-o", str(store))
+    assert code == 2, err
+    assert "is the store itself" in err and "Traceback" not in err
+    assert store.read_bytes() == before
+    assert _runs(store) == [(run_id, "completed")]
+
+    other = tmp_path / "notes.txt"
+    other.write_text("my notes\n")
+    code, _, err = run_cli("report", "trial", "--store", str(store), "-o", str(other))
+    assert code == 2, err
+    assert "not an HTML report" in err
+    assert other.read_text() == "my notes\n"
+
+    report = tmp_path / "r.html"
+    report.write_text("<!DOCTYPE html>\n<html><body>an earlier report</body></html>\n")
+    code, _, err = run_cli("report", "trial", "--store", str(store), "-o", str(report))
+    assert code == 0, err  # a report replaces an earlier report
+    assert "an earlier report" not in report.read_text()
+
+
+def test_apply_refuses_a_report_path_onto_the_store_before_training(trained, tiny_model_dir, tmp_path):
+    folder = trained[0]
+    store = tmp_path / "new.duckdb"
+    spec = tmp_path / "s.toml"
+    spec.write_text(SPEC.format(model=tiny_model_dir, data=folder / "toy", extra=f'[report]\npath = "{store}"\n'))
+    code, _, err = run_cli("apply", str(spec), "--store", str(store))
+    assert code == 2, err
+    assert "is the store itself" in err
+    assert not store.exists()  # refused before anything trained or was written
+
+
+def test_ambiguous_run_prefix_names_the_runs_it_matches(store_copy, tmp_path):
+    from specrun.store import Store
+    from specrun.store.runs import claim
+
+    _, store, _ = store_copy
+    for run_id in ("abc1000000aa", "abc2000000bb"):
+        run = SimpleNamespace(
+            run_id=run_id,
+            experiment="trial",
+            method="lora",
+            dataset="local",
+            seed=0,
+            eval_set="validation",
+            config={"model": {"name": "m"}},
+            sweep_values={},
+        )
+        claim(Store(store), run, "s.toml", {}, force=False)
+    for command in (["export", "abc", "-o", str(tmp_path / "out")], ["predict", "abc", "a text"]):
+        code, _, err = run_cli(*command, "--store", str(store))
+        assert code == 2, err
+        assert "matches 2 runs" in err and "abc1000000aa" in err and "abc2000000bb" in err, err
+        assert "no run" not in err
+
+
+def test_ctrl_c_note_fits_the_command(store_copy, monkeypatch):
+    from specrun import api
+    from specrun.store import query
+
+    _, store, _ = store_copy
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(query, "run_query", interrupted)
+    code, _, err = run_cli("sql", "SELECT 1", "--store", str(store))
+    assert code == 130
+    assert "interrupted" in err and "run in progress" not in err  # sql trains nothing
+
+    monkeypatch.setattr(api, "apply", interrupted)
+    code, _, err = run_cli("apply", "any.toml", "--store", str(store))
+    assert code == 130
+    assert "the next apply resumes it" in err
+
+
+def test_predict_table_clips_long_texts_but_csv_keeps_them(store_copy):
+    _, store, run_id = store_copy
+    long = "word " * 2000
+    code, out, err = run_cli("predict", run_id, long, "short text", "--store", str(store))
+    assert code == 0, err
+    assert "short text" in out
+    assert "10,000 characters" in out
+    assert out.count("word") < 100
+    code, out, err = run_cli("predict", run_id, long, "--store", str(store), "--format", "csv")
+    assert code == 0, err
+    assert out.count("word") == 2000
+
+
+def test_new_plugin_help_names_every_kind():
+    import typer
+
+    from specrun import cli
+
+    command = typer.main.get_command(cli.app).commands["new-plugin"]
+    kind = next(p for p in command.params if p.name == "kind")
+    for name in get_args(cli.Kind):
+        assert name in kind.help, name
+
+
+def test_refused_choice_reads_without_pydantic_prefix(tmp_path):
+    code, _, err = run_cli("runs", "--format", "xml", "--store", str(tmp_path / "s.duckdb"))
+    assert code == 2
+    assert "'xml' is not one of" in err
+    assert "Value error" not in err
+
+
+def test_set_with_a_broken_toml_value_says_so(write_spec, cli):
+    spec = str(write_spec())
+    code, _, err = cli("validate", spec, "--set", "experiment.seeds=[0,")
+    assert code == 2
+    assert "experiment.seeds" in err and "is not a TOML value" in err
+    code, _, err = cli("validate", spec, "--set", "train.epochs=")
+    assert code == 2
+    assert "no value after '='" in err
+    code, _, err = cli("validate", spec, "--set", "train.device=cpu")  # a bare word is still a string
+    assert code == 0, err
