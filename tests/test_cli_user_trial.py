@@ -194,3 +194,11 @@ def test_set_with_a_broken_toml_value_says_so(write_spec, cli):
     assert "no value after '='" in err
     code, _, err = cli("validate", spec, "--set", "train.device=cpu")  # a bare word is still a string
     assert code == 0, err
+
+
+def test_global_option_after_the_command_says_where_it_goes(tmp_path):
+    code, _, err = run_cli("runs", "-q", "--store", str(tmp_path / "s.duckdb"))
+    assert code == 2
+    assert "global options go before the command: specrun -q runs" in err
+    code, _, err = run_cli("runs", "--bogus")
+    assert code == 2 and "No such option: --bogus" in err and "global options" not in err

@@ -40,6 +40,7 @@ Status = Literal["running", "completed", "failed", "interrupted", "skipped", "pr
 Kind = Literal["method", "dataset", "model_source", "transform", "analysis", "task"]
 DEFAULT_STORE = Path("specrun.duckdb")
 FORMATS = ("table", "csv", "json", "markdown")
+GLOBAL_OPTIONS = ("-v", "--verbose", "-q", "--quiet", "--version")
 APPLY_INTERRUPTED = (
     "interrupted: a run in progress is recorded as interrupted; the next apply resumes it "
     "(from its last checkpoint when it has one)"
@@ -801,6 +802,9 @@ def main() -> None:
     except _ClickException as exc:  # usage errors from the argument parser
         if isinstance(getattr(exc, "message", None), str):  # pydantic's prefix on a choice typer refused
             exc.message = exc.message.replace("Value error, ", "")
+            if getattr(exc, "option_name", None) in GLOBAL_OPTIONS:  # `specrun apply -q ...`
+                command = getattr(getattr(exc, "ctx", None), "info_name", None) or "COMMAND"
+                exc.message += f"; global options go before the command: specrun {exc.option_name} {command} ..."
         exc.show()
         sys.exit(exc.exit_code if exc.exit_code else 2)
     except (KeyboardInterrupt, typer.Abort):
