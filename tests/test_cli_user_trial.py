@@ -202,3 +202,10 @@ def test_global_option_after_the_command_says_where_it_goes(tmp_path):
     assert "global options go before the command: specrun -q runs" in err
     code, _, err = run_cli("runs", "--bogus")
     assert code == 2 and "No such option: --bogus" in err and "global options" not in err
+
+
+def test_bad_experiment_name_says_what_a_name_is(write_spec, cli):
+    code, _, err = cli("validate", str(write_spec()), "--set", 'experiment.name="my study"')
+    assert code == 2
+    assert "experiment.name" in err and "'my study' is not a name: use letters, digits, _ . -" in err
+    assert "pattern" not in err  # not the regular expression

@@ -19,7 +19,7 @@ from specrun.plugins.registry import Registry, get_registry
 from specrun.spec.compose import Composed, Source, compose, toml_problem  # noqa: F401  (toml_problem: re-exported)
 from specrun.spec.labels import _short, describe_configs, describe_sweep, sweep_assignments  # noqa: F401  (re-exported)
 from specrun.spec.locate import split_key
-from specrun.spec.schema import RUN_SECTIONS, SELECTION_KEYS, SearchParam, Spec, TrainSpec
+from specrun.spec.schema import NAME_PATTERN, RUN_SECTIONS, SELECTION_KEYS, SearchParam, Spec, TrainSpec
 from specrun.spec.stages import dependency_refs, fixed_seed, sets_key, stage_name, stage_tree
 
 Problem = tuple[str, "int | None", str]
@@ -237,6 +237,8 @@ def _pydantic_problems(
             message = "required key is missing"
         elif err["type"] == "value_error":
             message = message.removeprefix("Value error, ")
+        elif err["type"] == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == NAME_PATTERN:
+            message = f"{err['input']!r} is not a name: use letters, digits, _ . - (starting with a letter or digit)"
         elif err["type"] == "literal_error" and isinstance(err.get("input"), str):
             message += did_you_mean(err["input"], re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", ""))))
         out.append((loc, message))
@@ -396,7 +398,7 @@ def _resolve_plugins(raw: dict, registry: Registry) -> tuple[dict, list[tuple[tu
             continue
         name, options = ref
         entry_id = options.pop("id", None) or name
-        if not isinstance(entry_id, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", entry_id):
+        if not isinstance(entry_id, str) or not re.match(NAME_PATTERN, entry_id):
             problems.append((("analyses", i, "id"), f"must be a name of letters, digits, _ . - (not {entry_id!r})"))
         elif entry_id in ids:
             problems.append(

@@ -22,6 +22,8 @@ EVAL_METRICS = ("accuracy", "f1", "f1_macro", "loss", "exact_match")
 #: Long runs save a checkpoint this often unless ``train.checkpoint_every`` says otherwise; a run
 #: shorter than this never writes one.
 DEFAULT_CHECKPOINT_EVERY = "10m"
+#: What an experiment's name (and an analysis entry's id) may be: letters, digits, _ . -, not starting with a mark.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h)")
 
@@ -51,7 +53,7 @@ class PluginRef(BaseModel):
 
 
 class Experiment(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="experiment name (letters, digits, _ . -)")
+    name: str = Field(pattern=NAME_PATTERN, description="experiment name (letters, digits, _ . -)")
     description: str = ""
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
 
