@@ -106,7 +106,7 @@ SPEC_CASES = [
     spec_case("no-experiment", ["{spec}:1: experiment.name: required key is missing"], edit={'name = "bad"': ""}),
     spec_case(
         "experiment-name-pattern",
-        ["{spec}:2: experiment.name: String should match pattern"],
+        ["{spec}:2: experiment.name: 'my exp' is not a name: use letters, digits"],
         edit={'name = "bad"': 'name = "my exp"'},
     ),
     spec_case(
