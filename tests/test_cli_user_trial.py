@@ -209,3 +209,22 @@ def test_bad_experiment_name_says_what_a_name_is(write_spec, cli):
     assert code == 2
     assert "experiment.name" in err and "'my study' is not a name: use letters, digits, _ . -" in err
     assert "pattern" not in err  # not the regular expression
+
+
+def test_predict_file_read_with_the_wrong_separator_says_why(tmp_path):
+    from specrun.errors import DataError
+    from specrun.runner.predict import read_questions, read_texts
+
+    commas = tmp_path / "texts.txt"
+    commas.write_text("text,label\na fine film,1\n")
+    with pytest.raises(DataError, match=r"read as tab-separated: name a comma-separated file \.csv"):
+        read_texts(commas)
+    tabs = tmp_path / "questions.csv"
+    tabs.write_text("question\tcontext\nwho?\tme\n")
+    with pytest.raises(DataError, match=r"read as comma-separated: name a tab-separated file \.tsv"):
+        read_questions(tabs)
+    other = tmp_path / "other.csv"
+    other.write_text("review\na fine film\n")
+    with pytest.raises(DataError) as found:
+        read_texts(other)
+    assert "separated" not in str(found.value)  # one real column: nothing to hint

@@ -32,13 +32,27 @@ class TextFile:
     rows: Rows
 
 
+def _separator_hint(path: Path, rows) -> str:
+    """Why a file's header came out as one column: commas in a file read as TSV, or tabs in a CSV."""
+    from specrun.datafiles import infer_format
+
+    if len(rows.columns) != 1:
+        return ""
+    fmt, header = infer_format(path), rows.columns[0]
+    if fmt == "tsv" and "," in header:
+        return f" (a {path.suffix or 'file without extension'} file is read as tab-separated: name a comma-separated file .csv)"
+    if fmt == "csv" and "\t" in header:
+        return " (a .csv file is read as comma-separated: name a tab-separated file .tsv)"
+    return ""
+
+
 def read_texts(path: Path) -> TextFile:
     """A CSV/TSV/JSONL/parquet file with a 'text' column (and optional 'text_pair' and 'label')."""
     rows = read_rows(path)
     if not rows.rows:  # a header and nothing else
         raise DataError(f"{path}: no rows; give a file with a text per row")
     if "text" not in rows.columns:
-        raise DataError(f"{path}: needs a 'text' column; columns are {rows.columns}")
+        raise DataError(f"{path}: needs a 'text' column; columns are {rows.columns}{_separator_hint(path, rows)}")
     items = []
     for n, row in enumerate(rows.rows):
         text = row.get("text")
@@ -127,6 +141,7 @@ def read_questions(path: Path) -> QAFile:
     if missing:
         raise DataError(
             f"{path}: needs 'question' and 'context' columns (missing {', '.join(missing)}); columns are {rows.columns}"
+            + _separator_hint(path, rows)
         )
     items, answers = [], []
     for n, row in enumerate(rows.rows):
