@@ -254,3 +254,19 @@ def test_help_texts_keep_their_bracketed_spec_sections():
             assert word in shown, (name, word)
             checked += 1
     assert checked >= 3  # --profile's [profiles.NAME], apply --track's [tracking], report -o's [report]
+
+
+def test_a_profile_value_is_located_in_the_profile_and_validate_reports_every_profile(write_spec, cli):
+    spec = write_spec(
+        extra='[profiles.gpu]\nmethod = { name = "lroa" }\n[profiles.big]\ntrain = { batch_size = 0 }\n'
+    )
+    lines = spec.read_text().splitlines()
+    gpu = next(n for n, line in enumerate(lines, 1) if "lroa" in line)
+    big = next(n for n, line in enumerate(lines, 1) if "batch_size = 0" in line)
+    code, _, err = cli("validate", str(spec), "--profile", "big")
+    assert code == 2
+    assert f"{spec}:{big}: train.batch_size:" in err  # the profile's inline table, not the base's batch_size = 16
+    code, _, err = cli("validate", str(spec))  # every profile's problem, each named
+    assert code == 2
+    assert f"{spec}:{big}: train.batch_size: (profile big)" in err
+    assert f"{spec}:{gpu}: method.name: (profile gpu) unknown method 'lroa'" in err

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 import typer
 
 from specrun import api
-from specrun.errors import SpecrunError, UsageError
+from specrun.errors import SpecError, SpecrunError, UsageError
 
 app = typer.Typer(
     help="Declarative experiments for fine-tuning pretrained transformers on text tasks (classification, extractive QA).",
@@ -271,8 +271,16 @@ def validate(
         if search
         else f"{len(loaded.runs)} run(s)"
     ]
+    problems: list[tuple] = []  # every profile's, reported together
     for name in loaded.composed.profiles if profile is None else []:
-        other = load_spec(spec, set_ or [], registry, name)
+        try:
+            other = load_spec(spec, set_ or [], registry, name)
+        except SpecError as exc:
+            problems += [
+                (p[0], p[1], f"(profile {name}) {p[2]}", p[3] if len(p) > 3 and p[3] else exc.path)
+                for p in exc.problems
+            ]
+            continue
         found = other.spec.search
         checked.append(
             f"profile {name}: "
@@ -282,6 +290,8 @@ def validate(
                 else f"{len(other.runs)} run(s)"
             )
         )
+    if problems:
+        raise SpecError(str(spec), problems)
     typer.echo(f"{spec}: ok ({'; '.join(checked)})")
 
 

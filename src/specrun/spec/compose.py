@@ -42,6 +42,8 @@ class Composed:
     sources: list[Source]
     profiles: list[str] = field(default_factory=list)
     profile: str | None = None
+    #: The applied profile's own table (its overrides), to tell which keys it sets.
+    override: dict[str, Any] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -55,6 +57,10 @@ class Composed:
         """The file and line that set the key at ``loc`` (the profile's override first, then the spec,
         then its bases), or the spec and the line of its closest parent."""
         path = tuple(str(p) for p in loc)
+        if self.profile and _sets(self.override, path):  # the profile's value, even in an inline table
+            for source in self.sources:
+                if any(key[:2] == ("profiles", self.profile) for key in key_lines(source.text)):
+                    return source.path, locate(source.text, ("profiles", self.profile, *path))
         best: tuple[int, Path, int | None] | None = None
         candidates = [("profiles", self.profile, *path)] if self.profile else []
         candidates.append(path)
@@ -68,6 +74,18 @@ class Composed:
         if best is None:
             return self.path, locate(self.text, path)
         return best[1], best[2]
+
+
+def _sets(tree: Any, path: tuple[str, ...]) -> bool:
+    """Whether the nested tables and arrays of ``tree`` hold the key at ``path``."""
+    for part in path:
+        if isinstance(tree, dict) and part in tree:
+            tree = tree[part]
+        elif isinstance(tree, list) and part.isdigit() and int(part) < len(tree):
+            tree = tree[int(part)]
+        else:
+            return False
+    return True
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -160,6 +178,7 @@ def compose(path: str | Path, text: str, profile: str | None = None) -> Composed
         )
     composed.raw = deep_merge(raw, profiles[profile])
     composed.profile = profile
+    composed.override = profiles[profile]
     experiment = composed.raw.get("experiment")
     named = isinstance(profiles[profile].get("experiment"), dict) and "name" in profiles[profile]["experiment"]
     if isinstance(experiment, dict) and isinstance(experiment.get("name"), str) and not named:
