@@ -96,7 +96,7 @@ def test_validate_checks_every_profile(write_spec, cli):
     spec = write_spec(train="max_steps = 5", extra=PROFILE + "\n[profiles.broken.train]\nmax_stpes = 1\n")
     code, _, err = cli("validate", str(spec))
     line = spec.read_text().splitlines().index("max_stpes = 1") + 1
-    assert code == 2 and f"{spec}:{line}: train.max_stpes: unknown key 'max_stpes'" in err, err
+    assert code == 2 and f"{spec}:{line}: train.max_stpes: (profile broken) unknown key 'max_stpes'" in err, err
     spec.write_text(spec.read_text().replace("max_stpes", "max_steps"))
     code, out, err = cli("validate", str(spec))
     assert code == 0 and "profile broken: 1 run(s)" in out and "profile quick: 1 run(s)" in out
