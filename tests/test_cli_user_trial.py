@@ -270,3 +270,34 @@ def test_a_profile_value_is_located_in_the_profile_and_validate_reports_every_pr
     assert code == 2
     assert f"{spec}:{big}: train.batch_size: (profile big)" in err
     assert f"{spec}:{gpu}: method.name: (profile gpu) unknown method 'lroa'" in err
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "json"])
+def test_texts_a_terminal_cannot_encode_are_escaped_not_a_traceback(store_copy, fmt):
+    import os
+    import subprocess
+    import sys
+
+    _, store, _ = store_copy
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    query = "SELECT 'h\u00e9llo \U0001f600' AS text"
+    result = subprocess.run(
+        [sys.executable, "-m", "specrun", "sql", query, "--store", str(store), "--format", fmt],
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"Traceback" not in result.stderr
+    assert b"h\\xe9llo \\U0001f600" in result.stdout
+
+
+def test_json_output_keeps_texts_as_written(capsys):
+    import json
+
+    from specrun.console import print_rows
+
+    print_rows(["text"], [("h\u00e9llo \U0001f600 \u65e5\u672c",)], "json")
+    out = capsys.readouterr().out
+    assert "h\u00e9llo \U0001f600 \u65e5\u672c" in out  # not \\u00e9 escapes
+    assert json.loads(out) == [{"text": "h\u00e9llo \U0001f600 \u65e5\u672c"}]

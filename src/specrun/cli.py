@@ -798,6 +798,9 @@ def main() -> None:
 
     global _interrupt_note
     _interrupt_note = "interrupted"
+    for stream in (sys.stdout, sys.stderr):  # a text an ASCII or Latin-1 terminal cannot show: escaped, no traceback
+        if hasattr(stream, "reconfigure") and (stream.encoding or "").lower().replace("-", "") != "utf8":
+            stream.reconfigure(errors="backslashreplace")
     configure()  # the defaults, for errors raised before the options are read
     plugin_commands = _plugin_commands_possible()
     if plugin_commands:

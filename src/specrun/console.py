@@ -61,7 +61,13 @@ def print_rows(columns: list[str], rows: list[tuple], fmt: str = "table", title:
         writer.writerows([[_jsonable(v) for v in row] for row in rows])
     elif fmt == "json":
         sys.stdout.write(
-            json.dumps([{c: _jsonable(v) for c, v in zip(columns, row)} for row in rows], indent=2, default=str) + "\n"
+            json.dumps(
+                [{c: _jsonable(v) for c, v in zip(columns, row)} for row in rows],
+                indent=2,
+                default=str,
+                ensure_ascii=False,  # texts as they are written, like csv and the table
+            )
+            + "\n"
         )
     elif fmt == "markdown":  # a GitHub table to paste into a paper's notes or a README
 
