@@ -214,7 +214,10 @@ def test_app_in_chromium(served, two_runs, chromium, tmp_path):  # noqa: F811 - 
             page.get_by_role("tab", name="Efficiency").click()
             page.get_by_label("trainable parameters").check()
             _text(
-                page, "#efficiency-result", r"duo: 2 configuration\(s\); on the Pareto front for trainable parameters"
+                page,
+                "#efficiency-result",
+                r"duo: accuracy \(the headline metric of task 'classification'\) on validation \(each run's primary "
+                r"evaluation set, its final evaluation\) against trainable parameters: 2 configuration\(s\); on the Pareto front",
             )
             page.wait_for_function(
                 "() => document.querySelector('#efficiency-plot svg, #efficiency-plot canvas')", timeout=30_000

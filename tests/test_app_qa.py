@@ -177,6 +177,58 @@ def test_mistakes_and_runs_of_the_other_task_get_a_sentence(evaluation, tmp_path
         evaluation.answer_file(cls, bad, "mine.csv")
 
 
+def test_efficiency_draws_each_experiments_headline_metric_in_a_mixed_store(evaluation, qa_store):
+    """The QA experiment is drawn on its task's headline metric (f1), not on an accuracy it never records; the
+    classification experiment in the same store on accuracy; any metric the runs recorded can be picked,
+    against FLOPs or training time too, and the view says which split the numbers come from."""
+    from specrun.app.ui import efficiency_chart, efficiency_frame, metric_choices
+    from specrun.errors import UsageError
+    from specrun.plugins import get_registry
+    from specrun.store import Store
+
+    qa, cls = _runs(evaluation)
+    with Store(qa_store).read() as db:
+        final = {
+            (run, split, name): value
+            for run, split, name, value in db.execute(
+                "SELECT run_id, split, name, value FROM metrics WHERE final"
+            ).fetchall()
+        }
+    view = evaluation.efficiency("toyqa", "trainable_params")
+    assert view.primary == get_registry().get("task", "extractive_qa").metrics[0] == "f1" == view.metric
+    assert view.metrics == ["f1", "exact_match", "loss"] and view.splits == ["validation"]
+    (row,) = view.rows
+    assert row["f1"] == pytest.approx(final[(qa, "validation", "f1")])
+    assert row["exact_match"] == pytest.approx(final[(qa, "validation", "exact_match")])
+    assert row["trainable_params"] == final[(qa, "cost", "trainable_params")] and row["on_front"]
+    assert view.status().startswith(
+        "toyqa: **f1** (the headline metric of task 'extractive_qa') on **validation (each run's primary "
+        "evaluation set, its final evaluation)** against trainable parameters: 1 configuration(s); on the Pareto front: "
+    )
+    drawn = efficiency_chart(view).to_dict()["layer"][1]["encoding"]
+    assert drawn["y"]["field"] == "f1" and drawn["y"]["title"] == "f1 (validation)"
+    assert metric_choices(view)[0] == ("f1 (headline)", "f1")
+
+    picked = evaluation.efficiency("toyqa", "train_flops", "exact_match")
+    assert picked.metric == "exact_match" and picked.primary == "f1"
+    assert picked.rows[0]["train_flops"] == final[(qa, "cost", "train_flops")] > 0
+    assert "**exact_match** (picked; the headline metric of task 'extractive_qa' is f1)" in picked.status()
+    assert "against training FLOPs" in picked.status()
+    with pytest.raises(
+        UsageError,
+        match="no run of 'toyqa' recorded accuracy on its primary evaluation set; they recorded f1, exact_match, loss",
+    ):
+        evaluation.efficiency("toyqa", "trainable_params", "accuracy")
+
+    classified = evaluation.efficiency("cls", "train_seconds")
+    assert classified.metric == classified.primary == "accuracy" and classified.tasks == ["classification"]
+    assert classified.metrics == ["accuracy", "f1", "f1_macro", "loss"]
+    assert classified.rows[0]["accuracy"] == pytest.approx(final[(cls, "validation", "accuracy")])
+    assert classified.rows[0]["train_seconds"] == pytest.approx(final[(cls, "cost", "train_seconds")])
+    frame = efficiency_frame(classified)
+    assert list(frame.columns)[2:6] == classified.metrics and "train FLOPs" in frame.columns
+
+
 def test_record_writes_answers_to_app_predictions(qa_store, tmp_path):
     import shutil
 
@@ -323,6 +375,31 @@ def test_the_qa_view_in_chromium(served_qa, qa_store, chromium, tmp_path):  # no
                 page, "#qa-result", "needs a run of task"
             )
             page.screenshot(path=str(ARTIFACTS / "app-qa-file.png"), full_page=True)
+
+            # the efficiency view of a mixed store: each experiment on its task's headline metric, any other it
+            # recorded on request, against training FLOPs too, and always which split the numbers come from
+            page.get_by_role("tab", name="Efficiency").click()
+            split = r"on validation \(each run's primary evaluation set, its final evaluation\)"
+            _text(
+                page, "#efficiency-result", rf"cls: accuracy \(the headline metric of task 'classification'\) {split}"
+            )
+            page.locator("#efficiency-experiment input").click()
+            page.get_by_role("option", name="toyqa").click()
+            _text(page, "#efficiency-result", rf"toyqa: f1 \(the headline metric of task 'extractive_qa'\) {split}")
+            page.locator("#efficiency-metric input").click()
+            page.get_by_role("option", name="exact_match").click()
+            page.get_by_label("training FLOPs").check()
+            _text(
+                page,
+                "#efficiency-result",
+                rf"toyqa: exact_match \(picked; the headline metric of task 'extractive_qa' is f1\) {split} against "
+                r"training FLOPs: 1 configuration\(s\); on the Pareto front: full",
+            )
+            page.wait_for_function(
+                "() => document.querySelector('#efficiency-plot svg, #efficiency-plot canvas')", timeout=30_000
+            )
+            _text(page, "#efficiency-table", r"exact_match[\s\S]*train FLOPs")
+            page.screenshot(path=str(ARTIFACTS / "app-qa-efficiency.png"), full_page=True)
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "app-qa-failure.png"), full_page=True)
             raise
