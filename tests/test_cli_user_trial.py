@@ -301,3 +301,16 @@ def test_json_output_keeps_texts_as_written(capsys):
     out = capsys.readouterr().out
     assert "h\u00e9llo \U0001f600 \u65e5\u672c" in out  # not \\u00e9 escapes
     assert json.loads(out) == [{"text": "h\u00e9llo \U0001f600 \u65e5\u672c"}]
+
+
+def test_snapshot_makes_its_folder_and_names_a_file_in_the_way(store_copy, tmp_path):
+    _, store, run_id = store_copy
+    copy = tmp_path / "backups" / "today" / "copy.duckdb"
+    code, _, err = run_cli("snapshot", str(copy), "--store", str(store))
+    assert code == 0, err
+    assert _runs(copy) == [(run_id, "completed")]
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    code, _, err = run_cli("snapshot", str(blocker / "copy.duckdb"), "--store", str(store))
+    assert code == 2
+    assert f"{blocker} is a file, not a folder" in err and ".partial" not in err

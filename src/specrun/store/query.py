@@ -51,10 +51,13 @@ def snapshot(store: Store, path: Path) -> int:
         raise UsageError(f"{path} exists; give a new path (a snapshot never overwrites a file)")
     if path.resolve() == store.path.resolve():
         raise UsageError("the snapshot path is the store itself; give a new path")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise UsageError(f"cannot write snapshot {path}: {path.parent} is a file, not a folder")
     partial = path.with_name(f".{path.name}.partial")
     with store.read() as db:
         runs = db.execute("SELECT count(*) FROM runs").fetchone()[0]
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)  # as apply, report and export make their folders
             shutil.copyfile(store.path, partial)
             wal = Path(f"{store.path}.wal")
             if wal.exists():  # committed work not yet checkpointed into the file
@@ -64,5 +67,5 @@ def snapshot(store: Store, path: Path) -> int:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 partial.unlink(missing_ok=True)
-            raise StoreError(f"cannot write snapshot {path}: {exc}") from None
+            raise StoreError(f"cannot write snapshot {path}: {exc.strerror or exc}") from None
     return runs
