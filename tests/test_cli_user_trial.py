@@ -84,6 +84,12 @@ def test_report_never_writes_over_the_store_or_a_spec(store_copy, tmp_path):
     assert store.read_bytes() == before
     assert _runs(store) == [(run_id, "completed")]
 
+    text = spec.read_text()
+    code, _, err = run_cli("report", "trial", "--store", str(store), "-o", str(spec))
+    assert code == 2, err
+    assert "not an HTML report" in err
+    assert spec.read_text() == text
+
     other = tmp_path / "notes.txt"
     other.write_text("my notes\n")
     code, _, err = run_cli("report", "trial", "--store", str(store), "-o", str(other))
@@ -257,9 +263,7 @@ def test_help_texts_keep_their_bracketed_spec_sections():
 
 
 def test_a_profile_value_is_located_in_the_profile_and_validate_reports_every_profile(write_spec, cli):
-    spec = write_spec(
-        extra='[profiles.gpu]\nmethod = { name = "lroa" }\n[profiles.big]\ntrain = { batch_size = 0 }\n'
-    )
+    spec = write_spec(extra='[profiles.gpu]\nmethod = { name = "lroa" }\n[profiles.big]\ntrain = { batch_size = 0 }\n')
     lines = spec.read_text().splitlines()
     gpu = next(n for n, line in enumerate(lines, 1) if "lroa" in line)
     big = next(n for n, line in enumerate(lines, 1) if "batch_size = 0" in line)
