@@ -318,3 +318,15 @@ def test_snapshot_makes_its_folder_and_names_a_file_in_the_way(store_copy, tmp_p
     code, _, err = run_cli("snapshot", str(blocker / "copy.duckdb"), "--store", str(store))
     assert code == 2
     assert f"{blocker} is a file, not a folder" in err and ".partial" not in err
+
+
+def test_a_stage_no_run_starts_from_is_refused(write_spec, cli):
+    spec = write_spec(extra="[stages.source]\ndata = { max_train_exmples = 5 }\n")
+    line = spec.read_text().splitlines().index("[stages.source]") + 1
+    code, _, err = cli("validate", str(spec))
+    assert code == 2
+    assert f"{spec}:{line}: stages.source: no run starts from stage 'source'" in err
+    assert 'model.init_from = "stage:source"' in err
+    spec.write_text(spec.read_text().replace("max_length = 32", 'max_length = 32\ninit_from = "stage:source"'))
+    code, _, err = cli("validate", str(spec))  # used: its own tables are checked
+    assert code == 2 and "stages.source.data.max_train_exmples" in err

@@ -817,6 +817,8 @@ def load_composed(composed: Composed, overrides: list[str] = (), registry: Regis
         for p in search_problems(raw, registry, where, known={(dotted(loc), msg) for loc, msg in problems})
         if p not in found
     ]
+    if not found and not overrides and "search" not in raw:  # a variant (--set) may leave a stage out
+        found = [where(loc, msg) for loc, msg in _unused_stage_problems(raw, runs)]
     if not found:  # the analyses check their options against the runs the spec expands into
         found = [where(loc, msg) for loc, msg in check_analyses(spec, resolved["analyses"], runs, registry)]
     if found:  # by file, in line order; --set problems (no line) first
@@ -963,6 +965,28 @@ def expand(raw: dict, registry: Registry, where, known: set = frozenset()) -> tu
                 report(where(loc, msg))
             runs.append(RunConfig(config=config, seed=seed, sweep_values=combo, stages=stages))
     return runs, problems
+
+
+def _unused_stage_problems(raw: dict, runs: list[RunConfig]) -> list[tuple[tuple, str]]:
+    """A declared stage no run starts from (directly or through another stage) would never run, and its
+    tables would never be checked: most likely a forgotten ``model.init_from``."""
+    declared = raw.get("stages") if isinstance(raw.get("stages"), dict) else {}
+    used: set[str] = set()
+    pending = [run.stages for run in runs]
+    while pending:
+        for name, stage_run in pending.pop().items():
+            if name not in used:
+                used.add(name)
+                pending.append(stage_run.stages)
+    return [
+        (
+            ("stages", name),
+            f"no run starts from stage {name!r}, so it would never run nor be checked: "
+            f'set model.init_from = "stage:{name}" (or a transform\'s teacher), or remove it',
+        )
+        for name in declared
+        if name not in used and runs
+    ]
 
 
 def resolve_stages(
