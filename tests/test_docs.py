@@ -146,3 +146,189 @@ def test_every_metric_name_documented():
     text = (DOCS / "store.md").read_text()
     for name in (*COST_METRICS, *EVAL_METRICS, *TRAIN_METRICS):
         assert name in text, f"metric {name} is missing from docs/store.md"
+
+
+# --- examples a reader copies: they validate, they run, they match the schema -----------------------
+
+#: What a spec fragment in the docs leaves out, supplied so that the fragment can be validated on its own.
+FRAGMENT_FILLERS = {"experiment.name": "docs-example", "data.dataset": "glue/sst2", "method.name": "lora"}
+
+
+def _toml_examples():
+    """Every ```toml block of README.md and docs/ that is a spec or a fragment of one (not a pyproject.toml)."""
+    for path in [README, *sorted(DOCS.glob("*.md"))]:
+        for n, block in enumerate(re.findall(r"```toml\n(.*?)```", path.read_text(), re.S)):
+            if not re.search(r"^\[(project|tool|build-system)\b", block, re.M):
+                yield f"{path.name}#toml{n}", block
+
+
+def test_every_toml_example_validates(registry):
+    """Each spec example validates as written; a fragment, with only the required keys it leaves out filled
+    in (it is read as a spec in specs/, so relative paths resolve as there)."""
+    import tomllib
+
+    from specrun.errors import SpecError
+    from specrun.spec.load import load_spec_text
+
+    examples = list(_toml_examples())
+    assert len(examples) >= 25  # the extraction found them (README and docs hold about thirty)
+    failures = []
+    for where, block in examples:
+        try:
+            tree = tomllib.loads(block)
+        except tomllib.TOMLDecodeError as exc:
+            failures.append(f"{where}: not TOML: {exc}")
+            continue
+        fillers = [
+            f"{key}={value}"
+            for key, value in FRAGMENT_FILLERS.items()
+            if key.split(".")[1] not in tree.get(key.split(".")[0], {})
+        ]
+        try:
+            load_spec_text(block, DOCS.parent / "specs" / f"{where.replace('#', '-')}.toml", fillers, registry)
+        except SpecError as exc:
+            failures.append(f"{where}: {exc}")
+    assert not failures, "\n".join(failures)
+
+
+def _schema_field(dotted: str):
+    """The pydantic field of a dotted spec key (``train.early_stopping``), or None when the schema has none."""
+    model, field = Spec, None
+    for part in dotted.split("."):
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            return None
+        field = fields[part]
+        model = _inner_model(field.annotation)
+    return field
+
+
+def _inner_model(annotation):
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        if (found := _inner_model(arg)) is not None:
+            return found
+    return None
+
+
+def _key_rows():
+    """(key, default cell or None) of every row of docs/spec.md's key tables: `| \\`section.key\\` | ...`."""
+    for table in re.findall(r"(?:^\|.*\n)+", (DOCS / "spec.md").read_text(), re.M):
+        header = [cell.strip() for cell in table.splitlines()[0].strip("|").split("|")]
+        for line in table.splitlines()[2:]:
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            if match := re.fullmatch(r"`([a-z_]+(?:\.[a-z_]+)+)`", cells[0]):
+                yield match[1], cells[1] if header[1] == "default" else None
+
+
+def _documented_default(cell: str):
+    """A default cell's value: a leading `literal` (TOML, or a bare word), 'required', or prose meaning None."""
+    import tomllib
+
+    if cell == "required":
+        return "required"
+    if match := re.match(r"`([^`]*)`", cell):
+        try:
+            return tomllib.loads(f"v = {match[1]}")["v"]
+        except tomllib.TOMLDecodeError:
+            return match[1]  # a bare word: a string
+    return None  # "none", "all", "the dataset's": the schema's None, resolved at run time
+
+
+def test_spec_key_tables_match_the_schema():
+    """Every key in docs/spec.md's tables is in the schema with the documented default, and every key of
+    the spec's sections is in a table."""
+    from pydantic_core import PydanticUndefined
+
+    rows = dict(_key_rows())
+    assert len(rows) >= 50  # the tables were found (about sixty keys)
+    problems = []
+    for key, cell in rows.items():
+        field = _schema_field(key)
+        if field is None:
+            problems.append(f"{key}: documented, but the schema has no such key")
+            continue
+        if cell is None or key.startswith("task."):  # no default column; a task's name is its plugin's
+            continue
+        if field.default is PydanticUndefined and field.default_factory is None:
+            schema_default = "required"
+        else:
+            schema_default = field.default_factory() if field.default_factory else field.default
+        if _documented_default(cell) != schema_default:
+            problems.append(f"{key}: docs say the default is {cell}, the schema {schema_default!r}")
+    for section in ("experiment", "model", "data", "train", "search", "report", "tracking", "constraints"):
+        for name in _inner_model(Spec.model_fields[section].annotation).model_fields:
+            if f"{section}.{name}" not in rows:
+                problems.append(f"{section}.{name}: in the schema, in no table of docs/spec.md")
+    assert not problems, "\n".join(problems)
+
+
+def _documented_columns():
+    """{table: [columns]} as docs/store.md's sections give them: a | column | table, or `table(a, b)` / `(a, b)`."""
+    text = (DOCS / "store.md").read_text()
+    found = {}
+    for section in text.split("\n### ")[1:]:
+        heading, body = section.split("\n", 1)
+        body = body.split("\n## ")[0]
+        tables = re.findall(r"`(\w+)`", heading)
+        if rows := re.findall(r"^\| ([\w, ]+?) \|", body, re.M):
+            found[tables[0]] = [c.strip() for row in rows if row != "column" for c in row.split(",")]
+        elif tables[0] == "run_summary":  # the view's columns, in backticked runs around its prose
+            paragraph = body.split("\n\n")[0]
+            found["run_summary"] = [
+                c.strip() for run in re.findall(r"`([\w,\s]+)`", paragraph) if "," in run for c in run.split(",")
+            ]
+        else:
+            for n, table in enumerate(tables):
+                match = re.search(rf"`{table}\(([^)]*)\)`", body) or (n == 0 and re.search(r"`\(([^)]*)\)`", body))
+                if match:
+                    found[table] = [c.strip() for c in match[1].split(",")]
+    return found
+
+
+def test_store_tables_have_the_documented_columns(tmp_path):
+    """Each table docs/store.md describes has exactly the columns it lists (and every table is described)."""
+    from specrun.store import Store
+
+    with Store(tmp_path / "fresh.duckdb").write() as db:
+        rows = db.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'main'"
+        ).fetchall()
+    actual = {}
+    for table, column in rows:
+        if not table.startswith("_"):
+            actual.setdefault(table, set()).add(column)
+    documented = _documented_columns()
+    assert sorted(documented) == sorted(actual), "tables described in docs/store.md differ from the store's"
+    problems = [
+        f"{table}: docs list {sorted(set(columns) - actual[table])} that the store lacks, "
+        f"and lack {sorted(actual[table] - set(columns))}"
+        for table, columns in documented.items()
+        if set(columns) != actual[table] or len(columns) != len(set(columns))
+    ]
+    assert not problems, "\n".join(problems)
+
+
+def test_documented_queries_run_over_real_runs(study):
+    """Each documented query runs over a store holding trained runs and analysis results (type errors and
+    JSON paths show only on rows), with the experiments it names swapped for the study's."""
+    from specrun.store import Store
+
+    _, store = study
+    nonempty, failures = 0, []
+    with Store(store).read() as db:
+        for where, query in _documented_queries():
+            query = re.sub(r"'<[^>]*>'", "'x'", query)
+            query = re.sub(r"experiment\s*(=|LIKE)\s*'[^']*'", "experiment = 'study'", query)
+            query = re.sub(r"experiment IN \([^)]*\)", "experiment = 'study'", query)
+            for statement in (s for s in query.split(";") if s.strip()):
+                try:
+                    nonempty += bool(db.execute(statement).fetchall())
+                except Exception as exc:
+                    if "transfer does not exist" not in str(exc):  # the transfer analysis's table: no transfer here
+                        failures.append(f"{where}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    assert not failures, "\n".join(failures)
+    assert nonempty >= 15, f"only {nonempty} documented queries found rows in the study's store"
