@@ -332,3 +332,25 @@ def test_documented_queries_run_over_real_runs(study):
                         failures.append(f"{where}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
     assert not failures, "\n".join(failures)
     assert nonempty >= 15, f"only {nonempty} documented queries found rows in the study's store"
+
+
+def test_documented_command_options_exist():
+    """Every `specrun COMMAND --option` README.md, docs/ and CHANGELOG.md show names an option COMMAND has."""
+    import typer.main
+
+    from specrun.cli import app
+
+    commands = typer.main.get_command(app).commands
+    top_level = {"-v", "--verbose", "-q", "--quiet", "--version", "-h", "--help"}
+    shown, wrong = 0, []
+    for path in [README, DOCS.parent / "CHANGELOG.md", *sorted(DOCS.glob("*.md"))]:
+        for match in re.finditer(r"specrun(?: -[vq])? ([a-z-]+)([^\n`|]*)", path.read_text()):
+            if match[1] not in commands:  # prose ("specrun creates them ...")
+                continue
+            options = {opt for param in commands[match[1]].params for opt in param.opts} | top_level
+            for flag in re.findall(r"(?<![\w-])(--?[a-z][a-z-]*)", match[2].split("#")[0]):
+                shown += 1
+                if flag not in options:
+                    wrong.append(f"{path.name}: specrun {match[1]} {flag}")
+    assert shown >= 30  # the extraction found them
+    assert not wrong, f"options the commands lack: {wrong}"
