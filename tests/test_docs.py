@@ -354,3 +354,57 @@ def test_documented_command_options_exist():
                     wrong.append(f"{path.name}: specrun {match[1]} {flag}")
     assert shown >= 30  # the extraction found them
     assert not wrong, f"options the commands lack: {wrong}"
+
+
+def _option_sections(doc: str) -> dict[str, str]:
+    """{plugin name: its section's text} of docs/methods.md or docs/transforms.md (`## name` or ``## `name` ``),
+    with the options a section says it shares: noise and augment's common table, qlora's `lora` options."""
+    text = (DOCS / doc).read_text()
+    sections = {}
+    for section in text.split("\n## ")[1:]:
+        heading, _, body = section.partition("\n")
+        sections[re.sub(r"^`(\w+)`$", r"\1", heading.strip())] = body
+    shared = sections.pop("Options shared by `noise` and `augment`", "")
+    for name in ("noise", "augment"):
+        if name in sections:
+            sections[name] += shared
+    if "qlora" in sections:  # "Takes every `lora` option except `quantize`, plus:"
+        sections["qlora"] += re.sub(r"^\| `quantize` \|.*\n", "", sections["lora"], flags=re.M)
+    return sections
+
+
+def test_method_and_transform_options_documented(registry):
+    """Each built-in method's section of docs/methods.md and transform's of docs/transforms.md lists exactly
+    its options; a default the options model gives (not None: resolved at run time) is the documented one."""
+    import tomllib
+
+    from pydantic_core import PydanticUndefined
+
+    problems, checked = [], 0
+    for doc, kind in (("methods.md", "method"), ("transforms.md", "transform")):
+        sections = _option_sections(doc)
+        for plugin in (e.plugin for e in registry.all() if e.kind == kind):
+            if plugin.name not in sections:
+                problems.append(f"{kind} {plugin.name} has no section in docs/{doc}")
+                continue
+            rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]*) \|", sections[plugin.name], re.M))
+            fields = plugin.Options.model_fields
+            problems += [f"{plugin.name}.{name}: documented, not an option" for name in rows.keys() - fields.keys()]
+            problems += [f"{plugin.name}.{name}: an option, not documented" for name in fields.keys() - rows.keys()]
+            for name in rows.keys() & fields.keys():
+                field, cell = fields[name], rows[name].strip()
+                if field.default is PydanticUndefined and field.default_factory is None:
+                    ok, default = cell in ("required", "—"), "required"
+                elif (default := field.default_factory() if field.default_factory else field.default) is None:
+                    continue
+                else:
+                    literal = re.match(r"`([^`]*)`", cell)
+                    try:
+                        ok = literal is not None and tomllib.loads(f"v = {literal[1]}")["v"] == default
+                    except tomllib.TOMLDecodeError:
+                        ok = literal[1] == default
+                checked += 1
+                if not ok:
+                    problems.append(f"{plugin.name}.{name}: docs say {cell!r}, the options model {default!r}")
+    assert checked >= 20  # the tables were found
+    assert not problems, "\n".join(problems)
