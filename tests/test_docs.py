@@ -408,3 +408,45 @@ def test_method_and_transform_options_documented(registry):
                     problems.append(f"{plugin.name}.{name}: docs say {cell!r}, the options model {default!r}")
     assert checked >= 20  # the tables were found
     assert not problems, "\n".join(problems)
+
+
+def test_the_walkthrough_plugin_is_what_new_plugin_writes(tmp_path):
+    """docs/plugins.md's word-dropout plugin is the code `specrun new-plugin transform word-dropout` writes
+    (comments, docstrings and the __future__ import aside), and its pyproject excerpt is in the package's."""
+    import ast
+    import tomllib
+
+    from specrun.plugins.template import write_package
+
+    text = (DOCS / "plugins.md").read_text()
+    walkthrough = text[text.index("### 1. The plugin") :]
+    shown = re.search(r"```python\n(.*?)```", walkthrough, re.S)[1]
+    folder = tmp_path / "specrun-word-dropout"
+    write_package("transform", "word-dropout", folder)
+
+    def code(source: str) -> str:
+        tree = ast.parse(source)
+        body = [
+            node
+            for node in tree.body
+            if not (isinstance(node, ast.ImportFrom) and node.module == "__future__")
+            and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))  # a docstring
+        ]
+        for node in ast.walk(ast.Module(body=body, type_ignores=[])):
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.body:
+                first = node.body[0]
+                if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and len(node.body) > 1:
+                    node.body = node.body[1:]
+        return ast.dump(ast.Module(body=body, type_ignores=[]))
+
+    assert code(shown) == code((folder / "src" / "specrun_word_dropout" / "plugin.py").read_text())
+
+    excerpt = tomllib.loads(re.search(r"```toml\n(.*?)```", walkthrough, re.S)[1])
+    written = tomllib.loads((folder / "pyproject.toml").read_text())
+
+    def contains(whole, part):
+        if isinstance(part, dict):
+            return isinstance(whole, dict) and all(k in whole and contains(whole[k], v) for k, v in part.items())
+        return whole == part
+
+    assert contains(written, excerpt), "docs/plugins.md's pyproject.toml excerpt differs from the package's"
