@@ -450,3 +450,22 @@ def test_the_walkthrough_plugin_is_what_new_plugin_writes(tmp_path):
         return whole == part
 
     assert contains(written, excerpt), "docs/plugins.md's pyproject.toml excerpt differs from the package's"
+
+
+def test_help_texts_render_whole():
+    """Every option's and argument's help shows in `--help` as written: rich markup must not swallow a
+    `[section]` (write `\\\\[section]`)."""
+    import typer.main
+    from typer.testing import CliRunner
+
+    from specrun.cli import app
+
+    eaten = []
+    for name, command in typer.main.get_command(app).commands.items():
+        output = CliRunner().invoke(app, [name, "--help"], terminal_width=400).output
+        shown = " ".join(output.replace("│", " ").split())
+        for param in command.params:
+            for bracketed in re.findall(r"\[[^\]]+\]", (getattr(param, "help", None) or "").replace("\\[", "[")):
+                if bracketed not in shown:
+                    eaten.append(f"specrun {name} {param.opts[0]}: {bracketed}")
+    assert not eaten, f"help text lost in --help: {eaten}"
