@@ -469,3 +469,28 @@ def test_help_texts_render_whole():
                 if bracketed not in shown:
                     eaten.append(f"specrun {name} {param.opts[0]}: {bracketed}")
     assert not eaten, f"help text lost in --help: {eaten}"
+
+
+def test_documented_spec_commands_validate(registry):
+    """Each `specrun validate|plan|apply|analyze|report specs/X.toml [--set ...] [--profile P]` the docs and
+    the Makefile show names a spec that validates with those overrides and that profile."""
+    import shlex
+
+    from specrun.errors import SpecError
+    from specrun.spec.load import load_spec
+
+    root = DOCS.parent
+    shown, failures = 0, []
+    for path in [README, root / "CHANGELOG.md", root / "Makefile", *sorted(DOCS.glob("*.md"))]:
+        pattern = r"specrun (?:-[vq] )?(?:validate|plan|apply|analyze|report) (specs/[\w.-]+\.toml)([^\n`#|]*)"
+        for match in re.finditer(pattern, path.read_text()):
+            args = shlex.split(match[2])
+            overrides = [value for flag, value in zip(args, args[1:]) if flag == "--set"]
+            profile = next((value for flag, value in zip(args, args[1:]) if flag == "--profile"), None)
+            shown += 1
+            try:
+                load_spec(root / match[1], overrides, registry, profile)
+            except SpecError as exc:
+                failures.append(f"{path.name}: {match[0].strip()}: {exc}")
+    assert shown >= 15  # the extraction found them
+    assert not failures, "\n".join(failures)
