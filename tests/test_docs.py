@@ -474,6 +474,7 @@ def test_help_texts_render_whole():
 def test_documented_spec_commands_validate(registry):
     """Each `specrun validate|plan|apply|analyze|report specs/X.toml [--set ...] [--profile P]` the docs and
     the Makefile show names a spec that validates with those overrides and that profile."""
+    import itertools
     import shlex
 
     from specrun.errors import SpecError
@@ -485,8 +486,8 @@ def test_documented_spec_commands_validate(registry):
         pattern = r"specrun (?:-[vq] )?(?:validate|plan|apply|analyze|report) (specs/[\w.-]+\.toml)([^\n`#|]*)"
         for match in re.finditer(pattern, path.read_text()):
             args = shlex.split(match[2])
-            overrides = [value for flag, value in zip(args, args[1:]) if flag == "--set"]
-            profile = next((value for flag, value in zip(args, args[1:]) if flag == "--profile"), None)
+            overrides = [value for flag, value in itertools.pairwise(args) if flag == "--set"]
+            profile = next((value for flag, value in itertools.pairwise(args) if flag == "--profile"), None)
             shown += 1
             try:
                 load_spec(root / match[1], overrides, registry, profile)
