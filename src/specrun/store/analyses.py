@@ -330,9 +330,9 @@ def search_summary(db: duckdb.DuckDBPyConnection, experiment: str) -> str | None
             [experiment, n_trials],
         ).fetchall()
     )
+    left = n_trials - sum(found.values())
     parts = [f"{found.pop(state)} {word}" for state, word in TRIAL_STATES.items() if state in found]
     parts += [f"{n} {state}" for state, n in sorted(found.items())]
-    left = n_trials - sum(int(p.split()[0]) for p in parts)
     if left > 0:
         parts.append(f"{left} left")
     return f"{n_trials} trial{'s' if n_trials != 1 else ''}: " + ", ".join(parts)
