@@ -387,21 +387,38 @@ def test_a_labelled_file_scores_as_specrun_predict_scores_it(evaluation, store, 
     assert "latency_ms_mean" in reported
 
 
-def test_efficiency_puts_configurations_on_accuracy_against_a_cost(evaluation):
+def test_efficiency_puts_configurations_on_accuracy_against_a_cost(evaluation, store):
     from specrun.app.ui import efficiency_chart
     from specrun.errors import UsageError
 
-    rows = evaluation.efficiency("duo", "trainable_params")
+    view = evaluation.efficiency("duo", "trainable_params")
+    rows = view.rows
+    assert view.metric == view.primary == "accuracy" and view.splits == ["validation"]  # classification's headline
     assert [r["label"] for r in rows] == ["lora", "full"]  # sorted by the cost
     assert all(r["on_front"] for r in rows)  # lora is cheaper, full is more accurate
     assert rows[1]["accuracy"] == 1.0 and rows[0]["runs"] == 1
-    spec = efficiency_chart(rows, "trainable_params").to_dict()
+    spec = efficiency_chart(view).to_dict()
     drawn = spec["layer"][1]["encoding"]
     assert (
         drawn["x"]["field"] == "trainable_params"
         and drawn["x"]["scale"]["type"] == "log"
         and drawn["y"]["field"] == "accuracy"
     )
+    # a loss is better lower: full (lower loss, more parameters) stays on the front beside the cheaper lora
+    loss = evaluation.efficiency("duo", "trainable_params", "loss")
+    assert loss.rows[1]["loss"] < loss.rows[0]["loss"] and all(r["on_front"] for r in loss.rows)
+    assert "picked their weights" not in view.status()
+    # a run that selected its weights on the split it reports (train.allow_selection_on_reported) is flagged
+    full = _by_method(evaluation)["full"].run_id
+    with store.write() as db:
+        db.execute(
+            "INSERT INTO metrics (run_id, step, epoch, split, name, value, final) "
+            "SELECT run_id, step, NULL, 'selection', 'on_reported_split', 1.0, true FROM metrics "
+            "WHERE run_id = ? AND final AND split = 'cost' AND name = 'train_seconds'",
+            [full],
+        )
+    flagged = evaluation.efficiency("duo", "trainable_params").status()
+    assert "⚠ 1 run(s) picked their weights on the split they report: their numbers are optimistic" in flagged
     with pytest.raises(UsageError, match="cost must be one of"):
         evaluation.efficiency("duo", "price")
     with pytest.raises(UsageError, match="pick an experiment"):

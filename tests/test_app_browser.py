@@ -7,16 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
-from app_support import build_two_runs
+from app_support import build_two_runs, page_text, serving
 from conftest import toy_rows
 from test_report_browser import ARTIFACTS, BROWSER_ARGS, chromium  # noqa: F401 - the chromium fixture
 
@@ -29,48 +24,11 @@ def two_runs(tmp_path_factory, tiny_model_dir):
     return build_two_runs(tmp_path_factory.mktemp("app-browser"), tiny_model_dir)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def served(two_runs, tmp_path):
     """`specrun app` in its own process: (url, seconds from the command to the first page served)."""
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
-    log = (tmp_path / "app.log").open("w")
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "specrun", "app", "--store", str(two_runs), "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=tmp_path,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"specrun app exited with {proc.returncode}: {(tmp_path / 'app.log').read_text()}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.perf_counter() - started > 180:
-                pytest.fail(f"specrun app served nothing within 180 s: {(tmp_path / 'app.log').read_text()}")
-            time.sleep(0.1)
-        yield url, time.perf_counter() - started
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with serving(two_runs, tmp_path) as found:
+        yield found
 
 
 def _labelled_csv(path, n: int = 40):
@@ -78,24 +36,6 @@ def _labelled_csv(path, n: int = 40):
     lines = ["text,label"] + [f'"{text}, honestly",{label}' for text, label in toy_rows(n, seed=7)]
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def _text(page, selector: str, pattern: str, timeout: float = 60_000) -> str:
-    """The text of ``selector`` once it matches ``pattern`` (a screenshot of the page if it never does)."""
-    try:
-        page.wait_for_function(
-            "([sel, pat]) => { const el = document.querySelector(sel); return el && new RegExp(pat).test(el.innerText); }",
-            arg=[selector, pattern],
-            timeout=timeout,
-        )
-    except Exception:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "app-failure.png"), full_page=True)
-        shown = page.locator(selector).inner_text() if page.locator(selector).count() else "(absent)"
-        pytest.fail(
-            f"{selector} never matched {pattern!r}; it shows {shown!r} (screenshot: {ARTIFACTS / 'app-failure.png'})"
-        )
-    return page.locator(selector).inner_text()
 
 
 def test_app_in_chromium(served, two_runs, chromium, tmp_path):  # noqa: F811 - chromium is a fixture
@@ -130,7 +70,7 @@ def test_app_in_chromium(served, two_runs, chromium, tmp_path):  # noqa: F811 - 
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         try:
             page.goto(url)
-            assert "2 trained models" in _text(page, "#intro", "trained model")
+            assert "2 trained models" in page_text(page, "#intro", "trained model")
             # the models table's headers stay readable: no header is broken inside a word ("accura|cy")
             page.wait_for_function("document.querySelectorAll('#models-table th').length >= 13", timeout=60_000)
             lines = page.evaluate("""() => [...document.querySelectorAll('#models-table th')].map(th => {
@@ -149,21 +89,21 @@ def test_app_in_chromium(served, two_runs, chromium, tmp_path):  # noqa: F811 - 
             # pick the full fine-tuning run (the one that learned the toy task)
             page.locator("#picker input").click()
             page.get_by_role("option", name=re.compile(r" full .*acc 1\.000")).click()
-            card = _text(page, "#model-card", r"method\s+full")
+            card = page_text(page, "#model-card", r"method\s+full")
             assert "trainable · total parameters" in card and "ms mean" in card
 
             # one sentence: label and confidence
             page.locator("#single-text textarea").fill("the acting was really wonderful")
             started = time.perf_counter()
             page.locator("#single-go").click()
-            single = _text(page, "#single-result", r"confidence")
+            single = page_text(page, "#single-result", r"confidence")
             timings["single_round_trip_s"] = round(time.perf_counter() - started, 3)
             found = re.search(r"^(\S+) · confidence (\d\.\d+) · latency (\d+\.\d+) ms", single)
             assert found, single
             label, confidence, latency = found.group(1), float(found.group(2)), float(found.group(3))
             assert label == "1" and 0.5 < confidence <= 1.0 and latency > 0
             timings["single_model_latency_ms"] = latency
-            _text(page, "#single-label", r"1\s+\d+%[\s\S]*0\s+\d+%")  # a bar per class, with its probability
+            page_text(page, "#single-label", r"1\s+\d+%[\s\S]*0\s+\d+%")  # a bar per class, with its probability
             page.screenshot(path=str(ARTIFACTS / "app-single.png"), full_page=True)
 
             # a labelled CSV: accuracy, F1, latency, confusion matrix, a download
@@ -173,7 +113,7 @@ def test_app_in_chromium(served, two_runs, chromium, tmp_path):  # noqa: F811 - 
                 "() => document.querySelector('#batch-file').innerText.includes('reviews.csv')", timeout=30_000
             )
             page.locator("#batch-go").click()
-            batch = _text(page, "#batch-result", r"accuracy \d")
+            batch = page_text(page, "#batch-result", r"accuracy \d")
             found = re.search(
                 r"reviews\.csv: 40 labelled rows: accuracy (\d\.\d+), F1 (\d\.\d+).*mean latency (\d+\.\d+) ms, p95 (\d+\.\d+) ms",
                 batch,
@@ -182,9 +122,9 @@ def test_app_in_chromium(served, two_runs, chromium, tmp_path):  # noqa: F811 - 
             accuracy = float(found.group(1))
             assert accuracy >= 0.9  # the full run learned the task (dev accuracy 1.0)
             timings["batch_mean_latency_ms"] = float(found.group(3))
-            _text(page, "#batch-confusion", r"true 0[\s\S]*true 1")
+            page_text(page, "#batch-confusion", r"true 0[\s\S]*true 1")
             assert "predicted 1" in page.locator("#batch-confusion").inner_text()
-            _text(page, "#batch-rows", r", honestly")  # the whole quoted text, comma and all
+            page_text(page, "#batch-rows", r", honestly")  # the whole quoted text, comma and all
             page.locator("#batch-download").wait_for(state="visible", timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / "app-batch.png"), full_page=True)
 
@@ -197,7 +137,7 @@ def test_app_in_chromium(served, two_runs, chromium, tmp_path):  # noqa: F811 - 
                 "() => document.querySelector('#batch-file').innerText.includes('notes.csv')", timeout=30_000
             )
             page.locator("#batch-go").click()
-            assert "notes.csv: needs a 'text' column; columns are ['review', 'label']" in _text(
+            assert "notes.csv: needs a 'text' column; columns are ['review', 'label']" in page_text(
                 page, "#batch-result", "needs a 'text' column"
             )
 
@@ -205,16 +145,19 @@ def test_app_in_chromium(served, two_runs, chromium, tmp_path):  # noqa: F811 - 
             page.get_by_role("tab", name="Compare").click()
             page.locator("#compare-text textarea").fill("the plot was dreadful")
             page.locator("#compare-go").click()
-            compared = _text(page, "#compare-result", r"2 models")
+            compared = page_text(page, "#compare-result", r"2 models")
             assert re.search(r"2 models: they (agree on|disagree: \w+ \S+, \w+ \S+)", compared), compared
-            _text(page, "#compare-table", "".join(f"(?=[\\s\\S]*{run_id[:12]})" for run_id in run_ids))  # both rows
+            page_text(page, "#compare-table", "".join(f"(?=[\\s\\S]*{run_id[:12]})" for run_id in run_ids))  # both rows
             page.screenshot(path=str(ARTIFACTS / "app-compare.png"), full_page=True)
 
             # accuracy against trainable parameters, drawn by Altair
             page.get_by_role("tab", name="Efficiency").click()
             page.get_by_label("trainable parameters").check()
-            _text(
-                page, "#efficiency-result", r"duo: 2 configuration\(s\); on the Pareto front for trainable parameters"
+            page_text(
+                page,
+                "#efficiency-result",
+                r"duo: accuracy \(the headline metric of task 'classification'\) on validation \(each run's primary "
+                r"evaluation set, its final evaluation\) against trainable parameters: 2 configuration\(s\); on the Pareto front",
             )
             page.wait_for_function(
                 "() => document.querySelector('#efficiency-plot svg, #efficiency-plot canvas')", timeout=30_000

@@ -7,21 +7,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from app_support import build_qa_run
-from conftest import SHARED_DATA
-from test_app_browser import _free_port, _text
+from app_support import add_classification_run, build_qa_run, page_text, serving
 from test_report_browser import ARTIFACTS, BROWSER_ARGS, chromium  # noqa: F401 - the chromium fixture
-
-from specrun.testing import run_cli, toy_spec, write_toy_data
 
 pytest.importorskip("gradio")
 
@@ -31,23 +22,8 @@ CONTEXT = "the car is red . the boat is blue . the hat is green ."
 @pytest.fixture(scope="module")
 def qa_store(tmp_path_factory, tiny_model_dir) -> Path:
     """A store with the toy QA run and a two-step classification run (for the refusals)."""
-    folder = tmp_path_factory.mktemp("app-qa")
-    store = build_qa_run(folder, tiny_model_dir)
-    data = write_toy_data(folder / "toy")
-    spec = folder / "cls.toml"
-    spec.write_text(
-        toy_spec(model=str(tiny_model_dir), train="max_steps = 2", name="cls")
-        .replace("{toy_train}", str(data / "train.tsv"))
-        .replace("{toy_dev}", str(data / "dev.tsv"))
-    )
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("SPECRUN_ARTIFACTS", str(folder / "artifacts"))
-        env.setenv("SPECRUN_DATA_DIR", str(SHARED_DATA))
-        env.setenv("SPECRUN_DISABLE_PLUGIN_AUTOLOAD", "1")
-        env.setenv("HF_HUB_OFFLINE", "1")
-        code, _, err = run_cli("apply", str(spec), "--store", str(store))
-    assert code == 0, err
-    return store
+    store = build_qa_run(tmp_path_factory.mktemp("app-qa"), tiny_model_dir)
+    return add_classification_run(store, tiny_model_dir)
 
 
 @pytest.fixture
@@ -177,6 +153,58 @@ def test_mistakes_and_runs_of_the_other_task_get_a_sentence(evaluation, tmp_path
         evaluation.answer_file(cls, bad, "mine.csv")
 
 
+def test_efficiency_draws_each_experiments_headline_metric_in_a_mixed_store(evaluation, qa_store):
+    """The QA experiment is drawn on its task's headline metric (f1), not on an accuracy it never records; the
+    classification experiment in the same store on accuracy; any metric the runs recorded can be picked,
+    against FLOPs or training time too, and the view says which split the numbers come from."""
+    from specrun.app.ui import efficiency_chart, efficiency_frame, metric_choices
+    from specrun.errors import UsageError
+    from specrun.plugins import get_registry
+    from specrun.store import Store
+
+    qa, cls = _runs(evaluation)
+    with Store(qa_store).read() as db:
+        final = {
+            (run, split, name): value
+            for run, split, name, value in db.execute(
+                "SELECT run_id, split, name, value FROM metrics WHERE final"
+            ).fetchall()
+        }
+    view = evaluation.efficiency("toyqa", "trainable_params")
+    assert view.primary == get_registry().get("task", "extractive_qa").metrics[0] == "f1" == view.metric
+    assert view.metrics == ["f1", "exact_match", "loss"] and view.splits == ["validation"]
+    (row,) = view.rows
+    assert row["f1"] == pytest.approx(final[(qa, "validation", "f1")])
+    assert row["exact_match"] == pytest.approx(final[(qa, "validation", "exact_match")])
+    assert row["trainable_params"] == final[(qa, "cost", "trainable_params")] and row["on_front"]
+    assert view.status().startswith(
+        "toyqa: **f1** (the headline metric of task 'extractive_qa') on **validation (each run's primary "
+        "evaluation set, its final evaluation)** against trainable parameters: 1 configuration(s); on the Pareto front: "
+    )
+    drawn = efficiency_chart(view).to_dict()["layer"][1]["encoding"]
+    assert drawn["y"]["field"] == "f1" and drawn["y"]["title"] == "f1 (validation)"
+    assert metric_choices(view)[0] == ("f1 (headline)", "f1")
+
+    picked = evaluation.efficiency("toyqa", "train_flops", "exact_match")
+    assert picked.metric == "exact_match" and picked.primary == "f1"
+    assert picked.rows[0]["train_flops"] == final[(qa, "cost", "train_flops")] > 0
+    assert "**exact_match** (picked; the headline metric of task 'extractive_qa' is f1)" in picked.status()
+    assert "against training FLOPs" in picked.status()
+    with pytest.raises(
+        UsageError,
+        match="no run of 'toyqa' recorded accuracy on its primary evaluation set; they recorded f1, exact_match, loss",
+    ):
+        evaluation.efficiency("toyqa", "trainable_params", "accuracy")
+
+    classified = evaluation.efficiency("cls", "train_seconds")
+    assert classified.metric == classified.primary == "accuracy" and classified.tasks == ["classification"]
+    assert classified.metrics == ["accuracy", "f1", "f1_macro", "loss"]
+    assert classified.rows[0]["accuracy"] == pytest.approx(final[(cls, "validation", "accuracy")])
+    assert classified.rows[0]["train_seconds"] == pytest.approx(final[(cls, "cost", "train_seconds")])
+    frame = efficiency_frame(classified)
+    assert list(frame.columns)[2:6] == classified.metrics and "train FLOPs" in frame.columns
+
+
 def test_record_writes_answers_to_app_predictions(qa_store, tmp_path):
     import shutil
 
@@ -215,39 +243,8 @@ def test_record_writes_answers_to_app_predictions(qa_store, tmp_path):
 def served_qa(qa_store, tmp_path):
     """`specrun app` over the QA store in its own process: its url."""
     pytest.importorskip("playwright")
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
-    log = (tmp_path / "app.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "specrun", "app", "--store", str(qa_store), "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=tmp_path,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    started = time.perf_counter()
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"specrun app exited with {proc.returncode}: {(tmp_path / 'app.log').read_text()}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.perf_counter() - started > 180:
-                pytest.fail(f"specrun app served nothing within 180 s: {(tmp_path / 'app.log').read_text()}")
-            time.sleep(0.1)
+    with serving(qa_store, tmp_path) as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def test_the_qa_view_in_chromium(served_qa, qa_store, chromium, tmp_path):  # noqa: F811 - chromium is a fixture
@@ -281,16 +278,16 @@ def test_the_qa_view_in_chromium(served_qa, qa_store, chromium, tmp_path):  # no
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         try:
             page.goto(url)
-            _text(page, "#intro", "2 trained models")
+            page_text(page, "#intro", "2 trained models")
             page.locator("#picker input").click()
             page.get_by_role("option", name=re.compile(r"toyqa")).click()
-            _text(page, "#model-card", r"experiment\s+toyqa", timeout=180_000)  # loaded (slow on a busy machine)
+            page_text(page, "#model-card", r"experiment\s+toyqa", timeout=180_000)  # loaded (slow on a busy machine)
 
             page.get_by_role("tab", name="Question answering").click()
             page.locator("#qa-question textarea").fill("what color is the boat ?")
             page.locator("#qa-context textarea").fill(CONTEXT)
             page.locator("#qa-go").click()
-            line = _text(page, "#qa-result", r"latency")
+            line = page_text(page, "#qa-result", r"latency")
             found = re.search(r"^(.+?) · score (\d\.\d+) · latency (\d+\.\d+) ms", line)
             assert found, line
             answer, score, latency = found.group(1), float(found.group(2)), float(found.group(3))
@@ -299,7 +296,9 @@ def test_the_qa_view_in_chromium(served_qa, qa_store, chromium, tmp_path):  # no
             marked = page.locator("#qa-highlight .token.highlighted .text")
             marked.first.wait_for(timeout=30_000)
             assert [t.strip() for t in marked.all_inner_texts()] == [answer]
-            assert re.sub(r"\s+", " ", _text(page, "#qa-highlight", re.escape(answer))).count("the boat is blue") == 1
+            assert (
+                re.sub(r"\s+", " ", page_text(page, "#qa-highlight", re.escape(answer))).count("the boat is blue") == 1
+            )
             page.screenshot(path=str(ARTIFACTS / "app-qa.png"), full_page=True)
 
             page.locator("#qa-file input[type=file]").set_input_files(str(questions))
@@ -307,22 +306,47 @@ def test_the_qa_view_in_chromium(served_qa, qa_store, chromium, tmp_path):  # no
                 "() => document.querySelector('#qa-file').innerText.includes('squad-questions.csv')", timeout=30_000
             )
             page.locator("#qa-file-go").click()
-            summary = _text(page, "#qa-file-result", r"exact match")
+            summary = page_text(page, "#qa-file-result", r"exact match")
             assert re.search(
                 r"squad-questions\.csv: 2 questions with answers: exact match (\d\.\d{4}), F1 (\d\.\d{4}); mean latency",
                 summary,
             ), summary
-            _text(page, "#qa-rows", r"what color is the hat \?")
+            page_text(page, "#qa-rows", r"what color is the hat \?")
             page.locator("#qa-download").wait_for(state="visible", timeout=30_000)
 
             # a classification run on this tab: one sentence, not a traceback
             page.locator("#picker input").click()
             page.get_by_role("option", name=re.compile(r" cls ")).click()
             page.locator("#qa-go").click()
-            assert "the Question answering tab needs a run of task 'extractive_qa'" in _text(
+            assert "the Question answering tab needs a run of task 'extractive_qa'" in page_text(
                 page, "#qa-result", "needs a run of task"
             )
             page.screenshot(path=str(ARTIFACTS / "app-qa-file.png"), full_page=True)
+
+            # the efficiency view of a mixed store: each experiment on its task's headline metric, any other it
+            # recorded on request, against training FLOPs too, and always which split the numbers come from
+            page.get_by_role("tab", name="Efficiency").click()
+            split = r"on validation \(each run's primary evaluation set, its final evaluation\)"
+            page_text(
+                page, "#efficiency-result", rf"cls: accuracy \(the headline metric of task 'classification'\) {split}"
+            )
+            page.locator("#efficiency-experiment input").click()
+            page.get_by_role("option", name="toyqa").click()
+            page_text(page, "#efficiency-result", rf"toyqa: f1 \(the headline metric of task 'extractive_qa'\) {split}")
+            page.locator("#efficiency-metric input").click()
+            page.get_by_role("option", name="exact_match").click()
+            page.get_by_label("training FLOPs").check()
+            page_text(
+                page,
+                "#efficiency-result",
+                rf"toyqa: exact_match \(picked; the headline metric of task 'extractive_qa' is f1\) {split} against "
+                r"training FLOPs: 1 configuration\(s\); on the Pareto front: full",
+            )
+            page.wait_for_function(
+                "() => document.querySelector('#efficiency-plot svg, #efficiency-plot canvas')", timeout=30_000
+            )
+            page_text(page, "#efficiency-table", r"exact_match[\s\S]*train FLOPs")
+            page.screenshot(path=str(ARTIFACTS / "app-qa-efficiency.png"), full_page=True)
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "app-qa-failure.png"), full_page=True)
             raise

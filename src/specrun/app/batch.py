@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -38,9 +38,9 @@ class Upload:
 
 
 @dataclass
-class BatchResult:
-    """What classifying a file gives: the predictions table (all rows), the scores when the file had
-    labels, and the CSV written for download."""
+class FileResult:
+    """What running a model over an uploaded file gives: the result table (all rows), its scores when the
+    file had references (labels, answers), the latency per row, and the CSV written for download."""
 
     name: str
     columns: list[str]
@@ -48,18 +48,51 @@ class BatchResult:
     latency_ms_mean: float
     latency_ms_p95: float
     scores: dict[str, float] | None
-    #: (label names, counts[true label][predicted label]) when the file had labels.
-    confusion: tuple[tuple[str, ...], list[list[int]]] | None
     csv_path: Path
+
+    @classmethod
+    def written(
+        cls,
+        name: str,
+        columns: list[str],
+        rows: list[list[Any]],
+        latencies: list[float],
+        scores: dict[str, float] | None,
+        csv_path: Path,
+        **more: Any,
+    ) -> Self:
+        """The result of a file (``name``: as the user called it), its CSV written to ``csv_path`` first."""
+        measured = np.array(latencies)
+        return cls(
+            name,
+            columns,
+            rows,
+            float(measured.mean()),
+            float(np.percentile(measured, 95)),
+            scores,
+            write_csv(csv_path, columns, rows),
+            **more,
+        )
+
+    def latency(self) -> str:
+        """The rows' latency for the summary line: mean and p95."""
+        return f"mean latency {self.latency_ms_mean:.2f} ms, p95 {self.latency_ms_p95:.2f} ms"
+
+
+@dataclass
+class BatchResult(FileResult):
+    """What classifying a file gives: predictions, accuracy and F1 when the file had labels."""
+
+    #: (label names, counts[true label][predicted label]) when the file had labels.
+    confusion: tuple[tuple[str, ...], list[list[int]]] | None = None
 
     def summary(self) -> str:
         """One line for the page: rows, and accuracy/F1 with the latency when labelled."""
-        latency = f"mean latency {self.latency_ms_mean:.2f} ms, p95 {self.latency_ms_p95:.2f} ms"
         if self.scores is None:
-            return f"{self.name}: {len(self.rows)} rows classified (no label column: no accuracy); {latency}"
+            return f"{self.name}: {len(self.rows)} rows classified (no label column: no accuracy); {self.latency()}"
         return (
             f"{self.name}: {len(self.rows)} labelled rows: accuracy {self.scores['accuracy']:.4f}, "
-            f"F1 {self.scores['f1']:.4f} (macro F1 {self.scores['f1_macro']:.4f}); {latency}"
+            f"F1 {self.scores['f1']:.4f} (macro F1 {self.scores['f1_macro']:.4f}); {self.latency()}"
         )
 
 
@@ -77,27 +110,36 @@ def check_extension(path: Path, name: str) -> None:
         )
 
 
+def read_rows(path: Path, name: str | None, reader: Any, max_rows: int, does: str) -> tuple[Any, str, list[int]]:
+    """An uploaded file read by ``reader`` (``runner.predict``'s ``read_texts`` or ``read_questions``):
+    (what it read, the file's name as the user called it, the line each row starts on). DataError, naming
+    the file, for an extension the app does not read, what ``reader`` refuses, more than ``max_rows`` rows
+    (``does``: what the app does with at most that many, e.g. "classifies at most 2,000 rows")."""
+    path = Path(path)
+    name = name or path.name
+    check_extension(path, name)
+    try:
+        found = reader(path)
+    except DataError as exc:
+        raise named(exc, path, name) from None
+    if len(found.items) > max_rows:
+        raise DataError(
+            f"{name}: {len(found.items):,} rows; the app {does} per file: "
+            f"split it, or run `specrun predict RUN --file {name}`, which has no limit"
+        )
+    lines = [found.rows.lines[i] if i < len(found.rows.lines) else i + 1 for i in range(len(found.items))]
+    return found, name, lines
+
+
 def read_upload(path: Path, name: str | None = None, max_rows: int = MAX_ROWS) -> Upload:
     """The texts of an uploaded file (``name``: as the user called it). DataError, naming the file and
     line, for a file the app cannot classify: wrong extension, not UTF-8, empty, no 'text' column, an
     empty text, a row that does not fit the header, more than ``max_rows`` rows."""
     from specrun.runner.predict import read_texts
 
-    path = Path(path)
-    name = name or path.name
-    check_extension(path, name)
-    try:
-        found = read_texts(path)
-    except DataError as exc:
-        raise named(exc, path, name) from None
+    found, name, lines = read_rows(path, name, read_texts, max_rows, f"classifies at most {max_rows:,} rows")
     if not found.items:
         raise DataError(f"{name}: no rows under the header")
-    if len(found.items) > max_rows:
-        raise DataError(
-            f"{name}: {len(found.items):,} rows; the app classifies at most {max_rows:,} rows per file: "
-            f"split it, or run `specrun predict RUN --file {name}`, which has no limit"
-        )
-    lines = [found.rows.lines[i] if i < len(found.rows.lines) else i + 1 for i in range(len(found.items))]
     return Upload(name, found.items, found.labels, lines, found)
 
 
@@ -153,22 +195,19 @@ def classify_upload(predictor: Any, upload: Upload, out_dir: Path, run_id: str) 
                 round(found.latency_ms, 3),
             ]
         )
-    latencies = np.array([r.latency_ms for r in results])
     scores = confusion = None
     if upload.expected is not None:
         predicted = [names.index(r.label) for r in results]
         scores = classification_metrics(np.array(upload.expected), np.array(predicted), len(names))
         confusion = (names, confusion_matrix(upload.expected, predicted, len(names)))
-    csv_path = write_csv(out_dir / f"{Path(upload.name).stem}-predictions-{run_id[:8]}.csv", columns, rows)
-    return BatchResult(
+    return BatchResult.written(
         upload.name,
         columns,
         rows,
-        float(latencies.mean()),
-        float(np.percentile(latencies, 95)),
+        [r.latency_ms for r in results],
         scores,
-        confusion,
-        csv_path,
+        out_dir / f"{Path(upload.name).stem}-predictions-{run_id[:8]}.csv",
+        confusion=confusion,
     )
 
 

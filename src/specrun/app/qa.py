@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from specrun.app.batch import MAX_ROWS, check_extension, named, write_csv
-from specrun.errors import DataError, UsageError
+from specrun.app.batch import MAX_ROWS, FileResult, read_rows
+from specrun.errors import UsageError
 
 #: The longest context the app answers from (the run reads it window by window, so any length works, but
 #: each window costs a forward pass).
@@ -63,43 +63,23 @@ def read_qa_upload(path: Path, name: str | None = None, max_rows: int = MAX_ROWS
     question or context, answers that are not texts, more than ``max_rows`` rows."""
     from specrun.runner.predict import read_questions
 
-    path = Path(path)
-    name = name or path.name
-    check_extension(path, name)
-    try:
-        found = read_questions(path)
-    except DataError as exc:
-        raise named(exc, path, name) from None
-    if len(found.items) > max_rows:
-        raise DataError(
-            f"{name}: {len(found.items):,} rows; the app answers at most {max_rows:,} questions per file: "
-            f"split it, or run `specrun predict RUN --file {name}`, which has no limit"
-        )
-    lines = [found.rows.lines[i] if i < len(found.rows.lines) else i + 1 for i in range(len(found.items))]
+    found, name, lines = read_rows(path, name, read_questions, max_rows, f"answers at most {max_rows:,} questions")
     return QAUpload(name, found.items, found.answers, lines)
 
 
 @dataclass
-class QABatchResult:
-    """What answering a file gives: the answers table (all rows), exact match and F1 when the file had
-    answers, and the CSV written for download."""
-
-    name: str
-    columns: list[str]
-    rows: list[list[Any]]
-    latency_ms_mean: float
-    latency_ms_p95: float
-    #: {"exact_match": ..., "f1": ...} (means over the questions, SQuAD v1.1) when the file had answers.
-    scores: dict[str, float] | None
-    csv_path: Path
+class QABatchResult(FileResult):
+    """What answering a file gives: the answers, and (``scores``) SQuAD v1.1 exact match and F1, means over
+    the questions, when the file had answers."""
 
     def summary(self) -> str:
-        latency = f"mean latency {self.latency_ms_mean:.2f} ms, p95 {self.latency_ms_p95:.2f} ms"
         if self.scores is None:
-            return f"{self.name}: {len(self.rows)} questions answered (no 'answers' column: no EM or F1); {latency}"
+            return (
+                f"{self.name}: {len(self.rows)} questions answered (no 'answers' column: no EM or F1); {self.latency()}"
+            )
         return (
             f"{self.name}: {len(self.rows)} questions with answers: exact match {self.scores['exact_match']:.4f}, "
-            f"F1 {self.scores['f1']:.4f}; {latency}"
+            f"F1 {self.scores['f1']:.4f}; {self.latency()}"
         )
 
 
@@ -141,15 +121,12 @@ def answer_upload(predictor: Any, upload: QAUpload, out_dir: Path, run_id: str) 
                 round(found.latency_ms, 3),
             ]
         )
-    latencies = np.array([a.latency_ms for a in answered])
     scores = {"exact_match": float(np.mean(em)), "f1": float(np.mean(f1))} if has_answers else None
-    csv_path = write_csv(out_dir / f"{Path(upload.name).stem}-answers-{run_id[:8]}.csv", columns, rows)
-    return QABatchResult(
+    return QABatchResult.written(
         upload.name,
         columns,
         rows,
-        float(latencies.mean()),
-        float(np.percentile(latencies, 95)),
+        [a.latency_ms for a in answered],
         scores,
-        csv_path,
+        out_dir / f"{Path(upload.name).stem}-answers-{run_id[:8]}.csv",
     )

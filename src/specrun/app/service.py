@@ -1,6 +1,7 @@
 """What the app does, without its page: list the store's models, classify a text with one or several of
 them, classify an uploaded file, answer a question from a context with an extractive-QA run (or a file of
-questions, scored with EM and F1), and put an experiment's runs on accuracy against a cost.
+questions, scored with EM and F1), and put an experiment's runs on a metric (their task's headline, or
+another they recorded) against a cost.
 
 Everything here is plain Python (the page in ``ui.py`` only lays it out), so tests call it directly. A
 user's mistake is a ``SpecrunError`` with a message for the page; the store is only read, unless the
@@ -13,7 +14,7 @@ import atexit
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from specrun.app.models import CACHE_SIZE, PredictorCache, takes_pairs, trim
 from specrun.app.qa import QABatchResult, answer_upload, check_question, highlighted, read_qa_upload
 from specrun.core.tasks import DEFAULT_TASK, task_name
 from specrun.errors import StoreError, UsageError
+from specrun.metrics import EVAL_METRICS
 from specrun.store.catalog import RecordedPrediction, StoredModel, model_experiments, record_predictions, stored_models
 from specrun.store.db import Store
 
@@ -31,13 +33,17 @@ log = logging.getLogger("specrun.app")
 MAX_TEXT_CHARS = 20_000
 #: How many models "compare" runs side by side.
 COMPARE_MIN, COMPARE_MAX = 2, 4
-#: Costs the efficiency view can put accuracy against: (column, axis title, log scale).
+#: Costs the efficiency view can put a metric against: cost metric (split ``cost``) -> (axis title, log scale).
 COSTS = {
     "latency_ms_mean": ("latency, ms (batch size 1, mean)", False),
     "trainable_params": ("trainable parameters (log scale)", True),
     "total_params": ("total parameters (log scale)", True),
     "model_memory_mb": ("model memory, MB", False),
+    "train_seconds": ("training time, s", False),
+    "train_flops": ("training FLOPs (log scale)", True),
 }
+#: Evaluation metrics that measure no quality (counts): the efficiency view does not offer them.
+NOT_QUALITY = frozenset({"n_examples"})
 
 
 @dataclass
@@ -264,11 +270,17 @@ class Evaluation:
 
     # --- efficiency -------------------------------------------------------------------------------
 
-    def efficiency(self, experiment: str | None, cost: str = "latency_ms_mean") -> list[dict[str, Any]]:
-        """An experiment's configurations (runs differing only in seed, averaged) with accuracy, the
-        cost and whether each is on the Pareto front (no other reaches at least its accuracy at no more cost)."""
+    def efficiency(
+        self, experiment: str | None, cost: str = "latency_ms_mean", metric: str | None = None
+    ) -> Efficiency:
+        """An experiment's configurations (runs differing only in seed, averaged) on ``metric`` (None: the
+        headline metric of the runs' task) against ``cost``, each marked whether it is on the Pareto front
+        (no other is at least as good on the metric at no more cost, and better on one). Every number is the
+        run's final one on its primary evaluation set (``metric``) or its recorded cost."""
         from specrun.analysis.stats import pareto_front
+        from specrun.metrics import LOWER_IS_BETTER
         from specrun.spec.labels import describe_configs
+        from specrun.store.analyses import selected_on_reported
 
         if cost not in COSTS:
             raise UsageError(f"cost must be one of {', '.join(COSTS)}, not {cost!r}")
@@ -279,28 +291,142 @@ class Evaluation:
         models = self.models(experiment)
         if not models:
             raise UsageError(f"experiment {experiment!r} has no completed runs with weights in {self.store.path}")
+        with self.store.read() as db:
+            found = db.execute(_FINAL_METRICS, {"runs": [m.run_id for m in models]}).fetchall()
+            selected = selected_on_reported(db, experiment)
+        quality: dict[str, dict[str, float]] = {}
+        costs: dict[str, dict[str, float]] = {}
+        for run_id, is_cost, name, value in found:
+            if is_cost:
+                costs.setdefault(run_id, {})[name] = value
+            elif name not in NOT_QUALITY and not name.startswith("skipped_"):
+                quality.setdefault(run_id, {})[name] = value
+        recorded = {name for values in quality.values() for name in values}
+        if not recorded:
+            raise UsageError(f"no run of {experiment!r} recorded an evaluation metric on its primary evaluation set")
+        headlines = _headlines(models)
+        primary = next((h for h in headlines if h in recorded), None)
+        order = {name: i for i, name in enumerate(EVAL_METRICS)}
+        # the headline first, then the other metrics that are better higher, then those better lower (a loss)
+        metrics = sorted(recorded, key=lambda n: (n != primary, n in LOWER_IS_BETTER, order.get(n, len(order)), n))
+        metric = metric or metrics[0]
+        if metric not in recorded:
+            raise UsageError(
+                f"no run of {experiment!r} recorded {metric} on its primary evaluation set; "
+                f"they recorded {', '.join(metrics)}"
+            )
         labels = describe_configs([(m.method, m.sweep) for m in models])
         groups: dict[str, list[StoredModel]] = {}
         for label, model in zip(labels, models):
             groups.setdefault(label, []).append(model)
         rows = []
         for label, group in groups.items():
-            row = {
+            row: dict[str, Any] = {
                 "label": label,
                 "config": label,
                 "runs": len(group),
                 "run_ids": ", ".join(m.run_id[:8] for m in group),
             }
-            for column in ("accuracy", "f1", *COSTS, "latency_ms_p95"):
-                values = [getattr(m, column) for m in group if getattr(m, column) is not None]
-                row[column] = sum(values) / len(values) if values else None
+            for name, source in [*((n, quality) for n in metrics), *((c, costs) for c in (*COSTS, "latency_ms_p95"))]:
+                values = [source[m.run_id][name] for m in group if name in source.get(m.run_id, {})]
+                row[name] = sum(values) / len(values) if values else None
             rows.append(row)
-        have = [r for r in rows if r[cost] is not None and r["accuracy"] is not None]
+        have = [r for r in rows if r[cost] is not None and r[metric] is not None]
         if not have:
-            raise UsageError(f"no run of {experiment!r} recorded {cost} and accuracy")
-        for row, on in zip(have, pareto_front([r[cost] for r in have], [r["accuracy"] for r in have])):
+            raise UsageError(f"no run of {experiment!r} recorded both {metric} and {cost}")
+        front = pareto_front([r[cost] for r in have], [r[metric] for r in have], metric not in LOWER_IS_BETTER)
+        for row, on in zip(have, front):
             row["on_front"] = on
-        return sorted(have, key=lambda r: r[cost])
+        return Efficiency(
+            experiment,
+            metric,
+            cost,
+            primary,
+            metrics,
+            sorted({m.eval_set for m in models}),
+            sorted(have, key=lambda r: r[cost]),
+            len(rows) - len(have),
+            selected,
+            sorted({task_name(m.config) for m in models}),
+        )
+
+
+#: The final evaluation metrics of runs on their primary evaluation set, and their costs.
+_FINAL_METRICS = """
+SELECT m.run_id, m.split = 'cost' AS is_cost, m.name, m.value
+FROM metrics m JOIN runs r USING (run_id)
+WHERE m.final AND m.run_id IN (SELECT unnest($runs)) AND (m.split = r.eval_set OR m.split = 'cost')
+ORDER BY m.run_id, m.name
+"""
+
+
+def _headlines(models: list[StoredModel]) -> list[str]:
+    """The headline metric of each task the ``models`` are runs of (``core.tasks.headline_metric``), the
+    task of the newest run first; a task whose plugin is not installed here has none."""
+    from specrun.core.tasks import headline_metric
+    from specrun.errors import PluginError
+    from specrun.plugins import get_registry
+
+    found = []
+    for name in dict.fromkeys(task_name(m.config) for m in models):
+        try:
+            found.append(headline_metric(get_registry().get("task", name)))
+        except PluginError:
+            log.debug("task %r: no plugin here, so no headline metric", name)
+    return found
+
+
+@dataclass
+class Efficiency:
+    """An experiment's configurations on one metric against one cost: the efficiency view."""
+
+    experiment: str
+    metric: str
+    cost: str
+    #: The headline metric of the runs' task (its plugin's first metric); None when no installed task
+    #: plugin names one the runs recorded (then ``metrics[0]`` is drawn by default).
+    primary: str | None
+    #: The metrics the runs recorded on their primary evaluation set, the headline first.
+    metrics: list[str]
+    #: The evaluation sets the metric comes from: each run's primary one (``runs.eval_set``).
+    splits: list[str]
+    #: One per configuration that recorded the metric and the cost, cheapest first: ``label``, ``runs``,
+    #: ``run_ids``, each of ``metrics`` and ``COSTS`` (means over its seeds), ``on_front``.
+    rows: list[dict[str, Any]]
+    #: Configurations left out because none of their runs recorded the metric, or the cost.
+    left_out: int = 0
+    #: Runs that picked their weights on the split they report: their numbers are optimistic.
+    selected_on_reported: int = 0
+    tasks: list[str] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        """Where the numbers come from, for the page: ``validation (each run's primary evaluation set)``."""
+        return f"{', '.join(self.splits)} (each run's primary evaluation set, its final evaluation)"
+
+    def status(self) -> str:
+        """The view's status line: what is drawn, from which split, and what is on the front."""
+        title = COSTS[self.cost][0].split(" (")[0]
+        front = ", ".join(r["label"] for r in self.rows if r["on_front"])
+        tasks = " and ".join(repr(t) for t in self.tasks)
+        if self.primary is None:
+            which = f"task {tasks} names no headline metric these runs recorded"
+        elif self.metric == self.primary:
+            which = f"the headline metric of task {tasks}"
+        else:
+            which = f"picked; the headline metric of task {tasks} is {self.primary}"
+        text = (
+            f"{self.experiment}: **{self.metric}** ({which}) on **{self.where}** against {title}: "
+            f"{len(self.rows)} configuration(s); on the Pareto front: {front}"
+        )
+        if self.left_out:
+            text += f". {self.left_out} configuration(s) left out: they recorded no {self.metric} or no {title}"
+        if self.selected_on_reported:
+            text += (
+                f". ⚠ {self.selected_on_reported} run(s) picked their weights on the split they report: "
+                "their numbers are optimistic"
+            )
+        return text
 
 
 def _check_task(model: StoredModel, task: str | None) -> None:

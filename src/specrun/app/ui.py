@@ -1,6 +1,7 @@
 """The app's page (Gradio): a model picker over the store, then tabs to classify one text, compare models
 on one text, classify a file, answer questions with an extractive-QA run (one question and its context, or
-a file of them), and see an experiment's accuracy against its costs.
+a file of them), and see an experiment's runs on a metric (their task's headline, or another they
+recorded) against a cost.
 
 Each handler's first output is a status line: a user's mistake shows there as one sentence, never
 as a traceback.
@@ -18,7 +19,7 @@ import gradio as gr
 
 from specrun.app.batch import MAX_ROWS, SHOWN_ROWS
 from specrun.app.models import card, choice_label, human_count, hyperparameters, number
-from specrun.app.service import COMPARE_MAX, COSTS, Answer, Evaluation, Prediction
+from specrun.app.service import COMPARE_MAX, COSTS, Answer, Efficiency, Evaluation, Prediction
 from specrun.errors import SpecrunError
 from specrun.store.catalog import StoredModel
 
@@ -160,27 +161,29 @@ def answer_line(a: Answer) -> str:
     )
 
 
-def efficiency_chart(rows: list[dict[str, Any]], cost: str):
-    """Accuracy against ``cost`` per configuration with the Pareto front in red: the report's efficiency figure."""
+def efficiency_chart(view: Efficiency):
+    """The view's metric against its cost per configuration, with the Pareto front in red: the report's
+    efficiency figure."""
     from specrun.report import charts
 
-    title, log_scale = COSTS[cost]
-    shown = [{**r, "accuracy": round(r["accuracy"], 4)} for r in rows]
+    title, log_scale = COSTS[view.cost]
+    shown = [{**r, view.metric: round(r[view.metric], 4)} for r in view.rows]
     return charts.scatter(
         shown,
-        cost,
-        "accuracy",
+        view.cost,
+        view.metric,
         "label",
         title,
-        "accuracy",
+        f"{view.metric} ({', '.join(view.splits)})",
         x_scale="log" if log_scale else "linear",
         highlight="on_front",
         connect="on_front",
-        tooltip=["config", "runs", cost, "accuracy", "on_front"],
+        tooltip=["config", "runs", view.cost, view.metric, "on_front"],
     )
 
 
-def efficiency_frame(rows: list[dict[str, Any]]):
+def efficiency_frame(view: Efficiency):
+    """The view's configurations as a table: every metric they recorded, then their costs."""
     import pandas as pd
 
     return pd.DataFrame(
@@ -188,18 +191,24 @@ def efficiency_frame(rows: list[dict[str, Any]]):
             {
                 "configuration": r["label"],
                 "runs": r["runs"],
-                "accuracy": number(r["accuracy"]),
-                "F1": number(r["f1"]),
+                **{metric: number(r[metric]) for metric in view.metrics},
                 "latency ms (mean)": number(r["latency_ms_mean"], 3),
                 "trainable params": human_count(r["trainable_params"]),
                 "total params": human_count(r["total_params"]),
                 "model memory MB": "—" if r["model_memory_mb"] is None else f"{r['model_memory_mb']:.1f}",
+                "train seconds": number(r["train_seconds"], 3),
+                "train FLOPs": "—" if r["train_flops"] is None else f"{r['train_flops']:.3g}",
                 "on the front": "yes" if r["on_front"] else "",
                 "run ids": r["run_ids"],
             }
-            for r in rows
+            for r in view.rows
         ]
     )
+
+
+def metric_choices(view: Efficiency) -> list[tuple[str, str]]:
+    """The metric picker's choices: the metrics the runs recorded, the task's headline first and marked."""
+    return [(f"{m} (headline)" if m == view.primary else m, m) for m in view.metrics]
 
 
 def intro_text(evaluation: Evaluation, models: list[StoredModel]) -> str:
@@ -348,17 +357,29 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
                     label="Experiment",
                     elem_id="efficiency-experiment",
                 )
+                e_metric = gr.Dropdown(
+                    [],
+                    value=None,
+                    label="Metric, on each run's primary evaluation set (the task's headline metric unless you pick another)",
+                    elem_id="efficiency-metric",
+                )
                 e_cost = gr.Radio(
                     [(title.split(" (")[0], key) for key, (title, _) in COSTS.items()],
                     value="latency_ms_mean",
-                    label="Accuracy against",
+                    label="Against",
                     elem_id="efficiency-cost",
                 )
                 e_result = gr.Markdown("", elem_id="efficiency-result")
                 e_plot = gr.Plot(
-                    label="Accuracy against cost, means over seeds (Pareto front in red)", elem_id="efficiency-plot"
+                    label="The metric against the cost, means over seeds (Pareto front in red)",
+                    elem_id="efficiency-plot",
                 )
-                e_table = gr.Dataframe(label="Configurations", interactive=False, wrap=True, elem_id="efficiency-table")
+                e_table = gr.Dataframe(
+                    label="Configurations: means over seeds of every metric their runs recorded on the primary evaluation set, and costs",
+                    interactive=False,
+                    wrap=True,
+                    elem_id="efficiency-table",
+                )
 
         # --- handlers ---------------------------------------------------------------------------
         @guarded(9)
@@ -469,14 +490,15 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
             frame = pd.DataFrame(result.rows[:SHOWN_ROWS], columns=result.columns)
             return result.summary() + loaded, frame, gr.update(visible=True, value=str(result.csv_path))
 
-        @guarded(3, lambda: [None, None])
-        def efficiency(exp, cost):
-            rows = evaluation.efficiency(exp, cost)
-            front = [r["label"] for r in rows if r["on_front"]]
-            status = (
-                f"{exp}: {len(rows)} configuration(s); on the Pareto front for {COSTS[cost][0]}: {', '.join(front)}"
-            )
-            return status, efficiency_chart(rows, cost), efficiency_frame(rows)
+        @guarded(4, lambda: [None, None, gr.update()])
+        def efficiency(exp, cost, metric=None):
+            view = evaluation.efficiency(exp, cost, _any(metric))
+            picker = gr.update(choices=metric_choices(view), value=view.metric)
+            return view.status(), efficiency_chart(view), efficiency_frame(view), picker
+
+        def experiment_efficiency(exp, cost):
+            """Another experiment: its task's headline metric (the one picked may be one it did not record)."""
+            return efficiency(exp, cost, None)
 
         filters = [f_experiment, f_method, f_dataset, picker, c_models]
         listed = [models_status, table, picker, c_models, f_experiment, e_experiment, f_method, f_dataset, intro]
@@ -492,9 +514,11 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
         q_go.click(answer, [picker, q_question, q_context], [q_result, q_highlight])
         q_question.submit(answer, [picker, q_question, q_context], [q_result, q_highlight])
         q_file_go.click(answer_file, [picker, q_file], [q_file_result, q_rows, q_download])
-        e_experiment.change(efficiency, [e_experiment, e_cost], [e_result, e_plot, e_table])
-        e_cost.change(efficiency, [e_experiment, e_cost], [e_result, e_plot, e_table])
-        page.load(efficiency, [e_experiment, e_cost], [e_result, e_plot, e_table])
+        drawn = [e_result, e_plot, e_table, e_metric]
+        e_experiment.change(experiment_efficiency, [e_experiment, e_cost], drawn)
+        e_metric.input(efficiency, [e_experiment, e_cost, e_metric], drawn)  # a person's pick, not the update
+        e_cost.change(efficiency, [e_experiment, e_cost, e_metric], drawn)
+        page.load(experiment_efficiency, [e_experiment, e_cost], drawn)
     return page
 
 

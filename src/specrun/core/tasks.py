@@ -35,3 +35,9 @@ def task_of(config: Any, registry: Any) -> tuple[Any, Any]:
         name, options = entry.name, entry.options()
     plugin = registry.get("task", name)
     return plugin, plugin.Options.model_validate(options)
+
+
+def headline_metric(task: Any) -> str:
+    """A task plugin's headline metric: the first of its ``metrics`` (``TaskPlugin.metrics``). Training
+    picks its best evaluation on it (without early stopping); the app's efficiency view draws it first."""
+    return task.metrics[0]

@@ -533,8 +533,9 @@ class TaskPlugin(Plugin):
     (classification) or a window of one (extractive QA's overflowing windows).
     """
 
-    #: The evaluation metrics, the first one the headline (it picks the best evaluation when training has
-    #: no early stopping); ``loss`` and ``n_examples`` should be among them.
+    #: The evaluation metrics, the first one the headline (``core.tasks.headline_metric``: it picks the best
+    #: evaluation when training has no early stopping, and the app's efficiency view draws it by default);
+    #: ``loss`` and ``n_examples`` should be among them.
     metrics: ClassVar[tuple[str, ...]] = ()
     #: The running training metric recorded next to the training loss (split ``train``).
     train_metric: ClassVar[str] = "accuracy"

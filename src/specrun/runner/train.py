@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from specrun.core.task import MetricRow, StopRun
+from specrun.core.tasks import headline_metric
 from specrun.errors import TrainingError
 from specrun.runner.batching import Encoded, train_batches
 from specrun.runner.checkpoint import Checkpoints, restore_rngs, rng_states, rng_tensors
@@ -381,7 +382,7 @@ class _Loop:
                     raise
                 # the final evaluation: stopping here saves nothing, the run completes (a pruner stops runs early)
         if not self.stopping:  # nothing picks weights: the best step of the primary set, for time to best
-            headline = self.task.metrics[0]
+            headline = headline_metric(self.task)
             metrics = outcome.final_eval.metrics
             if outcome.best_step is None or _better(metrics[headline], self.best_value, "max"):
                 self.best_value = metrics[headline]
