@@ -251,7 +251,9 @@ def test_pruned_trials_are_part_of_the_experiments_record_and_never_of_a_compari
 
     page = report.read_text()
     counts = re.search(r'<p class="counts">(.*?)</p>', page).group(1)
-    assert f"<strong>{len(completed)}</strong> completed" in counts and f"<strong>{len(pruned)}</strong> pruned" in counts
+    assert (
+        f"<strong>{len(completed)}</strong> completed" in counts and f"<strong>{len(pruned)}</strong> pruned" in counts
+    )
     assert "not run" not in counts and "left out of the analyses" not in err, err
     n_pruned = len(pruned)
     assert f"search: 6 trials: {6 - n_pruned} completed, {n_pruned} pruned</p>" in page

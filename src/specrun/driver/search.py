@@ -208,7 +208,8 @@ class Search:
             trial.number,
             [(r.run_id, r.seed, trial.params, trial.state, trial.value) for r in trial.runs],
         )
-        if self.apply_id:  # every run the trial trained: completed, pruned or failed (a pruned trial's other seeds never ran)
+        # every run the trial trained joins the apply: completed, pruned or failed (a pruned trial's other seeds never ran)
+        if self.apply_id:
             store_search.add_apply_runs(
                 self.store, self.apply_id, [r.run_id for r in trial.runs if results[r.run_id]["status"] in RAN]
             )
