@@ -38,7 +38,13 @@ PEERS = ("plain", "cold", "warm")
 
 
 def spec_text(
-    seed: int, cached: bool, train_examples: int, epochs: float, max_eval_examples: int | None, model: str = MODEL
+    seed: int,
+    cached: bool,
+    train_examples: int,
+    epochs: float,
+    max_eval_examples: int | None,
+    model: str = MODEL,
+    dataset: str = "glue/mrpc",
 ) -> str:
     limit = f"max_eval_examples = {max_eval_examples}\n" if max_eval_examples else ""
     return f"""
@@ -51,7 +57,7 @@ name = "{model}"
 max_length = 128
 
 [data]
-dataset = "glue/mrpc"
+dataset = "{dataset}"
 max_train_examples = {train_examples}
 {limit}
 [method]
@@ -122,7 +128,9 @@ def run_peer(folder: Path, peer: str, seed: int, args) -> dict:
     sub.mkdir()
     spec = sub / "spec.toml"
     spec.write_text(
-        spec_text(seed, peer != "plain", args.train_examples, args.epochs, args.max_eval_examples, args.model)
+        spec_text(
+            seed, peer != "plain", args.train_examples, args.epochs, args.max_eval_examples, args.model, args.dataset
+        )
     )
     os.environ["SPECRUN_ARTIFACTS"] = str(sub / "artifacts")
     if peer == "cold":
@@ -218,6 +226,12 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=3, help="rounds (seeds 0..N-1)")
     parser.add_argument("--first-seed", type=int, default=0, help="round r uses seed first_seed + r")
     parser.add_argument("--train-examples", type=int, default=2000)
+    parser.add_argument(
+        "--dataset",
+        default="glue/mrpc",
+        help="glue/mrpc (the transfer arms' data; a frozen MiniLM's head stays near the majority class there) "
+        "or glue/sst2 (a linear probe that learns: the stronger check that accuracy agrees)",
+    )
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--max-eval-examples", type=int, default=None)
     parser.add_argument(

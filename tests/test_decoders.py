@@ -103,3 +103,46 @@ def test_decoders_train_predict_and_export_to_a_pipeline(arch, method, arch_mode
         assert kind == "model+adapter"
         classify = pipeline("text-classification", model=str(folder), device="cpu")
     assert [p["label"] for p in classify(TEXTS)] == expected
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neo", "llama"])
+def test_built_decoders_skip_the_key_value_cache_and_fuse_the_tanh_gelu(arch, arch_model):
+    """No task generates text: the model a run builds keeps no key/value cache, and GPT-2's seven-op tanh
+    GELU runs as one fused kernel, with the logits of the stock model up to float rounding."""
+    import torch
+    from transformers.activations import FastGELUActivation, NewGELUActivation
+
+    from specrun.plugins import get_registry
+    from specrun.runner.build import build_model
+    from specrun.runner.modeling import load_classifier, skip_needless_work
+
+    folder = str(arch_model(arch))
+    config = {
+        "model": {"name": folder, "max_length": 32},
+        "data": {"dataset": "local"},
+        "method": {"name": "lora", "rank": 4},
+        "train": {},
+        "seed": 0,
+    }
+    model, _ = build_model(config, get_registry(), 2, ("negative", "positive"), torch.device("cpu"))
+    configs = [m.config for m in model.modules() if hasattr(m, "config")]
+    assert configs and all(getattr(c, "use_cache", False) is False for c in configs)
+    assert not any(type(m) in (NewGELUActivation, FastGELUActivation) for m in model.modules())
+
+    stock = load_classifier(folder, 2).eval()
+    had_tanh_gelu = any(type(m) in (NewGELUActivation, FastGELUActivation) for m in stock.modules())
+    assert had_tanh_gelu == (arch in ("gpt2", "gpt_neo"))
+    assert stock.config.use_cache is True
+    fused = load_classifier(folder, 2).eval()
+    fused.load_state_dict(stock.state_dict())
+    changed = skip_needless_work(fused)
+    assert changed["use_cache"] >= 1 and (changed["gelu_tanh"] > 0) == had_tanh_gelu
+    ids = torch.randint(3, stock.config.vocab_size, (4, 12))
+    mask = torch.ones_like(ids)
+    mask[:, 9:] = 0
+    with torch.inference_mode():
+        a = stock(input_ids=ids, attention_mask=mask)
+        b = fused(input_ids=ids, attention_mask=mask)
+    assert getattr(a, "past_key_values", None) is not None  # the stock model builds a cache nobody reads
+    assert getattr(b, "past_key_values", None) is None
+    torch.testing.assert_close(b.logits, a.logits, rtol=1e-4, atol=1e-5)

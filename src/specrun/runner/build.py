@@ -21,6 +21,7 @@ from specrun.runner.modeling import (
     count_parameters,
     freeze_frozen_linears_to_bf16,
     resolve_model,
+    skip_needless_work,
 )
 from specrun.spec.schema import RunSettings
 
@@ -120,6 +121,7 @@ def build_model(
     except ImportError:  # a method that imports bitsandbytes itself, without its check having loaded it
         seed_everything(settings.seed)
         model = method.build(options, ctx)
+    skip_needless_work(model)
     if precision == "bf16" and method.prefers_frozen_bf16(options):
         freeze_frozen_linears_to_bf16(model)
     if not getattr(model, "is_loaded_in_4bit", False) and not getattr(model, "is_loaded_in_8bit", False):

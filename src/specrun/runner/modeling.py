@@ -153,6 +153,44 @@ def freeze_frozen_linears_to_bf16(model: torch.nn.Module) -> int:
     return count
 
 
+def skip_needless_work(model: torch.nn.Module) -> dict[str, int]:
+    """Two exact savings for every task specrun runs (none generates text), whatever the method built:
+
+    - no key/value cache: decoders (GPT-2, GPT-Neo, Llama, ...) otherwise build one in every forward pass
+      of training and evaluation (``config.use_cache`` defaults to true), a copy of every layer's keys and
+      values that nothing reads;
+    - GPT-2's tanh GELU (``gelu_new``: ``NewGELUActivation``, ``FastGELUActivation``), written as seven
+      elementwise tensor operations, becomes ``GELUTanh``: the same function in one fused kernel
+      (``torch.nn.functional.gelu(x, approximate="tanh")``), equal up to float rounding.
+
+    Returns how many configs and activations it changed."""
+    changed = {"use_cache": 0, "gelu_tanh": 0}
+    try:
+        from transformers.activations import FastGELUActivation, GELUTanh, NewGELUActivation
+    except ImportError:  # another transformers: keep its activations
+        tanh_gelus: tuple[type, ...] = ()
+    else:
+        tanh_gelus = (NewGELUActivation, FastGELUActivation)
+    seen_configs: set[int] = set()
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if config is not None and id(config) not in seen_configs and getattr(config, "use_cache", False) is True:
+            seen_configs.add(id(config))
+            config.use_cache = False
+            changed["use_cache"] += 1
+        for name, child in list(module._modules.items()):
+            if tanh_gelus and type(child) in tanh_gelus:
+                module._modules[name] = GELUTanh()
+                changed["gelu_tanh"] += 1
+    text_config = getattr(getattr(model, "config", None), "get_text_config", None)
+    if callable(text_config):  # a composite model's text config is read by its decoder
+        inner = text_config()
+        if getattr(inner, "use_cache", False) is True:
+            inner.use_cache = False
+            changed["use_cache"] += 1
+    return changed
+
+
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, total) counted the way peft's ``get_nb_trainable_parameters`` counts them:
     4-bit packed weights count as the parameters they stand for, not their storage elements."""
