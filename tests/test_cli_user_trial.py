@@ -236,32 +236,6 @@ def test_predict_file_read_with_the_wrong_separator_says_why(tmp_path):
     assert "separated" not in str(found.value)  # one real column: nothing to hint
 
 
-def test_help_texts_keep_their_bracketed_spec_sections():
-    """Rich markup ate '[report]' and '[tracking]' from option helps ('the spec's  path'): every bracketed
-    word a command's help or option help holds shows in its rendered --help."""
-    import re
-
-    import typer
-    from typer.testing import CliRunner
-
-    from specrun import cli
-
-    commands = typer.main.get_command(cli.app).commands
-    checked = 0
-    for name, command in commands.items():
-        texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
-        wanted = {w for text in texts for w in re.findall(r"\[[A-Za-z_.]+\]", text.replace("\\[", "["))}
-        if not wanted:
-            continue
-        result = CliRunner().invoke(cli.app, [name, "--help"], env={"COLUMNS": "400"})
-        assert result.exit_code == 0, result.output
-        shown = " ".join(result.output.replace("│", " ").split())
-        for word in wanted:
-            assert word in shown, (name, word)
-            checked += 1
-    assert checked >= 3  # --profile's [profiles.NAME], apply --track's [tracking], report -o's [report]
-
-
 def test_a_profile_value_is_located_in_the_profile_and_validate_reports_every_profile(write_spec, cli):
     spec = write_spec(extra='[profiles.gpu]\nmethod = { name = "lroa" }\n[profiles.big]\ntrain = { batch_size = 0 }\n')
     lines = spec.read_text().splitlines()

@@ -223,3 +223,66 @@ def test_a_search_that_would_select_on_the_reported_split_is_refused_with_the_fi
     code, out, err = cli("plan", str(spec), "--store", str(tmp_path / "s.duckdb"))
     assert code == 0, err
     assert "objective: the mean loss on the reported evaluation set (train.allow_selection_on_reported" in out + err
+
+
+def test_pruned_trials_are_part_of_the_experiments_record_and_never_of_a_comparison(write_spec, cli, tmp_path):
+    """Every run a search trained joins its apply (``current_runs``) with its status: the report counts the
+    pruned trials and lists their runs, ``specrun runs --experiment`` shows them, while the analyses that
+    compare results read completed runs only. The trial's other seed never ran: it is no 'not run'."""
+    report = tmp_path / "report.html"
+    analyses = (
+        '\n[[analyses]]\nname = "bootstrap_ci"\n\n[[analyses]]\nname = "paired_comparison"\npairs = "all"\n'
+        f'\n[report]\npath = "{report}"\n'
+    )
+    spec, store = search_spec(write_spec, n=6, extra=analyses), tmp_path / "s.duckdb"
+    spec.write_text(spec.read_text().replace("seeds = [0]", "seeds = [0, 1]"))
+    code, _, err = cli("apply", str(spec), "--store", str(store))
+    assert code == 0, err
+    trials = sql(cli, store, TRIALS)
+    status = {r["run_id"]: r["status"] for r in sql(cli, store, "SELECT run_id, status FROM runs")}
+    complete = {t["trial"] for t in trials if t["state"] == "complete"}
+    completed = {t["run_id"] for t in trials if t["state"] == "complete"}
+    pruned = {t["run_id"] for t in trials if t["state"] == "pruned" and t["run_id"] in status}
+    never = {t["run_id"] for t in trials if t["state"] == "pruned" and t["run_id"] not in status}
+    assert pruned and complete and len(never) == len(pruned), (trials, status)
+    assert {status[r] for r in pruned} == {"pruned"} and {status[r] for r in completed} == {"completed"}
+    current = {r["run_id"]: r["status"] for r in sql(cli, store, CURRENT)}
+    assert current == {**dict.fromkeys(completed, "completed"), **dict.fromkeys(pruned, "pruned")}
+
+    page = report.read_text()
+    counts = re.search(r'<p class="counts">(.*?)</p>', page).group(1)
+    assert (
+        f"<strong>{len(completed)}</strong> completed" in counts and f"<strong>{len(pruned)}</strong> pruned" in counts
+    )
+    assert "not run" not in counts and "left out of the analyses" not in err, err
+    n_pruned = len(pruned)
+    assert f"search: 6 trials: {6 - n_pruned} completed, {n_pruned} pruned</p>" in page
+    assert "<h4>Runs</h4>" in page
+    runs_table = page.split("<h4>Runs</h4>", 1)[1].split("</table>", 1)[0]
+    for run_id in pruned:
+        row = re.search(rf"<tr>(?:(?!</tr>).)*{run_id}(?:(?!</tr>).)*</tr>", runs_table, re.S)
+        assert row and "pruned" in row.group(0) and "pruned by the median pruner at step" in row.group(0), run_id
+
+    code, out, err = cli("runs", "--experiment", "toy", "--status", "pruned", "--store", str(store), "-f", "json")
+    assert code == 0, err
+    listed = json.loads(out)
+    assert {r["run_id"] for r in listed} == pruned
+    assert all(r["accuracy"] is None and r["error"].startswith("pruned by the median pruner") for r in listed)
+
+    compared = {r["run_id"] for r in sql(cli, store, "SELECT DISTINCT run_id FROM bootstrap_ci_runs")}
+    assert compared == completed, "only completed runs enter bootstrap_ci"
+    configs = {r["config"] for r in sql(cli, store, "SELECT config FROM bootstrap_ci")}
+    assert len(configs) == len(complete)
+    arms = sql(cli, store, "SELECT a, b, n_seeds FROM paired_comparison")
+    assert arms and {r["a"] for r in arms} | {r["b"] for r in arms} == configs and all(r["n_seeds"] == 2 for r in arms)
+
+    code, out, err = cli("plan", str(spec), "--store", str(store))
+    assert code == 0 and f"({len(complete)} complete, {n_pruned} pruned, 0 failed), 0 left" in out + err, out + err
+    code, _, err = cli("apply", str(spec), "--store", str(store))
+    assert code == 0, err
+    assert f"{n_pruned} pruned" in err.split("summary:")[1] and "completed" not in err.split("summary:")[1], err
+    assert sql(cli, store, "SELECT max(attempts) AS n FROM runs")[0]["n"] == 1, "the re-apply trained nothing"
+    assert {r["run_id"]: r["status"] for r in sql(cli, store, CURRENT)} == current, "the re-apply's record is the same"
+
+
+CURRENT = "SELECT c.run_id, r.status FROM current_runs c JOIN runs r USING (run_id) WHERE c.experiment = 'toy'"

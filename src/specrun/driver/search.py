@@ -46,6 +46,8 @@ log = logging.getLogger("specrun.search")
 
 #: A trial's runs are all finished when each is one of these (others train at the next apply).
 FINISHED = ("completed", "pruned")
+#: A trial's runs that join its apply (``current_runs``): those it trained, whatever they gave.
+RAN = ("completed", "pruned", "failed")
 
 
 def import_optuna():
@@ -189,12 +191,12 @@ class Search:
             for trial, ot in wave:
                 self._tell(trial, ot, results[trial.number])
                 if train:
-                    self._record(trial)
+                    self._record(trial, results[trial.number])
         if train:
             store_search.forget_trials_from(self.store, self.loaded.experiment, n_trials)
         return self.trials
 
-    def _record(self, trial: Trial) -> None:
+    def _record(self, trial: Trial, results: dict) -> None:
         log.info(
             f"[trial {trial.number}] {trial.state}"
             + (f" {self.search.metric}={trial.value:.4g}" if trial.value is not None else "")
@@ -206,8 +208,11 @@ class Search:
             trial.number,
             [(r.run_id, r.seed, trial.params, trial.state, trial.value) for r in trial.runs],
         )
-        if self.apply_id and trial.state == "complete":
-            store_search.add_apply_runs(self.store, self.apply_id, [r.run_id for r in trial.runs])
+        # every run the trial trained joins the apply: completed, pruned or failed (a pruned trial's other seeds never ran)
+        if self.apply_id:
+            store_search.add_apply_runs(
+                self.store, self.apply_id, [r.run_id for r in trial.runs if results[r.run_id]["status"] in RAN]
+            )
 
     @staticmethod
     def objective_split(run: PlannedRun) -> str:

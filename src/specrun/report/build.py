@@ -43,7 +43,7 @@ def run_table(columns: list[tuple[str, str]], metrics: tuple[str, ...] = ("accur
     return Figure(
         "Runs",
         f"SELECT s.run_id, {swept}s.seed, s.status, {method}{shown}\n"
-        "       round(s.train_seconds, 1) AS train_seconds, regexp_extract(r.error, '^[^\\n]*') AS error\n"
+        "       round(coalesce(s.train_seconds, r.train_seconds), 1) AS train_seconds, regexp_extract(r.error, '^[^\\n]*') AS error\n"
         "FROM run_summary s JOIN runs r USING (run_id)\n"
         "WHERE s.run_id IN (SELECT run_id FROM current_runs WHERE experiment = $experiment)\n"
         "ORDER BY r.created_at, s.run_id",
@@ -68,7 +68,7 @@ LEFT_OUT = Figure(
     "Left out",
     "SELECT c.run_id, coalesce(r.status, 'not run') AS status, r.method, r.seed, regexp_extract(r.error, '^[^\\n]*') AS error\n"
     "FROM current_runs c LEFT JOIN runs r USING (run_id)\n"
-    "WHERE c.experiment = $experiment AND coalesce(r.status, '') <> 'completed'\nORDER BY status, c.run_id",
+    "WHERE c.experiment = $experiment AND coalesce(r.status, '') NOT IN ('completed', 'pruned')\nORDER BY status, c.run_id",
 )
 
 
@@ -237,7 +237,10 @@ def build_report(
 def _experiment(db, registry: Registry, target: Target, renderer: _Renderer, summary: ReportSummary) -> dict[str, Any]:
     params = {"experiment": target.experiment}
     counts = store_analyses.status_counts(db, target.experiment)
-    left_out = sum(n for status, n in counts if status != "completed")
+    # a search's pruned trials are part of its record (counted, in the runs table), not a problem: the
+    # analyses compare completed runs only, as they leave out every run that did not complete
+    pruned = sum(n for status, n in counts if status == "pruned")
+    left_out = sum(n for status, n in counts if status not in ("completed", "pruned"))
     if left_out:
         summary.problems.append(f"{target.experiment}: {left_out} run(s) not completed, left out of the analyses")
     environment = store_analyses.latest_environment(db, target.experiment)
@@ -278,6 +281,8 @@ def _experiment(db, registry: Registry, target: Target, renderer: _Renderer, sum
         ),
         "left_out": renderer.figure(LEFT_OUT, params) if left_out else None,
         "left_out_count": left_out,
+        "search": store_analyses.search_summary(db, target.experiment),
+        "pruned_count": pruned,
         "environment": json.dumps(environment, indent=2) if environment else "(no completed run)",
         "sections": sections,
     }

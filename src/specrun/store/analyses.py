@@ -307,6 +307,37 @@ def status_counts(db: duckdb.DuckDBPyConnection, experiment: str) -> list[tuple[
     ).fetchall()
 
 
+#: How the report names a search trial's state (``search_trials.state`` keeps Optuna's words).
+TRIAL_STATES = {"complete": "completed", "pruned": "pruned", "failed": "failed"}
+
+
+def search_summary(db: duckdb.DuckDBPyConnection, experiment: str) -> str | None:
+    """``8 trials: 4 completed, 4 pruned`` for an experiment whose current apply ran a ``[search]`` (the
+    trials its store holds, by state; ``, 2 left`` when fewer than ``search.n_trials`` are recorded);
+    None for any other experiment."""
+    row = db.execute(
+        # the apply current_runs come from (see latest_apply)
+        "SELECT json_extract(spec_tree, '$.search.n_trials') FROM applies WHERE experiment = ? "
+        "ORDER BY variant, started_at DESC, apply_id DESC LIMIT 1",
+        [experiment],
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    n_trials = int(json.loads(row[0]))
+    found = dict(
+        db.execute(
+            "SELECT state, count(DISTINCT trial) FROM search_trials WHERE experiment = ? AND trial < ? GROUP BY 1",
+            [experiment, n_trials],
+        ).fetchall()
+    )
+    left = n_trials - sum(found.values())
+    parts = [f"{found.pop(state)} {word}" for state, word in TRIAL_STATES.items() if state in found]
+    parts += [f"{n} {state}" for state, n in sorted(found.items())]
+    if left > 0:
+        parts.append(f"{left} left")
+    return f"{n_trials} trial{'s' if n_trials != 1 else ''}: " + ", ".join(parts)
+
+
 def selected_on_reported(db: duckdb.DuckDBPyConnection, experiment: str) -> int:
     """How many of the experiment's completed runs picked their weights (early stopping) on a split they
     report: those that said so (``train.allow_selection_on_reported``: final metric

@@ -509,7 +509,8 @@ def fail(store: Store, run_id: str, error: str, status: str = "failed", scores: 
 
 
 _RUNS_QUERY = """
-    SELECT s.run_id, s.experiment, s.status, s.method, s.seed, s.sweep, s.accuracy, s.f1, s.exact_match, s.train_seconds,
+    SELECT s.run_id, s.experiment, s.status, s.method, s.seed, s.sweep, s.accuracy, s.f1, s.exact_match,
+           coalesce(s.train_seconds, r.train_seconds) AS train_seconds,
            strftime(s.finished_at, '%Y-%m-%d %H:%M:%S') AS finished_at, regexp_extract(r.error, '^[^\n]*') AS error,
            r.pid, r.host, r.started_at
     FROM run_summary s JOIN runs r USING (run_id)

@@ -62,7 +62,8 @@ def forget_trials_from(store: Store, experiment: str, first: int) -> None:
 
 
 def add_apply_runs(store: Store, apply_id: str, run_ids: list[str]) -> None:
-    """Runs of a search's trials join its apply as they finish (``current_runs``: the search's completed runs)."""
+    """Runs of a search's trials join its apply as they finish (``current_runs``: every run the search
+    trained: completed, pruned or failed; analyses read only the completed ones)."""
     if not run_ids:
         return
     with store.write() as db:
