@@ -49,7 +49,7 @@ def _encoded(folder):
     enc = Encoded.build(examples, TokenCache(tokenizer, 32))
     words = tokenizer("a really good film")["input_ids"]
     assert eos not in words
-    extra = [words, words + [eos, eos], words[:2] + [eos] + words[2:], [eos, eos, eos]]
+    extra = [words, [*words, eos, eos], [*words[:2], eos, *words[2:]], [eos, eos, eos]]
     enc.ids = list(enc.ids) + extra
     enc.types = list(enc.types) + [None] * len(extra)
     enc.labels = np.concatenate([enc.labels, np.array([1, 1, 0, 1])])
