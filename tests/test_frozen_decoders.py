@@ -74,9 +74,11 @@ def test_last_positions_are_transformers_rule():
     ids = torch.tensor([[5, 6, 7, 1, 1], [5, 1, 6, 1, 1], [1, 1, 1, 1, 1], [5, 6, 7, 8, 9]])
     assert last_positions(ids, 1).tolist() == [2, 2, 0, 4]
     assert last_positions(ids[:1, :3], None).tolist() == [2]  # no pad token: the last one (a batch of one)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    assert last_positions(ids[:2], None, mask).tolist() == [2, 4]  # ... of each row
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "gpt_neo", "gpt_neox", "llama"])
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neo", "gpt_neox", "llama", "qwen2", "mistral"])
 def test_logits_on_cached_features_equal_the_whole_model(arch, arch_model, tmp_path, monkeypatch):
     from specrun.runner.frozen import FrozenPrefix
 

@@ -97,15 +97,19 @@ def architecture_problem(config: Any) -> str | None:
     )
 
 
-def last_positions(input_ids: torch.Tensor, pad_token_id: int | None) -> torch.Tensor:
+def last_positions(
+    input_ids: torch.Tensor, pad_token_id: int | None, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Where a decoder's sequence classifier reads each row of ``input_ids``: the rightmost token that is
     not ``pad_token_id`` (0 for a row of nothing else), as transformers' ``*ForSequenceClassification``
-    computes it; the last position when the model has no pad token (transformers then reads position
-    -1, which it allows for a batch of one: one unpadded sequence)."""
+    computes it. A model without a pad token is read at its last position (transformers allows that
+    only for a batch of one, an unpadded sequence): here each row's last attended one."""
     import torch
 
     if pad_token_id is None:
-        return torch.full((input_ids.shape[0],), input_ids.shape[-1] - 1, dtype=torch.long, device=input_ids.device)
+        if attention_mask is None:
+            return torch.full((input_ids.shape[0],), input_ids.shape[-1] - 1, device=input_ids.device)
+        return attention_mask.sum(-1) - 1
     non_pad = (input_ids != pad_token_id).to(torch.int32)
     indices = torch.arange(input_ids.shape[-1], device=input_ids.device, dtype=torch.int32)
     return (indices * non_pad).argmax(-1)
@@ -302,7 +306,8 @@ class FrozenPrefix:
                         (states,) = captured
                         captured.clear()
                         rows = torch.arange(states.shape[0], device=states.device)
-                        where = last_positions(batch["input_ids"], _pad_token_id(self.classifier.config))
+                        pad = _pad_token_id(self.classifier.config)
+                        where = last_positions(batch["input_ids"], pad, batch["attention_mask"])
                         states = states[rows, where.to(states.device)]
                     else:
                         states = states[:, 0]
