@@ -76,7 +76,7 @@ def test_the_model_table_shows_each_runs_task_and_the_metrics_its_task_reports(e
     assert list(only_qa.columns).index("F1") < list(only_qa.columns).index("exact match")  # the headline first
     only_cls = models_frame(evaluation.models("cls"))
     assert "exact match" not in only_cls.columns and list(only_cls["task"]) == ["classification"]
-    assert len(model_widths(list(both.columns))) == len(both.columns) == 16
+    assert len(model_widths(list(both.columns))) == len(both.columns) == 15
 
     model = evaluation.model(qa, task=None)
     many = [dataclasses.replace(model, run_id=f"{i:012x}") for i in range(TABLE_ROWS + 5)]
@@ -338,7 +338,10 @@ def test_the_qa_view_in_chromium(served_qa, qa_store, chromium, tmp_path):  # no
                 "exact match",
             ], headers
             assert all(n <= len(text.split()) for text, n in header_lines(page) if text), header_lines(page)
-            page.screenshot(path=str(ARTIFACTS / "app-qa-models.png"), full_page=True)
+            page.wait_for_timeout(1500)  # the page's load events start, then finish
+            page.wait_for_function("() => !document.body.innerText.includes('processing |')", timeout=60_000)
+            page.locator("#models-table").scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "app-qa-models.png"))
             # filtered to the QA experiment: no accuracy column left empty
             page.locator("#filter-experiment input").click()
             page.get_by_role("option", name="toyqa").click()

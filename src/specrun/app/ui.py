@@ -34,6 +34,10 @@ CSS = """
 #models-table th, #models-table th *, #models-table td, #models-table td *, #efficiency-table th, #efficiency-table th *, #compare-table th, #compare-table th * {
   word-break: keep-all !important; overflow-wrap: normal !important; hyphens: none !important;
 }
+/* the models table holds up to 15 columns: the page's (proportional) font fits them in view
+   (its rows are drawn as .body-cell, not td) */
+#models-table th, #models-table th *, #models-table .body-cell, #models-table .body-cell * { font-family: var(--font) !important; }
+#models-table th, #models-table th * { font-size: var(--text-sm) !important; }
 """
 FILE_TYPES = [".csv", ".tsv", ".txt", ".jsonl", ".json", ".ndjson", ".parquet"]
 
@@ -165,20 +169,20 @@ MODEL_COLUMNS = [
 ]
 #: Relative widths of the model table's columns (a metric's: ``METRIC_WEIGHT``), made percentages.
 COLUMN_WEIGHTS = {
-    "run": 10,
-    "experiment": 9,
-    "task": 9,
-    "method": 6,
-    "hyperparameters": 14,
-    "dataset": 7,
-    "seed": 5,
-    "trainable": 8,
+    "run": 9,
+    "experiment": 8.5,
+    "task": 10,
+    "method": 6.5,
+    "hyperparameters": 12,
+    "dataset": 6.5,
+    "seed": 4.5,
+    "trainable": 7,
     "params": 6,
-    "memory MB": 7,
-    "ms mean": 6,
-    "ms p95": 7,
+    "memory MB": 6,
+    "ms mean": 5.5,
+    "ms p95": 6,
 }
-METRIC_WEIGHT = 7
+METRIC_WEIGHT = 6.5
 MODEL_WIDTHS = model_widths(MODEL_COLUMNS)
 
 
@@ -552,7 +556,7 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
         filters = [f_experiment, f_method, f_dataset, picker, c_models]
         listed = [models_status, table, picker, c_models, f_experiment, e_experiment, f_method, f_dataset, intro]
         for control in (f_experiment, f_method, f_dataset):
-            control.input(refilter, filters, listed)
+            control.change(refilter, filters, listed)
         reload.click(refilter, filters, listed)
         page.load(refilter, filters, listed)  # each visit sees the store as it is now
         picker.change(pick, [picker], [model_card])
