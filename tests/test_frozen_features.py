@@ -181,13 +181,16 @@ def test_freezing_every_layer_uses_it(write_spec, cli):
     assert _value(_final(cli, "toy"), "cost", "frozen_features_cached") == 0.0
 
 
-def test_decoders_and_other_tasks_are_refused_with_the_reason():
-    from transformers import GPT2Config
+def test_decoders_are_served_and_other_architectures_refused_with_the_reason():
+    from transformers import GPT2Config, LlamaConfig
 
     from specrun.runner.frozen import architecture_problem
 
-    assert "reads the last non-padding token" in architecture_problem(GPT2Config())
+    assert architecture_problem(GPT2Config()) is None  # tests/test_frozen_decoders.py
+    assert architecture_problem(LlamaConfig()) is None
     assert architecture_problem(type("C", (), {"model_type": "bert"})()) is None
+    why = architecture_problem(type("C", (), {"model_type": "t5"})())
+    assert "'t5' is not one of them" in why and "the decoders gpt2" in why
 
 
 def test_extractive_qa_refuses_it(write_spec, cli, tmp_path):

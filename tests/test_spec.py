@@ -135,3 +135,31 @@ def test_locate_inline_tables_and_arrays():
     assert locate(text, ("data", "transforms", "1", "rate")) == 5
     assert locate(text, ("analyses", "1", "name")) == 10
     assert locate(text, ("data", "nothing")) == 1
+
+
+SEARCH = """
+[search]
+n_trials = 2
+metric = "{metric}"
+[search.space]
+"train.learning_rate" = {{ type = "float", low = 1e-5, high = 1e-3, log = true }}
+"""
+
+
+def test_a_search_metric_the_task_does_not_compute_is_refused_at_its_line(tmp_path, registry):
+    """No trial of a classification search could have an exact_match (nor an extractive-QA one an accuracy):
+    refused at search.metric before anything trains, not a search whose every trial has no value."""
+    text = BASE + SEARCH.format(metric="exact_match")
+    found, _ = problems(tmp_path, text, registry)
+    assert [(key, line) for key, line, _ in found] == [
+        ("search.metric", text.splitlines().index('metric = "exact_match"') + 1)
+    ]
+    assert "the task 'classification' computes accuracy, f1, f1_macro, loss; not 'exact_match'" in found[0][2]
+
+    qa = (
+        BASE.replace('dataset = "glue/sst2"', 'dataset = "squad"')
+        + '\n[task]\nname = "extractive_qa"\ndoc_stride = 32\n'
+    )
+    found, _ = problems(tmp_path, qa + SEARCH.format(metric="accuracy"), registry)
+    assert [key for key, _, _ in found] == ["search.metric"] and "not 'accuracy'" in found[0][2]
+    assert load_spec(write(tmp_path, qa + SEARCH.format(metric="exact_match")), [], registry).spec.search

@@ -1,4 +1,4 @@
-"""specrun: declarative experiment runner for fine-tuning BERT-family text classifiers.
+"""specrun: declarative experiment runner for fine-tuning pretrained transformers on text tasks.
 
 The Python API (``specrun.apply``, ``specrun.runs``, ``specrun.sql``, ``specrun.load_run``) lives in
 ``specrun.api`` and is imported on first use, so ``import specrun`` stays light.

@@ -15,7 +15,7 @@ from specrun import api
 from specrun.errors import SpecrunError, UsageError
 
 app = typer.Typer(
-    help="Declarative experiments for fine-tuning BERT-family text classifiers.",
+    help="Declarative experiments for fine-tuning pretrained transformers on text tasks (classification, extractive QA).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=True,
@@ -60,7 +60,7 @@ def options(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
     ] = False,
 ):
-    """Declarative experiments for fine-tuning BERT-family text classifiers."""
+    """Declarative experiments for fine-tuning pretrained transformers on text tasks (classification, extractive QA)."""
     from specrun.logs import configure
 
     if verbose and quiet:
@@ -108,7 +108,7 @@ def apply(
         list[str] | None,
         typer.Option(
             "--track",
-            help="log every run live to this built-in tracker (mlflow, tensorboard; repeatable), besides the spec's [tracking] trackers",
+            help="log every run live to this built-in tracker (mlflow, tensorboard; repeatable), besides the spec's \\[tracking] trackers",
             show_default=False,
         ),
     ] = None,
@@ -403,7 +403,7 @@ def report(
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", help="the HTML file (default: the spec's [report] path, else reports/<experiment>.html)"
+            "--output", "-o", help="the HTML file (default: the spec's \\[report] path, else reports/<experiment>.html)"
         ),
     ] = None,
     png: Annotated[
@@ -520,7 +520,7 @@ def new_plugin(
     kind: Annotated[
         Kind,
         typer.Argument(
-            help="what the plugin provides: method, dataset, model_source, transform or analysis", metavar="KIND"
+            help="what the plugin provides: method, dataset, model_source, transform, analysis or task", metavar="KIND"
         ),
     ],
     name: Annotated[

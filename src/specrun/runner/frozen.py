@@ -3,11 +3,20 @@ backbone's output, computed once per example instead of once per example and epo
 
 A run that trains only what sits above a frozen backbone (``head_only``, ``freeze`` of every layer,
 ``lora``/``qlora`` with ``train = "head"``) spends nearly all of its time pushing every training example
-through the backbone in every epoch, for a head of a few thousand parameters. The classification heads
-of the encoders below read one vector of the backbone's output: the last hidden state of the first
-token ([CLS], <s>). So the backbone — embeddings, every layer, adapters loaded from ``model.init_from``
-included — runs once per example, in inference mode, and the head (the pooler where the architecture
-has one, its dropout, the classifier) trains on those vectors; evaluation reads them too.
+through the backbone in every epoch, for a head of a few thousand parameters. A sequence classifier's
+head reads one vector per example of the backbone's output, so the backbone — embeddings, every layer,
+adapters loaded from ``model.init_from`` included — runs once per example, in inference mode, and the
+head trains on those vectors; evaluation reads them too. Which vector, and what the head is:
+
+- the encoders in ``HEADS`` read the last hidden state of the first token ([CLS], <s>); their head is
+  the pooler where the architecture has one, its dropout and the classifier;
+- the decoders in ``HEADS`` (GPT-2, GPT-Neo, GPT-NeoX, Llama, Qwen2, Mistral) apply their ``score``
+  (linear, no bias) to every position's hidden state after the final norm and keep the logits of the
+  last token that is not the pad token (``last_positions``: the rightmost such token, exactly as
+  transformers finds it, so a real end-of-sequence token that is also the pad token is skipped as it
+  is there). Both the final norm and ``score`` act on each position alone, so the feature is the last
+  layer's output at that position, before the final norm, and the head is the final norm then
+  ``score``: the final norm belongs to the head because ``freeze`` of every layer trains it.
 
 How it differs from the same run without the option: no dropout inside the backbone while training
 (inference mode: the head's own dropout still applies), so the head sees the same features in every
@@ -46,9 +55,10 @@ CACHE_KIND = "frozen-features"
 #: Bump when what a feature entry holds, or how it is computed, changes.
 FORMAT = 1
 
-#: model_type -> how its sequence classifier reads the backbone (each reads the first token's last
-#: hidden state): the head's modules by the name ``FrozenHead`` gives them and their path in the model
-#: (``{base}``: the model's ``base_model_prefix``), and the order ``FrozenHead.forward`` applies them in.
+#: model_type -> how its sequence classifier reads the backbone: the head's modules by the name
+#: ``FrozenHead`` gives them and their path in the model (``{base}``: the model's ``base_model_prefix``),
+#: in the order ``FrozenHead.forward`` applies them. The encoders read the first token's last hidden
+#: state; the decoders (``DECODER_HEADS``) the last non-padding token's, before their final norm.
 HEADS: dict[str, dict[str, str]] = {
     "bert": {"pooler": "{base}.pooler", "dropout": "dropout", "classifier": "classifier"},
     "albert": {
@@ -63,7 +73,15 @@ HEADS: dict[str, dict[str, str]] = {
     "electra": {"classifier": "classifier"},
     "distilbert": {"pre_classifier": "pre_classifier", "dropout": "dropout", "classifier": "classifier"},
     "deberta-v2": {"pooler": "pooler", "dropout": "dropout", "classifier": "classifier"},
+    "gpt2": {"norm": "{base}.ln_f", "score": "score"},
+    "gpt_neo": {"norm": "{base}.ln_f", "score": "score"},
+    "gpt_neox": {"norm": "{base}.final_layer_norm", "score": "score"},
+    "llama": {"norm": "{base}.norm", "score": "score"},
+    "qwen2": {"norm": "{base}.norm", "score": "score"},
+    "mistral": {"norm": "{base}.norm", "score": "score"},
 }
+#: The decoders among ``HEADS``: their classifier keeps the logits of each sequence's last non-padding token.
+DECODER_HEADS = frozenset(("gpt2", "gpt_neo", "gpt_neox", "llama", "qwen2", "mistral"))
 
 
 def architecture_problem(config: Any) -> str | None:
@@ -71,16 +89,35 @@ def architecture_problem(config: Any) -> str | None:
     model_type = getattr(config, "model_type", None)
     if model_type in HEADS:
         return None
-    from specrun.core.roles import role_map_for
+    encoders = ", ".join(sorted(set(HEADS) - DECODER_HEADS))
+    decoders = ", ".join(sorted(DECODER_HEADS))
+    return (
+        f"frozen features are implemented for the encoders {encoders} and the decoders {decoders}; "
+        f"{model_type!r} is not one of them"
+    )
 
-    roles = role_map_for(model_type)
-    served = ", ".join(sorted(HEADS))
-    if roles is not None and roles.decoder:
-        return (
-            f"{roles.name} is a decoder: its classifier reads the last non-padding token of each sequence; frozen "
-            f"features are implemented for encoders whose head reads the first token ({served})"
-        )
-    return f"frozen features are implemented for the encoders {served}; {model_type!r} is not one of them"
+
+def last_positions(
+    input_ids: torch.Tensor, pad_token_id: int | None, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Where a decoder's sequence classifier reads each row of ``input_ids``: the rightmost token that is
+    not ``pad_token_id`` (0 for a row of nothing else), as transformers' ``*ForSequenceClassification``
+    computes it. A model without a pad token is read at its last position (transformers allows that
+    only for a batch of one, an unpadded sequence): here each row's last attended one."""
+    import torch
+
+    if pad_token_id is None:
+        if attention_mask is None:
+            return torch.full((input_ids.shape[0],), input_ids.shape[-1] - 1, device=input_ids.device)
+        return attention_mask.sum(-1) - 1
+    non_pad = (input_ids != pad_token_id).to(torch.int32)
+    indices = torch.arange(input_ids.shape[-1], device=input_ids.device, dtype=torch.int32)
+    return (indices * non_pad).argmax(-1)
+
+
+def _pad_token_id(config: Any) -> int | None:
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(text, "pad_token_id", None)
 
 
 def classifier_of(model: torch.nn.Module) -> torch.nn.Module:
@@ -106,9 +143,10 @@ def _build_head(model: torch.nn.Module):
     import torch
 
     class FrozenHead(torch.nn.Module):
-        """The top of a sequence classifier (pooler, dropout, classifier: the very modules of the model,
-        shared), run on the backbone's first-token hidden states. Called like the model:
-        ``head(features=...)`` returns an object with ``.logits``."""
+        """The top of a sequence classifier (pooler, dropout, classifier; a decoder's final norm and
+        score: the very modules of the model, shared), run on the backbone's hidden states of the token
+        the classifier reads. Called like the model: ``head(features=...)`` returns an object with
+        ``.logits``."""
 
         def __init__(self, classifier: torch.nn.Module, paths: dict[str, str]):
             super().__init__()
@@ -121,6 +159,8 @@ def _build_head(model: torch.nn.Module):
 
             x = features
             kind = self.model_type
+            if kind in DECODER_HEADS:  # score(norm(h)) at the last non-padding token, as the model computes it
+                return SequenceClassifierOutput(logits=self.score(self.norm(x)))
             if kind == "bert" or kind == "deberta-v2":  # pooler(hidden) reads hidden[:, 0]
                 x = self.dropout(self.pooler(x[:, None]))
             elif kind == "albert":
@@ -173,6 +213,7 @@ class FrozenPrefix:
             )
         self.backbone = getattr(self.classifier, self.classifier.base_model_prefix)
         self.head = _build_head(model)
+        self.paths = paths
         self.head_paths = tuple(paths.values())
         self.settings = settings
         self.weights = self._weights_digest()
@@ -237,8 +278,9 @@ class FrozenPrefix:
         }
 
     def _compute(self, data: Encoded, batch_size: int, precision: str, device: torch.device) -> np.ndarray:
-        """The first token's last hidden state of every example: the backbone in eval mode, batched as
-        evaluation batches (sorted by length), under the run's autocast."""
+        """The hidden state the head reads of every example (an encoder's first token's last hidden state,
+        a decoder's last layer output at its last non-padding token): the backbone in eval mode, batched
+        as evaluation batches (sorted by length), under the run's autocast."""
         import torch
 
         from specrun.runner.batching import eval_batches
@@ -248,17 +290,34 @@ class FrozenPrefix:
         out = None
         was_training = self.model.training
         self.model.eval()
+        decoder = self.classifier.config.model_type in DECODER_HEADS
+        captured: list[torch.Tensor] = []
+        hook = None
+        if decoder:  # the final norm is the head's: keep what goes into it
+            norm = self.classifier.get_submodule(self.paths["norm"])
+            hook = norm.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
         try:
             with torch.inference_mode():
                 for index in eval_batches(data.lengths, batch_size):
                     batch = data.collate(index, device)
                     with autocast(precision, device):
-                        states = self.backbone(**batch)[0][:, 0]
+                        states = self.backbone(**batch)[0]
+                    if decoder:
+                        (states,) = captured
+                        captured.clear()
+                        rows = torch.arange(states.shape[0], device=states.device)
+                        pad = _pad_token_id(self.classifier.config)
+                        where = last_positions(batch["input_ids"], pad, batch["attention_mask"])
+                        states = states[rows, where.to(states.device)]
+                    else:
+                        states = states[:, 0]
                     states = states.float().cpu().numpy()
                     if out is None:
                         out = np.zeros((len(data), states.shape[1]), dtype=np.float32)
                     out[index] = states
         finally:
+            if hook is not None:
+                hook.remove()
             if was_training:
                 self.model.train()
         if out is None:

@@ -19,7 +19,7 @@ from specrun.plugins.registry import Registry, get_registry
 from specrun.spec.compose import Composed, Source, compose, toml_problem  # noqa: F401  (toml_problem: re-exported)
 from specrun.spec.labels import _short, describe_configs, describe_sweep, sweep_assignments  # noqa: F401  (re-exported)
 from specrun.spec.locate import split_key
-from specrun.spec.schema import RUN_SECTIONS, SELECTION_KEYS, SearchParam, Spec, TrainSpec
+from specrun.spec.schema import EVAL_METRICS, RUN_SECTIONS, SELECTION_KEYS, SearchParam, Spec, TrainSpec
 from specrun.spec.stages import dependency_refs, fixed_seed, sets_key, stage_name, stage_tree
 
 Problem = tuple[str, "int | None", str]
@@ -1028,6 +1028,15 @@ def search_problems(raw: dict, registry: Registry, where, known: set = frozenset
     if raw.get("sweep"):
         problems.append(
             where(("search",), "a spec has [search] or [sweep], not both: a search chooses its own configurations")
+        )
+    metric, task = search.get("metric", "accuracy"), _task_plugin(raw, registry)
+    if task is not None and metric in EVAL_METRICS and metric not in task.metrics:  # else the schema reports it
+        computed = ", ".join(m for m in task.metrics if m != "n_examples")
+        problems.append(
+            where(
+                ("search", "metric"),
+                f"the task {task.name!r} computes {computed}; not {metric!r}: no trial would have a value",
+            )
         )
     for key, param in search["space"].items():
         loc = ("search", "space", key)
