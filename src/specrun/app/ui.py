@@ -183,7 +183,6 @@ COLUMN_WEIGHTS = {
     "ms p95": 6,
 }
 METRIC_WEIGHT = 6.5
-MODEL_WIDTHS = model_widths(MODEL_COLUMNS)
 
 
 def _choices(models: list[StoredModel]) -> list[tuple[str, str]]:
@@ -555,6 +554,8 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
 
         filters = [f_experiment, f_method, f_dataset, picker, c_models]
         listed = [models_status, table, picker, c_models, f_experiment, e_experiment, f_method, f_dataset, intro]
+        # on change, not input: a pick fires a dropdown's input twice, and the second call, sent with the
+        # picker's value before the first narrowed its choices, was refused by Gradio ("not in the choices")
         for control in (f_experiment, f_method, f_dataset):
             control.change(refilter, filters, listed)
         reload.click(refilter, filters, listed)
