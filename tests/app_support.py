@@ -164,3 +164,22 @@ def page_text(page, selector: str, pattern: str, timeout: float = 60_000) -> str
             f"{selector} never matched {pattern!r}; it shows {shown!r} (screenshot: {ARTIFACTS / 'app-failure.png'})"
         )
     return page.locator(selector).inner_text()
+
+
+def header_lines(page, selector: str = "#models-table") -> list[tuple[str, int]]:
+    """Each header of the table under ``selector``: (its longest text, on how many lines that text is
+    drawn). A header broken inside a word ("accura|cy") is drawn on more lines than it has words."""
+    return page.evaluate(
+        """(sel) => [...document.querySelectorAll(sel + ' th')].map(th => {
+            const walker = document.createTreeWalker(th, NodeFilter.SHOW_TEXT);
+            let text = '', most = 0;
+            for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+                if (!node.textContent.trim()) continue;
+                const range = document.createRange(); range.selectNodeContents(node);
+                const tops = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)));
+                if (tops.size > most) { most = tops.size; text = node.textContent.trim(); }
+            }
+            return [text, most];
+        })""",
+        selector,
+    )

@@ -11,7 +11,7 @@ import re
 import time
 
 import pytest
-from app_support import build_two_runs, page_text, serving
+from app_support import build_two_runs, header_lines, page_text, serving
 from conftest import toy_rows
 from test_report_browser import ARTIFACTS, BROWSER_ARGS, chromium  # noqa: F401 - the chromium fixture
 
@@ -72,19 +72,9 @@ def test_app_in_chromium(served, two_runs, chromium, tmp_path):  # noqa: F811 - 
             page.goto(url)
             assert "2 trained models" in page_text(page, "#intro", "trained model")
             # the models table's headers stay readable: no header is broken inside a word ("accura|cy")
-            page.wait_for_function("document.querySelectorAll('#models-table th').length >= 13", timeout=60_000)
-            lines = page.evaluate("""() => [...document.querySelectorAll('#models-table th')].map(th => {
-                const walker = document.createTreeWalker(th, NodeFilter.SHOW_TEXT);
-                let text = '', most = 0;
-                for (let node = walker.nextNode(); node; node = walker.nextNode()) {
-                    if (!node.textContent.trim()) continue;
-                    const range = document.createRange(); range.selectNodeContents(node);
-                    const tops = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)));
-                    if (tops.size > most) { most = tops.size; text = node.textContent.trim(); }
-                }
-                return [text, most];
-            })""")
-            assert len(lines) >= 13 and all(n <= len(text.split()) for text, n in lines if text), lines
+            page.wait_for_function("document.querySelectorAll('#models-table th').length >= 14", timeout=60_000)
+            lines = header_lines(page)
+            assert len(lines) >= 14 and all(n <= len(text.split()) for text, n in lines if text), lines
 
             # pick the full fine-tuning run (the one that learned the toy task)
             page.locator("#picker input").click()

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from app_support import add_classification_run, build_qa_run, page_text, serving
+from app_support import add_classification_run, build_qa_run, header_lines, page_text, serving
 from test_report_browser import ARTIFACTS, BROWSER_ARGS, chromium  # noqa: F401 - the chromium fixture
 
 pytest.importorskip("gradio")
@@ -42,6 +42,48 @@ def _runs(evaluation) -> tuple[str, str]:
     return by_task["extractive_qa"], by_task["classification"]
 
 
+def test_the_model_table_shows_each_runs_task_and_the_metrics_its_task_reports(evaluation, qa_store):
+    """A store of both tasks: each row names its task and shows its task's metrics, the headlines first
+    (accuracy, F1 for classification; F1, exact match for QA), blank under another task's metric; a table
+    of one task has no column for the other's metrics; the filters and the newest-100 limit still apply."""
+    import dataclasses
+
+    from specrun.app.ui import TABLE_ROWS, model_widths, models_frame
+    from specrun.store import Store
+
+    qa, cls = _runs(evaluation)
+    with Store(qa_store).read() as db:
+        final = {
+            (run, name): value
+            for run, name, value in db.execute(
+                "SELECT run_id, name, value FROM metrics WHERE final AND split = 'validation'"
+            ).fetchall()
+        }
+    both = models_frame(evaluation.models())
+    metrics = list(both.columns[list(both.columns).index("seed") + 1 : list(both.columns).index("trainable")])
+    assert metrics == ["accuracy", "F1", "exact match"]  # the headlines (accuracy; F1), then exact match
+    rows = {row["run"]: row for row in both.to_dict("records")}
+    q, c = rows[qa[:12]], rows[cls[:12]]
+    assert (q["task"], c["task"]) == ("extractive_qa", "classification")
+    assert q["accuracy"] == "" and q["F1"] == f"{final[(qa, 'f1')]:.4g}"
+    assert q["exact match"] == f"{final[(qa, 'exact_match')]:.4g}"
+    assert c["accuracy"] == f"{final[(cls, 'accuracy')]:.4g}" and c["F1"] == f"{final[(cls, 'f1')]:.4g}"
+    assert c["exact match"] == ""
+    assert "—" not in {q["F1"], q["exact match"], c["accuracy"], c["F1"]}
+
+    only_qa = models_frame(evaluation.models("toyqa"))
+    assert "accuracy" not in only_qa.columns and list(only_qa["task"]) == ["extractive_qa"]
+    assert list(only_qa.columns).index("F1") < list(only_qa.columns).index("exact match")  # the headline first
+    only_cls = models_frame(evaluation.models("cls"))
+    assert "exact match" not in only_cls.columns and list(only_cls["task"]) == ["classification"]
+    assert len(model_widths(list(both.columns))) == len(both.columns) == 15
+
+    model = evaluation.model(qa, task=None)
+    many = [dataclasses.replace(model, run_id=f"{i:012x}") for i in range(TABLE_ROWS + 5)]
+    frame = models_frame(many)
+    assert len(frame) == TABLE_ROWS and "accuracy" not in frame.columns and set(frame["task"]) == {"extractive_qa"}
+
+
 def test_a_question_is_answered_as_predict_answers_it_with_the_answer_marked(evaluation, qa_store):
     from specrun.driver.models import load_predictor
     from specrun.store import Store
@@ -61,6 +103,8 @@ def test_a_question_is_answered_as_predict_answers_it_with_the_answer_marked(eva
 
 
 def test_a_qa_models_card_shows_its_exact_match_and_f1(evaluation, qa_store):
+    import dataclasses
+
     from specrun.app.models import card, choice_label
     from specrun.store import Store
 
@@ -73,10 +117,15 @@ def test_a_qa_models_card_shows_its_exact_match_and_f1(evaluation, qa_store):
         ).fetchone()
     model = evaluation.model(qa, task=None)
     assert model.accuracy is None and model.exact_match == pytest.approx(em) and model.f1 == pytest.approx(f1)
-    assert f"| exact match · F1 (validation, SQuAD v1.1) | {em:.4g} · {f1:.4g} |" in card(model)
-    assert f"EM {em:.3f} F1 {f1:.3f}" in choice_label(model)
+    text = card(model)  # its task, and its task's metrics: the headline (F1) first
+    assert "| task | extractive_qa |" in text
+    assert f"| F1 · exact match (validation, SQuAD v1.1) | {f1:.4g} · {em:.4g} |" in text
+    assert f"F1 {f1:.3f} EM {em:.3f}" in choice_label(model)
     classifier = evaluation.model(cls)
     assert classifier.exact_match is None and "| accuracy · F1 (validation) |" in card(classifier)
+    assert "| task | classification |" in card(classifier)
+    # the task decides, not which numbers happen to be there: a QA run that recorded no exact match
+    assert "| F1 · exact match (validation, SQuAD v1.1) |" in card(dataclasses.replace(model, exact_match=None))
 
 
 def test_a_file_of_questions_is_scored_with_squad_em_and_f1(evaluation, tmp_path):
@@ -279,6 +328,33 @@ def test_the_qa_view_in_chromium(served_qa, qa_store, chromium, tmp_path):  # no
         try:
             page.goto(url)
             page_text(page, "#intro", "2 trained models")
+            # the models table of both tasks: each row's task, each task's metrics (headlines first), headers whole
+            page_text(page, "#models-table", r"extractive_qa[\s\S]*classification|classification[\s\S]*extractive_qa")
+            headers = [text for text, _ in header_lines(page)]
+            assert [h for h in headers if h in ("task", "accuracy", "F1", "exact match")] == [
+                "task",
+                "accuracy",
+                "F1",
+                "exact match",
+            ], headers
+            assert all(n <= len(text.split()) for text, n in header_lines(page) if text), header_lines(page)
+            page.wait_for_timeout(1500)  # the page's load events start, then finish
+            page.wait_for_function("() => !document.body.innerText.includes('processing |')", timeout=60_000)
+            page.locator("#models-table").scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "app-qa-models.png"))
+            # filtered to the QA experiment: no accuracy column left empty
+            page.locator("#filter-experiment input").click()
+            page.get_by_role("option", name="toyqa").click()
+            page.wait_for_function(
+                "() => ![...document.querySelectorAll('#models-table th')].some(th => th.innerText.trim() === 'accuracy')",
+                timeout=30_000,
+            )
+            headers = [text for text, _ in header_lines(page)]
+            assert "exact match" in headers and "F1" in headers and "accuracy" not in headers, headers
+            assert "classification" not in page.locator("#models-table").inner_text()
+            page.locator("#filter-experiment input").click()
+            page.get_by_role("option", name="(all)").click()
+            page_text(page, "#models-table", r"classification")
             page.locator("#picker input").click()
             page.get_by_role("option", name=re.compile(r"toyqa")).click()
             page_text(page, "#model-card", r"experiment\s+toyqa", timeout=180_000)  # loaded (slow on a busy machine)

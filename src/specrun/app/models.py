@@ -78,29 +78,62 @@ def takes_pairs(model: StoredModel) -> bool | None:
     return False if model.dataset in SINGLE_DATASETS else None
 
 
+#: The metrics the model table, card and picker show (those a ``StoredModel`` holds): metric -> shown name.
+SHOWN_METRICS = {"accuracy": "accuracy", "f1": "F1", "exact_match": "exact match"}
+#: Shorter names for the model picker's labels.
+SHORT_NAMES = {"accuracy": "acc", "f1": "F1", "exact_match": "EM"}
+
+
+def task_metrics(model: StoredModel) -> tuple[str, ...]:
+    """The metrics of ``SHOWN_METRICS`` that the run's task reports, its headline metric first
+    (``core.tasks.headline_metric``: accuracy, F1 for classification; F1, exact match for extractive QA);
+    for a task whose plugin is not installed here, those the run recorded."""
+    from specrun.core.tasks import task_name
+    from specrun.errors import PluginError
+    from specrun.plugins import get_registry
+
+    try:
+        reported = tuple(get_registry().get("task", task_name(model.config)).metrics)
+    except PluginError:
+        reported = tuple(n for n in SHOWN_METRICS if getattr(model, n) is not None)
+    return tuple(n for n in reported if n in SHOWN_METRICS)
+
+
 def choice_label(model: StoredModel) -> str:
-    """How the model picker names a model: id, experiment, method and hyperparameters, seed, accuracy."""
-    if model.accuracy is None and model.exact_match is not None:  # an extractive-QA run
-        accuracy = (
-            f"EM {model.exact_match:.3f} F1 {model.f1:.3f}" if model.f1 is not None else f"EM {model.exact_match:.3f}"
-        )
-    else:
-        accuracy = f"acc {model.accuracy:.3f}" if model.accuracy is not None else "acc —"
+    """How the model picker names a model: id, experiment, method and hyperparameters, seed, and its
+    task's headline metric (for extractive QA, exact match too)."""
+    from specrun.core.tasks import DEFAULT_TASK, task_name
+
+    names = task_metrics(model)
+    if task_name(model.config) == DEFAULT_TASK:
+        names = names[:1]  # accuracy: the labels stay short
+    shown = " ".join(
+        f"{SHORT_NAMES[n]} {getattr(model, n):.3f}" if getattr(model, n) is not None else f"{SHORT_NAMES[n]} —"
+        for n in names
+    )
     details = " ".join(p for p in (model.method, hyperparameters(model, limit=3)) if p)
-    return f"{model.run_id[:8]} · {', '.join(model.experiments)} · {details} · seed {model.seed} · {accuracy}"
+    return (
+        f"{model.run_id[:8]} · {', '.join(model.experiments)} · {details} · seed {model.seed} · {shown or 'no metric'}"
+    )
 
 
 def card(model: StoredModel, loaded_seconds: float | None = None) -> str:
-    """A short Markdown description of a model with the numbers its run recorded."""
+    """A short Markdown description of a model with the numbers its run recorded: its task, and the
+    metrics that task reports (its headline first) on its primary evaluation set."""
+    from specrun.core.tasks import task_name
+
+    task = task_name(model.config)
+    names = task_metrics(model)
+    scored = f"{model.eval_set}, SQuAD v1.1" if task == "extractive_qa" else model.eval_set
     rows = [
         ("experiment", ", ".join(model.experiments)),
+        ("task", task),
         ("method", f"{model.method} {hyperparameters(model, limit=8)}".strip()),
         ("model · dataset", f"{model.model} · {model.dataset}" + (" (sentence pairs)" if takes_pairs(model) else "")),
         ("seed", str(model.seed)),
         (
-            (f"exact match · F1 ({model.eval_set}, SQuAD v1.1)", f"{number(model.exact_match)} · {number(model.f1)}")
-            if model.accuracy is None and model.exact_match is not None
-            else (f"accuracy · F1 ({model.eval_set})", f"{number(model.accuracy)} · {number(model.f1)}")
+            f"{' · '.join(SHOWN_METRICS[n] for n in names) or 'metrics'} ({scored})",
+            " · ".join(number(getattr(model, n)) for n in names) or "—",
         ),
         ("trainable · total parameters", f"{human_count(model.trainable_params)} · {human_count(model.total_params)}"),
         ("model memory", "—" if model.model_memory_mb is None else f"{model.model_memory_mb:.1f} MB"),

@@ -18,8 +18,9 @@ from typing import Any
 import gradio as gr
 
 from specrun.app.batch import MAX_ROWS, SHOWN_ROWS
-from specrun.app.models import card, choice_label, human_count, hyperparameters, number
+from specrun.app.models import SHOWN_METRICS, card, choice_label, human_count, hyperparameters, number, task_metrics
 from specrun.app.service import COMPARE_MAX, COSTS, Answer, Efficiency, Evaluation, Prediction
+from specrun.core.tasks import DEFAULT_TASK, task_name
 from specrun.errors import SpecrunError
 from specrun.store.catalog import StoredModel
 
@@ -33,6 +34,10 @@ CSS = """
 #models-table th, #models-table th *, #models-table td, #models-table td *, #efficiency-table th, #efficiency-table th *, #compare-table th, #compare-table th * {
   word-break: keep-all !important; overflow-wrap: normal !important; hyphens: none !important;
 }
+/* the models table holds up to 15 columns: the page's (proportional) font fits them in view
+   (its rows are drawn as .body-cell, not td) */
+#models-table th, #models-table th *, #models-table .body-cell, #models-table .body-cell * { font-family: var(--font) !important; }
+#models-table th, #models-table th * { font-size: var(--text-sm) !important; }
 """
 FILE_TYPES = [".csv", ".tsv", ".txt", ".jsonl", ".json", ".ndjson", ".parquet"]
 
@@ -88,38 +93,68 @@ def table_note(models: list[StoredModel]) -> str:
     )
 
 
+def model_metrics(models: list[StoredModel]) -> list[str]:
+    """The model table's metric columns for ``models``: the metrics their tasks report (``task_metrics``),
+    each task's headline first, then the others; classification's first, then other tasks' by name. A
+    metric no shown run's task reports gets no column."""
+    by_task: dict[str, tuple[str, ...]] = {}
+    for m in models:
+        by_task.setdefault(task_name(m.config), task_metrics(m))
+    tasks = sorted(by_task, key=lambda t: (t != DEFAULT_TASK, t))
+    headlines = [by_task[t][0] for t in tasks if by_task[t]]
+    return list(dict.fromkeys([*headlines, *(n for t in tasks for n in by_task[t])]))
+
+
+def model_columns(metrics: list[str]) -> list[str]:
+    """The model table's columns with these metric columns (``SHOWN_METRICS`` names)."""
+    return [*MODEL_COLUMNS[:7], *(SHOWN_METRICS[n] for n in metrics), *MODEL_COLUMNS[-5:]]
+
+
+def model_widths(columns: list[str]) -> list[str]:
+    """Widths that fit the table on the page: the numbers stay in view, the hyperparameters wrap, and each
+    header fits its column with words whole (the CSS forbids breaking inside a word)."""
+    weights = [COLUMN_WEIGHTS.get(c, METRIC_WEIGHT) for c in columns]
+    return [f"{100 * w / sum(weights):.1f}%" for w in weights]
+
+
 def models_frame(models: list[StoredModel]):
-    """The model table's rows: the first ``TABLE_ROWS`` of ``models`` (newest first)."""
+    """The model table's rows: the first ``TABLE_ROWS`` of ``models`` (newest first), each with its run's
+    task and the metrics that task reports (blank under a metric its task does not report; "—": its run
+    recorded none)."""
     import pandas as pd
 
     models = models[:TABLE_ROWS]
-    return pd.DataFrame(
-        [
+    metrics = model_metrics(models)
+    rows = []
+    for m in models:
+        reported = task_metrics(m)
+        rows.append(
             {
                 "run": m.run_id[:12],
                 "experiment": ", ".join(m.experiments),
+                "task": task_name(m.config),
                 "method": m.method,
                 "hyperparameters": hyperparameters(m),
                 "dataset": m.dataset,
                 "seed": m.seed,
-                "accuracy": number(m.accuracy),
-                "F1": number(m.f1),
+                **{SHOWN_METRICS[n]: number(getattr(m, n)) if n in reported else "" for n in metrics},
                 "trainable": human_count(m.trainable_params),
                 "params": human_count(m.total_params),
                 "memory MB": "—" if m.model_memory_mb is None else f"{m.model_memory_mb:.1f}",
                 "ms mean": number(m.latency_ms_mean, 3),
                 "ms p95": number(m.latency_ms_p95, 3),
             }
-            for m in models
-        ],
-        columns=MODEL_COLUMNS,
-    )
+        )
+    return pd.DataFrame(rows, columns=model_columns(metrics))
 
 
-#: The model table's columns: parameters (trainable, total), model memory, latency at batch size 1 (mean, p95).
+#: The model table's columns for classification runs: the run's task, its metrics (accuracy, F1: the
+#: columns between "seed" and "trainable" are the shown runs' tasks' metrics), parameters (trainable,
+#: total), model memory, latency at batch size 1 (mean, p95).
 MODEL_COLUMNS = [
     "run",
     "experiment",
+    "task",
     "method",
     "hyperparameters",
     "dataset",
@@ -132,9 +167,22 @@ MODEL_COLUMNS = [
     "ms mean",
     "ms p95",
 ]
-#: Widths that fit the table on the page: the numbers stay in view, the hyperparameters wrap, and each
-#: header fits its column with words whole (the CSS forbids breaking inside a word).
-MODEL_WIDTHS = ["10%", "9%", "6%", "15%", "7%", "5%", "8%", "6%", "8%", "6%", "7%", "6%", "7%"]
+#: Relative widths of the model table's columns (a metric's: ``METRIC_WEIGHT``), made percentages.
+COLUMN_WEIGHTS = {
+    "run": 9,
+    "experiment": 8.5,
+    "task": 10,
+    "method": 6.5,
+    "hyperparameters": 12,
+    "dataset": 6.5,
+    "seed": 4.5,
+    "trainable": 7,
+    "params": 6,
+    "memory MB": 6,
+    "ms mean": 5.5,
+    "ms p95": 6,
+}
+METRIC_WEIGHT = 6.5
 
 
 def _choices(models: list[StoredModel]) -> list[tuple[str, str]]:
@@ -251,14 +299,17 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
             )
             reload = gr.Button("Reload from the store", size="sm", scale=0)
         models_status = gr.Markdown(table_note(shown), elem_id="models-status")
+        frame = models_frame(shown)
         table = gr.Dataframe(
-            models_frame(shown),
-            label="Models: completed runs with saved weights, with what their runs recorded (parameters: trainable and total; latency: batch size 1)",
+            frame,
+            label="Models: completed runs with saved weights, with what their runs recorded (metrics: those of the run's task, "
+            "on its primary evaluation set, each task's headline first; blank: not its task's metric; parameters: "
+            "trainable and total; latency: batch size 1)",
             interactive=False,
             wrap=True,
             elem_id="models-table",
             max_height=320,
-            column_widths=MODEL_WIDTHS,
+            column_widths=model_widths(list(frame.columns)),
         )
         picker = gr.Dropdown(_choices(shown), value=first, label="Model", elem_id="picker", filterable=True)
         model_card = gr.Markdown(card(shown[0]) if shown else "", elem_id="model-card")
@@ -392,9 +443,10 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
             kept = [r for r in (compared or []) if r in ids]
             status = table_note(models) if models else error("no model matches these filters")
             experiments = evaluation.experiments()
+            frame = models_frame(models)  # its metric columns: those of the shown runs' tasks
             return (
                 status,
-                models_frame(models),
+                gr.update(value=frame, column_widths=model_widths(list(frame.columns))),
                 gr.update(choices=_choices(models), value=value),
                 gr.update(choices=_choices(models), value=kept),
                 gr.update(choices=[ALL, *experiments]),
@@ -502,8 +554,10 @@ def build(evaluation: Evaluation, experiment: str | None = None) -> gr.Blocks:
 
         filters = [f_experiment, f_method, f_dataset, picker, c_models]
         listed = [models_status, table, picker, c_models, f_experiment, e_experiment, f_method, f_dataset, intro]
+        # on change, not input: a pick fires a dropdown's input twice, and the second call, sent with the
+        # picker's value before the first narrowed its choices, was refused by Gradio ("not in the choices")
         for control in (f_experiment, f_method, f_dataset):
-            control.input(refilter, filters, listed)
+            control.change(refilter, filters, listed)
         reload.click(refilter, filters, listed)
         page.load(refilter, filters, listed)  # each visit sees the store as it is now
         picker.change(pick, [picker], [model_card])
