@@ -370,6 +370,70 @@ def test_transforms_datasets_and_options_a_task_cannot_serve_are_refused(
     assert code == 2 and "data.dataset" in err and "set [task] to the task they are for" in err
 
 
+def test_doc_stride_defaults_to_the_largest_that_fits_model_max_length(specrun_registry, tiny_model_dir, tmp_path):
+    """A QA spec that sets neither task.doc_stride nor model.max_length validates and plans: doc_stride
+    left out is the largest value below half of model.max_length, at most 128 (63 at the default 128),
+    resolved per sweep point into the run's config; one the spec sets is kept, and refused when too large;
+    a spec whose default was already 128 (model.max_length 258 or more) keeps its run id."""
+    from specrun.plugins.tasks.extractive_qa import default_doc_stride
+    from specrun.runner.plan import plan_runs
+    from specrun.spec.load import load_spec
+    from specrun.testing.toy import run_cli
+
+    task = specrun_registry.get("task", "extractive_qa")
+    assert [default_doc_stride(n) for n in (8, 64, 128, 257, 258, 384, 4096)] == [3, 31, 63, 127, 128, 128, 128]
+    for n in range(8, 600):  # the largest the check accepts, up to 128
+        stride = default_doc_stride(n)
+        assert task.check(task.Options(doc_stride=stride), n) == []
+        assert stride == 128 or task.check(task.Options(doc_stride=stride + 1), n)
+
+    def plan(text: str) -> list:
+        spec = tmp_path / "qa.toml"
+        spec.write_text(text)
+        return plan_runs(load_spec(spec, registry=specrun_registry), specrun_registry)
+
+    data = write_toy_squad(tmp_path / "squad", train_articles=1, dev_articles=1)
+    neither = qa_spec(tiny_model_dir, data, task="").replace("max_length = 32\n", "")
+    assert "doc_stride =" not in neither and "max_length =" not in neither
+    spec = tmp_path / "neither.toml"
+    spec.write_text(neither)
+    code, out, err = run_cli("validate", str(spec))
+    assert code == 0 and "ok" in out, err
+    code, out, err = run_cli("plan", str(spec), "--store", str(tmp_path / "s.duckdb"), "-f", "json")
+    assert code == 0 and [r["status"] for r in json.loads(out)] == ["new"], err
+    (run,) = plan(neither)
+    assert run.config["model"]["max_length"] == 128
+    assert run.config["task"] == {"name": "extractive_qa", "doc_stride": 63, "max_answer_length": 30, "n_best": 20}
+    (same,) = plan(qa_spec(tiny_model_dir, data, task="doc_stride = 63").replace("max_length = 32\n", ""))
+    assert same.run_id == run.run_id  # the default written out is the same run
+
+    swept = plan(neither + '\n[sweep]\n"model.max_length" = [64, 384]\n')
+    assert [(r.config["model"]["max_length"], r.config["task"]["doc_stride"]) for r in swept] == [(64, 31), (384, 128)]
+
+    # the old fixed default, where it fitted: the same config, so the same id, as doc_stride = 128 written out
+    (default,) = plan(qa_spec(tiny_model_dir, data, task="", max_length=384))
+    (written,) = plan(qa_spec(tiny_model_dir, data, task="doc_stride = 128", max_length=384))
+    assert default.config == written.config and default.run_id == written.run_id
+
+    spec.write_text(qa_spec(tiny_model_dir, data, task="doc_stride = 64").replace("max_length = 32\n", ""))
+    code, _, err = run_cli("validate", str(spec))
+    assert code == 2 and "task.doc_stride" in err and "use less than 64" in err, err
+    assert "leave doc_stride out (its default, 63 here" in err and "Traceback" not in err
+
+
+def test_a_qa_run_without_doc_stride_stores_the_stride_it_used(specrun_registry, tiny_model_dir, tmp_path):
+    """The resolved default is in the run's config in the store (runs.config), where users read options."""
+    from specrun.testing.toy import run_spec
+
+    data = write_toy_squad(tmp_path / "squad", train_articles=1, dev_articles=1)
+    text = qa_spec(tiny_model_dir, data, task="", train="max_steps = 2").replace("max_length = 32\n", "")
+    result = run_spec(text, tmp_path)
+    assert [r["status"] for r in result.runs] == ["completed"]
+    (row,) = result.sql("SELECT config FROM runs WHERE run_id = ?", [result.runs[0]["run_id"]])
+    config = json.loads(row["config"])
+    assert config["model"]["max_length"] == 128 and config["task"]["doc_stride"] == 63
+
+
 def test_classification_stays_implicit_so_run_ids_do_not_move(specrun_registry, write_spec, tmp_path, tiny_model_dir):
     from specrun.runner.plan import plan_runs
     from specrun.spec.load import load_spec

@@ -336,13 +336,16 @@ def _resolve_plugins(raw: dict, registry: Registry) -> tuple[dict, list[tuple[tu
     task_ref = _ref(raw.get("task"))
     task = task_options = None
     if task_ref:
-        opts, p = _plugin_options(registry, "task", task_ref[0], task_ref[1], ("task",))
+        _, p = _plugin_options(registry, "task", task_ref[0], task_ref[1], ("task",))
         problems += p
         if not p:
             task = registry.get("task", task_ref[0])
-            task_options = task.Options.model_validate(opts)
-            resolved["task"] = {"name": task_ref[0], **opts}
+            task_options = task.Options.model_validate(task_ref[1])  # its fields_set: what the spec sets
             max_length = _table(raw, "model").get("max_length", 128)
+            resolve = getattr(task, "resolve_options", None)  # defaults that depend on model.max_length
+            if resolve is not None and isinstance(max_length, int):
+                task_options = resolve(task_options, max_length)
+            resolved["task"] = {"name": task_ref[0], **task_options.model_dump(mode="json")}
             check = getattr(task, "check", None)
             if check is not None and isinstance(max_length, int):
                 problems += [(("task", key), message) for key, message in check(task_options, max_length)]

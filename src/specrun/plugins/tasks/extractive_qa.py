@@ -2,7 +2,11 @@
 
 - Inputs: question + context, the context alone truncated (``truncation="only_second"``), long contexts
   cut into overlapping windows (``doc_stride`` tokens of overlap, overflowing tokens kept), each token's
-  character offsets kept to map a span back to the context.
+  character offsets kept to map a span back to the context. ``doc_stride`` must be below half of
+  ``model.max_length``; a spec that does not set it gets the largest such value up to 128
+  (``min(128, max_length // 2 - 1)``: 63 at the default ``max_length`` 128, 128 from ``max_length`` 258
+  on, as in Hugging Face's ``run_qa`` at 384), written into the run's config; one the spec sets is kept,
+  and refused at ``validate`` when it does not fit.
 - Training targets: the start and end token of the first reference answer in each window; a window that
   does not hold the whole answer points both at the ``[CLS]`` token (index of ``cls_token_id``).
 - Head: ``AutoModelForQuestionAnswering`` (start and end logits per token); loss: the mean of the start
@@ -48,8 +52,27 @@ _PROMPT_TUNING = (
 )
 
 
+#: ``doc_stride`` when the spec does not set it and ``model.max_length`` leaves room (258 tokens or more):
+#: Hugging Face's ``run_qa`` default (with ``max_length`` 384).
+DOC_STRIDE = 128
+
+
+def default_doc_stride(max_length: int) -> int:
+    """The ``doc_stride`` of a spec that does not set it: the largest the task accepts with ``max_length``
+    (below ``max_length // 2``), at most ``DOC_STRIDE`` (128, reached from ``max_length`` 258 on; every
+    run that could use the old fixed default keeps it, and so its run id)."""
+    return max(0, min(DOC_STRIDE, max_length // 2 - 1))
+
+
 class QAOptions(PluginOptions):
-    doc_stride: int = Field(128, ge=0, description="tokens of overlap between consecutive windows of a long context")
+    doc_stride: int = Field(
+        DOC_STRIDE,
+        ge=0,
+        description=(
+            "tokens of overlap between consecutive windows of a long context; below half of model.max_length "
+            "(default: 128, or model.max_length // 2 - 1 when that is smaller)"
+        ),
+    )
     max_answer_length: int = Field(30, ge=1, description="the longest answer span predicted, in tokens")
     n_best: int = Field(20, ge=1, le=200, description="start and end candidates considered per window")
 
@@ -87,6 +110,13 @@ class ExtractiveQA(TaskPlugin):
             )
         return None
 
+    def resolve_options(self, options: QAOptions, max_length: int) -> QAOptions:
+        """``options`` with a ``doc_stride`` the spec does not set fitted to ``model.max_length``
+        (``default_doc_stride``); one the spec sets is kept, and ``check`` judges it."""
+        if "doc_stride" in options.model_fields_set:
+            return options
+        return options.model_copy(update={"doc_stride": default_doc_stride(max_length)})
+
     def check(self, options: QAOptions, max_length: int) -> list[tuple[str, str]]:
         """Problems of these options with ``model.max_length``, as (option, message)."""
         if options.doc_stride >= max_length // 2:
@@ -94,7 +124,8 @@ class ExtractiveQA(TaskPlugin):
                 (
                     "doc_stride",
                     f"doc_stride {options.doc_stride} leaves too little room for the context: windows hold at most "
-                    f"model.max_length = {max_length} tokens with the question; use less than {max_length // 2}",
+                    f"model.max_length = {max_length} tokens with the question; use less than {max_length // 2}, "
+                    f"or leave doc_stride out (its default, {default_doc_stride(max_length)} here, fits model.max_length)",
                 )
             ]
         return []
