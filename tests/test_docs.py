@@ -410,6 +410,25 @@ def test_method_and_transform_options_documented(registry):
     assert not problems, "\n".join(problems)
 
 
+def test_extractive_qa_options_documented(registry):
+    """docs/spec.md's table of extractive_qa's options lists exactly its options with their defaults;
+    doc_stride's depends on model.max_length (resolved per run), its cap is the options model's default."""
+    from specrun.plugins.tasks.extractive_qa import default_doc_stride
+
+    text = (DOCS / "spec.md").read_text()
+    section = text[text.find("- `extractive_qa`:") :]
+    section = section[: section.find("\n```")]
+    rows = {name: cell.strip() for name, cell in re.findall(r"^ *\| `(\w+)` \| ([^|]*) \|", section, re.M)}
+    fields = registry.get("task", "extractive_qa").Options.model_fields
+    assert rows.keys() == fields.keys()
+    for name, field in fields.items():
+        if name == "doc_stride":
+            assert rows[name] == "`min(128, model.max_length // 2 - 1)`" and field.default == 128
+            assert all(default_doc_stride(n) == min(128, n // 2 - 1) for n in range(8, 4097))
+        else:
+            assert rows[name] == f"`{field.default}`", name
+
+
 def test_the_walkthrough_plugin_is_what_new_plugin_writes(tmp_path):
     """docs/plugins.md's word-dropout plugin is the code `specrun new-plugin transform word-dropout` writes
     (comments, docstrings and the __future__ import aside), and its pyproject excerpt is in the package's."""
