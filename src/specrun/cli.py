@@ -339,21 +339,34 @@ def runs(
 
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="a SQL query over the store (read-only)")],
+    query: Annotated[
+        str,
+        typer.Argument(
+            help="SQL over the store (read-only); several statements separated by ';' run in order and each result is shown"
+        ),
+    ],
     store: StoreOpt = DEFAULT_STORE,
     fmt: FormatOpt = "table",
     allow_files: Annotated[
         bool, typer.Option("--allow-files", help="let the query read and write other files (COPY, read_csv, ATTACH)")
     ] = False,
 ):
-    """Run a read-only SQL query over the store and print the result (other files only with --allow-files)."""
+    """Run a read-only SQL query over the store and print the result (other files only with --allow-files).
+
+    Statements separated by ';' run in order; the table and markdown formats show each result in turn,
+    csv and json take one statement that gives a result."""
     from specrun.console import print_rows
     from specrun.store import Store
-    from specrun.store.query import run_query
+    from specrun.store.query import run_queries
 
-    columns, rows = run_query(Store(store), query, allow_files=allow_files)
-    if columns:
-        print_rows(columns, rows, fmt)
+    one = fmt in ("csv", "json")  # one file holds one table
+    results = run_queries(Store(store), query, allow_files=allow_files, most=1 if one else None)
+    for number, (statement, columns, rows) in enumerate(results):
+        if fmt == "markdown" and number:
+            sys.stdout.write("\n")
+        if len(results) > 1 and fmt == "markdown":
+            sys.stdout.write(f"`{statement}`\n\n")
+        print_rows(columns, rows, fmt, title=statement if len(results) > 1 else None)
 
 
 @app.command()
