@@ -331,3 +331,20 @@ def test_sql_with_several_statements_shows_each_result_in_order(store_copy):
     with pytest.raises(Exception, match="one at a time"):
         api.sql("SELECT 1; SELECT 2", store=store)
     assert api.sql("SET threads = 1; SELECT 2 AS b", store=store)["b"].to_list() == [2]
+
+
+def test_runs_and_plan_show_a_run_outside_any_sweep_alike(store_copy):
+    """`runs` printed the store's `{}` for a run with no swept value where `plan` shows a blank cell."""
+    import csv
+    import io
+
+    spec, store, run_id = store_copy
+    sweeps = {}
+    for command in (["runs"], ["plan", str(spec)]):
+        code, out, err = run_cli(*command, "-f", "csv", "--store", str(store))
+        assert code == 0, err
+        (row,) = [r for r in csv.DictReader(io.StringIO(out)) if r["run_id"] == run_id]
+        sweeps[command[0]] = row["sweep"]
+    assert sweeps == {"runs": "", "plan": ""}
+    code, out, err = run_cli("runs", "--store", str(store))
+    assert code == 0 and "{}" not in out

@@ -232,7 +232,7 @@ def plan(
         (p.run_id, p.method, json.dumps(p.sweep_values) if p.sweep_values else "", p.seed, status(p)) for p in planned
     ]
     rows += [
-        (s.run.run_id, s.run.method, json.dumps(s.run.sweep_values), s.run.seed, f"left out: {s.reason}")
+        (s.run.run_id, s.run.method, json.dumps(s.run.sweep_values) if s.run.sweep_values else "", s.run.seed, f"left out: {s.reason}")
         for s in skipped
     ]
     print_rows(
@@ -334,6 +334,8 @@ def runs(
         rows = rows[-limit:]
     if fmt == "table":  # a terminal table leaves out the QA column when it lists no QA run; files keep every column
         columns, rows = drop_empty(columns, rows, ("exact_match",))
+    at = columns.index("sweep")  # a run outside any sweep: blank, as plan shows it (not the store's '{}')
+    rows = [(*row[:at], "" if row[at] in (None, "{}") else row[at], *row[at + 1 :]) for row in rows]
     print_rows(columns, rows, fmt)
 
 
