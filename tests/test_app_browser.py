@@ -154,7 +154,9 @@ def test_app_in_chromium(served, two_runs, chromium, tmp_path):  # noqa: F811 - 
             page.wait_for_function(
                 "() => document.querySelector('#efficiency-plot svg, #efficiency-plot canvas')", timeout=30_000
             )
-            page.wait_for_function("document.querySelectorAll('#efficiency-table .body-cell').length > 0", timeout=30_000)
+            page.wait_for_function(
+                "document.querySelectorAll('#efficiency-table .body-cell').length > 0", timeout=30_000
+            )
             assert_cells_keep_words_whole(page, "#efficiency-table")
             page.screenshot(path=str(ARTIFACTS / "app-efficiency.png"), full_page=True)
         except Exception:

@@ -179,8 +179,10 @@ def test_a_ray_worker_logs_at_the_drivers_level(monkeypatch, flag, level):
     monkeypatch.setattr(
         execute_module,
         "execute",
-        lambda task, on_metrics=None: heard.append(logging.getLogger("specrun.runner").getEffectiveLevel())
-        or RunRecord(task.run_id, status="completed"),
+        lambda task, on_metrics=None: (
+            heard.append(logging.getLogger("specrun.runner").getEffectiveLevel())
+            or RunRecord(task.run_id, status="completed")
+        ),
     )
     monkeypatch.delenv("TRANSFORMERS_VERBOSITY", raising=False)
     try:

@@ -232,7 +232,13 @@ def plan(
         (p.run_id, p.method, json.dumps(p.sweep_values) if p.sweep_values else "", p.seed, status(p)) for p in planned
     ]
     rows += [
-        (s.run.run_id, s.run.method, json.dumps(s.run.sweep_values) if s.run.sweep_values else "", s.run.seed, f"left out: {s.reason}")
+        (
+            s.run.run_id,
+            s.run.method,
+            json.dumps(s.run.sweep_values) if s.run.sweep_values else "",
+            s.run.seed,
+            f"left out: {s.reason}",
+        )
         for s in skipped
     ]
     print_rows(
