@@ -166,6 +166,35 @@ def page_text(page, selector: str, pattern: str, timeout: float = 60_000) -> str
     return page.locator(selector).inner_text()
 
 
+def cell_words(page, selector: str) -> list[tuple[str, int, str, str]]:
+    """Each text in the body cells (Gradio 6's ``.body-cell``) of the table under ``selector``: (the text,
+    on how many lines it is drawn, and its element's computed ``word-break`` and ``overflow-wrap``). A
+    word broken inside ("0.604|7") is drawn on more lines than the text has words."""
+    return page.evaluate(
+        """(sel) => [...document.querySelectorAll(sel + ' .body-cell')].flatMap(cell => {
+            const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT), found = [];
+            for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+                if (!node.textContent.trim()) continue;
+                const range = document.createRange(); range.selectNodeContents(node);
+                const tops = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)));
+                const style = getComputedStyle(node.parentElement);
+                found.push([node.textContent.trim(), tops.size, style.wordBreak, style.overflowWrap]);
+            }
+            return found;
+        })""",
+        selector,
+    )
+
+
+def assert_cells_keep_words_whole(page, selector: str) -> None:
+    """Every text in the table's body cells is set to break between words only, and none is drawn on
+    more lines than it has words."""
+    cells = cell_words(page, selector)
+    assert cells, f"no body cells under {selector}"
+    assert all((wb, ow) == ("keep-all", "normal") for _, _, wb, ow in cells), cells
+    assert all(n <= len(text.split()) for text, n, _, _ in cells), cells
+
+
 def header_lines(page, selector: str = "#models-table") -> list[tuple[str, int]]:
     """Each header of the table under ``selector``: (its longest text, on how many lines that text is
     drawn). A header broken inside a word ("accura|cy") is drawn on more lines than it has words."""

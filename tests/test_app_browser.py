@@ -11,7 +11,7 @@ import re
 import time
 
 import pytest
-from app_support import build_two_runs, header_lines, page_text, serving
+from app_support import assert_cells_keep_words_whole, build_two_runs, header_lines, page_text, serving
 from conftest import toy_rows
 from test_report_browser import ARTIFACTS, BROWSER_ARGS, chromium  # noqa: F401 - the chromium fixture
 
@@ -75,6 +75,7 @@ def test_app_in_chromium(served, two_runs, chromium, tmp_path):  # noqa: F811 - 
             page.wait_for_function("document.querySelectorAll('#models-table th').length >= 14", timeout=60_000)
             lines = header_lines(page)
             assert len(lines) >= 14 and all(n <= len(text.split()) for text, n in lines if text), lines
+            assert_cells_keep_words_whole(page, "#models-table")  # and so do its cells ("0.604|7")
 
             # pick the full fine-tuning run (the one that learned the toy task)
             page.locator("#picker input").click()
@@ -138,6 +139,7 @@ def test_app_in_chromium(served, two_runs, chromium, tmp_path):  # noqa: F811 - 
             compared = page_text(page, "#compare-result", r"2 models")
             assert re.search(r"2 models: they (agree on|disagree: \w+ \S+, \w+ \S+)", compared), compared
             page_text(page, "#compare-table", "".join(f"(?=[\\s\\S]*{run_id[:12]})" for run_id in run_ids))  # both rows
+            assert_cells_keep_words_whole(page, "#compare-table")
             page.screenshot(path=str(ARTIFACTS / "app-compare.png"), full_page=True)
 
             # accuracy against trainable parameters, drawn by Altair
@@ -152,6 +154,10 @@ def test_app_in_chromium(served, two_runs, chromium, tmp_path):  # noqa: F811 - 
             page.wait_for_function(
                 "() => document.querySelector('#efficiency-plot svg, #efficiency-plot canvas')", timeout=30_000
             )
+            page.wait_for_function(
+                "document.querySelectorAll('#efficiency-table .body-cell').length > 0", timeout=30_000
+            )
+            assert_cells_keep_words_whole(page, "#efficiency-table")
             page.screenshot(path=str(ARTIFACTS / "app-efficiency.png"), full_page=True)
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "app-failure.png"), full_page=True)

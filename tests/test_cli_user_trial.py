@@ -148,7 +148,7 @@ def test_ctrl_c_note_fits_the_command(store_copy, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(query, "run_query", interrupted)
+    monkeypatch.setattr(query, "run_queries", interrupted)
     code, _, err = run_cli("sql", "SELECT 1", "--store", str(store))
     assert code == 130
     assert "interrupted" in err and "run in progress" not in err  # sql trains nothing
@@ -304,3 +304,47 @@ def test_a_stage_no_run_starts_from_is_refused(write_spec, cli):
     spec.write_text(spec.read_text().replace("max_length = 32", 'max_length = 32\ninit_from = "stage:source"'))
     code, _, err = cli("validate", str(spec))  # used: its own tables are checked
     assert code == 2 and "stages.source.data.max_train_exmples" in err
+
+
+def test_sql_with_several_statements_shows_each_result_in_order(store_copy):
+    """`SELECT 1; SELECT 2` used to print only the last result, silently: now each statement runs in
+    order and each result is shown; a format that holds one table refuses before running anything."""
+    _, store, _ = store_copy
+    code, out, err = run_cli("sql", "SELECT 41 AS first; SET threads = 1; SELECT 42 AS second", "--store", str(store))
+    assert code == 0, err
+    assert "first" in out and "41" in out and "second" in out and "42" in out
+    assert out.index("41") < out.index("42")
+    code, out, err = run_cli("sql", "SELECT 1 AS a; SELECT 2 AS b", "-f", "markdown", "--store", str(store))
+    assert code == 0, err
+    assert "| a |\n| --- |\n| 1 |" in out and "| b |\n| --- |\n| 2 |" in out
+    code, out, err = run_cli("sql", "SET threads = 1; SELECT 2 AS b;", "-f", "csv", "--store", str(store))
+    assert (code, out.splitlines()) == (0, ["b", "2"])  # one result: csv takes it
+    for fmt in ("csv", "json"):
+        code, out, err = run_cli("sql", "SELECT 1 AS a; SELECT 2 AS b", "-f", fmt, "--store", str(store))
+        assert code == 2 and out == "" and "one at a time" in err and "Traceback" not in err
+    code, out, err = run_cli("sql", "SELECT 1 AS a; SELEC 2", "--store", str(store))
+    assert code == 2 and "SQL error" in err and "Traceback" not in err
+    code, out, err = run_cli("sql", "SELECT 1 AS a; DELETE FROM runs", "--store", str(store))
+    assert code == 2 and "statement 2 of 2" in err and "read" in err
+    from specrun import api
+
+    with pytest.raises(Exception, match="one at a time"):
+        api.sql("SELECT 1; SELECT 2", store=store)
+    assert api.sql("SET threads = 1; SELECT 2 AS b", store=store)["b"].to_list() == [2]
+
+
+def test_runs_and_plan_show_a_run_outside_any_sweep_alike(store_copy):
+    """`runs` printed the store's `{}` for a run with no swept value where `plan` shows a blank cell."""
+    import csv
+    import io
+
+    spec, store, run_id = store_copy
+    sweeps = {}
+    for command in (["runs"], ["plan", str(spec)]):
+        code, out, err = run_cli(*command, "-f", "csv", "--store", str(store))
+        assert code == 0, err
+        (row,) = [r for r in csv.DictReader(io.StringIO(out)) if r["run_id"] == run_id]
+        sweeps[command[0]] = row["sweep"]
+    assert sweeps == {"runs": "", "plan": ""}
+    code, out, err = run_cli("runs", "--store", str(store))
+    assert code == 0 and "{}" not in out

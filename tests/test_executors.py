@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
+import os
 import pickle
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import duckdb
 import pytest
@@ -126,6 +129,78 @@ def test_executor_options_are_checked(write_spec, cli, tmp_path, monkeypatch):
 
 
 # --- Ray ------------------------------------------------------------------------------------------
+
+
+class _FakeRay:
+    """Stands in for the ``ray`` module in RayExecutor: records ``init``'s options and each submitted
+    call, so that a worker's side can be replayed in this process (no Ray instance starts)."""
+
+    def __init__(self):
+        self.init_kwargs, self.calls = None, []
+
+    def is_initialized(self):
+        return False
+
+    def init(self, **kwargs):
+        self.init_kwargs = kwargs
+
+    def cluster_resources(self):
+        return {"CPU": 2}
+
+    def remote(self, **_):
+        fake = self
+
+        def wrap(fn):
+            class Remote:
+                def options(self, **_):
+                    return self
+
+                def remote(self, *args):
+                    fake.calls.append((fn, args))
+                    return object()
+
+            return Remote()
+
+        return wrap
+
+
+@pytest.mark.parametrize("flag,level", [("-v", logging.DEBUG), ("", logging.INFO), ("-q", logging.WARNING)])
+def test_a_ray_worker_logs_at_the_drivers_level(monkeypatch, flag, level):
+    """`-v` on the driver makes each Ray worker log its debug notes, and shows the workers' output;
+    without it the worker keeps the driver's level and Ray keeps their output in its log files."""
+    from specrun import logs
+    from specrun.core.task import RunRecord
+    from specrun.executors import ray as ray_executor
+    from specrun.runner import execute as execute_module
+
+    fake = _FakeRay()
+    monkeypatch.setattr(ray_executor, "_import_ray", lambda: fake)
+    heard = []
+    monkeypatch.setattr(
+        execute_module,
+        "execute",
+        lambda task, on_metrics=None: (
+            heard.append(logging.getLogger("specrun.runner").getEffectiveLevel())
+            or RunRecord(task.run_id, status="completed")
+        ),
+    )
+    monkeypatch.delenv("TRANSFORMERS_VERBOSITY", raising=False)
+    try:
+        logs.configure()  # the CLI's defaults, before it reads the options: quiet libraries
+        assert os.environ["TRANSFORMERS_VERBOSITY"] == "error"
+        logs.configure(verbose=flag == "-v", quiet=flag == "-q")  # the driver's options
+        # a worker inherits the environment: -v takes back what would keep transformers quiet there
+        assert ("TRANSFORMERS_VERBOSITY" in os.environ) is (flag != "-v")
+        executor = ray_executor.RayExecutor()
+        executor.submit(SimpleNamespace(run_id="r1", threads=None, track_every=0, awaits_decision=False))
+        logs.configure()  # a fresh worker process: the defaults
+        ((function, args),) = fake.calls
+        assert function(*args).status == "completed"
+        assert heard == [level]
+        assert fake.init_kwargs["log_to_driver"] is (flag == "-v")
+        assert "SPECRUN_LOG_LEVEL" not in ray_executor.FORWARDED_ENV  # passed with each task, not read from env
+    finally:
+        logs.configure()
 
 
 @pytest.fixture(scope="module")

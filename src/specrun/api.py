@@ -215,7 +215,9 @@ def runs(
 
 
 def sql(query: str, store: str | os.PathLike | None = None, allow_files: bool = False) -> polars.DataFrame:
-    """A read-only SQL query over the store, as a DataFrame (other files only with ``allow_files``)."""
+    """A read-only SQL query over the store, as a DataFrame (other files only with ``allow_files``). Several
+    statements separated by ';' run in order, and one of them at most may give a result (a UsageError
+    before any runs otherwise)."""
     import polars
 
     from specrun.store.query import run_query

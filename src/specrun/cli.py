@@ -232,7 +232,13 @@ def plan(
         (p.run_id, p.method, json.dumps(p.sweep_values) if p.sweep_values else "", p.seed, status(p)) for p in planned
     ]
     rows += [
-        (s.run.run_id, s.run.method, json.dumps(s.run.sweep_values), s.run.seed, f"left out: {s.reason}")
+        (
+            s.run.run_id,
+            s.run.method,
+            json.dumps(s.run.sweep_values) if s.run.sweep_values else "",
+            s.run.seed,
+            f"left out: {s.reason}",
+        )
         for s in skipped
     ]
     print_rows(
@@ -334,26 +340,41 @@ def runs(
         rows = rows[-limit:]
     if fmt == "table":  # a terminal table leaves out the QA column when it lists no QA run; files keep every column
         columns, rows = drop_empty(columns, rows, ("exact_match",))
+    at = columns.index("sweep")  # a run outside any sweep: blank, as plan shows it (not the store's '{}')
+    rows = [(*row[:at], "" if row[at] in (None, "{}") else row[at], *row[at + 1 :]) for row in rows]
     print_rows(columns, rows, fmt)
 
 
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="a SQL query over the store (read-only)")],
+    query: Annotated[
+        str,
+        typer.Argument(
+            help="SQL over the store (read-only); several statements separated by ';' run in order and each result is shown"
+        ),
+    ],
     store: StoreOpt = DEFAULT_STORE,
     fmt: FormatOpt = "table",
     allow_files: Annotated[
         bool, typer.Option("--allow-files", help="let the query read and write other files (COPY, read_csv, ATTACH)")
     ] = False,
 ):
-    """Run a read-only SQL query over the store and print the result (other files only with --allow-files)."""
+    """Run a read-only SQL query over the store and print the result (other files only with --allow-files).
+
+    Statements separated by ';' run in order; the table and markdown formats show each result in turn,
+    csv and json take one statement that gives a result."""
     from specrun.console import print_rows
     from specrun.store import Store
-    from specrun.store.query import run_query
+    from specrun.store.query import run_queries
 
-    columns, rows = run_query(Store(store), query, allow_files=allow_files)
-    if columns:
-        print_rows(columns, rows, fmt)
+    one = fmt in ("csv", "json")  # one file holds one table
+    results = run_queries(Store(store), query, allow_files=allow_files, most=1 if one else None)
+    for number, (statement, columns, rows) in enumerate(results):
+        if fmt == "markdown" and number:
+            sys.stdout.write("\n")
+        if len(results) > 1 and fmt == "markdown":
+            sys.stdout.write(f"`{statement}`\n\n")
+        print_rows(columns, rows, fmt, title=statement if len(results) > 1 else None)
 
 
 @app.command()

@@ -44,6 +44,15 @@ _PREFIX = {
 }
 _verbose = False
 _quiet = False
+#: What quiets the libraries that read their verbosity from the environment (when first imported), unless
+#: verbose; the names specrun set itself (not the user) are taken back by ``-v``.
+_QUIET_ENV = {
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "HF_HUB_VERBOSITY": "error",
+    "DATASETS_VERBOSITY": "error",
+}
+_set_here: set[str] = set()
 
 
 class _LibraryHandler(logging.Handler):
@@ -84,6 +93,23 @@ def configure(verbose: bool = False, quiet: bool = False) -> None:
     quiet_libraries()
 
 
+def level() -> str:
+    """The level ``configure`` set, by name: 'debug' (``-v``), 'warning' (``-q``) or 'info'; what a
+    process that runs runs for this one (a Ray worker) is configured with (``configure_level``)."""
+    return "debug" if _verbose else "warning" if _quiet else "info"
+
+
+def configure_level(name: str) -> None:
+    """``configure`` from a name ``level`` gave, in another process (a Ray worker: ``-v`` on the driver
+    gives the worker's debug notes and library warnings too)."""
+    configure(verbose=name == "debug", quiet=name == "warning")
+
+
+def is_verbose() -> bool:
+    """Whether ``-v`` was given."""
+    return _verbose
+
+
 def is_quiet() -> bool:
     """Whether ``-q`` was given: progress is not shown, only results, warnings and errors."""
     return _quiet
@@ -94,11 +120,13 @@ def quiet_libraries() -> None:
     each warning once, in verbose mode)."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if not _verbose:
-        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        os.environ.setdefault("HF_HUB_VERBOSITY", "error")
-        os.environ.setdefault("DATASETS_VERBOSITY", "error")
+    for name, value in _QUIET_ENV.items():
+        if not _verbose and name not in os.environ:
+            os.environ[name] = value
+            _set_here.add(name)
+        elif _verbose and name in _set_here:  # -v after the defaults: a library (or a Ray worker) reads these later
+            os.environ.pop(name, None)
+            _set_here.discard(name)
     warnings.filterwarnings("once" if _verbose else "ignore", module=_LIBRARY_MODULES)
     if os.environ.get("SPECRUN_STRICT_WARNINGS") == "1":
         strict_warnings()

@@ -30,8 +30,11 @@ ALL = "(all)"
 CSS = """
 #single-result p, #batch-result p, #compare-result p, #qa-result p, #qa-file-result p { font-size: 1.05rem; }
 .specrun-error { color: #b91c1c; }
-/* table headers (and the models' numbers) break between words, never inside one ("accura|cy", "0.604|7") */
-#models-table th, #models-table th *, #models-table td, #models-table td *, #efficiency-table th, #efficiency-table th *, #compare-table th, #compare-table th * {
+/* table headers and cells break between words, never inside one ("accura|cy", "0.604|7"); Gradio 6 draws
+   a table's rows as .body-cell (not td), whose text it wraps with word-break: break-word */
+#models-table th, #models-table th *, #models-table .body-cell, #models-table .body-cell *,
+#efficiency-table th, #efficiency-table th *, #efficiency-table .body-cell, #efficiency-table .body-cell *,
+#compare-table th, #compare-table th *, #compare-table .body-cell, #compare-table .body-cell * {
   word-break: keep-all !important; overflow-wrap: normal !important; hyphens: none !important;
 }
 /* the models table holds up to 15 columns: the page's (proportional) font fits them in view

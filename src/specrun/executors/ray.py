@@ -22,11 +22,12 @@ import time
 
 from specrun.core.task import RunRecord, RunTask, StopRun
 from specrun.errors import UsageError
+from specrun.logs import is_verbose, level
 
 log = logging.getLogger("specrun.executors.ray")
 
 #: Environment a worker needs to find data and stay offline like the driver.
-FORWARDED_ENV = ("SPECRUN_DATA_DIR", "HF_HUB_OFFLINE", "HF_HOME", "SPECRUN_ARTIFACTS", "SPECRUN_LOG_LEVEL")
+FORWARDED_ENV = ("SPECRUN_DATA_DIR", "HF_HUB_OFFLINE", "HF_HOME", "SPECRUN_ARTIFACTS")
 
 
 def _import_ray():
@@ -55,15 +56,15 @@ class Decisions:
         return self.answers.pop((run_id, step), None)
 
 
-def _run_task(task: RunTask, events=None, decisions=None) -> RunRecord:
-    """What a Ray worker executes: the run, with the plugins installed in the worker's environment. Its
-    live reports go into ``events`` (a Ray queue the driver drains), in order, before the record returns.
+def _run_task(task: RunTask, events=None, decisions=None, log_level: str = "info") -> RunRecord:
+    """What a Ray worker executes: the run, with the plugins installed in the worker's environment and the
+    driver's log level (``log_level``: ``-v`` gives the worker's debug notes too). Its live reports go into ``events`` (a Ray queue the driver drains), in order, before the record returns.
     A run that ``awaits_decision`` waits after each evaluation for the driver's answer in ``decisions``
     and stops there (``StopRun``: recorded 'pruned') when the answer is a reason."""
-    from specrun.logs import quiet_libraries
+    from specrun.logs import configure_level
     from specrun.runner.execute import execute
 
-    quiet_libraries()
+    configure_level(log_level)
     on_metrics = None
     if events is not None and task.track_every:
 
@@ -94,9 +95,11 @@ class RayExecutor:
         address = address or os.environ.get("RAY_ADDRESS") or None
         self.cpus_per_run, self.gpus_per_run = cpus_per_run, gpus_per_run
         env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+        self.log_level = level()  # the driver's -v / -q, for the workers (passed with each task)
         self.started_here = False
         if not self.ray.is_initialized():
-            kwargs = {"runtime_env": {"env_vars": env}, "logging_level": logging.ERROR, "log_to_driver": False}
+            # a worker's own output reaches the driver's console with -v only (its debug notes, library warnings)
+            kwargs = {"runtime_env": {"env_vars": env}, "logging_level": logging.ERROR, "log_to_driver": is_verbose()}
             if address:
                 kwargs["address"] = address
             else:
@@ -163,7 +166,7 @@ class RayExecutor:
             self.awaiting.add(task.run_id)
         ref = self.remote.options(
             num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, name=f"specrun:{task.run_id}"
-        ).remote(task, events, decisions)
+        ).remote(task, events, decisions, self.log_level)
         self.refs[ref] = task.run_id
 
     def next_finished(self) -> RunRecord:
