@@ -173,11 +173,21 @@ def run(folder: Path, args, log=print) -> dict:
                 os.environ[k] = v
 
 
+def random_decoder(folder: Path) -> Path:
+    """``--decoder``'s backbone: bench_tasks' random GPT-2 at MiniLM's size."""
+    import bench_tasks
+
+    sentences = bench_tasks.Work(folder, "sentences", bench_tasks.dec_spec(MODEL, 67349, None, 0), 0).train.text
+    return bench_tasks.make_decoder(folder / "gpt2-minilm-size", list(sentences), layers=6, hidden=384, heads=12)
+
+
 def _run(folder: Path, args, log) -> dict:
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if getattr(args, "decoder", False):
+        args.model = str(random_decoder(folder))
     rounds = []
     for r in range(args.first_seed, args.first_seed + args.rounds):
         order = PEERS if r % 2 == 0 else ("cold", "warm", "plain")  # warm always after its cold
@@ -236,6 +246,13 @@ def parse_args(argv=None):
     parser.add_argument("--max-eval-examples", type=int, default=None)
     parser.add_argument(
         "--model", default=MODEL, help="the backbone (default MiniLM; the test suite's smoke run: a tiny BERT)"
+    )
+    parser.add_argument(
+        "--decoder",
+        action="store_true",
+        help="the backbone is a random GPT-2 of MiniLM's size (6 layers, hidden 384, 12 heads; byte-level BPE "
+        "trained on SST-2's training sentences; built once in the work folder): cache_frozen on a decoder, "
+        "whose head reads the last non-padding token (speed only: random weights learn nothing)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 200 pairs, 1 epoch, 64 eval pairs, 1 round")

@@ -365,9 +365,12 @@ def run_trainer_qa(work: Work, folder: Path) -> dict:
 # --- the decoder classifier ------------------------------------------------------------------------
 
 
-def make_decoder(folder: Path, sentences: list[str]) -> Path:
-    """A random GPT-2 (seed 0) and a byte-level BPE tokenizer trained on ``sentences``, saved as a hub
-    model folder is: backbone weights, config, tokenizer with an end-of-sequence token and no pad token."""
+def make_decoder(
+    folder: Path, sentences: list[str], layers: int | None = None, hidden: int | None = None, heads: int | None = None
+) -> Path:
+    """A random GPT-2 (seed 0; WDEC's size unless ``layers``/``hidden``/``heads`` say otherwise) and a
+    byte-level BPE tokenizer trained on ``sentences``, saved as a hub model folder is: backbone weights,
+    config, tokenizer with an end-of-sequence token and no pad token."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
@@ -396,9 +399,9 @@ def make_decoder(folder: Path, sentences: list[str]) -> Path:
     config = GPT2Config(
         vocab_size=len(tokenizer),
         n_positions=128,
-        n_embd=DEC["hidden"],
-        n_layer=DEC["layers"],
-        n_head=DEC["heads"],
+        n_embd=hidden or DEC["hidden"],
+        n_layer=layers or DEC["layers"],
+        n_head=heads or DEC["heads"],
         bos_token_id=eos,
         eos_token_id=eos,
     )
