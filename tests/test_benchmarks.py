@@ -50,3 +50,33 @@ def test_every_benchmark_target_runs_and_reports(tmp_path):
     for row in results["summary"]:
         assert row["measured"] and row["what"], row
         assert row["met"] in ("met", "NOT met", "-", ""), row  # a verdict, whatever the smoke sizes gave
+
+
+@pytest.mark.slow
+def test_the_frozen_features_benchmark_runs_on_a_decoder(tmp_path):
+    """`bench_frozen.py --decoder` (cache_frozen on a random GPT-2) at smoke size: the three peers run,
+    the warm peer reads what the cold one computed, and both cached peers agree."""
+    out = tmp_path / "frozen.json"
+    environ = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "bench_frozen.py"),
+            *("--quick", "--decoder", "--dataset", "glue/sst2", "--json", str(out)),
+        ],
+        cwd=REPO,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert "gpt2-minilm-size" in results["args"]["model"]
+    [round_] = results["rounds"]
+    assert round_["cold"]["features_cached"] == 0.0 and round_["warm"]["features_cached"] == 1.0
+    assert round_["warm"]["accuracy"] == round_["cold"]["accuracy"]
