@@ -24,18 +24,22 @@ def targets() -> list[str]:
     return sorted(bench_all.GOALS)
 
 
-@pytest.mark.slow
-def test_every_benchmark_target_runs_and_reports(tmp_path):
-    out = tmp_path / "bench.json"
-    environ = {
+def _environ() -> dict:
+    """The benchmark as a fresh process on this checkout's sources, one torch thread."""
+    return {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
         "OMP_NUM_THREADS": "1",
     }
+
+
+@pytest.mark.slow
+def test_every_benchmark_target_runs_and_reports(tmp_path):
+    out = tmp_path / "bench.json"
     done = subprocess.run(
         [sys.executable, str(BENCH / "bench_all.py"), "--smoke", "--keep", str(tmp_path / "work"), "--json", str(out)],
         cwd=REPO,
-        env=environ,
+        env=_environ(),
         capture_output=True,
         text=True,
         timeout=900,
@@ -57,11 +61,6 @@ def test_the_frozen_features_benchmark_runs_on_a_decoder(tmp_path):
     """`bench_frozen.py --decoder` (cache_frozen on a random GPT-2) at smoke size: the three peers run,
     the warm peer reads what the cold one computed, and both cached peers agree."""
     out = tmp_path / "frozen.json"
-    environ = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": "1",
-    }
     done = subprocess.run(
         [
             sys.executable,
@@ -69,7 +68,7 @@ def test_the_frozen_features_benchmark_runs_on_a_decoder(tmp_path):
             *("--quick", "--decoder", "--dataset", "glue/sst2", "--json", str(out)),
         ],
         cwd=REPO,
-        env=environ,
+        env=_environ(),
         capture_output=True,
         text=True,
         timeout=600,

@@ -11,33 +11,19 @@ from typing import get_args
 import duckdb
 import pytest
 
-from specrun.testing import run_cli, write_toy_data
+from specrun.testing import run_cli, toy_spec, write_toy_data
 
-SPEC = """
-[experiment]
-name = "trial"
-seeds = [0]
 
-[model]
-name = "{model}"
-max_length = 32
-
-[data]
-dataset = "local"
-eval_split = "validation"
-[data.options]
-files = {{ train = "{data}/train.tsv", validation = "{data}/dev.tsv" }}
-
-[method]
-name = "lora"
-rank = 4
-
-[train]
-batch_size = 16
-precision = "fp32"
-max_steps = 2
-{extra}
-"""
+def trial_spec(model, data, extra: str = "") -> str:
+    """A two-step LoRA run of the toy task on the tiny model, experiment 'trial'."""
+    return toy_spec(
+        name="trial",
+        method='name = "lora"\nrank = 4',
+        model=str(model),
+        data_options=f'files = {{ train = "{data}/train.tsv", validation = "{data}/dev.tsv" }}',
+        train="max_steps = 2",
+        extra=extra,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +32,7 @@ def trained(tmp_path_factory, tiny_model_dir):
     folder = tmp_path_factory.mktemp("trial")
     data = write_toy_data(folder / "toy")
     spec = folder / "trial.toml"
-    spec.write_text(SPEC.format(model=tiny_model_dir, data=data, extra=""))
+    spec.write_text(trial_spec(tiny_model_dir, data))
     store = folder / "store.duckdb"
     with pytest.MonkeyPatch.context() as env:  # before the per-test `isolated` fixture: set what it would
         env.setenv("SPECRUN_ARTIFACTS", str(folder / "artifacts"))
@@ -108,7 +94,7 @@ def test_apply_refuses_a_report_path_onto_the_store_before_training(trained, tin
     folder = trained[0]
     store = tmp_path / "new.duckdb"
     spec = tmp_path / "s.toml"
-    spec.write_text(SPEC.format(model=tiny_model_dir, data=folder / "toy", extra=f'[report]\npath = "{store}"\n'))
+    spec.write_text(trial_spec(tiny_model_dir, folder / "toy", f'[report]\npath = "{store}"\n'))
     code, _, err = run_cli("apply", str(spec), "--store", str(store))
     assert code == 2, err
     assert "is the store itself" in err

@@ -5,11 +5,10 @@ is the final norm then ``score``; the logits equal the whole model's."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
+from test_frozen_features import _final, _value
 
 from specrun.errors import ConfigError
 from specrun.spec.schema import RunSettings
@@ -172,23 +171,6 @@ def test_a_decoder_that_trains_inside_the_backbone_is_refused(arch_model):
     with pytest.raises(ConfigError, match="inside the backbone") as caught:
         FrozenPrefix(model, settings)
     assert caught.value.key == "train.cache_frozen"
-
-
-def _final(cli, experiment: str) -> list[dict]:
-    code, out, err = cli(
-        "sql",
-        f"SELECT r.seed, m.split, m.name, m.value FROM runs r JOIN metrics m USING (run_id) "
-        f"WHERE r.experiment = '{experiment}' AND m.final ORDER BY r.seed, m.split, m.name",
-        "-f",
-        "json",
-    )
-    assert code == 0, err
-    return json.loads(out)
-
-
-def _value(rows: list[dict], split: str, name: str, seed: int = 0) -> float:
-    (value,) = [r["value"] for r in rows if r["split"] == split and r["name"] == name and r["seed"] == seed]
-    return value
 
 
 def _on(spec, tiny_model_dir, folder):

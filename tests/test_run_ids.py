@@ -16,6 +16,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.toml"))
@@ -50,7 +51,11 @@ def _key(spec: Path, profile: str | None) -> str:
 
 @pytest.fixture(scope="module")
 def current() -> dict[str, list[str]]:
-    return {_key(spec, profile): _plan_ids(spec, profile) for spec in SPECS for profile in _profiles(spec)}
+    with pytest.MonkeyPatch.context() as env:  # module scope: set what the per-test `isolated` fixture would
+        env.setenv("SPECRUN_DATA_DIR", str(SHARED_DATA))
+        env.setenv("SPECRUN_DISABLE_PLUGIN_AUTOLOAD", "1")
+        env.setenv("HF_HUB_OFFLINE", "1")
+        return {_key(spec, profile): _plan_ids(spec, profile) for spec in SPECS for profile in _profiles(spec)}
 
 
 def test_run_ids_of_every_spec_are_the_pinned_ones(current):

@@ -77,14 +77,16 @@ def experiments(store: Store) -> list[str]:
     return [r[0] for r in rows]
 
 
+#: The apply ``current_runs`` come from: the experiment's latest without ``--set`` overrides (if any).
+LATEST_APPLY = "FROM applies WHERE experiment = ? ORDER BY variant, started_at DESC, apply_id DESC LIMIT 1"
+
+
 def latest_apply(store: Store, experiment: str) -> ApplyInfo | None:
     if not store.path.exists():
         return None
     with store.read() as db:
         row = db.execute(
-            # the apply current_runs come from: the latest without --set overrides (if any)
-            "SELECT experiment, spec_path, spec_sha256, spec_text, started_at, profile, spec_tree FROM applies WHERE experiment = ? "
-            "ORDER BY variant, started_at DESC, apply_id DESC LIMIT 1",
+            f"SELECT experiment, spec_path, spec_sha256, spec_text, started_at, profile, spec_tree {LATEST_APPLY}",
             [experiment],
         ).fetchone()
     return ApplyInfo(*row) if row else None
@@ -316,9 +318,7 @@ def search_summary(db: duckdb.DuckDBPyConnection, experiment: str) -> str | None
     trials its store holds, by state; ``, 2 left`` when fewer than ``search.n_trials`` are recorded);
     None for any other experiment."""
     row = db.execute(
-        # the apply current_runs come from (see latest_apply)
-        "SELECT json_extract(spec_tree, '$.search.n_trials') FROM applies WHERE experiment = ? "
-        "ORDER BY variant, started_at DESC, apply_id DESC LIMIT 1",
+        f"SELECT json_extract(spec_tree, '$.search.n_trials') {LATEST_APPLY}",
         [experiment],
     ).fetchone()
     if row is None or row[0] is None:
